@@ -1,0 +1,40 @@
+/*
+ * calib.h: a calibration set (one safetensors file, see masq-calib(5)):
+ *   inputs_embeds  F32/BF16/F16 [tokens, hidden]
+ *   modality       U8 [tokens], 0 text, 1 vision, 2 audio
+ *   seq_lens       I32 [sequences], summing to tokens
+ *   position_ids   I64 [3, tokens] (multimodal RoPE) or [tokens]; optional,
+ *                  default 0..len-1 within each sequence
+ */
+#ifndef MASQ_CALIB_H
+#define MASQ_CALIB_H
+
+#include <stdint.h>
+
+#include "core/util.h"
+
+enum modality { MOD_TEXT = 0, MOD_VISION = 1, MOD_AUDIO = 2, MOD_COUNT = 3 };
+/* "text", "vision", "audio" */
+const char *modality_name(int m);
+
+typedef struct calib {
+	int n_tokens;
+	int hidden;
+	int n_seqs;
+	float *embeds;		/* (n_tokens, hidden), owned */
+	uint8_t *modality;	/* (n_tokens) */
+	int32_t *seq_lens;	/* (n_seqs) */
+	int64_t *pos;		/* (3, n_tokens): rows t, h, w */
+	int has_pos;		/* position_ids was present (else generated) */
+	int pos_rows;		/* 3 or 1 as stored */
+	int n_mod[MOD_COUNT];	/* tokens per modality */
+	char *format;		/* __metadata__ format / version / source, or NULL */
+	char *version;
+	char *source;
+} calib;
+
+/* Load and validate path; if hidden > 0 the embedding width must match. */
+int calib_load(calib *c, const char *path, int hidden, masq_err *err);
+void calib_done(calib *c);
+
+#endif

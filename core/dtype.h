@@ -1,0 +1,39 @@
+/*
+ * dtype.h: safetensors element types and conversions to and from float32.
+ * bf16 is the top half of a float32; narrowing rounds to nearest even and
+ * keeps NaN a NaN.  f16 is IEEE binary16 with subnormals.
+ */
+#ifndef MASQ_DTYPE_H
+#define MASQ_DTYPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum st_dtype {
+	ST_F32, ST_F16, ST_BF16, ST_F64,
+	ST_I8, ST_U8, ST_I16, ST_U16, ST_I32, ST_U32, ST_I64, ST_U64, ST_BOOL,
+	ST_DTYPE_COUNT,
+	ST_DTYPE_INVALID = -1
+} st_dtype;
+
+/* Name as written in a safetensors header ("F32", "BF16", ...). */
+const char *st_dtype_name(st_dtype dt);
+/* Parse a header dtype string; ST_DTYPE_INVALID when unknown. */
+st_dtype st_dtype_parse(const char *s);
+/* Bytes per element. */
+size_t st_dtype_size(st_dtype dt);
+/* True for F32, F16, BF16, F64. */
+int st_dtype_is_float(st_dtype dt);
+
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+/* Convert n elements of a float dtype at src (little-endian, possibly
+ * unaligned) to float32 at dst.  Returns -1 for a non-float dtype. */
+int st_to_f32(float *dst, const void *src, st_dtype dt, size_t n);
+/* Convert n float32 to dt (F32, F16, BF16) at dst; -1 for other dtypes. */
+int st_from_f32(void *dst, const float *src, st_dtype dt, size_t n);
+
+#endif

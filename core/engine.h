@@ -1,0 +1,79 @@
+/*
+ * engine.h: the forward pass of one decoder layer over a batch of
+ * variable-length sequences, in float32 through OpenBLAS.
+ *
+ *   h += o_proj(attn(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1)))   n1 = rmsnorm(h)
+ *   h += down_proj(silu(gate_proj(n2)) * up_proj(n2))                   n2 = rmsnorm(h)
+ *
+ * Attention is causal within each sequence and grouped-query across heads.
+ * RoPE is the rotate-half form; with cfg->mrope the frequency bands of each
+ * head take their positions from rows t, h, w of the 3-row position ids
+ * (Qwen2-VL's multimodal RoPE), else row t is used.
+ *
+ * Hooks: before each linear group the engine calls ops->observe with that
+ * group's input (the shared input of q,k,v; o_proj's; the shared input of
+ * gate,up; down_proj's).  ops->linear, when set, may replace any linear
+ * (quantized forward); it returns 0 when it computed y, 1 to fall back to
+ * the plain float32 product.
+ */
+#ifndef MASQ_ENGINE_H
+#define MASQ_ENGINE_H
+
+#include <stdint.h>
+
+#include "core/model.h"
+
+/* Linear-input sites, in forward order. */
+enum engine_site { SITE_QKV, SITE_O, SITE_GATEUP, SITE_DOWN, SITE_COUNT };
+const char *engine_site_name(int site);
+/* The site whose input feeds linear lin. */
+int engine_lin_site(int lin);
+
+typedef struct engine_batch {
+	int n_tokens;
+	int n_seqs;
+	const int32_t *seq_lens;	/* (n_seqs), sum = n_tokens */
+	const int64_t *pos;		/* (3, n_tokens) */
+	const uint8_t *modality;	/* (n_tokens) or NULL */
+} engine_batch;
+
+typedef struct engine_ops {
+	void *ctx;
+	/* x: (n, d) row-major; valid only during the call. */
+	void (*observe)(void *ctx, int layer, int site, const float *x, int n, int d);
+	/* y (n, out) = x (n, in) W^T + b; return 0 if done, 1 to use the default. */
+	int (*linear)(void *ctx, const layer_weights *w, int lin, const float *x,
+	    int n, float *y);
+} engine_ops;
+
+typedef struct engine {
+	model_config cfg;
+	int cap_tokens;		/* scratch capacity in tokens */
+	int cap_seq;		/* longest sequence the score buffer holds */
+	float *n1;		/* (cap, hidden) normed input */
+	float *q, *k, *v;	/* (cap, q_dim), (cap, kv_dim) x2 */
+	float *att;		/* (cap, q_dim) attention output */
+	float *proj;		/* (cap, hidden) o_proj / down_proj output */
+	float *gate, *up;	/* (cap, inter) */
+	float *scores;		/* (cap_seq, cap_seq) */
+	float *inv_freq;	/* (head_dim / 2) */
+	uint8_t *freq_row;	/* (head_dim / 2): position row (0 t, 1 h, 2 w) per frequency */
+} engine;
+
+void engine_init(engine *e, const model_config *cfg);
+void engine_done(engine *e);
+
+/* h (n_tokens, hidden) is updated in place to the layer's output. */
+void engine_layer_forward(engine *e, const layer_weights *w, const engine_batch *b,
+    float *h, const engine_ops *ops);
+
+/* Plain reference of the same layer: naive loops in double accumulation, no
+ * BLAS, no hooks.  For tests only; O(tokens * weights). */
+void engine_layer_forward_ref(const model_config *cfg, const layer_weights *w,
+    const engine_batch *b, float *h);
+
+/* y (n, out) = x (n, in) W^T + b through cblas_sgemm. */
+void engine_linear(const float *x, int n, int in, const float *W, const float *bias,
+    int out, float *y);
+
+#endif

@@ -1,0 +1,234 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "core/util.h"
+
+static void (*fatal_hook)(void);
+
+int
+masq_err_set(masq_err *err, masq_status st, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL)
+		return -1;
+	err->status = st;
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+int
+masq_err_prefix(masq_err *err, const char *fmt, ...)
+{
+	char pre[512], old[sizeof err->msg];
+	va_list ap;
+
+	if (err == NULL)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(pre, sizeof pre, fmt, ap);
+	va_end(ap);
+	memcpy(old, err->msg, sizeof old);
+	snprintf(err->msg, sizeof err->msg, "%s: %s", pre, old);
+	return -1;
+}
+
+int
+masq_exit_code(masq_status st)
+{
+	switch (st) {
+	case MASQ_OK:
+		return 0;
+	case MASQ_ERR_MISMATCH:
+	case MASQ_ERR_INTERNAL:
+		return 1;
+	default:
+		return 2;
+	}
+}
+
+const char *
+masq_status_name(masq_status st)
+{
+	static const char *const names[] = {
+		"ok", "usage error", "format error", "i/o error", "mismatch", "internal error"
+	};
+	if ((unsigned)st < sizeof names / sizeof names[0])
+		return names[st];
+	return "unknown error";
+}
+
+void
+masq_set_fatal_hook(void (*hook)(void))
+{
+	fatal_hook = hook;
+}
+
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (fatal_hook != NULL) {
+		void (*h)(void) = fatal_hook;
+		fatal_hook = NULL;
+		h();
+	}
+	fflush(stdout);
+	fputs("masq: fatal: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(3);
+}
+
+void
+masq_assert_fail(const char *expr, const char *file, int line)
+{
+	fatal("assertion failed: %s (%s:%d)", expr, file, line);
+}
+
+void *
+xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (p == NULL)
+		fatal("out of memory allocating %zu bytes", n);
+	return p;
+}
+
+void *
+xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+	if (p == NULL)
+		fatal("out of memory allocating %zu x %zu bytes", n, size);
+	return p;
+}
+
+void *
+xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+	if (q == NULL)
+		fatal("out of memory reallocating %zu bytes", n);
+	return q;
+}
+
+char *
+xstrdup(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *p = xmalloc(n);
+	memcpy(p, s, n);
+	return p;
+}
+
+size_t
+xmul(size_t n, size_t size)
+{
+	if (size != 0 && n > SIZE_MAX / size)
+		fatal("size overflow: %zu x %zu", n, size);
+	return n * size;
+}
+
+double
+masq_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+char *
+masq_path_join(const char *dir, const char *name)
+{
+	size_t a = strlen(dir), b = strlen(name);
+	char *p = xmalloc(a + b + 2);
+	memcpy(p, dir, a);
+	if (a > 0 && dir[a - 1] != '/')
+		p[a++] = '/';
+	memcpy(p + a, name, b + 1);
+	return p;
+}
+
+char *
+masq_read_file(const char *path, size_t max, size_t *len, masq_err *err)
+{
+	FILE *fp;
+	char *buf;
+	size_t cap = 4096, n = 0;
+
+	fp = fopen(path, "rb");
+	if (fp == NULL) {
+		masq_err_set(err, MASQ_ERR_IO, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	buf = xmalloc(cap + 1);
+	for (;;) {
+		size_t got = fread(buf + n, 1, cap - n, fp);
+		n += got;
+		if (n > max) {
+			free(buf);
+			fclose(fp);
+			masq_err_set(err, MASQ_ERR_FORMAT, "%s: file larger than %zu bytes", path, max);
+			return NULL;
+		}
+		if (got == 0)
+			break;
+		if (n == cap) {
+			cap *= 2;
+			buf = xrealloc(buf, cap + 1);
+		}
+	}
+	if (ferror(fp)) {
+		free(buf);
+		fclose(fp);
+		masq_err_set(err, MASQ_ERR_IO, "%s: read error", path);
+		return NULL;
+	}
+	fclose(fp);
+	buf[n] = '\0';
+	if (len != NULL)
+		*len = n;
+	return buf;
+}
+
+int
+masq_mkdir_p(const char *path, masq_err *err)
+{
+	char *p = xstrdup(path);
+	struct stat sb;
+
+	for (char *s = p + 1; ; s++) {
+		if (*s == '/' || *s == '\0') {
+			char c = *s;
+			*s = '\0';
+			if (mkdir(p, 0777) < 0 && errno != EEXIST) {
+				masq_err_set(err, MASQ_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
+				free(p);
+				return -1;
+			}
+			*s = c;
+			if (c == '\0')
+				break;
+		}
+	}
+	if (stat(path, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
+		masq_err_set(err, MASQ_ERR_IO, "%s: not a directory", path);
+		free(p);
+		return -1;
+	}
+	free(p);
+	return 0;
+}

@@ -1,0 +1,76 @@
+/*
+ * util.h: memory, errors and small helpers shared by every floor.
+ *
+ * Three tiers of errors (STYLE.md item 6):
+ *   - what the user can cause (a bad file, a bad option) is a masq_err filled
+ *     by the failing function, which returns -1; the caller prints it and
+ *     exits with masq_exit_code(err->status);
+ *   - running out of memory or a broken environment is fatal(), which runs
+ *     the registered clean-up hook (the UI restores the terminal) and exits;
+ *   - numeric invariants are MASQ_ASSERT, always on.
+ *
+ *	masq_err err = {0};
+ *	if (st_open(&f, path, &err) < 0) {
+ *		fprintf(stderr, "masq: %s\n", err.msg);
+ *		return masq_exit_code(err.status);
+ *	}
+ */
+#ifndef MASQ_UTIL_H
+#define MASQ_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum masq_status {
+	MASQ_OK = 0,
+	MASQ_ERR_USAGE,		/* bad command line or argument */
+	MASQ_ERR_FORMAT,	/* a file is malformed or inconsistent */
+	MASQ_ERR_IO,		/* a file could not be read or written */
+	MASQ_ERR_MISMATCH,	/* results differ from what was recorded */
+	MASQ_ERR_INTERNAL
+} masq_status;
+
+typedef struct masq_err {
+	masq_status status;
+	char msg[1024];
+} masq_err;
+
+/* Fill err (if not NULL) with a formatted message; always returns -1. */
+int masq_err_set(masq_err *err, masq_status st, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Prefix an existing message: "prefix: old message". Returns -1. */
+int masq_err_prefix(masq_err *err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Exit status for a status: 0 ok, 1 mismatch/internal, 2 usage/format/io. */
+int masq_exit_code(masq_status st);
+const char *masq_status_name(masq_status st);
+
+/* Allocation that never returns NULL (fatal() on failure). */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+/* n * size with overflow detection; fatal() on overflow. */
+size_t xmul(size_t n, size_t size);
+
+/* Print "masq: fatal: ...", run the clean-up hook, exit(3). */
+void fatal(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+/* Register a function fatal() calls before exiting (ui: endwin). */
+void masq_set_fatal_hook(void (*hook)(void));
+
+void masq_assert_fail(const char *expr, const char *file, int line)
+	__attribute__((noreturn));
+#define MASQ_ASSERT(x) \
+	do { if (!(x)) masq_assert_fail(#x, __FILE__, __LINE__); } while (0)
+
+/* Wall-clock seconds from a monotonic clock. */
+double masq_now(void);
+
+/* Join a directory and a file name into a new string. */
+char *masq_path_join(const char *dir, const char *name);
+/* Read a whole (small) file into a NUL-terminated buffer; *len gets its size. */
+char *masq_read_file(const char *path, size_t max, size_t *len, masq_err *err);
+/* mkdir -p; returns -1 with err filled on failure. */
+int masq_mkdir_p(const char *path, masq_err *err);
+
+#endif
