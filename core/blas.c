@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include "core/blas.h"
+#include "core/engine.h"
 
 void
 masq_blas_set_threads(int n)

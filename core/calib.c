@@ -1,1 +1,198 @@
 #include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/calib.h"
+#include "core/safetensors.h"
+
+static const char *const mod_names[MOD_COUNT] = {"text", "vision", "audio"};
+
+const char *
+modality_name(int m)
+{
+	return (unsigned)m < MOD_COUNT ? mod_names[m] : "?";
+}
+
+/* Integer element i of an I32 / I64 / U8 tensor (unaligned-safe). */
+static int64_t
+int_at(const st_tensor *t, uint64_t i)
+{
+	const unsigned char *p = t->data;
+	switch (t->dtype) {
+	case ST_I64: { int64_t v; memcpy(&v, p + 8 * i, 8); return v; }
+	case ST_I32: { int32_t v; memcpy(&v, p + 4 * i, 4); return v; }
+	case ST_U8: return p[i];
+	default: return 0;
+	}
+}
+
+static const st_tensor *
+need(const st_file *f, const char *name, masq_err *err)
+{
+	const st_tensor *t = st_find(f, name);
+	if (t == NULL)
+		masq_err_set(err, MASQ_ERR_FORMAT, "%s: missing tensor '%s' (a calibration set needs "
+		    "inputs_embeds, modality and seq_lens; see masq-calib(5))", f->path, name);
+	return t;
+}
+
+int
+calib_load(calib *c, const char *path, int hidden, masq_err *err)
+{
+	st_file f;
+	const st_tensor *te, *tm, *ts, *tp;
+	int64_t T, H, S, sum = 0;
+
+	memset(c, 0, sizeof *c);
+	if (st_open(&f, path, err) < 0)
+		return -1;
+	if ((te = need(&f, "inputs_embeds", err)) == NULL || (tm = need(&f, "modality", err)) == NULL ||
+	    (ts = need(&f, "seq_lens", err)) == NULL)
+		goto fail;
+	if (!st_dtype_is_float(te->dtype) || te->dtype == ST_F64) {
+		masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor 'inputs_embeds' has dtype %s, expected F32, BF16 or F16",
+		    path, st_dtype_name(te->dtype));
+		goto fail;
+	}
+	if (te->ndim != 2 || te->shape[0] < 1 || te->shape[1] < 1) {
+		masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor 'inputs_embeds' must have shape [tokens, hidden] with both > 0",
+		    path);
+		goto fail;
+	}
+	T = te->shape[0];
+	H = te->shape[1];
+	if (T > INT32_MAX || H > (1 << 16)) {
+		masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor 'inputs_embeds' shape [%lld, %lld] is too large",
+		    path, (long long)T, (long long)H);
+		goto fail;
+	}
+	if (hidden > 0 && H != hidden) {
+		masq_err_set(err, MASQ_ERR_FORMAT,
+		    "%s: tensor 'inputs_embeds' has width %lld but the model's hidden size is %d",
+		    path, (long long)H, hidden);
+		goto fail;
+	}
+	if (tm->dtype != ST_U8 || tm->ndim != 1 || tm->shape[0] != T) {
+		masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor 'modality' must be U8 [%lld] (one code per token)",
+		    path, (long long)T);
+		goto fail;
+	}
+	if ((ts->dtype != ST_I32 && ts->dtype != ST_I64) || ts->ndim != 1 || ts->shape[0] < 1 ||
+	    ts->shape[0] > T) {
+		masq_err_set(err, MASQ_ERR_FORMAT,
+		    "%s: tensor 'seq_lens' must be I32 [sequences] with 1 to %lld sequences", path, (long long)T);
+		goto fail;
+	}
+	S = ts->shape[0];
+	for (int64_t i = 0; i < S; i++) {
+		int64_t L = int_at(ts, (uint64_t)i);
+		if (L < 1 || L > T) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor 'seq_lens' has length %lld for sequence %lld",
+			    path, (long long)L, (long long)i);
+			goto fail;
+		}
+		sum += L;
+	}
+	if (sum != T) {
+		masq_err_set(err, MASQ_ERR_FORMAT,
+		    "%s: tensor 'seq_lens' sums to %lld tokens but 'inputs_embeds' has %lld", path,
+		    (long long)sum, (long long)T);
+		goto fail;
+	}
+	tp = st_find(&f, "position_ids");
+	if (tp != NULL) {
+		int ok = (tp->dtype == ST_I64 || tp->dtype == ST_I32) &&
+		    ((tp->ndim == 2 && (tp->shape[0] == 3 || tp->shape[0] == 1) && tp->shape[1] == T) ||
+		     (tp->ndim == 1 && tp->shape[0] == T));
+		if (!ok) {
+			masq_err_set(err, MASQ_ERR_FORMAT,
+			    "%s: tensor 'position_ids' must be I64 [3, %lld] or [%lld]", path,
+			    (long long)T, (long long)T);
+			goto fail;
+		}
+	}
+
+	c->n_tokens = (int)T;
+	c->hidden = (int)H;
+	c->n_seqs = (int)S;
+	c->modality = xmalloc((size_t)T);
+	c->seq_lens = xmalloc(xmul((size_t)S, sizeof *c->seq_lens));
+	c->pos = xmalloc(xmul((size_t)T * 3, sizeof *c->pos));
+	for (int64_t i = 0; i < T; i++) {
+		int64_t m = int_at(tm, (uint64_t)i);
+		if (m >= MOD_COUNT) {
+			masq_err_set(err, MASQ_ERR_FORMAT,
+			    "%s: tensor 'modality' has code %lld at token %lld (expected 0 text, 1 vision, 2 audio)",
+			    path, (long long)m, (long long)i);
+			goto fail_free;
+		}
+		c->modality[i] = (uint8_t)m;
+		c->n_mod[m]++;
+	}
+	for (int64_t i = 0; i < S; i++)
+		c->seq_lens[i] = (int32_t)int_at(ts, (uint64_t)i);
+	if (tp != NULL) {
+		int rows = tp->ndim == 2 ? (int)tp->shape[0] : 1;
+		for (int r = 0; r < 3; r++)
+			for (int64_t i = 0; i < T; i++) {
+				int64_t p = int_at(tp, (uint64_t)((rows == 3 ? r : 0) * T + i));
+				if (p < 0 || p > ((int64_t)1 << 40)) {
+					masq_err_set(err, MASQ_ERR_FORMAT,
+					    "%s: tensor 'position_ids' has position %lld at row %d, token %lld",
+					    path, (long long)p, rows == 3 ? r : 0, (long long)i);
+					goto fail_free;
+				}
+				c->pos[r * T + i] = p;
+			}
+		c->has_pos = 1;
+		c->pos_rows = rows;
+	} else {
+		int64_t t0 = 0;
+		for (int64_t s = 0; s < S; s++) {
+			for (int64_t j = 0; j < c->seq_lens[s]; j++)
+				for (int r = 0; r < 3; r++)
+					c->pos[r * T + t0 + j] = j;
+			t0 += c->seq_lens[s];
+		}
+		c->pos_rows = 0;
+	}
+	c->embeds = st_tensor_to_f32(te);
+	for (int64_t i = 0; i < T * H; i++) {
+		if (!isfinite(c->embeds[i])) {
+			masq_err_set(err, MASQ_ERR_FORMAT,
+			    "%s: tensor 'inputs_embeds' has a non-finite value at token %lld, channel %lld",
+			    path, (long long)(i / H), (long long)(i % H));
+			goto fail_free;
+		}
+	}
+	const char *s;
+	if ((s = st_meta_get(&f, "calib_format")) != NULL)
+		c->format = xstrdup(s);
+	if ((s = st_meta_get(&f, "calib_version")) != NULL)
+		c->version = xstrdup(s);
+	if ((s = st_meta_get(&f, "source")) != NULL)
+		c->source = xstrdup(s);
+	st_close(&f);
+	return 0;
+fail_free:
+	calib_done(c);
+fail:
+	st_close(&f);
+	return -1;
+}
+
+void
+calib_done(calib *c)
+{
+	free(c->embeds);
+	free(c->modality);
+	free(c->seq_lens);
+	free(c->pos);
+	free(c->format);
+	free(c->version);
+	free(c->source);
+	memset(c, 0, sizeof *c);
+}

@@ -28,7 +28,7 @@ typedef struct calib {
 	int has_pos;		/* position_ids was present (else generated) */
 	int pos_rows;		/* 3 or 1 as stored */
 	int n_mod[MOD_COUNT];	/* tokens per modality */
-	char *format;		/* __metadata__ format / version / source, or NULL */
+	char *format;		/* __metadata__ calib_format / calib_version / source, or NULL */
 	char *version;
 	char *source;
 } calib;

@@ -1,1 +1,394 @@
 #include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/blas.h"
+#include "core/engine.h"
+
+/* Query rows per attention block: bounds the score buffer to
+ * ATT_BLOCK x (longest sequence) floats whatever the sequence length. */
+#define ATT_BLOCK 256
+
+static const char *const site_names[SITE_COUNT] = {"qkv", "o", "gateup", "down"};
+
+const char *
+engine_site_name(int site)
+{
+	return (unsigned)site < SITE_COUNT ? site_names[site] : "?";
+}
+
+int
+engine_lin_site(int lin)
+{
+	switch (lin) {
+	case LIN_Q: case LIN_K: case LIN_V: return SITE_QKV;
+	case LIN_O: return SITE_O;
+	case LIN_GATE: case LIN_UP: return SITE_GATEUP;
+	default: return SITE_DOWN;
+	}
+}
+
+void
+engine_init(engine *e, const model_config *cfg)
+{
+	int half = cfg->head_dim / 2;
+
+	memset(e, 0, sizeof *e);
+	e->cfg = *cfg;
+	e->inv_freq = xmalloc(xmul((size_t)half, sizeof *e->inv_freq));
+	e->freq_row = xmalloc((size_t)half);
+	for (int i = 0; i < half; i++) {
+		e->inv_freq[i] = (float)pow(cfg->rope_theta, -2.0 * i / cfg->head_dim);
+		/* mrope: the first section takes row t, the next h, the last w */
+		if (!cfg->mrope)
+			e->freq_row[i] = 0;
+		else if (i < cfg->mrope_section[0])
+			e->freq_row[i] = 0;
+		else if (i < cfg->mrope_section[0] + cfg->mrope_section[1])
+			e->freq_row[i] = 1;
+		else
+			e->freq_row[i] = 2;
+	}
+}
+
+void
+engine_done(engine *e)
+{
+	free(e->n1);
+	free(e->q);
+	free(e->k);
+	free(e->v);
+	free(e->att);
+	free(e->proj);
+	free(e->gate);
+	free(e->up);
+	free(e->scores);
+	free(e->inv_freq);
+	free(e->freq_row);
+	memset(e, 0, sizeof *e);
+}
+
+/* Grow the scratch buffers to hold n tokens and sequences up to max_len.
+ * Invalidates every scratch pointer. */
+static void
+engine_reserve(engine *e, int n, int max_len)
+{
+	const model_config *c = &e->cfg;
+	size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+
+	if (n > e->cap_tokens) {
+		size_t N = (size_t)n;
+		free(e->n1); free(e->q); free(e->k); free(e->v);
+		free(e->att); free(e->proj); free(e->gate); free(e->up);
+		e->n1 = xmalloc(xmul(N * c->hidden, sizeof(float)));
+		e->q = xmalloc(xmul(N * q_dim, sizeof(float)));
+		e->k = xmalloc(xmul(N * kv_dim, sizeof(float)));
+		e->v = xmalloc(xmul(N * kv_dim, sizeof(float)));
+		e->att = xmalloc(xmul(N * q_dim, sizeof(float)));
+		e->proj = xmalloc(xmul(N * c->hidden, sizeof(float)));
+		e->gate = xmalloc(xmul(N * c->intermediate, sizeof(float)));
+		e->up = xmalloc(xmul(N * c->intermediate, sizeof(float)));
+		e->cap_tokens = n;
+	}
+	if (max_len > e->cap_seq) {
+		free(e->scores);
+		e->scores = xmalloc(xmul((size_t)ATT_BLOCK * max_len, sizeof(float)));
+		e->cap_seq = max_len;
+	}
+}
+
+void
+engine_linear(const float *x, int n, int in, const float *W, const float *bias, int out, float *y)
+{
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, W, in,
+	    0.0f, y, out);
+	if (bias != NULL)
+		for (int t = 0; t < n; t++) {
+			float *row = y + (size_t)t * out;
+			for (int j = 0; j < out; j++)
+				row[j] += bias[j];
+		}
+}
+
+/* out (n, d) = rmsnorm(x) * weight */
+static void
+rmsnorm(float *out, const float *x, const float *weight, int n, int d, float eps)
+{
+	for (int t = 0; t < n; t++) {
+		const float *xr = x + (size_t)t * d;
+		float *o = out + (size_t)t * d;
+		double ss = 0.0;
+		for (int j = 0; j < d; j++)
+			ss += (double)xr[j] * xr[j];
+		float r = (float)(1.0 / sqrt(ss / d + eps));
+		for (int j = 0; j < d; j++)
+			o[j] = xr[j] * r * weight[j];
+	}
+}
+
+/* Rotate-half RoPE in place on x (n, heads * hd) with per-token angles. */
+static void
+rope_apply(const engine *e, float *x, int n, int heads, const int64_t *pos, int n_total)
+{
+	int hd = e->cfg.head_dim, half = hd / 2;
+	float *cs = xmalloc(xmul((size_t)hd, sizeof(float)));
+
+	for (int t = 0; t < n; t++) {
+		for (int i = 0; i < half; i++) {
+			double p = (double)pos[(size_t)e->freq_row[i] * n_total + t];
+			double a = p * (double)e->inv_freq[i];
+			cs[i] = (float)cos(a);
+			cs[half + i] = (float)sin(a);
+		}
+		for (int h = 0; h < heads; h++) {
+			float *v = x + ((size_t)t * heads + h) * hd;
+			for (int i = 0; i < half; i++) {
+				float a = v[i], b = v[i + half];
+				v[i] = a * cs[i] - b * cs[half + i];
+				v[i + half] = b * cs[i] + a * cs[half + i];
+			}
+		}
+	}
+	free(cs);
+}
+
+/* Causal grouped-query attention of one sequence of L tokens. */
+static void
+attention_seq(engine *e, const float *q, const float *k, const float *v, float *out, int L)
+{
+	const model_config *c = &e->cfg;
+	int hd = c->head_dim, H = c->n_heads, G = c->n_heads / c->n_kv_heads;
+	int q_dim = H * hd, kv_dim = c->n_kv_heads * hd;
+	float scale = 1.0f / sqrtf((float)hd);
+
+	for (int h = 0; h < H; h++) {
+		const float *kh = k + (size_t)(h / G) * hd, *vh = v + (size_t)(h / G) * hd;
+		for (int i0 = 0; i0 < L; i0 += ATT_BLOCK) {
+			int B = L - i0 < ATT_BLOCK ? L - i0 : ATT_BLOCK;
+			int K = i0 + B;	/* keys 0 .. K-1 are visible to this block */
+			float *S = e->scores;
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, K, hd, scale,
+			    q + (size_t)i0 * q_dim + (size_t)h * hd, q_dim, kh, kv_dim, 0.0f, S, K);
+			for (int r = 0; r < B; r++) {
+				float *row = S + (size_t)r * K;
+				int last = i0 + r;	/* causal: keys 0..last */
+				float mx = row[0];
+				for (int j = 1; j <= last; j++)
+					if (row[j] > mx)
+						mx = row[j];
+				float sum = 0.0f;
+				for (int j = 0; j <= last; j++) {
+					row[j] = expf(row[j] - mx);
+					sum += row[j];
+				}
+				float inv = 1.0f / sum;
+				for (int j = 0; j <= last; j++)
+					row[j] *= inv;
+				for (int j = last + 1; j < K; j++)
+					row[j] = 0.0f;
+			}
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, hd, K, 1.0f, S, K,
+			    vh, kv_dim, 0.0f, out + (size_t)i0 * q_dim + (size_t)h * hd, q_dim);
+		}
+	}
+}
+
+/* Output and input size of linear lin of w. */
+static void
+lw_shape(const layer_weights *w, int lin, int *out, int *in)
+{
+	static const int io[LIN_COUNT][2] = {{1, 0}, {2, 0}, {2, 0}, {0, 1}, {3, 0}, {3, 0}, {0, 3}};
+	int dims[4] = {w->hidden, w->q_dim, w->kv_dim, w->inter};
+	*out = dims[io[lin][0]];
+	*in = dims[io[lin][1]];
+}
+
+static void
+run_linear(const engine_ops *ops, const layer_weights *w, int lin, const float *x, int n, float *y)
+{
+	int out, in;
+
+	if (ops != NULL && ops->linear != NULL && ops->linear(ops->ctx, w, lin, x, n, y) == 0)
+		return;
+	lw_shape(w, lin, &out, &in);
+	engine_linear(x, n, in, w->w[lin], w->b[lin], out, y);
+}
+
+static void
+observe(const engine_ops *ops, int layer, int site, const float *x, int n, int d)
+{
+	if (ops != NULL && ops->observe != NULL)
+		ops->observe(ops->ctx, layer, site, x, n, d);
+}
+
+void
+engine_layer_forward(engine *e, const layer_weights *w, const engine_batch *b, float *h,
+    const engine_ops *ops)
+{
+	const model_config *c = &e->cfg;
+	int n = b->n_tokens, D = c->hidden, NI = c->intermediate;
+	int q_dim = w->q_dim, kv_dim = w->kv_dim, max_len = 0;
+
+	MASQ_ASSERT(w->hidden == D && q_dim == c->n_heads * c->head_dim);
+	for (int s = 0; s < b->n_seqs; s++)
+		if (b->seq_lens[s] > max_len)
+			max_len = b->seq_lens[s];
+	engine_reserve(e, n, max_len);
+
+	/* attention block */
+	rmsnorm(e->n1, h, w->attn_norm, n, D, c->rms_eps);
+	observe(ops, w->layer, SITE_QKV, e->n1, n, D);
+	run_linear(ops, w, LIN_Q, e->n1, n, e->q);
+	run_linear(ops, w, LIN_K, e->n1, n, e->k);
+	run_linear(ops, w, LIN_V, e->n1, n, e->v);
+	rope_apply(e, e->q, n, c->n_heads, b->pos, n);
+	rope_apply(e, e->k, n, c->n_kv_heads, b->pos, n);
+	for (int s = 0, t0 = 0; s < b->n_seqs; t0 += b->seq_lens[s], s++)
+		attention_seq(e, e->q + (size_t)t0 * q_dim, e->k + (size_t)t0 * kv_dim,
+		    e->v + (size_t)t0 * kv_dim, e->att + (size_t)t0 * q_dim, b->seq_lens[s]);
+	observe(ops, w->layer, SITE_O, e->att, n, q_dim);
+	run_linear(ops, w, LIN_O, e->att, n, e->proj);
+	for (size_t i = 0; i < (size_t)n * D; i++)
+		h[i] += e->proj[i];
+
+	/* MLP block */
+	rmsnorm(e->n1, h, w->mlp_norm, n, D, c->rms_eps);
+	observe(ops, w->layer, SITE_GATEUP, e->n1, n, D);
+	run_linear(ops, w, LIN_GATE, e->n1, n, e->gate);
+	run_linear(ops, w, LIN_UP, e->n1, n, e->up);
+	for (size_t i = 0; i < (size_t)n * NI; i++) {
+		float g = e->gate[i];
+		e->gate[i] = g / (1.0f + expf(-g)) * e->up[i];
+	}
+	observe(ops, w->layer, SITE_DOWN, e->gate, n, NI);
+	run_linear(ops, w, LIN_DOWN, e->gate, n, e->proj);
+	for (size_t i = 0; i < (size_t)n * D; i++)
+		h[i] += e->proj[i];
+}
+
+/* ---- the plain reference ------------------------------------------------- */
+
+/* y (n, out) = x W^T + b with double accumulation, no BLAS. */
+static void
+ref_linear(const float *x, int n, int in, const float *W, const float *bias, int out, double *y)
+{
+	for (int t = 0; t < n; t++)
+		for (int o = 0; o < out; o++) {
+			double acc = bias ? bias[o] : 0.0;
+			for (int i = 0; i < in; i++)
+				acc += (double)x[(size_t)t * in + i] * W[(size_t)o * in + i];
+			y[(size_t)t * out + o] = acc;
+		}
+}
+
+static void
+ref_rmsnorm(const float *x, const float *wt, int n, int d, float eps, float *out)
+{
+	for (int t = 0; t < n; t++) {
+		double ss = 0.0;
+		for (int j = 0; j < d; j++)
+			ss += (double)x[(size_t)t * d + j] * x[(size_t)t * d + j];
+		double r = 1.0 / sqrt(ss / d + eps);
+		for (int j = 0; j < d; j++)
+			out[(size_t)t * d + j] = (float)(x[(size_t)t * d + j] * r * wt[j]);
+	}
+}
+
+/*
+ * RoPE the way Hugging Face writes it: cos and sin of length hd are
+ * cat(freqs, freqs); with mrope the hd entries are cut into chunks
+ * mrope_section * 2 and chunk j takes its positions from row j % 3.
+ */
+static void
+ref_rope(const model_config *c, double *x, int n, int heads, const int64_t *pos, int n_total)
+{
+	int hd = c->head_dim, half = hd / 2;
+	double *rot = xmalloc(xmul((size_t)hd, sizeof(double)));
+
+	for (int t = 0; t < n; t++)
+		for (int h = 0; h < heads; h++) {
+			double *v = x + ((size_t)t * heads + h) * hd;
+			for (int d = 0; d < hd; d++)
+				rot[d] = d < half ? -v[d + half] : v[d - half];
+			for (int d = 0; d < hd; d++) {
+				int row = 0;
+				if (c->mrope) {
+					int chunk = 0, edge = 0;
+					for (; chunk < 6; chunk++) {
+						edge += c->mrope_section[chunk % 3];
+						if (d < edge)
+							break;
+					}
+					row = chunk % 3;
+				}
+				double f = pow(c->rope_theta, -2.0 * (d % half) / hd);
+				double a = (double)pos[(size_t)row * n_total + t] * f;
+				v[d] = v[d] * cos(a) + rot[d] * sin(a);
+			}
+		}
+	free(rot);
+}
+
+void
+engine_layer_forward_ref(const model_config *c, const layer_weights *w, const engine_batch *b,
+    float *h)
+{
+	int n = b->n_tokens, D = c->hidden, hd = c->head_dim, H = c->n_heads;
+	int KV = c->n_kv_heads, NI = c->intermediate, qd = H * hd, kd = KV * hd;
+	float *xn = xmalloc(xmul((size_t)n * (NI > D ? NI : D), sizeof(float)));
+	float *att = xmalloc(xmul((size_t)n * qd, sizeof(float)));
+	double *q = xmalloc(xmul((size_t)n * qd, sizeof(double)));
+	double *k = xmalloc(xmul((size_t)n * kd, sizeof(double)));
+	double *v = xmalloc(xmul((size_t)n * kd, sizeof(double)));
+	double *y = xmalloc(xmul((size_t)n * (NI > D ? NI : D), sizeof(double)));
+	double *y2 = xmalloc(xmul((size_t)n * NI, sizeof(double)));
+	double *p = xmalloc(xmul((size_t)n, sizeof(double)));
+
+	ref_rmsnorm(h, w->attn_norm, n, D, c->rms_eps, xn);
+	ref_linear(xn, n, D, w->w[LIN_Q], w->b[LIN_Q], qd, q);
+	ref_linear(xn, n, D, w->w[LIN_K], w->b[LIN_K], kd, k);
+	ref_linear(xn, n, D, w->w[LIN_V], w->b[LIN_V], kd, v);
+	ref_rope(c, q, n, H, b->pos, n);
+	ref_rope(c, k, n, KV, b->pos, n);
+	for (int s = 0, t0 = 0; s < b->n_seqs; t0 += b->seq_lens[s], s++) {
+		int L = b->seq_lens[s];
+		for (int hh = 0; hh < H; hh++) {
+			int g = hh / (H / KV);
+			for (int i = 0; i < L; i++) {
+				const double *qi = q + ((size_t)(t0 + i) * H + hh) * hd;
+				double mx = -INFINITY, sum = 0.0;
+				for (int j = 0; j <= i; j++) {
+					const double *kj = k + ((size_t)(t0 + j) * KV + g) * hd;
+					double dot = 0.0;
+					for (int d = 0; d < hd; d++)
+						dot += qi[d] * kj[d];
+					p[j] = dot / sqrt((double)hd);
+					if (p[j] > mx)
+						mx = p[j];
+				}
+				for (int j = 0; j <= i; j++)
+					sum += (p[j] = exp(p[j] - mx));
+				for (int d = 0; d < hd; d++) {
+					double acc = 0.0;
+					for (int j = 0; j <= i; j++)
+						acc += p[j] / sum * v[((size_t)(t0 + j) * KV + g) * hd + d];
+					att[((size_t)(t0 + i) * H + hh) * hd + d] = (float)acc;
+				}
+			}
+		}
+	}
+	ref_linear(att, n, qd, w->w[LIN_O], w->b[LIN_O], D, y);
+	for (size_t i = 0; i < (size_t)n * D; i++)
+		h[i] = (float)(h[i] + y[i]);
+	ref_rmsnorm(h, w->mlp_norm, n, D, c->rms_eps, xn);
+	ref_linear(xn, n, D, w->w[LIN_GATE], w->b[LIN_GATE], NI, y);
+	ref_linear(xn, n, D, w->w[LIN_UP], w->b[LIN_UP], NI, y2);
+	for (size_t i = 0; i < (size_t)n * NI; i++)
+		xn[i] = (float)(y[i] / (1.0 + exp(-y[i])) * y2[i]);
+	ref_linear(xn, n, NI, w->w[LIN_DOWN], w->b[LIN_DOWN], D, y);
+	for (size_t i = 0; i < (size_t)n * D; i++)
+		h[i] = (float)(h[i] + y[i]);
+	free(xn); free(att); free(q); free(k); free(v); free(y); free(y2); free(p);
+}

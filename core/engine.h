@@ -72,6 +72,10 @@ void engine_layer_forward(engine *e, const layer_weights *w, const engine_batch 
 void engine_layer_forward_ref(const model_config *cfg, const layer_weights *w,
     const engine_batch *b, float *h);
 
+/* Pin OpenBLAS to n threads (n <= 0: leave as configured); the count in use. */
+void masq_blas_set_threads(int n);
+int masq_blas_get_threads(void);
+
 /* y (n, out) = x (n, in) W^T + b through cblas_sgemm. */
 void engine_linear(const float *x, int n, int in, const float *W, const float *bias,
     int out, float *y);

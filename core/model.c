@@ -1,1 +1,495 @@
 #include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "core/model.h"
+
+static const char *const lin_names[LIN_COUNT] = {
+	"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"
+};
+static const char *const lin_paths[LIN_COUNT] = {
+	"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+	"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"
+};
+
+/* Layer prefixes of the supported layouts, most common first. */
+static const char *const layer_prefixes[] = {
+	"model.layers.",			/* Qwen2, Llama, Qwen2.5-VL (transformers < 4.52) */
+	"model.language_model.layers.",		/* Qwen2.5-VL, LLaVA (transformers >= 4.52) */
+	"language_model.model.layers.",		/* LLaVA (older transformers) */
+	"thinker.model.layers.",		/* Qwen2.5-Omni thinker */
+	NULL
+};
+
+const char *
+lin_name(int lin)
+{
+	return (unsigned)lin < LIN_COUNT ? lin_names[lin] : "?";
+}
+
+const char *
+lin_path(int lin)
+{
+	return (unsigned)lin < LIN_COUNT ? lin_paths[lin] : "?";
+}
+
+int
+lin_parse(const char *s)
+{
+	for (int i = 0; i < LIN_COUNT; i++) {
+		size_t n = strlen(lin_names[i]) - 5;	/* without "_proj" */
+		if (strcmp(s, lin_names[i]) == 0 || strcmp(s, lin_paths[i]) == 0 ||
+		    (strncmp(s, lin_names[i], n) == 0 && s[n] == '\0'))
+			return i;
+	}
+	return -1;
+}
+
+void
+layer_lin_shape(const model_config *c, int lin, int *out, int *in)
+{
+	int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+
+	switch (lin) {
+	case LIN_Q: *out = q_dim; *in = c->hidden; break;
+	case LIN_K:
+	case LIN_V: *out = kv_dim; *in = c->hidden; break;
+	case LIN_O: *out = c->hidden; *in = q_dim; break;
+	case LIN_GATE:
+	case LIN_UP: *out = c->intermediate; *in = c->hidden; break;
+	default: *out = c->hidden; *in = c->intermediate; break;
+	}
+}
+
+/* ---- config.json ------------------------------------------------------- */
+
+/* A key looked up in the text config first, then in its parents. */
+struct cfg_scope {
+	json_t *obj[3];
+	int n;
+};
+
+static json_t *
+cfg_get(const struct cfg_scope *sc, const char *key)
+{
+	for (int i = 0; i < sc->n; i++) {
+		json_t *v = json_object_get(sc->obj[i], key);
+		if (v != NULL && !json_is_null(v))
+			return v;
+	}
+	return NULL;
+}
+
+/* Read an integer key into *out; required keys fail when absent. */
+static int
+cfg_int(const struct cfg_scope *sc, const char *path, const char *key, int required,
+    int lo, int hi, int *out, masq_err *err)
+{
+	json_t *v = cfg_get(sc, key);
+
+	if (v == NULL) {
+		if (required)
+			return masq_err_set(err, MASQ_ERR_FORMAT, "%s: the text config has no \"%s\"", path, key);
+		return 0;
+	}
+	if (!json_is_integer(v))
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: \"%s\" is not an integer", path, key);
+	json_int_t x = json_integer_value(v);
+	if (x < lo || x > hi)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: \"%s\" = %lld is out of range [%d, %d]",
+		    path, key, (long long)x, lo, hi);
+	*out = (int)x;
+	return 0;
+}
+
+static int
+cfg_num(const struct cfg_scope *sc, const char *path, const char *key, double lo, double hi,
+    double *out, masq_err *err)
+{
+	json_t *v = cfg_get(sc, key);
+
+	if (v == NULL)
+		return 0;
+	if (!json_is_number(v))
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: \"%s\" is not a number", path, key);
+	double x = json_number_value(v);
+	if (!(x >= lo && x <= hi))
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: \"%s\" = %g is out of range [%g, %g]",
+		    path, key, x, lo, hi);
+	*out = x;
+	return 0;
+}
+
+static void
+copy_str(char *dst, size_t n, json_t *v)
+{
+	if (json_is_string(v))
+		snprintf(dst, n, "%s", json_string_value(v));
+}
+
+int
+model_config_load(model_config *c, const char *path, masq_err *err)
+{
+	json_error_t je;
+	json_t *root, *tc, *th;
+	struct cfg_scope sc = {{0}, 0};
+	double eps = 1e-6, theta = 10000.0;
+	int rc = -1;
+
+	memset(c, 0, sizeof *c);
+	root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+	if (root == NULL) {
+		if (je.line < 0 || strstr(je.text, "unable to open") != NULL)
+			return masq_err_set(err, MASQ_ERR_IO, "%s: cannot read: %s", path, je.text);
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: invalid JSON at line %d, column %d: %s",
+		    path, je.line, je.column, je.text);
+	}
+	if (!json_is_object(root)) {
+		masq_err_set(err, MASQ_ERR_FORMAT, "%s: not a JSON object", path);
+		goto out;
+	}
+	th = json_object_get(root, "thinker_config");
+	tc = json_object_get(root, "text_config");
+	if (json_is_object(th)) {
+		json_t *ttc = json_object_get(th, "text_config");
+		if (json_is_object(ttc)) {
+			sc.obj[sc.n++] = ttc;
+			snprintf(c->text_source, sizeof c->text_source, "thinker_config.text_config");
+		} else {
+			snprintf(c->text_source, sizeof c->text_source, "thinker_config");
+		}
+		sc.obj[sc.n++] = th;
+	} else if (json_is_object(tc)) {
+		sc.obj[sc.n++] = tc;
+		snprintf(c->text_source, sizeof c->text_source, "text_config");
+	}
+	sc.obj[sc.n++] = root;
+
+	json_t *arch = json_object_get(root, "architectures");
+	if (json_is_array(arch) && json_array_size(arch) > 0)
+		copy_str(c->arch, sizeof c->arch, json_array_get(arch, 0));
+	copy_str(c->model_type, sizeof c->model_type, cfg_get(&sc, "model_type"));
+
+	if (cfg_int(&sc, path, "hidden_size", 1, 1, 1 << 16, &c->hidden, err) < 0 ||
+	    cfg_int(&sc, path, "num_hidden_layers", 1, 1, 4096, &c->n_layers, err) < 0 ||
+	    cfg_int(&sc, path, "num_attention_heads", 1, 1, 4096, &c->n_heads, err) < 0 ||
+	    cfg_int(&sc, path, "intermediate_size", 1, 1, 1 << 20, &c->intermediate, err) < 0)
+		goto out;
+	c->n_kv_heads = c->n_heads;
+	c->head_dim = c->hidden / c->n_heads;
+	if (cfg_int(&sc, path, "num_key_value_heads", 0, 1, 4096, &c->n_kv_heads, err) < 0 ||
+	    cfg_int(&sc, path, "head_dim", 0, 2, 4096, &c->head_dim, err) < 0 ||
+	    cfg_int(&sc, path, "vocab_size", 0, 1, 1 << 24, &c->vocab, err) < 0 ||
+	    cfg_num(&sc, path, "rms_norm_eps", 0.0, 1.0, &eps, err) < 0 ||
+	    cfg_num(&sc, path, "rope_theta", 1.0, 1e12, &theta, err) < 0)
+		goto out;
+	c->rms_eps = (float)eps;
+	c->rope_theta = theta;
+	if (c->n_heads % c->n_kv_heads != 0) {
+		masq_err_set(err, MASQ_ERR_FORMAT,
+		    "%s: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)",
+		    path, c->n_heads, c->n_kv_heads);
+		goto out;
+	}
+	if (c->head_dim < 2 || c->head_dim % 2 != 0) {
+		masq_err_set(err, MASQ_ERR_FORMAT, "%s: head dimension %d is not a positive even number",
+		    path, c->head_dim);
+		goto out;
+	}
+
+	json_t *rs = cfg_get(&sc, "rope_scaling");
+	if (rs != NULL && !json_is_object(rs)) {
+		masq_err_set(err, MASQ_ERR_FORMAT, "%s: \"rope_scaling\" is not an object", path);
+		goto out;
+	}
+	json_t *ms = rs ? json_object_get(rs, "mrope_section") : NULL;
+	if (ms != NULL) {
+		int sum = 0;
+		if (!json_is_array(ms) || json_array_size(ms) != 3) {
+			masq_err_set(err, MASQ_ERR_FORMAT,
+			    "%s: rope_scaling.mrope_section is not an array of 3 integers", path);
+			goto out;
+		}
+		for (int i = 0; i < 3; i++) {
+			json_t *x = json_array_get(ms, i);
+			if (!json_is_integer(x) || json_integer_value(x) < 0 ||
+			    json_integer_value(x) > c->head_dim) {
+				masq_err_set(err, MASQ_ERR_FORMAT,
+				    "%s: rope_scaling.mrope_section[%d] is not an integer in [0, %d]",
+				    path, i, c->head_dim);
+				goto out;
+			}
+			c->mrope_section[i] = (int)json_integer_value(x);
+			sum += c->mrope_section[i];
+		}
+		if (sum != c->head_dim / 2) {
+			masq_err_set(err, MASQ_ERR_FORMAT,
+			    "%s: rope_scaling.mrope_section [%d, %d, %d] sums to %d, expected head_dim/2 = %d",
+			    path, c->mrope_section[0], c->mrope_section[1], c->mrope_section[2], sum,
+			    c->head_dim / 2);
+			goto out;
+		}
+		c->mrope = 1;
+	} else if (rs != NULL) {
+		json_t *ty = json_object_get(rs, "rope_type");
+		if (ty == NULL)
+			ty = json_object_get(rs, "type");
+		if (json_is_string(ty) && strcmp(json_string_value(ty), "default") != 0 &&
+		    strcmp(json_string_value(ty), "mrope") != 0) {
+			masq_err_set(err, MASQ_ERR_FORMAT,
+			    "%s: rope_scaling type \"%s\" is not supported (only default RoPE and mrope)",
+			    path, json_string_value(ty));
+			goto out;
+		}
+	}
+	json_t *tie = cfg_get(&sc, "tie_word_embeddings");
+	c->tied_embeddings = json_is_true(tie);
+	json_t *act = cfg_get(&sc, "hidden_act");
+	if (act != NULL && (!json_is_string(act) || strcmp(json_string_value(act), "silu") != 0)) {
+		masq_err_set(err, MASQ_ERR_FORMAT, "%s: hidden_act %s%s%s is not supported (only silu)",
+		    path, json_is_string(act) ? "\"" : "", json_is_string(act) ? json_string_value(act) : "(not a string)",
+		    json_is_string(act) ? "\"" : "");
+		goto out;
+	}
+	rc = 0;
+out:
+	json_decref(root);
+	return rc;
+}
+
+/* ---- the checkpoint ------------------------------------------------------ */
+
+void
+model_tensor_name(const model *m, int layer, const char *suffix, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s%d.%s", m->prefix, layer, suffix);
+}
+
+static int
+shape_is(const st_tensor *t, int ndim, int64_t a, int64_t b)
+{
+	return t->ndim == ndim && t->shape[0] == a && (ndim < 2 || t->shape[1] == b);
+}
+
+static void
+shape_str(const st_tensor *t, char *buf, size_t n)
+{
+	size_t k = 0;
+	k += (size_t)snprintf(buf + k, n - k, "[");
+	for (int i = 0; i < t->ndim && k < n; i++)
+		k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+	if (k < n)
+		snprintf(buf + k, n - k, "]");
+}
+
+/* Check tensor name exists with a float dtype and shape [a] or [a, b]. */
+static int
+check_tensor(const model *m, const char *name, int ndim, int64_t a, int64_t b, const char *why,
+    masq_err *err)
+{
+	const st_tensor *t = st_set_find(&m->st, name);
+	char got[128];
+
+	if (t == NULL)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: missing tensor %s (%s)", m->dir, name, why);
+	if (!st_dtype_is_float(t->dtype))
+		return masq_err_set(err, MASQ_ERR_FORMAT,
+		    "%s: tensor '%s' has dtype %s, expected a float type (F32, F16, BF16)",
+		    st_set_file_path(&m->st, t), name, st_dtype_name(t->dtype));
+	if (!shape_is(t, ndim, a, b)) {
+		shape_str(t, got, sizeof got);
+		if (ndim == 1)
+			return masq_err_set(err, MASQ_ERR_FORMAT,
+			    "%s: tensor '%s' has shape %s, expected [%lld] from config.json",
+			    st_set_file_path(&m->st, t), name, got, (long long)a);
+		return masq_err_set(err, MASQ_ERR_FORMAT,
+		    "%s: tensor '%s' has shape %s, expected [%lld, %lld] from config.json",
+		    st_set_file_path(&m->st, t), name, got, (long long)a, (long long)b);
+	}
+	return 0;
+}
+
+int
+model_open(model *m, const char *dir, masq_err *err)
+{
+	char name[256], why[160], *cfgpath;
+	const model_config *c = &m->cfg;
+
+	memset(m, 0, sizeof *m);
+	m->dir = xstrdup(dir);
+	cfgpath = masq_path_join(dir, "config.json");
+	if (model_config_load(&m->cfg, cfgpath, err) < 0) {
+		free(cfgpath);
+		free(m->dir);
+		m->dir = NULL;
+		return -1;
+	}
+	free(cfgpath);
+	if (st_set_open_dir(&m->st, dir, err) < 0) {
+		free(m->dir);
+		m->dir = NULL;
+		return -1;
+	}
+	for (int i = 0; layer_prefixes[i] != NULL; i++) {
+		snprintf(name, sizeof name, "%s0.input_layernorm.weight", layer_prefixes[i]);
+		if (st_set_find(&m->st, name) != NULL) {
+			snprintf(m->prefix, sizeof m->prefix, "%s", layer_prefixes[i]);
+			break;
+		}
+	}
+	if (m->prefix[0] == '\0') {
+		masq_err_set(err, MASQ_ERR_FORMAT,
+		    "%s: no decoder layers found (looked for model.layers.0.input_layernorm.weight, "
+		    "model.language_model.layers.0..., language_model.model.layers.0..., "
+		    "thinker.model.layers.0...)", dir);
+		goto fail;
+	}
+	model_tensor_name(m, 0, "self_attn.q_proj.bias", name, sizeof name);
+	m->cfg.qkv_bias = st_set_find(&m->st, name) != NULL;
+
+	for (int l = 0; l < c->n_layers; l++) {
+		snprintf(why, sizeof why, "layer %d of %d, %s", l, c->n_layers,
+		    c->arch[0] ? c->arch : "decoder");
+		model_tensor_name(m, l, "input_layernorm.weight", name, sizeof name);
+		if (check_tensor(m, name, 1, c->hidden, 0, why, err) < 0)
+			goto fail;
+		model_tensor_name(m, l, "post_attention_layernorm.weight", name, sizeof name);
+		if (check_tensor(m, name, 1, c->hidden, 0, why, err) < 0)
+			goto fail;
+		for (int k = 0; k < LIN_COUNT; k++) {
+			int out, in;
+			char sfx[96];
+			layer_lin_shape(c, k, &out, &in);
+			snprintf(sfx, sizeof sfx, "%s.weight", lin_paths[k]);
+			model_tensor_name(m, l, sfx, name, sizeof name);
+			if (check_tensor(m, name, 2, out, in, why, err) < 0)
+				goto fail;
+			snprintf(sfx, sizeof sfx, "%s.bias", lin_paths[k]);
+			model_tensor_name(m, l, sfx, name, sizeof name);
+			int needed = c->qkv_bias && (k == LIN_Q || k == LIN_K || k == LIN_V);
+			if ((needed || st_set_find(&m->st, name) != NULL) &&
+			    check_tensor(m, name, 1, out, 0, why, err) < 0)
+				goto fail;
+		}
+	}
+
+	/* Embedding, final norm and head: optional for the decoder pass, but
+	 * when present they must fit the config. */
+	char root[64];
+	size_t plen = strlen(m->prefix) - strlen("layers.");
+	snprintf(root, sizeof root, "%.*s", (int)plen, m->prefix);
+	snprintf(name, sizeof name, "%sembed_tokens.weight", root);
+	if (st_set_find(&m->st, name) != NULL) {
+		const st_tensor *t = st_set_find(&m->st, name);
+		if (check_tensor(m, name, 2, c->vocab ? c->vocab : t->shape[0], c->hidden,
+		    "embedding table", err) < 0)
+			goto fail;
+		m->embed_name = xstrdup(name);
+	}
+	snprintf(name, sizeof name, "%snorm.weight", root);
+	if (st_set_find(&m->st, name) != NULL) {
+		if (check_tensor(m, name, 1, c->hidden, 0, "final norm", err) < 0)
+			goto fail;
+		m->norm_name = xstrdup(name);
+	}
+	if (strncmp(m->prefix, "thinker.", 8) == 0)
+		snprintf(name, sizeof name, "thinker.lm_head.weight");
+	else if (strncmp(m->prefix, "language_model.", 15) == 0)
+		snprintf(name, sizeof name, "language_model.lm_head.weight");
+	else
+		snprintf(name, sizeof name, "lm_head.weight");
+	if (st_set_find(&m->st, name) != NULL) {
+		const st_tensor *t = st_set_find(&m->st, name);
+		if (check_tensor(m, name, 2, c->vocab ? c->vocab : t->shape[0], c->hidden,
+		    "output head", err) < 0)
+			goto fail;
+		m->lm_head_name = xstrdup(name);
+	} else if (c->tied_embeddings && m->embed_name != NULL) {
+		m->lm_head_name = xstrdup(m->embed_name);
+	}
+	return 0;
+fail:
+	model_close(m);
+	return -1;
+}
+
+void
+model_close(model *m)
+{
+	if (m->dir != NULL && m->st.dir != NULL)
+		st_set_close(&m->st);
+	free(m->dir);
+	free(m->embed_name);
+	free(m->norm_name);
+	free(m->lm_head_name);
+	memset(m, 0, sizeof *m);
+}
+
+uint64_t
+model_param_count(const model *m)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < m->st.ntensors; i++) {
+		const st_tensor *t = m->st.index[i];
+		if (st_dtype_is_float(t->dtype))
+			n += t->nelem;
+	}
+	return n;
+}
+
+static float *
+load_f32(const model *m, int layer, const char *suffix)
+{
+	char name[256];
+	const st_tensor *t;
+
+	model_tensor_name(m, layer, suffix, name, sizeof name);
+	t = st_set_find(&m->st, name);
+	return t != NULL ? st_tensor_to_f32(t) : NULL;
+}
+
+int
+layer_weights_load(layer_weights *w, const model *m, int layer, masq_err *err)
+{
+	const model_config *c = &m->cfg;
+
+	memset(w, 0, sizeof *w);
+	if (layer < 0 || layer >= c->n_layers)
+		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is out of range (the model has %d)",
+		    layer, c->n_layers);
+	w->layer = layer;
+	w->hidden = c->hidden;
+	w->q_dim = c->n_heads * c->head_dim;
+	w->kv_dim = c->n_kv_heads * c->head_dim;
+	w->inter = c->intermediate;
+	/* model_open checked presence, dtype and shape of everything here. */
+	w->attn_norm = load_f32(m, layer, "input_layernorm.weight");
+	w->mlp_norm = load_f32(m, layer, "post_attention_layernorm.weight");
+	for (int k = 0; k < LIN_COUNT; k++) {
+		char sfx[96];
+		snprintf(sfx, sizeof sfx, "%s.weight", lin_paths[k]);
+		w->w[k] = load_f32(m, layer, sfx);
+		snprintf(sfx, sizeof sfx, "%s.bias", lin_paths[k]);
+		w->b[k] = load_f32(m, layer, sfx);
+		MASQ_ASSERT(w->w[k] != NULL);
+	}
+	MASQ_ASSERT(w->attn_norm != NULL && w->mlp_norm != NULL);
+	return 0;
+}
+
+void
+layer_weights_done(layer_weights *w)
+{
+	free(w->attn_norm);
+	free(w->mlp_norm);
+	for (int k = 0; k < LIN_COUNT; k++) {
+		free(w->w[k]);
+		free(w->b[k]);
+	}
+	memset(w, 0, sizeof *w);
+}
