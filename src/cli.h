@@ -1,9 +1,28 @@
-/* cli.h: the subcommands of src/ and the helpers they share. */
+/*
+ * cli.h: the subcommands of src/ and the helpers they share.
+ * Each cmd_* takes the arguments after its name (argv[0] is the command
+ * name) and returns the process exit status: 0 success, 1 a result that
+ * differs, 2 bad usage or bad input, 3 fatal.
+ */
 #ifndef MASQ_CLI_H
 #define MASQ_CLI_H
+
+#include "core/util.h"
 
 int cmd_demo(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+
+/* Print "masq: <msg>" for err on stderr and return its exit status. */
+int cli_fail(const masq_err *err);
+/* Print a usage error "masq CMD: msg" and a hint, return 2. */
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parse a positive integer option value; -1 with a message on error. */
+int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
+/* Resolve model and calibration paths: when both are NULL, write (or reuse)
+ * the embedded demo and point them at it.  the strings at model and calib become owned. */
+int cli_default_inputs(char **model_dir, char **calib_path, masq_err *err);
+/* Apply --threads (0: leave OpenBLAS's own default). */
+void cli_set_threads(long n);
 
 #endif

@@ -1,1 +1,295 @@
+/*
+ * cmd_forward.c: masq forward, the full-precision decoder pass, layer by
+ * layer, with a per-layer per-modality summary and an optional dump of every
+ * layer's output for verification.
+ */
 #include "config.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "core/calib.h"
+#include "core/engine.h"
+#include "core/model.h"
+#include "core/safetensors.h"
+#include "src/cli.h"
+
+void cli_cmd_help(const char *cmd);
+
+/* Per layer and site: the largest |x| of each modality, and the median over
+ * channels of each modality's per-channel max|x|. */
+struct fwd_obs {
+	const uint8_t *modality;
+	int n_mod[MOD_COUNT];
+	float absmax[SITE_COUNT][MOD_COUNT];
+	float median[SITE_COUNT][MOD_COUNT];
+	float *chmax;		/* (MOD_COUNT, d) scratch */
+	size_t chmax_cap;
+};
+
+static int
+cmp_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return (x > y) - (x < y);
+}
+
+static void
+fwd_observe(void *ctx, int layer, int site, const float *x, int n, int d)
+{
+	struct fwd_obs *o = ctx;
+	(void)layer;
+	if ((size_t)d * MOD_COUNT > o->chmax_cap) {
+		free(o->chmax);
+		o->chmax_cap = (size_t)d * MOD_COUNT;
+		o->chmax = xmalloc(xmul(o->chmax_cap, sizeof(float)));
+	}
+	memset(o->chmax, 0, (size_t)d * MOD_COUNT * sizeof(float));
+	for (int t = 0; t < n; t++) {
+		float *cm = o->chmax + (size_t)o->modality[t] * d;
+		const float *row = x + (size_t)t * d;
+		for (int j = 0; j < d; j++) {
+			float a = fabsf(row[j]);
+			if (a > cm[j])
+				cm[j] = a;
+		}
+	}
+	for (int m = 0; m < MOD_COUNT; m++) {
+		float *cm = o->chmax + (size_t)m * d, mx = 0.0f;
+		for (int j = 0; j < d; j++)
+			if (cm[j] > mx)
+				mx = cm[j];
+		o->absmax[site][m] = mx;
+		qsort(cm, (size_t)d, sizeof(float), cmp_float);
+		o->median[site][m] = o->n_mod[m] ? cm[d / 2] : 0.0f;
+	}
+}
+
+int
+cmd_forward(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"model", required_argument, NULL, 'm'},
+		{"calib", required_argument, NULL, 'c'},
+		{"out", required_argument, NULL, 'o'},
+		{"threads", required_argument, NULL, 't'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}
+	};
+	char *model_dir = NULL, *calib_path = NULL, *tmp = NULL;
+	const char *out = NULL;
+	long threads = 0;
+	int json = 0, c, rc = 2;
+	masq_err err = {0};
+	model m;
+	calib cal;
+	engine eng;
+	layer_weights w;
+	st_writer *wr = NULL;
+	struct fwd_obs obs;
+	json_t *doc = NULL, *jl = NULL;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'm': free(model_dir); model_dir = xstrdup(optarg); break;
+		case 'c': free(calib_path); calib_path = xstrdup(optarg); break;
+		case 'o': out = optarg; break;
+		case 't':
+			if (cli_int("forward", "--threads", optarg, 1, 512, &threads) < 0)
+				goto done;
+			break;
+		case 'j': json = 1; break;
+		case 'h': cli_cmd_help("forward"); rc = 0; goto done;
+		default:
+			rc = cli_usage("forward", "unknown or incomplete option '%s'", argv[optind - 1]);
+			goto done;
+		}
+	}
+	if (optind != argc) {
+		rc = cli_usage("forward", "unexpected argument '%s'", argv[optind]);
+		goto done;
+	}
+	cli_set_threads(threads);
+	if (cli_default_inputs(&model_dir, &calib_path, &err) < 0) {
+		rc = cli_fail(&err);
+		goto done;
+	}
+	if (model_open(&m, model_dir, &err) < 0) {
+		rc = cli_fail(&err);
+		goto done;
+	}
+	if (calib_load(&cal, calib_path, m.cfg.hidden, &err) < 0) {
+		rc = cli_fail(&err);
+		model_close(&m);
+		goto done;
+	}
+
+	const model_config *cfg = &m.cfg;
+	int n_layers = cfg->n_layers;
+	size_t T = (size_t)cal.n_tokens, D = (size_t)cfg->hidden;
+	if (out != NULL) {
+		wr = st_writer_new();
+		int64_t shape[2] = {(int64_t)T, (int64_t)D};
+		char name[64];
+		for (int l = 0; l < cfg->n_layers; l++) {
+			snprintf(name, sizeof name, "layers.%d.output", l);
+			if (st_writer_add(wr, name, ST_F32, 2, shape, &err) < 0)
+				goto fail_open;
+		}
+		if (st_writer_meta(wr, "masq_model", model_dir, &err) < 0 ||
+		    st_writer_meta(wr, "masq_calib", calib_path, &err) < 0 ||
+		    st_writer_meta(wr, "masq_version", PACKAGE_VERSION, &err) < 0)
+			goto fail_open;
+		/* Written beside the target and renamed into place when complete. */
+		tmp = xmalloc(strlen(out) + 16);
+		sprintf(tmp, "%s.tmp%ld", out, (long)getpid());
+		if (st_writer_begin(wr, tmp, &err) < 0)
+			goto fail_open;
+	}
+
+	float *h = xmalloc(xmul(T * D, sizeof(float)));
+	memcpy(h, cal.embeds, T * D * sizeof(float));
+	memset(&obs, 0, sizeof obs);
+	obs.modality = cal.modality;
+	memcpy(obs.n_mod, cal.n_mod, sizeof obs.n_mod);
+	engine_ops ops = {.ctx = &obs, .observe = fwd_observe};
+	engine_batch b = {.n_tokens = cal.n_tokens, .n_seqs = cal.n_seqs, .seq_lens = cal.seq_lens,
+	    .pos = cal.pos, .modality = cal.modality};
+	engine_init(&eng, cfg);
+
+	if (json) {
+		doc = json_object();
+		json_object_set_new(doc, "model", json_string(model_dir));
+		json_object_set_new(doc, "calib", json_string(calib_path));
+		json_object_set_new(doc, "tokens", json_integer((json_int_t)T));
+		jl = json_array();
+		json_object_set_new(doc, "layers", jl);
+	} else {
+		printf("model %s: %d layers, hidden %d; calibration %s: %d sequences, %d tokens "
+		    "(text %d, vision %d, audio %d)\n\n", model_dir, cfg->n_layers, cfg->hidden,
+		    calib_path, cal.n_seqs, cal.n_tokens, cal.n_mod[0], cal.n_mod[1], cal.n_mod[2]);
+		printf("%-5s %8s %9s | %-26s | %-26s | %-26s\n", "", "", "",
+		    "qkv input: median ch. max", "down input: median ch. max", "hidden state RMS");
+		printf("%-5s %8s %9s | %8s %8s %8s | %8s %8s %8s | %8s %8s %8s\n", "layer", "ms",
+		    "tok/s", "text", "vision", "audio", "text", "vision", "audio", "text", "vision",
+		    "audio");
+	}
+	int failed = 0;
+	double t_all = masq_now();
+	for (int l = 0; l < cfg->n_layers; l++) {
+		double t0 = masq_now();
+		if (layer_weights_load(&w, &m, l, &err) < 0) {
+			failed = 1;
+			break;
+		}
+		engine_layer_forward(&eng, &w, &b, h, &ops);
+		layer_weights_done(&w);
+		double dt = masq_now() - t0;
+		double rms[MOD_COUNT] = {0};
+		for (size_t t = 0; t < T; t++) {
+			double s = 0;
+			for (size_t j = 0; j < D; j++)
+				s += (double)h[t * D + j] * h[t * D + j];
+			rms[cal.modality[t]] += s / (double)D;
+		}
+		for (int k = 0; k < MOD_COUNT; k++)
+			rms[k] = cal.n_mod[k] ? sqrt(rms[k] / cal.n_mod[k]) : 0.0;
+		for (size_t i = 0; i < T * D; i++)
+			if (!isfinite(h[i])) {
+				masq_err_set(&err, MASQ_ERR_FORMAT,
+				    "%s: layer %d produced a non-finite value at token %zu (the weights or "
+				    "inputs overflow float32)", model_dir, l, i / D);
+				failed = 1;
+				break;
+			}
+		if (failed)
+			break;
+		if (wr != NULL && st_writer_write(wr, h, T * D * sizeof(float), &err) < 0) {
+			failed = 1;
+			break;
+		}
+		if (json) {
+			json_t *jo = json_object();
+			json_object_set_new(jo, "layer", json_integer(l));
+			json_object_set_new(jo, "seconds", json_real(dt));
+			for (int s = 0; s < SITE_COUNT; s++) {
+				json_t *js = json_object();
+				for (int k = 0; k < MOD_COUNT; k++) {
+					if (!cal.n_mod[k])
+						continue;
+					json_t *jm = json_object();
+					json_object_set_new(jm, "absmax", json_real(obs.absmax[s][k]));
+					json_object_set_new(jm, "median_channel_max", json_real(obs.median[s][k]));
+					json_object_set_new(js, modality_name(k), jm);
+				}
+				json_object_set_new(jo, engine_site_name(s), js);
+			}
+			json_t *jr = json_object();
+			for (int k = 0; k < MOD_COUNT; k++)
+				if (cal.n_mod[k])
+					json_object_set_new(jr, modality_name(k), json_real(rms[k]));
+			json_object_set_new(jo, "hidden_rms", jr);
+			json_array_append_new(jl, jo);
+		} else {
+			printf("%-5d %8.1f %9.0f | %8.3g %8.3g %8.3g | %8.3g %8.3g %8.3g | %8.3g %8.3g %8.3g\n",
+			    l, 1e3 * dt, (double)T / dt, obs.median[SITE_QKV][0], obs.median[SITE_QKV][1],
+			    obs.median[SITE_QKV][2], obs.median[SITE_DOWN][0], obs.median[SITE_DOWN][1],
+			    obs.median[SITE_DOWN][2], rms[0], rms[1], rms[2]);
+			fflush(stdout);
+		}
+	}
+	engine_done(&eng);
+	free(obs.chmax);
+	free(h);
+	calib_done(&cal);
+	model_close(&m);
+	if (failed)
+		goto fail;
+	if (wr != NULL) {
+		if (st_writer_finish(wr, &err) < 0)
+			goto fail;
+		if (rename(tmp, out) != 0) {
+			masq_err_set(&err, MASQ_ERR_IO, "%s: cannot rename into place", out);
+			unlink(tmp);
+			goto fail;
+		}
+	}
+	if (json) {
+		json_object_set_new(doc, "seconds", json_real(masq_now() - t_all));
+		if (out != NULL)
+			json_object_set_new(doc, "out", json_string(out));
+		json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		printf("\n");
+	} else {
+		printf("\n%d layers in %.2f s", n_layers, masq_now() - t_all);
+		if (out != NULL)
+			printf("; every layer's output written to %s", out);
+		printf("\n");
+	}
+	rc = 0;
+	goto done;
+fail_open:
+	calib_done(&cal);
+	model_close(&m);
+fail:
+	rc = cli_fail(&err);
+	if (tmp != NULL)
+		unlink(tmp);
+done:
+	if (wr != NULL)
+		st_writer_free(wr);
+	json_decref(doc);
+	free(tmp);
+	free(model_dir);
+	free(calib_path);
+	return rc;
+}

@@ -1,4 +1,206 @@
+/*
+ * main.c: masq's entry point, the subcommand table and the help text.
+ */
 #include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/demo.h"
+#include "core/engine.h"
 #include "src/cli.h"
-int main(int argc, char **argv) { (void)argc; (void)argv; return 0; }
+
+static const struct subcmd {
+	const char *name;
+	int (*fn)(int, char **);
+	const char *usage;
+	const char *summary;
+} subcmds[] = {
+	{"demo", cmd_demo, "demo DIR [--preset tiny|small|3b] [--seed N]",
+	    "write the embedded demo: DIR/model and DIR/calib.safetensors"},
+	{"inspect", cmd_inspect, "inspect PATH [--json]",
+	    "summarise a model directory, a calibration set or a safetensors file"},
+	{"forward", cmd_forward,
+	    "forward [--model DIR] [--calib FILE] [--out FILE] [--threads N] [--json]",
+	    "run the full-precision decoder layer by layer; write every layer's output"},
+};
+#define NSUBCMDS (sizeof subcmds / sizeof subcmds[0])
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+	    "usage: masq [--help] [--version] [COMMAND [ARGS]]\n"
+	    "\n"
+	    "masq is a workbench for MASQuant post-training quantization of multimodal\n"
+	    "language models.  With no command it runs the main job on the embedded demo.\n"
+	    "\n"
+	    "commands:\n");
+	for (size_t i = 0; i < NSUBCMDS; i++)
+		fprintf(fp, "  masq %s\n      %s\n", subcmds[i].usage, subcmds[i].summary);
+	fprintf(fp,
+	    "\n"
+	    "options:\n"
+	    "  --model DIR    a Hugging Face model directory (config.json + safetensors);\n"
+	    "                 default: the embedded demo (see masq demo)\n"
+	    "  --calib FILE   a calibration set (masq-calib(5)); default: the demo's\n"
+	    "  --out FILE     forward: write layers.N.output [tokens, hidden] F32 to FILE\n"
+	    "  --threads N    BLAS threads (default: OPENBLAS_NUM_THREADS or all cores)\n"
+	    "  --json         print one JSON document instead of tables\n"
+	    "  --preset NAME  demo size: tiny (tests), small, 3b (Qwen2.5-VL-3B shapes)\n"
+	    "  --seed N       demo seed (default %u)\n"
+	    "  -h, --help     this help; masq COMMAND --help for one command\n"
+	    "  --version      print the version\n"
+	    "\n"
+	    "environment:\n"
+	    "  MASQ_DEMO_DIR  where the demo used by default is kept\n"
+	    "                 (default $XDG_CACHE_HOME/masq or ~/.cache/masq)\n"
+	    "\n"
+	    "exit status: 0 success, 2 bad usage or bad input, 3 fatal error.\n"
+	    "See masq(1).\n", DEMO_DEFAULT_SEED);
+}
+
+/* Print the one-line usage of cmd (for `masq CMD --help`). */
+void cli_cmd_help(const char *cmd);
+
+void
+cli_cmd_help(const char *cmd)
+{
+	for (size_t i = 0; i < NSUBCMDS; i++)
+		if (strcmp(subcmds[i].name, cmd) == 0)
+			printf("usage: masq %s\n  %s\nSee masq(1).\n", subcmds[i].usage, subcmds[i].summary);
+}
+
+int
+cli_fail(const masq_err *err)
+{
+	fprintf(stderr, "masq: %s\n", err->msg);
+	return masq_exit_code(err->status == MASQ_OK ? MASQ_ERR_INTERNAL : err->status);
+}
+
+int
+cli_usage(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "masq %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'masq %s --help'.\n", cmd);
+	return 2;
+}
+
+int
+cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) {
+		cli_usage(cmd, "%s must be an integer in [%ld, %ld], not '%s'", opt, lo, hi, s);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+void
+cli_set_threads(long n)
+{
+	if (n > 0)
+		masq_blas_set_threads((int)n);
+}
+
+int
+cli_default_inputs(char **model_dir, char **calib_path, masq_err *err)
+{
+	char *base, *dir, *stamp, sub[64];
+	const char *env = getenv("MASQ_DEMO_DIR");
+	struct stat sb;
+	demo_preset p;
+
+	if (*model_dir != NULL && *calib_path != NULL)
+		return 0;
+	if (*model_dir != NULL || *calib_path != NULL)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "--model and --calib go together (give both, or neither for the demo)");
+	if (env != NULL && *env != '\0') {
+		base = xstrdup(env);
+	} else if ((env = getenv("XDG_CACHE_HOME")) != NULL && *env != '\0') {
+		base = masq_path_join(env, "masq");
+	} else {
+		const char *home = getenv("HOME");
+		char *cache = masq_path_join(home && *home ? home : ".", ".cache");
+		base = masq_path_join(cache, "masq");
+		free(cache);
+	}
+	snprintf(sub, sizeof sub, "demo-tiny-%u-v%s", DEMO_DEFAULT_SEED, PACKAGE_VERSION);
+	dir = masq_path_join(base, sub);
+	free(base);
+	stamp = masq_path_join(dir, "complete");
+	if (stat(stamp, &sb) != 0) {
+		FILE *fp;
+		demo_preset_get("tiny", &p);
+		fprintf(stderr, "masq: writing the embedded demo to %s\n", dir);
+		if (demo_write(dir, &p, DEMO_DEFAULT_SEED, err) < 0 ||
+		    (fp = fopen(stamp, "w")) == NULL) {
+			if (err->status == MASQ_OK)
+				masq_err_set(err, MASQ_ERR_IO, "%s: cannot write", stamp);
+			free(stamp);
+			free(dir);
+			return -1;
+		}
+		fclose(fp);
+	}
+	free(stamp);
+	*model_dir = masq_path_join(dir, "model");
+	*calib_path = masq_path_join(dir, "calib.safetensors");
+	free(dir);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc < 2) {
+		/* The main job on the embedded demo: for now the headless
+		 * pipeline as far as it goes, the FP forward with its per-layer
+		 * per-modality table. */
+		char *args[] = {"forward", NULL};
+		return cmd_forward(1, args);
+	}
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		if (argc > 2 && strcmp(argv[1], "help") == 0) {
+			for (size_t i = 0; i < NSUBCMDS; i++)
+				if (strcmp(subcmds[i].name, argv[2]) == 0) {
+					cli_cmd_help(argv[2]);
+					return 0;
+				}
+		}
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+		printf("masq %s\n", PACKAGE_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < NSUBCMDS; i++)
+		if (strcmp(argv[1], subcmds[i].name) == 0)
+			return subcmds[i].fn(argc - 1, argv + 1);
+	if (argv[1][0] == '-') {
+		/* Options without a command belong to the main job. */
+		argv[0] = "forward";
+		return cmd_forward(argc, argv);
+	}
+	fprintf(stderr, "masq: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}
