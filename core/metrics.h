@@ -1,0 +1,42 @@
+/*
+ * metrics.h: how far a quantized output is from the full-precision one.
+ *
+ * SQNR of token t: 10 log10(|y_t|^2 / max(|y_t - y^_t|^2, METRICS_NOISE_FLOOR)),
+ * as the reference's compute_sqnr_per_token; a modality's figure is the mean
+ * over its tokens, in dB.  MAE is the mean |y - y^| over a modality's
+ * elements.  KL is the mean over text positions of KL(p_fp || p_q) of the
+ * next-token distributions.
+ */
+#ifndef MASQ_METRICS_H
+#define MASQ_METRICS_H
+
+#include <stdint.h>
+
+#include "core/calib.h"
+
+#define METRICS_NOISE_FLOOR 1e-5
+
+/* Running per-modality sums; zero-initialise or metrics_acc_init. */
+typedef struct metrics_acc {
+	double sqnr_sum[MOD_COUNT + 1];	/* sum of per-token SQNR (dB); [MOD_COUNT] = all tokens */
+	double abs_sum[MOD_COUNT + 1];	/* sum of |y - y^| */
+	double elems[MOD_COUNT + 1];	/* elements seen */
+	int64_t tokens[MOD_COUNT + 1];	/* tokens seen */
+} metrics_acc;
+
+void metrics_acc_init(metrics_acc *a);
+/* Add n tokens of width d: ref and got (n, d), modality (n) or NULL (all text). */
+void metrics_acc_add(metrics_acc *a, const float *ref, const float *got, const uint8_t *modality,
+    int n, int d);
+/* Mean SQNR (dB) of modality m (MOD_COUNT: all tokens); NAN when no tokens. */
+double metrics_sqnr(const metrics_acc *a, int m);
+/* MAE of modality m; NAN when no tokens. */
+double metrics_mae(const metrics_acc *a, int m);
+
+/* SQNR (dB) of one token of width d. */
+double metrics_sqnr_token(const float *ref, const float *got, int d);
+
+/* Mean KL(softmax(ref) || softmax(got)) over the n rows (n, v) of logits. */
+double metrics_kl_rows(const float *ref_logits, const float *got_logits, int n, int v);
+
+#endif

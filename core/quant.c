@@ -1,0 +1,283 @@
+#include "config.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "core/quant.h"
+#include "core/util.h"
+
+/*
+ * Matching the reference bit for bit.  The reference (an OmniQuant-style
+ * UniformAffineQuantizer in float32) rounds x / scale computed as a true
+ * division, never x * (1 / scale), which differs in the last bit for many
+ * x.  Rounding is nearbyintf in the default round-to-nearest-even mode, as
+ * torch.round.  Every intermediate stays in float; the sums in the
+ * asymmetric path are exact or saturate in the clamp.  A NaN anywhere in a
+ * row (symmetric) or group (asymmetric) makes its scale and so its whole
+ * output NaN, as torch's amax/amin do.
+ *
+ * One deliberate difference: the reference keeps a zero point of qmax and
+ * clamps the rounded x / scale + qmax to [0, 2^b - 1], so a level of +qmax + 1
+ * is reachable when the scale saturates at QUANT_SCALE_MAX.  quant.h
+ * specifies the symmetric grid [-qmax, qmax] (which also fits int8 at 8
+ * bits); only rows whose absmax exceeds qmax * 1e4 can tell the difference.
+ */
+
+/* 2^(bits-1) - 1 for bits in [2, 16]. */
+int
+quant_qmax(int bits)
+{
+	MASQ_ASSERT(bits >= 2 && bits <= 16);
+	return (1 << (bits - 1)) - 1;
+}
+
+/* absmax / qmax in float, clamped to [QUANT_SCALE_MIN, QUANT_SCALE_MAX] (NaN stays NaN). */
+float
+quant_scale_sym(float absmax, int bits)
+{
+	float s = absmax / (float)quant_qmax(bits);
+
+	if (s < QUANT_SCALE_MIN)
+		s = QUANT_SCALE_MIN;
+	if (s > QUANT_SCALE_MAX)
+		s = QUANT_SCALE_MAX;
+	return s;
+}
+
+/*
+ * Largest |x[j]| over the d values of x (0 for d = 0; a NaN if any x[j] is
+ * NaN).  Computed on the bit patterns: with the sign cleared, IEEE floats
+ * order as unsigned integers (NaNs above infinity), and an integer max
+ * reduction vectorizes where a float one may not without -ffast-math.
+ */
+static float
+quant_absmax(const float *x, int d)
+{
+	uint32_t m = 0;
+	float f;
+
+	for (int j = 0; j < d; j++) {
+		uint32_t u;
+		memcpy(&u, &x[j], sizeof u);
+		u &= 0x7fffffffu;
+		m = u > m ? u : m;
+	}
+	memcpy(&f, &m, sizeof f);
+	return f;
+}
+
+/* y (d) = clamp(nearbyint(x / s), -qmax, qmax) * s; y may equal x. */
+static void
+quant_row_sym(float *y, const float *x, int d, float s, float qmax)
+{
+	for (int j = 0; j < d; j++) {
+		float q = nearbyintf(x[j] / s);	/* x / s, as torch: not x * (1/s) */
+		q = q < -qmax ? -qmax : q;
+		q = q > qmax ? qmax : q;
+		y[j] = q * s;
+	}
+}
+
+/* Per-row symmetric fake quant of x (n, d) into y (n, d); bits >= 16 copies. */
+static void
+quant_rows_sym(float *y, const float *x, int n, int d, int bits)
+{
+	MASQ_ASSERT(bits >= 2 && bits <= 16 && n >= 0 && d >= 0);
+	if (bits >= 16) {
+		if (y != x && n > 0 && d > 0)
+			memcpy(y, x, (size_t)n * (size_t)d * sizeof *x);
+		return;
+	}
+	float qmax = (float)quant_qmax(bits);
+	for (int r = 0; r < n; r++) {
+		const float *xr = x + (size_t)r * (size_t)d;
+		float *yr = y + (size_t)r * (size_t)d;
+		quant_row_sym(yr, xr, d, quant_scale_sym(quant_absmax(xr, d), bits), qmax);
+	}
+}
+
+/* y (n, d) = per-token symmetric fake quant of x (n, d); y may equal x. */
+void
+quant_act_rows(float *y, const float *x, int n, int d, int bits)
+{
+	quant_rows_sym(y, x, n, d, bits);
+}
+
+/* y (out, in) = per-output-channel symmetric fake quant of W (out, in). */
+void
+quant_weight_rows(float *y, const float *W, int out, int in, int bits)
+{
+	quant_rows_sym(y, W, out, in, bits);
+}
+
+/* q (out, in) levels and scale (out) with q * scale == quant_weight_rows() exactly. */
+void
+quant_weight_rows_int(int8_t *q, float *scale, const float *W, int out, int in, int bits)
+{
+	MASQ_ASSERT(bits >= 2 && bits <= 8 && out >= 0 && in >= 0);
+	float qmax = (float)quant_qmax(bits);
+	for (int r = 0; r < out; r++) {
+		const float *wr = W + (size_t)r * (size_t)in;
+		int8_t *qr = q + (size_t)r * (size_t)in;
+		float s = quant_scale_sym(quant_absmax(wr, in), bits);
+		for (int j = 0; j < in; j++) {
+			float v = nearbyintf(wr[j] / s);
+			v = v < -qmax ? -qmax : v;
+			v = v > qmax ? qmax : v;
+			qr[j] = v == v ? (int8_t)v : 0;	/* NaN row: level 0, scale NaN */
+		}
+		scale[r] = s;
+	}
+}
+
+/* y (len) = asymmetric fake quant of one group x (len) at 2^bits levels. */
+static void
+quant_group_asym(float *y, const float *x, int len, int bits)
+{
+	float mn = x[0], mx = x[0];
+	int nan = 0;
+	for (int j = 0; j < len; j++) {
+		mn = x[j] < mn ? x[j] : mn;
+		mx = x[j] > mx ? x[j] : mx;
+		nan |= x[j] != x[j];
+	}
+	float top = (float)((1 << bits) - 1);
+	float s = nan ? NAN : (mx - mn) / top;
+	s = s < QUANT_SCALE_MIN ? QUANT_SCALE_MIN : s;
+	s = s > QUANT_SCALE_MAX ? QUANT_SCALE_MAX : s;
+	float z = nearbyintf(-mn / s);
+	z = z < -1e4f ? -1e4f : z;
+	z = z > 1e4f ? 1e4f : z;
+	for (int j = 0; j < len; j++) {
+		float q = nearbyintf(x[j] / s) + z;	/* x / s, as torch */
+		q = q < 0.0f ? 0.0f : q;
+		q = q > top ? top : q;
+		y[j] = (q - z) * s;
+	}
+}
+
+/* y (out, in) = asymmetric fake quant of W in groups of `group` inputs per row. */
+void
+quant_weight_groups(float *y, const float *W, int out, int in, int bits, int group)
+{
+	MASQ_ASSERT(bits >= 2 && bits <= 16 && group > 0 && out >= 0 && in >= 0);
+	if (bits >= 16) {
+		if (y != W && out > 0 && in > 0)
+			memcpy(y, W, (size_t)out * (size_t)in * sizeof *W);
+		return;
+	}
+	for (int r = 0; r < out; r++) {
+		size_t row = (size_t)r * (size_t)in;
+		for (int g = 0; g < in; g += group) {
+			int len = in - g < group ? in - g : group;
+			quant_group_asym(y + row + (size_t)g, W + row + (size_t)g, len, bits);
+		}
+	}
+}
+
+/*
+ * The reference twins.  Deliberately independent of the helpers above:
+ * the scale is recomputed inline (in float, the one way that matches
+ * torch), absmax, min and max are found in double (exact: a max of floats
+ * is one of them), and every element is handled one at a time.
+ */
+
+/* Per-row symmetric fake quant, written the most obvious way. */
+static void
+quant_rows_sym_ref(float *y, const float *x, int n, int d, int bits)
+{
+	MASQ_ASSERT(bits >= 2 && bits <= 16);
+	for (int r = 0; r < n; r++) {
+		double absmax = 0.0;
+		for (int j = 0; j < d; j++) {
+			if (isnan(x[(size_t)r * d + j]))
+				absmax = NAN;	/* sticks: nothing compares greater */
+			if (fabs(x[(size_t)r * d + j]) > absmax)
+				absmax = fabs(x[(size_t)r * d + j]);
+		}
+		if (bits >= 16) {
+			for (int j = 0; j < d; j++)
+				y[(size_t)r * d + j] = x[(size_t)r * d + j];
+			continue;
+		}
+		int qmax = (1 << (bits - 1)) - 1;
+		float scale = (float)absmax / (float)qmax;
+		if (scale < 1e-5f)
+			scale = 1e-5f;
+		if (scale > 1e4f)
+			scale = 1e4f;
+		for (int j = 0; j < d; j++) {
+			float level = nearbyintf(x[(size_t)r * d + j] / scale);
+			if (level < (float)-qmax)
+				level = (float)-qmax;
+			if (level > (float)qmax)
+				level = (float)qmax;
+			y[(size_t)r * d + j] = level * scale;
+		}
+	}
+}
+
+/* Reference twin of quant_act_rows. */
+void
+quant_act_rows_ref(float *y, const float *x, int n, int d, int bits)
+{
+	quant_rows_sym_ref(y, x, n, d, bits);
+}
+
+/* Reference twin of quant_weight_rows. */
+void
+quant_weight_rows_ref(float *y, const float *W, int out, int in, int bits)
+{
+	quant_rows_sym_ref(y, W, out, in, bits);
+}
+
+/* Reference twin of quant_weight_groups: group by group, element by element. */
+void
+quant_weight_groups_ref(float *y, const float *W, int out, int in, int bits, int group)
+{
+	MASQ_ASSERT(bits >= 2 && bits <= 16 && group > 0);
+	for (int r = 0; r < out; r++) {
+		for (int start = 0; start < in; start += group) {
+			int end = start + group < in ? start + group : in;
+			const float *w = W + (size_t)r * in;
+			float *out_row = y + (size_t)r * in;
+			if (bits >= 16) {
+				for (int j = start; j < end; j++)
+					out_row[j] = w[j];
+				continue;
+			}
+			double lo = w[start], hi = w[start];
+			int has_nan = 0;
+			for (int j = start; j < end; j++) {
+				if (w[j] < lo)
+					lo = w[j];
+				if (w[j] > hi)
+					hi = w[j];
+				if (isnan(w[j]))
+					has_nan = 1;
+			}
+			float levels = (float)((1 << bits) - 1);
+			float scale = ((float)hi - (float)lo) / levels;
+			if (has_nan)
+				scale = NAN;
+			if (scale < 1e-5f)
+				scale = 1e-5f;
+			if (scale > 1e4f)
+				scale = 1e4f;
+			float zero = nearbyintf(-(float)lo / scale);
+			if (zero < -1e4f)
+				zero = -1e4f;
+			if (zero > 1e4f)
+				zero = 1e4f;
+			for (int j = start; j < end; j++) {
+				float q = nearbyintf(w[j] / scale) + zero;
+				if (q < 0.0f)
+					q = 0.0f;
+				if (q > levels)
+					q = levels;
+				out_row[j] = (q - zero) * scale;
+			}
+		}
+	}
+}
