@@ -1,0 +1,449 @@
+#include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/blas.h"
+#include "core/cmc.h"
+
+/* Seed of the test matrix when cmc_compute is given no generator. */
+#define CMC_DEFAULT_SEED 0x636d63ULL
+
+/* A new (n) double array holding the float array x (n). */
+static double *
+cmc_dup_double(const float *x, size_t n)
+{
+	double *y = xmalloc(xmul(n, sizeof(double)));
+	for (size_t i = 0; i < n; i++)
+		y[i] = x[i];
+	return y;
+}
+
+/* Sum of squares of x (n). */
+static double
+cmc_sumsq(const double *x, size_t n)
+{
+	double acc = 0;
+	for (size_t i = 0; i < n; i++)
+		acc += x[i] * x[i];
+	return acc;
+}
+
+/* Index of the first non-finite value of x (n), or n when all are finite. */
+static size_t
+cmc_find_nonfinite(const float *x, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!isfinite(x[i]))
+			return i;
+	return n;
+}
+
+int
+cmc_whitener_init(cmc_whitener *w, const double *G, const float *s, int d, double floor_rel,
+    masq_err *err)
+{
+	memset(w, 0, sizeof *w);
+	if (d <= 0)
+		return masq_err_set(err, MASQ_ERR_USAGE, "cmc: whitener of dimension %d", d);
+	if (!(floor_rel > 0 && floor_rel < 1))
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "cmc: eigenvalue floor %g is not in (0, 1)", floor_rel);
+	for (int j = 0; j < d; j++)
+		if (!isfinite(s[j]) || s[j] <= 0)
+			return masq_err_set(err, MASQ_ERR_USAGE,
+			    "cmc: smoothing factor %d is %g, not a positive number", j,
+			    (double)s[j]);
+	/* Only the upper triangle is read, as dsyevd does with uplo 'U'. */
+	int nonzero = 0;
+	for (int i = 0; i < d; i++)
+		for (int j = i; j < d; j++) {
+			double v = G[(size_t)i * d + j];
+			if (!isfinite(v))
+				return masq_err_set(err, MASQ_ERR_FORMAT,
+				    "cmc: Gram matrix entry (%d, %d) is %g", i, j, v);
+			if (v != 0)
+				nonzero = 1;
+		}
+	if (!nonzero)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "cmc: the Gram matrix is zero: no tokens of this modality");
+
+	size_t dd = xmul((size_t)d, (size_t)d);
+	double *C = xcalloc(dd, sizeof(double));
+	double *lam = xmalloc(xmul((size_t)d, sizeof(double)));
+	for (int i = 0; i < d; i++)
+		for (int j = i; j < d; j++)
+			C[(size_t)i * d + j] =
+			    G[(size_t)i * d + j] / ((double)s[i] * (double)s[j]);
+	/* dsyevd, not ssyevd: see DESIGN.md, "Known pitfalls". */
+	lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', d, C, d, lam);
+	if (info != 0) {
+		free(C);
+		free(lam);
+		return masq_err_set(err, MASQ_ERR_INTERNAL,
+		    "cmc: LAPACKE_dsyevd failed on the %d x %d whitening matrix (info %d)", d, d,
+		    (int)info);
+	}
+
+	/* dsyevd sorts ascending; store descending. */
+	w->d = d;
+	w->P = xmalloc(xmul(dd, sizeof(double)));
+	w->sqrt_lambda = xmalloc(xmul((size_t)d, sizeof(double)));
+	for (int i = 0; i < d; i++)
+		for (int j = 0; j < d; j++)
+			w->P[(size_t)i * d + j] = C[(size_t)i * d + (d - 1 - j)];
+	double lmax = lam[d - 1];
+	if (!(lmax > 0)) {
+		free(C);
+		free(lam);
+		cmc_whitener_done(w);
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "cmc: the whitening matrix has no positive eigenvalue (largest %g)", lmax);
+	}
+	double floor_val = floor_rel * lmax;
+	for (int j = 0; j < d; j++) {
+		double l = lam[d - 1 - j];
+		if (l < floor_val) {
+			l = floor_val;
+			w->n_floored++;
+		}
+		w->sqrt_lambda[j] = sqrt(l);
+	}
+	free(C);
+	free(lam);
+	return 0;
+}
+
+void
+cmc_whitener_done(cmc_whitener *w)
+{
+	free(w->P);
+	free(w->sqrt_lambda);
+	memset(w, 0, sizeof *w);
+}
+
+void
+cmc_whiten(const cmc_whitener *w, const double *A, int n, double *M)
+{
+	int d = w->d;
+
+	cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, n, d, 1.0, w->P, d, A, n, 0.0,
+	    M, n);
+	for (int i = 0; i < d; i++) {
+		double sl = w->sqrt_lambda[i];
+		double *row = M + (size_t)i * n;
+		for (int j = 0; j < n; j++)
+			row[j] *= sl;
+	}
+}
+
+/* |M - (T L1) L2|_F^2 where M = T dWt (in, out) is already whitened (T = I
+ * when w is NULL) and L1 (in, rank), L2 (rank, out) are the stored floats;
+ * equal to |T (dWt - L1 L2)|_F^2, without a second (in, in, out) product. */
+static double
+cmc_residual_whitened(const cmc_whitener *w, const double *M, int in, int out, const float *L1,
+    const float *L2, int rank)
+{
+	size_t n = xmul((size_t)in, (size_t)out);
+	if (rank <= 0 || L1 == NULL || L2 == NULL)
+		return cmc_sumsq(M, n);
+
+	double *L1d = cmc_dup_double(L1, xmul((size_t)in, (size_t)rank));
+	double *L2d = cmc_dup_double(L2, xmul((size_t)rank, (size_t)out));
+	double *TL1 = L1d;
+	if (w != NULL) {
+		TL1 = xmalloc(xmul(xmul((size_t)in, (size_t)rank), sizeof(double)));
+		cmc_whiten(w, L1d, rank, TL1);
+	}
+	double *E = xmalloc(xmul(n, sizeof(double)));
+	memcpy(E, M, n * sizeof(double));
+	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, out, rank, -1.0, TL1, rank,
+	    L2d, out, 1.0, E, out);
+	double res = cmc_sumsq(E, n);
+	free(E);
+	if (TL1 != L1d)
+		free(TL1);
+	free(L1d);
+	free(L2d);
+	return res;
+}
+
+double
+cmc_residual(const cmc_whitener *w, const float *dWt, int in, int out, const float *L1,
+    const float *L2, int rank)
+{
+	MASQ_ASSERT(in > 0 && out > 0);
+	MASQ_ASSERT(w == NULL || w->d == in);
+	size_t n = xmul((size_t)in, (size_t)out);
+	double *E = cmc_dup_double(dWt, n);
+	if (rank > 0 && L1 != NULL && L2 != NULL) {
+		double *L1d = cmc_dup_double(L1, xmul((size_t)in, (size_t)rank));
+		double *L2d = cmc_dup_double(L2, xmul((size_t)rank, (size_t)out));
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, out, rank, -1.0, L1d,
+		    rank, L2d, out, 1.0, E, out);
+		free(L1d);
+		free(L2d);
+	}
+	double res;
+	if (w != NULL) {
+		double *TE = xmalloc(xmul(n, sizeof(double)));
+		cmc_whiten(w, E, out, TE);
+		res = cmc_sumsq(TE, n);
+		free(TE);
+	} else {
+		res = cmc_sumsq(E, n);
+	}
+	free(E);
+	return res;
+}
+
+/* Replace A (m, n), m >= n, by the orthonormal Q of its thin QR. */
+static int
+cmc_orthonormalize(double *A, int m, int n, masq_err *err)
+{
+	double *tau = xmalloc(xmul((size_t)n, sizeof(double)));
+	lapack_int info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, m, n, A, n, tau);
+	if (info != 0) {
+		free(tau);
+		return masq_err_set(err, MASQ_ERR_INTERNAL,
+		    "cmc: LAPACKE_dgeqrf failed on a %d x %d matrix (info %d)", m, n, (int)info);
+	}
+	info = LAPACKE_dorgqr(LAPACK_ROW_MAJOR, m, n, n, A, n, tau);
+	free(tau);
+	if (info != 0)
+		return masq_err_set(err, MASQ_ERR_INTERNAL,
+		    "cmc: LAPACKE_dorgqr failed on a %d x %d matrix (info %d)", m, n, (int)info);
+	return 0;
+}
+
+/* Store L1 = T^-1 U_r (T = I without w) and L2 = S_r V_r^T as floats in r,
+ * from U (in, >= rank; leading dimension ldu), S and Vt (>= rank, out). */
+static int
+cmc_store_factors(cmc_result *r, const cmc_whitener *w, const double *U, int ldu,
+    const double *S, const double *Vt, masq_err *err)
+{
+	int in = r->in, out = r->out, rank = r->rank;
+	size_t n1 = xmul((size_t)in, (size_t)rank), n2 = xmul((size_t)rank, (size_t)out);
+	double *Ur = xmalloc(xmul(n1, sizeof(double)));
+
+	for (int i = 0; i < in; i++) {
+		double inv = w != NULL ? 1.0 / w->sqrt_lambda[i] : 1.0;
+		for (int j = 0; j < rank; j++)
+			Ur[(size_t)i * rank + j] = U[(size_t)i * ldu + j] * inv;
+	}
+	r->L1 = xmalloc(xmul(n1, sizeof(float)));
+	r->L2 = xmalloc(xmul(n2, sizeof(float)));
+	if (w != NULL) {
+		double *L1d = xmalloc(xmul(n1, sizeof(double)));
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, rank, in, 1.0, w->P,
+		    in, Ur, rank, 0.0, L1d, rank);
+		for (size_t i = 0; i < n1; i++)
+			r->L1[i] = (float)L1d[i];
+		free(L1d);
+	} else {
+		for (size_t i = 0; i < n1; i++)
+			r->L1[i] = (float)Ur[i];
+	}
+	free(Ur);
+	for (int i = 0; i < rank; i++)
+		for (int j = 0; j < out; j++)
+			r->L2[(size_t)i * out + j] = (float)(S[i] * Vt[(size_t)i * out + j]);
+	if (cmc_find_nonfinite(r->L1, n1) < n1 || cmc_find_nonfinite(r->L2, n2) < n2)
+		return masq_err_set(err, MASQ_ERR_INTERNAL,
+		    "cmc: the rank-%d factors overflow float32", rank);
+	return 0;
+}
+
+/* Full SVD of M (in, out) with dgesdd; factors and all singular values into r. */
+static int
+cmc_svd_full(cmc_result *r, const cmc_whitener *w, const double *M, masq_err *err)
+{
+	int in = r->in, out = r->out, mn = in < out ? in : out;
+	double *A = xmalloc(xmul(xmul((size_t)in, (size_t)out), sizeof(double)));
+	double *U = xmalloc(xmul(xmul((size_t)in, (size_t)mn), sizeof(double)));
+	double *Vt = xmalloc(xmul(xmul((size_t)mn, (size_t)out), sizeof(double)));
+	int rc = 0;
+
+	memcpy(A, M, (size_t)in * out * sizeof(double));
+	r->n_sv = mn;
+	r->sv = xmalloc(xmul((size_t)mn, sizeof(double)));
+	lapack_int info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'S', in, out, A, out, r->sv, U, mn,
+	    Vt, out);
+	if (info != 0)
+		rc = masq_err_set(err, MASQ_ERR_INTERNAL,
+		    "cmc: LAPACKE_dgesdd failed on a %d x %d matrix (info %d)", in, out, (int)info);
+	else if (r->rank > 0)
+		rc = cmc_store_factors(r, w, U, mn, r->sv, Vt, err);
+	free(A);
+	free(U);
+	free(Vt);
+	return rc;
+}
+
+/* Randomized truncated SVD of M (in, out) (Halko, Martinsson and Tropp 2011,
+ * algorithms 4.4 and 5.1): k = rank + oversample Gaussian test vectors, a few
+ * subspace iterations, then the exact SVD of the small (k, out) projection. */
+static int
+cmc_svd_randomized(cmc_result *r, const cmc_whitener *w, const double *M, rng *g,
+    masq_err *err)
+{
+	int in = r->in, out = r->out, mn = in < out ? in : out;
+	int k = r->rank + CMC_OVERSAMPLE < mn ? r->rank + CMC_OVERSAMPLE : mn;
+	double *Om = xmalloc(xmul(xmul((size_t)out, (size_t)k), sizeof(double)));	/* (out, k) */
+	double *Y = xmalloc(xmul(xmul((size_t)in, (size_t)k), sizeof(double)));	/* (in, k) */
+	double *B = xmalloc(xmul(xmul((size_t)k, (size_t)out), sizeof(double)));	/* (k, out) */
+	double *UB = xmalloc(xmul(xmul((size_t)k, (size_t)k), sizeof(double)));	/* (k, k) */
+	double *Vt = xmalloc(xmul(xmul((size_t)k, (size_t)out), sizeof(double)));	/* (k, out) */
+	double *U = NULL;
+	rng local;
+	int rc = -1;
+
+	if (g == NULL) {
+		rng_init(&local, CMC_DEFAULT_SEED);
+		g = &local;
+	}
+	for (size_t i = 0; i < (size_t)out * k; i++)
+		Om[i] = rng_normal(g);
+	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, k, out, 1.0, M, out, Om, k,
+	    0.0, Y, k);
+	/* Om is reused as Z = M^T Y (out, k). */
+	for (int it = 0; it < CMC_POWER_ITERS; it++) {
+		if (cmc_orthonormalize(Y, in, k, err) < 0)
+			goto out;
+		cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, k, in, 1.0, M, out, Y,
+		    k, 0.0, Om, k);
+		if (cmc_orthonormalize(Om, out, k, err) < 0)
+			goto out;
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, k, out, 1.0, M, out,
+		    Om, k, 0.0, Y, k);
+	}
+	if (cmc_orthonormalize(Y, in, k, err) < 0)
+		goto out;
+	cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, out, in, 1.0, Y, k, M, out, 0.0,
+	    B, out);
+	r->n_sv = k;
+	r->sv = xmalloc(xmul((size_t)k, sizeof(double)));
+	lapack_int info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'S', k, out, B, out, r->sv, UB, k,
+	    Vt, out);
+	if (info != 0) {
+		masq_err_set(err, MASQ_ERR_INTERNAL,
+		    "cmc: LAPACKE_dgesdd failed on a %d x %d matrix (info %d)", k, out, (int)info);
+		goto out;
+	}
+	rc = 0;
+	if (r->rank > 0) {
+		U = xmalloc(xmul(xmul((size_t)in, (size_t)r->rank), sizeof(double)));
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, r->rank, k, 1.0, Y, k,
+		    UB, k, 0.0, U, r->rank);
+		rc = cmc_store_factors(r, w, U, r->rank, r->sv, Vt, err);
+	}
+out:
+	free(Om);
+	free(Y);
+	free(B);
+	free(UB);
+	free(Vt);
+	free(U);
+	return rc;
+}
+
+int
+cmc_compute(cmc_result *r, const float *dWt, int in, int out, const cmc_whitener *w, int rank,
+    enum cmc_svd_mode mode, rng *g, masq_err *err)
+{
+	memset(r, 0, sizeof *r);
+	if (in <= 0 || out <= 0)
+		return masq_err_set(err, MASQ_ERR_USAGE, "cmc: residual of shape (%d, %d)", in,
+		    out);
+	if (w != NULL && w->d != in)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "cmc: whitener of dimension %d for a residual with %d input channels", w->d,
+		    in);
+	if (rank < 0)
+		return masq_err_set(err, MASQ_ERR_USAGE, "cmc: negative rank %d", rank);
+	size_t n = xmul((size_t)in, (size_t)out);
+	size_t bad = cmc_find_nonfinite(dWt, n);
+	if (bad < n)
+		return masq_err_set(err, MASQ_ERR_FORMAT,
+		    "cmc: residual entry (%zu, %zu) is %g", bad / (size_t)out,
+		    bad % (size_t)out, (double)dWt[bad]);
+
+	int mn = in < out ? in : out;
+	r->in = in;
+	r->out = out;
+	r->rank = rank < mn ? rank : mn;
+	r->whitened = w != NULL;
+
+	double *M = cmc_dup_double(dWt, n);
+	if (w != NULL) {
+		double *TM = xmalloc(xmul(n, sizeof(double)));
+		cmc_whiten(w, M, out, TM);
+		free(M);
+		M = TM;
+	}
+	r->total_energy = cmc_sumsq(M, n);
+
+	if (mode == CMC_SVD_AUTO)
+		mode = r->rank + CMC_OVERSAMPLE < mn / 4 ? CMC_SVD_RANDOMIZED : CMC_SVD_FULL;
+	int rc = mode == CMC_SVD_RANDOMIZED ? cmc_svd_randomized(r, w, M, g, err)
+	    : cmc_svd_full(r, w, M, err);
+	if (rc == 0)
+		r->resid_energy = r->rank > 0
+		    ? cmc_residual_whitened(w, M, in, out, r->L1, r->L2, r->rank)
+		    : r->total_energy;
+	free(M);
+	if (rc < 0)
+		cmc_result_done(r);
+	return rc;
+}
+
+void
+cmc_result_done(cmc_result *r)
+{
+	free(r->L1);
+	free(r->L2);
+	free(r->sv);
+	memset(r, 0, sizeof *r);
+}
+
+double
+cmc_effective_rank(const double *sv, int n)
+{
+	double sum = 0, h = 0;
+
+	for (int i = 0; i < n; i++)
+		if (sv[i] > 1e-15)
+			sum += sv[i];
+	if (!(sum > 0))
+		return 0;
+	for (int i = 0; i < n; i++)
+		if (sv[i] > 1e-15) {
+			double p = sv[i] / sum;
+			h -= p * log(p);
+		}
+	return exp(h);
+}
+
+int
+cmc_rank_resolve(double setting, int floor_rank, int in, int out)
+{
+	int mn = in < out ? in : out;
+	int r;
+
+	if (mn <= 0 || !(setting > 0))
+		return 0;
+	if (setting <= 1) {
+		r = (int)floor(setting * mn);
+		if (r < floor_rank)
+			r = floor_rank;
+	} else {
+		r = setting >= (double)mn ? mn : (int)setting;
+	}
+	if (r < 1)
+		r = 1;
+	if (r > mn)
+		r = mn;
+	return r;
+}

@@ -1,0 +1,103 @@
+/*
+ * cmc.h: Cross-Modal Compensation, the whitened low-rank correction that
+ * lets a non-text modality m share the weight stored for text.
+ *
+ * Layout: W is [out, in] as in Hugging Face; a token x (1, in) gives
+ * y = x W^T.  With smoothing factors s (in), the smoothed input is x / s and
+ * the smoothed weight W diag(s).  For modality m:
+ *
+ *   dWt  = (W diag(s_m))^T - Q(W diag(s_t))^T          (in, out)
+ *   C_m  = D_m^-1 G_m D_m^-1,  D_m = diag(s_m)          (in, in)
+ *          G_m = sum of x^T x over modality-m tokens (the raw Gram matrix)
+ *   C_m  = P diag(lambda) P^T                           (LAPACKE_dsyevd)
+ *   T    = diag(sqrt(lambda)) P^T,  T^-1 = P diag(1/sqrt(lambda))
+ *   T dWt = U S V^T  (truncated at rank r)
+ *   L1   = T^-1 U_r  (in, r),  L2 = S_r V_r^T  (r, out)
+ *
+ * so that sum over modality-m tokens of |(x/s_m) (dWt - L1 L2)|^2 =
+ * |T (dWt - L1 L2)|_F^2 is minimal (the paper's Theorem 2).  Eigenvalues
+ * below floor_rel * lambda_max are raised to it (the reference has no guard;
+ * a rank-deficient Gram would otherwise divide by zero).  Without whitening
+ * (T = I) it is the plain truncated SVD of dWt.
+ *
+ *	cmc_whitener wh;
+ *	cmc_whitener_init(&wh, gram, s_vision, in, CMC_EIG_FLOOR, &err);
+ *	cmc_result r;
+ *	cmc_compute(&r, dWt, in, out, &wh, rank, CMC_SVD_AUTO, &g, &err);
+ *	... r.L1, r.L2, r.resid_energy / r.total_energy ...
+ *	cmc_result_done(&r);
+ *	cmc_whitener_done(&wh);
+ */
+#ifndef MASQ_CMC_H
+#define MASQ_CMC_H
+
+#include "core/rng.h"
+#include "core/util.h"
+
+#define CMC_EIG_FLOOR 1e-10	/* eigenvalues below this x lambda_max are raised to it */
+#define CMC_RANK_FLOOR 32	/* the reference's minimum rank */
+#define CMC_OVERSAMPLE 10	/* randomized SVD: extra columns */
+#define CMC_POWER_ITERS 4	/* randomized SVD: subspace iterations (2 missed 1% on slow spectra) */
+
+typedef struct cmc_whitener {
+	int d;
+	double *P;		/* (d, d) row-major, column j = eigenvector j, lambda descending */
+	double *sqrt_lambda;	/* (d) square roots of the floored eigenvalues, descending */
+	int n_floored;		/* eigenvalues raised to the floor */
+} cmc_whitener;
+
+/* Eigendecompose C = D^-1 G D^-1 for G (d, d) symmetric (upper triangle or
+ * full, row-major; only the upper triangle is read) and D = diag(s).
+ * MASQ_ERR_INTERNAL if LAPACK fails; a G of all zeros (modality absent), a
+ * factor s_j <= 0 or floor_rel outside (0, 1) is MASQ_ERR_USAGE; a
+ * non-finite G entry is MASQ_ERR_FORMAT. */
+int cmc_whitener_init(cmc_whitener *w, const double *G, const float *s, int d, double floor_rel,
+    masq_err *err);
+void cmc_whitener_done(cmc_whitener *w);
+/* M (d, n) = T A for A (d, n), row-major, double. */
+void cmc_whiten(const cmc_whitener *w, const double *A, int n, double *M);
+
+enum cmc_svd_mode {
+	CMC_SVD_FULL,		/* LAPACKE_dgesdd of the whole matrix */
+	CMC_SVD_RANDOMIZED,	/* randomized range finder + small SVD (rank + oversample) */
+	CMC_SVD_AUTO		/* randomized when rank + oversample < min(in, out) / 4 */
+};
+
+typedef struct cmc_result {
+	int in, out, rank;
+	float *L1;		/* (in, rank) row-major */
+	float *L2;		/* (rank, out) row-major */
+	double *sv;		/* (n_sv) singular values of T dWt, descending */
+	int n_sv;		/* min(in, out) for the full SVD, rank + oversample otherwise */
+	double total_energy;	/* |T dWt|_F^2 */
+	double resid_energy;	/* |T (dWt - L1 L2)|_F^2, computed, not inferred */
+	int whitened;		/* 1 when a whitener was used */
+} cmc_result;
+
+/* Low-rank factors of dWt (in, out) at rank (clamped to min(in, out); 0
+ * gives no factors, L1 = L2 = NULL, and resid_energy = total_energy; the
+ * singular values are still computed).  w NULL: no whitening (T = I); the
+ * residual is then measured in the plain Frobenius norm unless metric_w is
+ * given to cmc_residual.  g draws the randomized SVD's test matrix (NULL: a
+ * fixed seed).  A non-finite dWt entry is MASQ_ERR_FORMAT, a negative rank
+ * or a whitener of another dimension MASQ_ERR_USAGE.  r is zeroed first and
+ * left empty on error. */
+int cmc_compute(cmc_result *r, const float *dWt, int in, int out, const cmc_whitener *w, int rank,
+    enum cmc_svd_mode mode, rng *g, masq_err *err);
+void cmc_result_done(cmc_result *r);
+
+/* |T (dWt - L1 L2)|_F^2 for factors of any origin (whitened or not), so the
+ * two variants can be compared in the metric that matters. */
+double cmc_residual(const cmc_whitener *w, const float *dWt, int in, int out, const float *L1,
+    const float *L2, int rank);
+
+/* exp(entropy of p_i = sv_i / sum sv), counting sv > 1e-15 (the reference's
+ * effective rank); 0 when no value counts. */
+double cmc_effective_rank(const double *sv, int n);
+
+/* Rank from a setting: ratio in (0, 1] of min(in, out) (floored, then
+ * raised to floor_rank), or an absolute rank (> 1); clamped to [1, min(in,
+ * out)].  A setting <= 0 (or NaN) gives 0: no compensation. */
+int cmc_rank_resolve(double setting, int floor_rank, int in, int out);
+
+#endif

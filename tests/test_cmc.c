@@ -1,0 +1,679 @@
+/*
+ * test_cmc.c: the whitener (T^T T = C, orthonormal whitened activations),
+ * Theorem 2 (the whitened residual is the tail of T dWt's spectrum and is
+ * the output error on the calibration tokens), whitened against plain
+ * factors, randomized against full SVD, the eigenvalue floor, the absent
+ * modality, rank resolution, and an independent numpy oracle
+ * (np.linalg.eigh + np.linalg.svd) when $PYTHON3 can run.
+ */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/blas.h"
+#include "core/cmc.h"
+#include "core/rng.h"
+#include "tests/tap.h"
+
+/* Error budgets (measured values in comments are from this machine). */
+#define TOL_WHITEN 1e-10	/* |T^T T - C|_F / |C|_F; measured ~1e-15 */
+#define TOL_ORTHO 1e-8		/* max |Y^T Y - 1| for Y = (X/s) T^-1; measured ~1e-12 */
+#define TOL_TAIL 1e-8		/* whitened residual vs tail of the spectrum */
+#define TOL_DIRECT 1e-6		/* whitened residual vs the output error from X */
+#define TOL_FULLRANK 1e-10	/* residual / total at full rank */
+#define TOL_RAND_RESID 0.01	/* randomized vs full residual, relative */
+#define TOL_RAND_SV 1e-6	/* randomized vs full top singular values */
+#define TOL_ORACLE 1e-6		/* masq vs numpy */
+
+/* "ok N # SKIP reason", counted in the plan. */
+static void
+tap_skip(const char *what, const char *why)
+{
+	tap_n++;
+	printf("ok %d - %s # SKIP %s\n", tap_n, what, why);
+	fflush(stdout);
+}
+
+/* Relative difference |a - b| / max(|b|, tiny). */
+static double
+rel(double a, double b)
+{
+	double den = fabs(b) > 1e-300 ? fabs(b) : 1e-300;
+	return fabs(a - b) / den;
+}
+
+/* A new (n) array of standard normals, scaled by sd. */
+static double *
+randn(rng *g, size_t n, double sd)
+{
+	double *x = xmalloc(n * sizeof(double));
+	for (size_t i = 0; i < n; i++)
+		x[i] = sd * rng_normal(g);
+	return x;
+}
+
+/* A new random orthogonal (d, d) matrix: Q of a Gaussian matrix's QR. */
+static double *
+rand_orthogonal(rng *g, int d)
+{
+	double *Q = randn(g, (size_t)d * d, 1.0);
+	double *tau = xmalloc((size_t)d * sizeof(double));
+	LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, d, d, Q, d, tau);
+	LAPACKE_dorgqr(LAPACK_ROW_MAJOR, d, d, d, Q, d, tau);
+	free(tau);
+	return Q;
+}
+
+/* Activations X (n, d) = Z diag(10^e) R with e spread evenly over [lo, hi],
+ * Z Gaussian and R a random rotation: an anisotropic spectrum in a random
+ * basis. */
+static double *
+make_acts(rng *g, int n, int d, double lo, double hi)
+{
+	double *Z = randn(g, (size_t)n * d, 1.0);
+	double *R = rand_orthogonal(g, d);
+	double *X = xmalloc((size_t)n * d * sizeof(double));
+	for (int j = 0; j < d; j++) {
+		double sc = pow(10.0, lo + (hi - lo) * j / (d > 1 ? d - 1 : 1));
+		for (int i = 0; i < n; i++)
+			Z[(size_t)i * d + j] *= sc;
+	}
+	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, d, 1.0, Z, d, R, d, 0.0,
+	    X, d);
+	free(Z);
+	free(R);
+	return X;
+}
+
+/* Log-uniform smoothing factors in [lo, hi]. */
+static float *
+rand_scales(rng *g, int d, double lo, double hi)
+{
+	float *s = xmalloc((size_t)d * sizeof(float));
+	for (int j = 0; j < d; j++)
+		s[j] = (float)exp(log(lo) + (log(hi) - log(lo)) * rng_uniform(g));
+	return s;
+}
+
+/* G (d, d) = X^T X, full and exactly symmetric. */
+static double *
+make_gram(const double *X, int n, int d)
+{
+	double *G = xcalloc((size_t)d * d, sizeof(double));
+	cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, n, 1.0, X, d, 0.0, G, d);
+	for (int i = 0; i < d; i++)
+		for (int j = 0; j < i; j++)
+			G[(size_t)i * d + j] = G[(size_t)j * d + i];
+	return G;
+}
+
+/* A new float array of n standard normals times sd. */
+static float *
+randnf(rng *g, size_t n, double sd)
+{
+	float *x = xmalloc(n * sizeof(float));
+	for (size_t i = 0; i < n; i++)
+		x[i] = (float)(sd * rng_normal(g));
+	return x;
+}
+
+/* Singular values (min(m, n)) of A (m, n) by dgesvd, an independent routine. */
+static double *
+svals(const double *A, int m, int n)
+{
+	int mn = m < n ? m : n;
+	double *a = xmalloc((size_t)m * n * sizeof(double));
+	double *s = xmalloc((size_t)mn * sizeof(double));
+	double *sup = xmalloc((size_t)mn * sizeof(double));
+	memcpy(a, A, (size_t)m * n * sizeof(double));
+	lapack_int info = LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'N', 'N', m, n, a, n, s, NULL, 1,
+	    NULL, 1, sup);
+	MASQ_ASSERT(info == 0);
+	free(a);
+	free(sup);
+	return s;
+}
+
+/* T dWt (in, out) in double. */
+static double *
+whitened(const cmc_whitener *w, const float *dWt, int in, int out)
+{
+	double *A = xmalloc((size_t)in * out * sizeof(double));
+	double *M = xmalloc((size_t)in * out * sizeof(double));
+	for (size_t i = 0; i < (size_t)in * out; i++)
+		A[i] = dWt[i];
+	cmc_whiten(w, A, out, M);
+	free(A);
+	return M;
+}
+
+/* |(X/s)(dWt - L1 L2)|_F^2 summed over the n tokens, with plain loops. */
+static double
+output_error(const double *X, const float *s, int n, const float *dWt, int in, int out,
+    const float *L1, const float *L2, int rank)
+{
+	double *E = xmalloc((size_t)in * out * sizeof(double));
+	for (int i = 0; i < in; i++)
+		for (int j = 0; j < out; j++) {
+			double v = dWt[(size_t)i * out + j];
+			for (int k = 0; k < rank; k++)
+				v -= (double)L1[(size_t)i * rank + k] * L2[(size_t)k * out + j];
+			E[(size_t)i * out + j] = v;
+		}
+	double *xs = xmalloc((size_t)in * sizeof(double));
+	double acc = 0;
+	for (int t = 0; t < n; t++) {
+		for (int i = 0; i < in; i++)
+			xs[i] = X[(size_t)t * in + i] / s[i];
+		for (int j = 0; j < out; j++) {
+			double y = 0;
+			for (int i = 0; i < in; i++)
+				y += xs[i] * E[(size_t)i * out + j];
+			acc += y * y;
+		}
+	}
+	free(xs);
+	free(E);
+	return acc;
+}
+
+static void
+test_whitener(void)
+{
+	const int n = 400, d = 96;
+	rng g;
+	rng_init(&g, 11);
+	double *X = make_acts(&g, n, d, -1.0, 1.0);
+	float *s = rand_scales(&g, d, 0.3, 3.0);
+	double *G = make_gram(X, n, d);
+	masq_err err = {0};
+	cmc_whitener wh;
+
+	if (!tap_ok(cmc_whitener_init(&wh, G, s, d, CMC_EIG_FLOOR, &err) == 0,
+	    "whitener of a full-rank Gram (%s)", err.msg)) {
+		free(X), free(s), free(G);
+		return;
+	}
+	tap_ok(wh.n_floored == 0, "no eigenvalue floored on a full-rank Gram");
+	int desc = 1;
+	for (int j = 1; j < d; j++)
+		if (wh.sqrt_lambda[j] > wh.sqrt_lambda[j - 1])
+			desc = 0;
+	tap_ok(desc, "sqrt(lambda) descending");
+
+	/* T = cmc_whiten(identity); T^T T == C. */
+	double *Id = xcalloc((size_t)d * d, sizeof(double));
+	double *T = xmalloc((size_t)d * d * sizeof(double));
+	for (int i = 0; i < d; i++)
+		Id[(size_t)i * d + i] = 1;
+	cmc_whiten(&wh, Id, d, T);
+	double num = 0, den = 0, ref_err = 0, ref_den = 0;
+	for (int i = 0; i < d; i++)
+		for (int j = 0; j < d; j++) {
+			double tt = 0;
+			for (int k = 0; k < d; k++)
+				tt += T[(size_t)k * d + i] * T[(size_t)k * d + j];
+			double c = G[(size_t)i * d + j] / ((double)s[i] * s[j]);
+			num += (tt - c) * (tt - c);
+			den += c * c;
+			/* Reference twin: T_ij = sqrt(lambda_i) P_ji. */
+			double tref = wh.sqrt_lambda[i] * wh.P[(size_t)j * d + i];
+			ref_err += (T[(size_t)i * d + j] - tref) * (T[(size_t)i * d + j] - tref);
+			ref_den += tref * tref;
+		}
+	tap_ok(sqrt(ref_err / ref_den) < 1e-14, "cmc_whiten matches diag(sqrt lambda) P^T (%.2g)",
+	    sqrt(ref_err / ref_den));
+	double e = sqrt(num / den);
+	tap_ok(e < TOL_WHITEN, "T^T T == D^-1 G D^-1 (rel err %.2g < %g)", e, TOL_WHITEN);
+
+	/* Y = (X/s) T^-1 = (X/s) P diag(1/sqrt lambda) has orthonormal columns. */
+	double *Xs = xmalloc((size_t)n * d * sizeof(double));
+	double *Y = xmalloc((size_t)n * d * sizeof(double));
+	for (int t = 0; t < n; t++)
+		for (int i = 0; i < d; i++)
+			Xs[(size_t)t * d + i] = X[(size_t)t * d + i] / s[i];
+	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, d, 1.0, Xs, d, wh.P, d,
+	    0.0, Y, d);
+	for (int t = 0; t < n; t++)
+		for (int j = 0; j < d; j++)
+			Y[(size_t)t * d + j] /= wh.sqrt_lambda[j];
+	double *YtY = xmalloc((size_t)d * d * sizeof(double));
+	cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, n, 1.0, Y, d, Y, d, 0.0, YtY,
+	    d);
+	double worst = 0;
+	for (int i = 0; i < d; i++)
+		for (int j = 0; j < d; j++) {
+			double dv = fabs(YtY[(size_t)i * d + j] - (i == j ? 1.0 : 0.0));
+			if (dv > worst)
+				worst = dv;
+		}
+	tap_ok(worst < TOL_ORTHO, "(X/s) T^-1 has orthonormal columns (max dev %.2g < %g)",
+	    worst, TOL_ORTHO);
+
+	/* The upper triangle alone gives the same whitener. */
+	double *Gu = xcalloc((size_t)d * d, sizeof(double));
+	for (int i = 0; i < d; i++)
+		for (int j = i; j < d; j++)
+			Gu[(size_t)i * d + j] = G[(size_t)i * d + j];
+	cmc_whitener wu;
+	int ok = cmc_whitener_init(&wu, Gu, s, d, CMC_EIG_FLOOR, &err) == 0;
+	double dl = 0;
+	for (int j = 0; ok && j < d; j++)
+		dl = fmax(dl, rel(wu.sqrt_lambda[j], wh.sqrt_lambda[j]));
+	tap_ok(ok && dl < 1e-12, "upper triangle only: same spectrum (%.2g)", dl);
+	if (ok)
+		cmc_whitener_done(&wu);
+
+	free(Gu), free(YtY), free(Y), free(Xs), free(T), free(Id);
+	cmc_whitener_done(&wh);
+	free(X), free(s), free(G);
+}
+
+static void
+test_theorem2(void)
+{
+	const int n = 400, in = 96, out = 80;
+	const int ranks[] = { 4, 16, 40, 80 };
+	rng g;
+	rng_init(&g, 22);
+	double *X = make_acts(&g, n, in, -1.0, 1.0);
+	float *s = rand_scales(&g, in, 0.3, 3.0);
+	double *G = make_gram(X, n, in);
+	float *dWt = randnf(&g, (size_t)in * out, 0.05);
+	masq_err err = {0};
+	cmc_whitener wh;
+
+	MASQ_ASSERT(cmc_whitener_init(&wh, G, s, in, CMC_EIG_FLOOR, &err) == 0);
+	double *M = whitened(&wh, dWt, in, out);
+	double *sv = svals(M, in, out);
+	double *D = xmalloc((size_t)in * out * sizeof(double));
+	for (size_t i = 0; i < (size_t)in * out; i++)
+		D[i] = dWt[i];
+	double *svp = svals(D, in, out);
+	free(D);
+	double total = 0;
+	for (size_t i = 0; i < (size_t)in * out; i++)
+		total += M[i] * M[i];
+
+	for (size_t q = 0; q < sizeof ranks / sizeof ranks[0]; q++) {
+		int r = ranks[q];
+		cmc_result rw, rp;
+		int okw = cmc_compute(&rw, dWt, in, out, &wh, r, CMC_SVD_FULL, &g, &err) == 0;
+		int okp = cmc_compute(&rp, dWt, in, out, NULL, r, CMC_SVD_FULL, &g, &err) == 0;
+		if (!tap_ok(okw && okp, "rank %d: cmc_compute whitened and plain (%s)", r,
+		    err.msg)) {
+			if (okw)
+				cmc_result_done(&rw);
+			if (okp)
+				cmc_result_done(&rp);
+			continue;
+		}
+		tap_ok(rw.rank == r && rw.whitened && !rp.whitened && rw.n_sv == out,
+		    "rank %d: result shape", r);
+		tap_ok(rel(rw.total_energy, total) < 1e-12, "rank %d: total = |T dWt|_F^2", r);
+		double tail = 0;
+		for (int i = r; i < out; i++)
+			tail += sv[i] * sv[i];
+		double wres_p = cmc_residual(&wh, dWt, in, out, rp.L1, rp.L2, r);
+		if (r < out) {
+			tap_ok(rel(rw.resid_energy, tail) < TOL_TAIL,
+			    "rank %d: whitened residual = tail of T dWt's spectrum (rel %.2g)", r,
+			    rel(rw.resid_energy, tail));
+			double dir = output_error(X, s, n, dWt, in, out, rw.L1, rw.L2, r);
+			tap_ok(rel(rw.resid_energy, dir) < TOL_DIRECT,
+			    "rank %d: whitened residual = output error on the tokens (rel %.2g)", r,
+			    rel(rw.resid_energy, dir));
+			double res2 = cmc_residual(&wh, dWt, in, out, rw.L1, rw.L2, r);
+			tap_ok(rel(res2, rw.resid_energy) < 1e-9,
+			    "rank %d: cmc_residual agrees with cmc_compute (rel %.2g)", r,
+			    rel(res2, rw.resid_energy));
+			tap_ok(rw.resid_energy < wres_p,
+			    "rank %d: whitened factors beat plain ones in the whitened metric "
+			    "(%.4g < %.4g)", r, rw.resid_energy / total, wres_p / total);
+			double ptail = 0;
+			for (int i = r; i < out; i++)
+				ptail += svp[i] * svp[i];
+			tap_ok(rel(rp.resid_energy, ptail) < TOL_TAIL,
+			    "rank %d: plain residual = tail of dWt's spectrum (rel %.2g)", r,
+			    rel(rp.resid_energy, ptail));
+		} else {
+			tap_ok(rw.resid_energy / rw.total_energy < TOL_FULLRANK,
+			    "full rank: whitened residual ~ 0 (%.2g of total)",
+			    rw.resid_energy / rw.total_energy);
+			tap_ok(wres_p / rw.total_energy < TOL_FULLRANK,
+			    "full rank: plain factors' whitened residual ~ 0 (%.2g of total)",
+			    wres_p / rw.total_energy);
+			tap_ok(rp.resid_energy / rp.total_energy < TOL_FULLRANK,
+			    "full rank: plain residual ~ 0 (%.2g of total)",
+			    rp.resid_energy / rp.total_energy);
+		}
+		cmc_result_done(&rw);
+		cmc_result_done(&rp);
+	}
+
+	/* Rank 0: no factors, nothing removed. */
+	cmc_result r0;
+	int ok = cmc_compute(&r0, dWt, in, out, &wh, 0, CMC_SVD_AUTO, &g, &err) == 0;
+	tap_ok(ok && r0.rank == 0 && r0.L1 == NULL && r0.L2 == NULL &&
+	    r0.resid_energy == r0.total_energy, "rank 0: no factors, residual = total");
+	if (ok)
+		cmc_result_done(&r0);
+
+	/* Errors the caller can cause. */
+	err.status = MASQ_OK;
+	tap_ok(cmc_compute(&r0, dWt, in, out, &wh, -1, CMC_SVD_FULL, &g, &err) < 0 &&
+	    err.status == MASQ_ERR_USAGE, "negative rank is a usage error");
+	err.status = MASQ_OK;
+	tap_ok(cmc_compute(&r0, dWt, out, in, &wh, 4, CMC_SVD_FULL, &g, &err) < 0 &&
+	    err.status == MASQ_ERR_USAGE, "whitener of the wrong dimension is a usage error");
+	float keep = dWt[5 * out + 7];
+	dWt[5 * out + 7] = NAN;
+	err.status = MASQ_OK;
+	ok = cmc_compute(&r0, dWt, in, out, &wh, 4, CMC_SVD_FULL, &g, &err) < 0 &&
+	    err.status == MASQ_ERR_FORMAT;
+	tap_ok(ok, "a NaN in dWt is a format error");
+	tap_contains(err.msg, "(5, 7)", "the message names the entry");
+	dWt[5 * out + 7] = keep;
+
+	free(sv), free(svp), free(M);
+	cmc_whitener_done(&wh);
+	free(X), free(s), free(G), free(dWt);
+}
+
+/* dWt = T^-1 U0 diag(sigma) V0^T, so that T dWt has the spectrum sigma. */
+static float *
+make_decaying(rng *g, const cmc_whitener *w, int in, int out, double decay)
+{
+	int mn = in < out ? in : out;
+	double *U0 = rand_orthogonal(g, in);
+	double *V0 = rand_orthogonal(g, out);
+	double *A = xcalloc((size_t)in * out, sizeof(double));
+	for (int i = 0; i < in; i++)
+		for (int j = 0; j < out; j++) {
+			double v = 0;
+			for (int k = 0; k < mn; k++)
+				v += U0[(size_t)i * in + k] * pow(decay, k) * V0[(size_t)j * out + k];
+			A[(size_t)i * out + j] = v;
+		}
+	/* T^-1 A = P diag(1/sqrt lambda) A. */
+	double *B = xmalloc((size_t)in * out * sizeof(double));
+	for (int i = 0; i < in; i++)
+		for (int j = 0; j < out; j++)
+			A[(size_t)i * out + j] /= w ? w->sqrt_lambda[i] : 1.0;
+	if (w)
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, out, in, 1.0, w->P,
+		    in, A, out, 0.0, B, out);
+	else
+		memcpy(B, A, (size_t)in * out * sizeof(double));
+	float *dWt = xmalloc((size_t)in * out * sizeof(float));
+	for (size_t i = 0; i < (size_t)in * out; i++)
+		dWt[i] = (float)B[i];
+	free(U0), free(V0), free(A), free(B);
+	return dWt;
+}
+
+static void
+test_randomized(void)
+{
+	const int n = 600, in = 192, out = 160, rank = 16;
+	rng g;
+	rng_init(&g, 33);
+	double *X = make_acts(&g, n, in, -1.0, 1.0);
+	float *s = rand_scales(&g, in, 0.3, 3.0);
+	double *G = make_gram(X, n, in);
+	masq_err err = {0};
+	cmc_whitener wh;
+
+	MASQ_ASSERT(cmc_whitener_init(&wh, G, s, in, CMC_EIG_FLOOR, &err) == 0);
+	for (int white = 1; white >= 0; white--) {
+		const cmc_whitener *w = white ? &wh : NULL;
+		const char *tag = white ? "whitened" : "plain";
+		float *dWt = make_decaying(&g, w, in, out, 0.9);
+		cmc_result rf, rr, ra;
+		rng g2;
+		rng_init(&g2, 44);
+		int ok = cmc_compute(&rf, dWt, in, out, w, rank, CMC_SVD_FULL, &g, &err) == 0;
+		ok = ok && cmc_compute(&rr, dWt, in, out, w, rank, CMC_SVD_RANDOMIZED, &g, &err) == 0;
+		ok = ok && cmc_compute(&ra, dWt, in, out, w, rank, CMC_SVD_AUTO, &g2, &err) == 0;
+		MASQ_ASSERT(ok);
+		tap_ok(rr.n_sv == rank + CMC_OVERSAMPLE && rf.n_sv == out,
+		    "%s: randomized keeps rank + oversample values, full keeps all", tag);
+		tap_ok(ra.n_sv == rank + CMC_OVERSAMPLE, "%s: auto picks randomized at rank %d of %d",
+		    tag, rank, out);
+		double d = rel(rr.resid_energy, rf.resid_energy);
+		tap_ok(d < TOL_RAND_RESID && rr.resid_energy >= rf.resid_energy * (1 - 1e-9),
+		    "%s: randomized residual within %g of full (%.3g vs %.3g, rel %.2g)", tag,
+		    TOL_RAND_RESID, rr.resid_energy / rr.total_energy,
+		    rf.resid_energy / rf.total_energy, d);
+		double worst = 0;
+		for (int i = 0; i < rank; i++)
+			worst = fmax(worst, rel(rr.sv[i], rf.sv[i]));
+		tap_ok(worst < TOL_RAND_SV, "%s: top %d singular values agree (rel %.2g)", tag, rank,
+		    worst);
+		cmc_result_done(&rf);
+		cmc_result_done(&rr);
+		cmc_result_done(&ra);
+		free(dWt);
+	}
+	cmc_whitener_done(&wh);
+	free(X), free(s), free(G);
+}
+
+static void
+test_floor_and_absent(void)
+{
+	const int n = 40, d = 96, out = 64;
+	rng g;
+	rng_init(&g, 55);
+	double *X = make_acts(&g, n, d, -1.0, 1.0);
+	float *s = rand_scales(&g, d, 0.3, 3.0);
+	double *G = make_gram(X, n, d);
+	float *dWt = randnf(&g, (size_t)d * out, 0.05);
+	masq_err err = {0};
+	cmc_whitener wh;
+
+	int ok = cmc_whitener_init(&wh, G, s, d, CMC_EIG_FLOOR, &err) == 0;
+	tap_ok(ok, "whitener of a rank-deficient Gram (n %d < d %d)", n, d);
+	if (ok) {
+		tap_ok(wh.n_floored >= d - n, "eigenvalues floored: %d (>= %d)", wh.n_floored,
+		    d - n);
+		cmc_result r;
+		ok = cmc_compute(&r, dWt, d, out, &wh, 16, CMC_SVD_FULL, &g, &err) == 0;
+		int finite = ok && isfinite(r.resid_energy) && isfinite(r.total_energy);
+		for (int i = 0; finite && i < d * 16; i++)
+			finite = isfinite(r.L1[i]);
+		for (int i = 0; finite && i < 16 * out; i++)
+			finite = isfinite(r.L2[i]);
+		tap_ok(finite && r.resid_energy <= r.total_energy,
+		    "rank-deficient: finite factors and residual (%.3g of total)",
+		    ok ? r.resid_energy / r.total_energy : -1.0);
+		if (ok)
+			cmc_result_done(&r);
+		cmc_whitener_done(&wh);
+	}
+
+	double *Z = xcalloc((size_t)d * d, sizeof(double));
+	err.status = MASQ_OK;
+	ok = cmc_whitener_init(&wh, Z, s, d, CMC_EIG_FLOOR, &err) < 0;
+	tap_ok(ok && err.status == MASQ_ERR_USAGE, "zero Gram (absent modality): usage error");
+	tap_contains(err.msg, "no tokens of this modality", "the message says why");
+	s[3] = 0;
+	err.status = MASQ_OK;
+	tap_ok(cmc_whitener_init(&wh, G, s, d, CMC_EIG_FLOOR, &err) < 0 &&
+	    err.status == MASQ_ERR_USAGE, "a zero smoothing factor is a usage error");
+	free(Z), free(X), free(s), free(G), free(dWt);
+}
+
+/* Write n bytes of p to dir/name; 0 on success. */
+static int
+write_raw(const char *dir, const char *name, const void *p, size_t n)
+{
+	char *path = masq_path_join(dir, name);
+	FILE *f = fopen(path, "wb");
+	int ok = f && fwrite(p, 1, n, f) == n;
+	if (f && fclose(f) != 0)
+		ok = 0;
+	free(path);
+	return ok ? 0 : -1;
+}
+
+static const char oracle_py[] =
+	"import sys\n"
+	"import numpy as np\n"
+	"dr, d, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])\n"
+	"ranks = [int(a) for a in sys.argv[4:]]\n"
+	"G = np.fromfile(dr + '/G.f64', '<f8').reshape(d, d)\n"
+	"s = np.fromfile(dr + '/s.f32', '<f4').astype(np.float64)\n"
+	"W = np.fromfile(dr + '/dwt.f32', '<f4').astype(np.float64).reshape(d, out)\n"
+	"C = G / np.outer(s, s)\n"
+	"lam, P = np.linalg.eigh(C)\n"
+	"lam = np.maximum(lam, 1e-10 * lam.max())\n"
+	"T = np.sqrt(lam)[:, None] * P.T\n"
+	"sv = np.linalg.svd(T @ W, compute_uv=False)\n"
+	"def erank(x):\n"
+	"    x = x[x > 1e-15]\n"
+	"    p = x / x.sum()\n"
+	"    return float(np.exp(-(p * np.log(p)).sum()))\n"
+	"print('total %r' % float((sv ** 2).sum()))\n"
+	"for r in ranks:\n"
+	"    print('resid %d %r' % (r, float((sv[r:] ** 2).sum())))\n"
+	"print('erank %r' % erank(sv))\n"
+	"print('erank_plain %r' % erank(np.linalg.svd(W, compute_uv=False)))\n";
+
+#define ORACLE_NRANK 3
+
+static void
+test_oracle(void)
+{
+	const int n = 500, d = 128, out = 96;
+	const int ranks[ORACLE_NRANK] = { 8, 32, 64 };
+	const int nchecks = ORACLE_NRANK + 4;
+	const char *py = getenv("PYTHON3");
+	const char *bd = getenv("builddir");
+	const char *what = "numpy oracle (eigh + svd): residual curve and effective rank";
+
+	if (py == NULL || *py == '\0' || access(py, X_OK) != 0) {
+		for (int i = 0; i < nchecks; i++)
+			tap_skip(what, "PYTHON3 is not executable");
+		return;
+	}
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s/work/test_cmc", bd && *bd ? bd : ".");
+	masq_err err = {0};
+	if (masq_mkdir_p(dir, &err) < 0) {
+		tap_ok(0, "make %s: %s", dir, err.msg);
+		return;
+	}
+
+	rng g;
+	rng_init(&g, 66);
+	double *X = make_acts(&g, n, d, -1.5, 1.0);
+	float *s = rand_scales(&g, d, 0.2, 5.0);
+	double *G = make_gram(X, n, d);
+	float *dWt = randnf(&g, (size_t)d * out, 0.05);
+	int ok = write_raw(dir, "G.f64", G, (size_t)d * d * sizeof(double)) == 0 &&
+	    write_raw(dir, "s.f32", s, (size_t)d * sizeof(float)) == 0 &&
+	    write_raw(dir, "dwt.f32", dWt, (size_t)d * out * sizeof(float)) == 0 &&
+	    write_raw(dir, "oracle.py", oracle_py, sizeof oracle_py - 1) == 0;
+	if (!tap_ok(ok, "write the oracle's inputs to %s", dir))
+		goto done;
+
+#define ORACLE_CMD "'%s' '%s/oracle.py' '%s' %d %d %d %d %d"
+	int len = snprintf(NULL, 0, ORACLE_CMD, py, dir, dir, d, out, ranks[0], ranks[1], ranks[2]);
+	char *cmd = xmalloc((size_t)len + 1);
+	snprintf(cmd, (size_t)len + 1, ORACLE_CMD, py, dir, dir, d, out, ranks[0], ranks[1], ranks[2]);
+	FILE *p = popen(cmd, "r");
+	double o_total = -1, o_resid[ORACLE_NRANK], o_erank = -1, o_erank_plain = -1;
+	int got = 0;
+	char line[512];
+	for (int i = 0; i < ORACLE_NRANK; i++)
+		o_resid[i] = -1;
+	while (p && fgets(line, sizeof line, p)) {
+		int rr;
+		double v;
+		if (sscanf(line, "total %lf", &v) == 1)
+			o_total = v, got++;
+		else if (sscanf(line, "resid %d %lf", &rr, &v) == 2) {
+			for (int i = 0; i < ORACLE_NRANK; i++)
+				if (ranks[i] == rr)
+					o_resid[i] = v, got++;
+		} else if (sscanf(line, "erank_plain %lf", &v) == 1)
+			o_erank_plain = v, got++;
+		else if (sscanf(line, "erank %lf", &v) == 1)
+			o_erank = v, got++;
+	}
+	int st = p ? pclose(p) : -1;
+	ok = tap_ok(st == 0 && got == ORACLE_NRANK + 3, "the oracle ran (%s)", cmd);
+	free(cmd);
+	if (!ok)
+		goto done;
+
+	cmc_whitener wh;
+	MASQ_ASSERT(cmc_whitener_init(&wh, G, s, d, CMC_EIG_FLOOR, &err) == 0);
+	cmc_result r;
+	for (int i = 0; i < ORACLE_NRANK; i++) {
+		MASQ_ASSERT(cmc_compute(&r, dWt, d, out, &wh, ranks[i], CMC_SVD_FULL, &g, &err) ==
+		    0);
+		tap_ok(rel(r.resid_energy, o_resid[i]) < TOL_ORACLE &&
+		    rel(r.total_energy, o_total) < TOL_ORACLE,
+		    "numpy: whitened residual at rank %d (%.6g vs %.6g of total %.6g)", ranks[i],
+		    r.resid_energy, o_resid[i], o_total);
+		if (i == 0) {
+			double er = cmc_effective_rank(r.sv, r.n_sv);
+			tap_ok(rel(er, o_erank) < TOL_ORACLE,
+			    "numpy: whitened effective rank (%.6g vs %.6g)", er, o_erank);
+		}
+		cmc_result_done(&r);
+	}
+	MASQ_ASSERT(cmc_compute(&r, dWt, d, out, NULL, 0, CMC_SVD_FULL, &g, &err) == 0);
+	double erp = cmc_effective_rank(r.sv, r.n_sv);
+	tap_ok(rel(erp, o_erank_plain) < TOL_ORACLE,
+	    "numpy: plain effective rank (%.6g vs %.6g)", erp, o_erank_plain);
+	tap_diag("effective rank / min(in, out): whitened %.3f, plain %.3f", o_erank / out,
+	    o_erank_plain / out);
+	cmc_result_done(&r);
+	cmc_whitener_done(&wh);
+done:
+	free(X), free(s), free(G), free(dWt);
+}
+
+static void
+test_effective_rank(void)
+{
+	double flat[4] = { 2, 2, 2, 2 }, one[3] = { 5, 0, 1e-20 }, none[2] = { 0, 0 };
+	tap_near(cmc_effective_rank(flat, 4), 4.0, 1e-12, "effective rank of a flat spectrum");
+	tap_near(cmc_effective_rank(one, 3), 1.0, 1e-12, "effective rank ignores sv <= 1e-15");
+	tap_near(cmc_effective_rank(none, 2), 0.0, 0.0, "effective rank of nothing is 0");
+}
+
+static void
+test_rank_resolve(void)
+{
+	tap_ok(cmc_rank_resolve(0.05, 32, 2048, 2048) == 102, "0.05 of 2048 -> 102");
+	tap_ok(cmc_rank_resolve(0.05, 32, 64, 64) == 32, "0.05 of 64 -> 32 (floor)");
+	tap_ok(cmc_rank_resolve(0.01, 32, 32, 4096) == 32, "0.01 of 32 -> 32 (clamped)");
+	tap_ok(cmc_rank_resolve(0.01, 32, 16, 64) == 16, "floor above min(in, out) -> min");
+	tap_ok(cmc_rank_resolve(64, 32, 2048, 2048) == 64, "64 -> 64 (absolute)");
+	tap_ok(cmc_rank_resolve(1.0, 32, 3584, 512) == 512, "1.0 -> min(in, out)");
+	tap_ok(cmc_rank_resolve(5000, 32, 2048, 2048) == 2048, "5000 on 2048 -> 2048");
+	tap_ok(cmc_rank_resolve(0, 32, 2048, 2048) == 0, "0 -> no compensation");
+	tap_ok(cmc_rank_resolve(-1, 32, 2048, 2048) == 0, "negative -> no compensation");
+	tap_ok(cmc_rank_resolve(NAN, 32, 2048, 2048) == 0, "NaN -> no compensation");
+}
+
+int
+main(void)
+{
+	test_whitener();
+	test_theorem2();
+	test_randomized();
+	test_floor_and_absent();
+	test_oracle();
+	test_effective_rank();
+	test_rank_resolve();
+	return tap_done();
+}
