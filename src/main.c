@@ -24,6 +24,10 @@ static const struct subcmd {
 	    "write the embedded demo: DIR/model and DIR/calib.safetensors"},
 	{"inspect", cmd_inspect, "inspect PATH [--json]",
 	    "summarise a model directory, a calibration set or a safetensors file"},
+	{"run", cmd_run,
+	    "run [--model DIR --calib FILE] [--method rtn|sq|mas|mas-cmc|all] [--wbits N] [--abits N]\n"
+	    "           [--alpha X|search] [--rank R] [--set LAYER.LINEAR.KEY=VALUE ...] [--json]",
+	    "quantize every layer with a method and measure it per modality against the FP model"},
 	{"forward", cmd_forward,
 	    "forward [--model DIR] [--calib FILE] [--out FILE] [--threads N] [--json]",
 	    "run the full-precision decoder layer by layer; write every layer's output"},
@@ -52,7 +56,30 @@ usage(FILE *fp)
 	    "  --threads N    BLAS threads (default: OPENBLAS_NUM_THREADS or all cores)\n"
 	    "  --json         print one JSON document instead of tables\n"
 	    "  --preset NAME  demo size: tiny (tests), small, 3b (Qwen2.5-VL-3B shapes)\n"
-	    "  --seed N       demo seed (default %u)\n"
+	    "  --seed N       demo: its seed (default %u); run: the generator's seed\n"
+	    "\n"
+	    "run options (defaults are the reference implementation's):\n"
+	    "  --method M     rtn, sq (SmoothQuant), mas (per-modality smoothing),\n"
+	    "                 mas-cmc (MAS + cross-modal compensation; default), or all\n"
+	    "  --wbits N      weight bits, 2-8 or 16 (default 4)\n"
+	    "  --abits N      activation bits, 2-8 or 16 (default 8)\n"
+	    "  --wgroup N     weights in asymmetric groups of N input channels; default:\n"
+	    "                 per output channel, or groups of 128 when --abits is 16\n"
+	    "  --alpha X      migration strength in [0, 1] (default 0.5), or 'search'\n"
+	    "  --alpha-grid LO:STEP:HI   the search grid (default 0.2:0.05:0.9)\n"
+	    "  --search-tokens N         tokens (whole sequences) the search runs on (1024)\n"
+	    "  --rank R       CMC rank: a ratio in (0, 1] of min(in, out) or a whole number\n"
+	    "                 (default 0.05); 0 turns compensation off\n"
+	    "  --rank-floor N the smallest rank a ratio gives (default 32)\n"
+	    "  --svd MODE     full, randomized or auto (default: randomized when the rank\n"
+	    "                 is small against the matrix)\n"
+	    "  --no-whiten    plain SVD of the weight difference (the reference's no-white)\n"
+	    "  --cmc-target T fp (default: S_m W in full precision) or quantized (Q(S_m W))\n"
+	    "  --cmc-diagnostics         CMC error against rank, whitened and not\n"
+	    "  --set L.LIN.KEY=VALUE     per-layer override: L a layer or '*'; LIN q, k, v,\n"
+	    "                 o, gate, up, down, qkv, gateup or '*'; KEY alpha,\n"
+	    "                 alpha.text|vision|audio|unified, rank, method\n"
+	    "  --verbose      per-linear rows in the table\n"
 	    "  -h, --help     this help; masq COMMAND --help for one command\n"
 	    "  --version      print the version\n"
 	    "\n"

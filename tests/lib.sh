@@ -15,3 +15,14 @@ workdir() {
 	rm -rf "$w" && mkdir -p "$w" && echo "$w"
 }
 : "${MASQ:?MASQ must point at the masq binary (run through make check)}"
+# tap_include FILE: pass unnumbered "ok - ..." lines of another program
+# through, counting them.
+tap_include() {
+	while IFS= read -r line; do
+		case $line in
+		"ok "*) n=$((n + 1)); echo "$line" ;;
+		"not ok "*) n=$((n + 1)); failed=$((failed + 1)); echo "$line" ;;
+		*) echo "# ${line#\# }" ;;
+		esac
+	done < "$1"
+}

@@ -1,0 +1,874 @@
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/blas.h"
+#include "core/pipeline.h"
+#include "core/quant.h"
+
+const double pipe_rank_curve[PIPE_RANK_CURVE] = {
+	1.0 / 128, 1.0 / 64, 1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0 / 2, 1.0
+};
+
+void
+pipe_opts_default(pipe_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->method = METHOD_MAS_CMC;
+	o->wbits = 4;
+	o->abits = 8;
+	o->wgroup = -1;
+	o->alpha = 0.5f;
+	o->alpha_lo = 0.2f;
+	o->alpha_hi = 0.9f;
+	o->alpha_step = 0.05f;
+	o->search_tokens = 1024;
+	o->rank = 0.05;
+	o->rank_floor = CMC_RANK_FLOOR;
+	o->whiten = 1;
+	o->svd_mode = CMC_SVD_AUTO;
+	o->sample_cap = 256;
+	o->seed = 20260305u;
+}
+
+/* ---- life cycle ------------------------------------------------------------ */
+
+int
+pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_err *err)
+{
+	size_t n = (size_t)c->n_tokens * m->cfg.hidden;
+
+	memset(p, 0, sizeof *p);
+	if (c->hidden != m->cfg.hidden)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "the calibration set's width %d is not the model's hidden size %d", c->hidden,
+		    m->cfg.hidden);
+	if (o->wbits < 2 || (o->wbits > 8 && o->wbits != 16) || o->abits < 2 ||
+	    (o->abits > 8 && o->abits != 16))
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "bits must be 2 to 8 or 16 (not quantized): got W%d A%d", o->wbits, o->abits);
+	if (!(o->alpha >= 0.0f && o->alpha <= 1.0f))
+		return masq_err_set(err, MASQ_ERR_USAGE, "alpha must be in [0, 1], got %g", o->alpha);
+	if (!(o->alpha_step > 0.0f) || o->alpha_lo > o->alpha_hi ||
+	    (int)((o->alpha_hi - o->alpha_lo) / o->alpha_step + 1.5f) > PIPE_ALPHA_MAX)
+		return masq_err_set(err, MASQ_ERR_USAGE, "the alpha grid %g:%g:%g is empty or has more than %d points",
+		    o->alpha_lo, o->alpha_step, o->alpha_hi, PIPE_ALPHA_MAX);
+	p->m = m;
+	p->c = c;
+	p->opts = *o;
+	if (p->opts.wgroup < 0)
+		p->opts.wgroup = o->abits >= 16 ? 128 : 0;
+	p->n_layers = m->cfg.n_layers;
+	p->settings = xcalloc((size_t)p->n_layers, sizeof *p->settings);
+	p->results = xcalloc((size_t)p->n_layers, sizeof *p->results);
+	for (int l = 0; l < p->n_layers; l++)
+		layer_setting_init(&p->settings[l], o->method, o->alpha, o->rank, o->rank_floor);
+	p->h_fp = xmalloc(xmul(n, sizeof(float)));
+	p->h_fp_out = xmalloc(xmul(n, sizeof(float)));
+	p->h_q = xmalloc(xmul(n, sizeof(float)));
+	p->h_q_out = xmalloc(xmul(n, sizeof(float)));
+	memcpy(p->h_fp, c->embeds, n * sizeof(float));
+	memcpy(p->h_q, c->embeds, n * sizeof(float));
+	engine_init(&p->eng, &m->cfg);
+	p->batch = (engine_batch){.n_tokens = c->n_tokens, .n_seqs = c->n_seqs,
+	    .seq_lens = c->seq_lens, .pos = c->pos, .modality = c->modality};
+	rng_init(&p->g, o->seed);
+	p->summary.kl_text = NAN;
+	p->t_start = masq_now();
+	return 0;
+}
+
+static void
+pipe_release_layer(pipeline *p)
+{
+	if (!p->calibrated)
+		return;
+	layer_weights_done(&p->w);
+	for (int s = 0; s < SITE_COUNT; s++)
+		stats_site_done(&p->st[s]);
+	p->calibrated = 0;
+}
+
+void
+pipe_done(pipeline *p)
+{
+	pipe_release_layer(p);
+	engine_done(&p->eng);
+	free(p->settings);
+	free(p->results);
+	free(p->h_fp);
+	free(p->h_fp_out);
+	free(p->h_q);
+	free(p->h_q_out);
+	memset(p, 0, sizeof *p);
+}
+
+/* ---- calibration: the FP forward with statistics ------------------------------ */
+
+struct calib_ctx {
+	pipeline *p;
+	const uint8_t *modality;
+};
+
+static void
+calib_observe(void *ctx, int layer, int site, const float *x, int n, int d)
+{
+	struct calib_ctx *cc = ctx;
+	(void)layer;
+	MASQ_ASSERT(cc->p->st[site].d == d);
+	stats_site_add(&cc->p->st[site], x, cc->modality, n, &cc->p->g);
+}
+
+int
+pipe_calibrate(pipeline *p, masq_err *err)
+{
+	const model_config *c = &p->m->cfg;
+	int dims[SITE_COUNT] = {c->hidden, c->n_heads * c->head_dim, c->hidden, c->intermediate};
+	int gram = 0;
+	double t0 = masq_now();
+
+	if (p->layer >= p->n_layers)
+		return masq_err_set(err, MASQ_ERR_USAGE, "all %d layers are done", p->n_layers);
+	pipe_release_layer(p);
+	if (layer_weights_load(&p->w, p->m, p->layer, err) < 0)
+		return -1;
+	/* CMC whitens vision and audio inputs of every smoothed site. */
+	if (p->c->n_mod[MOD_VISION])
+		gram |= STATS_GRAM_VISION;
+	if (p->c->n_mod[MOD_AUDIO])
+		gram |= STATS_GRAM_AUDIO;
+	for (int s = 0; s < SITE_COUNT; s++)
+		stats_site_init(&p->st[s], dims[s], s == SITE_DOWN ? 0 : gram, p->opts.sample_cap);
+	p->calibrated = 1;
+
+	struct calib_ctx cc = {p, p->c->modality};
+	engine_ops ops = {.ctx = &cc, .observe = calib_observe};
+	memcpy(p->h_fp_out, p->h_fp, (size_t)p->c->n_tokens * c->hidden * sizeof(float));
+	engine_layer_forward(&p->eng, &p->w, &p->batch, p->h_fp_out, &ops);
+	for (int s = 0; s < SITE_COUNT; s++)
+		stats_misalign(&p->st[s], &p->results[p->layer].mis[s]);
+	p->results[p->layer].t_calib = masq_now() - t0;
+	return 0;
+}
+
+/* ---- the quantized linear ----------------------------------------------------- */
+
+/* A whitener kept while its factors do not change. */
+struct wcache {
+	int valid;
+	int group, mod, d;
+	float *s;		/* (d) the factors it was built for */
+	cmc_whitener wh;
+};
+
+struct qctx {
+	pipeline *p;
+	const layer_setting *ls;
+	const uint8_t *modality;	/* (n) of the batch being run */
+	int n;
+	int *rows[MOD_COUNT];		/* token indices of each modality in the batch */
+	int nrows[MOD_COUNT];
+	int measure;			/* per-linear metrics and CMC diagnostics */
+	metrics_acc acc[LIN_COUNT];
+	pipe_lin_result *lr;		/* (LIN_COUNT) where diagnostics go, or NULL */
+	struct wcache *wc;		/* (GRP_COUNT * MOD_COUNT) */
+	masq_err *err;
+	int failed;
+};
+
+/* The factor of linear lin for alpha row `row` (a modality or ALPHA_UNIFIED)
+ * under method, or NULL for s = 1.  Writes into s (in). */
+static const float *
+lin_factor(struct qctx *q, int lin, int method, int row, float *s)
+{
+	pipeline *p = q->p;
+	const layer_weights *w = &p->w;
+	int grp = smooth_lin_group(lin), in = 0, out;
+
+	if (method == METHOD_RTN || grp < 0)
+		return NULL;
+	if (method == METHOD_SQ && grp == GRP_O)
+		return NULL;	/* SmoothQuant smooths the two norm mappings only */
+	layer_lin_shape(&p->m->cfg, lin, &out, &in);
+	float *wmax = xcalloc((size_t)in, sizeof(float));
+	const float *R;
+	float alpha;
+	if (method == METHOD_SQ) {
+		/* one factor per mapping, w over every weight of the mapping */
+		for (int k = 0; k < LIN_COUNT; k++)
+			if (smooth_lin_group(k) == grp) {
+				int o2, i2;
+				layer_lin_shape(&p->m->cfg, k, &o2, &i2);
+				smooth_col_absmax(wmax, w->w[k], o2, i2);
+			}
+		R = p->st[grp].absmax + (size_t)STATS_ALL * in;
+		alpha = q->ls->alpha[grp][ALPHA_UNIFIED];
+	} else {
+		/* MAS: q, o, up lead their groups with their own weight */
+		int lead = grp == GRP_QKV ? LIN_Q : grp == GRP_O ? LIN_O : LIN_UP;
+		int o2, i2;
+		layer_lin_shape(&p->m->cfg, lead, &o2, &i2);
+		smooth_col_absmax(wmax, w->w[lead], o2, i2);
+		R = p->st[grp].absmax + (size_t)row * in;
+		alpha = q->ls->alpha[grp][row];
+	}
+	smooth_factors(s, R, wmax, in, alpha);
+	free(wmax);
+	return s;
+}
+
+/* Wq (out, in) = Q(W diag(s)) with the pipeline's weight quantizer. */
+static void
+quant_weight(const pipeline *p, float *Wq, const float *W, const float *s, int out, int in)
+{
+	if (s != NULL) {
+		for (int o = 0; o < out; o++)
+			for (int j = 0; j < in; j++)
+				Wq[(size_t)o * in + j] = W[(size_t)o * in + j] * s[j];
+	} else {
+		memcpy(Wq, W, (size_t)out * in * sizeof(float));
+	}
+	if (p->opts.wbits >= 16)
+		return;
+	if (p->opts.wgroup > 0)
+		quant_weight_groups(Wq, Wq, out, in, p->opts.wbits, p->opts.wgroup);
+	else
+		quant_weight_rows(Wq, Wq, out, in, p->opts.wbits);
+}
+
+/* rows (k, in) = x[idx] / s, then activation fake quant into xq; xs keeps
+ * the unquantized smoothed rows (CMC's branch takes them). */
+static void
+gather_smooth(const float *x, int in, const int *idx, int k, const float *s, float *xs)
+{
+	for (int r = 0; r < k; r++) {
+		const float *src = x + (size_t)(idx ? idx[r] : r) * in;
+		float *dst = xs + (size_t)r * in;
+		if (s != NULL)
+			for (int j = 0; j < in; j++)
+				dst[j] = src[j] / s[j];
+		else
+			memcpy(dst, src, (size_t)in * sizeof(float));
+	}
+}
+
+static cmc_whitener *
+get_whitener(struct qctx *q, int grp, int mod, const float *s, int d)
+{
+	struct wcache *c = &q->wc[grp * MOD_COUNT + mod];
+	if (c->valid && c->d == d && memcmp(c->s, s, (size_t)d * sizeof(float)) == 0)
+		return &c->wh;
+	if (c->valid) {
+		cmc_whitener_done(&c->wh);
+		free(c->s);
+		c->valid = 0;
+	}
+	const double *G = q->p->st[grp].gram[mod];
+	if (G == NULL)
+		return NULL;
+	if (cmc_whitener_init(&c->wh, G, s, d, CMC_EIG_FLOOR, q->err) < 0)
+		return NULL;
+	c->s = xmalloc((size_t)d * sizeof(float));
+	memcpy(c->s, s, (size_t)d * sizeof(float));
+	c->d = d;
+	c->valid = 1;
+	return &c->wh;
+}
+
+/* CMC for linear lin and modality mod: dWt = (target - base)^T with base =
+ * Q(W diag(s_t)) and target W diag(s_m) (or its quantized form); fills L1
+ * (in, r) and L2 (r, out) (owned by res) and the diagnostics.  Returns -1 on
+ * error, 0 with res->rank = 0 when there is nothing to do. */
+static int
+lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, int out, int in,
+    cmc_result *res, pipe_cmc_diag *diag)
+{
+	pipeline *p = q->p;
+	int grp = smooth_lin_group(lin);
+	int rank = cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out);
+
+	memset(res, 0, sizeof *res);
+	if (rank <= 0 || q->nrows[mod] == 0)
+		return 0;
+	float *target = xmalloc(xmul((size_t)out * in, sizeof(float)));
+	if (p->opts.cmc_quant_target) {
+		quant_weight(p, target, p->w.w[lin], s_m, out, in);
+	} else {
+		for (int o = 0; o < out; o++)
+			for (int j = 0; j < in; j++)
+				target[(size_t)o * in + j] = p->w.w[lin][(size_t)o * in + j] * s_m[j];
+	}
+	float *dWt = xmalloc(xmul((size_t)out * in, sizeof(float)));
+	for (int o = 0; o < out; o++)
+		for (int j = 0; j < in; j++)
+			dWt[(size_t)j * out + o] = target[(size_t)o * in + j] - Wbase[(size_t)o * in + j];
+	free(target);
+
+	const cmc_whitener *wh = NULL;
+	if (p->opts.whiten) {
+		wh = get_whitener(q, grp, mod, s_m, in);
+		if (wh == NULL) {
+			free(dWt);
+			return -1;
+		}
+	}
+	int mode = q->measure && p->opts.cmc_diag ? CMC_SVD_FULL : p->opts.svd_mode;
+	if (cmc_compute(res, dWt, in, out, wh, rank, mode, &p->g, q->err) < 0) {
+		free(dWt);
+		return -1;
+	}
+	if (diag != NULL) {
+		int full = res->n_sv == (in < out ? in : out);
+		double head = 0.0;
+		diag->rank = res->rank;
+		diag->rel_err = res->total_energy > 0 ? res->resid_energy / res->total_energy : 0.0;
+		diag->erank = full ? cmc_effective_rank(res->sv, res->n_sv) : NAN;
+		diag->n_floored = wh ? wh->n_floored : 0;
+		/* With whitening the error at rank r is the spectrum's tail
+		 * (T is invertible, L1 = T^-1 U_r); known up to the values computed. */
+		for (int i = 0; i < PIPE_RANK_CURVE; i++) {
+			int r = cmc_rank_resolve(pipe_rank_curve[i], 1, in, out);
+			diag->curve[i] = NAN;
+			diag->curve_plain[i] = NAN;
+			if (res->whitened && r <= res->n_sv && res->total_energy > 0) {
+				head = 0.0;
+				for (int k = 0; k < r; k++)
+					head += res->sv[k] * res->sv[k];
+				diag->curve[i] = fmax(0.0, 1.0 - head / res->total_energy);
+			}
+		}
+		if (p->opts.cmc_diag && wh != NULL) {
+			/* the plain SVD's factors, measured in the whitened metric */
+			cmc_result plain;
+			int rmax = in < out ? in : out;
+			if (cmc_compute(&plain, dWt, in, out, NULL, rmax, CMC_SVD_FULL, &p->g, q->err) < 0) {
+				free(dWt);
+				cmc_result_done(res);
+				return -1;
+			}
+			for (int i = 0; i < PIPE_RANK_CURVE; i++) {
+				int r = cmc_rank_resolve(pipe_rank_curve[i], 1, in, out);
+				float *L1 = xmalloc(xmul((size_t)in * r, sizeof(float)));
+				for (int j = 0; j < in; j++)
+					memcpy(L1 + (size_t)j * r, plain.L1 + (size_t)j * rmax, (size_t)r * sizeof(float));
+				double e = cmc_residual(wh, dWt, in, out, L1, plain.L2, r);
+				diag->curve_plain[i] = res->total_energy > 0 ? e / res->total_energy : 0.0;
+				free(L1);
+			}
+			cmc_result_done(&plain);
+		}
+	}
+	free(dWt);
+	return 0;
+}
+
+/* The engine's linear override: y (n, out) for linear lin of the cursor's
+ * layer under the layer's setting. */
+static int
+qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float *y)
+{
+	struct qctx *q = ctx;
+	pipeline *p = q->p;
+	int method = q->ls->method, out, in;
+	int abits = p->opts.abits;
+
+	if (q->failed)
+		return 1;	/* the result is discarded; let the engine finish the layer */
+	layer_lin_shape(&p->m->cfg, lin, &out, &in);
+	MASQ_ASSERT(n == q->n);
+	int per_mod = (method == METHOD_MAS || method == METHOD_MAS_CMC) && smooth_lin_group(lin) >= 0;
+	float *Wq = xmalloc(xmul((size_t)out * in, sizeof(float)));
+	float *xs = xmalloc(xmul((size_t)n * in, sizeof(float)));
+	float *xq = xmalloc(xmul((size_t)n * in, sizeof(float)));
+	float *yr = xmalloc(xmul((size_t)n * out, sizeof(float)));
+	float *s = xmalloc(xmul((size_t)in, sizeof(float)));
+	pipe_lin_result *lr = q->lr ? &q->lr[lin] : NULL;
+
+	if (!per_mod) {
+		/* one factor (or none) and one weight for every token */
+		const float *sf = lin_factor(q, lin, method, ALPHA_UNIFIED, s);
+		quant_weight(p, Wq, w->w[lin], sf, out, in);
+		gather_smooth(x, in, NULL, n, sf, xs);
+		if (abits < 16)
+			quant_act_rows(xq, xs, n, in, abits);
+		engine_linear(abits < 16 ? xq : xs, n, in, Wq, w->b[lin], out, y);
+		if (lr != NULL)
+			for (int m = 0; m < MOD_COUNT; m++)
+				lr->alpha[m] = sf ? q->ls->alpha[smooth_lin_group(lin)][ALPHA_UNIFIED] : NAN;
+	} else {
+		float *s_t = NULL, *Wbase = NULL;
+		if (method == METHOD_MAS_CMC) {
+			/* the stored weight: Q(W diag(s_text)) */
+			s_t = xmalloc(xmul((size_t)in, sizeof(float)));
+			lin_factor(q, lin, method, MOD_TEXT, s_t);
+			Wbase = xmalloc(xmul((size_t)out * in, sizeof(float)));
+			quant_weight(p, Wbase, w->w[lin], s_t, out, in);
+		}
+		for (int m = 0; m < MOD_COUNT; m++) {
+			int k = q->nrows[m];
+			if (lr != NULL)
+				lr->alpha[m] = q->ls->alpha[smooth_lin_group(lin)][m];
+			if (k == 0)
+				continue;
+			lin_factor(q, lin, method, m, s);
+			const float *Wm = Wbase;
+			if (method == METHOD_MAS) {
+				quant_weight(p, Wq, w->w[lin], s, out, in);
+				Wm = Wq;
+			}
+			gather_smooth(x, in, q->rows[m], k, s, xs);
+			if (abits < 16)
+				quant_act_rows(xq, xs, k, in, abits);
+			engine_linear(abits < 16 ? xq : xs, k, in, Wm, w->b[lin], out, yr);
+			if (method == METHOD_MAS_CMC && m != MOD_TEXT) {
+				cmc_result res;
+				if (lin_cmc(q, lin, m, Wbase, s, out, in, &res, lr ? &lr->cmc[m] : NULL) < 0) {
+					q->failed = 1;
+				} else if (res.rank > 0) {
+					/* yr += (xs L1) L2 from the unquantized smoothed input */
+					float *t = xmalloc(xmul((size_t)k * res.rank, sizeof(float)));
+					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, res.rank, in,
+					    1.0f, xs, in, res.L1, res.rank, 0.0f, t, res.rank);
+					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, out, res.rank,
+					    1.0f, t, res.rank, res.L2, out, 1.0f, yr, out);
+					free(t);
+				}
+				cmc_result_done(&res);
+			}
+			for (int r = 0; r < k; r++)
+				memcpy(y + (size_t)q->rows[m][r] * out, yr + (size_t)r * out,
+				    (size_t)out * sizeof(float));
+		}
+		free(s_t);
+		free(Wbase);
+	}
+	if (lr != NULL) {
+		int rk = 0;
+		if (method == METHOD_MAS_CMC && smooth_lin_group(lin) >= 0)
+			rk = cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out);
+		lr->rank = rk;
+	}
+	if (q->measure) {
+		/* the FP linear on the same input */
+		engine_linear(x, n, in, w->w[lin], w->b[lin], out, yr);
+		metrics_acc_add(&q->acc[lin], yr, y, q->modality, n, out);
+	}
+	free(Wq);
+	free(xs);
+	free(xq);
+	free(yr);
+	free(s);
+	return 0;
+}
+
+static void
+qctx_init(struct qctx *q, pipeline *p, const layer_setting *ls, const uint8_t *modality, int n,
+    struct wcache *wc, masq_err *err)
+{
+	memset(q, 0, sizeof *q);
+	q->p = p;
+	q->ls = ls;
+	q->modality = modality;
+	q->n = n;
+	q->wc = wc;
+	q->err = err;
+	for (int m = 0; m < MOD_COUNT; m++)
+		q->rows[m] = xmalloc(xmul((size_t)n + 1, sizeof(int)));
+	for (int t = 0; t < n; t++) {
+		int m = modality[t];
+		q->rows[m][q->nrows[m]++] = t;
+	}
+	for (int k = 0; k < LIN_COUNT; k++)
+		metrics_acc_init(&q->acc[k]);
+}
+
+static void
+qctx_done(struct qctx *q)
+{
+	for (int m = 0; m < MOD_COUNT; m++)
+		free(q->rows[m]);
+}
+
+static void
+wcache_free(struct wcache *wc)
+{
+	for (int i = 0; i < GRP_COUNT * MOD_COUNT; i++)
+		if (wc[i].valid) {
+			cmc_whitener_done(&wc[i].wh);
+			free(wc[i].s);
+		}
+}
+
+/* ---- quantize, search, next ----------------------------------------------------- */
+
+int
+pipe_quantize(pipeline *p, masq_err *err)
+{
+	const model_config *c = &p->m->cfg;
+	pipe_layer_result *res = &p->results[p->layer];
+	struct wcache wc[GRP_COUNT * MOD_COUNT];
+	struct qctx q;
+	double t0 = masq_now();
+	size_t n = (size_t)p->c->n_tokens * c->hidden;
+
+	if (!p->calibrated)
+		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
+	memset(wc, 0, sizeof wc);
+	memset(res->lin, 0, sizeof res->lin);
+	qctx_init(&q, p, &p->settings[p->layer], p->c->modality, p->c->n_tokens, wc, err);
+	q.measure = 1;
+	q.lr = res->lin;
+	engine_ops ops = {.ctx = &q, .linear = qlinear};
+	memcpy(p->h_q_out, p->h_q, n * sizeof(float));
+	engine_layer_forward(&p->eng, &p->w, &p->batch, p->h_q_out, &ops);
+	int failed = q.failed;
+	for (int k = 0; k < LIN_COUNT; k++)
+		for (int m = 0; m < STATS_ROWS; m++) {
+			res->lin[k].sqnr[m] = metrics_sqnr(&q.acc[k], m);
+			res->lin[k].mae[m] = metrics_mae(&q.acc[k], m);
+		}
+	qctx_done(&q);
+	wcache_free(wc);
+	if (failed)
+		return masq_err_prefix(err, "layer %d", p->layer);
+	metrics_acc a;
+	metrics_acc_init(&a);
+	metrics_acc_add(&a, p->h_fp_out, p->h_q_out, p->c->modality, p->c->n_tokens, c->hidden);
+	for (int m = 0; m < STATS_ROWS; m++) {
+		res->sqnr[m] = metrics_sqnr(&a, m);
+		res->mae[m] = metrics_mae(&a, m);
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!isfinite(p->h_q_out[i]))
+			return masq_err_set(err, MASQ_ERR_INTERNAL,
+			    "layer %d: the quantized forward produced a non-finite value at token %zu",
+			    p->layer, i / c->hidden);
+	res->method = p->settings[p->layer].method;
+	res->done = 1;
+	res->t_quant = masq_now() - t0;
+	return 0;
+}
+
+/* Whole sequences, in order, until the budget is spent, always taking a
+ * sequence that brings a modality not yet covered.  Fills idx with the
+ * chosen sequence indices; returns how many. */
+static int
+search_pick(const pipeline *p, int *idx, int *tokens)
+{
+	int covered[MOD_COUNT] = {0}, k = 0, total = 0, t0 = 0;
+	for (int s = 0; s < p->c->n_seqs; s++) {
+		int L = p->c->seq_lens[s], adds = 0;
+		int has[MOD_COUNT] = {0};
+		for (int t = 0; t < L; t++)
+			has[p->c->modality[t0 + t]] = 1;
+		for (int m = 0; m < MOD_COUNT; m++)
+			if (has[m] && !covered[m])
+				adds = 1;
+		if (total + L <= p->opts.search_tokens || adds || k == 0) {
+			idx[k++] = s;
+			total += L;
+			for (int m = 0; m < MOD_COUNT; m++)
+				covered[m] |= has[m];
+		}
+		t0 += L;
+	}
+	*tokens = total;
+	return k;
+}
+
+int
+pipe_search_alpha(pipeline *p, masq_err *err)
+{
+	const model_config *c = &p->m->cfg;
+	layer_setting *ls = &p->settings[p->layer];
+	pipe_search *sr = &p->results[p->layer].search;
+	int D = c->hidden, ns, ntok;
+	double t0 = masq_now();
+
+	if (!p->calibrated)
+		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
+	memset(sr, 0, sizeof *sr);
+	if (ls->method == METHOD_RTN) {
+		sr->done = 1;
+		return 0;	/* nothing to search */
+	}
+	int *seqs = xmalloc(xmul((size_t)p->c->n_seqs, sizeof(int)));
+	ns = search_pick(p, seqs, &ntok);
+	/* The search batch: the chosen sequences of the quantized input, their
+	 * FP outputs (sequences are independent), modalities and positions. */
+	float *hin = xmalloc(xmul((size_t)ntok * D, sizeof(float)));
+	float *href = xmalloc(xmul((size_t)ntok * D, sizeof(float)));
+	float *hout = xmalloc(xmul((size_t)ntok * D, sizeof(float)));
+	uint8_t *mod = xmalloc((size_t)ntok);
+	int64_t *pos = xmalloc(xmul((size_t)ntok * 3, sizeof(int64_t)));
+	int32_t *lens = xmalloc(xmul((size_t)ns, sizeof(int32_t)));
+	int *start = xmalloc(xmul((size_t)p->c->n_seqs + 1, sizeof(int)));
+	start[0] = 0;
+	for (int s = 0; s < p->c->n_seqs; s++)
+		start[s + 1] = start[s] + p->c->seq_lens[s];
+	for (int i = 0, o = 0; i < ns; i++) {
+		int s = seqs[i], L = p->c->seq_lens[s];
+		memcpy(hin + (size_t)o * D, p->h_q + (size_t)start[s] * D, (size_t)L * D * sizeof(float));
+		memcpy(href + (size_t)o * D, p->h_fp_out + (size_t)start[s] * D, (size_t)L * D * sizeof(float));
+		memcpy(mod + o, p->c->modality + start[s], (size_t)L);
+		for (int r = 0; r < 3; r++)
+			memcpy(pos + (size_t)r * ntok + o, p->c->pos + (size_t)r * p->c->n_tokens + start[s],
+			    (size_t)L * sizeof(int64_t));
+		lens[i] = L;
+		o += L;
+	}
+	engine_batch b = {.n_tokens = ntok, .n_seqs = ns, .seq_lens = lens, .pos = pos, .modality = mod};
+	layer_setting trial = *ls;
+	/* CMC changes no factor: the search runs MAS semantics for mas-cmc. */
+	if (trial.method == METHOD_MAS_CMC)
+		trial.method = METHOD_MAS;
+	sr->n = (int)((p->opts.alpha_hi - p->opts.alpha_lo) / p->opts.alpha_step + 1.5f);
+	for (int i = 0; i < sr->n; i++)
+		sr->alpha[i] = p->opts.alpha_lo + (float)i * p->opts.alpha_step;
+	sr->tokens = ntok;
+
+	int rows[ALPHA_ROWS], nrows = 0;
+	if (trial.method == METHOD_SQ) {
+		rows[nrows++] = ALPHA_UNIFIED;
+	} else {
+		for (int m = 0; m < MOD_COUNT; m++)
+			if (p->c->n_mod[m])
+				rows[nrows++] = m;
+	}
+	int rc = 0;
+	for (int ri = 0; ri < nrows && rc == 0; ri++) {
+		int row = rows[ri], best = 0;
+		int target = row == ALPHA_UNIFIED ? STATS_ALL : row;
+		for (int i = 0; i < sr->n && rc == 0; i++) {
+			struct qctx q;
+			for (int g = 0; g < GRP_COUNT; g++)
+				trial.alpha[g][row] = sr->alpha[i];
+			qctx_init(&q, p, &trial, mod, ntok, NULL, err);
+			engine_ops ops = {.ctx = &q, .linear = qlinear};
+			memcpy(hout, hin, (size_t)ntok * D * sizeof(float));
+			engine_layer_forward(&p->eng, &p->w, &b, hout, &ops);
+			if (q.failed)
+				rc = -1;
+			qctx_done(&q);
+			metrics_acc a;
+			metrics_acc_init(&a);
+			metrics_acc_add(&a, href, hout, mod, ntok, D);
+			sr->sqnr[row][i] = metrics_sqnr(&a, target);
+			/* the first maximum wins, so ties keep the smaller alpha */
+			if (sr->sqnr[row][i] > sr->sqnr[row][best])
+				best = i;
+		}
+		sr->best[row] = sr->alpha[best];
+		for (int g = 0; g < GRP_COUNT; g++)
+			trial.alpha[g][row] = sr->alpha[best];
+	}
+	if (rc == 0) {
+		for (int ri = 0; ri < nrows; ri++)
+			for (int g = 0; g < GRP_COUNT; g++)
+				ls->alpha[g][rows[ri]] = sr->best[rows[ri]];
+		sr->done = 1;
+	}
+	p->results[p->layer].t_search = masq_now() - t0;
+	free(seqs); free(hin); free(href); free(hout); free(mod); free(pos); free(lens); free(start);
+	return rc;
+}
+
+int
+pipe_next(pipeline *p, masq_err *err)
+{
+	float *t;
+
+	if (p->layer >= p->n_layers)
+		return masq_err_set(err, MASQ_ERR_USAGE, "all %d layers are done", p->n_layers);
+	if (!p->results[p->layer].done)
+		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not quantized yet", p->layer);
+	t = p->h_fp; p->h_fp = p->h_fp_out; p->h_fp_out = t;
+	t = p->h_q; p->h_q = p->h_q_out; p->h_q_out = t;
+	pipe_release_layer(p);
+	p->layer++;
+	return 0;
+}
+
+/* rows (k, D) = rmsnorm(h[idx]) * norm, then logits (k, V) = rows W^T. */
+static float *
+head_logits(const float *h, const int *idx, int k, int D, const float *norm, float eps,
+    const float *W, int V)
+{
+	float *x = xmalloc(xmul((size_t)k * D, sizeof(float)));
+	float *logits = xmalloc(xmul((size_t)k * V, sizeof(float)));
+	for (int r = 0; r < k; r++) {
+		const float *src = h + (size_t)idx[r] * D;
+		double ss = 0.0;
+		for (int j = 0; j < D; j++)
+			ss += (double)src[j] * src[j];
+		float inv = (float)(1.0 / sqrt(ss / D + eps));
+		for (int j = 0; j < D; j++)
+			x[(size_t)r * D + j] = src[j] * inv * norm[j];
+	}
+	engine_linear(x, k, D, W, NULL, V, logits);
+	free(x);
+	return logits;
+}
+
+int
+pipe_finish(pipeline *p, masq_err *err)
+{
+	const model_config *c = &p->m->cfg;
+	int last = p->n_layers - 1;
+
+	if (p->layer < p->n_layers)
+		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d of %d is not done yet", p->layer,
+		    p->n_layers);
+	for (int m = 0; m < STATS_ROWS; m++) {
+		p->summary.sqnr[m] = p->results[last].sqnr[m];
+		p->summary.mae[m] = p->results[last].mae[m];
+	}
+	p->summary.kl_text = NAN;
+	if (p->m->lm_head_name != NULL && p->m->norm_name != NULL && p->c->n_mod[MOD_TEXT] > 0) {
+		const st_tensor *tn = st_set_find(&p->m->st, p->m->norm_name);
+		const st_tensor *th = st_set_find(&p->m->st, p->m->lm_head_name);
+		int V = (int)th->shape[0], k = 0;
+		int *idx = xmalloc(xmul((size_t)p->c->n_mod[MOD_TEXT], sizeof(int)));
+		for (int t = 0; t < p->c->n_tokens; t++)
+			if (p->c->modality[t] == MOD_TEXT)
+				idx[k++] = t;
+		float *norm = st_tensor_to_f32(tn), *W = st_tensor_to_f32(th);
+		/* after pipe_next the final states are in h_fp and h_q */
+		float *lf = head_logits(p->h_fp, idx, k, c->hidden, norm, c->rms_eps, W, V);
+		float *lq = head_logits(p->h_q, idx, k, c->hidden, norm, c->rms_eps, W, V);
+		p->summary.kl_text = metrics_kl_rows(lf, lq, k, V);
+		free(lf); free(lq); free(norm); free(W); free(idx);
+	}
+	p->summary.seconds = masq_now() - p->t_start;
+	p->finished = 1;
+	return 0;
+}
+
+/* ---- --set LAYER.LINEAR.KEY=VALUE --------------------------------------------------- */
+
+int
+pipe_setting_apply(pipeline *p, const char *assignment, masq_err *err)
+{
+	char buf[256], *parts[4], *val, *end;
+	int np = 0, l0, l1, row = -1, key;
+	enum { K_ALPHA, K_RANK, K_METHOD } ;
+
+	if (strlen(assignment) >= sizeof buf)
+		return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: too long", assignment);
+	strcpy(buf, assignment);
+	if ((val = strchr(buf, '=')) == NULL)
+		return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: expected LAYER.LINEAR.KEY=VALUE", assignment);
+	*val++ = '\0';
+	for (char *t = strtok(buf, "."); t != NULL && np < 4; t = strtok(NULL, "."))
+		parts[np++] = t;
+	if (np < 2 || np > 4)
+		return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: expected LAYER.LINEAR.KEY=VALUE", assignment);
+	/* LAYER */
+	if (strcmp(parts[0], "*") == 0) {
+		l0 = 0;
+		l1 = p->n_layers - 1;
+	} else {
+		errno = 0;
+		long v = strtol(parts[0], &end, 10);
+		if (errno || *end || v < 0 || v >= p->n_layers)
+			return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: layer '%s' is not in 0..%d or '*'",
+			    assignment, parts[0], p->n_layers - 1);
+		l0 = l1 = (int)v;
+	}
+	/* "L.method=X" is short for "L.*.method=X" */
+	const char *lin_s = np == 2 ? "*" : parts[1];
+	const char *key_s = np == 2 ? parts[1] : parts[2];
+	const char *sub = np == 4 ? parts[3] : NULL;
+	if (strcmp(key_s, "alpha") == 0)
+		key = K_ALPHA;
+	else if (strcmp(key_s, "rank") == 0)
+		key = K_RANK;
+	else if (strcmp(key_s, "method") == 0)
+		key = K_METHOD;
+	else
+		return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: unknown key '%s' (alpha, alpha.MODALITY, rank, method)",
+		    assignment, key_s);
+	if (sub != NULL) {
+		if (key != K_ALPHA)
+			return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: only alpha takes a modality", assignment);
+		for (int m = 0; m < MOD_COUNT; m++)
+			if (strcmp(sub, modality_name(m)) == 0)
+				row = m;
+		if (strcmp(sub, "unified") == 0)
+			row = ALPHA_UNIFIED;
+		if (row < 0)
+			return masq_err_set(err, MASQ_ERR_USAGE,
+			    "--set %s: unknown modality '%s' (text, vision, audio, unified)", assignment, sub);
+	}
+	/* LINEAR: a linear, a group, or every one */
+	int lins[LIN_COUNT], nl = 0;
+	if (strcmp(lin_s, "*") == 0) {
+		for (int k = 0; k < LIN_COUNT; k++)
+			lins[nl++] = k;
+	} else if (strcmp(lin_s, "qkv") == 0) {
+		lins[nl++] = LIN_Q; lins[nl++] = LIN_K; lins[nl++] = LIN_V;
+	} else if (strcmp(lin_s, "gateup") == 0) {
+		lins[nl++] = LIN_GATE; lins[nl++] = LIN_UP;
+	} else if ((lins[0] = lin_parse(lin_s)) >= 0) {
+		nl = 1;
+	} else {
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "--set %s: unknown linear '%s' (q, k, v, o, gate, up, down, qkv, gateup, *)", assignment, lin_s);
+	}
+	if (key == K_METHOD) {
+		int mth = method_parse(val);
+		if (mth < 0)
+			return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: unknown method '%s' (rtn, sq, mas, mas-cmc)",
+			    assignment, val);
+		if (nl != LIN_COUNT)
+			return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: the method is chosen per layer (use %s.method=%s)",
+			    assignment, parts[0], val);
+		for (int l = l0; l <= l1; l++)
+			p->settings[l].method = mth;
+		return 0;
+	}
+	errno = 0;
+	double x = strtod(val, &end);
+	if (errno || end == val || *end || !isfinite(x))
+		return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: '%s' is not a number", assignment, val);
+	if (key == K_ALPHA) {
+		if (x < 0 || x > 1)
+			return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: alpha must be in [0, 1]", assignment);
+		int any = 0;
+		for (int i = 0; i < nl; i++) {
+			int g = smooth_lin_group(lins[i]);
+			if (g < 0) {
+				if (nl == 1)
+					return masq_err_set(err, MASQ_ERR_USAGE,
+					    "--set %s: down_proj is quantized but not smoothed; it has no alpha", assignment);
+				continue;
+			}
+			any = 1;
+			for (int l = l0; l <= l1; l++)
+				for (int m = 0; m < ALPHA_ROWS; m++)
+					if (row < 0 || m == row)
+						p->settings[l].alpha[g][m] = (float)x;
+		}
+		MASQ_ASSERT(any);
+		return 0;
+	}
+	/* rank: a ratio in (0, 1], an absolute rank, or 0 for none */
+	if (x < 0 || (x > 1 && x != floor(x)))
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "--set %s: rank must be 0, a ratio in (0, 1] or a whole number", assignment);
+	for (int i = 0; i < nl; i++) {
+		if (lins[i] == LIN_DOWN) {
+			if (nl == 1)
+				return masq_err_set(err, MASQ_ERR_USAGE,
+				    "--set %s: down_proj gets no compensation (it is not smoothed)", assignment);
+			continue;
+		}
+		for (int l = l0; l <= l1; l++)
+			p->settings[l].rank[lins[i]] = x;
+	}
+	return 0;
+}

@@ -1,0 +1,159 @@
+/*
+ * pipeline.h: MASQuant layer by layer, the numeric heart of masq.
+ *
+ * Two hidden states travel through the decoder: the full-precision one
+ * (statistics, Gram matrices and the reference outputs come from it, as in
+ * the reference implementation) and the quantized one (each quantized
+ * layer's output feeds the next, so errors propagate as in deployment).
+ * For the layer under the cursor:
+ *
+ *   pipe_calibrate(p)   load its weights, run the FP forward on the FP state
+ *                       with statistics hooks (stats.h) -> FP output
+ *   pipe_search_alpha   optional: grid search of alpha per modality (MAS) or
+ *                       per layer (SQ) for the best layer-output SQNR
+ *   pipe_quantize(p)    factors (smooth.h), CMC (cmc.h), the quantized
+ *                       forward on the quantized state, and the measurements;
+ *                       may be repeated with other settings
+ *   pipe_next(p)        commit the layer: both states advance, the layer's
+ *                       weights and statistics are released
+ *
+ *	pipeline p;
+ *	pipe_init(&p, &model, &calib, &opts, &err);
+ *	while (p.layer < p.n_layers) {
+ *		pipe_calibrate(&p, &err); pipe_quantize(&p, &err); pipe_next(&p, &err);
+ *	}
+ *	pipe_finish(&p, &err);          // model summary (+ KL when there is an lm_head)
+ *	pipe_done(&p);
+ *
+ * Memory: one layer's weights (plus their quantized copies), the layer's
+ * statistics, and four hidden states of the calibration set.
+ */
+#ifndef MASQ_PIPELINE_H
+#define MASQ_PIPELINE_H
+
+#include "core/calib.h"
+#include "core/cmc.h"
+#include "core/engine.h"
+#include "core/metrics.h"
+#include "core/model.h"
+#include "core/rng.h"
+#include "core/smooth.h"
+#include "core/stats.h"
+
+/* Ranks at which the whitened (and optionally plain) CMC error is reported. */
+#define PIPE_RANK_CURVE 8
+extern const double pipe_rank_curve[PIPE_RANK_CURVE];	/* ratios of min(in, out) */
+/* Alpha grid points kept per search curve. */
+#define PIPE_ALPHA_MAX 64
+
+typedef struct pipe_opts {
+	int method;		/* default method of every layer */
+	int wbits, abits;	/* weight bits (2..8, 16 = off), activation bits (2..8, 16 = off) */
+	int wgroup;		/* weight group size (0: per output channel); -1: 128 when abits
+				   is 16 (W4A16, as the reference), else per channel */
+	float alpha;		/* default migration strength */
+	int search;		/* search alpha at every layer */
+	float alpha_lo, alpha_hi, alpha_step;	/* the search grid */
+	int search_tokens;	/* token budget of the search batch (whole sequences) */
+	double rank;		/* default CMC rank setting (ratio <= 1 or absolute) */
+	int rank_floor;		/* minimum rank for ratios */
+	int cmc_quant_target;	/* 0: target S_m W in full precision (reference default);
+				   1: target Q(S_m W) (--quant_cmc 1) */
+	int whiten;		/* 1: whitened CMC (default); 0: plain SVD ("no-white") */
+	int svd_mode;		/* enum cmc_svd_mode */
+	int cmc_diag;		/* also compute the unwhitened error curve and full SVDs */
+	int sample_cap;		/* reservoir rows per modality and site */
+	uint64_t seed;
+} pipe_opts;
+
+/* The reference's defaults: W4A8, alpha 0.5, rank 0.05 with floor 32. */
+void pipe_opts_default(pipe_opts *o);
+
+typedef struct pipe_cmc_diag {
+	int rank;			/* rank used, 0 when no compensation */
+	double rel_err;			/* |T (dWt - L1 L2)|^2 / |T dWt|^2 at that rank */
+	double erank;			/* effective rank of T dWt (NAN without the full spectrum) */
+	double curve[PIPE_RANK_CURVE];		/* whitened rel. error at pipe_rank_curve ratios (NAN: unknown) */
+	double curve_plain[PIPE_RANK_CURVE];	/* unwhitened factors, same metric (NAN unless cmc_diag) */
+	int n_floored;			/* whitening eigenvalues raised to the floor */
+} pipe_cmc_diag;
+
+typedef struct pipe_lin_result {
+	float alpha[MOD_COUNT];		/* alpha in effect per modality (unified: all equal) */
+	int rank;			/* CMC rank in effect (0: none) */
+	double sqnr[STATS_ROWS];	/* linear output vs FP linear on the same input, dB */
+	double mae[STATS_ROWS];
+	pipe_cmc_diag cmc[MOD_COUNT];	/* [vision], [audio] used */
+} pipe_lin_result;
+
+typedef struct pipe_search {
+	int done;
+	int n;				/* grid points */
+	float alpha[PIPE_ALPHA_MAX];
+	double sqnr[ALPHA_ROWS][PIPE_ALPHA_MAX];	/* layer-output SQNR per searched row */
+	float best[ALPHA_ROWS];		/* chosen alpha per modality (+ unified for SQ) */
+	int tokens;			/* tokens in the search batch */
+} pipe_search;
+
+typedef struct pipe_layer_result {
+	int done;			/* quantized at least once */
+	int method;
+	double sqnr[STATS_ROWS];	/* layer output vs FP layer output, dB */
+	double mae[STATS_ROWS];
+	pipe_lin_result lin[LIN_COUNT];
+	misalign mis[SITE_COUNT];
+	pipe_search search;
+	double t_calib, t_quant, t_search;	/* seconds */
+} pipe_layer_result;
+
+typedef struct pipe_summary {
+	double sqnr[STATS_ROWS];	/* of the last layer's output */
+	double mae[STATS_ROWS];
+	double kl_text;			/* mean KL of next-token distributions at text positions; NAN without lm_head */
+	double seconds;
+} pipe_summary;
+
+typedef struct pipeline {
+	const model *m;
+	const calib *c;
+	pipe_opts opts;
+	int n_layers;
+	int layer;			/* the cursor: the layer being worked on */
+	int calibrated;			/* the cursor's layer has weights, statistics and FP output */
+	layer_setting *settings;	/* (n_layers) */
+	pipe_layer_result *results;	/* (n_layers) */
+	pipe_summary summary;
+	int finished;
+	engine eng;
+	engine_batch batch;
+	rng g;
+	layer_weights w;		/* the cursor's layer, FP */
+	site_stats st[SITE_COUNT];	/* the cursor's layer's statistics */
+	float *h_fp;			/* (tokens, hidden) FP input of the cursor's layer */
+	float *h_fp_out;		/* (tokens, hidden) its FP output */
+	float *h_q;			/* (tokens, hidden) quantized input */
+	float *h_q_out;			/* (tokens, hidden) quantized output */
+	double t_start;
+} pipeline;
+
+int pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_err *err);
+void pipe_done(pipeline *p);
+/* Load the cursor's layer and run its FP forward with statistics. */
+int pipe_calibrate(pipeline *p, masq_err *err);
+/* Grid-search alpha for the cursor's layer under its setting's method and
+ * store the best values in its setting (requires pipe_calibrate). */
+int pipe_search_alpha(pipeline *p, masq_err *err);
+/* Quantize the cursor's layer with its current setting and measure. */
+int pipe_quantize(pipeline *p, masq_err *err);
+/* Commit the cursor's layer and move to the next. */
+int pipe_next(pipeline *p, masq_err *err);
+/* After the last layer: the model summary (and KL with an lm_head). */
+int pipe_finish(pipeline *p, masq_err *err);
+
+/* Parse and apply one --set assignment "LAYER.LINEAR.KEY=VALUE" to the
+ * settings (LAYER an index or '*'; LINEAR q,k,v,o,gate,up,down or a group
+ * qkv, gateup, or '*'; KEY alpha, alpha.text|vision|audio|unified, rank,
+ * method). */
+int pipe_setting_apply(pipeline *p, const char *assignment, masq_err *err);
+
+#endif

@@ -1,0 +1,94 @@
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "core/smooth.h"
+
+static const char *const method_names[METHOD_COUNT] = {"rtn", "sq", "mas", "mas-cmc"};
+static const char *const group_names[GRP_COUNT] = {"qkv", "o", "gateup"};
+
+const char *
+method_name(int m)
+{
+	return (unsigned)m < METHOD_COUNT ? method_names[m] : "?";
+}
+
+int
+method_parse(const char *s)
+{
+	for (int i = 0; i < METHOD_COUNT; i++)
+		if (strcmp(s, method_names[i]) == 0)
+			return i;
+	if (strcmp(s, "smoothquant") == 0)
+		return METHOD_SQ;
+	if (strcmp(s, "mascmc") == 0 || strcmp(s, "masquant") == 0)
+		return METHOD_MAS_CMC;
+	return -1;
+}
+
+const char *
+smooth_group_name(int g)
+{
+	return (unsigned)g < GRP_COUNT ? group_names[g] : "?";
+}
+
+int
+smooth_lin_group(int lin)
+{
+	switch (lin) {
+	case LIN_Q: case LIN_K: case LIN_V: return GRP_QKV;
+	case LIN_O: return GRP_O;
+	case LIN_GATE: case LIN_UP: return GRP_GATEUP;
+	default: return -1;
+	}
+}
+
+void
+layer_setting_init(layer_setting *ls, int method, float alpha, double rank, int rank_floor)
+{
+	memset(ls, 0, sizeof *ls);
+	ls->method = method;
+	for (int g = 0; g < GRP_COUNT; g++)
+		for (int m = 0; m < ALPHA_ROWS; m++)
+			ls->alpha[g][m] = alpha;
+	for (int k = 0; k < LIN_COUNT; k++)
+		ls->rank[k] = k == LIN_DOWN ? 0 : rank;
+	ls->rank_floor = rank_floor;
+}
+
+void
+smooth_factors(float *s, const float *R, const float *w, int d, float alpha)
+{
+	/* powf in float: a^b = exp2(b log2 a) evaluated per channel; the
+	 * reference computes in bf16/float, so float is the faithful choice. */
+	for (int j = 0; j < d; j++) {
+		float r = R[j] > SMOOTH_CLAMP ? R[j] : SMOOTH_CLAMP;
+		float x = w[j] > SMOOTH_CLAMP ? w[j] : SMOOTH_CLAMP;
+		float v = powf(r, alpha) / powf(x, 1.0f - alpha);
+		s[j] = v > SMOOTH_CLAMP ? v : SMOOTH_CLAMP;
+	}
+}
+
+void
+smooth_factors_ref(float *s, const float *R, const float *w, int d, float alpha)
+{
+	for (int j = 0; j < d; j++) {
+		double r = fmax(R[j], SMOOTH_CLAMP), x = fmax(w[j], SMOOTH_CLAMP);
+		double v = pow(r, alpha) / pow(x, 1.0 - alpha);
+		s[j] = (float)fmax(v, SMOOTH_CLAMP);
+	}
+}
+
+void
+smooth_col_absmax(float *w, const float *W, int out, int in)
+{
+	for (int o = 0; o < out; o++) {
+		const float *row = W + (size_t)o * in;
+		for (int j = 0; j < in; j++) {
+			float a = fabsf(row[j]);
+			if (a > w[j])
+				w[j] = a;
+		}
+	}
+}

@@ -1,0 +1,63 @@
+/*
+ * smooth.h: smoothing factors and the per-layer settings that choose them.
+ *
+ * The closed form (SmoothQuant, and MAS per modality):
+ *   s_j = max(R_j, 1e-5)^a / max(w_j, 1e-5)^(1-a), then clamped to >= 1e-5,
+ * where R_j is the per-channel max|x| of the linear's input over the tokens
+ * concerned and w_j = max over output rows of |W[o, j]|.
+ *
+ * Which factor each linear gets (the reference's reuse rules):
+ *   RTN      none (s = 1 everywhere)
+ *   SQ       q,k,v share one factor from R^all at their input and w over
+ *            the concatenated q,k,v; gate,up likewise; o and down: s = 1
+ *   MAS      per modality m: q from R^m and q's own w; k, v reuse q's;
+ *            o from its own input and weight; up likewise; gate reuses up's;
+ *            down: s = 1 (quantized, never smoothed)
+ *   MAS-CMC  MAS's factors; the stored weight is Q(W diag(s_text)) and
+ *            vision/audio tokens add (x / s_m) L1 L2 (core/cmc.h)
+ */
+#ifndef MASQ_SMOOTH_H
+#define MASQ_SMOOTH_H
+
+#include "core/calib.h"
+#include "core/model.h"
+
+#define SMOOTH_CLAMP 1e-5f
+
+enum method { METHOD_RTN, METHOD_SQ, METHOD_MAS, METHOD_MAS_CMC, METHOD_COUNT };
+/* "rtn", "sq", "mas", "mas-cmc" */
+const char *method_name(int m);
+/* Parse a method name; -1 when unknown. */
+int method_parse(const char *s);
+
+/* Smoothing groups: the linears that share an input (and, in SQ, a factor);
+ * numbered like the engine's sites (SITE_QKV, SITE_O, SITE_GATEUP). */
+enum smooth_group { GRP_QKV, GRP_O, GRP_GATEUP, GRP_COUNT };
+const char *smooth_group_name(int g);
+/* The group of linear lin, or -1 for down_proj. */
+int smooth_lin_group(int lin);
+
+/* Alpha rows: one per modality and one for the unified (SQ) factor. */
+#define ALPHA_UNIFIED MOD_COUNT
+#define ALPHA_ROWS (MOD_COUNT + 1)
+
+/* What the user chose for one layer. */
+typedef struct layer_setting {
+	int method;				/* enum method */
+	float alpha[GRP_COUNT][ALPHA_ROWS];	/* migration strength per group, per modality (+ unified) */
+	double rank[LIN_COUNT];			/* CMC rank: ratio <= 1 of min(in,out), or absolute; 0 = none */
+	int rank_floor;				/* minimum rank when rank is a ratio */
+} layer_setting;
+
+/* Fill ls with method, one alpha everywhere, one rank for every linear. */
+void layer_setting_init(layer_setting *ls, int method, float alpha, double rank, int rank_floor);
+
+/* s (d) from statistic R (d) and weight column maxima w (d). */
+void smooth_factors(float *s, const float *R, const float *w, int d, float alpha);
+/* Plain reference of smooth_factors (double pow). */
+void smooth_factors_ref(float *s, const float *R, const float *w, int d, float alpha);
+/* w (in) = max(w, max over rows of |W[o, j]|) for W (out, in); w must be
+ * initialised (zeros) by the caller, so groups can be accumulated. */
+void smooth_col_absmax(float *w, const float *W, int out, int in);
+
+#endif

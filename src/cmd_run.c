@@ -1,0 +1,529 @@
+/*
+ * cmd_run.c: masq run, the headless MASQuant pipeline: every layer is
+ * calibrated on the FP model, optionally searched, quantized with its
+ * method and measured per modality against the FP model.
+ */
+#include "config.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "core/calib.h"
+#include "core/model.h"
+#include "core/pipeline.h"
+#include "src/cli.h"
+
+void cli_cmd_help(const char *cmd);
+
+struct run_args {
+	char *model_dir, *calib_path;
+	pipe_opts o;
+	int all;		/* --method all */
+	int json, verbose;
+	long threads;
+	char **sets;
+	int nsets;
+};
+
+static json_t *
+jnum(double x)
+{
+	return isfinite(x) ? json_real(x) : json_null();
+}
+
+/* {"text": x, "vision": y, "audio": z, "all": w} for the modalities present. */
+static json_t *
+jmods(const double *v, const calib *c, int with_all)
+{
+	json_t *o = json_object();
+	for (int m = 0; m < MOD_COUNT; m++)
+		json_object_set_new(o, modality_name(m), c->n_mod[m] ? jnum(v[m]) : json_null());
+	if (with_all)
+		json_object_set_new(o, "all", jnum(v[STATS_ALL]));
+	return o;
+}
+
+static json_t *
+run_json(const pipeline *p, const struct run_args *a, int method)
+{
+	const calib *c = p->c;
+	json_t *d = json_object(), *layers = json_array();
+
+	json_object_set_new(d, "method", json_string(method_name(method)));
+	json_object_set_new(d, "wbits", json_integer(p->opts.wbits));
+	json_object_set_new(d, "abits", json_integer(p->opts.abits));
+	json_object_set_new(d, "weight_group", json_integer(p->opts.wgroup));
+	json_object_set_new(d, "alpha", p->opts.search ? json_string("search") : json_real(p->opts.alpha));
+	json_object_set_new(d, "rank", json_real(p->opts.rank));
+	json_object_set_new(d, "rank_floor", json_integer(p->opts.rank_floor));
+	json_object_set_new(d, "whiten", json_boolean(p->opts.whiten));
+	json_object_set_new(d, "cmc_target", json_string(p->opts.cmc_quant_target ? "quantized" : "fp"));
+	json_object_set_new(d, "seed", json_integer((json_int_t)p->opts.seed));
+	json_object_set_new(d, "model", json_string(a->model_dir));
+	json_object_set_new(d, "calib", json_string(a->calib_path));
+	json_object_set_new(d, "tokens", jmods((double[]){c->n_mod[0], c->n_mod[1], c->n_mod[2], c->n_tokens}, c, 1));
+	json_t *sum = json_object();
+	json_object_set_new(sum, "sqnr_db", jmods(p->summary.sqnr, c, 1));
+	json_object_set_new(sum, "mae", jmods(p->summary.mae, c, 1));
+	json_object_set_new(sum, "kl_text", jnum(p->summary.kl_text));
+	json_object_set_new(sum, "seconds", json_real(p->summary.seconds));
+	json_object_set_new(d, "summary", sum);
+	for (int l = 0; l < p->n_layers; l++) {
+		const pipe_layer_result *r = &p->results[l];
+		json_t *jl = json_object(), *lins = json_array();
+		json_object_set_new(jl, "layer", json_integer(l));
+		json_object_set_new(jl, "method", json_string(method_name(r->method)));
+		json_object_set_new(jl, "sqnr_db", jmods(r->sqnr, c, 1));
+		json_object_set_new(jl, "mae", jmods(r->mae, c, 1));
+		for (int k = 0; k < LIN_COUNT; k++) {
+			const pipe_lin_result *lr = &r->lin[k];
+			json_t *jk = json_object(), *al = json_object();
+			json_object_set_new(jk, "name", json_string(lin_name(k)));
+			for (int m = 0; m < MOD_COUNT; m++)
+				json_object_set_new(al, modality_name(m), c->n_mod[m] ? jnum(lr->alpha[m]) : json_null());
+			json_object_set_new(jk, "alpha", al);
+			json_object_set_new(jk, "rank", json_integer(lr->rank));
+			json_object_set_new(jk, "sqnr_db", jmods(lr->sqnr, c, 1));
+			json_object_set_new(jk, "mae", jmods(lr->mae, c, 1));
+			if (r->method == METHOD_MAS_CMC && lr->rank > 0) {
+				json_t *jc = json_object();
+				for (int m = MOD_VISION; m < MOD_COUNT; m++) {
+					const pipe_cmc_diag *cd = &lr->cmc[m];
+					if (!c->n_mod[m])
+						continue;
+					json_t *x = json_object(), *cu = json_array(), *cp = json_array();
+					json_object_set_new(x, "rank", json_integer(cd->rank));
+					json_object_set_new(x, "rel_err", jnum(cd->rel_err));
+					json_object_set_new(x, "effective_rank", jnum(cd->erank));
+					json_object_set_new(x, "floored_eigenvalues", json_integer(cd->n_floored));
+					for (int i = 0; i < PIPE_RANK_CURVE; i++) {
+						json_array_append_new(cu, json_pack("[f, o]", pipe_rank_curve[i], jnum(cd->curve[i])));
+						json_array_append_new(cp, json_pack("[f, o]", pipe_rank_curve[i], jnum(cd->curve_plain[i])));
+					}
+					json_object_set_new(x, "rel_err_by_rank", cu);
+					json_object_set_new(x, "rel_err_by_rank_unwhitened", cp);
+					json_object_set_new(jc, modality_name(m), x);
+				}
+				json_object_set_new(jk, "cmc", jc);
+			}
+			json_array_append_new(lins, jk);
+		}
+		json_object_set_new(jl, "linears", lins);
+		json_t *mis = json_object();
+		for (int s = 0; s < SITE_COUNT; s++) {
+			const misalign *ma = &r->mis[s];
+			json_t *x = json_object(), *share = json_object(), *loss = json_object(), *rq = json_object();
+			for (int m = 0; m < MOD_COUNT; m++) {
+				if (!ma->present[m])
+					continue;
+				json_object_set_new(share, modality_name(m), json_real(ma->dominant_share[m]));
+				json_object_set_new(loss, modality_name(m), jnum(ma->thm1_loss_db[m]));
+				json_object_set_new(rq, modality_name(m), json_pack("[f, f, f, f]", ma->ratio_q[m][0],
+				    ma->ratio_q[m][1], ma->ratio_q[m][2], ma->ratio_q[m][3]));
+			}
+			json_object_set_new(x, "dominant_share", share);
+			json_object_set_new(x, "range_ratio_q50_q90_q99_max", rq);
+			json_object_set_new(x, "thm1_loss_db", loss);
+			json_object_set_new(mis, engine_site_name(s), x);
+		}
+		json_object_set_new(jl, "misalignment", mis);
+		if (r->search.done && r->search.n > 0) {
+			json_t *js = json_object();
+			for (int row = 0; row < ALPHA_ROWS; row++) {
+				if (row < MOD_COUNT ? (!c->n_mod[row] || r->method == METHOD_SQ)
+				    : r->method != METHOD_SQ)
+					continue;
+				json_t *curve = json_array();
+				for (int i = 0; i < r->search.n; i++)
+					json_array_append_new(curve, json_pack("[f, o]", r->search.alpha[i], jnum(r->search.sqnr[row][i])));
+				json_t *x = json_object();
+				json_object_set_new(x, "best", json_real(r->search.best[row]));
+				json_object_set_new(x, "curve", curve);
+				json_object_set_new(js, row < MOD_COUNT ? modality_name(row) : "unified", x);
+			}
+			json_object_set_new(js, "tokens", json_integer(r->search.tokens));
+			json_object_set_new(jl, "alpha_search", js);
+		}
+		json_object_set_new(jl, "seconds", json_real(r->t_calib + r->t_search + r->t_quant));
+		json_array_append_new(layers, jl);
+	}
+	json_object_set_new(d, "layers", layers);
+	return d;
+}
+
+static void
+fmt_db(char *buf, size_t n, double x)
+{
+	if (isfinite(x))
+		snprintf(buf, n, "%.2f", x);
+	else
+		snprintf(buf, n, "-");
+}
+
+static void
+print_table(const pipeline *p, int verbose)
+{
+	const calib *c = p->c;
+	char t[4][16];
+
+	printf("%-5s %-8s %-17s %8s %8s %8s %8s %8s\n", "layer", "method", "alpha t/v/a", "text",
+	    "vision", "audio", "all", "seconds");
+	for (int l = 0; l < p->n_layers; l++) {
+		const pipe_layer_result *r = &p->results[l];
+		const layer_setting *ls = &p->settings[l];
+		for (int m = 0; m < STATS_ROWS; m++)
+			fmt_db(t[m], sizeof t[m], m < MOD_COUNT && !c->n_mod[m] ? NAN : r->sqnr[m]);
+		char al[32];
+		if (r->method == METHOD_RTN)
+			snprintf(al, sizeof al, "-");
+		else if (r->method == METHOD_SQ)
+			snprintf(al, sizeof al, "%.2f", ls->alpha[GRP_QKV][ALPHA_UNIFIED]);
+		else
+			snprintf(al, sizeof al, "%.2f/%.2f/%.2f", ls->alpha[GRP_QKV][0], ls->alpha[GRP_QKV][1],
+			    ls->alpha[GRP_QKV][2]);
+		printf("%-5d %-8s %-17s %8s %8s %8s %8s %8.2f\n", l, method_name(r->method), al, t[0], t[1],
+		    t[2], t[3], r->t_calib + r->t_search + r->t_quant);
+		if (!verbose)
+			continue;
+		for (int k = 0; k < LIN_COUNT; k++) {
+			const pipe_lin_result *lr = &r->lin[k];
+			for (int m = 0; m < STATS_ROWS; m++)
+				fmt_db(t[m], sizeof t[m], m < MOD_COUNT && !c->n_mod[m] ? NAN : lr->sqnr[m]);
+			char cm[96] = "";
+			if (lr->rank > 0)
+				snprintf(cm, sizeof cm, "  rank %d, cmc err v %.3g a %.3g", lr->rank,
+				    c->n_mod[1] ? lr->cmc[1].rel_err : NAN, c->n_mod[2] ? lr->cmc[2].rel_err : NAN);
+			printf("  %-11s %-17s %8s %8s %8s %8s%s\n", lin_name(k), "", t[0], t[1], t[2], t[3], cm);
+		}
+	}
+}
+
+static void
+print_summary(const pipeline *p)
+{
+	const calib *c = p->c;
+	printf("\nsummary, SQNR (dB) of the last layer's output against the FP model:\n ");
+	for (int m = 0; m < MOD_COUNT; m++)
+		if (c->n_mod[m])
+			printf(" %s %.2f", modality_name(m), p->summary.sqnr[m]);
+	printf("  all %.2f\nMAE:", p->summary.sqnr[STATS_ALL]);
+	for (int m = 0; m < MOD_COUNT; m++)
+		if (c->n_mod[m])
+			printf(" %s %.4g", modality_name(m), p->summary.mae[m]);
+	if (isfinite(p->summary.kl_text))
+		printf("\nKL of next-token distributions at text positions: %.4g", p->summary.kl_text);
+	printf("\n%.1f s in all\n", p->summary.seconds);
+}
+
+/* Run one method over every layer; p is left finished for reporting. */
+static int
+run_method(pipeline *p, const model *m, const calib *c, const struct run_args *a, int method,
+    masq_err *err)
+{
+	pipe_opts o = a->o;
+	int tty = isatty(2) && !a->json;
+
+	o.method = method;
+	if (pipe_init(p, m, c, &o, err) < 0)
+		return -1;
+	for (int i = 0; i < a->nsets; i++)
+		if (pipe_setting_apply(p, a->sets[i], err) < 0)
+			return -1;
+	while (p->layer < p->n_layers) {
+		int l = p->layer;
+		if (tty)
+			fprintf(stderr, "\r%s layer %d/%d: calibrating...   ", method_name(method), l + 1, p->n_layers);
+		if (pipe_calibrate(p, err) < 0)
+			return -1;
+		if (o.search) {
+			if (tty)
+				fprintf(stderr, "\r%s layer %d/%d: searching alpha...", method_name(method), l + 1, p->n_layers);
+			if (pipe_search_alpha(p, err) < 0)
+				return -1;
+		}
+		if (tty)
+			fprintf(stderr, "\r%s layer %d/%d: quantizing...    ", method_name(method), l + 1, p->n_layers);
+		if (pipe_quantize(p, err) < 0 || pipe_next(p, err) < 0)
+			return -1;
+		if (tty) {
+			const pipe_layer_result *r = &p->results[l];
+			fprintf(stderr, "\r%s layer %d/%d: SQNR text %.2f vision %.2f audio %.2f dB (%.1f s)\n",
+			    method_name(method), l + 1, p->n_layers, r->sqnr[0], r->sqnr[1], r->sqnr[2],
+			    r->t_calib + r->t_search + r->t_quant);
+		}
+	}
+	return pipe_finish(p, err);
+}
+
+static int
+parse_float(const char *opt, const char *s, double lo, double hi, double *out)
+{
+	char *end;
+	double v = strtod(s, &end);
+	if (end == s || *end != '\0' || !(v >= lo && v <= hi)) {
+		cli_usage("run", "%s must be a number in [%g, %g], not '%s'", opt, lo, hi, s);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+int
+cmd_run(int argc, char **argv)
+{
+	enum { O_MODEL = 256, O_CALIB, O_METHOD, O_WBITS, O_ABITS, O_ALPHA, O_RANK, O_SET, O_JSON,
+	    O_THREADS, O_SEED, O_WGROUP, O_RANK_FLOOR, O_SVD, O_NO_WHITEN, O_CMC_TARGET, O_CMC_DIAG,
+	    O_GRID, O_SEARCH_TOKENS, O_VERBOSE };
+	static const struct option opts[] = {
+		{"model", required_argument, NULL, O_MODEL},
+		{"calib", required_argument, NULL, O_CALIB},
+		{"method", required_argument, NULL, O_METHOD},
+		{"wbits", required_argument, NULL, O_WBITS},
+		{"abits", required_argument, NULL, O_ABITS},
+		{"alpha", required_argument, NULL, O_ALPHA},
+		{"rank", required_argument, NULL, O_RANK},
+		{"set", required_argument, NULL, O_SET},
+		{"json", no_argument, NULL, O_JSON},
+		{"threads", required_argument, NULL, O_THREADS},
+		{"seed", required_argument, NULL, O_SEED},
+		{"wgroup", required_argument, NULL, O_WGROUP},
+		{"rank-floor", required_argument, NULL, O_RANK_FLOOR},
+		{"svd", required_argument, NULL, O_SVD},
+		{"no-whiten", no_argument, NULL, O_NO_WHITEN},
+		{"cmc-target", required_argument, NULL, O_CMC_TARGET},
+		{"cmc-diagnostics", no_argument, NULL, O_CMC_DIAG},
+		{"alpha-grid", required_argument, NULL, O_GRID},
+		{"search-tokens", required_argument, NULL, O_SEARCH_TOKENS},
+		{"verbose", no_argument, NULL, O_VERBOSE},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}
+	};
+	struct run_args a;
+	masq_err err = {0};
+	model m;
+	calib cal;
+	int c, rc = 2, have_model = 0, have_calib = 0;
+	long v;
+	double x;
+
+	memset(&a, 0, sizeof a);
+	pipe_opts_default(&a.o);
+	a.sets = xcalloc((size_t)argc + 1, sizeof(char *));
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
+		switch (c) {
+		case O_MODEL: free(a.model_dir); a.model_dir = xstrdup(optarg); break;
+		case O_CALIB: free(a.calib_path); a.calib_path = xstrdup(optarg); break;
+		case O_METHOD:
+			if (strcmp(optarg, "all") == 0) {
+				a.all = 1;
+			} else if ((a.o.method = method_parse(optarg)) < 0) {
+				rc = cli_usage("run", "unknown method '%s' (rtn, sq, mas, mas-cmc, all)", optarg);
+				goto done;
+			}
+			break;
+		case O_WBITS:
+		case O_ABITS:
+			if (cli_int("run", c == O_WBITS ? "--wbits" : "--abits", optarg, 2, 16, &v) < 0)
+				goto done;
+			if (v > 8 && v != 16) {
+				rc = cli_usage("run", "%s must be 2 to 8, or 16 for no quantization",
+				    c == O_WBITS ? "--wbits" : "--abits");
+				goto done;
+			}
+			if (c == O_WBITS)
+				a.o.wbits = (int)v;
+			else
+				a.o.abits = (int)v;
+			break;
+		case O_ALPHA:
+			if (strcmp(optarg, "search") == 0) {
+				a.o.search = 1;
+			} else {
+				if (parse_float("--alpha", optarg, 0, 1, &x) < 0)
+					goto done;
+				a.o.alpha = (float)x;
+			}
+			break;
+		case O_RANK:
+			if (parse_float("--rank", optarg, 0, 1e6, &x) < 0)
+				goto done;
+			if (x > 1 && x != floor(x)) {
+				rc = cli_usage("run", "--rank is a ratio in (0, 1] or a whole number, not '%s'", optarg);
+				goto done;
+			}
+			a.o.rank = x;
+			break;
+		case O_SET: a.sets[a.nsets++] = optarg; break;
+		case O_JSON: a.json = 1; break;
+		case O_VERBOSE: case 'v': a.verbose = 1; break;
+		case O_THREADS:
+			if (cli_int("run", "--threads", optarg, 1, 512, &a.threads) < 0)
+				goto done;
+			break;
+		case O_SEED:
+			if (cli_int("run", "--seed", optarg, 0, 0x7fffffffL, &v) < 0)
+				goto done;
+			a.o.seed = (uint64_t)v;
+			break;
+		case O_WGROUP:
+			if (cli_int("run", "--wgroup", optarg, 0, 1 << 20, &v) < 0)
+				goto done;
+			a.o.wgroup = (int)v;
+			break;
+		case O_RANK_FLOOR:
+			if (cli_int("run", "--rank-floor", optarg, 0, 1 << 20, &v) < 0)
+				goto done;
+			a.o.rank_floor = (int)v;
+			break;
+		case O_SVD:
+			if (strcmp(optarg, "full") == 0)
+				a.o.svd_mode = CMC_SVD_FULL;
+			else if (strcmp(optarg, "randomized") == 0)
+				a.o.svd_mode = CMC_SVD_RANDOMIZED;
+			else if (strcmp(optarg, "auto") == 0)
+				a.o.svd_mode = CMC_SVD_AUTO;
+			else {
+				rc = cli_usage("run", "--svd is full, randomized or auto, not '%s'", optarg);
+				goto done;
+			}
+			break;
+		case O_NO_WHITEN: a.o.whiten = 0; break;
+		case O_CMC_TARGET:
+			if (strcmp(optarg, "fp") == 0)
+				a.o.cmc_quant_target = 0;
+			else if (strcmp(optarg, "quantized") == 0)
+				a.o.cmc_quant_target = 1;
+			else {
+				rc = cli_usage("run", "--cmc-target is fp or quantized, not '%s'", optarg);
+				goto done;
+			}
+			break;
+		case O_CMC_DIAG: a.o.cmc_diag = 1; break;
+		case O_GRID: {
+			float lo, st, hi;
+			char tail;
+			if (sscanf(optarg, "%f:%f:%f%c", &lo, &st, &hi, &tail) != 3 || !(lo >= 0 && hi <= 1 &&
+			    lo <= hi && st > 0)) {
+				rc = cli_usage("run", "--alpha-grid is LO:STEP:HI within [0, 1], not '%s'", optarg);
+				goto done;
+			}
+			a.o.alpha_lo = lo; a.o.alpha_step = st; a.o.alpha_hi = hi;
+			break;
+		}
+		case O_SEARCH_TOKENS:
+			if (cli_int("run", "--search-tokens", optarg, 1, 1 << 30, &v) < 0)
+				goto done;
+			a.o.search_tokens = (int)v;
+			break;
+		case 'h': cli_cmd_help("run"); rc = 0; goto done;
+		default:
+			rc = cli_usage("run", "unknown or incomplete option '%s'", argv[optind - 1]);
+			goto done;
+		}
+	}
+	if (optind != argc) {
+		rc = cli_usage("run", "unexpected argument '%s'", argv[optind]);
+		goto done;
+	}
+	cli_set_threads(a.threads);
+	if (cli_default_inputs(&a.model_dir, &a.calib_path, &err) < 0) {
+		rc = cli_fail(&err);
+		goto done;
+	}
+	if (model_open(&m, a.model_dir, &err) < 0) {
+		rc = cli_fail(&err);
+		goto done;
+	}
+	have_model = 1;
+	if (calib_load(&cal, a.calib_path, m.cfg.hidden, &err) < 0) {
+		rc = cli_fail(&err);
+		goto done;
+	}
+	have_calib = 1;
+
+	int methods[METHOD_COUNT], nm = 0;
+	if (a.all)
+		for (int k = 0; k < METHOD_COUNT; k++)
+			methods[nm++] = k;
+	else
+		methods[nm++] = a.o.method;
+	pipeline *ps = xcalloc((size_t)nm, sizeof *ps);
+	int ok = 1;
+	for (int i = 0; i < nm && ok; i++) {
+		if (run_method(&ps[i], &m, &cal, &a, methods[i], &err) < 0)
+			ok = 0;
+	}
+	if (!ok) {
+		rc = cli_fail(&err);
+	} else if (a.json) {
+		json_t *doc;
+		if (nm == 1) {
+			doc = run_json(&ps[0], &a, methods[0]);
+		} else {
+			doc = json_object();
+			json_t *runs = json_array();
+			json_object_set_new(doc, "method", json_string("all"));
+			for (int i = 0; i < nm; i++)
+				json_array_append_new(runs, run_json(&ps[i], &a, methods[i]));
+			json_object_set_new(doc, "runs", runs);
+		}
+		json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		printf("\n");
+		json_decref(doc);
+		rc = 0;
+	} else {
+		printf("masq run: W%dA%d%s, alpha %s, CMC rank %g (floor %d)%s\n", a.o.wbits, a.o.abits,
+		    ps[0].opts.wgroup > 0 ? " (weights in asymmetric groups)" : "",
+		    a.o.search ? "searched" : "given", a.o.rank, a.o.rank_floor, a.o.whiten ? "" : ", unwhitened");
+		printf("model %s; calibration %s: %d tokens (text %d, vision %d, audio %d)\n\n", a.model_dir,
+		    a.calib_path, cal.n_tokens, cal.n_mod[0], cal.n_mod[1], cal.n_mod[2]);
+		if (nm == 1) {
+			printf("layer output SQNR (dB) against the FP model, each quantized layer feeding the next:\n");
+			print_table(&ps[0], a.verbose);
+			print_summary(&ps[0]);
+		} else {
+			printf("layer output SQNR (dB) per method, text / vision / audio:\n%-5s", "layer");
+			for (int i = 0; i < nm; i++)
+				printf(" | %-20s", method_name(methods[i]));
+			printf("\n");
+			for (int l = 0; l < m.cfg.n_layers; l++) {
+				printf("%-5d", l);
+				for (int i = 0; i < nm; i++) {
+					const double *s = ps[i].results[l].sqnr;
+					printf(" | %6.2f %6.2f %6.2f", s[0], s[1], s[2]);
+				}
+				printf("\n");
+			}
+			printf("%-5s", "model");
+			for (int i = 0; i < nm; i++)
+				printf(" | %6.2f %6.2f %6.2f", ps[i].summary.sqnr[0], ps[i].summary.sqnr[1],
+				    ps[i].summary.sqnr[2]);
+			printf("\n%-5s", "KL");
+			for (int i = 0; i < nm; i++)
+				printf(" | %-20.4g", ps[i].summary.kl_text);
+			printf("\n");
+		}
+		rc = 0;
+	}
+	for (int i = 0; i < nm; i++)
+		if (ps[i].m != NULL)
+			pipe_done(&ps[i]);
+	free(ps);
+done:
+	if (have_calib)
+		calib_done(&cal);
+	if (have_model)
+		model_close(&m);
+	free(a.sets);
+	free(a.model_dir);
+	free(a.calib_path);
+	return rc;
+}
