@@ -67,12 +67,31 @@ quant_absmax(const float *x, int d)
 	return f;
 }
 
+/*
+ * nearbyintf(v) for |v| <= 2^22 in the default rounding mode, without a
+ * library call, so the loops below vectorize: adding and subtracting
+ * 1.5 * 2^23 leaves v rounded half to even in the float's last place.
+ * copysignf keeps the sign of a zero result (-0.3 -> -0), as nearbyintf.
+ * Callers clamp v to a few units past +-qmax first, so it is in range;
+ * a NaN stays a NaN.  Exact equality with nearbyintf is tested.
+ */
+static inline float
+rint_small(float v)
+{
+	const float magic = 0x1.8p23f;
+	return copysignf((v + magic) - magic, v);
+}
+
 /* y (d) = clamp(nearbyint(x / s), -qmax, qmax) * s; y may equal x. */
 static void
 quant_row_sym(float *y, const float *x, int d, float s, float qmax)
 {
+	float lim = qmax + 1.0f;
 	for (int j = 0; j < d; j++) {
-		float q = nearbyintf(x[j] / s);	/* x / s, as torch: not x * (1/s) */
+		float v = x[j] / s;	/* x / s, as torch: not x * (1/s) */
+		v = v < -lim ? -lim : v;
+		v = v > lim ? lim : v;
+		float q = rint_small(v);
 		q = q < -qmax ? -qmax : q;
 		q = q > qmax ? qmax : q;
 		y[j] = q * s;
