@@ -678,6 +678,69 @@ pipe_search_alpha(pipeline *p, masq_err *err)
 }
 
 int
+pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *err)
+{
+	double t0 = masq_now();
+
+	if (!p->calibrated)
+		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
+	for (int k = 0; k < LIN_COUNT; k++)
+		for (int m = 0; m < STATS_ROWS; m++)
+			out->sqnr[k][m] = out->mae[k][m] = NAN;
+	memset(out->rows, 0, sizeof out->rows);
+	layer_setting ls = p->settings[p->layer];
+	if (ls.method == METHOD_MAS_CMC)
+		ls.method = METHOD_MAS;
+	for (int site = 0; site < SITE_COUNT; site++) {
+		const site_stats *st = &p->st[site];
+		int n = 0;
+		if (grp >= 0 && site != grp)
+			continue;
+		for (int m = 0; m < MOD_COUNT; m++)
+			if (mod < 0 || m == mod)
+				n += st->sample_n[m];
+		if (n == 0)
+			continue;
+		/* the sampled rows of the chosen modalities, stacked */
+		float *x = xmalloc(xmul((size_t)n * st->d, sizeof(float)));
+		uint8_t *mods = xmalloc((size_t)n);
+		int r = 0;
+		for (int m = 0; m < MOD_COUNT; m++) {
+			if (mod >= 0 && m != mod)
+				continue;
+			memcpy(x + (size_t)r * st->d, st->sample[m], (size_t)st->sample_n[m] * st->d * sizeof(float));
+			memset(mods + r, m, (size_t)st->sample_n[m]);
+			r += st->sample_n[m];
+			out->rows[m] = st->sample_n[m];
+		}
+		struct qctx q;
+		qctx_init(&q, p, &ls, mods, n, NULL, err);
+		q.measure = 1;
+		for (int k = 0; k < LIN_COUNT && !q.failed; k++) {
+			int o, in;
+			if (engine_lin_site(k) != site)
+				continue;
+			layer_lin_shape(&p->m->cfg, k, &o, &in);
+			float *y = xmalloc(xmul((size_t)n * o, sizeof(float)));
+			qlinear(&q, &p->w, k, x, n, y);
+			for (int m = 0; m < STATS_ROWS; m++) {
+				out->sqnr[k][m] = metrics_sqnr(&q.acc[k], m);
+				out->mae[k][m] = metrics_mae(&q.acc[k], m);
+			}
+			free(y);
+		}
+		int failed = q.failed;
+		qctx_done(&q);
+		free(x);
+		free(mods);
+		if (failed)
+			return -1;
+	}
+	out->seconds = masq_now() - t0;
+	return 0;
+}
+
+int
 pipe_next(pipeline *p, masq_err *err)
 {
 	float *t;

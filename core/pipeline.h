@@ -145,6 +145,23 @@ int pipe_calibrate(pipeline *p, masq_err *err);
 int pipe_search_alpha(pipeline *p, masq_err *err);
 /* Quantize the cursor's layer with its current setting and measure. */
 int pipe_quantize(pipeline *p, masq_err *err);
+/* What a setting change does, measured on the token sample alone: each
+ * linear of the cursor's layer on the sampled FP inputs of its site,
+ * quantized under the current setting against the FP linear, per modality.
+ * Linear-local (no attention), so it is fast enough for interactive tuning;
+ * mas-cmc is previewed as mas (the compensation is recomputed by
+ * pipe_quantize).  Entries not recomputed are NAN. */
+typedef struct pipe_preview {
+	double sqnr[LIN_COUNT][STATS_ROWS];
+	double mae[LIN_COUNT][STATS_ROWS];
+	int rows[MOD_COUNT];		/* sampled tokens used per modality */
+	double seconds;
+} pipe_preview;
+
+/* Re-evaluate group grp (-1: every linear, down_proj included) for modality
+ * mod (-1: all) from the token sample (requires pipe_calibrate). */
+int pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *err);
+
 /* Commit the cursor's layer and move to the next. */
 int pipe_next(pipeline *p, masq_err *err);
 /* After the last layer: the model summary (and KL with an lm_head). */

@@ -198,10 +198,9 @@ main(int argc, char **argv)
 {
 	if (argc < 2) {
 		/* The main job on the embedded demo: for now the headless
-		 * pipeline as far as it goes, the FP forward with its per-layer
-		 * per-modality table. */
-		char *args[] = {"forward", NULL};
-		return cmd_forward(1, args);
+		 * pipeline, every method side by side (the TUI comes later). */
+		char *args[] = {"run", "--method", "all", NULL};
+		return cmd_run(3, args);
 	}
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "help") == 0) {
@@ -224,8 +223,8 @@ main(int argc, char **argv)
 			return subcmds[i].fn(argc - 1, argv + 1);
 	if (argv[1][0] == '-') {
 		/* Options without a command belong to the main job. */
-		argv[0] = "forward";
-		return cmd_forward(argc, argv);
+		argv[0] = "run";
+		return cmd_run(argc, argv);
 	}
 	fprintf(stderr, "masq: unknown command '%s'\n", argv[1]);
 	usage(stderr);
