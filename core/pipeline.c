@@ -90,6 +90,14 @@ pipe_release_layer(pipeline *p)
 	layer_weights_done(&p->w);
 	for (int s = 0; s < SITE_COUNT; s++)
 		stats_site_done(&p->st[s]);
+	for (int k = 0; k < LIN_COUNT; k++) {
+		free(p->wmax_lin[k]);
+		p->wmax_lin[k] = NULL;
+	}
+	for (int g = 0; g < GRP_COUNT; g++) {
+		free(p->wmax_grp[g]);
+		p->wmax_grp[g] = NULL;
+	}
 	p->calibrated = 0;
 }
 
@@ -143,6 +151,21 @@ pipe_calibrate(pipeline *p, masq_err *err)
 		gram |= STATS_GRAM_AUDIO;
 	for (int s = 0; s < SITE_COUNT; s++)
 		stats_site_init(&p->st[s], dims[s], s == SITE_DOWN ? 0 : gram, p->opts.sample_cap);
+	/* Weight column maxima, once per layer: a linear's own (MAS) and its
+	 * group's (SmoothQuant's max over the concatenated q,k,v or gate,up). */
+	for (int k = 0; k < LIN_COUNT; k++) {
+		int out, in, g = smooth_lin_group(k);
+		layer_lin_shape(c, k, &out, &in);
+		p->wmax_lin[k] = xcalloc((size_t)in, sizeof(float));
+		smooth_col_absmax(p->wmax_lin[k], p->w.w[k], out, in);
+		if (g < 0)
+			continue;
+		if (p->wmax_grp[g] == NULL)
+			p->wmax_grp[g] = xcalloc((size_t)in, sizeof(float));
+		for (int j = 0; j < in; j++)
+			if (p->wmax_lin[k][j] > p->wmax_grp[g][j])
+				p->wmax_grp[g][j] = p->wmax_lin[k][j];
+	}
 	p->calibrated = 1;
 
 	struct calib_ctx cc = {p, p->c->modality};
@@ -186,7 +209,6 @@ static const float *
 lin_factor(struct qctx *q, int lin, int method, int row, float *s)
 {
 	pipeline *p = q->p;
-	const layer_weights *w = &p->w;
 	int grp = smooth_lin_group(lin), in = 0, out;
 
 	if (method == METHOD_RTN || grp < 0)
@@ -194,30 +216,20 @@ lin_factor(struct qctx *q, int lin, int method, int row, float *s)
 	if (method == METHOD_SQ && grp == GRP_O)
 		return NULL;	/* SmoothQuant smooths the two norm mappings only */
 	layer_lin_shape(&p->m->cfg, lin, &out, &in);
-	float *wmax = xcalloc((size_t)in, sizeof(float));
-	const float *R;
+	const float *R, *wmax;
 	float alpha;
 	if (method == METHOD_SQ) {
 		/* one factor per mapping, w over every weight of the mapping */
-		for (int k = 0; k < LIN_COUNT; k++)
-			if (smooth_lin_group(k) == grp) {
-				int o2, i2;
-				layer_lin_shape(&p->m->cfg, k, &o2, &i2);
-				smooth_col_absmax(wmax, w->w[k], o2, i2);
-			}
+		wmax = p->wmax_grp[grp];
 		R = p->st[grp].absmax + (size_t)STATS_ALL * in;
 		alpha = q->ls->alpha[grp][ALPHA_UNIFIED];
 	} else {
 		/* MAS: q, o, up lead their groups with their own weight */
-		int lead = grp == GRP_QKV ? LIN_Q : grp == GRP_O ? LIN_O : LIN_UP;
-		int o2, i2;
-		layer_lin_shape(&p->m->cfg, lead, &o2, &i2);
-		smooth_col_absmax(wmax, w->w[lead], o2, i2);
+		wmax = p->wmax_lin[grp == GRP_QKV ? LIN_Q : grp == GRP_O ? LIN_O : LIN_UP];
 		R = p->st[grp].absmax + (size_t)row * in;
 		alpha = q->ls->alpha[grp][row];
 	}
 	smooth_factors(s, R, wmax, in, alpha);
-	free(wmax);
 	return s;
 }
 

@@ -129,6 +129,8 @@ typedef struct pipeline {
 	rng g;
 	layer_weights w;		/* the cursor's layer, FP */
 	site_stats st[SITE_COUNT];	/* the cursor's layer's statistics */
+	float *wmax_lin[LIN_COUNT];	/* (in) column maxima of each linear's own weight */
+	float *wmax_grp[GRP_COUNT];	/* (in) column maxima over every weight of a group (SQ) */
 	float *h_fp;			/* (tokens, hidden) FP input of the cursor's layer */
 	float *h_fp_out;		/* (tokens, hidden) its FP output */
 	float *h_q;			/* (tokens, hidden) quantized input */
