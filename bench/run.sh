@@ -1,0 +1,119 @@
+#!/bin/sh
+# bench/run.sh: run the benchmarks: bench_forward on the 3b demo preset,
+# then bench_cmc, then bench_reeval on the same preset.
+#
+#	MASQ=<build>/src/masq sh bench/run.sh <abs_builddir>
+#
+# Builds nothing (`make bench` builds first).  The demo model is written once
+# to <builddir>/bench-work/3b and reused (BENCH_PRESET=tiny|small picks a
+# smaller preset for a quick check).  Prints bench_forward's table on 2
+# threads and on 1, keeping each in <builddir>/bench-work/, then the two
+# machine-readable result lines.  Exits 0 whether or not a target is met;
+# non-zero only when something could not run.
+
+set -u
+
+if [ $# -ne 1 ]; then
+	echo "usage: MASQ=<build>/src/masq sh bench/run.sh BUILDDIR" >&2
+	exit 2
+fi
+builddir=$1
+masq=${MASQ:-$builddir/src/masq}
+bench=$builddir/bench/bench_forward
+work=$builddir/bench-work
+preset=${BENCH_PRESET:-3b}
+
+for f in "$masq" "$bench"; do
+	if [ ! -x "$f" ]; then
+		echo "bench/run.sh: $f is missing; run 'make bench' in the build directory" >&2
+		exit 2
+	fi
+done
+
+mkdir -p "$work" || exit 2
+if [ ! -d "$work/$preset/model" ] || [ ! -f "$work/$preset/calib.safetensors" ]; then
+	echo "bench/run.sh: writing the $preset demo to $work/$preset (once)"
+	rm -rf "$work/$preset"
+	"$masq" demo "$work/$preset" --preset "$preset" || {
+		echo "bench/run.sh: masq demo failed" >&2
+		rm -rf "$work/$preset"
+		exit 1
+	}
+fi
+
+results=
+for t in 2 1; do
+	echo
+	echo "== threads $t =="
+	log=$work/bench_forward-threads$t.txt
+	# stream the table as it is printed; keep the exit status past tee
+	{ OPENBLAS_NUM_THREADS=$t "$bench" "$work/$preset/model" \
+	    "$work/$preset/calib.safetensors" --threads "$t"; echo $? >"$log.rc"; } |
+	    tee "$log"
+	rc=$(cat "$log.rc" 2>/dev/null || echo 1)
+	rm -f "$log.rc"
+	out=$(cat "$log")
+	if [ "$rc" -ne 0 ]; then
+		echo "bench/run.sh: bench_forward failed (exit $rc)" >&2
+		exit 1
+	fi
+	line=$(printf '%s\n' "$out" | grep '^bench_forward: tokens=')
+	if printf '%s\n' "$out" | grep -q 'the machine was not quiet'; then
+		busy=$(printf '%s\n' "$out" | sed -n 's/^other processes during the timing: \([0-9.]*\) CPUs.*/\1/p')
+		line="$line (noisy: other processes used $busy CPUs)"
+	fi
+	results="$results
+threads=$t $line"
+done
+
+echo
+echo "== summary (ratio = plain sgemm time / layer forward time, same run) =="
+printf '%s\n' "$results" | sed '/^$/d'
+
+# ---- bench_cmc: CMC, full SVD against randomized truncated SVD -------------
+# One run on 2 threads on a generated d=2048 case (see bench/README.md);
+# BENCH_CMC_ARGS adds options (e.g. "--d 1024 --out 1024" for a quick check).
+cmc=$builddir/bench/bench_cmc
+if [ ! -x "$cmc" ]; then
+	echo "bench/run.sh: $cmc is missing; run 'make bench' in the build directory" >&2
+	exit 2
+fi
+echo
+echo "== bench_cmc, threads 2 =="
+log=$work/bench_cmc-threads2.txt
+# shellcheck disable=SC2086 # BENCH_CMC_ARGS is a list of options
+{ OPENBLAS_NUM_THREADS=2 "$cmc" --threads 2 ${BENCH_CMC_ARGS:-}; echo $? >"$log.rc"; } |
+    tee "$log"
+rc=$(cat "$log.rc" 2>/dev/null || echo 1)
+rm -f "$log.rc"
+if [ "$rc" -ne 0 ]; then
+	echo "bench/run.sh: bench_cmc failed (exit $rc)" >&2
+	exit 1
+fi
+echo
+echo "== summary (speedup = full SVD time / randomized SVD time, same run) =="
+line=$(grep '^bench_cmc: d=' "$log")
+if grep -q 'the machine was not quiet' "$log"; then
+	busy=$(sed -n 's/^other processes during the timing: \([0-9.]*\) CPUs.*/\1/p' "$log")
+	line="$line (noisy: other processes used $busy CPUs)"
+fi
+printf 'threads=2 %s\n' "$line"
+
+# ---- bench_reeval: re-evaluating a layer after an alpha change ----------------
+# The TUI's latency: the q/k/v group re-evaluated for vision from the token
+# sample, against the full re-quantization of the layer (same run).
+reeval=$builddir/bench/bench_reeval
+if [ ! -x "$reeval" ]; then
+	echo "bench/run.sh: $reeval is missing; run 'make bench' in the build directory" >&2
+	exit 2
+fi
+echo
+echo "== bench_reeval, threads 2 =="
+log=$work/bench_reeval-threads2.txt
+OPENBLAS_NUM_THREADS=2 "$reeval" "$work/$preset/model" "$work/$preset/calib.safetensors" \
+    --threads 2 | tee "$log"
+grep -q '^bench_reeval: ' "$log" || { echo "bench/run.sh: bench_reeval failed" >&2; exit 1; }
+echo
+echo "== summary (preview after an alpha change; target under 100 ms) =="
+printf 'threads=2 %s\n' "$(grep '^bench_reeval: ' "$log")"
+exit 0

@@ -29,7 +29,8 @@ masq_err_set(masq_err *err, masq_status st, const char *fmt, ...)
 int
 masq_err_prefix(masq_err *err, const char *fmt, ...)
 {
-	char pre[512], old[sizeof err->msg];
+	char pre[256];
+	size_t lp, lm, cap = sizeof err->msg;
 	va_list ap;
 
 	if (err == NULL)
@@ -37,8 +38,16 @@ masq_err_prefix(masq_err *err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(pre, sizeof pre, fmt, ap);
 	va_end(ap);
-	memcpy(old, err->msg, sizeof old);
-	snprintf(err->msg, sizeof err->msg, "%s: %s", pre, old);
+	/* "pre: old", cut at the buffer's end */
+	lp = strlen(pre) + 2;
+	lm = strnlen(err->msg, cap - 1);
+	if (lp + lm >= cap)
+		lm = cap - 1 - lp;
+	memmove(err->msg + lp, err->msg, lm);
+	memcpy(err->msg, pre, lp - 2);
+	err->msg[lp - 2] = ':';
+	err->msg[lp - 1] = ' ';
+	err->msg[lp + lm] = '\0';
 	return -1;
 }
 
