@@ -98,6 +98,9 @@ pipe_release_layer(pipeline *p)
 		free(p->wmax_grp[g]);
 		p->wmax_grp[g] = NULL;
 	}
+	if (p->plan_valid)
+		qplan_layer_done(&p->plan);
+	p->plan_valid = 0;
 	p->calibrated = 0;
 }
 
@@ -198,6 +201,7 @@ struct qctx {
 	int measure;			/* per-linear metrics and CMC diagnostics */
 	metrics_acc acc[LIN_COUNT];
 	pipe_lin_result *lr;		/* (LIN_COUNT) where diagnostics go, or NULL */
+	qplan_layer *plan;		/* where factors and CMC factors go, or NULL */
 	struct wcache *wc;		/* (GRP_COUNT * MOD_COUNT) */
 	masq_err *err;
 	int failed;
@@ -378,6 +382,16 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 	return 0;
 }
 
+static float *
+fdup(const float *x, size_t n)
+{
+	if (x == NULL)
+		return NULL;
+	float *y = xmalloc(xmul(n, sizeof(float)));
+	memcpy(y, x, n * sizeof(float));
+	return y;
+}
+
 /* The engine's linear override: y (n, out) for linear lin of the cursor's
  * layer under the layer's setting. */
 static int
@@ -408,6 +422,10 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 		if (abits < 16)
 			quant_act_rows(xq, xs, n, in, abits);
 		engine_linear(abits < 16 ? xq : xs, n, in, Wq, w->b[lin], out, y);
+		if (q->plan != NULL && sf != NULL)
+			for (int m = 0; m < MOD_COUNT; m++)
+				if (p->c->n_mod[m])
+					q->plan->lin[lin].smooth[m] = fdup(sf, (size_t)in);
 		if (lr != NULL)
 			for (int m = 0; m < MOD_COUNT; m++)
 				lr->alpha[m] = sf ? q->ls->alpha[smooth_lin_group(lin)][ALPHA_UNIFIED] : NAN;
@@ -419,6 +437,10 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			lin_factor(q, lin, method, MOD_TEXT, s_t);
 			Wbase = xmalloc(xmul((size_t)out * in, sizeof(float)));
 			quant_weight(p, Wbase, w->w[lin], s_t, out, in);
+			if (q->plan != NULL) {
+				q->plan->lin[lin].base = MOD_TEXT;
+				q->plan->lin[lin].smooth[MOD_TEXT] = fdup(s_t, (size_t)in);
+			}
 		}
 		for (int m = 0; m < MOD_COUNT; m++) {
 			int k = q->nrows[m];
@@ -427,6 +449,8 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			if (k == 0)
 				continue;
 			lin_factor(q, lin, method, m, s);
+			if (q->plan != NULL && q->plan->lin[lin].smooth[m] == NULL)
+				q->plan->lin[lin].smooth[m] = fdup(s, (size_t)in);
 			const float *Wm = Wbase;
 			if (method == METHOD_MAS) {
 				quant_weight(p, Wq, w->w[lin], s, out, in);
@@ -448,6 +472,13 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, out, res.rank,
 					    1.0f, t, res.rank, res.L2, out, 1.0f, yr, out);
 					free(t);
+				}
+				if (q->plan != NULL && res.rank > 0) {
+					/* the plan keeps the factors */
+					q->plan->lin[lin].rank[m] = res.rank;
+					q->plan->lin[lin].L1[m] = res.L1;
+					q->plan->lin[lin].L2[m] = res.L2;
+					res.L1 = res.L2 = NULL;
 				}
 				cmc_result_done(&res);
 			}
@@ -534,6 +565,15 @@ pipe_quantize(pipeline *p, masq_err *err)
 	qctx_init(&q, p, &p->settings[p->layer], p->c->modality, p->c->n_tokens, wc, err);
 	q.measure = 1;
 	q.lr = res->lin;
+	if (p->plan_valid)
+		qplan_layer_done(&p->plan);
+	qplan_layer_init(&p->plan, c, p->layer);
+	p->plan.method = p->settings[p->layer].method;
+	p->plan.wbits = p->opts.wbits;
+	p->plan.abits = p->opts.abits;
+	p->plan.wgroup = p->opts.wgroup;
+	p->plan_valid = 1;
+	q.plan = &p->plan;
 	engine_ops ops = {.ctx = &q, .linear = qlinear};
 	memcpy(p->h_q_out, p->h_q, n * sizeof(float));
 	engine_layer_forward(&p->eng, &p->w, &p->batch, p->h_q_out, &ops);
@@ -545,8 +585,11 @@ pipe_quantize(pipeline *p, masq_err *err)
 		}
 	qctx_done(&q);
 	wcache_free(wc);
-	if (failed)
+	if (failed) {
+		qplan_layer_done(&p->plan);
+		p->plan_valid = 0;
 		return masq_err_prefix(err, "layer %d", p->layer);
+	}
 	metrics_acc a;
 	metrics_acc_init(&a);
 	metrics_acc_add(&a, p->h_fp_out, p->h_q_out, p->c->modality, p->c->n_tokens, c->hidden);

@@ -36,6 +36,7 @@
 #include "core/engine.h"
 #include "core/metrics.h"
 #include "core/model.h"
+#include "core/qplan.h"
 #include "core/rng.h"
 #include "core/smooth.h"
 #include "core/stats.h"
@@ -131,6 +132,8 @@ typedef struct pipeline {
 	site_stats st[SITE_COUNT];	/* the cursor's layer's statistics */
 	float *wmax_lin[LIN_COUNT];	/* (in) column maxima of each linear's own weight */
 	float *wmax_grp[GRP_COUNT];	/* (in) column maxima over every weight of a group (SQ) */
+	qplan_layer plan;		/* what the last pipe_quantize of the cursor's layer decided */
+	int plan_valid;
 	float *h_fp;			/* (tokens, hidden) FP input of the cursor's layer */
 	float *h_fp_out;		/* (tokens, hidden) its FP output */
 	float *h_q;			/* (tokens, hidden) quantized input */
