@@ -145,6 +145,10 @@ pipe_calibrate(pipeline *p, masq_err *err)
 	if (p->layer >= p->n_layers)
 		return masq_err_set(err, MASQ_ERR_USAGE, "all %d layers are done", p->n_layers);
 	pipe_release_layer(p);
+	/* One stream per layer, from the seed and the layer alone: a layer's
+	 * draws (reservoir, randomized SVD) never depend on what ran before, so
+	 * a resumed run gives what an uninterrupted one gives. */
+	rng_init(&p->g, p->opts.seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(p->layer + 1)));
 	if (layer_weights_load(&p->w, p->m, p->layer, err) < 0)
 		return -1;
 	/* CMC whitens vision and audio inputs of every smoothed site. */

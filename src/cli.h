@@ -13,6 +13,11 @@ int cmd_demo(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_sessions(int argc, char **argv);
+int cmd_replay(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* Print "masq: <msg>" for err on stderr and return its exit status. */
 int cli_fail(const masq_err *err);

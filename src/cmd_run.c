@@ -17,12 +17,15 @@
 #include "core/calib.h"
 #include "core/model.h"
 #include "core/pipeline.h"
+#include "sessions/db.h"
+#include "sessions/session.h"
 #include "src/cli.h"
 
 void cli_cmd_help(const char *cmd);
 
 struct run_args {
 	char *model_dir, *calib_path;
+	const char *db_path;	/* NULL: not recorded */
 	pipe_opts o;
 	int all;		/* --method all */
 	int json, verbose;
@@ -50,10 +53,13 @@ jmods(const double *v, const calib *c, int with_all)
 }
 
 static json_t *
-run_json(const pipeline *p, const struct run_args *a, int method)
+run_json(const pipeline *p, const struct run_args *a, int method, int64_t session)
 {
 	const calib *c = p->c;
 	json_t *d = json_object(), *layers = json_array();
+
+	json_object_set_new(d, "session", session > 0 ? json_integer(session) : json_null());
+	json_object_set_new(d, "database", a->db_path ? json_string(a->db_path) : json_null());
 
 	json_object_set_new(d, "method", json_string(method_name(method)));
 	json_object_set_new(d, "wbits", json_integer(p->opts.wbits));
@@ -221,36 +227,54 @@ print_summary(const pipeline *p)
 	printf("\n%.1f s in all\n", p->summary.seconds);
 }
 
-/* Run one method over every layer; p is left finished for reporting. */
+/* Run one method over every layer as a sequence of session commands; the
+ * session's pipeline is left finished for reporting. */
 static int
-run_method(pipeline *p, const model *m, const calib *c, const struct run_args *a, int method,
-    masq_err *err)
+run_method(sess *s, sdb *db, const struct run_args *a, int method, masq_err *err)
 {
 	pipe_opts o = a->o;
 	int tty = isatty(2) && !a->json;
+	json_t *args;
 
 	o.method = method;
-	if (pipe_init(p, m, c, &o, err) < 0)
+	if (sess_create(s, db, &o, a->model_dir, a->calib_path, (int)a->threads, err) < 0)
 		return -1;
-	for (int i = 0; i < a->nsets; i++)
-		if (pipe_setting_apply(p, a->sets[i], err) < 0)
+	args = json_pack("{s:s, s:s}", "model", a->model_dir, "calib", a->calib_path);
+	int rc = sess_dispatch(s, "open", args, NULL, err);
+	json_decref(args);
+	if (rc < 0)
+		return -1;
+	for (int i = 0; i < a->nsets; i++) {
+		args = json_pack("{s:s}", "assignment", a->sets[i]);
+		rc = sess_dispatch(s, "set", args, NULL, err);
+		json_decref(args);
+		if (rc < 0)
 			return -1;
+	}
+	pipeline *p = &s->p;
 	while (p->layer < p->n_layers) {
 		int l = p->layer;
 		if (tty)
 			fprintf(stderr, "\r%s layer %d/%d: calibrating...   ", method_name(method), l + 1, p->n_layers);
-		if (pipe_calibrate(p, err) < 0)
-			return -1;
-		if (o.search) {
+		args = json_pack("{s:i}", "layer", l);
+		rc = sess_dispatch(s, "calibrate-layer", args, NULL, err);
+		if (rc >= 0 && o.search) {
 			if (tty)
 				fprintf(stderr, "\r%s layer %d/%d: searching alpha...", method_name(method), l + 1, p->n_layers);
-			if (pipe_search_alpha(p, err) < 0)
-				return -1;
+			rc = sess_dispatch(s, "search-alpha", args, NULL, err);
 		}
-		if (tty)
+		if (tty && rc >= 0)
 			fprintf(stderr, "\r%s layer %d/%d: quantizing...    ", method_name(method), l + 1, p->n_layers);
-		if (pipe_quantize(p, err) < 0 || pipe_next(p, err) < 0)
+		if (rc >= 0)
+			rc = sess_dispatch(s, "quantize-layer", args, NULL, err);
+		if (rc >= 0)
+			rc = sess_dispatch(s, "next-layer", args, NULL, err);
+		json_decref(args);
+		if (rc < 0) {
+			if (tty)
+				fprintf(stderr, "\n");
 			return -1;
+		}
 		if (tty) {
 			const pipe_layer_result *r = &p->results[l];
 			fprintf(stderr, "\r%s layer %d/%d: SQNR text %.2f vision %.2f audio %.2f dB (%.1f s)\n",
@@ -258,7 +282,7 @@ run_method(pipeline *p, const model *m, const calib *c, const struct run_args *a
 			    r->t_calib + r->t_search + r->t_quant);
 		}
 	}
-	return pipe_finish(p, err);
+	return sess_dispatch(s, "finish", NULL, NULL, err);
 }
 
 static int
@@ -279,7 +303,7 @@ cmd_run(int argc, char **argv)
 {
 	enum { O_MODEL = 256, O_CALIB, O_METHOD, O_WBITS, O_ABITS, O_ALPHA, O_RANK, O_SET, O_JSON,
 	    O_THREADS, O_SEED, O_WGROUP, O_RANK_FLOOR, O_SVD, O_NO_WHITEN, O_CMC_TARGET, O_CMC_DIAG,
-	    O_GRID, O_SEARCH_TOKENS, O_VERBOSE };
+	    O_GRID, O_SEARCH_TOKENS, O_VERBOSE, O_DB, O_NO_DB };
 	static const struct option opts[] = {
 		{"model", required_argument, NULL, O_MODEL},
 		{"calib", required_argument, NULL, O_CALIB},
@@ -301,14 +325,15 @@ cmd_run(int argc, char **argv)
 		{"alpha-grid", required_argument, NULL, O_GRID},
 		{"search-tokens", required_argument, NULL, O_SEARCH_TOKENS},
 		{"verbose", no_argument, NULL, O_VERBOSE},
+		{"db", required_argument, NULL, O_DB},
+		{"no-db", no_argument, NULL, O_NO_DB},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
 	struct run_args a;
 	masq_err err = {0};
-	model m;
-	calib cal;
-	int c, rc = 2, have_model = 0, have_calib = 0;
+	sdb *db = NULL;
+	int c, rc = 2, no_db = 0;
 	long v;
 	double x;
 
@@ -362,6 +387,8 @@ cmd_run(int argc, char **argv)
 			a.o.rank = x;
 			break;
 		case O_SET: a.sets[a.nsets++] = optarg; break;
+		case O_DB: a.db_path = optarg; no_db = 0; break;
+		case O_NO_DB: no_db = 1; break;
 		case O_JSON: a.json = 1; break;
 		case O_VERBOSE: case 'v': a.verbose = 1; break;
 		case O_THREADS:
@@ -438,16 +465,16 @@ cmd_run(int argc, char **argv)
 		rc = cli_fail(&err);
 		goto done;
 	}
-	if (model_open(&m, a.model_dir, &err) < 0) {
-		rc = cli_fail(&err);
-		goto done;
+	if (!no_db) {
+		if (a.db_path == NULL)
+			a.db_path = getenv("MASQ_DB") && *getenv("MASQ_DB") ? getenv("MASQ_DB") : SDB_DEFAULT_PATH;
+		if (sdb_open(&db, a.db_path, SDB_CREATE, &err) < 0) {
+			rc = cli_fail(&err);
+			goto done;
+		}
+	} else {
+		a.db_path = NULL;
 	}
-	have_model = 1;
-	if (calib_load(&cal, a.calib_path, m.cfg.hidden, &err) < 0) {
-		rc = cli_fail(&err);
-		goto done;
-	}
-	have_calib = 1;
 
 	int methods[METHOD_COUNT], nm = 0;
 	if (a.all)
@@ -455,10 +482,10 @@ cmd_run(int argc, char **argv)
 			methods[nm++] = k;
 	else
 		methods[nm++] = a.o.method;
-	pipeline *ps = xcalloc((size_t)nm, sizeof *ps);
+	sess *ss = xcalloc((size_t)nm, sizeof *ss);
 	int ok = 1;
 	for (int i = 0; i < nm && ok; i++) {
-		if (run_method(&ps[i], &m, &cal, &a, methods[i], &err) < 0)
+		if (run_method(&ss[i], db, &a, methods[i], &err) < 0)
 			ok = 0;
 	}
 	if (!ok) {
@@ -466,13 +493,13 @@ cmd_run(int argc, char **argv)
 	} else if (a.json) {
 		json_t *doc;
 		if (nm == 1) {
-			doc = run_json(&ps[0], &a, methods[0]);
+			doc = run_json(&ss[0].p, &a, methods[0], ss[0].id);
 		} else {
 			doc = json_object();
 			json_t *runs = json_array();
 			json_object_set_new(doc, "method", json_string("all"));
 			for (int i = 0; i < nm; i++)
-				json_array_append_new(runs, run_json(&ps[i], &a, methods[i]));
+				json_array_append_new(runs, run_json(&ss[i].p, &a, methods[i], ss[i].id));
 			json_object_set_new(doc, "runs", runs);
 		}
 		json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -480,48 +507,53 @@ cmd_run(int argc, char **argv)
 		json_decref(doc);
 		rc = 0;
 	} else {
+		const calib *cal = &ss[0].c;
 		printf("masq run: W%dA%d%s, alpha %s, CMC rank %g (floor %d)%s\n", a.o.wbits, a.o.abits,
-		    ps[0].opts.wgroup > 0 ? " (weights in asymmetric groups)" : "",
+		    ss[0].p.opts.wgroup > 0 ? " (weights in asymmetric groups)" : "",
 		    a.o.search ? "searched" : "given", a.o.rank, a.o.rank_floor, a.o.whiten ? "" : ", unwhitened");
-		printf("model %s; calibration %s: %d tokens (text %d, vision %d, audio %d)\n\n", a.model_dir,
-		    a.calib_path, cal.n_tokens, cal.n_mod[0], cal.n_mod[1], cal.n_mod[2]);
+		printf("model %s; calibration %s: %d tokens (text %d, vision %d, audio %d)\n", a.model_dir,
+		    a.calib_path, cal->n_tokens, cal->n_mod[0], cal->n_mod[1], cal->n_mod[2]);
+		if (db != NULL) {
+			printf("recorded in %s as session%s", a.db_path, nm > 1 ? "s" : "");
+			for (int i = 0; i < nm; i++)
+				printf(" %lld", (long long)ss[i].id);
+			printf("\n");
+		}
+		printf("\n");
 		if (nm == 1) {
 			printf("layer output SQNR (dB) against the FP model, each quantized layer feeding the next:\n");
-			print_table(&ps[0], a.verbose);
-			print_summary(&ps[0]);
+			print_table(&ss[0].p, a.verbose);
+			print_summary(&ss[0].p);
 		} else {
 			printf("layer output SQNR (dB) per method, text / vision / audio:\n%-5s", "layer");
 			for (int i = 0; i < nm; i++)
 				printf(" | %-20s", method_name(methods[i]));
 			printf("\n");
-			for (int l = 0; l < m.cfg.n_layers; l++) {
+			for (int l = 0; l < ss[0].p.n_layers; l++) {
 				printf("%-5d", l);
 				for (int i = 0; i < nm; i++) {
-					const double *s = ps[i].results[l].sqnr;
-					printf(" | %6.2f %6.2f %6.2f", s[0], s[1], s[2]);
+					const double *sq = ss[i].p.results[l].sqnr;
+					printf(" | %6.2f %6.2f %6.2f", sq[0], sq[1], sq[2]);
 				}
 				printf("\n");
 			}
 			printf("%-5s", "model");
 			for (int i = 0; i < nm; i++)
-				printf(" | %6.2f %6.2f %6.2f", ps[i].summary.sqnr[0], ps[i].summary.sqnr[1],
-				    ps[i].summary.sqnr[2]);
+				printf(" | %6.2f %6.2f %6.2f", ss[i].p.summary.sqnr[0], ss[i].p.summary.sqnr[1],
+				    ss[i].p.summary.sqnr[2]);
 			printf("\n%-5s", "KL");
 			for (int i = 0; i < nm; i++)
-				printf(" | %-20.4g", ps[i].summary.kl_text);
+				printf(" | %-20.4g", ss[i].p.summary.kl_text);
 			printf("\n");
 		}
 		rc = 0;
 	}
 	for (int i = 0; i < nm; i++)
-		if (ps[i].m != NULL)
-			pipe_done(&ps[i]);
-	free(ps);
+		sess_done(&ss[i]);
+	free(ss);
 done:
-	if (have_calib)
-		calib_done(&cal);
-	if (have_model)
-		model_close(&m);
+	if (db != NULL)
+		sdb_close(db);
 	free(a.sets);
 	free(a.model_dir);
 	free(a.calib_path);

@@ -28,6 +28,16 @@ static const struct subcmd {
 	    "run [--model DIR --calib FILE] [--method rtn|sq|mas|mas-cmc|all] [--wbits N] [--abits N]\n"
 	    "           [--alpha X|search] [--rank R] [--set LAYER.LINEAR.KEY=VALUE ...] [--json]",
 	    "quantize every layer with a method and measure it per modality against the FP model"},
+	{"sessions", cmd_sessions, "sessions [list | show ID | dump ID | load FILE] [--db FILE] [--json]",
+	    "list the recorded sessions, show one's events, dump one as SQL, load a dump"},
+	{"replay", cmd_replay, "replay [--db FILE] [--session ID] [--export DIR] [--model DIR --calib FILE]",
+	    "recompute a recorded session and compare every result (exit 1 at a divergence)"},
+	{"resume", cmd_resume, "resume [--db FILE] [--session ID]",
+	    "continue an interrupted run from its last completed layer"},
+	{"export", cmd_export, "export [--db FILE] [--session ID] --format fake|compressed-tensors|masquant --out DIR",
+	    "write a session's quantized model"},
+	{"eval", cmd_eval, "eval --model EXPORT_DIR --reference FP_MODEL_DIR --calib FILE [--threads N] [--json]",
+	    "run an export with deployment semantics; SQNR per layer and modality against the FP model"},
 	{"forward", cmd_forward,
 	    "forward [--model DIR] [--calib FILE] [--out FILE] [--threads N] [--json]",
 	    "run the full-precision decoder layer by layer; write every layer's output"},
@@ -79,15 +89,23 @@ usage(FILE *fp)
 	    "  --set L.LIN.KEY=VALUE     per-layer override: L a layer or '*'; LIN q, k, v,\n"
 	    "                 o, gate, up, down, qkv, gateup or '*'; KEY alpha,\n"
 	    "                 alpha.text|vision|audio|unified, rank, method\n"
-	    "  --verbose      per-linear rows in the table\n"
+	    "  --verbose      per-linear rows in the table (sessions show: whole payloads)\n"
+	    "\n"
+	    "sessions (run records every step; replay, resume and export read them):\n"
+	    "  --db FILE      the session database (default masq.db, or $MASQ_DB)\n"
+	    "  --no-db        run: record nothing\n"
+	    "  --session ID   which session (default: the most recent)\n"
+	    "  --export DIR   replay: also re-run exports, into DIR, and compare their bytes\n"
+	    "  --format F     export: fake, compressed-tensors or masquant\n"
 	    "  -h, --help     this help; masq COMMAND --help for one command\n"
 	    "  --version      print the version\n"
 	    "\n"
 	    "environment:\n"
+	    "  MASQ_DB        the session database when --db is not given\n"
 	    "  MASQ_DEMO_DIR  where the demo used by default is kept\n"
 	    "                 (default $XDG_CACHE_HOME/masq or ~/.cache/masq)\n"
 	    "\n"
-	    "exit status: 0 success, 2 bad usage or bad input, 3 fatal error.\n"
+	    "exit status: 0 success, 1 replay diverged, 2 bad usage or bad input, 3 fatal.\n"
 	    "See masq(1).\n", DEMO_DEFAULT_SEED);
 }
 

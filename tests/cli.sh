@@ -3,7 +3,7 @@
 # the demo -> inspect -> forward path on the tiny preset.
 . "$srcdir/lib.sh"
 w=$(workdir cli)
-export MASQ_DEMO_DIR="$w/cache"
+export MASQ_DEMO_DIR="$w/cache" MASQ_DB="$w/cli.db"
 
 out=$("$MASQ" --help); rc=$?
 check "--help exits 0" test $rc -eq 0

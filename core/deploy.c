@@ -1,0 +1,661 @@
+/*
+ * deploy.c: an export run with deployment semantics beside its FP model
+ * (deploy.h).  The quantized linear mirrors the pipeline's qlinear
+ * (core/pipeline.c) call for call: one batch of every token for a linear
+ * with one factor, else one batch per modality in modality order, the
+ * factor division, per-token activation quantization, engine_linear, and
+ * the two sgemms of the low-rank branch.
+ */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <jansson.h>
+
+#include "core/blas.h"
+#include "core/deploy.h"
+#include "core/engine.h"
+#include "core/export.h"
+#include "core/metrics.h"
+#include "core/model.h"
+#include "core/quant.h"
+#include "core/safetensors.h"
+
+/* One linear as deployed. */
+typedef struct dlin {
+	int unified;			/* one factor and one batch for every token */
+	float *s[MOD_COUNT];		/* (in) factor per modality, NULL for 1 */
+	int rank[MOD_COUNT];
+	float *L1[MOD_COUNT];		/* (in, rank) */
+	float *L2[MOD_COUNT];		/* (rank, out) */
+} dlin;
+
+/* One layer of the export. */
+typedef struct dlayer {
+	layer_weights w;		/* norms, biases and the stored weights as float */
+	dlin lin[LIN_COUNT];
+	int abits;			/* activation bits (16: none) */
+} dlayer;
+
+/* The export being run. */
+typedef struct dexport {
+	const char *dir;
+	int format;
+	const model *ref;		/* names and shapes come from the reference */
+	st_set st;			/* the export's shards */
+	st_file side;			/* masquant.safetensors */
+	int has_side;
+	json_t *manifest;		/* masquant.json */
+	int abits;			/* compressed-tensors: from quantization_config */
+	int wbits;
+} dexport;
+
+static void
+dlayer_done(dlayer *d)
+{
+	layer_weights_done(&d->w);
+	for (int k = 0; k < LIN_COUNT; k++)
+		for (int m = 0; m < MOD_COUNT; m++) {
+			free(d->lin[k].s[m]);
+			free(d->lin[k].L1[m]);
+			free(d->lin[k].L2[m]);
+		}
+	memset(d, 0, sizeof *d);
+}
+
+/* ---- opening ----------------------------------------------------------------- */
+
+/* An integer member of obj in [lo, hi], or -1 with err filled. */
+static int
+jint(json_t *obj, const char *key, int lo, int hi, const char *where, int *out, masq_err *err)
+{
+	json_t *v = json_object_get(obj, key);
+
+	if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: \"%s\" is not an integer in [%d, %d]", where,
+		    key, lo, hi);
+	*out = (int)json_integer_value(v);
+	return 0;
+}
+
+/* compressed-tensors: accept W8 int channel-wise with per-token dynamic
+ * int8 activations (or none). */
+static int
+ct_parse(dexport *e, json_t *qc, const char *path, masq_err *err)
+{
+	json_t *fmt = json_object_get(qc, "format"), *groups = json_object_get(qc, "config_groups");
+	json_t *g = NULL, *w, *a;
+	const char *key = "";
+
+	if (!json_is_string(fmt) || strcmp(json_string_value(fmt), "int-quantized") != 0)
+		return masq_err_set(err, MASQ_ERR_FORMAT,
+		    "%s: quantization_config.format is not \"int-quantized\"; masq eval runs compressed-tensors "
+		    "W8A8 int8 only", path);
+	if (!json_is_object(groups) || json_object_size(groups) != 1)
+		return masq_err_set(err, MASQ_ERR_FORMAT,
+		    "%s: quantization_config.config_groups must hold exactly one group", path);
+	json_object_foreach(groups, key, g)
+		break;
+	w = json_object_get(g, "weights");
+	a = json_object_get(g, "input_activations");
+	if (!json_is_object(w) || !json_is_integer(json_object_get(w, "num_bits")) ||
+	    json_integer_value(json_object_get(w, "num_bits")) != 8 ||
+	    !json_is_true(json_object_get(w, "symmetric")) ||
+	    !json_is_string(json_object_get(w, "strategy")) ||
+	    strcmp(json_string_value(json_object_get(w, "strategy")), "channel") != 0)
+		return masq_err_set(err, MASQ_ERR_FORMAT,
+		    "%s: config group '%s': weights must be 8-bit symmetric per channel", path, key);
+	e->wbits = 8;
+	if (a == NULL || json_is_null(a)) {
+		e->abits = 16;
+		return 0;
+	}
+	if (!json_is_object(a) || !json_is_integer(json_object_get(a, "num_bits")) ||
+	    json_integer_value(json_object_get(a, "num_bits")) < 2 ||
+	    json_integer_value(json_object_get(a, "num_bits")) > 8 ||
+	    !json_is_true(json_object_get(a, "dynamic")) || !json_is_true(json_object_get(a, "symmetric")) ||
+	    !json_is_string(json_object_get(a, "strategy")) ||
+	    strcmp(json_string_value(json_object_get(a, "strategy")), "token") != 0)
+		return masq_err_set(err, MASQ_ERR_FORMAT,
+		    "%s: config group '%s': input activations must be dynamic, symmetric, per token", path, key);
+	e->abits = (int)json_integer_value(json_object_get(a, "num_bits"));
+	return 0;
+}
+
+/* Recognise the export's format and open its files. */
+static int
+dexport_open(dexport *e, const char *dir, const model *ref, masq_err *err)
+{
+	char *p;
+	struct stat sb;
+	model_config c;
+	int rc = -1;
+
+	memset(e, 0, sizeof *e);
+	e->dir = dir;
+	e->ref = ref;
+	e->format = EXPORT_FAKE;
+	p = masq_path_join(dir, "config.json");
+	if (model_config_load(&c, p, err) < 0) {
+		free(p);
+		return -1;
+	}
+	const model_config *r = &ref->cfg;
+	if (c.hidden != r->hidden || c.n_layers != r->n_layers || c.n_heads != r->n_heads ||
+	    c.n_kv_heads != r->n_kv_heads || c.head_dim != r->head_dim ||
+	    c.intermediate != r->intermediate || c.rms_eps != r->rms_eps ||
+	    c.rope_theta != r->rope_theta || c.mrope != r->mrope ||
+	    memcmp(c.mrope_section, r->mrope_section, sizeof c.mrope_section) != 0) {
+		masq_err_set(err, MASQ_ERR_USAGE,
+		    "%s: not the reference's architecture (hidden %d, %d layers, %d/%d heads, "
+		    "intermediate %d against the reference's %d, %d, %d/%d, %d, or its norm/rope settings differ)",
+		    p, c.hidden, c.n_layers, c.n_heads, c.n_kv_heads, c.intermediate, r->hidden,
+		    r->n_layers, r->n_heads, r->n_kv_heads, r->intermediate);
+		free(p);
+		return -1;
+	}
+	json_t *root = json_load_file(p, 0, NULL);
+	json_t *qc = root ? json_object_get(root, "quantization_config") : NULL;
+	if (json_is_object(qc)) {
+		json_t *qm = json_object_get(qc, "quant_method");
+		if (!json_is_string(qm) || strcmp(json_string_value(qm), "compressed-tensors") != 0) {
+			masq_err_set(err, MASQ_ERR_FORMAT,
+			    "%s: quantization_config.quant_method is not \"compressed-tensors\"; masq eval runs "
+			    "masquant, compressed-tensors W8A8 and dense exports", p);
+			json_decref(root);
+			free(p);
+			return -1;
+		}
+		e->format = EXPORT_COMPRESSED_TENSORS;
+		if (ct_parse(e, qc, p, err) < 0) {
+			json_decref(root);
+			free(p);
+			return -1;
+		}
+	}
+	json_decref(root);
+	free(p);
+
+	p = masq_path_join(dir, "masquant.json");
+	if (stat(p, &sb) == 0) {
+		json_error_t je;
+		e->format = EXPORT_MASQUANT;
+		e->manifest = json_load_file(p, JSON_REJECT_DUPLICATES, &je);
+		if (e->manifest == NULL) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "%s: invalid JSON at line %d: %s", p, je.line, je.text);
+			goto out;
+		}
+		json_t *f = json_object_get(e->manifest, "format");
+		json_t *v = json_object_get(e->manifest, "format_version");
+		json_t *ls = json_object_get(e->manifest, "layers");
+		if (!json_is_string(f) || strcmp(json_string_value(f), "masquant") != 0 ||
+		    !json_is_integer(v) || json_integer_value(v) != 1) {
+			masq_err_set(err, MASQ_ERR_FORMAT,
+			    "%s: not a masquant manifest of format version 1", p);
+			goto out;
+		}
+		if (!json_is_array(ls) || (int)json_array_size(ls) != r->n_layers) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "%s: \"layers\" must list the model's %d layers", p,
+			    r->n_layers);
+			goto out;
+		}
+		json_t *wb = json_object_get(e->manifest, "wbits");
+		e->wbits = json_is_integer(wb) ? (int)json_integer_value(wb) : 0;
+		json_t *ab = json_object_get(e->manifest, "abits");
+		e->abits = json_is_integer(ab) ? (int)json_integer_value(ab) : 0;
+		free(p);
+		p = masq_path_join(dir, "masquant.safetensors");
+		if (st_open(&e->side, p, err) < 0)
+			goto out;
+		e->has_side = 1;
+	}
+	if (st_set_open_dir(&e->st, dir, err) < 0)
+		goto out;
+	rc = 0;
+out:
+	free(p);
+	if (rc < 0) {
+		if (e->has_side)
+			st_close(&e->side);
+		json_decref(e->manifest);
+		e->manifest = NULL;
+		e->has_side = 0;
+	}
+	return rc;
+}
+
+static void
+dexport_close(dexport *e)
+{
+	st_set_close(&e->st);
+	if (e->has_side)
+		st_close(&e->side);
+	json_decref(e->manifest);
+	memset(e, 0, sizeof *e);
+}
+
+/* ---- loading a layer ------------------------------------------------------------- */
+
+/* Float tensor name of shape [a] (b == 0) or [a, b] from the export, or NULL
+ * (absent and optional); -1 with err on a fault. */
+static int
+load_float(const dexport *e, const char *name, int64_t a, int64_t b, int required, float **out,
+    masq_err *err)
+{
+	const st_tensor *t = st_set_find(&e->st, name);
+
+	*out = NULL;
+	if (t == NULL)
+		return required ? masq_err_set(err, MASQ_ERR_FORMAT, "%s: missing tensor '%s'", e->dir, name) : 0;
+	if (!st_dtype_is_float(t->dtype) || t->ndim != (b ? 2 : 1) || t->shape[0] != a ||
+	    (b && t->shape[1] != b))
+	{
+		if (b)
+			return masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' must be a float [%lld, %lld]",
+			    st_set_file_path(&e->st, t), name, (long long)a, (long long)b);
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' must be a float [%lld]",
+		    st_set_file_path(&e->st, t), name, (long long)a);
+	}
+	*out = st_tensor_to_f32(t);
+	return 0;
+}
+
+/* The stored weight of a linear: I8 levels times weight_scale, or a float tensor. */
+static int
+load_weight(const dexport *e, const char *name, int out, int in, float **W, masq_err *err)
+{
+	const st_tensor *t = st_set_find(&e->st, name), *ts;
+	char sn[340];
+
+	*W = NULL;
+	if (t == NULL)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: missing tensor '%s'", e->dir, name);
+	if (t->ndim != 2 || t->shape[0] != out || t->shape[1] != in)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' must have shape [%d, %d]",
+		    st_set_file_path(&e->st, t), name, out, in);
+	if (st_dtype_is_float(t->dtype)) {
+		*W = st_tensor_to_f32(t);
+		return 0;
+	}
+	if (t->dtype != ST_I8)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' has dtype %s: expected I8 or a float",
+		    st_set_file_path(&e->st, t), name, st_dtype_name(t->dtype));
+	snprintf(sn, sizeof sn, "%s_scale", name);
+	ts = st_set_find(&e->st, sn);
+	if (ts == NULL || !st_dtype_is_float(ts->dtype) || ts->nelem != (uint64_t)out || ts->shape[0] != out ||
+	    ts->ndim < 1 || ts->ndim > 2)
+		return masq_err_set(err, MASQ_ERR_FORMAT,
+		    "%s: the I8 weight '%s' needs '%s' as a float [%d, 1] (per output channel)", e->dir, name,
+		    sn, out);
+	float *sc = st_tensor_to_f32(ts);
+	const int8_t *q = t->data;
+	float *w = xmalloc(xmul((size_t)out * in, sizeof(float)));
+	for (int o = 0; o < out; o++)
+		for (int i = 0; i < in; i++)
+			w[(size_t)o * in + i] = (float)q[(size_t)o * in + i] * sc[o];
+	free(sc);
+	*W = w;
+	return 0;
+}
+
+/* The optional masquant factor tensor "P.suffix", F32 [a]. */
+static int
+side_factor(const dexport *e, const char *P, const char *suffix, int64_t a, const st_tensor **tp,
+    masq_err *err)
+{
+	char name[400];
+	const st_tensor *t;
+
+	snprintf(name, sizeof name, "%s.%s", P, suffix);
+	*tp = t = st_find(&e->side, name);
+	if (t != NULL && (t->dtype != ST_F32 || t->ndim != 1 || t->shape[0] != a))
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' must be F32 [%lld]", e->side.path,
+		    name, (long long)a);
+	return 0;
+}
+
+/* The masquant side of linear lin of layer l: factors and CMC, and whether it is unified. */
+static int
+load_masquant_lin(const dexport *e, int l, int lin, json_t *jl, dlin *d, masq_err *err)
+{
+	const model_config *c = &e->ref->cfg;
+	char P[320];
+	int out, in;
+
+	layer_lin_shape(c, lin, &out, &in);
+	model_tensor_name(e->ref, l, lin_path(lin), P, sizeof P);
+	json_t *jk = json_object_get(json_object_get(jl, "linears"), lin_name(lin));
+	json_t *u = json_object_get(jk, "unified");
+	if (!json_is_boolean(u))
+		return masq_err_set(err, MASQ_ERR_FORMAT,
+		    "%s/masquant.json: layer %d has no boolean linears.%s.unified", e->dir, l, lin_name(lin));
+	d->unified = json_is_true(u);
+	for (int m = 0; m < MOD_COUNT; m++) {
+		const st_tensor *t, *t1, *t2;
+		char sfx[64];
+		snprintf(sfx, sizeof sfx, "smooth.%s", modality_name(m));
+		if (side_factor(e, P, sfx, in, &t, err) < 0)
+			return -1;
+		if (t != NULL) {
+			d->s[m] = st_tensor_to_f32(t);
+			for (int i = 0; i < in; i++)
+				if (!(d->s[m][i] > 0.0f) || !isfinite(d->s[m][i]))
+					return masq_err_set(err, MASQ_ERR_FORMAT,
+					    "%s: %s.%s[%d] = %g is not a positive number", e->side.path, P, sfx, i,
+					    (double)d->s[m][i]);
+		}
+		char n1[400], n2[400];
+		snprintf(n1, sizeof n1, "%s.cmc.%s.L1", P, modality_name(m));
+		snprintf(n2, sizeof n2, "%s.cmc.%s.L2", P, modality_name(m));
+		t1 = st_find(&e->side, n1);
+		t2 = st_find(&e->side, n2);
+		if (t1 == NULL && t2 == NULL)
+			continue;
+		if (t1 == NULL || t2 == NULL || t1->dtype != ST_F32 || t2->dtype != ST_F32 || t1->ndim != 2 ||
+		    t2->ndim != 2 || t1->shape[0] != in || t2->shape[1] != out || t1->shape[1] != t2->shape[0] ||
+		    t1->shape[1] < 1 || t1->shape[1] > (in < out ? in : out) || m == MOD_TEXT || d->unified)
+			return masq_err_set(err, MASQ_ERR_FORMAT,
+			    "%s: %s.cmc.%s.L1/L2 must be F32 [%d, r] and [r, %d], 1 <= r <= %d, for a "
+			    "non-text modality of a per-modality linear", e->side.path, P, modality_name(m), in, out,
+			    in < out ? in : out);
+		d->rank[m] = (int)t1->shape[1];
+		d->L1[m] = st_tensor_to_f32(t1);
+		d->L2[m] = st_tensor_to_f32(t2);
+	}
+	return 0;
+}
+
+/* Load layer l of the export. */
+static int
+dlayer_load(dlayer *d, const dexport *e, int l, masq_err *err)
+{
+	const model *ref = e->ref;
+	const model_config *c = &ref->cfg;
+	layer_weights *w = &d->w;
+	char name[320], sfx[96];
+
+	memset(d, 0, sizeof *d);
+	w->layer = l;
+	w->hidden = c->hidden;
+	w->q_dim = c->n_heads * c->head_dim;
+	w->kv_dim = c->n_kv_heads * c->head_dim;
+	w->inter = c->intermediate;
+	d->abits = e->format == EXPORT_COMPRESSED_TENSORS ? e->abits : 16;
+	model_tensor_name(ref, l, "input_layernorm.weight", name, sizeof name);
+	if (load_float(e, name, c->hidden, 0, 1, &w->attn_norm, err) < 0)
+		goto fail;
+	model_tensor_name(ref, l, "post_attention_layernorm.weight", name, sizeof name);
+	if (load_float(e, name, c->hidden, 0, 1, &w->mlp_norm, err) < 0)
+		goto fail;
+	for (int k = 0; k < LIN_COUNT; k++) {
+		int out, in;
+		layer_lin_shape(c, k, &out, &in);
+		snprintf(sfx, sizeof sfx, "%s.weight", lin_path(k));
+		model_tensor_name(ref, l, sfx, name, sizeof name);
+		if (load_weight(e, name, out, in, &w->w[k], err) < 0)
+			goto fail;
+		snprintf(sfx, sizeof sfx, "%s.bias", lin_path(k));
+		model_tensor_name(ref, l, sfx, name, sizeof name);
+		if (load_float(e, name, out, 0, 0, &w->b[k], err) < 0)
+			goto fail;
+		d->lin[k].unified = 1;
+	}
+	if (e->format == EXPORT_MASQUANT) {
+		json_t *jl = json_array_get(json_object_get(e->manifest, "layers"), (size_t)l);
+		char where[64];
+		int lay;
+		snprintf(where, sizeof where, "%s/masquant.json layers[%d]", e->dir, l);
+		if (!json_is_object(jl) || jint(jl, "layer", l, l, where, &lay, err) < 0 ||
+		    jint(jl, "abits", 2, 16, where, &d->abits, err) < 0)
+			goto fail;
+		for (int k = 0; k < LIN_COUNT; k++)
+			if (load_masquant_lin(e, l, k, jl, &d->lin[k], err) < 0)
+				goto fail;
+	}
+	return 0;
+fail:
+	dlayer_done(d);
+	return -1;
+}
+
+/* ---- the deployed linear ------------------------------------------------------------ */
+
+struct dctx {
+	const model_config *cfg;
+	const dlayer *lay;
+	int n;
+	int *rows[MOD_COUNT];		/* token indices of each modality */
+	int nrows[MOD_COUNT];
+};
+
+/* xs (k, in) = x[idx] / s (s NULL: a copy); idx NULL: the first k rows. */
+static void
+gather_smooth(const float *x, int in, const int *idx, int k, const float *s, float *xs)
+{
+	for (int r = 0; r < k; r++) {
+		const float *src = x + (size_t)(idx ? idx[r] : r) * in;
+		float *dst = xs + (size_t)r * in;
+		if (s != NULL)
+			for (int j = 0; j < in; j++)
+				dst[j] = src[j] / s[j];
+		else
+			memcpy(dst, src, (size_t)in * sizeof(float));
+	}
+}
+
+/* The engine's linear override: y (n, out) for linear lin as deployed. */
+static int
+dlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float *y)
+{
+	struct dctx *d = ctx;
+	const dlin *L = &d->lay->lin[lin];
+	int abits = d->lay->abits, out, in;
+
+	layer_lin_shape(d->cfg, lin, &out, &in);
+	MASQ_ASSERT(n == d->n);
+	float *xs = xmalloc(xmul((size_t)n * in, sizeof(float)));
+	float *xq = xmalloc(xmul((size_t)n * in, sizeof(float)));
+	if (L->unified) {
+		gather_smooth(x, in, NULL, n, L->s[MOD_TEXT], xs);
+		if (abits < 16)
+			quant_act_rows(xq, xs, n, in, abits);
+		engine_linear(abits < 16 ? xq : xs, n, in, w->w[lin], w->b[lin], out, y);
+	} else {
+		float *yr = xmalloc(xmul((size_t)n * out, sizeof(float)));
+		for (int m = 0; m < MOD_COUNT; m++) {
+			int k = d->nrows[m];
+			if (k == 0)
+				continue;
+			const float *s = L->s[m] != NULL ? L->s[m] : L->s[MOD_TEXT];
+			gather_smooth(x, in, d->rows[m], k, s, xs);
+			if (abits < 16)
+				quant_act_rows(xq, xs, k, in, abits);
+			engine_linear(abits < 16 ? xq : xs, k, in, w->w[lin], w->b[lin], out, yr);
+			if (m != MOD_TEXT && L->rank[m] > 0) {
+				/* yr += (xs L1) L2 from the unquantized smoothed input */
+				int r = L->rank[m];
+				float *t = xmalloc(xmul((size_t)k * r, sizeof(float)));
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, r, in, 1.0f, xs, in,
+				    L->L1[m], r, 0.0f, t, r);
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, out, r, 1.0f, t, r,
+				    L->L2[m], out, 1.0f, yr, out);
+				free(t);
+			}
+			for (int r = 0; r < k; r++)
+				memcpy(y + (size_t)d->rows[m][r] * out, yr + (size_t)r * out,
+				    (size_t)out * sizeof(float));
+		}
+		free(yr);
+	}
+	free(xs);
+	free(xq);
+	return 0;
+}
+
+/* ---- the run ----------------------------------------------------------------------- */
+
+/* logits (k, V) of rows idx of h through the final norm and the head. */
+static float *
+head_logits(const float *h, const int *idx, int k, int D, const float *norm, float eps,
+    const float *W, int V)
+{
+	float *x = xmalloc(xmul((size_t)k * D, sizeof(float)));
+	float *logits = xmalloc(xmul((size_t)k * V, sizeof(float)));
+	for (int r = 0; r < k; r++) {
+		const float *src = h + (size_t)idx[r] * D;
+		double ss = 0.0;
+		for (int j = 0; j < D; j++)
+			ss += (double)src[j] * src[j];
+		float inv = (float)(1.0 / sqrt(ss / D + eps));
+		for (int j = 0; j < D; j++)
+			x[(size_t)r * D + j] = src[j] * inv * norm[j];
+	}
+	engine_linear(x, k, D, W, NULL, V, logits);
+	free(x);
+	return logits;
+}
+
+/* KL at text positions between the reference's head on h_fp and the
+ * export's head on h_q; NAN when either model lacks a head. */
+static double
+text_kl(const dexport *e, const calib *c, const float *h_fp, const float *h_q)
+{
+	const model *ref = e->ref;
+	const st_tensor *rn, *rh, *en, *eh;
+
+	if (ref->norm_name == NULL || ref->lm_head_name == NULL || c->n_mod[MOD_TEXT] == 0)
+		return NAN;
+	rn = st_set_find(&ref->st, ref->norm_name);
+	rh = st_set_find(&ref->st, ref->lm_head_name);
+	en = st_set_find(&e->st, ref->norm_name);
+	eh = st_set_find(&e->st, ref->lm_head_name);
+	if (en == NULL || eh == NULL || !st_dtype_is_float(en->dtype) || !st_dtype_is_float(eh->dtype) ||
+	    en->nelem != rn->nelem || eh->ndim != 2 || eh->shape[0] != rh->shape[0] ||
+	    eh->shape[1] != rh->shape[1])
+		return NAN;
+	int V = (int)rh->shape[0], D = ref->cfg.hidden, k = 0;
+	int *idx = xmalloc(xmul((size_t)c->n_mod[MOD_TEXT], sizeof(int)));
+	for (int t = 0; t < c->n_tokens; t++)
+		if (c->modality[t] == MOD_TEXT)
+			idx[k++] = t;
+	float *n1 = st_tensor_to_f32(rn), *W1 = st_tensor_to_f32(rh);
+	float *lf = head_logits(h_fp, idx, k, D, n1, ref->cfg.rms_eps, W1, V);
+	free(n1);
+	free(W1);
+	float *n2 = st_tensor_to_f32(en), *W2 = st_tensor_to_f32(eh);
+	float *lq = head_logits(h_q, idx, k, D, n2, ref->cfg.rms_eps, W2, V);
+	free(n2);
+	free(W2);
+	double kl = metrics_kl_rows(lf, lq, k, V);
+	free(lf);
+	free(lq);
+	free(idx);
+	return kl;
+}
+
+int
+deploy_eval(const char *export_dir, const char *reference_dir, const calib *c, deploy_result *out,
+    masq_err *err)
+{
+	model ref;
+	dexport e;
+	engine eng;
+	struct dctx dc;
+	double t0 = masq_now();
+	int rc = -1;
+
+	memset(out, 0, sizeof *out);
+	out->kl_text = NAN;
+	if (model_open(&ref, reference_dir, err) < 0)
+		return masq_err_prefix(err, "the reference model");
+	if (c->hidden != ref.cfg.hidden) {
+		masq_err_set(err, MASQ_ERR_USAGE,
+		    "the calibration set's width %d is not the reference model's hidden size %d", c->hidden,
+		    ref.cfg.hidden);
+		model_close(&ref);
+		return -1;
+	}
+	if (dexport_open(&e, export_dir, &ref, err) < 0) {
+		model_close(&ref);
+		return -1;
+	}
+	const model_config *cfg = &ref.cfg;
+	size_t T = (size_t)c->n_tokens, D = (size_t)cfg->hidden;
+	float *h_fp = xmalloc(xmul(T * D, sizeof(float)));
+	float *h_q = xmalloc(xmul(T * D, sizeof(float)));
+	memcpy(h_fp, c->embeds, T * D * sizeof(float));
+	memcpy(h_q, c->embeds, T * D * sizeof(float));
+	engine_init(&eng, cfg);
+	engine_batch b = {.n_tokens = c->n_tokens, .n_seqs = c->n_seqs, .seq_lens = c->seq_lens,
+	    .pos = c->pos, .modality = c->modality};
+	memset(&dc, 0, sizeof dc);
+	dc.cfg = cfg;
+	dc.n = c->n_tokens;
+	for (int m = 0; m < MOD_COUNT; m++)
+		dc.rows[m] = xmalloc(xmul(T + 1, sizeof(int)));
+	for (int t = 0; t < c->n_tokens; t++)
+		dc.rows[c->modality[t]][dc.nrows[c->modality[t]]++] = t;
+	out->format = e.format;
+	out->wbits = e.wbits;
+	out->abits = e.format == EXPORT_FAKE ? 16 : e.abits;
+	out->n_layers = cfg->n_layers;
+	out->layers = xcalloc((size_t)cfg->n_layers, sizeof *out->layers);
+
+	for (int l = 0; l < cfg->n_layers; l++) {
+		layer_weights rw;
+		dlayer dl;
+		if (layer_weights_load(&rw, &ref, l, err) < 0)
+			goto out;
+		engine_layer_forward(&eng, &rw, &b, h_fp, NULL);
+		layer_weights_done(&rw);
+		if (dlayer_load(&dl, &e, l, err) < 0)
+			goto out;
+		dc.lay = &dl;
+		engine_ops ops = {.ctx = &dc, .linear = dlinear};
+		engine_layer_forward(&eng, &dl.w, &b, h_q, e.format == EXPORT_FAKE ? NULL : &ops);
+		dlayer_done(&dl);
+		for (size_t i = 0; i < T * D; i++)
+			if (!isfinite(h_q[i])) {
+				masq_err_set(err, MASQ_ERR_FORMAT,
+				    "%s: layer %d of the export produced a non-finite value at token %zu",
+				    export_dir, l, i / D);
+				goto out;
+			}
+		metrics_acc a;
+		metrics_acc_init(&a);
+		metrics_acc_add(&a, h_fp, h_q, c->modality, c->n_tokens, cfg->hidden);
+		for (int m = 0; m < STATS_ROWS; m++) {
+			out->layers[l].sqnr[m] = metrics_sqnr(&a, m);
+			out->layers[l].mae[m] = metrics_mae(&a, m);
+		}
+	}
+	for (int m = 0; m < STATS_ROWS; m++) {
+		out->sqnr[m] = out->layers[cfg->n_layers - 1].sqnr[m];
+		out->mae[m] = out->layers[cfg->n_layers - 1].mae[m];
+	}
+	out->kl_text = text_kl(&e, c, h_fp, h_q);
+	out->seconds = masq_now() - t0;
+	rc = 0;
+out:
+	for (int m = 0; m < MOD_COUNT; m++)
+		free(dc.rows[m]);
+	engine_done(&eng);
+	free(h_fp);
+	free(h_q);
+	dexport_close(&e);
+	model_close(&ref);
+	if (rc < 0)
+		deploy_result_done(out);
+	return rc;
+}
+
+void
+deploy_result_done(deploy_result *r)
+{
+	free(r->layers);
+	memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,1405 @@
+/*
+ * export.c: the three export formats of export.h, written shard by shard.
+ *
+ * An export runs in three passes over the layers' plans (the callback is
+ * called once per layer in each, in layer order, so a plan is in memory
+ * only while its layer is handled):
+ *   1. planning: every plan is checked and summarised (bits, factors
+ *      present, ranks); the output tensors (name, dtype, shape, shard), the
+ *      text files (config.json, the index, masquant.json, provenance) and
+ *      the report are built.  Usage errors stop here, before any file
+ *      exists.
+ *   2. shards: each shard is declared and streamed with st_writer; copied
+ *      tensors come straight from the input's mmap, a layer's quantized
+ *      tensors are computed when its first one is reached (tensors are in
+ *      natural name order, so each layer's are contiguous) and dropped
+ *      when the next layer starts.
+ *   3. masquant only: masquant.safetensors, one layer's factors at a time.
+ * Everything goes to ".<name>.tmp-<pid>" beside the target, which is
+ * renamed into place (refusing to replace anything) once complete.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "core/export.h"
+#include "core/quant.h"
+#include "core/safetensors.h"
+#include "core/smooth.h"
+
+/* compressed-tensors version the quantization_config block follows. */
+#define EXPORT_CT_VERSION "0.9.0"
+#define EXPORT_DEFAULT_SHARD (4ull << 30)
+#define EXPORT_MASQUANT_VERSION 1
+
+static const char *const format_names[EXPORT_FORMAT_COUNT] = {
+	"fake", "compressed-tensors", "masquant"
+};
+
+const char *
+export_format_name(int f)
+{
+	return (unsigned)f < EXPORT_FORMAT_COUNT ? format_names[f] : "?";
+}
+
+int
+export_format_parse(const char *s)
+{
+	for (int f = 0; f < EXPORT_FORMAT_COUNT; f++)
+		if (strcmp(s, format_names[f]) == 0)
+			return f;
+	return -1;
+}
+
+/* ---- the job --------------------------------------------------------------- */
+
+/* What an output tensor is made of. */
+enum okind {
+	OK_COPY,	/* the input tensor, byte for byte */
+	OK_WEIGHT,	/* a decoder linear's weight (dequantized or levels) */
+	OK_SCALE,	/* its weight_scale */
+	OK_NORM,	/* a folded RMSNorm weight (compressed-tensors) */
+	OK_SMOOTH,	/* masquant.safetensors: a factor */
+	OK_L1, OK_L2	/* masquant.safetensors: CMC factors */
+};
+
+typedef struct otensor {
+	char *name;
+	st_dtype dtype;
+	int ndim;
+	int64_t shape[ST_MAX_DIMS];
+	uint64_t nbytes;
+	int kind;		/* enum okind */
+	const st_tensor *src;	/* OK_COPY: the source; OK_WEIGHT, OK_NORM: the tensor replaced */
+	int layer, lin, mod;	/* OK_NORM: lin 0 input_layernorm, 1 post_attention_layernorm */
+	int shard;
+} otensor;
+
+/* What the planning pass keeps of one layer's plan. */
+typedef struct lsum {
+	int method, wbits, abits, wgroup;
+	int smoothed[LIN_COUNT];		/* the stored weight carries a factor */
+	int permod[LIN_COUNT];			/* tokens use their own modality's factor (mas-cmc) */
+	int rank[LIN_COUNT][MOD_COUNT];		/* CMC ranks */
+} lsum;
+
+typedef struct xjob {
+	const model *m;
+	export_plan_fn plan_fn;
+	void *ctx;
+	int format;
+	uint64_t shard_bytes;
+	const char *provenance;
+	lsum *ls;		/* (n_layers) */
+	otensor *t;		/* (nt) the model's tensors, in writing order */
+	int nt, tcap;
+	int nshards;
+	char **shard_file;	/* (nshards) */
+	uint64_t *shard_size;	/* (nshards) file sizes, headers included */
+	otensor *side;		/* (nside) masquant.safetensors, in writing order */
+	int nside, sidecap;
+	uint64_t side_size;
+	char **copies;		/* (ncopies) input files copied verbatim */
+	uint64_t *copy_size;
+	int ncopies;
+	char *config_text;	/* amended config.json, or NULL when copied */
+	char *index_text;	/* model.safetensors.index.json, or NULL */
+	char *manifest_text;	/* masquant.json, or NULL */
+	char *prov_text;	/* masq-provenance.json */
+	export_report rep;
+} xjob;
+
+static void
+job_free(xjob *j)
+{
+	for (int i = 0; i < j->nt; i++)
+		free(j->t[i].name);
+	for (int i = 0; i < j->nside; i++)
+		free(j->side[i].name);
+	for (int i = 0; i < j->nshards; i++)
+		free(j->shard_file[i]);
+	for (int i = 0; i < j->ncopies; i++)
+		free(j->copies[i]);
+	free(j->t);
+	free(j->side);
+	free(j->shard_file);
+	free(j->shard_size);
+	free(j->copies);
+	free(j->copy_size);
+	free(j->ls);
+	free(j->config_text);
+	free(j->index_text);
+	free(j->manifest_text);
+	free(j->prov_text);
+	memset(j, 0, sizeof *j);
+}
+
+/* Append a tensor to list *v (n, cap) and return it. */
+static otensor *
+otensor_push(otensor **v, int *n, int *cap, const char *name, st_dtype dt, int ndim,
+    const int64_t *shape, int kind)
+{
+	otensor *o;
+	uint64_t ne = 1;
+
+	if (*n == *cap) {
+		*cap = *cap ? 2 * *cap : 64;
+		*v = xrealloc(*v, xmul((size_t)*cap, sizeof **v));
+	}
+	o = &(*v)[(*n)++];
+	memset(o, 0, sizeof *o);
+	o->name = xstrdup(name);
+	o->dtype = dt;
+	o->ndim = ndim;
+	for (int i = 0; i < ndim; i++) {
+		o->shape[i] = shape[i];
+		ne *= (uint64_t)shape[i];
+	}
+	o->nbytes = ne * st_dtype_size(dt);
+	o->kind = kind;
+	o->layer = o->lin = o->mod = -1;
+	return o;
+}
+
+/* Natural order: runs of digits compare as numbers, so layers.2 < layers.10
+ * and every layer's tensors are contiguous. */
+static int
+natcmp(const char *a, const char *b)
+{
+	while (*a != '\0' && *b != '\0') {
+		if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
+			const char *ea = a, *eb = b;
+			while (*a == '0' && isdigit((unsigned char)a[1]))
+				a++;
+			while (*b == '0' && isdigit((unsigned char)b[1]))
+				b++;
+			for (ea = a; isdigit((unsigned char)*ea); ea++)
+				;
+			for (eb = b; isdigit((unsigned char)*eb); eb++)
+				;
+			if (ea - a != eb - b)
+				return ea - a < eb - b ? -1 : 1;
+			int c = strncmp(a, b, (size_t)(ea - a));
+			if (c != 0)
+				return c;
+			a = ea;
+			b = eb;
+			continue;
+		}
+		if (*a != *b)
+			return (unsigned char)*a < (unsigned char)*b ? -1 : 1;
+		a++;
+		b++;
+	}
+	return (*a != '\0') - (*b != '\0');
+}
+
+static int
+otensor_cmp(const void *x, const void *y)
+{
+	const otensor *a = x, *b = y;
+	int c = natcmp(a->name, b->name);
+	return c != 0 ? c : strcmp(a->name, b->name);
+}
+
+/* ---- plans ------------------------------------------------------------------- */
+
+/* The factor the stored weight of linear lin carries: the base modality's
+ * (mas-cmc), else the text factor (mas: its text weight; sq: the shared
+ * one), else any present; NULL for 1 (rtn, down_proj, sq's o_proj). */
+static const float *
+stored_factor(const qplan_layer *q, int lin)
+{
+	const qplan_linear *l = &q->lin[lin];
+
+	if (l->base >= 0 && l->smooth[l->base] != NULL)
+		return l->smooth[l->base];
+	if (l->smooth[MOD_TEXT] != NULL)
+		return l->smooth[MOD_TEXT];
+	for (int m = 0; m < MOD_COUNT; m++)
+		if (l->smooth[m] != NULL)
+			return l->smooth[m];
+	return NULL;
+}
+
+/* A linear whose tokens use their own modality's factor against one stored
+ * weight (mas-cmc's q..up); every other linear applies one factor to all. */
+static int
+per_modality(const qplan_layer *q, int lin)
+{
+	return q->method == METHOD_MAS_CMC && smooth_lin_group(lin) >= 0 && q->lin[lin].base >= 0;
+}
+
+/* Fetch layer l's plan through the callback and check it fits the model. */
+static int
+plan_get(xjob *j, int l, qplan_layer *q, masq_err *err)
+{
+	const model_config *c = &j->m->cfg;
+
+	memset(q, 0, sizeof *q);
+	if (j->plan_fn(j->ctx, l, q, err) < 0) {
+		qplan_layer_done(q);
+		return masq_err_prefix(err, "the plan of layer %d", l);
+	}
+	if (q->layer != l) {
+		masq_err_set(err, MASQ_ERR_FORMAT, "the plan asked for layer %d is layer %d's", l, q->layer);
+		goto fail;
+	}
+	if (q->method < 0 || q->method >= METHOD_COUNT || q->wbits < 2 || q->wbits > 16 ||
+	    q->abits < 2 || q->abits > 16 || q->wgroup < 0) {
+		masq_err_set(err, MASQ_ERR_FORMAT,
+		    "the plan of layer %d has method %d, W%d A%d, group %d: out of range", l, q->method,
+		    q->wbits, q->abits, q->wgroup);
+		goto fail;
+	}
+	for (int k = 0; k < LIN_COUNT; k++) {
+		const qplan_linear *ql = &q->lin[k];
+		int out, in;
+		layer_lin_shape(c, k, &out, &in);
+		if (ql->in != in || ql->out != out) {
+			masq_err_set(err, MASQ_ERR_FORMAT,
+			    "the plan of layer %d gives %s as %d x %d, the model has %d x %d", l, lin_name(k),
+			    ql->out, ql->in, out, in);
+			goto fail;
+		}
+		if (ql->base >= MOD_COUNT || (ql->base >= 0 && ql->smooth[ql->base] == NULL)) {
+			masq_err_set(err, MASQ_ERR_FORMAT,
+			    "the plan of layer %d names a base modality for %s without its factor", l, lin_name(k));
+			goto fail;
+		}
+		for (int m = 0; m < MOD_COUNT; m++) {
+			if (ql->smooth[m] != NULL)
+				for (int i = 0; i < in; i++)
+					if (!(ql->smooth[m][i] > 0.0f) || !isfinite(ql->smooth[m][i])) {
+						masq_err_set(err, MASQ_ERR_FORMAT,
+						    "the plan of layer %d: %s.smooth.%s[%d] = %g is not a positive number",
+						    l, lin_name(k), modality_name(m), i, (double)ql->smooth[m][i]);
+						goto fail;
+					}
+			if (ql->rank[m] < 0 || ql->rank[m] > (in < out ? in : out) ||
+			    (ql->rank[m] > 0 && (ql->L1[m] == NULL || ql->L2[m] == NULL))) {
+				masq_err_set(err, MASQ_ERR_FORMAT,
+				    "the plan of layer %d: %s has a bad CMC rank %d for %s", l, lin_name(k),
+				    ql->rank[m], modality_name(m));
+				goto fail;
+			}
+		}
+	}
+	return 0;
+fail:
+	qplan_layer_done(q);
+	return -1;
+}
+
+static void
+lsum_fill(lsum *s, const qplan_layer *q)
+{
+	memset(s, 0, sizeof *s);
+	s->method = q->method;
+	s->wbits = q->wbits;
+	s->abits = q->abits;
+	s->wgroup = q->wgroup;
+	for (int k = 0; k < LIN_COUNT; k++) {
+		s->smoothed[k] = stored_factor(q, k) != NULL;
+		s->permod[k] = per_modality(q, k);
+		for (int m = 0; m < MOD_COUNT; m++) {
+			s->rank[k][m] = per_modality(q, k) && m != MOD_TEXT ? q->lin[k].rank[m] : 0;
+		}
+	}
+}
+
+/* The format's demands on a layer's bits: usage errors. */
+static int
+bits_check(const xjob *j, int l, const lsum *s, masq_err *err)
+{
+	if (j->format == EXPORT_COMPRESSED_TENSORS) {
+		if (s->wbits != 8)
+			return masq_err_set(err, MASQ_ERR_USAGE,
+			    "the compressed-tensors export is W8A8: this session quantized weights to %d bits "
+			    "(layer %d)", s->wbits, l);
+		if (s->abits != 8 && s->abits != 16)
+			return masq_err_set(err, MASQ_ERR_USAGE,
+			    "the compressed-tensors export takes 8-bit (or unquantized) activations: "
+			    "this session quantized them to %d bits (layer %d)", s->abits, l);
+		if (s->wgroup > 0)
+			return masq_err_set(err, MASQ_ERR_USAGE,
+			    "the compressed-tensors export quantizes weights per output channel: this session "
+			    "used asymmetric groups of %d (layer %d); quantize with --wgroup 0", s->wgroup, l);
+	} else if (j->format == EXPORT_MASQUANT) {
+		if (s->wbits > 8)
+			return masq_err_set(err, MASQ_ERR_USAGE,
+			    "the masquant export stores quantized weights: this session left them at %d bits "
+			    "(layer %d)", s->wbits, l);
+		if (s->wgroup > 0)
+			return masq_err_set(err, MASQ_ERR_USAGE,
+			    "the masquant export stores weights per output channel in an int8 container: "
+			    "asymmetric groups of %d (layer %d) are not supported yet; quantize with --wgroup 0",
+			    s->wgroup, l);
+	}
+	return 0;
+}
+
+/* ---- planning ---------------------------------------------------------------- */
+
+/* Layer and linear (or norm) of a decoder tensor name, else -1. */
+static int
+decoder_tensor(const model *m, const char *name, int *layer, int *lin, int *norm)
+{
+	size_t pl = strlen(m->prefix);
+	char *end;
+	long l;
+
+	*lin = *norm = -1;
+	if (strncmp(name, m->prefix, pl) != 0 || !isdigit((unsigned char)name[pl]))
+		return -1;
+	l = strtol(name + pl, &end, 10);
+	if (*end != '.' || l < 0 || l >= m->cfg.n_layers)
+		return -1;
+	*layer = (int)l;
+	end++;
+	for (int k = 0; k < LIN_COUNT; k++) {
+		size_t n = strlen(lin_path(k));
+		if (strncmp(end, lin_path(k), n) == 0 && strcmp(end + n, ".weight") == 0) {
+			*lin = k;
+			return 0;
+		}
+	}
+	if (strcmp(end, "input_layernorm.weight") == 0)
+		*norm = 0;
+	else if (strcmp(end, "post_attention_layernorm.weight") == 0)
+		*norm = 1;
+	return 0;
+}
+
+/* A file of the input directory that is copied verbatim. */
+static int
+copied_file(const char *name)
+{
+	size_t n = strlen(name);
+	return !(n >= 12 && strcmp(name + n - 12, ".safetensors") == 0) &&
+	    strcmp(name, "model.safetensors.index.json") != 0 &&
+	    strcmp(name, "masq-provenance.json") != 0 && strcmp(name, "masquant.json") != 0 &&
+	    name[0] != '.';
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* List the input's non-weight regular files (sorted). */
+static int
+plan_copies(xjob *j, masq_err *err)
+{
+	DIR *d = opendir(j->m->dir);
+	struct dirent *e;
+	int cap = 0;
+
+	if (d == NULL)
+		return masq_err_set(err, MASQ_ERR_IO, "%s: cannot list: %s", j->m->dir, strerror(errno));
+	while ((e = readdir(d)) != NULL) {
+		struct stat sb;
+		char *p;
+		if (!copied_file(e->d_name))
+			continue;
+		p = masq_path_join(j->m->dir, e->d_name);
+		if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode)) {
+			if (j->ncopies == cap) {
+				cap = cap ? 2 * cap : 16;
+				j->copies = xrealloc(j->copies, xmul((size_t)cap, sizeof(char *)));
+			}
+			j->copies[j->ncopies++] = xstrdup(e->d_name);
+		}
+		free(p);
+	}
+	closedir(d);
+	qsort(j->copies, (size_t)j->ncopies, sizeof(char *), cmp_str);
+	j->copy_size = xcalloc((size_t)j->ncopies + 1, sizeof(uint64_t));
+	for (int i = 0; i < j->ncopies; i++) {
+		struct stat sb;
+		char *p = masq_path_join(j->m->dir, j->copies[i]);
+		if (stat(p, &sb) == 0)
+			j->copy_size[i] = (uint64_t)sb.st_size;
+		free(p);
+	}
+	return 0;
+}
+
+/* A JSON document as text with a final newline (a new string). */
+static char *
+json_text(json_t *doc)
+{
+	char *s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	char *t;
+
+	if (s == NULL)
+		fatal("out of memory writing JSON");
+	t = xmalloc(strlen(s) + 2);
+	sprintf(t, "%s\n", s);
+	free(s);
+	return t;
+}
+
+/* The ignore list: the head, the towers, and any other 2-D weight outside
+ * the decoder that is not an embedding (a projector, say) by name. */
+static json_t *
+ct_ignore(const xjob *j)
+{
+	static const char *const fixed[] = {
+		"lm_head", "re:.*lm_head", "re:.*visual.*", "re:.*audio_tower.*", NULL
+	};
+	json_t *a = json_array();
+	const st_set *s = &j->m->st;
+
+	for (int i = 0; fixed[i] != NULL; i++)
+		json_array_append_new(a, json_string(fixed[i]));
+	for (int i = 0; i < s->ntensors; i++) {
+		const st_tensor *t = s->index[i];
+		size_t n = strlen(t->name);
+		int l, k, nm;
+		if (t->ndim != 2 || n < 8 || strcmp(t->name + n - 7, ".weight") != 0 ||
+		    decoder_tensor(j->m, t->name, &l, &k, &nm) == 0 || strstr(t->name, "lm_head") ||
+		    strstr(t->name, "visual") || strstr(t->name, "audio_tower") || strstr(t->name, "embed"))
+			continue;
+		json_t *v = json_stringn(t->name, n - 7);
+		json_array_append_new(a, v);
+	}
+	return a;
+}
+
+/* config.json with the compressed-tensors quantization_config block. */
+static int
+plan_ct_config(xjob *j, masq_err *err)
+{
+	char *path = masq_path_join(j->m->dir, "config.json");
+	json_error_t je;
+	json_t *root = json_load_file(path, 0, &je);
+	int abits = j->ls[0].abits;
+
+	if (root == NULL || !json_is_object(root)) {
+		masq_err_set(err, MASQ_ERR_FORMAT, "%s: cannot read as a JSON object: %s", path,
+		    root ? "not an object" : je.text);
+		json_decref(root);
+		free(path);
+		return -1;
+	}
+	free(path);
+	json_t *w = json_pack("{s:i, s:s, s:b, s:s, s:n, s:b, s:n, s:n, s:s, s:{}}",
+	    "num_bits", 8, "type", "int", "symmetric", 1, "strategy", "channel", "group_size",
+	    "dynamic", 0, "actorder", "block_structure", "observer", "minmax", "observer_kwargs");
+	json_t *a = abits >= 16 ? json_null() :
+	    json_pack("{s:i, s:s, s:b, s:s, s:b, s:n, s:n}", "num_bits", 8, "type", "int",
+	    "symmetric", 1, "strategy", "token", "dynamic", 1, "group_size", "observer");
+	json_t *qc = json_pack("{s:s, s:s, s:s, s:s, s:n, s:n, s:o, s:{s:{s:[s], s:o, s:o, s:n}}}",
+	    "quant_method", "compressed-tensors", "format", "int-quantized",
+	    "quantization_status", "compressed", "version", EXPORT_CT_VERSION,
+	    "global_compression_ratio", "kv_cache_scheme", "ignore", ct_ignore(j),
+	    "config_groups", "group_0", "targets", "Linear", "weights", w,
+	    "input_activations", a, "output_activations");
+	if (qc == NULL)
+		fatal("out of memory building quantization_config");
+	if (json_object_get(root, "quantization_config") != NULL) {
+		/* replace an existing block: the whole file is rewritten */
+		json_object_set_new(root, "quantization_config", qc);
+		j->config_text = json_text(root);
+		json_decref(root);
+		return 0;
+	}
+	json_decref(root);
+	/* else the block is inserted before the final '}', so the rest of the
+	 * file keeps its bytes (jansson would reprint 1e-6 as 9.99...e-7) */
+	path = masq_path_join(j->m->dir, "config.json");
+	size_t n;
+	char *text = masq_read_file(path, 64u << 20, &n, err);
+	free(path);
+	if (text == NULL) {
+		json_decref(qc);
+		return -1;
+	}
+	char *block = json_dumps(qc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(qc);
+	if (block == NULL)
+		fatal("out of memory building quantization_config");
+	while (n > 0 && text[n - 1] != '\0' && strchr(" \t\r\n", text[n - 1]) != NULL)
+		n--;
+	MASQ_ASSERT(n > 0 && text[n - 1] == '}');	/* it parsed as an object */
+	size_t body = n - 1, bl = strlen(block);
+	while (body > 0 && text[body - 1] != '\0' && strchr(" \t\r\n", text[body - 1]) != NULL)
+		body--;
+	int empty = body > 0 && text[body - 1] == '{';
+	/* the block indented by two spaces, as a top-level member */
+	char *out = xmalloc(body + 2 * bl + 64), *o = out;
+	memcpy(o, text, body);
+	o += body;
+	o += sprintf(o, "%s\n  \"quantization_config\": ", empty ? "" : ",");
+	for (size_t i = 0; i < bl; i++) {
+		*o++ = block[i];
+		if (block[i] == '\n') {
+			*o++ = ' ';
+			*o++ = ' ';
+		}
+	}
+	strcpy(o, "\n}\n");
+	j->config_text = out;
+	free(block);
+	free(text);
+	return 0;
+}
+
+/* masquant.json from the layer summaries. */
+static void
+plan_manifest(xjob *j)
+{
+	const model *m = j->m;
+	json_t *doc = json_object(), *layers = json_array();
+	int uniform = 1;
+
+	for (int l = 1; l < m->cfg.n_layers; l++)
+		if (j->ls[l].wbits != j->ls[0].wbits || j->ls[l].abits != j->ls[0].abits)
+			uniform = 0;
+	json_object_set_new(doc, "format", json_string("masquant"));
+	json_object_set_new(doc, "format_version", json_integer(EXPORT_MASQUANT_VERSION));
+	json_object_set_new(doc, "masq_version", json_string(PACKAGE_VERSION));
+	json_object_set_new(doc, "base_modality", json_string(modality_name(MOD_TEXT)));
+	json_object_set_new(doc, "factors", json_string("masquant.safetensors"));
+	json_object_set_new(doc, "layer_prefix", json_string(m->prefix));
+	json_object_set_new(doc, "wbits", uniform ? json_integer(j->ls[0].wbits) : json_null());
+	json_object_set_new(doc, "abits", uniform ? json_integer(j->ls[0].abits) : json_null());
+	json_object_set_new(doc, "weights", json_pack("{s:s, s:s, s:b, s:s}", "container", "I8",
+	    "scale", "F32 [out, 1] per output channel", "symmetric", 1, "levels", "[-(2^(bits-1)-1), 2^(bits-1)-1]"));
+	json_object_set_new(doc, "activations", json_pack("{s:s, s:b, s:b}", "strategy", "token",
+	    "symmetric", 1, "dynamic", 1));
+	json_object_set_new(doc, "semantics", json_string(
+	    "a token of modality m through linear P: y = Q_a(x / s_m) (P.weight * P.weight_scale)^T + P.bias "
+	    "[+ (x / s_m) P.cmc.m.L1 P.cmc.m.L2 when present]; s_m = P.smooth.m (absent: 1); Q_a per token, "
+	    "symmetric, abits (16: none); the low-rank branch takes the unquantized x / s_m"));
+	for (int l = 0; l < m->cfg.n_layers; l++) {
+		const lsum *s = &j->ls[l];
+		json_t *jl = json_object(), *lins = json_object();
+		json_object_set_new(jl, "layer", json_integer(l));
+		json_object_set_new(jl, "method", json_string(method_name(s->method)));
+		json_object_set_new(jl, "wbits", json_integer(s->wbits));
+		json_object_set_new(jl, "abits", json_integer(s->abits));
+		for (int k = 0; k < LIN_COUNT; k++) {
+			json_t *jk = json_object(), *rk = json_object();
+			json_object_set_new(jk, "smoothed", json_boolean(s->smoothed[k]));
+			json_object_set_new(jk, "unified", json_boolean(!s->permod[k]));
+			for (int md = 0; md < MOD_COUNT; md++)
+				if (s->rank[k][md] > 0)
+					json_object_set_new(rk, modality_name(md), json_integer(s->rank[k][md]));
+			json_object_set_new(jk, "rank", rk);
+			json_object_set_new(lins, lin_name(k), jk);
+		}
+		json_object_set_new(jl, "linears", lins);
+		json_array_append_new(layers, jl);
+	}
+	json_object_set_new(doc, "layers", layers);
+	j->manifest_text = json_text(doc);
+	json_decref(doc);
+}
+
+/* masquant.safetensors' tensors: per smoothed linear the three factors,
+ * per compensated modality L1 and L2. */
+static void
+plan_sidecar(xjob *j)
+{
+	const model *m = j->m;
+	char name[320], mod[256];
+
+	for (int l = 0; l < m->cfg.n_layers; l++) {
+		const lsum *s = &j->ls[l];
+		for (int k = 0; k < LIN_COUNT; k++) {
+			int out, in;
+			layer_lin_shape(&m->cfg, k, &out, &in);
+			snprintf(mod, sizeof mod, "%s%d.%s", m->prefix, l, lin_path(k));
+			if (!s->smoothed[k])
+				continue;
+			for (int md = 0; md < MOD_COUNT; md++) {
+				int64_t sh[1] = {in};
+				snprintf(name, sizeof name, "%s.smooth.%s", mod, modality_name(md));
+				otensor *o = otensor_push(&j->side, &j->nside, &j->sidecap, name, ST_F32, 1, sh, OK_SMOOTH);
+				o->layer = l; o->lin = k; o->mod = md;
+			}
+			for (int md = 0; md < MOD_COUNT; md++) {
+				int r = s->rank[k][md];
+				int64_t s1[2] = {in, r}, s2[2] = {r, out};
+				if (r <= 0)
+					continue;
+				snprintf(name, sizeof name, "%s.cmc.%s.L1", mod, modality_name(md));
+				otensor *o = otensor_push(&j->side, &j->nside, &j->sidecap, name, ST_F32, 2, s1, OK_L1);
+				o->layer = l; o->lin = k; o->mod = md;
+				snprintf(name, sizeof name, "%s.cmc.%s.L2", mod, modality_name(md));
+				o = otensor_push(&j->side, &j->nside, &j->sidecap, name, ST_F32, 2, s2, OK_L2);
+				o->layer = l; o->lin = k; o->mod = md;
+			}
+		}
+	}
+}
+
+/* A writer with the tensors of list v whose shard is `shard` (-1: all) declared. */
+static st_writer *
+declare(const otensor *v, int n, int shard, masq_err *err)
+{
+	st_writer *w = st_writer_new();
+
+	if (st_writer_meta(w, "masq_version", PACKAGE_VERSION, err) < 0)
+		goto fail;
+	for (int i = 0; i < n; i++)
+		if ((shard < 0 || v[i].shard == shard) &&
+		    st_writer_add(w, v[i].name, v[i].dtype, v[i].ndim, v[i].shape, err) < 0)
+			goto fail;
+	return w;
+fail:
+	st_writer_free(w);
+	return NULL;
+}
+
+/* What the format could not express, one sentence. */
+static void
+plan_dropped(xjob *j)
+{
+	int n_mas = 0, n_cmc = 0, n_cmc_rank = 0, n_act = 0;
+	char *d = j->rep.dropped;
+	size_t cap = sizeof j->rep.dropped;
+
+	for (int l = 0; l < j->m->cfg.n_layers; l++) {
+		const lsum *s = &j->ls[l];
+		n_mas += s->method == METHOD_MAS;
+		n_cmc += s->method == METHOD_MAS_CMC;
+		n_act += s->abits < 16;
+		for (int k = 0; k < LIN_COUNT; k++)
+			for (int m = 0; m < MOD_COUNT; m++)
+				if (s->rank[k][m] > 0) {
+					n_cmc_rank++;
+					k = LIN_COUNT;
+					break;
+				}
+	}
+	d[0] = '\0';
+	switch (j->format) {
+	case EXPORT_FAKE:
+		if (n_act || n_mas || n_cmc)
+			snprintf(d, cap, "the fake export holds dequantized weights only: %s%s%s.",
+			    n_act ? "activation quantization" : "",
+			    n_act && (n_mas || n_cmc) ? ", " : "",
+			    n_mas || n_cmc ? "the per-modality factors (every weight is quantized with the text "
+			    "factor) and the CMC compensation" : "");
+		break;
+	case EXPORT_COMPRESSED_TENSORS:
+		if (n_mas || n_cmc)
+			snprintf(d, cap, "compressed-tensors folds one factor per norm: the per-modality factors "
+			    "(vision and audio tokens use the text factor folded into the norms), o_proj's "
+			    "smoothing (o_proj is quantized unsmoothed)%s are dropped in %d of %d layers.",
+			    n_cmc_rank ? " and the CMC low-rank compensation" : "", n_mas + n_cmc,
+			    j->m->cfg.n_layers);
+		break;
+	case EXPORT_MASQUANT:
+		if (n_mas)
+			snprintf(d, cap, "mas keeps one weight per modality, which the masquant export cannot "
+			    "store: in %d of %d layers every token uses the text factor and its weight.",
+			    n_mas, j->m->cfg.n_layers);
+		break;
+	}
+}
+
+/* Pass 1: summarise the plans, lay out every output file. */
+static int
+job_plan(xjob *j, masq_err *err)
+{
+	const model *m = j->m;
+	const st_set *s = &m->st;
+	uint64_t acc = 0;
+
+	if (j->format < 0 || j->format >= EXPORT_FORMAT_COUNT)
+		return masq_err_set(err, MASQ_ERR_USAGE, "unknown export format %d", j->format);
+	j->ls = xcalloc((size_t)m->cfg.n_layers, sizeof *j->ls);
+	for (int l = 0; l < m->cfg.n_layers; l++) {
+		qplan_layer q;
+		if (plan_get(j, l, &q, err) < 0)
+			return -1;
+		lsum_fill(&j->ls[l], &q);
+		qplan_layer_done(&q);
+		if (bits_check(j, l, &j->ls[l], err) < 0)
+			return -1;
+		if (j->format == EXPORT_COMPRESSED_TENSORS && j->ls[l].abits != j->ls[0].abits)
+			return masq_err_set(err, MASQ_ERR_USAGE,
+			    "the compressed-tensors export has one activation scheme: layer 0 has A%d, layer %d A%d",
+			    j->ls[0].abits, l, j->ls[l].abits);
+	}
+
+	/* the model's tensors */
+	for (int i = 0; i < s->ntensors; i++) {
+		const st_tensor *t = s->index[i];
+		int l, k, nm;
+		otensor *o;
+		if (decoder_tensor(m, t->name, &l, &k, &nm) == 0 && k >= 0) {
+			int out, in;
+			layer_lin_shape(&m->cfg, k, &out, &in);
+			if (j->format == EXPORT_FAKE) {
+				o = otensor_push(&j->t, &j->nt, &j->tcap, t->name, t->dtype, t->ndim, t->shape, OK_WEIGHT);
+			} else {
+				int64_t sh[2] = {out, 1};
+				char *sn = xmalloc(strlen(t->name) + 8);
+				o = otensor_push(&j->t, &j->nt, &j->tcap, t->name, ST_I8, t->ndim, t->shape, OK_WEIGHT);
+				o->src = t;
+				o->layer = l;
+				o->lin = k;
+				sprintf(sn, "%s_scale", t->name);
+				o = otensor_push(&j->t, &j->nt, &j->tcap, sn, ST_F32, 2, sh, OK_SCALE);
+				free(sn);
+			}
+			o->src = t;
+			o->layer = l;
+			o->lin = k;
+		} else if (j->format == EXPORT_COMPRESSED_TENSORS && decoder_tensor(m, t->name, &l, &k, &nm) == 0 &&
+		    nm >= 0) {
+			o = otensor_push(&j->t, &j->nt, &j->tcap, t->name, t->dtype, t->ndim, t->shape, OK_NORM);
+			o->src = t;
+			o->layer = l;
+			o->lin = nm;
+		} else {
+			o = otensor_push(&j->t, &j->nt, &j->tcap, t->name, t->dtype, t->ndim, t->shape, OK_COPY);
+			o->src = t;
+		}
+	}
+	if (j->nt == 0)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: the model has no tensors", m->dir);
+	qsort(j->t, (size_t)j->nt, sizeof *j->t, otensor_cmp);
+
+	/* shards */
+	j->nshards = 1;
+	for (int i = 0; i < j->nt; i++) {
+		if (acc > 0 && acc + j->t[i].nbytes > j->shard_bytes) {
+			j->nshards++;
+			acc = 0;
+		}
+		j->t[i].shard = j->nshards - 1;
+		acc += j->t[i].nbytes;
+	}
+	j->shard_file = xcalloc((size_t)j->nshards, sizeof(char *));
+	j->shard_size = xcalloc((size_t)j->nshards, sizeof(uint64_t));
+	for (int i = 0; i < j->nshards; i++) {
+		char name[64];
+		if (j->nshards == 1)
+			snprintf(name, sizeof name, "model.safetensors");
+		else
+			snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", i + 1, j->nshards);
+		j->shard_file[i] = xstrdup(name);
+		st_writer *w = declare(j->t, j->nt, i, err);
+		if (w == NULL)
+			return -1;
+		j->shard_size[i] = st_writer_size(w);
+		st_writer_free(w);
+	}
+	if (j->nshards > 1) {
+		json_t *map = json_object();
+		uint64_t total = 0;
+		for (int i = 0; i < j->nt; i++) {
+			json_object_set_new(map, j->t[i].name, json_string(j->shard_file[j->t[i].shard]));
+			total += j->t[i].nbytes;
+		}
+		json_t *doc = json_pack("{s:{s:I}, s:o}", "metadata", "total_size", (json_int_t)total,
+		    "weight_map", map);
+		j->index_text = json_text(doc);
+		json_decref(doc);
+	}
+
+	/* the other files */
+	if (plan_copies(j, err) < 0)
+		return -1;
+	if (j->format == EXPORT_COMPRESSED_TENSORS && plan_ct_config(j, err) < 0)
+		return -1;
+	if (j->format == EXPORT_MASQUANT) {
+		plan_manifest(j);
+		plan_sidecar(j);
+		st_writer *w = declare(j->side, j->nside, -1, err);
+		if (w == NULL)
+			return -1;
+		j->side_size = st_writer_size(w);
+		st_writer_free(w);
+	}
+	if (j->provenance != NULL) {
+		size_t n = strlen(j->provenance);
+		j->prov_text = xmalloc(n + 2);
+		sprintf(j->prov_text, "%s%s", j->provenance, n > 0 && j->provenance[n - 1] == '\n' ? "" : "\n");
+	} else {
+		json_t *doc = json_pack("{s:s, s:s, s:s}", "masq_version", PACKAGE_VERSION, "format",
+		    export_format_name(j->format), "model", m->dir);
+		j->prov_text = json_text(doc);
+		json_decref(doc);
+	}
+	plan_dropped(j);
+
+	/* the report */
+	export_report *r = &j->rep;
+	r->files = j->nshards + (j->index_text != NULL) + j->ncopies + 1 +
+	    (j->format == EXPORT_MASQUANT ? 2 : 0);
+	r->tensors = j->nt + j->nside;
+	r->bytes = strlen(j->prov_text);
+	for (int i = 0; i < j->nshards; i++)
+		r->bytes += j->shard_size[i];
+	/* config.json is among the copies: model_open read it */
+	for (int i = 0; i < j->ncopies; i++)
+		r->bytes += j->config_text != NULL && strcmp(j->copies[i], "config.json") == 0 ?
+		    strlen(j->config_text) : j->copy_size[i];
+	if (j->index_text != NULL)
+		r->bytes += strlen(j->index_text);
+	if (j->format == EXPORT_MASQUANT)
+		r->bytes += strlen(j->manifest_text) + j->side_size;
+	return 0;
+}
+
+static int
+job_init(xjob *j, const model *m, export_plan_fn plan_fn, void *ctx, const export_opts *o,
+    masq_err *err)
+{
+	memset(j, 0, sizeof *j);
+	j->m = m;
+	j->plan_fn = plan_fn;
+	j->ctx = ctx;
+	j->format = o->format;
+	j->shard_bytes = o->shard_bytes ? o->shard_bytes : EXPORT_DEFAULT_SHARD;
+	j->provenance = o->provenance;
+	if (plan_fn == NULL)
+		return masq_err_set(err, MASQ_ERR_INTERNAL, "export: no plan callback");
+	return job_plan(j, err);
+}
+
+/* ---- computing a layer ---------------------------------------------------------- */
+
+/* One layer's computed tensors. */
+typedef struct lcache {
+	int layer;		/* -1: none */
+	float *w[LIN_COUNT];	/* fake: (out, in) dequantized, original space */
+	int8_t *q[LIN_COUNT];	/* (out, in) levels */
+	float *scale[LIN_COUNT];	/* (out) */
+	float *norm[2];		/* compressed-tensors: (hidden) folded norms */
+} lcache;
+
+static void
+lcache_clear(lcache *c)
+{
+	for (int k = 0; k < LIN_COUNT; k++) {
+		free(c->w[k]);
+		free(c->q[k]);
+		free(c->scale[k]);
+	}
+	free(c->norm[0]);
+	free(c->norm[1]);
+	memset(c, 0, sizeof *c);
+	c->layer = -1;
+}
+
+/* x (n) rounded to dtype dt's precision (F16, BF16; others unchanged). */
+static void
+round_to_dtype(float *x, size_t n, st_dtype dt)
+{
+	if (dt != ST_BF16 && dt != ST_F16)
+		return;
+	uint16_t *b = xmalloc(xmul(n, sizeof(uint16_t)));
+	st_from_f32(b, x, dt, n);
+	st_to_f32(x, b, dt, n);
+	free(b);
+}
+
+/* Fold factor s (in, or NULL) into norm (hidden) stored as dt: the new norm
+ * is norm / s rounded to dt, and s_eff (in) is the factor that rounded norm
+ * actually carries, norm / new (s where the norm is 0), so that folding
+ * stays exact whatever the norm's precision. */
+static void
+ct_fold(float *newnorm, float *s_eff, const float *norm, const float *s, int n, st_dtype dt)
+{
+	for (int i = 0; i < n; i++)
+		newnorm[i] = s != NULL ? norm[i] / s[i] : norm[i];
+	round_to_dtype(newnorm, (size_t)n, dt);
+	for (int i = 0; i < n; i++) {
+		float f = s != NULL ? s[i] : 1.0f;
+		if (s != NULL && norm[i] != 0.0f && newnorm[i] != 0.0f && isfinite(newnorm[i])) {
+			float e = norm[i] / newnorm[i];
+			if (isfinite(e) && e > 0.0f)
+				f = e;
+		}
+		s_eff[i] = f;
+	}
+}
+
+/* W diag(s) (out, in) as a new array (s NULL: a copy). */
+static float *
+scaled(const float *W, const float *s, int out, int in)
+{
+	float *y = xmalloc(xmul((size_t)out * in, sizeof(float)));
+	for (int o = 0; o < out; o++)
+		for (int i = 0; i < in; i++)
+			y[(size_t)o * in + i] = s != NULL ? W[(size_t)o * in + i] * s[i] : W[(size_t)o * in + i];
+	return y;
+}
+
+/* Compute layer l's tensors of the format into c. */
+static int
+layer_compute(xjob *j, int l, lcache *c, masq_err *err)
+{
+	const model *m = j->m;
+	qplan_layer q;
+	layer_weights w;
+	float *s_fold[2] = {NULL, NULL};	/* compressed-tensors: qkv's and gate/up's folded factor */
+
+	lcache_clear(c);
+	if (plan_get(j, l, &q, err) < 0)
+		return -1;
+	if (layer_weights_load(&w, m, l, err) < 0) {
+		qplan_layer_done(&q);
+		return -1;
+	}
+	if (j->format == EXPORT_COMPRESSED_TENSORS) {
+		const float *sq = stored_factor(&q, LIN_Q), *su = stored_factor(&q, LIN_UP);
+		const float *nw[2] = {w.attn_norm, w.mlp_norm};
+		const char *nn[2] = {"input_layernorm.weight", "post_attention_layernorm.weight"};
+		for (int i = 0; i < 2; i++) {
+			char name[320];
+			model_tensor_name(m, l, nn[i], name, sizeof name);
+			const st_tensor *t = st_set_find(&m->st, name);
+			c->norm[i] = xmalloc(xmul((size_t)w.hidden, sizeof(float)));
+			s_fold[i] = xmalloc(xmul((size_t)w.hidden, sizeof(float)));
+			ct_fold(c->norm[i], s_fold[i], nw[i], i == 0 ? sq : su, w.hidden, t->dtype);
+		}
+	}
+	for (int k = 0; k < LIN_COUNT; k++) {
+		int out, in;
+		const float *s = stored_factor(&q, k);
+		layer_lin_shape(&m->cfg, k, &out, &in);
+		if (j->format == EXPORT_COMPRESSED_TENSORS) {
+			/* one factor per norm: q's for q,k,v, up's for gate,up; o and down unsmoothed */
+			int g = smooth_lin_group(k);
+			s = g == GRP_QKV ? s_fold[0] : g == GRP_GATEUP ? s_fold[1] : NULL;
+		}
+		float *Ws = scaled(w.w[k], s, out, in);
+		if (j->format == EXPORT_FAKE) {
+			if (q.wbits < 16) {
+				if (q.wgroup > 0)
+					quant_weight_groups(Ws, Ws, out, in, q.wbits, q.wgroup);
+				else
+					quant_weight_rows(Ws, Ws, out, in, q.wbits);
+			}
+			if (s != NULL)
+				for (int o = 0; o < out; o++)
+					for (int i = 0; i < in; i++)
+						Ws[(size_t)o * in + i] /= s[i];
+			c->w[k] = Ws;
+		} else {
+			c->q[k] = xmalloc(xmul((size_t)out * in, sizeof(int8_t)));
+			c->scale[k] = xmalloc(xmul((size_t)out, sizeof(float)));
+			quant_weight_rows_int(c->q[k], c->scale[k], Ws, out, in,
+			    j->format == EXPORT_COMPRESSED_TENSORS ? 8 : q.wbits);
+			free(Ws);
+		}
+	}
+	free(s_fold[0]);
+	free(s_fold[1]);
+	layer_weights_done(&w);
+	qplan_layer_done(&q);
+	c->layer = l;
+	return 0;
+}
+
+/* ---- writing ---------------------------------------------------------------------- */
+
+/* Write text to dir/name, fsync'd. */
+static int
+write_text(const char *dir, const char *name, const char *text, size_t n, masq_err *err)
+{
+	char *p = masq_path_join(dir, name);
+	int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0666), e = 0;
+	size_t off = 0;
+
+	if (fd < 0) {
+		masq_err_set(err, MASQ_ERR_IO, "%s: cannot create: %s", p, strerror(errno));
+		free(p);
+		return -1;
+	}
+	while (off < n) {
+		ssize_t k = write(fd, text + off, n - off);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			e = k < 0 ? errno : ENOSPC;
+			break;
+		}
+		off += (size_t)k;
+	}
+	if (e == 0 && fsync(fd) != 0)
+		e = errno;
+	if (close(fd) != 0 && e == 0)
+		e = errno;
+	if (e != 0) {
+		masq_err_set(err, MASQ_ERR_IO, "%s: write error: %s", p, strerror(e));
+		free(p);
+		return -1;
+	}
+	free(p);
+	return 0;
+}
+
+/* Copy the input's file name into dir, in pieces, fsync'd. */
+static int
+copy_file(const char *src_dir, const char *dir, const char *name, masq_err *err)
+{
+	char *src = masq_path_join(src_dir, name), *dst = masq_path_join(dir, name);
+	char *buf = xmalloc(1 << 20);
+	int in = open(src, O_RDONLY), out = -1, rc = -1;
+
+	if (in < 0) {
+		masq_err_set(err, MASQ_ERR_IO, "%s: cannot read: %s", src, strerror(errno));
+		goto done;
+	}
+	if ((out = open(dst, O_WRONLY | O_CREAT | O_EXCL, 0666)) < 0) {
+		masq_err_set(err, MASQ_ERR_IO, "%s: cannot create: %s", dst, strerror(errno));
+		goto done;
+	}
+	for (;;) {
+		ssize_t n = read(in, buf, 1 << 20), off = 0;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			masq_err_set(err, MASQ_ERR_IO, "%s: read error: %s", src, strerror(errno));
+			goto done;
+		}
+		if (n == 0)
+			break;
+		while (off < n) {
+			ssize_t k = write(out, buf + off, (size_t)(n - off));
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0) {
+				masq_err_set(err, MASQ_ERR_IO, "%s: write error: %s", dst,
+				    strerror(k < 0 ? errno : ENOSPC));
+				goto done;
+			}
+			off += k;
+		}
+	}
+	if (fsync(out) != 0) {
+		masq_err_set(err, MASQ_ERR_IO, "%s: write error: %s", dst, strerror(errno));
+		goto done;
+	}
+	rc = 0;
+done:
+	if (out >= 0 && close(out) != 0 && rc == 0)
+		rc = masq_err_set(err, MASQ_ERR_IO, "%s: write error: %s", dst, strerror(errno));
+	if (in >= 0)
+		close(in);
+	free(buf);
+	free(src);
+	free(dst);
+	return rc;
+}
+
+/* Pass 2: the model's shards. */
+static int
+write_shards(xjob *j, const char *dir, masq_err *err)
+{
+	lcache c;
+	int rc = -1, i = 0;
+
+	memset(&c, 0, sizeof c);
+	c.layer = -1;
+	for (int sh = 0; sh < j->nshards; sh++) {
+		int r;
+		char *path = masq_path_join(dir, j->shard_file[sh]);
+		st_writer *w = declare(j->t, j->nt, sh, err);
+		if (w == NULL || st_writer_begin(w, path, err) < 0) {
+			st_writer_free(w);
+			free(path);
+			goto out;
+		}
+		free(path);
+		for (; i < j->nt && j->t[i].shard == sh; i++) {
+			const otensor *o = &j->t[i];
+			int out = 0, in = 0;
+			r = 0;
+			if (o->kind != OK_COPY && o->layer != c.layer && layer_compute(j, o->layer, &c, err) < 0) {
+				st_writer_free(w);
+				goto out;
+			}
+			if (o->kind == OK_WEIGHT || o->kind == OK_SCALE)
+				layer_lin_shape(&j->m->cfg, o->lin, &out, &in);
+			switch (o->kind) {
+			case OK_COPY:
+				r = st_writer_write(w, o->src->data, (size_t)o->nbytes, err);
+				break;
+			case OK_WEIGHT:
+				if (j->format == EXPORT_FAKE)
+					r = st_writer_write_f32(w, c.w[o->lin], (size_t)out * in, err);
+				else
+					r = st_writer_write(w, c.q[o->lin], (size_t)out * in, err);
+				break;
+			case OK_SCALE:
+				r = st_writer_write_f32(w, c.scale[o->lin], (size_t)out, err);
+				break;
+			case OK_NORM:
+				r = st_writer_write_f32(w, c.norm[o->lin], (size_t)j->m->cfg.hidden, err);
+				break;
+			}
+			if (r < 0) {
+				st_writer_free(w);
+				goto out;
+			}
+		}
+		r = st_writer_finish(w, err);
+		st_writer_free(w);
+		if (r < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	lcache_clear(&c);
+	return rc;
+}
+
+/* Pass 3: masquant.safetensors, one layer's plan at a time. */
+static int
+write_sidecar(xjob *j, const char *dir, masq_err *err)
+{
+	char *path = masq_path_join(dir, "masquant.safetensors");
+	st_writer *w = declare(j->side, j->nside, -1, err);
+	qplan_layer q;
+	int cur = -1, rc = -1;
+
+	memset(&q, 0, sizeof q);
+	if (w == NULL || st_writer_begin(w, path, err) < 0)
+		goto out;
+	for (int i = 0; i < j->nside; i++) {
+		const otensor *o = &j->side[i];
+		const qplan_linear *ql;
+		int r;
+		if (o->layer != cur) {
+			if (cur >= 0)
+				qplan_layer_done(&q);
+			cur = -1;
+			if (plan_get(j, o->layer, &q, err) < 0)
+				goto out;
+			cur = o->layer;
+		}
+		ql = &q.lin[o->lin];
+		if (o->kind == OK_SMOOTH) {
+			/* unified linears: the stored factor for every modality; per-modality ones:
+			 * the modality's own, or the base's where the plan has none */
+			const float *s = stored_factor(&q, o->lin);
+			if (per_modality(&q, o->lin) && ql->smooth[o->mod] != NULL)
+				s = ql->smooth[o->mod];
+			MASQ_ASSERT(s != NULL);
+			r = st_writer_write_f32(w, s, (size_t)ql->in, err);
+		} else if (o->kind == OK_L1) {
+			MASQ_ASSERT(ql->rank[o->mod] == o->shape[1]);
+			r = st_writer_write_f32(w, ql->L1[o->mod], (size_t)ql->in * ql->rank[o->mod], err);
+		} else {
+			r = st_writer_write_f32(w, ql->L2[o->mod], (size_t)ql->rank[o->mod] * ql->out, err);
+		}
+		if (r < 0)
+			goto out;
+	}
+	rc = st_writer_finish(w, err);
+out:
+	if (cur >= 0)
+		qplan_layer_done(&q);
+	st_writer_free(w);
+	free(path);
+	return rc;
+}
+
+/* Remove dir and the plain files in it (what an export writes). */
+static void
+remove_tree(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (d != NULL) {
+		while ((e = readdir(d)) != NULL) {
+			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+				continue;
+			char *p = masq_path_join(dir, e->d_name);
+			unlink(p);
+			free(p);
+		}
+		closedir(d);
+	}
+	rmdir(dir);
+}
+
+static int
+fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	int rc;
+
+	if (fd < 0)
+		return -1;
+	rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+/* Rename tmp to out unless out exists (atomically where the kernel can). */
+static int
+rename_noreplace(const char *tmp, const char *out)
+{
+#ifdef RENAME_NOREPLACE
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, out, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+#endif
+	struct stat sb;
+	if (lstat(out, &sb) == 0) {
+		errno = EEXIST;
+		return -1;
+	}
+	return rename(tmp, out);
+}
+
+int
+export_write(const model *m, export_plan_fn plan_fn, void *ctx, const export_opts *o,
+    const char *out_dir, export_report *rep, masq_err *err)
+{
+	xjob j;
+	struct stat sb;
+	char *out = NULL, *parent, *base, *tmp = NULL;
+	int rc = -1, made = 0;
+	size_t n;
+
+	if (out_dir == NULL || out_dir[0] == '\0')
+		return masq_err_set(err, MASQ_ERR_USAGE, "export: no output directory");
+	/* DIR without trailing slashes, split into parent and name */
+	out = xstrdup(out_dir);
+	for (n = strlen(out); n > 1 && out[n - 1] == '/'; n--)
+		out[n - 1] = '\0';
+	if (lstat(out, &sb) == 0) {
+		masq_err_set(err, MASQ_ERR_USAGE,
+		    "%s: already exists; an export never replaces anything (remove it or choose another directory)",
+		    out);
+		free(out);
+		return -1;
+	}
+	base = strrchr(out, '/');
+	if (base == NULL) {
+		parent = xstrdup(".");
+		base = out;
+	} else {
+		parent = base == out ? xstrdup("/") : strndup(out, (size_t)(base - out));
+		if (parent == NULL)
+			fatal("out of memory");
+		base++;
+	}
+	if (base[0] == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
+		masq_err_set(err, MASQ_ERR_USAGE, "%s: not a directory name to create", out_dir);
+		free(parent);
+		free(out);
+		return -1;
+	}
+	if (job_init(&j, m, plan_fn, ctx, o, err) < 0)
+		goto out;
+	if (masq_mkdir_p(parent, err) < 0) {
+		masq_err_prefix(err, "export to %s", out);
+		goto out;
+	}
+	tmp = xmalloc(strlen(parent) + strlen(base) + 48);
+	sprintf(tmp, "%s/.%s.tmp-%ld", parent, base, (long)getpid());
+	if (mkdir(tmp, 0777) != 0) {
+		masq_err_set(err, MASQ_ERR_IO, "%s: cannot create the temporary directory: %s", tmp,
+		    strerror(errno));
+		goto out;
+	}
+	made = 1;
+	if (write_shards(&j, tmp, err) < 0)
+		goto out;
+	if (j.index_text != NULL &&
+	    write_text(tmp, "model.safetensors.index.json", j.index_text, strlen(j.index_text), err) < 0)
+		goto out;
+	for (int i = 0; i < j.ncopies; i++) {
+		int r;
+		if (j.config_text != NULL && strcmp(j.copies[i], "config.json") == 0)
+			r = write_text(tmp, "config.json", j.config_text, strlen(j.config_text), err);
+		else
+			r = copy_file(m->dir, tmp, j.copies[i], err);
+		if (r < 0)
+			goto out;
+	}
+	if (write_text(tmp, "masq-provenance.json", j.prov_text, strlen(j.prov_text), err) < 0)
+		goto out;
+	if (j.format == EXPORT_MASQUANT &&
+	    (write_text(tmp, "masquant.json", j.manifest_text, strlen(j.manifest_text), err) < 0 ||
+	     write_sidecar(&j, tmp, err) < 0))
+		goto out;
+	if (fsync_dir(tmp) != 0) {
+		masq_err_set(err, MASQ_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (rename_noreplace(tmp, out) != 0) {
+		int e = errno;
+		masq_err_set(err, e == EEXIST || e == ENOTEMPTY ? MASQ_ERR_USAGE : MASQ_ERR_IO,
+		    "%s: cannot move the finished export into place: %s", out, strerror(e));
+		goto out;
+	}
+	made = 0;
+	fsync_dir(parent);
+	if (rep != NULL)
+		*rep = j.rep;
+	rc = 0;
+out:
+	if (made)
+		remove_tree(tmp);
+	if (rc < 0 && err != NULL && err->status == MASQ_OK)
+		masq_err_set(err, MASQ_ERR_INTERNAL, "export failed");
+	job_free(&j);
+	free(tmp);
+	free(parent);
+	free(out);
+	return rc;
+}
+
+char *
+export_preview(const model *m, export_plan_fn plan_fn, void *ctx, const export_opts *o,
+    export_report *rep, masq_err *err)
+{
+	xjob j;
+	json_t *a;
+	char *s;
+
+	if (job_init(&j, m, plan_fn, ctx, o, err) < 0) {
+		job_free(&j);
+		return NULL;
+	}
+	a = json_array();
+	for (int pass = 0; pass < 2; pass++) {
+		const otensor *v = pass == 0 ? j.t : j.side;
+		int n = pass == 0 ? j.nt : j.nside;
+		for (int i = 0; i < n; i++) {
+			json_t *sh = json_array();
+			for (int d = 0; d < v[i].ndim; d++)
+				json_array_append_new(sh, json_integer(v[i].shape[d]));
+			json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:o}", "file",
+			    pass == 0 ? j.shard_file[v[i].shard] : "masquant.safetensors", "name", v[i].name,
+			    "dtype", st_dtype_name(v[i].dtype), "shape", sh));
+		}
+	}
+	s = json_dumps(a, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(a);
+	if (s == NULL)
+		fatal("out of memory");
+	if (rep != NULL)
+		*rep = j.rep;
+	job_free(&j);
+	return s;
+}

@@ -1,0 +1,95 @@
+#!/bin/sh
+# Sessions: masq run records every command in SQLite; sessions list/show/
+# dump/load; replay recomputes and compares (0 match, 1 divergence, 2
+# usage); resume after kill -9 reaches the uninterrupted result; bad
+# databases are refused and nothing recorded is lost.
+. "$srcdir/lib.sh"
+w=$(workdir session)
+py=${PYTHON3:-}
+[ -n "$py" ] && [ -x "$py" ] || skip_all "no python3 (its sqlite3 module edits databases here)"
+cd "$w" || exit 99
+"$MASQ" demo tiny --preset tiny >/dev/null && "$MASQ" demo other --preset tiny --seed 7 >/dev/null
+T="--model $w/tiny/model --calib $w/tiny/calib.safetensors"
+sql_fails() { "$py" -c "import sqlite3,sys
+c=sqlite3.connect(sys.argv[1])
+try:
+    c.execute(sys.argv[2]); c.commit()
+except sqlite3.DatabaseError:
+    sys.exit(0)
+sys.exit(1)" "$@"; }
+sql() { "$py" -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); r=c.execute(sys.argv[2]).fetchall(); c.commit(); print('\n'.join('|'.join(map(str,x)) for x in r))" "$@"; }
+
+check "run records a session" sh -c "'$MASQ' run $T --method mas-cmc --db a.db --json > run.json"
+check "the JSON names the session" "$py" -c "import json; d=json.load(open('run.json')); assert d['session']==1 and d['database']=='a.db'"
+check "sessions list shows it" sh -c "'$MASQ' sessions list --db a.db | grep -q '^1 .*finished.*mas-cmc'"
+check "sessions show lists its events" sh -c "'$MASQ' sessions show 1 --db a.db | grep -q 'result  quantize-layer'"
+n_ev=$(sql a.db "select count(*) from events where session=1")
+check "every command has its result ($n_ev events)" test "$(sql a.db "select count(*) from events where session=1 and kind='command'")" -eq \
+	"$(sql a.db "select count(*) from events where session=1 and kind='result'")"
+check "the database is in WAL mode" test "$(sql a.db 'pragma journal_mode')" = wal
+check "the database carries masq's application_id" test "$(sql a.db 'pragma application_id')" = "$(printf '%d' 0x6d617371)"
+check "events refuse UPDATE" sql_fails a.db "update events set payload='{}' where seq=1"
+check "events refuse DELETE" sql_fails a.db "delete from events"
+check "plans and checkpoints are blobs beside the database" sh -c "ls a.db.blobs | grep -qE '^[0-9a-f]{64}$'"
+
+check "replay matches (exit 0)" sh -c "'$MASQ' replay --db a.db --session 1 > replay.out 2>&1"
+check "dump + load recreate the session in another database" sh -c "
+	'$MASQ' run $T --method rtn --db b.db >/dev/null &&
+	'$MASQ' sessions dump 1 --db a.db > s1.sql && '$MASQ' sessions load s1.sql --db b.db >/dev/null &&
+	'$MASQ' sessions list --db b.db | grep -q '^2 .*mas-cmc'"
+cp -r a.db.blobs b.db.blobs 2>/dev/null
+check "the loaded session replays (exit 0)" "$MASQ" replay --db b.db --session 2
+
+# A divergence: drop the trigger in a copy and change one recorded number.
+cp a.db c.db && cp -r a.db.blobs c.db.blobs
+sql c.db "drop trigger events_no_update" >/dev/null
+seq=$(sql c.db "select seq from events where session=1 and kind='result' and name='quantize-layer' order by seq limit 1")
+sql c.db "update events set payload=json_set(payload, '\$.sqnr_db.text', 1.5) where session=1 and seq=$seq" >/dev/null
+"$MASQ" replay --db c.db --session 1 > div.out 2> div.err; rc=$?
+check "a changed result diverges: exit 1" test $rc -eq 1
+check "the message names the event and both values" sh -c "grep -q 'event $seq (quantize-layer) differs' div.err && grep -q 'recorded:' div.err && grep -q 'replayed:' div.err"
+
+"$MASQ" replay --db a.db --session 1 --model "$w/other/model" --calib "$w/other/calib.safetensors" > fp.out 2> fp.err; rc=$?
+check "another model's fingerprint is refused: exit 2" test $rc -eq 2
+check "the message says which file does not match" grep -q 'is not the model session 1 was recorded with' fp.err
+
+# Bad databases: each refused with a message, exit 2, nothing changed.
+echo "not a database" > text.db
+"$MASQ" sessions list --db text.db > /dev/null 2> e1; rc=$?
+check "a text file is refused (exit $rc)" sh -c "test $rc -eq 2 && grep -q 'not an SQLite database' e1"
+cp a.db newer.db && sql newer.db "pragma user_version=99" >/dev/null
+before=$(cksum < newer.db)
+"$MASQ" sessions list --db newer.db > /dev/null 2> e2; rc=$?
+check "a newer schema is refused and left alone" sh -c "test $rc -eq 2 && grep -q 'newer masq' e2 && test \"$(cksum < newer.db)\" = \"$before\""
+"$py" -c "import sqlite3; c=sqlite3.connect('foreign.db'); c.execute('pragma application_id=42'); c.execute('create table t(x)'); c.commit()"
+"$MASQ" sessions list --db foreign.db > /dev/null 2> e3; rc=$?
+check "another application's database is refused" sh -c "test $rc -eq 2 && grep -q 'not a masq session database' e3"
+head -c 2048 a.db > trunc.db
+"$MASQ" sessions list --db trunc.db > /dev/null 2> e4; rc=$?
+check "a truncated database is refused (exit $rc)" sh -c "test $rc -eq 2 && test -s e4"
+cp a.db unk.db && cp -r a.db.blobs unk.db.blobs
+sql unk.db "insert into events(session,seq,kind,name,payload,created) values(1,(select max(seq)+1 from events where session=1),'command','frobnicate','{}','2026-01-01T00:00:00Z')" >/dev/null
+"$MASQ" replay --db unk.db --session 1 > /dev/null 2> e5; rc=$?
+check "an unknown command in an event is refused (exit $rc)" sh -c "test $rc -eq 2 && grep -q \"unknown command 'frobnicate'\" e5"
+check "a missing database is an error for replay" sh -c "! '$MASQ' replay --db nope.db 2>/dev/null"
+
+# kill -9 in the middle of a run loses at most the layer in progress.
+"$MASQ" demo small --preset small >/dev/null
+S="--model $w/small/model --calib $w/small/calib.safetensors"
+"$MASQ" run $S --method mas-cmc --db whole.db --json > whole.json
+i=0
+for delay in 0.3 0.9 1.6; do
+	i=$((i + 1))
+	"$MASQ" run $S --method mas-cmc --db k$i.db > /dev/null 2>&1 &
+	pid=$!
+	sleep $delay
+	kill -9 $pid 2>/dev/null
+	wait $pid 2>/dev/null
+	check "kill -9 after ${delay}s: integrity_check is ok" test "$(sql k$i.db 'pragma integrity_check')" = ok
+	"$MASQ" resume --db k$i.db > resume$i.out 2>&1
+	check "resume finishes the run" grep -q 'finished' resume$i.out
+	a=$(sql whole.db "select payload from events where name='finish' and kind='result'")
+	b=$(sql k$i.db "select payload from events where name='finish' and kind='result'")
+	check "resumed summary equals the uninterrupted run's" test -n "$a" -a "$a" = "$b"
+done
+done_testing
