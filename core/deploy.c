@@ -54,6 +54,7 @@ typedef struct dexport {
 	int wbits;
 } dexport;
 
+/* Free a loaded layer. */
 static void
 dlayer_done(dlayer *d)
 {
@@ -228,6 +229,7 @@ out:
 	return rc;
 }
 
+/* Close what dexport_open opened. */
 static void
 dexport_close(dexport *e)
 {

@@ -120,6 +120,7 @@ typedef struct xjob {
 	export_report rep;
 } xjob;
 
+/* Release everything the job holds. */
 static void
 job_free(xjob *j)
 {
@@ -205,6 +206,7 @@ natcmp(const char *a, const char *b)
 	return (*a != '\0') - (*b != '\0');
 }
 
+/* qsort order of output tensors: natural, then bytewise. */
 static int
 otensor_cmp(const void *x, const void *y)
 {
@@ -302,6 +304,7 @@ fail:
 	return -1;
 }
 
+/* Keep what the later passes need to know of plan q without its arrays. */
 static void
 lsum_fill(lsum *s, const qplan_layer *q)
 {
@@ -393,6 +396,7 @@ copied_file(const char *name)
 	    name[0] != '.';
 }
 
+/* qsort order of C strings. */
 static int
 cmp_str(const void *a, const void *b)
 {
@@ -861,6 +865,7 @@ job_plan(xjob *j, masq_err *err)
 	return 0;
 }
 
+/* Set the job up from the options and run the planning pass. */
 static int
 job_init(xjob *j, const model *m, export_plan_fn plan_fn, void *ctx, const export_opts *o,
     masq_err *err)
@@ -888,6 +893,7 @@ typedef struct lcache {
 	float *norm[2];		/* compressed-tensors: (hidden) folded norms */
 } lcache;
 
+/* Free a layer cache's arrays and mark it empty. */
 static void
 lcache_clear(lcache *c)
 {
@@ -1238,6 +1244,7 @@ remove_tree(const char *dir)
 	rmdir(dir);
 }
 
+/* fsync a directory, so the names in it are durable. */
 static int
 fsync_dir(const char *dir)
 {

@@ -901,6 +901,14 @@ out:
 	return rc < 0 ? -1 : rc;
 }
 
+int
+sess_preview(sess *s, int grp, int mod, pipe_preview *out, masq_err *err)
+{
+	if (need_open(s, err) < 0)
+		return -1;
+	return pipe_preview_sample(&s->p, grp, mod, out, err);
+}
+
 /* ---- restore and replay ------------------------------------------------------------ */
 
 struct ev {

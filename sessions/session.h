@@ -102,6 +102,11 @@ int sess_restore(sess *s, int *finished, masq_err *err);
  * if not NULL, gets one line per command. */
 int sess_replay(sess *s, FILE *progress, masq_err *err);
 
+/* Queries for front ends: they change nothing and record nothing. */
+/* Re-evaluate the cursor's layer from the token sample under the current
+ * settings (pipe_preview_sample): what an alpha change does, in ms. */
+int sess_preview(sess *s, int grp, int mod, pipe_preview *out, masq_err *err);
+
 /* The options as JSON (the session row's settings) and back. */
 json_t *sess_opts_json(const pipe_opts *o);
 int sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err);

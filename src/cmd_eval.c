@@ -20,6 +20,7 @@
 
 void cli_cmd_help(const char *cmd);
 
+/* A JSON number, or null when x is not finite. */
 static json_t *
 jnum(double x)
 {
@@ -37,6 +38,7 @@ jmods(const double *v, const calib *c)
 	return o;
 }
 
+/* x with two decimals, "-" when not finite. */
 static void
 fmt_db(char *buf, size_t n, double x)
 {
@@ -46,6 +48,7 @@ fmt_db(char *buf, size_t n, double x)
 		snprintf(buf, n, "-");
 }
 
+/* The per-layer table and the summary, as text. */
 static void
 eval_print(const deploy_result *r, const calib *c, const char *model_dir, const char *ref_dir)
 {
@@ -77,6 +80,7 @@ eval_print(const deploy_result *r, const calib *c, const char *model_dir, const 
 	printf("\n%.1f s in all\n", r->seconds);
 }
 
+/* The whole result as one JSON document. */
 static void
 eval_json(const deploy_result *r, const calib *c, const char *model_dir, const char *ref_dir,
     const char *calib_path)
