@@ -94,8 +94,10 @@ check "a missing database is an error for replay" sh -c "! '$MASQ' replay --db n
 S="--model $w/small/model --calib $w/small/calib.safetensors"
 "$MASQ" run $S --method mas-cmc --db whole.db --json > whole.json
 i=0
-for delay in 0.3 0.9 1.6; do
+for seed in 1 2 3; do
 	i=$((i + 1))
+	# a random moment between 0.2 and 2.5 s into the run (the run takes ~3 s)
+	delay=$(awk -v s="$$" -v i="$seed" 'BEGIN { srand(s * 7 + i); printf "%.2f", 0.2 + rand() * 2.3 }')
 	"$MASQ" run $S --method mas-cmc --db k$i.db > /dev/null 2>&1 &
 	pid=$!
 	sleep $delay
