@@ -434,21 +434,6 @@ struct dctx {
 	int nrows[MOD_COUNT];
 };
 
-/* xs (k, in) = x[idx] / s (s NULL: a copy); idx NULL: the first k rows. */
-static void
-gather_smooth(const float *x, int in, const int *idx, int k, const float *s, float *xs)
-{
-	for (int r = 0; r < k; r++) {
-		const float *src = x + (size_t)(idx ? idx[r] : r) * in;
-		float *dst = xs + (size_t)r * in;
-		if (s != NULL)
-			for (int j = 0; j < in; j++)
-				dst[j] = src[j] / s[j];
-		else
-			memcpy(dst, src, (size_t)in * sizeof(float));
-	}
-}
-
 /* The engine's linear override: y (n, out) for linear lin as deployed. */
 static int
 dlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float *y)
@@ -462,10 +447,8 @@ dlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	float *xs = xmalloc(xmul((size_t)n * in, sizeof(float)));
 	float *xq = xmalloc(xmul((size_t)n * in, sizeof(float)));
 	if (L->unified) {
-		gather_smooth(x, in, NULL, n, L->s[MOD_TEXT], xs);
-		if (abits < 16)
-			quant_act_rows(xq, xs, n, in, abits);
-		engine_linear(abits < 16 ? xq : xs, n, in, w->w[lin], w->b[lin], out, y);
+		engine_qlinear_rows(x, in, NULL, n, L->s[MOD_TEXT], abits, w->w[lin], w->b[lin], out, 0,
+		    NULL, NULL, xs, xq, y);
 	} else {
 		float *yr = xmalloc(xmul((size_t)n * out, sizeof(float)));
 		for (int m = 0; m < MOD_COUNT; m++) {
@@ -473,20 +456,9 @@ dlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			if (k == 0)
 				continue;
 			const float *s = L->s[m] != NULL ? L->s[m] : L->s[MOD_TEXT];
-			gather_smooth(x, in, d->rows[m], k, s, xs);
-			if (abits < 16)
-				quant_act_rows(xq, xs, k, in, abits);
-			engine_linear(abits < 16 ? xq : xs, k, in, w->w[lin], w->b[lin], out, yr);
-			if (m != MOD_TEXT && L->rank[m] > 0) {
-				/* yr += (xs L1) L2 from the unquantized smoothed input */
-				int r = L->rank[m];
-				float *t = xmalloc(xmul((size_t)k * r, sizeof(float)));
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, r, in, 1.0f, xs, in,
-				    L->L1[m], r, 0.0f, t, r);
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, out, r, 1.0f, t, r,
-				    L->L2[m], out, 1.0f, yr, out);
-				free(t);
-			}
+			int rank = m != MOD_TEXT ? L->rank[m] : 0;
+			engine_qlinear_rows(x, in, d->rows[m], k, s, abits, w->w[lin], w->b[lin], out, rank,
+			    L->L1[m], L->L2[m], xs, xq, yr);
 			for (int r = 0; r < k; r++)
 				memcpy(y + (size_t)d->rows[m][r] * out, yr + (size_t)r * out,
 				    (size_t)out * sizeof(float));
@@ -499,27 +471,6 @@ dlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 }
 
 /* ---- the run ----------------------------------------------------------------------- */
-
-/* logits (k, V) of rows idx of h through the final norm and the head. */
-static float *
-head_logits(const float *h, const int *idx, int k, int D, const float *norm, float eps,
-    const float *W, int V)
-{
-	float *x = xmalloc(xmul((size_t)k * D, sizeof(float)));
-	float *logits = xmalloc(xmul((size_t)k * V, sizeof(float)));
-	for (int r = 0; r < k; r++) {
-		const float *src = h + (size_t)idx[r] * D;
-		double ss = 0.0;
-		for (int j = 0; j < D; j++)
-			ss += (double)src[j] * src[j];
-		float inv = (float)(1.0 / sqrt(ss / D + eps));
-		for (int j = 0; j < D; j++)
-			x[(size_t)r * D + j] = src[j] * inv * norm[j];
-	}
-	engine_linear(x, k, D, W, NULL, V, logits);
-	free(x);
-	return logits;
-}
 
 /* KL at text positions between the reference's head on h_fp and the
  * export's head on h_q; NAN when either model lacks a head. */
@@ -545,11 +496,11 @@ text_kl(const dexport *e, const calib *c, const float *h_fp, const float *h_q)
 		if (c->modality[t] == MOD_TEXT)
 			idx[k++] = t;
 	float *n1 = st_tensor_to_f32(rn), *W1 = st_tensor_to_f32(rh);
-	float *lf = head_logits(h_fp, idx, k, D, n1, ref->cfg.rms_eps, W1, V);
+	float *lf = engine_head_logits(h_fp, idx, k, D, n1, ref->cfg.rms_eps, W1, V);
 	free(n1);
 	free(W1);
 	float *n2 = st_tensor_to_f32(en), *W2 = st_tensor_to_f32(eh);
-	float *lq = head_logits(h_q, idx, k, D, n2, ref->cfg.rms_eps, W2, V);
+	float *lq = engine_head_logits(h_q, idx, k, D, n2, ref->cfg.rms_eps, W2, V);
 	free(n2);
 	free(W2);
 	double kl = metrics_kl_rows(lf, lq, k, V);

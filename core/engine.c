@@ -6,6 +6,7 @@
 
 #include "core/blas.h"
 #include "core/engine.h"
+#include "core/quant.h"
 
 /* Query rows per attention block: bounds the score buffer to
  * ATT_BLOCK x (longest sequence) floats whatever the sequence length. */
@@ -110,6 +111,53 @@ engine_linear(const float *x, int n, int in, const float *W, const float *bias, 
 			for (int j = 0; j < out; j++)
 				row[j] += bias[j];
 		}
+}
+
+void
+engine_qlinear_rows(const float *x, int in, const int *rows, int k, const float *s, int abits,
+    const float *W, const float *bias, int out, int rank, const float *L1, const float *L2,
+    float *xs, float *xq, float *y)
+{
+	for (int r = 0; r < k; r++) {
+		const float *src = x + (size_t)(rows ? rows[r] : r) * in;
+		float *dst = xs + (size_t)r * in;
+		if (s != NULL)
+			for (int j = 0; j < in; j++)
+				dst[j] = src[j] / s[j];
+		else
+			memcpy(dst, src, (size_t)in * sizeof(float));
+	}
+	if (abits < 16)
+		quant_act_rows(xq, xs, k, in, abits);
+	engine_linear(abits < 16 ? xq : xs, k, in, W, bias, out, y);
+	if (rank > 0) {
+		float *t = xmalloc(xmul((size_t)k * rank, sizeof(float)));
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, rank, in, 1.0f, xs, in, L1, rank,
+		    0.0f, t, rank);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, out, rank, 1.0f, t, rank, L2, out,
+		    1.0f, y, out);
+		free(t);
+	}
+}
+
+float *
+engine_head_logits(const float *h, const int *idx, int k, int D, const float *norm, float eps,
+    const float *W, int V)
+{
+	float *x = xmalloc(xmul((size_t)k * D, sizeof(float)));
+	float *logits = xmalloc(xmul((size_t)k * V, sizeof(float)));
+	for (int r = 0; r < k; r++) {
+		const float *src = h + (size_t)idx[r] * D;
+		double ss = 0.0;
+		for (int j = 0; j < D; j++)
+			ss += (double)src[j] * src[j];
+		float inv = (float)(1.0 / sqrt(ss / D + eps));
+		for (int j = 0; j < D; j++)
+			x[(size_t)r * D + j] = src[j] * inv * norm[j];
+	}
+	engine_linear(x, k, D, W, NULL, V, logits);
+	free(x);
+	return logits;
 }
 
 /* out (n, d) = rmsnorm(x) * weight */

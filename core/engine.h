@@ -72,6 +72,20 @@ void engine_layer_forward(engine *e, const layer_weights *w, const engine_batch 
 void engine_layer_forward_ref(const model_config *cfg, const layer_weights *w,
     const engine_batch *b, float *h);
 
+/* The quantized linear as deployed, for k rows of x (n, in) picked by rows
+ * (NULL: the first k): xs (k, in) = x[rows] / s (s NULL: 1); then
+ * y (k, out) = Q_a(xs) W^T + bias, activations fake-quantized per token at
+ * abits (16: not at all), plus (xs L1) L2 when rank > 0 (the CMC branch
+ * takes the unquantized smoothed rows).  xq (k, in) is scratch. */
+void engine_qlinear_rows(const float *x, int in, const int *rows, int k, const float *s, int abits,
+    const float *W, const float *bias, int out, int rank, const float *L1, const float *L2,
+    float *xs, float *xq, float *y);
+
+/* logits (k, V), a new array, of rows idx of h (n, D): RMSNorm with norm
+ * and eps, then the head W (V, D). */
+float *engine_head_logits(const float *h, const int *idx, int k, int D, const float *norm, float eps,
+    const float *W, int V);
+
 /* Pin OpenBLAS to n threads (n <= 0: leave as configured); the count in use. */
 void masq_blas_set_threads(int n);
 int masq_blas_get_threads(void);

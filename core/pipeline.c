@@ -260,22 +260,6 @@ quant_weight(const pipeline *p, float *Wq, const float *W, const float *s, int o
 		quant_weight_rows(Wq, Wq, out, in, p->opts.wbits);
 }
 
-/* rows (k, in) = x[idx] / s, then activation fake quant into xq; xs keeps
- * the unquantized smoothed rows (CMC's branch takes them). */
-static void
-gather_smooth(const float *x, int in, const int *idx, int k, const float *s, float *xs)
-{
-	for (int r = 0; r < k; r++) {
-		const float *src = x + (size_t)(idx ? idx[r] : r) * in;
-		float *dst = xs + (size_t)r * in;
-		if (s != NULL)
-			for (int j = 0; j < in; j++)
-				dst[j] = src[j] / s[j];
-		else
-			memcpy(dst, src, (size_t)in * sizeof(float));
-	}
-}
-
 static cmc_whitener *
 get_whitener(struct qctx *q, int grp, int mod, const float *s, int d)
 {
@@ -422,10 +406,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 		/* one factor (or none) and one weight for every token */
 		const float *sf = lin_factor(q, lin, method, ALPHA_UNIFIED, s);
 		quant_weight(p, Wq, w->w[lin], sf, out, in);
-		gather_smooth(x, in, NULL, n, sf, xs);
-		if (abits < 16)
-			quant_act_rows(xq, xs, n, in, abits);
-		engine_linear(abits < 16 ? xq : xs, n, in, Wq, w->b[lin], out, y);
+		engine_qlinear_rows(x, in, NULL, n, sf, abits, Wq, w->b[lin], out, 0, NULL, NULL, xs, xq, y);
 		if (q->plan != NULL && sf != NULL)
 			for (int m = 0; m < MOD_COUNT; m++)
 				if (p->c->n_mod[m])
@@ -460,32 +441,21 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 				quant_weight(p, Wq, w->w[lin], s, out, in);
 				Wm = Wq;
 			}
-			gather_smooth(x, in, q->rows[m], k, s, xs);
-			if (abits < 16)
-				quant_act_rows(xq, xs, k, in, abits);
-			engine_linear(abits < 16 ? xq : xs, k, in, Wm, w->b[lin], out, yr);
-			if (method == METHOD_MAS_CMC && m != MOD_TEXT) {
-				cmc_result res;
-				if (lin_cmc(q, lin, m, Wbase, s, out, in, &res, lr ? &lr->cmc[m] : NULL) < 0) {
-					q->failed = 1;
-				} else if (res.rank > 0) {
-					/* yr += (xs L1) L2 from the unquantized smoothed input */
-					float *t = xmalloc(xmul((size_t)k * res.rank, sizeof(float)));
-					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, res.rank, in,
-					    1.0f, xs, in, res.L1, res.rank, 0.0f, t, res.rank);
-					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, out, res.rank,
-					    1.0f, t, res.rank, res.L2, out, 1.0f, yr, out);
-					free(t);
-				}
-				if (q->plan != NULL && res.rank > 0) {
-					/* the plan keeps the factors */
-					q->plan->lin[lin].rank[m] = res.rank;
-					q->plan->lin[lin].L1[m] = res.L1;
-					q->plan->lin[lin].L2[m] = res.L2;
-					res.L1 = res.L2 = NULL;
-				}
-				cmc_result_done(&res);
+			cmc_result res;
+			memset(&res, 0, sizeof res);
+			if (method == METHOD_MAS_CMC && m != MOD_TEXT &&
+			    lin_cmc(q, lin, m, Wbase, s, out, in, &res, lr ? &lr->cmc[m] : NULL) < 0)
+				q->failed = 1;
+			engine_qlinear_rows(x, in, q->rows[m], k, s, abits, Wm, w->b[lin], out, res.rank,
+			    res.L1, res.L2, xs, xq, yr);
+			if (q->plan != NULL && res.rank > 0) {
+				/* the plan keeps the factors */
+				q->plan->lin[lin].rank[m] = res.rank;
+				q->plan->lin[lin].L1[m] = res.L1;
+				q->plan->lin[lin].L2[m] = res.L2;
+				res.L1 = res.L2 = NULL;
 			}
+			cmc_result_done(&res);
 			for (int r = 0; r < k; r++)
 				memcpy(y + (size_t)q->rows[m][r] * out, yr + (size_t)r * out,
 				    (size_t)out * sizeof(float));
@@ -815,27 +785,6 @@ pipe_next(pipeline *p, masq_err *err)
 	return 0;
 }
 
-/* rows (k, D) = rmsnorm(h[idx]) * norm, then logits (k, V) = rows W^T. */
-static float *
-head_logits(const float *h, const int *idx, int k, int D, const float *norm, float eps,
-    const float *W, int V)
-{
-	float *x = xmalloc(xmul((size_t)k * D, sizeof(float)));
-	float *logits = xmalloc(xmul((size_t)k * V, sizeof(float)));
-	for (int r = 0; r < k; r++) {
-		const float *src = h + (size_t)idx[r] * D;
-		double ss = 0.0;
-		for (int j = 0; j < D; j++)
-			ss += (double)src[j] * src[j];
-		float inv = (float)(1.0 / sqrt(ss / D + eps));
-		for (int j = 0; j < D; j++)
-			x[(size_t)r * D + j] = src[j] * inv * norm[j];
-	}
-	engine_linear(x, k, D, W, NULL, V, logits);
-	free(x);
-	return logits;
-}
-
 int
 pipe_finish(pipeline *p, masq_err *err)
 {
@@ -860,8 +809,8 @@ pipe_finish(pipeline *p, masq_err *err)
 				idx[k++] = t;
 		float *norm = st_tensor_to_f32(tn), *W = st_tensor_to_f32(th);
 		/* after pipe_next the final states are in h_fp and h_q */
-		float *lf = head_logits(p->h_fp, idx, k, c->hidden, norm, c->rms_eps, W, V);
-		float *lq = head_logits(p->h_q, idx, k, c->hidden, norm, c->rms_eps, W, V);
+		float *lf = engine_head_logits(p->h_fp, idx, k, c->hidden, norm, c->rms_eps, W, V);
+		float *lq = engine_head_logits(p->h_q, idx, k, c->hidden, norm, c->rms_eps, W, V);
 		p->summary.kl_text = metrics_kl_rows(lf, lq, k, V);
 		free(lf); free(lq); free(norm); free(W); free(idx);
 	}
