@@ -1055,18 +1055,25 @@ sess_replay(sess *s, FILE *progress, masq_err *err)
 			    (long long)e->seq, e->name);
 			break;
 		}
+		long o = outcome_of(&l, i);
+		if (o < 0) {
+			/* The process died before this command's outcome was
+			 * recorded: its effects died with it (resume issued it
+			 * again), so replay must not apply them either. */
+			if (progress != NULL)
+				fprintf(progress, "event %lld %s: no outcome recorded (interrupted); skipped\n",
+				    (long long)e->seq, e->name);
+			continue;
+		}
 		json_error_t je;
 		json_t *args = json_loads(e->payload, 0, &je), *got = NULL;
-		long o = outcome_of(&l, i);
 		masq_err e2 = {0};
 		int r = sess_dispatch(s, e->name, args, &got, &e2);
 		json_decref(args);
 		if (progress != NULL)
 			fprintf(progress, "event %lld %s: %s\n", (long long)e->seq, e->name,
 			    r < 0 ? "error" : r == 1 ? "skipped" : "ok");
-		if (o < 0) {
-			/* the run stopped before recording an outcome */
-		} else if (strcmp(l.v[o].kind, "error") == 0) {
+		if (strcmp(l.v[o].kind, "error") == 0) {
 			if (r >= 0) {
 				rc = 1;
 				masq_err_set(err, MASQ_ERR_MISMATCH,

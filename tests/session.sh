@@ -92,13 +92,13 @@ check "a missing database is an error for replay" sh -c "! '$MASQ' replay --db n
 # kill -9 in the middle of a run loses at most the layer in progress.
 "$MASQ" demo small --preset small >/dev/null
 S="--model $w/small/model --calib $w/small/calib.safetensors"
-"$MASQ" run $S --method mas-cmc --db whole.db --json > whole.json
+"$MASQ" run $S --method mas-cmc --alpha search --alpha-grid 0.3:0.2:0.7 --db whole.db --json > whole.json
 i=0
 for seed in 1 2 3; do
 	i=$((i + 1))
 	# a random moment between 0.2 and 2.5 s into the run (the run takes ~3 s)
 	delay=$(awk -v s="$$" -v i="$seed" 'BEGIN { srand(s * 7 + i); printf "%.2f", 0.2 + rand() * 2.3 }')
-	"$MASQ" run $S --method mas-cmc --db k$i.db > /dev/null 2>&1 &
+	"$MASQ" run $S --method mas-cmc --alpha search --alpha-grid 0.3:0.2:0.7 --db k$i.db > /dev/null 2>&1 &
 	pid=$!
 	sleep $delay
 	kill -9 $pid 2>/dev/null
@@ -109,5 +109,6 @@ for seed in 1 2 3; do
 	a=$(sql whole.db "select payload from events where name='finish' and kind='result'")
 	b=$(sql k$i.db "select payload from events where name='finish' and kind='result'")
 	check "resumed summary equals the uninterrupted run's" test -n "$a" -a "$a" = "$b"
+	check "the resumed session replays (exit 0)" sh -c "'$MASQ' replay --db k$i.db >/dev/null 2>&1"
 done
 done_testing
