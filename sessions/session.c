@@ -1022,6 +1022,11 @@ sess_restore(sess *s, int *finished, masq_err *err)
 	}
 	if (rc == 0 && !s->opened)
 		rc = masq_err_set(err, MASQ_ERR_FORMAT, "session %lld never opened its model", (long long)s->id);
+	/* Quantize results at or past the cursor were never committed: their
+	 * layer must be calibrated and quantized again before next-layer. */
+	if (rc == 0 && s->opened)
+		for (int k = cursor; k < s->p.n_layers; k++)
+			s->p.results[k].done = 0;
 	if (rc == 0 && cursor > 0) {
 		if (ckpt == NULL)
 			rc = masq_err_set(err, MASQ_ERR_FORMAT, "session %lld: layer %d has no checkpoint", (long long)s->id, cursor - 1);

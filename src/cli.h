@@ -18,6 +18,7 @@ int cmd_replay(int argc, char **argv);
 int cmd_resume(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_tui(int argc, char **argv);
 
 /* Print "masq: <msg>" for err on stderr and return its exit status. */
 int cli_fail(const masq_err *err);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/demo.h"
 #include "core/engine.h"
@@ -38,6 +39,8 @@ static const struct subcmd {
 	    "write a session's quantized model"},
 	{"eval", cmd_eval, "eval --model EXPORT_DIR --reference FP_MODEL_DIR --calib FILE [--threads N] [--json]",
 	    "run an export with deployment semantics; SQNR per layer and modality against the FP model"},
+	{"tui", cmd_tui, "tui [--model DIR --calib FILE] [--db FILE] [--session ID] [--method M] [--wbits N] [--abits N]",
+	    "the interactive workbench: step through the layers, see the statistics, tune alpha, export"},
 	{"forward", cmd_forward,
 	    "forward [--model DIR] [--calib FILE] [--out FILE] [--threads N] [--json]",
 	    "run the full-precision decoder layer by layer; write every layer's output"},
@@ -215,8 +218,13 @@ int
 main(int argc, char **argv)
 {
 	if (argc < 2) {
-		/* The main job on the embedded demo: for now the headless
-		 * pipeline, every method side by side (the TUI comes later). */
+		/* The main job on the embedded demo: the workbench on a
+		 * terminal, else the headless pipeline, every method side by
+		 * side. */
+		if (isatty(0) && isatty(1)) {
+			char *targs[] = {"tui", NULL};
+			return cmd_tui(1, targs);
+		}
 		char *args[] = {"run", "--method", "all", NULL};
 		return cmd_run(3, args);
 	}

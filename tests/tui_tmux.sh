@@ -1,0 +1,79 @@
+#!/bin/sh
+# Smoke test of the real binary in tmux: masq tui on the tiny demo in an
+# 80x24 pane, keys sent with send-keys, the screen read with capture-pane;
+# every wait polls the pane for the text it expects.  The session recorded
+# through the TUI must replay headlessly.  Skipped without tmux ($TMUX_BIN).
+. "$srcdir/lib.sh"
+tmux=${TMUX_BIN:-}
+{ [ -n "$tmux" ] && [ -x "$tmux" ]; } || skip_all "no tmux (TMUX_BIN is empty)"
+w=$(workdir tui_tmux)
+cd "$w" || exit 99
+"$MASQ" demo demo --preset tiny >/dev/null 2>demo.err || { cat demo.err; exit 99; }
+
+sock="$w/tmux.sock"
+T() { "$tmux" -S "$sock" -f /dev/null "$@"; }
+cleanup() { T kill-server 2>/dev/null; }
+trap cleanup EXIT
+
+# start NAME RCFILE ARGS...: masq tui ARGS in a detached 80x24 session NAME
+start() {
+	name=$1 rcf=$2
+	shift 2
+	T new-session -d -s "$name" -x 80 -y 24 \
+		"env TERM=screen LANG=C.UTF-8 LC_ALL=C.UTF-8 '$MASQ' tui $* 2>>stderr.txt; echo \$? > $rcf; sleep 60"
+}
+# wait_for SESSION TEXT: poll the pane (up to 30 s) until TEXT appears.
+wait_for() {
+	i=0
+	while [ $i -lt 300 ]; do
+		T capture-pane -p -t "$1" > screen.txt 2>/dev/null && grep -qF -- "$2" screen.txt && return 0
+		i=$((i + 1))
+		sleep 0.1
+	done
+	sed 's/^/# screen: /' screen.txt
+	return 1
+}
+# wait_exit RCFILE: poll until the program has written its status.
+wait_exit() {
+	i=0
+	while [ $i -lt 300 ]; do
+		[ -s "$1" ] && return 0
+		i=$((i + 1))
+		sleep 0.1
+	done
+	return 1
+}
+
+start one rc1 --model demo/model --calib demo/calib.safetensors --db tmux.db
+check "the layer list appears" wait_for one "pending    mas-cmc"
+check "the status line names the session and the database" grep -q "session 1 .* tmux.db" screen.txt
+T send-keys -t one c
+check "c calibrates layer 0" wait_for one "0 calibrated"
+T send-keys -t one Enter
+check "Enter opens the layer view" wait_for one "log2|x|"
+T send-keys -t one Escape q
+check "q quantizes it" wait_for one "0 quantized"
+T send-keys -t one n c
+check "n commits it and c calibrates layer 1" wait_for one "1 calibrated"
+T send-keys -t one Q
+check "Q asks: layer 1 is not committed" wait_for one "quit? [y/N]"
+T send-keys -t one y
+check "y quits" wait_exit rc1
+check "masq tui exits 0" test "$(cat rc1 2>/dev/null)" = 0
+check "it names the session to replay" grep -q 'session 1 is recorded in tmux.db' stderr.txt
+T kill-session -t one
+
+start two rc2 --db tmux.db --session 1
+check "--session resumes after the last committed layer" wait_for two "0 committed"
+check "layer 1 is pending again" grep -q "1 pending" screen.txt
+T send-keys -t two a
+check "a runs the remaining layers" wait_for two "1 committed"
+T send-keys -t two f
+check "f finishes" wait_for two "finished:"
+T send-keys -t two Q
+check "Q quits without a question" wait_exit rc2
+check "masq tui exits 0 again" test "$(cat rc2 2>/dev/null)" = 0
+[ -s stderr.txt ] && sed 's/^/# stderr: /' stderr.txt | head -n 20
+check "the session, resumed, replays headlessly (exit 0)" sh -c "'$MASQ' replay --db tmux.db --session 1 > replay.out 2>&1"
+[ -s replay.out ] && sed 's/^/# /' replay.out | tail -n 3
+done_testing
