@@ -54,7 +54,9 @@ usage(FILE *fp)
 	    "usage: masq [--help] [--version] [COMMAND [ARGS]]\n"
 	    "\n"
 	    "masq is a workbench for MASQuant post-training quantization of multimodal\n"
-	    "language models.  With no command it runs the main job on the embedded demo.\n"
+	    "language models.  With no command it opens the workbench (masq tui) on the\n"
+	    "embedded demo when run from a terminal, and otherwise runs every method on it\n"
+	    "side by side (masq run --method all).\n"
 	    "\n"
 	    "commands:\n");
 	for (size_t i = 0; i < NSUBCMDS; i++)
