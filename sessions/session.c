@@ -667,6 +667,8 @@ static int
 export_plan(void *ctx, int layer, qplan_layer *plan, masq_err *err)
 {
 	sess *s = ctx;
+	if (s->db == NULL)
+		return masq_err_set(err, MASQ_ERR_USAGE, "the session is not recorded: nothing to export");
 	if (s->plan_sha == NULL || s->plan_sha[layer] == NULL)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d has not been quantized in this session", layer);
 	char *path = sdb_blob_path(s->db, s->plan_sha[layer], err);
@@ -717,6 +719,17 @@ hash_tree(const char *dir, const char *rel, json_t *out, masq_err *err)
 	free(names);
 	free(path);
 	return rc;
+}
+
+char *
+sess_export_preview(sess *s, int format, export_report *rep, masq_err *err)
+{
+	export_opts o = {0};
+
+	if (need_open(s, err) < 0)
+		return NULL;
+	o.format = format;
+	return export_preview(&s->m, export_plan, s, &o, rep, err);
 }
 
 static int

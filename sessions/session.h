@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "core/calib.h"
+#include "core/export.h"
 #include "core/model.h"
 #include "core/pipeline.h"
 #include "sessions/db.h"
@@ -106,6 +107,11 @@ int sess_replay(sess *s, FILE *progress, masq_err *err);
 /* Re-evaluate the cursor's layer from the token sample under the current
  * settings (pipe_preview_sample): what an alpha change does, in ms. */
 int sess_preview(sess *s, int grp, int mod, pipe_preview *out, masq_err *err);
+
+/* What exporting the session in format f would write: export_preview's
+ * tensor list (JSON text, a new string) and report, or NULL with err (a
+ * layer not yet quantized, bits the format cannot hold). */
+char *sess_export_preview(sess *s, int format, export_report *rep, masq_err *err);
 
 /* The options as JSON (the session row's settings) and back. */
 json_t *sess_opts_json(const pipe_opts *o);

@@ -566,25 +566,6 @@ prompt_key(ui *u, int ch)
 
 /* ---- the export dialog ------------------------------------------------------------ */
 
-/* The export's plan callback: each layer's latest plan, from the blob the
- * session recorded.  (What sessions/session.c does for "export"; a
- * sess_export_preview there would make this unnecessary.) */
-static int
-ui_export_plan(void *ctx, int layer, qplan_layer *plan, masq_err *err)
-{
-	sess *s = ctx;
-	if (s->db == NULL)
-		return masq_err_set(err, MASQ_ERR_USAGE, "the session is not recorded: nothing to export");
-	if (s->plan_sha == NULL || s->plan_sha[layer] == NULL)
-		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d has not been quantized in this session", layer);
-	char *path = sdb_blob_path(s->db, s->plan_sha[layer], err);
-	if (path == NULL)
-		return -1;
-	int rc = qplan_read(plan, &s->m.cfg, path, err);
-	free(path);
-	return rc;
-}
-
 static const char *const ex_desc[EXPORT_FORMAT_COUNT] = {
 	"a dense model in the input's own layout, each decoder linear replaced by its dequantized "
 	"weight; any framework loads it (weights only)",
@@ -605,7 +586,6 @@ static void
 export_refresh(ui *u)
 {
 	masq_err err = {0};
-	export_opts o = {0};
 	char *text;
 
 	json_decref(u->ex_list);
@@ -615,12 +595,7 @@ export_refresh(ui *u)
 	if (!u->ex_edited)
 		snprintf(u->ex_dir, sizeof u->ex_dir, "masq-export-%lld-%s", (long long)u->s->id,
 		    export_format_name(u->ex_fmt));
-	o.format = u->ex_fmt;
-	if (!u->s->opened) {
-		snprintf(u->ex_err, sizeof u->ex_err, "no model is open");
-		return;
-	}
-	text = export_preview(&u->s->m, ui_export_plan, u->s, &o, &u->ex_rep, &err);
+	text = sess_export_preview(u->s, u->ex_fmt, &u->ex_rep, &err);
 	if (text == NULL) {
 		snprintf(u->ex_err, sizeof u->ex_err, "%s", err.msg);
 		return;
