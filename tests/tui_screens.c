@@ -34,9 +34,10 @@ enum action { A_NONE, A_RESIZE, A_ASCII, A_UTF8 };
 
 struct step {
 	const char *name;
-	int keys[4];		/* 0-terminated */
+	int keys[8];		/* 0-terminated */
 	int action;		/* done before the keys */
 	int lines, cols;	/* A_RESIZE */
+	int busy;		/* also keep the last progress screen as NN-name-busy.txt */
 };
 
 /* The script: start on the demo, step two layers, open a layer's
@@ -44,9 +45,10 @@ struct step {
 static const struct step script[] = {
 	{"start", {0}, A_NONE, 0, 0},
 	{"help", {'?'}, A_NONE, 0, 0},
-	{"calibrate-0", {'?', 'c'}, A_NONE, 0, 0},
-	{"quantize-0", {'q'}, A_NONE, 0, 0},
-	{"next-0", {'n'}, A_NONE, 0, 0},
+	{"calibrate-0", {'?', 'c'}, A_NONE, 0, 0, 1},
+	{"search-0", {'\r', 's'}, A_NONE, 0, 0},
+	{"rank-0", {'q', 'v'}, A_NONE, 0, 0},
+	{"next-0", {27, 'n'}, A_NONE, 0, 0},
 	{"calibrate-1", {'c'}, A_NONE, 0, 0},
 	{"layer-view", {'\r'}, A_NONE, 0, 0},
 	{"alpha-up", {'+'}, A_NONE, 0, 0},
@@ -54,8 +56,13 @@ static const struct step script[] = {
 	{"site-gateup", {'\t', '\t'}, A_UTF8, 0, 0},
 	{"quit-ask", {27, 'Q'}, A_NONE, 0, 0},
 	{"quit-no", {'n'}, A_NONE, 0, 0},
-	{"quantize-next-1", {'q', 'n'}, A_NONE, 0, 0},
-	{"finish", {'f'}, A_NONE, 0, 0},
+	{"run-all-1", {'a'}, A_NONE, 0, 0, 1},
+	{"overview", {'o'}, A_NONE, 0, 0},
+	{"overview-by-vision", {KEY_LEFT, KEY_LEFT, KEY_LEFT}, A_NONE, 0, 0},
+	{"overview-worst", {'w'}, A_NONE, 0, 0},
+	{"overview-threshold", {'t', '4', '0', '\r'}, A_NONE, 0, 0},
+	{"overview-invert", {'i'}, A_NONE, 0, 0},
+	{"finish", {27, 'f'}, A_NONE, 0, 0},
 	{"export-masquant", {'e'}, A_NONE, 0, 0},
 	{"export-fake", {'\t'}, A_NONE, 0, 0},
 	{"export-compressed", {'\t'}, A_NONE, 0, 0},
@@ -66,6 +73,29 @@ static const struct step script[] = {
 	{"quit", {'Q'}, A_NONE, 0, 0},
 };
 #define NSTEPS (sizeof script / sizeof script[0])
+
+static char busy_path[4096];
+
+/* The progress screens' clock: a quarter second per reading, so their
+ * figures do not depend on the machine. */
+static double
+fake_clock(void)
+{
+	static double t;
+	return t += 0.25;
+}
+
+/* ui_set_sync's hook: the progress screen just drawn, to busy_path. */
+static void
+busy_dump(void *arg)
+{
+	(void)arg;
+	FILE *fp = fopen(busy_path, "w");
+	if (fp != NULL) {
+		ui_screen_dump(fp);
+		fclose(fp);
+	}
+}
 
 /* Write the screen to DIR/NN-name.txt. */
 static int
@@ -129,6 +159,9 @@ main(int argc, char **argv)
 	ui_opts_default(&uo);
 	uo.db_label = db_path;
 	ui *u = ui_new(&s, &uo);
+	snprintf(busy_path, sizeof busy_path, "%s/busy.tmp", out);
+	ui_set_sync(u, 1, busy_dump, NULL);
+	ui_set_clock(u, fake_clock);
 	tap_ok(LINES == 24 && COLS == 80, "curses starts at 80x24 (got %dx%d)", COLS, LINES);
 	ui_draw(u);
 
@@ -149,7 +182,7 @@ main(int argc, char **argv)
 			ui_set_ascii(u, st->action == A_ASCII);
 			ui_draw(u);
 		}
-		for (int k = 0; k < 4 && st->keys[k] != 0 && !quit; k++) {
+		for (int k = 0; k < 8 && st->keys[k] != 0 && !quit; k++) {
 			ungetch(st->keys[k]);
 			quit = ui_step(u);
 		}
@@ -159,6 +192,12 @@ main(int argc, char **argv)
 			have1 = ui_preview_get(u, &pv1, &g, &m) && g == SITE_QKV && m == MOD_VISION;
 		if (!quit)
 			dump(out, (int)i, st->name);
+		if (st->busy) {
+			char to[4200];
+			snprintf(to, sizeof to, "%s/%02zu-%s-busy.txt", out, i, st->name);
+			tap_ok(rename(busy_path, to) == 0, "step %02zu %s drew a progress screen", i, st->name);
+		}
+		remove(busy_path);
 		tap_ok(quit == (i == NSTEPS - 1), "step %02zu %s%s", i, st->name, quit ? " (quit)" : "");
 	}
 	tap_ok(have0, "the layer view previews qkv for vision on opening");

@@ -76,4 +76,19 @@ check "masq tui exits 0 again" test "$(cat rc2 2>/dev/null)" = 0
 [ -s stderr.txt ] && sed 's/^/# stderr: /' stderr.txt | head -n 20
 check "the session, resumed, replays headlessly (exit 0)" sh -c "'$MASQ' replay --db tmux.db --session 1 > replay.out 2>&1"
 [ -s replay.out ] && sed 's/^/# /' replay.out | tail -n 3
+
+# Quitting while a command runs on the worker: the run on the small demo
+# (about a second per layer) is still in its first command when Q and y
+# arrive; the program waits for that command, exits 0 and leaves no command
+# without its result.
+"$MASQ" demo small --preset small >/dev/null 2>>stderr.txt || { echo "not ok - the small demo"; exit 99; }
+start three rc3 --model small/model --calib small/calib.safetensors --db busy.db
+check "the small demo opens" wait_for three "pending    mas-cmc"
+T send-keys -t three a Q y
+check "Q then y during a run quits once the command is done" wait_exit rc3
+check "masq tui exits 0 after the command" test "$(cat rc3 2>/dev/null)" = 0
+"$MASQ" sessions show 1 --db busy.db > busy-events.txt 2>&1
+check "the last event recorded is a result" sh -c "tail -n 1 busy-events.txt | grep -q ' result '"
+check "and fewer than the 4 layers were committed" sh -c "test \$(grep -c 'result  next-layer' busy-events.txt) -lt 4"
+check "that session replays headlessly (exit 0)" sh -c "'$MASQ' replay --db busy.db --session 1 > replay3.out 2>&1"
 done_testing

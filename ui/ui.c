@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,13 +31,47 @@
 #include "ui/draw.h"
 #include "ui/ui.h"
 
-enum ui_scr { SCR_LIST, SCR_LAYER, SCR_HELP, SCR_EXPORT };
-enum ui_prompt { PR_NONE, PR_QUIT, PR_ALPHA, PR_RANK, PR_BITS, PR_COMMAND };
+enum ui_scr { SCR_LIST, SCR_LAYER, SCR_HELP, SCR_EXPORT, SCR_OVERVIEW };
+enum ui_prompt { PR_NONE, PR_QUIT, PR_ALPHA, PR_RANK, PR_BITS, PR_COMMAND, PR_THRESH };
 enum msg_kind { MSG_INFO, MSG_ERROR, MSG_WORKING };
+/* What the top of the layer view shows ('v' cycles). */
+enum ui_panel { PANEL_HIST, PANEL_SEARCH, PANEL_RANK, PANEL_COUNT };
 
 #define KEY_CTRL_C 3
 #define KEY_ESC 27
 #define ALPHA_STEP 0.05
+
+enum job_kind { JOB_NONE, JOB_ONE, JOB_ALL };
+/* Long commands, as the progress estimates count them. */
+enum job_cmd { JC_CALIB, JC_SEARCH, JC_QUANT, JC_NEXT, JC_COUNT };
+
+/* A layer a job committed, as the progress screen lists it. */
+typedef struct ui_done_layer {
+	int layer;
+	double secs;			/* calibrate + search + quantize, the pipeline's own times */
+	double sqnr[STATS_ROWS];	/* its output's SQNR (NAN: modality absent) */
+} ui_done_layer;
+
+/* What the UI thread may know of a running job: written by the job's
+ * thread, read by the UI thread, every field under mu. */
+typedef struct ui_prog {
+	pthread_mutex_t mu;
+	int kind;		/* enum job_kind */
+	char cmd[32];		/* the command running ("" before the first) */
+	int layer;		/* its layer */
+	int first;		/* the cursor when the job started */
+	int n_layers;		/* the model's layers (constant) */
+	int tokens;		/* calibration tokens, each pass over a layer (constant) */
+	int search;		/* a run searches alpha at every layer */
+	double t_job, t_cmd;	/* the clock at the job's and at the command's start */
+	double est_sum[JC_COUNT];	/* seconds of the finished commands of each kind (kept across jobs) */
+	int est_n[JC_COUNT];		/* and how many */
+	long long tokens_done;	/* tokens through the calibrate and quantize commands of this job */
+	ui_done_layer *done_l;	/* (n_layers) the layers this job committed */
+	int n_done;
+	int stop;		/* the UI asks: stop after the current command */
+	int finished;		/* the job's thread has returned */
+} ui_prog;
 
 struct ui {
 	sess *s;
@@ -63,7 +98,29 @@ struct ui {
 	export_report ex_rep;
 	char ex_err[1024];
 	int quit;
+	/* the overview */
+	int ov_col, ov_desc, ov_top;	/* sort column (OV_*), descending, first row shown */
+	double ov_thr;		/* SQNR threshold (dB) below which figures are marked */
+	int view_back;		/* where Esc in the layer view returns */
+	int panel;		/* layer view: enum ui_panel */
+	/* the job (a long command on the worker thread) */
+	int busy;		/* a job owns the pipeline: draw pg only */
+	int sync;		/* run jobs on the UI thread (tests) */
+	void (*busy_hook)(void *);	/* sync: called after each progress screen */
+	void *busy_arg;
+	double (*clock)(void);	/* seconds, for the progress figures */
+	pthread_t th;
+	ui_prog pg;
+	int job_kind, job_first, job_rc, job_stopped, quit_after;
+	char job_name[32];
+	char busy_msg[256];	/* the message line while busy (UI thread only) */
+	int ahead[16], n_ahead;	/* keys typed while busy, read when the job is done */
 };
+
+static void prompt_open(ui *u, int kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void draw_status(ui *u);
+static void draw_message(ui *u, int y);
+static void draw_keys(ui *u, int y, const char *const *kv);
 
 /* ---- small helpers -------------------------------------------------------------- */
 
@@ -254,22 +311,26 @@ preview_refresh(ui *u)
 	u->pv_layer = u->view;
 }
 
-/* Commands that take the cursor's layer: calibrate, search, quantize, next. */
+/* ---- long commands on a worker thread ------------------------------------------ */
+
+/* The kind of a long command, as the progress estimates count them; -1 for
+ * other names. */
 static int
-act_layer_cmd(ui *u, const char *name)
+jc_of(const char *name)
+{
+	static const char *const n[JC_COUNT] = {"calibrate-layer", "search-alpha", "quantize-layer", "next-layer"};
+	for (int k = 0; k < JC_COUNT; k++)
+		if (strcmp(name, n[k]) == 0)
+			return k;
+	return -1;
+}
+
+/* After command name succeeded on layer l (on the job's thread): the UI's
+ * flags and the message.  Reads the pipeline, which the job owns. */
+static void
+after_cmd(ui *u, const char *name, int l)
 {
 	pipeline *p = &u->s->p;
-	int l = p->layer;
-
-	/* A resumed session may hold the cursor layer's recorded result without
-	 * its output (nothing ran here yet): commit only what was quantized here. */
-	if (strcmp(name, "next-layer") == 0 && l < p->n_layers && !u->quantized_here[l]) {
-		msg_set(u, MSG_ERROR, "layer %d is not quantized yet: %s calibrates, %s quantizes", l,
-		    key_name_of("calibrate-layer"), key_name_of("quantize-layer"));
-		return -1;
-	}
-	if (run_cmd(u, name, l < p->n_layers ? json_pack("{s:i}", "layer", l) : json_object(), NULL) < 0)
-		return -1;
 	const pipe_layer_result *r = &p->results[l];
 	char t[MOD_COUNT][16];
 	for (int m = 0; m < MOD_COUNT; m++)
@@ -299,42 +360,252 @@ act_layer_cmd(ui *u, const char *name)
 		if (u->screen == SCR_LAYER)
 			u->view = u->sel;
 	}
-	preview_refresh(u);
+}
+
+/* The job asked to stop after its current command (read on the job's thread). */
+static int
+job_stopping(ui *u)
+{
+	pthread_mutex_lock(&u->pg.mu);
+	int s = u->pg.stop;
+	pthread_mutex_unlock(&u->pg.mu);
+	if (s)
+		u->job_stopped = 1;
+	return s;
+}
+
+/* Run one long command on the cursor's layer (on the job's thread), keeping
+ * the progress record; 0 or -1 (the error is the message). */
+static int
+job_cmd(ui *u, const char *name)
+{
+	pipeline *p = &u->s->p;
+	ui_prog *g = &u->pg;
+	masq_err err = {0};
+	int l = p->layer, k = jc_of(name);
+	double t0 = u->clock();
+
+	pthread_mutex_lock(&g->mu);
+	snprintf(g->cmd, sizeof g->cmd, "%s", name);
+	g->layer = l;
+	g->t_cmd = t0;
+	pthread_mutex_unlock(&g->mu);
+	if (u->sync) {
+		ui_draw(u);
+		if (u->busy_hook != NULL)
+			u->busy_hook(u->busy_arg);
+	}
+	json_t *args = l < p->n_layers ? json_pack("{s:i}", "layer", l) : json_object();
+	int rc = sess_dispatch(u->s, name, args, NULL, &err);
+	json_decref(args);
+	double t1 = u->clock();
+	if (rc < 0) {
+		msg_set(u, MSG_ERROR, "%s: %s", name, err.msg);
+		u->job_rc = -1;
+		return -1;
+	}
+	const pipe_layer_result *r = &p->results[l];
+	pthread_mutex_lock(&g->mu);
+	if (k >= 0) {
+		g->est_sum[k] += t1 - t0;
+		g->est_n[k]++;
+	}
+	if (k == JC_CALIB || k == JC_QUANT)
+		g->tokens_done += g->tokens;
+	if (k == JC_NEXT && g->n_done < g->n_layers) {
+		ui_done_layer *d = &g->done_l[g->n_done++];
+		d->layer = l;
+		d->secs = r->t_calib + r->t_search + r->t_quant;
+		for (int m = 0; m < STATS_ROWS; m++)
+			d->sqnr[m] = m == STATS_ALL || mod_present(u, m) ? r->sqnr[m] : NAN;
+	}
+	pthread_mutex_unlock(&g->mu);
+	after_cmd(u, name, l);
 	return 0;
 }
 
-/* Calibrate, quantize and commit every remaining layer (searching alpha
- * when the session's options say so); Q, Esc or Ctrl-C stops between steps. */
+/* The job's body: one command, or every remaining layer (calibrate, search
+ * when the session searches, quantize, commit), stopping between commands
+ * when asked. */
+static void
+job_body(ui *u)
+{
+	pipeline *p = &u->s->p;
+	if (u->job_kind == JOB_ONE) {
+		job_cmd(u, u->job_name);
+		return;
+	}
+	while (p->layer < p->n_layers) {
+		int l = p->layer;
+		if (!p->calibrated && (job_stopping(u) || job_cmd(u, "calibrate-layer") < 0))
+			return;
+		if (u->s->opts.search && !p->results[l].search.done &&
+		    (job_stopping(u) || job_cmd(u, "search-alpha") < 0))
+			return;
+		if (!u->quantized_here[l] && (job_stopping(u) || job_cmd(u, "quantize-layer") < 0))
+			return;
+		if (job_stopping(u) || job_cmd(u, "next-layer") < 0)
+			return;
+	}
+}
+
+/* The worker thread's entry: the body, then the finished flag. */
+static void *
+job_main(void *arg)
+{
+	ui *u = arg;
+	job_body(u);
+	pthread_mutex_lock(&u->pg.mu);
+	u->pg.finished = 1;
+	pthread_mutex_unlock(&u->pg.mu);
+	return NULL;
+}
+
+/* On the UI thread once the job has returned: the closing message, the
+ * preview, and the quit asked for meanwhile. */
+static void
+job_finish(ui *u)
+{
+	pipeline *p = &u->s->p;
+	u->busy = 0;
+	if (u->prompt == PR_QUIT)	/* asked while busy, not answered yet: ask on */
+		snprintf(u->plabel, sizeof u->plabel, "%s; quit? [y/N]", uncommitted(u) ?
+		    "the command is done, the cursor's layer is not committed (a resume redoes it)" : "the command is done");
+	if (u->job_kind == JOB_ALL && u->job_rc == 0) {
+		if (u->job_stopped && p->layer < p->n_layers)
+			msg_set(u, MSG_INFO, "stopped before finishing layer %d", p->layer);
+		else if (!u->job_stopped)
+			msg_set(u, MSG_INFO, "layers %d to %d done: f finishes, e exports", u->job_first, p->n_layers - 1);
+	}
+	if (u->job_kind == JOB_ONE && strcmp(u->job_name, "search-alpha") == 0 && u->job_rc == 0)
+		u->panel = PANEL_SEARCH;	/* show the curve just searched */
+	preview_refresh(u);
+	if (u->quit_after) {
+		u->quit = 1;
+		u->n_ahead = 0;
+	}
+	/* the keys typed meanwhile come next, in their order */
+	while (u->n_ahead > 0)
+		ungetch(u->ahead[--u->n_ahead]);
+}
+
+/* Join the worker when it has returned (UI thread). */
+static void
+job_poll(ui *u)
+{
+	if (!u->busy || u->sync)
+		return;
+	pthread_mutex_lock(&u->pg.mu);
+	int fin = u->pg.finished;
+	pthread_mutex_unlock(&u->pg.mu);
+	if (fin) {
+		pthread_join(u->th, NULL);
+		job_finish(u);
+	}
+}
+
+/* Start a job: one long command (JOB_ONE, name) or every remaining layer
+ * (JOB_ALL).  From here until job_finish the pipeline belongs to the job:
+ * the UI thread draws the progress record only. */
+static void
+job_start(ui *u, int kind, const char *name)
+{
+	ui_prog *g = &u->pg;
+	pipeline *p = &u->s->p;
+
+	u->job_kind = kind;
+	snprintf(u->job_name, sizeof u->job_name, "%s", name ? name : "");
+	u->job_first = p->layer;
+	u->job_rc = 0;
+	u->job_stopped = 0;
+	u->quit_after = 0;
+	u->n_ahead = 0;
+	preview_clear(u);
+	pthread_mutex_lock(&g->mu);
+	g->kind = kind;
+	snprintf(g->cmd, sizeof g->cmd, "%s", name ? name : "");
+	g->layer = p->layer;
+	g->first = p->layer;
+	g->search = u->s->opts.search;
+	g->t_job = g->t_cmd = u->clock();
+	g->tokens_done = 0;
+	g->n_done = 0;
+	g->stop = 0;
+	g->finished = 0;
+	pthread_mutex_unlock(&g->mu);
+	snprintf(u->busy_msg, sizeof u->busy_msg, "%s", kind == JOB_ALL ?
+	    "Esc stops after the current command; Q quits when it is done" : "Q quits when it is done");
+	u->busy = 1;
+	if (u->sync || pthread_create(&u->th, NULL, job_main, u) != 0) {
+		job_body(u);
+		job_finish(u);
+	}
+}
+
+/* A key while a job runs: only quitting (after the current command) and
+ * stopping a run are possible. */
+static void
+busy_key(ui *u, int ch)
+{
+	if (u->prompt == PR_QUIT) {
+		u->prompt = PR_NONE;
+		if (ch == 'y' || ch == 'Y') {
+			pthread_mutex_lock(&u->pg.mu);
+			u->pg.stop = 1;
+			pthread_mutex_unlock(&u->pg.mu);
+			u->quit_after = 1;
+			snprintf(u->busy_msg, sizeof u->busy_msg, "quitting when the current command is done");
+		} else {
+			snprintf(u->busy_msg, sizeof u->busy_msg, "not quitting");
+		}
+		return;
+	}
+	if (ch == 'Q' || ch == KEY_CTRL_C) {
+		prompt_open(u, PR_QUIT, "a command is running; quit when it is done? [y/N]");
+	} else if (ch == KEY_ESC && u->job_kind == JOB_ALL) {
+		pthread_mutex_lock(&u->pg.mu);
+		u->pg.stop = 1;
+		pthread_mutex_unlock(&u->pg.mu);
+		snprintf(u->busy_msg, sizeof u->busy_msg, "stopping after the current command");
+	} else if (u->n_ahead < (int)(sizeof u->ahead / sizeof u->ahead[0])) {
+		u->ahead[u->n_ahead++] = ch;
+		snprintf(u->busy_msg, sizeof u->busy_msg, "%d key%s typed ahead, read when this is done", u->n_ahead,
+		    u->n_ahead == 1 ? "" : "s");
+	}
+}
+
+/* Commands that take the cursor's layer: calibrate, search, quantize, next. */
+static int
+act_layer_cmd(ui *u, const char *name)
+{
+	pipeline *p = &u->s->p;
+	int l = p->layer;
+
+	/* A resumed session may hold the cursor layer's recorded result without
+	 * its output (nothing ran here yet): commit only what was quantized here. */
+	if (strcmp(name, "next-layer") == 0 && l < p->n_layers && !u->quantized_here[l]) {
+		msg_set(u, MSG_ERROR, "layer %d is not quantized yet: %s calibrates, %s quantizes", l,
+		    key_name_of("calibrate-layer"), key_name_of("quantize-layer"));
+		return -1;
+	}
+	if (l >= p->n_layers) {
+		msg_set(u, MSG_ERROR, "every layer is committed: %s finishes", key_name_of("finish"));
+		return -1;
+	}
+	job_start(u, JOB_ONE, name);
+	return u->job_rc;
+}
+
+/* Calibrate, quantize and commit every remaining layer on the worker. */
 static void
 act_run_all(ui *u)
 {
-	pipeline *p = &u->s->p;
-	int first = p->layer;
-
-	while (p->layer < p->n_layers) {
-		int l = p->layer;
-		if (!p->calibrated && act_layer_cmd(u, "calibrate-layer") < 0)
-			return;
-		if (u->s->opts.search && !p->results[l].search.done && act_layer_cmd(u, "search-alpha") < 0)
-			return;
-		if (!u->quantized_here[l] && act_layer_cmd(u, "quantize-layer") < 0)
-			return;
-		if (act_layer_cmd(u, "next-layer") < 0)
-			return;
-		/* a key typed meanwhile can stop the run */
-		nodelay(stdscr, TRUE);
-		int ch = getch();
-		nodelay(stdscr, FALSE);
-		if (ch == 'Q' || ch == KEY_ESC || ch == KEY_CTRL_C) {
-			msg_set(u, MSG_INFO, "stopped after layer %d", l);
-			return;
-		}
-		if (ch != ERR)
-			ungetch(ch);
+	if (u->s->p.layer >= u->s->p.n_layers) {
+		msg_set(u, MSG_ERROR, "every layer is committed: %s finishes", key_name_of("finish"));
+		return;
 	}
-	msg_set(u, MSG_INFO, "layers %d to %d done: f finishes, e exports", first, p->n_layers - 1);
+	job_start(u, JOB_ALL, NULL);
 }
-
 /* Run finish and show the model summary. */
 static void
 act_finish(ui *u)
@@ -534,6 +805,14 @@ prompt_accept(ui *u)
 			msg_set(u, MSG_INFO, "W%dA%d from the next quantize on", w, a);
 	} else if (kind == PR_COMMAND) {
 		act_command_line(u, u->pbuf);
+	} else if (kind == PR_THRESH) {
+		double v = strtod(u->pbuf, &end);
+		if (end == u->pbuf || *end != '\0' || !isfinite(v)) {
+			msg_set(u, MSG_ERROR, "'%s' is not a number", u->pbuf);
+			return;
+		}
+		u->ov_thr = v;
+		msg_set(u, MSG_INFO, "SQNR threshold %.1f dB", v);
 	}
 }
 
@@ -715,6 +994,7 @@ static void
 view_open(ui *u, int l)
 {
 	u->screen = SCR_LAYER;
+	u->view_back = SCR_LIST;
 	u->view = l;
 	row_fix(u, l);
 	preview_refresh(u);
@@ -739,6 +1019,7 @@ list_key(ui *u, int ch)
 	case KEY_END: u->sel = n - 1; break;
 	case '\n': case '\r': case KEY_ENTER: view_open(u, u->sel); break;
 	case 'a': act_run_all(u); break;	/* the list's own key: set-alpha lives in the layer view */
+	case 'o': case '\t': u->screen = SCR_OVERVIEW; break;
 	default:
 		if (!table_key(u, ch))
 			msg_set(u, MSG_ERROR, "no key '%s' here (? lists the keys)", keyname(ch) ? keyname(ch) : "?");
@@ -752,7 +1033,7 @@ layer_key(ui *u, int ch)
 	int rows[ALPHA_ROWS], nr = alpha_rows(u, u->view, rows), i;
 	switch (ch) {
 	case KEY_ESC: case KEY_BACKSPACE: case 127:
-		u->screen = SCR_LIST;
+		u->screen = u->view_back;
 		u->sel = u->view;
 		preview_clear(u);
 		msg_set(u, MSG_INFO, " ");
@@ -770,6 +1051,12 @@ layer_key(ui *u, int ch)
 	case '+': case '=': act_alpha_step(u, ALPHA_STEP); return;
 	case '-': case '_': act_alpha_step(u, -ALPHA_STEP); return;
 	case 'p': break;
+	case 'v':
+		u->panel = (u->panel + 1) % PANEL_COUNT;
+		msg_set(u, MSG_INFO, "%s", u->panel == PANEL_SEARCH ? "the alpha search: SQNR against alpha, the chosen alpha marked" :
+		    u->panel == PANEL_RANK ? "the rank view: whitened error against rank, effective rank, rank in use" :
+		    "the histograms of log2|x| per modality");
+		return;
 	default:
 		if (!table_key(u, ch))
 			msg_set(u, MSG_ERROR, "no key '%s' here (? lists the keys)", keyname(ch) ? keyname(ch) : "?");
@@ -778,12 +1065,209 @@ layer_key(ui *u, int ch)
 	preview_refresh(u);
 }
 
+/* ---- the overview: every layer's settings and figures, sortable ------------------- */
+
+enum { OV_LAYER, OV_METHOD, OV_AT, OV_AV, OV_AA, OV_RANK, OV_ST, OV_SV, OV_SA, OV_SALL, OV_COLS };
+
+/* The modality (or STATS_ALL) overview column c speaks of. */
+static int
+ov_col_mod(int c)
+{
+	if (c >= OV_AT && c <= OV_AA)
+		return c - OV_AT;
+	if (c >= OV_ST && c <= OV_SALL)
+		return c - OV_ST;
+	return STATS_ALL;
+}
+
+/* Layer l's value in overview column c (NAN: none). */
+static double
+ov_value(const ui *u, int l, int c)
+{
+	const pipeline *p = &u->s->p;
+	const pipe_layer_result *r = &p->results[l];
+	const layer_setting *ls = &p->settings[l];
+	int measured = layer_measured(u, l), st = layer_state(u, l);
+	int method = st == LS_COMMITTED || st == LS_QUANTIZED ? r->method : ls->method;
+	int m = ov_col_mod(c);
+
+	switch (c) {
+	case OV_LAYER: return l;
+	case OV_METHOD: return method;
+	case OV_AT: case OV_AV: case OV_AA:
+		if (method == METHOD_RTN || !mod_present(u, m))
+			return NAN;
+		return ls->alpha[GRP_QKV][method == METHOD_SQ ? ALPHA_UNIFIED : m];
+	case OV_RANK:
+		if (method != METHOD_MAS_CMC)
+			return NAN;
+		return measured ? r->lin[LIN_Q].rank : ls->rank[LIN_Q];
+	default:
+		if (!measured || (m < MOD_COUNT && !mod_present(u, m)))
+			return NAN;
+		return r->sqnr[m];
+	}
+}
+
+/* Layers in the overview's order (sort column, direction; NAN last) into idx. */
+static void
+ov_order(const ui *u, int *idx)
+{
+	int n = n_layers(u);
+	for (int i = 0; i < n; i++) {
+		int l = i, j = i;
+		double v = ov_value(u, l, u->ov_col);
+		for (; j > 0; j--) {
+			double w = ov_value(u, idx[j - 1], u->ov_col);
+			int before;	/* l goes before idx[j - 1] */
+			if (isnan(v))
+				before = 0;
+			else if (isnan(w))
+				before = 1;
+			else
+				before = u->ov_desc ? v > w : v < w;
+			if (!before)
+				break;
+			idx[j] = idx[j - 1];
+		}
+		idx[j] = l;
+	}
+}
+
+/* 'w': select the measured layer with the lowest SQNR for the sort
+ * column's modality (all tokens when the column is not per modality). */
+static void
+ov_worst(ui *u)
+{
+	int m = ov_col_mod(u->ov_col), best = -1;
+	double bv = INFINITY;
+	for (int l = 0; l < n_layers(u); l++) {
+		double v = ov_value(u, l, OV_ST + m);
+		if (isfinite(v) && v < bv) {
+			bv = v;
+			best = l;
+		}
+	}
+	if (best < 0) {
+		msg_set(u, MSG_ERROR, "no layer is measured for %s yet", m == STATS_ALL ? "all tokens" : modality_name(m));
+		return;
+	}
+	u->sel = best;
+	msg_set(u, MSG_INFO, "worst for %s: layer %d at %.2f dB (threshold %.1f dB): Enter opens it",
+	    m == STATS_ALL ? "all tokens" : modality_name(m), best, bv, u->ov_thr);
+}
+
+/* A key on the overview. */
+static void
+overview_key(ui *u, int ch)
+{
+	int n = n_layers(u), idx[n > 0 ? n : 1], pos = 0;
+	ov_order(u, idx);
+	while (pos < n - 1 && idx[pos] != u->sel)
+		pos++;
+	switch (ch) {
+	case KEY_UP: case 'k': if (pos > 0) u->sel = idx[pos - 1]; break;
+	case KEY_DOWN: case 'j': if (pos < n - 1) u->sel = idx[pos + 1]; break;
+	case KEY_PPAGE: u->sel = idx[pos > 10 ? pos - 10 : 0]; break;
+	case KEY_NPAGE: u->sel = idx[pos + 10 < n ? pos + 10 : n - 1]; break;
+	case KEY_HOME: u->sel = idx[0]; break;
+	case KEY_END: u->sel = idx[n - 1]; break;
+	case KEY_LEFT: u->ov_col = (u->ov_col + OV_COLS - 1) % OV_COLS; break;
+	case KEY_RIGHT: u->ov_col = (u->ov_col + 1) % OV_COLS; break;
+	case 'i': u->ov_desc = !u->ov_desc; break;
+	case 'w': ov_worst(u); break;
+	case 't': prompt_open(u, PR_THRESH, "SQNR threshold in dB (now %.1f)", u->ov_thr); break;
+	case '\n': case '\r': case KEY_ENTER:
+		view_open(u, u->sel);
+		u->view_back = SCR_OVERVIEW;
+		break;
+	case KEY_ESC: case '\t': case 'o': u->screen = SCR_LIST; break;
+	default:
+		if (!table_key(u, ch))
+			msg_set(u, MSG_ERROR, "no key '%s' here (? lists the keys)", keyname(ch) ? keyname(ch) : "?");
+	}
+}
+
+/* The overview screen. */
+static void
+draw_overview(ui *u)
+{
+	static const char *const head[OV_COLS] = {"layer", "method", "a.t", "a.v", "a.a", "rank", "text", "vision",
+		"audio", "all"};
+	static const int width[OV_COLS] = {7, 8, 5, 5, 5, 6, 8, 8, 8, 8};
+	const pipeline *p = &u->s->p;
+	int n = n_layers(u), idx[n > 0 ? n : 1], rows = LINES - 6, pos = 0;
+	const char *arrow = u->g.utf8 ? (u->ov_desc ? "\xe2\x96\xbc" : "\xe2\x96\xb2") : (u->ov_desc ? "v" : "^");
+
+	ov_order(u, idx);
+	while (pos < n - 1 && idx[pos] != u->sel)
+		pos++;
+	if (pos < u->ov_top)
+		u->ov_top = pos;
+	if (pos >= u->ov_top + rows)
+		u->ov_top = pos - rows + 1;
+	ui_fill(0, 0, -1, ui_title_attr(&u->g));
+	ui_text(0, 0, -1, ui_title_attr(&u->g), " overview%s%d layers%sSQNR below %.1f dB marked !%ssorted by %s %s",
+	    u->g.sep, n, u->g.sep, u->ov_thr, u->g.sep, head[u->ov_col], arrow);
+	int x = 1;
+	for (int c = 0; c < OV_COLS; c++) {
+		char h[32];
+		snprintf(h, sizeof h, "%s%s", head[c], c == u->ov_col ? arrow : "");
+		int a = c == u->ov_col ? (int)(A_BOLD | A_REVERSE) : (int)A_BOLD;
+		if (c == OV_LAYER || c == OV_METHOD)
+			ui_text(1, x, width[c], a, "%-*s", width[c] - 1, h);
+		else
+			ui_text(1, x, width[c], a, "%*s", width[c] - 1, h);
+		x += width[c];
+	}
+	ui_text(1, x, -1, A_DIM, "state");
+	for (int i = 0; i < rows && u->ov_top + i < n; i++) {
+		int l = idx[u->ov_top + i], y = 2 + i;
+		int rowattr = l == u->sel ? A_REVERSE : A_NORMAL;
+		ui_fill(y, 0, -1, rowattr);
+		ui_text(y, 0, 1, rowattr, "%s", l == p->layer ? ">" : " ");
+		x = 1;
+		for (int c = 0; c < OV_COLS; c++) {
+			double v = ov_value(u, l, c);
+			char t[32];
+			int a = rowattr;
+			if (c == OV_LAYER)
+				snprintf(t, sizeof t, "%-6d", l);
+			else if (c == OV_METHOD)
+				snprintf(t, sizeof t, "%-7s", method_name((int)v));
+			else if (isnan(v))
+				snprintf(t, sizeof t, "%*s", width[c] - 1, "-");
+			else if (c <= OV_AA)
+				snprintf(t, sizeof t, "%*.2f", width[c] - 1, v);
+			else if (c == OV_RANK)
+				snprintf(t, sizeof t, "%*g", width[c] - 1, v);
+			else {
+				snprintf(t, sizeof t, "%*.2f%s", width[c] - 2, v, v < u->ov_thr ? "!" : " ");
+				a |= ui_sqnr_attr(&u->g, v, u->ov_thr, u->ov_thr + 10);
+			}
+			ui_text(y, x, width[c], a, "%s", t);
+			x += width[c];
+		}
+		ui_text(y, x, -1, rowattr | A_DIM, "%s", lstate_name(layer_state(u, l)));
+	}
+	ui_text(LINES - 4, 0, -1, A_DIM, " alpha of qkv per modality; rank of q_proj (the setting until measured)");
+	draw_message(u, LINES - 3);
+	const char *kv[] = {u->g.leftright, "sort column", "i", "invert", "w", "worst layer", "t", "threshold",
+	    "Enter", "view", "Esc", "back", NULL};
+	draw_keys(u, LINES - 2, kv);
+	draw_status(u);
+}
+
 /* Route a key: a prompt, the export dialog, the global keys, then the screen's. */
 static void
 handle_key(ui *u, int ch)
 {
 	if (ch == KEY_RESIZE) {
 		clear();
+		return;
+	}
+	if (u->busy) {
+		busy_key(u, ch);
 		return;
 	}
 	if (u->prompt != PR_NONE) {
@@ -821,6 +1305,8 @@ handle_key(ui *u, int ch)
 	}
 	if (u->screen == SCR_LIST)
 		list_key(u, ch);
+	else if (u->screen == SCR_OVERVIEW)
+		overview_key(u, ch);
 	else
 		layer_key(u, ch);
 }
@@ -975,7 +1461,7 @@ draw_list(ui *u)
 	draw_message(u, LINES - 3);
 	const char *kv[] = {key_name_of("calibrate-layer"), "calib", key_name_of("quantize-layer"), "quant",
 	    key_name_of("next-layer"), "next", "a", "all", "Enter", "view", key_name_of("export"), "export",
-	    key_name_of("finish"), "finish", "Q", "quit", key_name_of("search-alpha"), "search",
+	    key_name_of("finish"), "finish", "Q", "quit", "o", "overview", key_name_of("search-alpha"), "search",
 	    key_name_of("set-method"), "method", NULL};
 	draw_keys(u, LINES - 2, kv);
 	draw_status(u);
@@ -1012,6 +1498,128 @@ hist_range(const ui *u, const site_stats *st, int *b0, int *b1)
 	return 1;
 }
 
+/* The alpha search of layer l: per searched row, the layer output's SQNR
+ * against alpha (one point per grid alpha, each plot spanning its own
+ * minimum to maximum), the chosen alpha marked, in panels pw wide from row
+ * y: a caption, hh plot rows and an axis row. */
+static void
+draw_search_panel(ui *u, int l, int y, int pw, int hh)
+{
+	const pipe_search *sr = &u->s->p.results[l].search;
+	int rows[ALPHA_ROWS], nr = 0;
+
+	if (!sr->done || sr->n <= 0) {
+		ui_text(y + hh / 2, 2, -1, A_DIM, "layer %d has no alpha search: %s searches the cursor's calibrated layer",
+		    l, key_name_of("search-alpha"));
+		return;
+	}
+	for (int row = 0; row < ALPHA_ROWS; row++) {
+		int any = 0;
+		for (int i = 0; i < sr->n; i++)
+			any |= isfinite(sr->sqnr[row][i]) && sr->sqnr[row][i] != 0.0;
+		if (any && (row == ALPHA_UNIFIED || mod_present(u, row)))
+			rows[nr++] = row;
+	}
+	for (int ri = 0; ri < nr && ri < 3; ri++) {
+		int row = rows[ri], px = 1 + ri * (pw + 1), bi = 0;
+		double lo = INFINITY, hi = -INFINITY;
+		for (int i = 0; i < sr->n; i++) {
+			double v = sr->sqnr[row][i];
+			if (isfinite(v)) {
+				lo = fmin(lo, v);
+				hi = fmax(hi, v);
+			}
+			if (sr->alpha[i] == sr->best[row])
+				bi = i;
+		}
+		if (!(hi > lo)) {
+			lo -= 0.5;
+			hi += 0.5;
+		}
+		int a = row < MOD_COUNT ? ui_mod_attr(&u->g, row) : (int)A_NORMAL;
+		ui_text(y, px, pw, a | A_BOLD, "%s: %.2f, %.2f dB", row_name(row), sr->best[row], sr->sqnr[row][bi]);
+		for (int i = 0; i < sr->n; i++) {
+			double v = sr->sqnr[row][i];
+			if (!isfinite(v))
+				continue;
+			int cx = sr->n > 1 ? i * (pw - 1) / (sr->n - 1) : 0;
+			int ry = (int)((hi - v) / (hi - lo) * (hh - 1) + 0.5);
+			if (i == bi)
+				ui_text(y + 1 + ry, px + cx, 1, a | A_BOLD | A_REVERSE, "%s", u->g.utf8 ? "\xe2\x97\x86" : "O");
+			else
+				ui_text(y + 1 + ry, px + cx, 1, a, "%s", u->g.utf8 ? "\xe2\x80\xa2" : "*");
+		}
+		int bx = sr->n > 1 ? bi * (pw - 1) / (sr->n - 1) : 0;
+		char l0[16], l1[16];
+		snprintf(l0, sizeof l0, "%.2f", sr->alpha[0]);
+		snprintf(l1, sizeof l1, "%.2f", sr->alpha[sr->n - 1]);
+		if (bx > (int)strlen(l0) && bx < pw - (int)strlen(l1) - 1)
+			ui_text(y + 1 + hh, px + bx, 1, a | A_BOLD, "%s", u->g.utf8 ? "\xe2\x96\xb2" : "^");
+		ui_text(y + 1 + hh, px, pw, A_DIM, "%s", l0);
+		ui_text(y + 1 + hh, px + pw - (int)strlen(l1), pw, A_DIM, "%s", l1);
+	}
+}
+
+/* The compensation of layer l's linears at the view's site: per linear
+ * and modality, the rank in use, the effective rank, the whitened relative
+ * error at that rank and at each pipe_rank_curve ratio (the ratio nearest
+ * the rank in use bold), in up to hh + 2 rows from y. */
+static void
+draw_rank_panel(ui *u, int l, int y, int hh)
+{
+	static const char *const ratio[PIPE_RANK_CURVE] = {"0.8%", "1.6%", "3.1%", "6%", "12%", "25%", "50%", "100%"};
+	const pipe_layer_result *r = &u->s->p.results[l];
+
+	if (!layer_measured(u, l) || r->method != METHOD_MAS_CMC) {
+		ui_text(y + hh / 2, 2, -1, A_DIM, "the rank view needs layer %d quantized with mas-cmc (%s method, %s quantizes)",
+		    l, key_name_of("set-method"), key_name_of("quantize-layer"));
+		return;
+	}
+	int x = ui_text(y, 1, -1, A_BOLD, "%-8s %-6s %4s %6s %7s ", "linear", "", "rank", "erank", "error");
+	for (int i = 0; i < PIPE_RANK_CURVE; i++)
+		x += ui_text(y, 1 + x, -1, A_BOLD, "%5s", ratio[i]);
+	y++;
+	int used = 0;
+	for (int k = 0; k < LIN_COUNT; k++) {
+		if (engine_lin_site(k) != u->site)
+			continue;
+		for (int m = MOD_VISION; m < MOD_COUNT && used < hh; m++) {
+			const pipe_cmc_diag *d = &r->lin[k].cmc[m];
+			if (!mod_present(u, m))
+				continue;
+			char er[16];
+			ui_fmt_db(er, sizeof er, 6, d->erank);
+			if (isfinite(d->erank))
+				snprintf(er, sizeof er, "%6.1f", d->erank);
+			x = ui_text(y, 1, -1, A_NORMAL, "%-8s ", lin_name(k));
+			x += ui_text(y, 1 + x, -1, ui_mod_attr(&u->g, m), "%-6s ", modality_name(m));
+			x += ui_text(y, 1 + x, -1, A_NORMAL, "%4d %s %7.4f ", d->rank, er, d->rel_err);
+			/* the ratio whose rank is nearest the one in use: the curve's
+			 * ranks are min(in, out) times the ratios; rank r at ratio 1
+			 * is the full rank, unknown here, so compare errors instead */
+			int near = -1;
+			double bd = INFINITY;
+			for (int i = 0; i < PIPE_RANK_CURVE; i++)
+				if (isfinite(d->curve[i]) && fabs(d->curve[i] - d->rel_err) < bd) {
+					bd = fabs(d->curve[i] - d->rel_err);
+					near = i;
+				}
+			for (int i = 0; i < PIPE_RANK_CURVE; i++) {
+				char t[16];
+				if (isfinite(d->curve[i]))
+					snprintf(t, sizeof t, "%5.2f", d->curve[i]);
+				else
+					snprintf(t, sizeof t, "%5s", "-");
+				x += ui_text(y, 1 + x, -1, i == near ? (int)(A_BOLD | A_UNDERLINE) : (int)A_NORMAL, "%s", t);
+			}
+			y++;
+			used++;
+		}
+	}
+	if (used < hh)
+		ui_text(y + 1, 1, -1, A_DIM, "whitened relative error of the compensation at rank = %% of min(in, out)");
+}
+
 /* The layer view screen. */
 static void
 draw_layer(ui *u)
@@ -1032,7 +1640,11 @@ draw_layer(ui *u)
 	for (int s = 0; s < SITE_COUNT; s++)
 		x += ui_text(1, x, -1, s == u->site ? (int)(A_REVERSE | A_BOLD) : A_NORMAL, s == u->site ? "[%s]" : " %s ",
 		    engine_site_name(s));
-	if (live)
+	if (u->panel == PANEL_SEARCH)
+		ui_text(1, x, -1, A_DIM, "  layer output SQNR against alpha (v: view)");
+	else if (u->panel == PANEL_RANK)
+		ui_text(1, x, -1, A_DIM, "  compensation against rank (v: view)");
+	else if (live)
 		ui_text(1, x, -1, A_DIM, "  log2|x| at the input of %s, %d channels", site_linears(u->site),
 		    p->st[u->site].d);
 	else
@@ -1042,7 +1654,11 @@ draw_layer(ui *u)
 	y = 2;
 	int b0 = 0, b1 = 0;
 	const site_stats *ss = live ? &p->st[u->site] : NULL;
-	if (ss != NULL && hist_range(u, ss, &b0, &b1)) {
+	if (u->panel == PANEL_SEARCH) {
+		draw_search_panel(u, l, y, pw, hh);
+	} else if (u->panel == PANEL_RANK) {
+		draw_rank_panel(u, l, y, hh);
+	} else if (ss != NULL && hist_range(u, ss, &b0, &b1)) {
 		/* merged bins: a whole number of bins per column */
 		int per = (b1 - b0 + pw) / pw;
 		while (per > 1 && (b1 - b0 + 1) % per != 0) {
@@ -1175,6 +1791,9 @@ draw_help(ui *u)
 	ui_text(y++, 1, -1, A_NORMAL, ": runs any command by name, e.g. :set assignment=1.qkv.alpha.vision=0.6");
 	ui_text(y++, 1, -1, A_NORMAL, "Enter layer view  Esc back  Tab site  %s group  %s modality  +/- alpha 0.05",
 	    u->g.updown, u->g.leftright);
+	ui_text(y++, 1, -1, A_NORMAL, "o, Tab: the overview (%s sort column, i invert, w worst layer, t threshold)",
+	    u->g.leftright);
+	ui_text(y++, 1, -1, A_NORMAL, "v in the layer view: histograms, the alpha search's curves, the rank view");
 	ui_text(y++, 1, -1, A_NORMAL, "? help  Q or Ctrl-C quit (asks when the cursor's layer is not committed)");
 	draw_message(u, LINES - 2);
 	draw_status(u);
@@ -1297,6 +1916,106 @@ draw_export(ui *u)
 	draw_status(u);
 }
 
+/* Seconds job g still needs by the mean duration of each kind of command so
+ * far (now: the clock), or -1 while a kind it needs has no measurement. */
+static double
+prog_left(const ui_prog *g, double now)
+{
+	static const int order[JC_COUNT] = {JC_CALIB, JC_SEARCH, JC_QUANT, JC_NEXT};
+	double mean[JC_COUNT], left, per = 0;
+	int cur = jc_of(g->cmd), after = 0;
+
+	for (int k = 0; k < JC_COUNT; k++)
+		mean[k] = g->est_n[k] > 0 ? g->est_sum[k] / g->est_n[k] : -1;
+	if (cur < 0 || mean[cur] < 0)
+		return -1;
+	left = mean[cur] - (now - g->t_cmd);
+	if (left < 0)
+		left = 0;
+	if (g->kind != JOB_ALL)
+		return left;
+	for (int i = 0; i < JC_COUNT; i++) {
+		int k = order[i];
+		if (k == JC_SEARCH && !g->search)
+			continue;
+		if (mean[k] < 0)
+			return -1;
+		per += mean[k];
+		if (after)
+			left += mean[k];
+		if (k == cur)
+			after = 1;
+	}
+	return left + per * (g->n_layers - g->layer - 1);
+}
+
+/* The progress screen while a job owns the pipeline: drawn from the
+ * progress record alone (and the session's constants). */
+static void
+draw_busy(ui *u)
+{
+	ui_prog g;
+	ui_done_layer done[64];
+	int nd, first_d;
+
+	pthread_mutex_lock(&u->pg.mu);
+	g = u->pg;
+	nd = g.n_done < 64 ? g.n_done : 64;
+	first_d = g.n_done - nd;
+	memcpy(done, u->pg.done_l + first_d, (size_t)nd * sizeof done[0]);
+	pthread_mutex_unlock(&u->pg.mu);
+	double now = u->clock(), left = prog_left(&g, now), el = now - g.t_job;
+
+	ui_fill(0, 0, -1, ui_title_attr(&u->g));
+	if (g.kind == JOB_ALL)
+		ui_text(0, 0, -1, ui_title_attr(&u->g), " masq%sworking%srun every layer from %d to %d", u->g.sep, u->g.sep,
+		    g.first, g.n_layers - 1);
+	else
+		ui_text(0, 0, -1, ui_title_attr(&u->g), " masq%sworking%s%s", u->g.sep, u->g.sep, g.cmd);
+	if (g.cmd[0] != '\0')
+		ui_text(2, 1, -1, A_BOLD, "layer %d of 0-%d: %s, running for %.1fs", g.layer, g.n_layers - 1, g.cmd,
+		    now - g.t_cmd);
+	double frac = left >= 0 && el + left > 0 ? el / (el + left) : 0;
+	int bw = COLS - 12;
+	ui_text(4, 1, -1, A_NORMAL, "[");
+	ui_bar_draw(&u->g, 4, 2, bw, frac, ui_working_attr(&u->g));
+	ui_text(4, 2 + bw, -1, A_NORMAL, "]");
+	if (left >= 0)
+		ui_text(4, 4 + bw, -1, A_NORMAL, "%3.0f%%", 100.0 * frac);
+	int x = ui_text(5, 1, -1, A_NORMAL, "elapsed %.1fs", el);
+	if (g.tokens_done > 0 && el > 0)
+		x += ui_text(5, 1 + x, -1, A_NORMAL, "   %.0f tokens/s", (double)g.tokens_done / el);
+	if (left >= 0)
+		ui_text(5, 1 + x, -1, A_NORMAL, "   about %.1fs left", left);
+	else
+		ui_text(5, 1 + x, -1, A_DIM, "   time left: estimating (no %s measured yet)", g.cmd[0] ? g.cmd : "command");
+	int y = 7;
+	if (nd > 0) {
+		ui_text(y++, 1, -1, A_BOLD, "committed in this run   time %7s%7s%7s%7s", "text", "vision", "audio", "all");
+		int room = LINES - 4 - y, i0 = nd > room ? nd - room : 0;
+		for (int i = i0; i < nd; i++, y++) {
+			x = ui_text(y, 1, -1, A_NORMAL, "  layer %-5d %8.2fs ", done[i].layer, done[i].secs);
+			for (int m = 0; m < STATS_ROWS; m++) {
+				char t[16];
+				ui_fmt_db(t, sizeof t, 7, done[i].sqnr[m]);
+				x += ui_text(y, 1 + x, 7, ui_sqnr_attr(&u->g, done[i].sqnr[m], u->o.sqnr_bad, u->o.sqnr_good),
+				    "%s", t);
+			}
+		}
+	}
+	if (u->prompt != PR_NONE)
+		draw_message(u, LINES - 3);
+	else
+		ui_text(LINES - 3, 0, -1, ui_working_attr(&u->g), "%s", u->busy_msg);
+	const char *kv_all[] = {"Esc", "stop after this command", "Q", "quit when done", NULL};
+	draw_keys(u, LINES - 2, g.kind == JOB_ALL ? kv_all : kv_all + 2);
+	int a = ui_title_attr(&u->g);
+	ui_fill(LINES - 1, 0, -1, a);
+	ui_text(LINES - 1, 0, COLS - 8, a, " session %lld%s%s%sworking", (long long)u->s->id, u->g.sep,
+	    u->o.db_label ? u->o.db_label : "", u->g.sep);
+	ui_text(LINES - 1, COLS - 7, 7, a, "? help");
+}
+
 void
 ui_draw(ui *u)
 {
@@ -1307,11 +2026,17 @@ ui_draw(ui *u)
 		refresh();
 		return;
 	}
+	if (u->busy) {
+		draw_busy(u);
+		refresh();
+		return;
+	}
 	switch (u->screen) {
 	case SCR_LIST: draw_list(u); break;
 	case SCR_LAYER: draw_layer(u); break;
 	case SCR_HELP: draw_help(u); break;
 	case SCR_EXPORT: draw_export(u); break;
+	case SCR_OVERVIEW: draw_overview(u); break;
 	}
 	refresh();
 }
@@ -1353,6 +2078,24 @@ ui_new(sess *s, const ui_opts *o)
 		u->sel = 0;
 	u->row = MOD_VISION;
 	u->ex_fmt = EXPORT_MASQUANT;
+	u->ov_col = OV_LAYER;
+	u->ov_thr = o->sqnr_bad;
+	u->clock = masq_now;
+	pthread_mutex_init(&u->pg.mu, NULL);
+	u->pg.n_layers = s->p.n_layers;
+	u->pg.tokens = s->c.n_tokens;
+	u->pg.done_l = xcalloc((size_t)n, sizeof *u->pg.done_l);
+	/* estimates from the committed layers' times until this UI measures its own */
+	for (int l = 0; l < s->p.layer && l < s->p.n_layers; l++) {
+		const pipe_layer_result *r = &s->p.results[l];
+		const double t[3] = {r->t_calib, r->t_search, r->t_quant};
+		const int k[3] = {JC_CALIB, JC_SEARCH, JC_QUANT};
+		for (int i = 0; i < 3; i++)
+			if (r->done && t[i] > 0) {
+				u->pg.est_sum[k[i]] += t[i];
+				u->pg.est_n[k[i]]++;
+			}
+	}
 	keypad(stdscr, TRUE);
 	noecho();
 	raw();
@@ -1369,6 +2112,10 @@ ui_free(ui *u)
 {
 	if (u == NULL)
 		return;
+	if (u->busy && !u->sync)
+		pthread_join(u->th, NULL);
+	pthread_mutex_destroy(&u->pg.mu);
+	free(u->pg.done_l);
 	json_decref(u->ex_list);
 	free(u->calibrated_here);
 	free(u->quantized_here);
@@ -1378,13 +2125,31 @@ ui_free(ui *u)
 int
 ui_step(ui *u)
 {
-	int ch = getch();
-	if (ch == ERR)
+	int ch = getch(), was = u->busy;
+	job_poll(u);
+	if (ch == ERR) {
+		if (was && !u->quit)
+			ui_draw(u);
 		return u->quit;
+	}
 	handle_key(u, ch);
 	if (!u->quit)
 		ui_draw(u);
 	return u->quit;
+}
+
+void
+ui_set_sync(ui *u, int sync, void (*hook)(void *), void *arg)
+{
+	u->sync = sync;
+	u->busy_hook = hook;
+	u->busy_arg = arg;
+}
+
+void
+ui_set_clock(ui *u, double (*clock)(void))
+{
+	u->clock = clock != NULL ? clock : masq_now;
 }
 
 void
@@ -1464,6 +2229,7 @@ ui_run(sess *s, const ui_opts *o, masq_err *err)
 	set_term(scr);
 	masq_set_fatal_hook(endwin_hook);
 	u = ui_new(s, o);
+	timeout(100);	/* redraw the progress of a running job ten times a second */
 	ui_draw(u);
 	while (!ui_step(u))
 		;

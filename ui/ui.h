@@ -55,6 +55,12 @@ void ui_draw(ui *u);
 /* Read one key through wgetch, act on it and redraw; 1 when the user has
  * quit, 0 otherwise (also when no key was pending). */
 int ui_step(ui *u);
+/* Test hook: run long commands on the calling thread (sync 1) instead of a
+ * worker thread; hook (if not NULL) is called with arg after each progress
+ * screen is drawn, before its command runs. */
+void ui_set_sync(ui *u, int sync, void (*hook)(void *), void *arg);
+/* Test hook: the clock (seconds) of the progress figures (NULL: masq_now). */
+void ui_set_clock(ui *u, double (*clock)(void));
 /* Test hook: switch the plots to ASCII (1) or back to the locale's choice (0). */
 void ui_set_ascii(ui *u, int ascii);
 /* Test hook: the last alpha preview, when one is shown (1) or not (0). */
