@@ -922,6 +922,23 @@ sess_preview(sess *s, int grp, int mod, pipe_preview *out, masq_err *err)
 	return pipe_preview_sample(&s->p, grp, mod, out, err);
 }
 
+int
+sess_preview_method(sess *s, int method, int grp, int mod, pipe_preview *out, masq_err *err)
+{
+	if (need_open(s, err) < 0)
+		return -1;
+	pipeline *p = &s->p;
+	if (method < 0 || method >= METHOD_COUNT)
+		return masq_err_set(err, MASQ_ERR_USAGE, "preview: no method %d", method);
+	if (p->layer >= p->n_layers)
+		return masq_err_set(err, MASQ_ERR_USAGE, "preview: every layer is committed");
+	layer_setting keep = p->settings[p->layer];	/* restored below */
+	p->settings[p->layer].method = method;
+	int rc = pipe_preview_sample(p, grp, mod, out, err);
+	p->settings[p->layer] = keep;
+	return rc;
+}
+
 /* ---- restore and replay ------------------------------------------------------------ */
 
 struct ev {

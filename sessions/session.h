@@ -107,6 +107,10 @@ int sess_replay(sess *s, FILE *progress, masq_err *err);
 /* Re-evaluate the cursor's layer from the token sample under the current
  * settings (pipe_preview_sample): what an alpha change does, in ms. */
 int sess_preview(sess *s, int grp, int mod, pipe_preview *out, masq_err *err);
+/* The same preview with the cursor's layer under method (enum method)
+ * instead of its own: the method is set on the layer's setting for the
+ * preview and the setting restored afterwards, so nothing changes. */
+int sess_preview_method(sess *s, int method, int grp, int mod, pipe_preview *out, masq_err *err);
 
 /* What exporting the session in format f would write: export_preview's
  * tensor list (JSON text, a new string) and report, or NULL with err (a

@@ -43,34 +43,39 @@ struct step {
 /* The script: start on the demo, step two layers, open a layer's
  * histograms, change an alpha and see the preview change, export, quit. */
 static const struct step script[] = {
-	{"start", {0}, A_NONE, 0, 0},
-	{"help", {'?'}, A_NONE, 0, 0},
+	{"start", {0}, A_NONE, 0, 0, 0},
+	{"help", {'?'}, A_NONE, 0, 0, 0},
 	{"calibrate-0", {'?', 'c'}, A_NONE, 0, 0, 1},
-	{"search-0", {'\r', 's'}, A_NONE, 0, 0},
-	{"rank-0", {'q', 'v'}, A_NONE, 0, 0},
-	{"next-0", {27, 'n'}, A_NONE, 0, 0},
-	{"calibrate-1", {'c'}, A_NONE, 0, 0},
-	{"layer-view", {'\r'}, A_NONE, 0, 0},
-	{"alpha-up", {'+'}, A_NONE, 0, 0},
-	{"ascii", {0}, A_ASCII, 0, 0},
-	{"site-gateup", {'\t', '\t'}, A_UTF8, 0, 0},
-	{"quit-ask", {27, 'Q'}, A_NONE, 0, 0},
-	{"quit-no", {'n'}, A_NONE, 0, 0},
+	{"search-0", {'\r', 's'}, A_NONE, 0, 0, 0},
+	{"rank-0", {'q', 'v'}, A_NONE, 0, 0, 0},
+	{"next-0", {27, 'n'}, A_NONE, 0, 0, 0},
+	{"calibrate-1", {'c'}, A_NONE, 0, 0, 0},
+	{"layer-view", {'\r'}, A_NONE, 0, 0, 0},
+	{"alpha-up", {'+'}, A_NONE, 0, 0, 0},
+	{"ascii", {0}, A_ASCII, 0, 0, 0},
+	{"site-gateup", {'\t', '\t'}, A_UTF8, 0, 0, 0},
+	{"profile-gateup", {'v'}, A_NONE, 0, 0, 0},
+	{"sq-mas-gateup", {'u'}, A_NONE, 0, 0, 0},
+	{"sq-mas-o", {KEY_UP}, A_NONE, 0, 0, 0},
+	{"quit-ask", {27, 'Q'}, A_NONE, 0, 0, 0},
+	{"quit-no", {'n'}, A_NONE, 0, 0, 0},
+	{"run-to-ask", {'g'}, A_NONE, 0, 0, 0},
+	{"run-to-bad", {'7', '\r'}, A_NONE, 0, 0, 0},
 	{"run-all-1", {'a'}, A_NONE, 0, 0, 1},
-	{"overview", {'o'}, A_NONE, 0, 0},
-	{"overview-by-vision", {KEY_LEFT, KEY_LEFT, KEY_LEFT}, A_NONE, 0, 0},
-	{"overview-worst", {'w'}, A_NONE, 0, 0},
-	{"overview-threshold", {'t', '4', '0', '\r'}, A_NONE, 0, 0},
-	{"overview-invert", {'i'}, A_NONE, 0, 0},
-	{"finish", {27, 'f'}, A_NONE, 0, 0},
-	{"export-masquant", {'e'}, A_NONE, 0, 0},
-	{"export-fake", {'\t'}, A_NONE, 0, 0},
-	{"export-compressed", {'\t'}, A_NONE, 0, 0},
-	{"export-written", {'\t', '\r'}, A_NONE, 0, 0},
-	{"resize-100x30", {0}, A_RESIZE, 30, 100},
-	{"resize-70x20", {0}, A_RESIZE, 20, 70},
-	{"resize-80x24", {0}, A_RESIZE, 24, 80},
-	{"quit", {'Q'}, A_NONE, 0, 0},
+	{"overview", {'o'}, A_NONE, 0, 0, 0},
+	{"overview-by-vision", {KEY_LEFT, KEY_LEFT, KEY_LEFT}, A_NONE, 0, 0, 0},
+	{"overview-worst", {'w'}, A_NONE, 0, 0, 0},
+	{"overview-threshold", {'t', '4', '0', '\r'}, A_NONE, 0, 0, 0},
+	{"overview-invert", {'i'}, A_NONE, 0, 0, 0},
+	{"finish", {27, 'f'}, A_NONE, 0, 0, 0},
+	{"export-masquant", {'e'}, A_NONE, 0, 0, 0},
+	{"export-fake", {'\t'}, A_NONE, 0, 0, 0},
+	{"export-compressed", {'\t'}, A_NONE, 0, 0, 0},
+	{"export-written", {'\t', '\r'}, A_NONE, 0, 0, 0},
+	{"resize-100x30", {0}, A_RESIZE, 30, 100, 0},
+	{"resize-70x20", {0}, A_RESIZE, 20, 70, 0},
+	{"resize-80x24", {0}, A_RESIZE, 24, 80, 0},
+	{"quit", {'Q'}, A_NONE, 0, 0, 0},
 };
 #define NSTEPS (sizeof script / sizeof script[0])
 
@@ -190,6 +195,9 @@ main(int argc, char **argv)
 			have0 = ui_preview_get(u, &pv0, &g, &m) && g == SITE_QKV && m == MOD_VISION;
 		if (strcmp(st->name, "alpha-up") == 0)
 			have1 = ui_preview_get(u, &pv1, &g, &m) && g == SITE_QKV && m == MOD_VISION;
+		if (strcmp(st->name, "sq-mas-o") == 0)
+			tap_ok(s.p.settings[1].method == METHOD_MAS_CMC && s.p.layer == 1 && s.p.calibrated,
+			    "previewing sq and mas leaves layer 1's method (mas-cmc) and state alone");
 		if (!quit)
 			dump(out, (int)i, st->name);
 		if (st->busy) {

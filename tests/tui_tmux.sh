@@ -91,4 +91,18 @@ check "masq tui exits 0 after the command" test "$(cat rc3 2>/dev/null)" = 0
 check "the last event recorded is a result" sh -c "tail -n 1 busy-events.txt | grep -q ' result '"
 check "and fewer than the 4 layers were committed" sh -c "test \$(grep -c 'result  next-layer' busy-events.txt) -lt 4"
 check "that session replays headlessly (exit 0)" sh -c "'$MASQ' replay --db busy.db --session 1 > replay3.out 2>&1"
+
+# g runs up to a typed layer on the worker: layers 0 and 1 of the small
+# demo, then the cursor rests at layer 2, pending.
+start four rc4 --model small/model --calib small/calib.safetensors --db upto.db
+check "the small demo opens again" wait_for four "pending    mas-cmc"
+T send-keys -t four g
+check "g asks for the layer" wait_for four "up to (not including) layer (1 to 4)"
+T send-keys -t four 2 Enter
+check "g 2 runs layers 0 and 1" wait_for four "layers 0 to 1 done: the cursor is at layer 2"
+check "layer 1 is committed" grep -q "1 committed" screen.txt
+check "layer 2 is pending" grep -q "2 pending" screen.txt
+T send-keys -t four Q
+check "Q quits without a question after the run" wait_exit rc4
+check "that session replays headlessly too (exit 0)" sh -c "'$MASQ' replay --db upto.db --session 1 > replay4.out 2>&1"
 done_testing

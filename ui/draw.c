@@ -11,6 +11,7 @@
 #include <wchar.h>
 
 #include "core/calib.h"
+#include "core/util.h"
 #include "ui/draw.h"
 
 void
@@ -146,6 +147,43 @@ ui_hist_draw(const ui_gfx *g, int y, int x, int h, int w, const uint64_t *bins, 
 			put_eighths(g, y + r, x + c, e - (h - 1 - r) * 8, 1);
 	}
 	attrset(A_NORMAL);
+	return used;
+}
+
+/* Descending order of floats, for qsort. */
+static int
+cmp_float_desc(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return (x < y) - (x > y);
+}
+
+int
+ui_profile_draw(const ui_gfx *g, int y, int x, int h, int w, const float *v, int n, double lo, double hi,
+    int attr)
+{
+	if (h <= 0 || w <= 0 || n <= 0 || !(hi > lo))
+		return 0;
+	float *sorted = xmalloc((size_t)n * sizeof *sorted);	/* (n) a copy of v, descending */
+	memcpy(sorted, v, (size_t)n * sizeof *sorted);
+	qsort(sorted, (size_t)n, sizeof *sorted, cmp_float_desc);
+	int used = n < w ? n : w;
+	attrset(attr);
+	for (int c = 0; c < used; c++) {
+		/* column c: the largest value of its share of the sorted channels */
+		float top = sorted[(size_t)c * (size_t)n / (size_t)used];
+		int e = 0;
+		if (top > 0) {
+			double f = (log2(top) - lo) / (hi - lo);
+			e = (int)(f * h * 8 + 0.5);
+			if (e < 1)
+				e = 1;
+		}
+		for (int r = 0; r < h; r++)
+			put_eighths(g, y + r, x + c, e - (h - 1 - r) * 8, 1);
+	}
+	attrset(A_NORMAL);
+	free(sorted);
 	return used;
 }
 

@@ -46,6 +46,13 @@ void ui_fill(int y, int x, int w, int attr);
  * columns used. */
 int ui_hist_draw(const ui_gfx *g, int y, int x, int h, int w, const uint64_t *bins, int b0, int b1,
     int attr);
+/* The profile of v (n values, left unchanged) sorted in descending order,
+ * in an h x w box whose top-left corner is (y, x): one column per value, or
+ * with more values than columns, each column the largest of its share; bar
+ * heights on a log2 scale from lo (empty) to hi (full).  Returns the
+ * columns used. */
+int ui_profile_draw(const ui_gfx *g, int y, int x, int h, int w, const float *v, int n, double lo, double hi,
+    int attr);
 /* A horizontal bar of frac (0..1) of w columns. */
 void ui_bar_draw(const ui_gfx *g, int y, int x, int w, double frac, int attr);
 

@@ -32,10 +32,10 @@
 #include "ui/ui.h"
 
 enum ui_scr { SCR_LIST, SCR_LAYER, SCR_HELP, SCR_EXPORT, SCR_OVERVIEW };
-enum ui_prompt { PR_NONE, PR_QUIT, PR_ALPHA, PR_RANK, PR_BITS, PR_COMMAND, PR_THRESH };
+enum ui_prompt { PR_NONE, PR_QUIT, PR_ALPHA, PR_RANK, PR_BITS, PR_COMMAND, PR_THRESH, PR_UNTIL };
 enum msg_kind { MSG_INFO, MSG_ERROR, MSG_WORKING };
 /* What the top of the layer view shows ('v' cycles). */
-enum ui_panel { PANEL_HIST, PANEL_SEARCH, PANEL_RANK, PANEL_COUNT };
+enum ui_panel { PANEL_HIST, PANEL_SEARCH, PANEL_RANK, PANEL_PROFILE, PANEL_COUNT };
 
 #define KEY_CTRL_C 3
 #define KEY_ESC 27
@@ -60,6 +60,7 @@ typedef struct ui_prog {
 	char cmd[32];		/* the command running ("" before the first) */
 	int layer;		/* its layer */
 	int first;		/* the cursor when the job started */
+	int until;		/* JOB_ALL: the layer it stops before (n_layers: every layer) */
 	int n_layers;		/* the model's layers (constant) */
 	int tokens;		/* calibration tokens, each pass over a layer (constant) */
 	int search;		/* a run searches alpha at every layer */
@@ -85,6 +86,9 @@ struct ui {
 	int row;		/* layer view: the alpha row tuned (a modality or ALPHA_UNIFIED) */
 	int pv_valid, pv_grp, pv_mod, pv_layer;
 	pipe_preview pv;
+	/* 'u': the group's previews under sq and under mas, with the alpha preview */
+	int cmp_on, cmp_valid, cmp_grp, cmp_layer;
+	pipe_preview cmp[2];	/* [0] sq (the unified factor), [1] mas (per-modality factors) */
 	unsigned char *calibrated_here;	/* (n_layers) calibrated while this UI ran */
 	unsigned char *quantized_here;	/* (n_layers) quantized while this UI ran */
 	char msg[1024];
@@ -111,7 +115,7 @@ struct ui {
 	double (*clock)(void);	/* seconds, for the progress figures */
 	pthread_t th;
 	ui_prog pg;
-	int job_kind, job_first, job_rc, job_stopped, quit_after;
+	int job_kind, job_first, job_until, job_rc, job_stopped, quit_after;
 	char job_name[32];
 	char busy_msg[256];	/* the message line while busy (UI thread only) */
 	int ahead[16], n_ahead;	/* keys typed while busy, read when the job is done */
@@ -285,6 +289,27 @@ static void
 preview_clear(ui *u)
 {
 	u->pv_valid = 0;
+	u->cmp_valid = 0;
+}
+
+/* When asked ('u'): the view's group previewed under sq and under mas (on
+ * the UI thread while no job runs; read-only, not recorded). */
+static void
+compare_refresh(ui *u)
+{
+	masq_err err = {0};
+	u->cmp_valid = 0;
+	if (!u->cmp_on || u->busy || u->screen != SCR_LAYER || u->view != cursor_layer(u) || !u->s->p.calibrated ||
+	    u->site == SITE_DOWN)
+		return;
+	if (sess_preview_method(u->s, METHOD_SQ, u->site, -1, &u->cmp[0], &err) < 0 ||
+	    sess_preview_method(u->s, METHOD_MAS, u->site, -1, &u->cmp[1], &err) < 0) {
+		msg_set(u, MSG_ERROR, "preview: %s", err.msg);
+		return;
+	}
+	u->cmp_valid = 1;
+	u->cmp_grp = u->site;
+	u->cmp_layer = u->view;
 }
 
 /* Re-run the fast preview for the layer view's group and modality (only for
@@ -296,6 +321,7 @@ preview_refresh(ui *u)
 	pipeline *p = &u->s->p;
 
 	u->pv_valid = 0;
+	compare_refresh(u);
 	if (u->screen != SCR_LAYER || u->view != cursor_layer(u) || !p->calibrated)
 		return;
 	int mod = u->site == SITE_DOWN || u->row == ALPHA_UNIFIED || !mod_present(u, u->row) ? -1 : u->row;
@@ -424,9 +450,9 @@ job_cmd(ui *u, const char *name)
 	return 0;
 }
 
-/* The job's body: one command, or every remaining layer (calibrate, search
- * when the session searches, quantize, commit), stopping between commands
- * when asked. */
+/* The job's body: one command, or every layer from the cursor up to (not
+ * including) job_until (calibrate, search when the session searches,
+ * quantize, commit), stopping between commands when asked. */
 static void
 job_body(ui *u)
 {
@@ -435,7 +461,7 @@ job_body(ui *u)
 		job_cmd(u, u->job_name);
 		return;
 	}
-	while (p->layer < p->n_layers) {
+	while (p->layer < u->job_until && p->layer < p->n_layers) {
 		int l = p->layer;
 		if (!p->calibrated && (job_stopping(u) || job_cmd(u, "calibrate-layer") < 0))
 			return;
@@ -474,6 +500,9 @@ job_finish(ui *u)
 	if (u->job_kind == JOB_ALL && u->job_rc == 0) {
 		if (u->job_stopped && p->layer < p->n_layers)
 			msg_set(u, MSG_INFO, "stopped before finishing layer %d", p->layer);
+		else if (!u->job_stopped && p->layer < p->n_layers)
+			msg_set(u, MSG_INFO, "layers %d to %d done: the cursor is at layer %d", u->job_first, p->layer - 1,
+			    p->layer);
 		else if (!u->job_stopped)
 			msg_set(u, MSG_INFO, "layers %d to %d done: f finishes, e exports", u->job_first, p->n_layers - 1);
 	}
@@ -504,11 +533,12 @@ job_poll(ui *u)
 	}
 }
 
-/* Start a job: one long command (JOB_ONE, name) or every remaining layer
- * (JOB_ALL).  From here until job_finish the pipeline belongs to the job:
- * the UI thread draws the progress record only. */
+/* Start a job: one long command (JOB_ONE, name) or every layer from the
+ * cursor up to (not including) until (JOB_ALL).  From here until job_finish
+ * the pipeline belongs to the job: the UI thread draws the progress record
+ * only. */
 static void
-job_start(ui *u, int kind, const char *name)
+job_start(ui *u, int kind, const char *name, int until)
 {
 	ui_prog *g = &u->pg;
 	pipeline *p = &u->s->p;
@@ -516,6 +546,7 @@ job_start(ui *u, int kind, const char *name)
 	u->job_kind = kind;
 	snprintf(u->job_name, sizeof u->job_name, "%s", name ? name : "");
 	u->job_first = p->layer;
+	u->job_until = kind == JOB_ALL ? until : p->layer + 1;
 	u->job_rc = 0;
 	u->job_stopped = 0;
 	u->quit_after = 0;
@@ -526,6 +557,7 @@ job_start(ui *u, int kind, const char *name)
 	snprintf(g->cmd, sizeof g->cmd, "%s", name ? name : "");
 	g->layer = p->layer;
 	g->first = p->layer;
+	g->until = u->job_until;
 	g->search = u->s->opts.search;
 	g->t_job = g->t_cmd = u->clock();
 	g->tokens_done = 0;
@@ -592,19 +624,40 @@ act_layer_cmd(ui *u, const char *name)
 		msg_set(u, MSG_ERROR, "every layer is committed: %s finishes", key_name_of("finish"));
 		return -1;
 	}
-	job_start(u, JOB_ONE, name);
+	job_start(u, JOB_ONE, name, 0);
 	return u->job_rc;
+}
+
+/* Calibrate, quantize and commit every layer from the cursor up to (not
+ * including) layer until on the worker. */
+static void
+act_run_to(ui *u, int until)
+{
+	if (u->s->p.layer >= u->s->p.n_layers) {
+		msg_set(u, MSG_ERROR, "every layer is committed: %s finishes", key_name_of("finish"));
+		return;
+	}
+	job_start(u, JOB_ALL, NULL, until);
 }
 
 /* Calibrate, quantize and commit every remaining layer on the worker. */
 static void
 act_run_all(ui *u)
 {
-	if (u->s->p.layer >= u->s->p.n_layers) {
+	act_run_to(u, n_layers(u));
+}
+
+/* 'g': ask for the layer a run stops before. */
+static void
+act_run_to_ask(ui *u)
+{
+	const pipeline *p = &u->s->p;
+	if (p->layer >= p->n_layers) {
 		msg_set(u, MSG_ERROR, "every layer is committed: %s finishes", key_name_of("finish"));
 		return;
 	}
-	job_start(u, JOB_ALL, NULL);
+	prompt_open(u, PR_UNTIL, "run layers %d up to (not including) layer (%d to %d)", p->layer, p->layer + 1,
+	    p->n_layers);
 }
 /* Run finish and show the model summary. */
 static void
@@ -805,6 +858,19 @@ prompt_accept(ui *u)
 			msg_set(u, MSG_INFO, "W%dA%d from the next quantize on", w, a);
 	} else if (kind == PR_COMMAND) {
 		act_command_line(u, u->pbuf);
+	} else if (kind == PR_UNTIL) {
+		long v = strtol(u->pbuf, &end, 10);
+		const pipeline *p = &u->s->p;
+		if (end == u->pbuf || *end != '\0') {
+			msg_set(u, MSG_ERROR, "'%s' is not a layer number", u->pbuf);
+			return;
+		}
+		if (v <= p->layer || v > p->n_layers) {
+			msg_set(u, MSG_ERROR, "layer %ld: a run from the cursor (layer %d) stops before a layer from %d to %d",
+			    v, p->layer, p->layer + 1, p->n_layers);
+			return;
+		}
+		act_run_to(u, (int)v);
 	} else if (kind == PR_THRESH) {
 		double v = strtod(u->pbuf, &end);
 		if (end == u->pbuf || *end != '\0' || !isfinite(v)) {
@@ -1051,10 +1117,17 @@ layer_key(ui *u, int ch)
 	case '+': case '=': act_alpha_step(u, ALPHA_STEP); return;
 	case '-': case '_': act_alpha_step(u, -ALPHA_STEP); return;
 	case 'p': break;
+	case 'u':
+		u->cmp_on = !u->cmp_on;
+		msg_set(u, MSG_INFO, "%s", !u->cmp_on ? "sq against mas: off" : u->site == SITE_DOWN ?
+		    "sq against mas: down_proj is not smoothed, another site shows it" :
+		    "the first linear's sample SQNR under sq (one factor), mas (per modality)");
+		break;
 	case 'v':
 		u->panel = (u->panel + 1) % PANEL_COUNT;
 		msg_set(u, MSG_INFO, "%s", u->panel == PANEL_SEARCH ? "the alpha search: SQNR against alpha, the chosen alpha marked" :
 		    u->panel == PANEL_RANK ? "the rank view: whitened error against rank, effective rank, rank in use" :
+		    u->panel == PANEL_PROFILE ? "the range profiles: each modality's per-channel max|x|, sorted, log2 axis" :
 		    "the histograms of log2|x| per modality");
 		return;
 	default:
@@ -1301,6 +1374,10 @@ handle_key(ui *u, int ch)
 	}
 	if (ch == ':') {
 		prompt_open(u, PR_COMMAND, "command (NAME KEY=VALUE ...)");
+		return;
+	}
+	if (ch == 'g') {	/* no command has a key 'g': runs are the UI's own */
+		act_run_to_ask(u);
 		return;
 	}
 	if (u->screen == SCR_LIST)
@@ -1620,6 +1697,52 @@ draw_rank_panel(ui *u, int l, int y, int hh)
 		ui_text(y + 1, 1, -1, A_DIM, "whitened relative error of the compensation at rank = %% of min(in, out)");
 }
 
+/* The per-channel ranges R^m (max|x|) of each modality at the view's site,
+ * each sorted in descending order (a drawn copy), on one log2 axis, in
+ * panels pw wide from row y: a caption, hh plot rows and an axis row. */
+static void
+draw_profile_panel(ui *u, const site_stats *ss, int y, int pw, int hh)
+{
+	double lo = INFINITY, hi = -INFINITY;
+	for (int m = 0; m < MOD_COUNT; m++) {
+		if (!mod_present(u, m) || ss->count[m] == 0)
+			continue;
+		const float *r = ss->absmax + (size_t)m * (size_t)ss->d;
+		for (int i = 0; i < ss->d; i++)
+			if (r[i] > 0) {
+				lo = fmin(lo, log2(r[i]));
+				hi = fmax(hi, log2(r[i]));
+			}
+	}
+	if (!(hi >= lo)) {
+		ui_text(y + hh / 2, 2, -1, A_DIM, "no channel has a range yet");
+		return;
+	}
+	lo = floor(lo) - 1;	/* the smallest range still shows */
+	hi = ceil(hi);
+	if (!(hi > lo))
+		hi = lo + 1;
+	for (int m = 0; m < MOD_COUNT; m++) {
+		int px = 1 + m * (pw + 1);
+		if (!mod_present(u, m) || ss->count[m] == 0) {
+			ui_text(y, px, pw, A_DIM, "%s: no tokens", modality_name(m));
+			continue;
+		}
+		const float *r = ss->absmax + (size_t)m * (size_t)ss->d;
+		float top = 0;
+		for (int i = 0; i < ss->d; i++)
+			top = fmaxf(top, r[i]);
+		ui_text(y, px, pw, ui_mod_attr(&u->g, m) | A_BOLD, "%s R, max %.3g", modality_name(m), top);
+		int used = ui_profile_draw(&u->g, y + 1, px, hh, pw, r, ss->d, lo, hi, ui_mod_attr(&u->g, m));
+		char right[16];
+		snprintf(right, sizeof right, "%d", ss->d);
+		ui_text(y + 1 + hh, px, pw, A_DIM, "1");
+		if (used > 14)
+			ui_text(y + 1 + hh, px + (used - 8) / 2, 8, A_DIM, "channels");
+		ui_text(y + 1 + hh, px + used - (int)strlen(right), pw, A_DIM, "%s", right);
+	}
+}
+
 /* The layer view screen. */
 static void
 draw_layer(ui *u)
@@ -1644,6 +1767,8 @@ draw_layer(ui *u)
 		ui_text(1, x, -1, A_DIM, "  layer output SQNR against alpha (v: view)");
 	else if (u->panel == PANEL_RANK)
 		ui_text(1, x, -1, A_DIM, "  compensation against rank (v: view)");
+	else if (u->panel == PANEL_PROFILE && live)
+		ui_text(1, x, -1, A_DIM, "  max|x| per channel, sorted, log2 (v: view)");
 	else if (live)
 		ui_text(1, x, -1, A_DIM, "  log2|x| at the input of %s, %d channels", site_linears(u->site),
 		    p->st[u->site].d);
@@ -1658,6 +1783,8 @@ draw_layer(ui *u)
 		draw_search_panel(u, l, y, pw, hh);
 	} else if (u->panel == PANEL_RANK) {
 		draw_rank_panel(u, l, y, hh);
+	} else if (u->panel == PANEL_PROFILE && ss != NULL) {
+		draw_profile_panel(u, ss, y, pw, hh);
 	} else if (ss != NULL && hist_range(u, ss, &b0, &b1)) {
 		/* merged bins: a whole number of bins per column */
 		int per = (b1 - b0 + pw) / pw;
@@ -1698,7 +1825,10 @@ draw_layer(ui *u)
 
 	/* misalignment at this site */
 	const misalign *ma = &r->mis[u->site];
-	int have_mis = u->calibrated_here[l] || live;
+	int have_mis = u->calibrated_here[l] || live, dom = -1;
+	for (int m = 0; m < MOD_COUNT; m++)	/* the modality dominating most channels */
+		if (ma->present[m] && (dom < 0 || ma->dominant_share[m] > ma->dominant_share[dom]))
+			dom = m;
 	for (int m = 0; m < MOD_COUNT; m++) {
 		int px = 1 + m * (pw + 1);
 		if (!have_mis || !ma->present[m]) {
@@ -1711,8 +1841,39 @@ draw_layer(ui *u)
 			ui_text(y + 1, px, pw, A_NORMAL, "Thm-1 loss %6.2f dB", ma->thm1_loss_db[m]);
 		else
 			ui_text(y + 1, px, pw, A_NORMAL, "Thm-1 loss      - dB");
+		/* log2(R^all / R^m) over the channels, bins of 0.5 from 0, then
+		 * the 90% quantile of R^dom / R^m where m does not dominate */
+		if (m == dom) {
+			ui_text(y + 2, px, pw, A_DIM, "others: log2 R/R^m, q90");
+			continue;
+		}
+		uint64_t bins[16];	/* ratio_hist[m] as the widget takes it */
+		for (int b = 0; b < 16; b++)
+			bins[b] = (uint64_t)(ma->ratio_hist[m][b] > 0 ? ma->ratio_hist[m][b] : 0);
+		x = ui_hist_draw(&u->g, y + 2, px, 1, 16, bins, 0, 15, ui_mod_attr(&u->g, m));
+		ui_text(y + 2, px + x, pw - x, A_NORMAL, " %5.1fx", ma->ratio_q[m][1]);
 	}
-	y += 2;
+	/* the group's first linear on the token sample: one factor against per-modality factors */
+	int cmp = u->cmp_valid && u->cmp_layer == l && u->cmp_grp == u->site;
+	for (int m = 0, named = 0; m < MOD_COUNT && cmp; m++) {
+		int px = 1 + m * (pw + 1), k0 = u->site == SITE_QKV ? LIN_Q : u->site == SITE_O ? LIN_O : LIN_GATE;
+		const char *ln = lin_name(k0);
+		if (!mod_present(u, m))
+			continue;
+		double a = u->cmp[0].sqnr[k0][m], b = u->cmp[1].sqnr[k0][m];
+		char ta[16], tb[16];
+		ui_fmt_db(ta, sizeof ta, 5, a);
+		ui_fmt_db(tb, sizeof tb, 5, b);
+		/* the linear's short name ("q" of q_proj) in the first column */
+		x = ui_text(y + 3, px, pw, A_NORMAL, "%.*s%ssq ", named ? 0 : (int)strcspn(ln, "_"), ln, named ? "" : " ");
+		named = 1;
+		x += ui_text(y + 3, px + x, pw - x, ui_sqnr_attr(&u->g, a, u->o.sqnr_bad, u->o.sqnr_good), "%s", ta);
+		x += ui_text(y + 3, px + x, pw - x, A_NORMAL, " mas ");
+		ui_text(y + 3, px + x, pw - x, ui_sqnr_attr(&u->g, b, u->o.sqnr_bad, u->o.sqnr_good), "%s", tb);
+	}
+	if (!cmp && have_mis && live && u->site != SITE_DOWN)
+		ui_text(y + 3, 1, -1, A_DIM, "u: SQNR under sq (one factor) and mas (per modality), on the token sample");
+	y += 4;
 
 	/* per-linear SQNR: last quantize, and the preview under the current setting */
 	int pv = u->pv_valid && u->pv_layer == l && u->pv_grp == u->site;
@@ -1786,14 +1947,14 @@ draw_help(ui *u)
 		ui_text(y, 6, 16, A_NORMAL, "%s", c->name);
 		ui_text(y, 23, -1, A_NORMAL, "%s", c->summary);
 	}
-	y++;
-	ui_text(y++, 1, -1, A_NORMAL, "* in the layer view; on the layer list a runs every remaining layer");
+	ui_text(y++, 1, -1, A_NORMAL, "* in the layer view; on the list a runs every remaining layer, g up to a layer");
 	ui_text(y++, 1, -1, A_NORMAL, ": runs any command by name, e.g. :set assignment=1.qkv.alpha.vision=0.6");
 	ui_text(y++, 1, -1, A_NORMAL, "Enter layer view  Esc back  Tab site  %s group  %s modality  +/- alpha 0.05",
 	    u->g.updown, u->g.leftright);
 	ui_text(y++, 1, -1, A_NORMAL, "o, Tab: the overview (%s sort column, i invert, w worst layer, t threshold)",
 	    u->g.leftright);
-	ui_text(y++, 1, -1, A_NORMAL, "v in the layer view: histograms, the alpha search's curves, the rank view");
+	ui_text(y++, 1, -1, A_NORMAL, "v in the layer view: histograms, alpha search, rank view, range profiles");
+	ui_text(y++, 1, -1, A_NORMAL, "u in the layer view: its group's SQNR under sq against mas (token sample)");
 	ui_text(y++, 1, -1, A_NORMAL, "? help  Q or Ctrl-C quit (asks when the cursor's layer is not committed)");
 	draw_message(u, LINES - 2);
 	draw_status(u);
@@ -1946,7 +2107,7 @@ prog_left(const ui_prog *g, double now)
 		if (k == cur)
 			after = 1;
 	}
-	return left + per * (g->n_layers - g->layer - 1);
+	return left + per * (g->until - g->layer - 1);
 }
 
 /* The progress screen while a job owns the pipeline: drawn from the
@@ -1968,8 +2129,8 @@ draw_busy(ui *u)
 
 	ui_fill(0, 0, -1, ui_title_attr(&u->g));
 	if (g.kind == JOB_ALL)
-		ui_text(0, 0, -1, ui_title_attr(&u->g), " masq%sworking%srun every layer from %d to %d", u->g.sep, u->g.sep,
-		    g.first, g.n_layers - 1);
+		ui_text(0, 0, -1, ui_title_attr(&u->g), " masq%sworking%srun %s layer from %d to %d", u->g.sep, u->g.sep,
+		    g.until >= g.n_layers ? "every" : "each", g.first, g.until - 1);
 	else
 		ui_text(0, 0, -1, ui_title_attr(&u->g), " masq%sworking%s%s", u->g.sep, u->g.sep, g.cmd);
 	if (g.cmd[0] != '\0')
