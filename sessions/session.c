@@ -23,19 +23,20 @@ sess_json_text(json_t *j)
 	return json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17) | JSON_ENCODE_ANY);
 }
 
-static json_t *
-jnum(double x)
+json_t *
+sess_json_num(double x)
 {
 	return isfinite(x) ? json_real(x) : json_null();
 }
 
-static json_t *
-jmods(const double *v, const calib *c)
+json_t *
+sess_json_mods(const double *v, const calib *c, int with_all)
 {
 	json_t *o = json_object();
 	for (int m = 0; m < MOD_COUNT; m++)
-		json_object_set_new(o, modality_name(m), c->n_mod[m] ? jnum(v[m]) : json_null());
-	json_object_set_new(o, "all", jnum(v[STATS_ALL]));
+		json_object_set_new(o, modality_name(m), c->n_mod[m] ? sess_json_num(v[m]) : json_null());
+	if (with_all)
+		json_object_set_new(o, "all", sess_json_num(v[STATS_ALL]));
 	return o;
 }
 
@@ -494,7 +495,7 @@ cmd_calibrate(sess *s, json_t *args, json_t *res, masq_err *err)
 		for (int m = 0; m < MOD_COUNT; m++)
 			if (ma->present[m]) {
 				json_object_set_new(sh, modality_name(m), json_real(ma->dominant_share[m]));
-				json_object_set_new(th, modality_name(m), jnum(ma->thm1_loss_db[m]));
+				json_object_set_new(th, modality_name(m), sess_json_num(ma->thm1_loss_db[m]));
 			}
 		json_object_set_new(o, "dominant_share", sh);
 		json_object_set_new(o, "thm1_loss_db", th);
@@ -580,7 +581,7 @@ cmd_search(sess *s, json_t *args, json_t *res, masq_err *err)
 		for (int i = 0; i < sr->n; i++)
 			if (sr->sqnr[row][i] != 0.0) {
 				any = 1;
-				json_array_append_new(c, json_pack("[f, o]", sr->alpha[i], jnum(sr->sqnr[row][i])));
+				json_array_append_new(c, json_pack("[f, o]", sr->alpha[i], sess_json_num(sr->sqnr[row][i])));
 			}
 		const char *name = row < MOD_COUNT ? modality_name(row) : "unified";
 		if (any) {
@@ -606,14 +607,14 @@ cmd_quantize(sess *s, json_t *args, json_t *res, masq_err *err)
 	const pipe_layer_result *r = &p->results[p->layer];
 	json_object_set_new(res, "layer", json_integer(p->layer));
 	json_object_set_new(res, "method", json_string(method_name(r->method)));
-	json_object_set_new(res, "sqnr_db", jmods(r->sqnr, p->c));
-	json_object_set_new(res, "mae", jmods(r->mae, p->c));
+	json_object_set_new(res, "sqnr_db", sess_json_mods(r->sqnr, p->c, 1));
+	json_object_set_new(res, "mae", sess_json_mods(r->mae, p->c, 1));
 	json_t *lins = json_array();
 	for (int k = 0; k < LIN_COUNT; k++) {
 		json_t *o = json_object();
 		json_object_set_new(o, "name", json_string(lin_name(k)));
 		json_object_set_new(o, "rank", json_integer(r->lin[k].rank));
-		json_object_set_new(o, "sqnr_db", jmods(r->lin[k].sqnr, p->c));
+		json_object_set_new(o, "sqnr_db", sess_json_mods(r->lin[k].sqnr, p->c, 1));
 		json_array_append_new(lins, o);
 	}
 	json_object_set_new(res, "linears", lins);
@@ -654,9 +655,9 @@ cmd_finish(sess *s, json_t *args, json_t *res, masq_err *err)
 	(void)args;
 	if (need_open(s, err) < 0 || pipe_finish(&s->p, err) < 0)
 		return -1;
-	json_object_set_new(res, "sqnr_db", jmods(s->p.summary.sqnr, s->p.c));
-	json_object_set_new(res, "mae", jmods(s->p.summary.mae, s->p.c));
-	json_object_set_new(res, "kl_text", jnum(s->p.summary.kl_text));
+	json_object_set_new(res, "sqnr_db", sess_json_mods(s->p.summary.sqnr, s->p.c, 1));
+	json_object_set_new(res, "mae", sess_json_mods(s->p.summary.mae, s->p.c, 1));
+	json_object_set_new(res, "kl_text", sess_json_num(s->p.summary.kl_text));
 	if (s->db != NULL && s->record)
 		sdb_session_set_status(s->db, s->id, "finished", NULL);
 	return 0;

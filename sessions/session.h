@@ -121,6 +121,12 @@ char *sess_export_preview(sess *s, int format, export_report *rep, masq_err *err
 json_t *sess_opts_json(const pipe_opts *o);
 int sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err);
 
+/* A JSON number, or null when x is not finite. */
+json_t *sess_json_num(double x);
+/* {"text": .., "vision": .., "audio": .. [, "all": ..]} from v (STATS_ROWS);
+ * null for modalities absent from c. */
+json_t *sess_json_mods(const double *v, const calib *c, int with_all);
+
 /* Canonical JSON text of a result (sorted keys, full precision): what is
  * stored and what replay compares. */
 char *sess_json_text(json_t *j);

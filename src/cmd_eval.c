@@ -16,27 +16,12 @@
 #include "core/calib.h"
 #include "core/deploy.h"
 #include "core/export.h"
+#include "sessions/session.h"
 #include "src/cli.h"
 
 void cli_cmd_help(const char *cmd);
 
 /* A JSON number, or null when x is not finite. */
-static json_t *
-jnum(double x)
-{
-	return isfinite(x) ? json_real(x) : json_null();
-}
-
-/* {"text": x, "vision": y, "audio": z, "all": w}; null for absent modalities. */
-static json_t *
-jmods(const double *v, const calib *c)
-{
-	json_t *o = json_object();
-	for (int m = 0; m < MOD_COUNT; m++)
-		json_object_set_new(o, modality_name(m), c->n_mod[m] ? jnum(v[m]) : json_null());
-	json_object_set_new(o, "all", jnum(v[STATS_ALL]));
-	return o;
-}
 
 /* x with two decimals, "-" when not finite. */
 static void
@@ -97,11 +82,11 @@ eval_json(const deploy_result *r, const calib *c, const char *model_dir, const c
 	    c->n_mod[0], "vision", c->n_mod[1], "audio", c->n_mod[2]));
 	for (int l = 0; l < r->n_layers; l++)
 		json_array_append_new(layers, json_pack("{s:i, s:o, s:o}", "layer", l, "sqnr_db",
-		    jmods(r->layers[l].sqnr, c), "mae", jmods(r->layers[l].mae, c)));
+		    sess_json_mods(r->layers[l].sqnr, c, 1), "mae", sess_json_mods(r->layers[l].mae, c, 1)));
 	json_object_set_new(d, "layers", layers);
-	json_object_set_new(sum, "sqnr_db", jmods(r->sqnr, c));
-	json_object_set_new(sum, "mae", jmods(r->mae, c));
-	json_object_set_new(sum, "kl_text", jnum(r->kl_text));
+	json_object_set_new(sum, "sqnr_db", sess_json_mods(r->sqnr, c, 1));
+	json_object_set_new(sum, "mae", sess_json_mods(r->mae, c, 1));
+	json_object_set_new(sum, "kl_text", sess_json_num(r->kl_text));
 	json_object_set_new(sum, "seconds", json_real(r->seconds));
 	json_object_set_new(d, "summary", sum);
 	json_dumpf(d, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));

@@ -34,23 +34,6 @@ struct run_args {
 	int nsets;
 };
 
-static json_t *
-jnum(double x)
-{
-	return isfinite(x) ? json_real(x) : json_null();
-}
-
-/* {"text": x, "vision": y, "audio": z, "all": w} for the modalities present. */
-static json_t *
-jmods(const double *v, const calib *c, int with_all)
-{
-	json_t *o = json_object();
-	for (int m = 0; m < MOD_COUNT; m++)
-		json_object_set_new(o, modality_name(m), c->n_mod[m] ? jnum(v[m]) : json_null());
-	if (with_all)
-		json_object_set_new(o, "all", jnum(v[STATS_ALL]));
-	return o;
-}
 
 static json_t *
 run_json(const pipeline *p, const struct run_args *a, int method, int64_t session)
@@ -73,11 +56,11 @@ run_json(const pipeline *p, const struct run_args *a, int method, int64_t sessio
 	json_object_set_new(d, "seed", json_integer((json_int_t)p->opts.seed));
 	json_object_set_new(d, "model", json_string(a->model_dir));
 	json_object_set_new(d, "calib", json_string(a->calib_path));
-	json_object_set_new(d, "tokens", jmods((double[]){c->n_mod[0], c->n_mod[1], c->n_mod[2], c->n_tokens}, c, 1));
+	json_object_set_new(d, "tokens", sess_json_mods((double[]){c->n_mod[0], c->n_mod[1], c->n_mod[2], c->n_tokens}, c, 1));
 	json_t *sum = json_object();
-	json_object_set_new(sum, "sqnr_db", jmods(p->summary.sqnr, c, 1));
-	json_object_set_new(sum, "mae", jmods(p->summary.mae, c, 1));
-	json_object_set_new(sum, "kl_text", jnum(p->summary.kl_text));
+	json_object_set_new(sum, "sqnr_db", sess_json_mods(p->summary.sqnr, c, 1));
+	json_object_set_new(sum, "mae", sess_json_mods(p->summary.mae, c, 1));
+	json_object_set_new(sum, "kl_text", sess_json_num(p->summary.kl_text));
 	json_object_set_new(sum, "seconds", json_real(p->summary.seconds));
 	json_object_set_new(d, "summary", sum);
 	for (int l = 0; l < p->n_layers; l++) {
@@ -85,18 +68,18 @@ run_json(const pipeline *p, const struct run_args *a, int method, int64_t sessio
 		json_t *jl = json_object(), *lins = json_array();
 		json_object_set_new(jl, "layer", json_integer(l));
 		json_object_set_new(jl, "method", json_string(method_name(r->method)));
-		json_object_set_new(jl, "sqnr_db", jmods(r->sqnr, c, 1));
-		json_object_set_new(jl, "mae", jmods(r->mae, c, 1));
+		json_object_set_new(jl, "sqnr_db", sess_json_mods(r->sqnr, c, 1));
+		json_object_set_new(jl, "mae", sess_json_mods(r->mae, c, 1));
 		for (int k = 0; k < LIN_COUNT; k++) {
 			const pipe_lin_result *lr = &r->lin[k];
 			json_t *jk = json_object(), *al = json_object();
 			json_object_set_new(jk, "name", json_string(lin_name(k)));
 			for (int m = 0; m < MOD_COUNT; m++)
-				json_object_set_new(al, modality_name(m), c->n_mod[m] ? jnum(lr->alpha[m]) : json_null());
+				json_object_set_new(al, modality_name(m), c->n_mod[m] ? sess_json_num(lr->alpha[m]) : json_null());
 			json_object_set_new(jk, "alpha", al);
 			json_object_set_new(jk, "rank", json_integer(lr->rank));
-			json_object_set_new(jk, "sqnr_db", jmods(lr->sqnr, c, 1));
-			json_object_set_new(jk, "mae", jmods(lr->mae, c, 1));
+			json_object_set_new(jk, "sqnr_db", sess_json_mods(lr->sqnr, c, 1));
+			json_object_set_new(jk, "mae", sess_json_mods(lr->mae, c, 1));
 			if (r->method == METHOD_MAS_CMC && lr->rank > 0) {
 				json_t *jc = json_object();
 				for (int m = MOD_VISION; m < MOD_COUNT; m++) {
@@ -105,12 +88,12 @@ run_json(const pipeline *p, const struct run_args *a, int method, int64_t sessio
 						continue;
 					json_t *x = json_object(), *cu = json_array(), *cp = json_array();
 					json_object_set_new(x, "rank", json_integer(cd->rank));
-					json_object_set_new(x, "rel_err", jnum(cd->rel_err));
-					json_object_set_new(x, "effective_rank", jnum(cd->erank));
+					json_object_set_new(x, "rel_err", sess_json_num(cd->rel_err));
+					json_object_set_new(x, "effective_rank", sess_json_num(cd->erank));
 					json_object_set_new(x, "floored_eigenvalues", json_integer(cd->n_floored));
 					for (int i = 0; i < PIPE_RANK_CURVE; i++) {
-						json_array_append_new(cu, json_pack("[f, o]", pipe_rank_curve[i], jnum(cd->curve[i])));
-						json_array_append_new(cp, json_pack("[f, o]", pipe_rank_curve[i], jnum(cd->curve_plain[i])));
+						json_array_append_new(cu, json_pack("[f, o]", pipe_rank_curve[i], sess_json_num(cd->curve[i])));
+						json_array_append_new(cp, json_pack("[f, o]", pipe_rank_curve[i], sess_json_num(cd->curve_plain[i])));
 					}
 					json_object_set_new(x, "rel_err_by_rank", cu);
 					json_object_set_new(x, "rel_err_by_rank_unwhitened", cp);
@@ -129,7 +112,7 @@ run_json(const pipeline *p, const struct run_args *a, int method, int64_t sessio
 				if (!ma->present[m])
 					continue;
 				json_object_set_new(share, modality_name(m), json_real(ma->dominant_share[m]));
-				json_object_set_new(loss, modality_name(m), jnum(ma->thm1_loss_db[m]));
+				json_object_set_new(loss, modality_name(m), sess_json_num(ma->thm1_loss_db[m]));
 				json_object_set_new(rq, modality_name(m), json_pack("[f, f, f, f]", ma->ratio_q[m][0],
 				    ma->ratio_q[m][1], ma->ratio_q[m][2], ma->ratio_q[m][3]));
 			}
@@ -147,7 +130,7 @@ run_json(const pipeline *p, const struct run_args *a, int method, int64_t sessio
 					continue;
 				json_t *curve = json_array();
 				for (int i = 0; i < r->search.n; i++)
-					json_array_append_new(curve, json_pack("[f, o]", r->search.alpha[i], jnum(r->search.sqnr[row][i])));
+					json_array_append_new(curve, json_pack("[f, o]", r->search.alpha[i], sess_json_num(r->search.sqnr[row][i])));
 				json_t *x = json_object();
 				json_object_set_new(x, "best", json_real(r->search.best[row]));
 				json_object_set_new(x, "curve", curve);

@@ -197,26 +197,43 @@ cmd_sessions(int argc, char **argv)
 	return rc;
 }
 
+/* The preamble replay, resume and export share: parse the options, open the
+ * database and attach to the session (record: whether new events are
+ * appended).  Returns 0 to go on, or -1 with *rc the exit status. */
+static int
+attach(const char *cmd, int argc, char **argv, struct sopts *o, sdb **db, sess *s, int record, int *rc)
+{
+	masq_err err = {0};
+	int i;
+
+	*rc = 2;
+	if ((i = parse(cmd, argc, argv, o, rc)) < 0)
+		return -1;
+	if (i != argc) {
+		*rc = cli_usage(cmd, "unexpected argument '%s'", argv[i]);
+		return -1;
+	}
+	if ((*rc = open_db(o, db)) != 0)
+		return -1;
+	if (sess_attach(s, *db, o->session, o->model, o->calib, record, &err) < 0) {
+		*rc = cli_fail(&err);
+		sdb_close(*db);
+		return -1;
+	}
+	return 0;
+}
+
 int
 cmd_replay(int argc, char **argv)
 {
 	struct sopts o;
-	int rc = 2, i;
+	int rc;
 	sdb *db = NULL;
 	sess s;
 	masq_err err = {0};
 
-	if ((i = parse("replay", argc, argv, &o, &rc)) < 0)
+	if (attach("replay", argc, argv, &o, &db, &s, 0, &rc) < 0)
 		return rc;
-	if (i != argc)
-		return cli_usage("replay", "unexpected argument '%s'", argv[i]);
-	if ((rc = open_db(&o, &db)) != 0)
-		return rc;
-	if (sess_attach(&s, db, o.session, o.model, o.calib, 0, &err) < 0) {
-		rc = cli_fail(&err);
-		sdb_close(db);
-		return rc;
-	}
 	if (o.export_dir != NULL)
 		s.export_redirect = xstrdup(o.export_dir);
 	else
@@ -243,22 +260,13 @@ int
 cmd_resume(int argc, char **argv)
 {
 	struct sopts o;
-	int rc = 2, i, finished;
+	int rc, finished;
 	sdb *db = NULL;
 	sess s;
 	masq_err err = {0};
 
-	if ((i = parse("resume", argc, argv, &o, &rc)) < 0)
+	if (attach("resume", argc, argv, &o, &db, &s, 1, &rc) < 0)
 		return rc;
-	if (i != argc)
-		return cli_usage("resume", "unexpected argument '%s'", argv[i]);
-	if ((rc = open_db(&o, &db)) != 0)
-		return rc;
-	if (sess_attach(&s, db, o.session, o.model, o.calib, 1, &err) < 0) {
-		rc = cli_fail(&err);
-		sdb_close(db);
-		return rc;
-	}
 	int cursor = sess_restore(&s, &finished, &err);
 	if (cursor < 0) {
 		rc = cli_fail(&err);
@@ -301,26 +309,21 @@ int
 cmd_export(int argc, char **argv)
 {
 	struct sopts o;
-	int rc = 2, i, finished;
+	int rc, finished;
 	sdb *db = NULL;
 	sess s;
 	masq_err err = {0};
 	json_t *res = NULL;
 
-	if ((i = parse("export", argc, argv, &o, &rc)) < 0)
+	if (attach("export", argc, argv, &o, &db, &s, 1, &rc) < 0)
 		return rc;
-	if (i != argc)
-		return cli_usage("export", "unexpected argument '%s'", argv[i]);
-	if (o.format == NULL || o.out == NULL)
-		return cli_usage("export", "--format and --out are required");
-	if (access(o.out, F_OK) == 0)
-		return cli_usage("export", "%s exists; exports never overwrite", o.out);
-	if ((rc = open_db(&o, &db)) != 0)
-		return rc;
-	if (sess_attach(&s, db, o.session, o.model, o.calib, 1, &err) < 0) {
-		rc = cli_fail(&err);
-		sdb_close(db);
-		return rc;
+	if (o.format == NULL || o.out == NULL) {
+		rc = cli_usage("export", "--format and --out are required");
+		goto out;
+	}
+	if (access(o.out, F_OK) == 0) {
+		rc = cli_usage("export", "%s exists; exports never overwrite", o.out);
+		goto out;
 	}
 	if (sess_restore(&s, &finished, &err) < 0) {
 		rc = cli_fail(&err);
