@@ -33,6 +33,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench/benchutil.h"
 #include "core/blas.h"
 #include "core/cmc.h"
 #include "core/engine.h"
@@ -46,13 +47,6 @@
 #define BENCH_POWER_LAW 1.0	/* default activation spectrum sigma_k ~ k^-power */
 #define BENCH_OUTLIER_SHARE 0.01	/* share of channels with outliers */
 
-/* CPU time counters for telling how busy the rest of the machine was. */
-typedef struct bench_load {
-	double t;		/* masq_now() when taken */
-	double all_busy;	/* seconds all CPUs were busy since boot (/proc/stat) */
-	double self_busy;	/* seconds this process ran (/proc/self/stat) */
-	int ok;			/* both files could be read */
-} bench_load;
 
 /* Settings from the command line. */
 typedef struct bench_opts {
@@ -70,22 +64,6 @@ bench_usage(FILE *f)
 	    "[--tokens 2048] [--threads 2] [--seed 1] [--power 1.0]\n");
 }
 
-/* Parse a decimal int in [lo, hi] from s into *v; -1 when s is not one. */
-static int
-bench_parse_int(const char *s, int lo, int hi, int *v)
-{
-	char *end;
-	long x;
-
-	if (s == NULL || *s == '\0')
-		return -1;
-	errno = 0;
-	x = strtol(s, &end, 10);
-	if (errno != 0 || *end != '\0' || x < lo || x > hi)
-		return -1;
-	*v = (int)x;
-	return 0;
-}
 
 /* Parse argv into o; 0 on success, 1 after --help, -1 on a usage error. */
 static int
@@ -218,51 +196,7 @@ bench_smooth(float *s, const double *X, int n, int d, const float *W, int out)
 	}
 }
 
-/* Take the machine's and this process's CPU time; ld->ok = 0 where /proc
- * is not there (the load report is then left out). */
-static void
-bench_load_take(bench_load *ld)
-{
-	unsigned long long v[8] = {0}, ut = 0, st = 0;
-	double tick = (double)sysconf(_SC_CLK_TCK);
-	char buf[1024], *p;
-	FILE *f;
-	int n;
 
-	memset(ld, 0, sizeof *ld);
-	ld->t = masq_now();
-	if (tick <= 0 || (f = fopen("/proc/stat", "r")) == NULL)
-		return;
-	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-	    &v[3], &v[4], &v[5], &v[6], &v[7]);
-	fclose(f);
-	if (n < 4 || (f = fopen("/proc/self/stat", "r")) == NULL)
-		return;
-	p = fgets(buf, sizeof buf, f);
-	fclose(f);
-	/* fields after "pid (comm) ": utime is field 14, stime 15 */
-	if (p == NULL || (p = strrchr(buf, ')')) == NULL ||
-	    sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-	    &ut, &st) != 2)
-		return;
-	/* busy = user nice system irq softirq steal (not idle, iowait) */
-	ld->all_busy = (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / tick;
-	ld->self_busy = (double)(ut + st) / tick;
-	ld->ok = 1;
-}
-
-/* Median of the n values of v (n small); v is reordered. */
-static double
-bench_median(double *v, int n)
-{
-	for (int i = 1; i < n; i++)
-		for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
-			double t = v[j];
-			v[j] = v[j - 1];
-			v[j - 1] = t;
-		}
-	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 int
 main(int argc, char **argv)
@@ -404,13 +338,7 @@ main(int argc, char **argv)
 	    "plain-SVD factors %.6f\n", rank, err_full, err_rand, err_rel, err_plain);
 	printf("top %d singular values, randomized vs full: max rel diff %.2e\n", rank, top_sv);
 	printf("speedup full / randomized: %.2f\n", speedup);
-	if (ld0.ok && ld1.ok && ld1.t > ld0.t) {
-		double other = ((ld1.all_busy - ld0.all_busy) - (ld1.self_busy - ld0.self_busy)) /
-		    (ld1.t - ld0.t);
-		printf("other processes during the timing: %.2f CPUs%s\n", other > 0 ? other : 0,
-		    other > 0.2 ? " -- the machine was not quiet; rerun before trusting the times"
-		    : "");
-	}
+	bench_load_report(&ld0, &ld1);
 	int pass = speedup >= BENCH_TARGET_SPEEDUP && fabs(err_rel) <= BENCH_TARGET_ERR;
 	printf("bench_cmc: d=%d out=%d rank=%d full_s=%.3f rand_s=%.3f speedup=%.2f "
 	    "err_full=%.6f err_rand=%.6f err_rel_diff=%.2e target_speedup=%g target_err=%g %s\n",

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench/benchutil.h"
 #include "core/blas.h"
 #include "core/calib.h"
 #include "core/engine.h"
@@ -65,13 +66,6 @@ typedef struct bench_prof {
 	double lin[LIN_COUNT];		/* (LIN_COUNT) seconds, summed over passes */
 } bench_prof;
 
-/* CPU time counters for telling how busy the rest of the machine was. */
-typedef struct bench_load {
-	double t;		/* masq_now() when taken */
-	double all_busy;	/* seconds all CPUs were busy since boot (/proc/stat) */
-	double self_busy;	/* seconds this process ran (/proc/self/stat) */
-	int ok;			/* both files could be read */
-} bench_load;
 
 /* Print the usage line to f. */
 static void
@@ -80,41 +74,8 @@ bench_usage(FILE *f)
 	fprintf(f, "usage: bench_forward MODEL_DIR CALIB [--layer N] [--threads T] [--reps R]\n");
 }
 
-/* Parse a decimal int in [lo, hi] from s into *v; -1 when s is not one. */
-static int
-bench_parse_int(const char *s, int lo, int hi, int *v)
-{
-	char *end;
-	long x;
 
-	if (s == NULL || *s == '\0')
-		return -1;
-	errno = 0;
-	x = strtol(s, &end, 10);
-	if (errno != 0 || *end != '\0' || x < lo || x > hi)
-		return -1;
-	*v = (int)x;
-	return 0;
-}
 
-/* qsort comparator for doubles, ascending. */
-static int
-bench_cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* Median of the n > 0 values of v; v is reordered. */
-static double
-bench_median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof v[0], bench_cmp_double);
-	if (n % 2)
-		return v[n / 2];
-	return 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* Observe hook: charge the time since the last event to the segment that
  * ends at this site's input. */
@@ -191,38 +152,6 @@ bench_linear_pass(const layer_weights *w, const int *outs, const int *ins, int m
 	return t - t0;
 }
 
-/* Take the machine's and this process's CPU time; ld->ok = 0 where /proc
- * is not there (the load report is then left out). */
-static void
-bench_load_take(bench_load *ld)
-{
-	unsigned long long v[8] = {0}, ut = 0, st = 0;
-	double tick = (double)sysconf(_SC_CLK_TCK);
-	char buf[1024], *p;
-	FILE *f;
-	int n;
-
-	memset(ld, 0, sizeof *ld);
-	ld->t = masq_now();
-	if (tick <= 0 || (f = fopen("/proc/stat", "r")) == NULL)
-		return;
-	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-	    &v[3], &v[4], &v[5], &v[6], &v[7]);
-	fclose(f);
-	if (n < 4 || (f = fopen("/proc/self/stat", "r")) == NULL)
-		return;
-	p = fgets(buf, sizeof buf, f);
-	fclose(f);
-	/* fields after "pid (comm) ": state is field 3, utime 14, stime 15 */
-	if (p == NULL || (p = strrchr(buf, ')')) == NULL ||
-	    sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-	    &ut, &st) != 2)
-		return;
-	/* busy = user nice system irq softirq steal (not idle, iowait) */
-	ld->all_busy = (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / tick;
-	ld->self_busy = (double)(ut + st) / tick;
-	ld->ok = 1;
-}
 
 /* Lower-case stored dtype of the layer's q_proj weight, for the load label. */
 static const char *
@@ -449,16 +378,7 @@ main(int argc, char **argv)
 	for (int r = 0; r < reps; r++)
 		printf(" %.3f", rat_t[r]);
 	printf("\n");
-	if (ld0.ok && ld1.ok && ld1.t > ld0.t) {
-		double other = ((ld1.all_busy - ld0.all_busy) - (ld1.self_busy - ld0.self_busy)) /
-		    (ld1.t - ld0.t);
-
-		if (other < 0.0)
-			other = 0.0;
-		printf("other processes during the timing: %.2f CPUs busy of %ld%s\n", other,
-		    sysconf(_SC_NPROCESSORS_ONLN),
-		    other > 0.2 ? " -- the machine was not quiet; times and ratio are noisy" : "");
-	}
+	bench_load_report(&ld0, &ld1);
 	for (int r = 0; r < reps; r++) {
 		if (r == 0 || lay_t[r] < lay_min)
 			lay_min = lay_t[r];

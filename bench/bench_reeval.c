@@ -16,17 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench/benchutil.h"
 #include "core/calib.h"
 #include "core/engine.h"
 #include "core/model.h"
 #include "core/pipeline.h"
 
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
 
 int
 main(int argc, char **argv)
@@ -108,10 +103,7 @@ main(int argc, char **argv)
 		}
 		tq[r] = masq_now() - t0;
 	}
-	qsort(tp, (size_t)reps, sizeof *tp, cmp_double);
-	qsort(tq, (size_t)reps, sizeof *tq, cmp_double);
-	qsort(tall, (size_t)reps, sizeof *tall, cmp_double);
-	double mp = tp[reps / 2], mq = tq[reps / 2], ma = tall[reps / 2];
+	double mp = bench_median(tp, reps), mq = bench_median(tq, reps), ma = bench_median(tall, reps);
 	printf("layer %d of %s: hidden %d, intermediate %d, %d tokens, %d BLAS threads\n", layer, argv[1],
 	    m.cfg.hidden, m.cfg.intermediate, c.n_tokens, masq_blas_get_threads());
 	printf("  calibrate (FP forward + statistics, up to the layer)  %8.1f ms\n", 1e3 * t_calib);

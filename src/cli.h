@@ -7,6 +7,8 @@
 #ifndef MASQ_CLI_H
 #define MASQ_CLI_H
 
+#include <stddef.h>
+
 #include "core/util.h"
 
 int cmd_demo(int argc, char **argv);
@@ -29,6 +31,8 @@ int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, l
 /* Resolve model and calibration paths: when both are NULL, write (or reuse)
  * the embedded demo and point them at it.  the strings at model and calib become owned. */
 int cli_default_inputs(char **model_dir, char **calib_path, masq_err *err);
+/* x with two decimals into buf, "-" when not finite (tables of dB). */
+void cli_fmt_db(char *buf, size_t n, double x);
 /* Apply --threads (0: leave OpenBLAS's own default). */
 void cli_set_threads(long n);
 

@@ -21,17 +21,6 @@
 
 void cli_cmd_help(const char *cmd);
 
-/* A JSON number, or null when x is not finite. */
-
-/* x with two decimals, "-" when not finite. */
-static void
-fmt_db(char *buf, size_t n, double x)
-{
-	if (isfinite(x))
-		snprintf(buf, n, "%.2f", x);
-	else
-		snprintf(buf, n, "-");
-}
 
 /* The per-layer table and the summary, as text. */
 static void
@@ -49,7 +38,7 @@ eval_print(const deploy_result *r, const calib *c, const char *model_dir, const 
 	printf("%-6s %8s %8s %8s %8s\n", "layer", "text", "vision", "audio", "all");
 	for (int l = 0; l < r->n_layers; l++) {
 		for (int m = 0; m < STATS_ROWS; m++)
-			fmt_db(t[m], sizeof t[m], m < MOD_COUNT && !c->n_mod[m] ? NAN : r->layers[l].sqnr[m]);
+			cli_fmt_db(t[m], sizeof t[m], m < MOD_COUNT && !c->n_mod[m] ? NAN : r->layers[l].sqnr[m]);
 		printf("%-6d %8s %8s %8s %8s\n", l, t[0], t[1], t[2], t[3]);
 	}
 	printf("\nsummary, SQNR (dB) of the last layer's output against the FP model:\n ");

@@ -146,14 +146,6 @@ run_json(const pipeline *p, const struct run_args *a, int method, int64_t sessio
 	return d;
 }
 
-static void
-fmt_db(char *buf, size_t n, double x)
-{
-	if (isfinite(x))
-		snprintf(buf, n, "%.2f", x);
-	else
-		snprintf(buf, n, "-");
-}
 
 static void
 print_table(const pipeline *p, int verbose)
@@ -167,7 +159,7 @@ print_table(const pipeline *p, int verbose)
 		const pipe_layer_result *r = &p->results[l];
 		const layer_setting *ls = &p->settings[l];
 		for (int m = 0; m < STATS_ROWS; m++)
-			fmt_db(t[m], sizeof t[m], m < MOD_COUNT && !c->n_mod[m] ? NAN : r->sqnr[m]);
+			cli_fmt_db(t[m], sizeof t[m], m < MOD_COUNT && !c->n_mod[m] ? NAN : r->sqnr[m]);
 		char al[32];
 		if (r->method == METHOD_RTN)
 			snprintf(al, sizeof al, "-");
@@ -183,7 +175,7 @@ print_table(const pipeline *p, int verbose)
 		for (int k = 0; k < LIN_COUNT; k++) {
 			const pipe_lin_result *lr = &r->lin[k];
 			for (int m = 0; m < STATS_ROWS; m++)
-				fmt_db(t[m], sizeof t[m], m < MOD_COUNT && !c->n_mod[m] ? NAN : lr->sqnr[m]);
+				cli_fmt_db(t[m], sizeof t[m], m < MOD_COUNT && !c->n_mod[m] ? NAN : lr->sqnr[m]);
 			char cm[96] = "";
 			if (lr->rank > 0)
 				snprintf(cm, sizeof cm, "  rank %d, cmc err v %.3g a %.3g", lr->rank,

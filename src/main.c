@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,6 +160,15 @@ cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long 
 	}
 	*out = v;
 	return 0;
+}
+
+void
+cli_fmt_db(char *buf, size_t n, double x)
+{
+	if (isfinite(x))
+		snprintf(buf, n, "%.2f", x);
+	else
+		snprintf(buf, n, "-");
 }
 
 void
