@@ -49,8 +49,7 @@ check "non-weight files copied, provenance written" quiet sh -c "
 
 # ---- compressed-tensors: W8A8 int8 as vLLM loads it ------------------------------
 check "compressed-tensors export (sq W8A8)" quiet "$drv" export "$M" "$w/plans-sq" compressed-tensors "$w/ct"
-"$py" "$srcdir/ct_check.py" "$M" "$w/ct" >"$w/ct.tap" 2>&1
-tap_include "$w/ct.tap"
+tap_run ct_check "$w/ct.tap" "$py" "$srcdir/ct_check.py" "$M" "$w/ct"
 check "compressed-tensors export in shards" quiet "$drv" export "$M" "$w/plans-sq" compressed-tensors "$w/ct-sh" --shard-bytes 60000
 "$py" "$srcdir/ct_check.py" "$M" "$w/ct-sh" >"$w/ct-sh.tap" 2>&1
 grep -q '^ok - the index names every tensor' "$w/ct-sh.tap" && ! grep -q '^not ok' "$w/ct-sh.tap"

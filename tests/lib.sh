@@ -26,3 +26,16 @@ tap_include() {
 		esac
 	done < "$1"
 }
+# tap_run NAME FILE CMD...: run a checker that prints unnumbered TAP into
+# FILE, pass its lines through, and fail when it exits non-zero or printed
+# no test at all (a crashed checker must not pass silently).
+tap_run() {
+	tr_name=$1 tr_file=$2
+	shift 2
+	"$@" > "$tr_file" 2>&1
+	tr_rc=$?
+	tap_include "$tr_file"
+	if [ "$tr_rc" -ne 0 ] || ! grep -q '^\(not \)\?ok ' "$tr_file"; then
+		not_ok "$tr_name: the checker exited $tr_rc or printed no test"
+	fi
+}

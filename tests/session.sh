@@ -87,7 +87,8 @@ cp a.db unk.db && cp -r a.db.blobs unk.db.blobs
 sql unk.db "insert into events(session,seq,kind,name,payload,created) values(1,(select max(seq)+1 from events where session=1),'command','frobnicate','{}','2026-01-01T00:00:00Z')" >/dev/null
 "$MASQ" replay --db unk.db --session 1 > /dev/null 2> e5; rc=$?
 check "an unknown command in an event is refused (exit $rc)" sh -c "test $rc -eq 2 && grep -q \"unknown command 'frobnicate'\" e5"
-check "a missing database is an error for replay" sh -c "! '$MASQ' replay --db nope.db 2>/dev/null"
+"$MASQ" replay --db nope.db 2>/dev/null; rc=$?
+check "a missing database is an error for replay (exit 2), and is not created" sh -c "test $rc -eq 2 && test ! -e nope.db"
 
 # kill -9 in the middle of a run loses at most the layer in progress.
 "$MASQ" demo small --preset small >/dev/null
@@ -103,9 +104,13 @@ for seed in 1 2 3; do
 	sleep $delay
 	kill -9 $pid 2>/dev/null
 	wait $pid 2>/dev/null
-	check "kill -9 after ${delay}s: integrity_check is ok" test "$(sql k$i.db 'pragma integrity_check')" = ok
+	ic=missing
+	[ -s k$i.db ] && ic=$(sql k$i.db 'pragma integrity_check')
+	check "kill -9 after ${delay}s: the database exists and integrity_check is ok" test "$ic" = ok
+	check "the kill interrupted the run (no finish recorded)" \
+		test "$(sql k$i.db "select count(*) from events where name='finish'")" -eq 0
 	"$MASQ" resume --db k$i.db > resume$i.out 2>&1
-	check "resume finishes the run" grep -q 'finished' resume$i.out
+	check "resume continues and finishes the run" sh -c "grep -q 'resuming session' resume$i.out && grep -q '^session .* finished' resume$i.out"
 	a=$(sql whole.db "select payload from events where name='finish' and kind='result'")
 	b=$(sql k$i.db "select payload from events where name='finish' and kind='result'")
 	check "resumed summary equals the uninterrupted run's" test -n "$a" -a "$a" = "$b"
