@@ -190,7 +190,7 @@ pipe_calibrate(pipeline *p, masq_err *err)
 /* A whitener kept while its factors do not change. */
 struct wcache {
 	int valid;
-	int group, mod, d;
+	int d;
 	float *s;		/* (d) the factors it was built for */
 	cmc_whitener wh;
 };

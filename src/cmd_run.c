@@ -317,7 +317,7 @@ cmd_run(int argc, char **argv)
 	a.sets = xcalloc((size_t)argc + 1, sizeof(char *));
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case O_MODEL: free(a.model_dir); a.model_dir = xstrdup(optarg); break;
 		case O_CALIB: free(a.calib_path); a.calib_path = xstrdup(optarg); break;
@@ -365,7 +365,7 @@ cmd_run(int argc, char **argv)
 		case O_DB: a.db_path = optarg; no_db = 0; break;
 		case O_NO_DB: no_db = 1; break;
 		case O_JSON: a.json = 1; break;
-		case O_VERBOSE: case 'v': a.verbose = 1; break;
+		case O_VERBOSE: a.verbose = 1; break;
 		case O_THREADS:
 			if (cli_int("run", "--threads", optarg, 1, 512, &a.threads) < 0)
 				goto done;

@@ -49,7 +49,7 @@ parse(const char *cmd, int argc, char **argv, struct sopts *o, int *rc)
 	o->db = getenv("MASQ_DB") && *getenv("MASQ_DB") ? getenv("MASQ_DB") : SDB_DEFAULT_PATH;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case O_DB: o->db = optarg; break;
 		case O_SESSION:
@@ -64,7 +64,7 @@ parse(const char *cmd, int argc, char **argv, struct sopts *o, int *rc)
 		case O_FORMAT: o->format = optarg; break;
 		case O_OUT: o->out = optarg; break;
 		case O_JSON: o->json = 1; break;
-		case O_VERBOSE: case 'v': o->verbose = 1; break;
+		case O_VERBOSE: o->verbose = 1; break;
 		case 'h': cli_cmd_help(cmd); *rc = 0; return -1;
 		default:
 			*rc = cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);

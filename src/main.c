@@ -40,7 +40,8 @@ static const struct subcmd {
 	    "write a session's quantized model"},
 	{"eval", cmd_eval, "eval --model EXPORT_DIR --reference FP_MODEL_DIR --calib FILE [--threads N] [--json]",
 	    "run an export with deployment semantics; SQNR per layer and modality against the FP model"},
-	{"tui", cmd_tui, "tui [--model DIR --calib FILE] [--db FILE] [--session ID] [--method M] [--wbits N] [--abits N]",
+	{"tui", cmd_tui, "tui [--model DIR --calib FILE] [--db FILE] [--session ID] [--method M] [--wbits N] [--abits N]\n"
+	    "           [--threads N] [--ascii]",
 	    "the interactive workbench: step through the layers, see the statistics, tune alpha, export"},
 	{"forward", cmd_forward,
 	    "forward [--model DIR] [--calib FILE] [--out FILE] [--threads N] [--json]",
@@ -95,7 +96,8 @@ usage(FILE *fp)
 	    "  --set L.LIN.KEY=VALUE     per-layer override: L a layer or '*'; LIN q, k, v,\n"
 	    "                 o, gate, up, down, qkv, gateup or '*'; KEY alpha,\n"
 	    "                 alpha.text|vision|audio|unified, rank, method\n"
-	    "  --verbose      per-linear rows in the table (sessions show: whole payloads)\n"
+	    "  --verbose      per-linear rows in the table (sessions show: whole payloads;\n"
+	    "                 replay: one line per replayed event)\n"
 	    "\n"
 	    "sessions (run records every step; replay, resume and export read them):\n"
 	    "  --db FILE      the session database (default masq.db, or $MASQ_DB)\n"
