@@ -56,6 +56,6 @@ check "same threads, same bytes: forward is deterministic" sh -c "
 
 # The main job with no arguments: the demo is written once to MASQ_DEMO_DIR.
 check "masq with no arguments runs the main job on the demo" sh -c "'$MASQ' > '$w/main.out' 2>&1"
-check "the main job prints a per-layer table" grep -q '^ *1 ' "$w/main.out"
+check "the main job prints a per-layer table" grep -qE '^1 +\| +[0-9]+\.[0-9]{2} ' "$w/main.out"
 check "the demo is cached for the next run" sh -c "out=\$('$MASQ' 2>&1) && ! echo \"\$out\" | grep -q 'writing the embedded demo'"
 done_testing

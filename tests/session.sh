@@ -52,8 +52,10 @@ got = json.load(open('eval.json'))['summary']['sqnr_db']
 for m in ('text', 'vision', 'audio'):
     assert abs(got[m] - rec['sqnr_db'][m]) <= 1e-6 * abs(rec['sqnr_db'][m]), (m, got[m], rec['sqnr_db'][m])
 "
+before=$(cd exp1 && cksum * | sort)
 "$MASQ" export --db a.db --session 1 --format fake --out exp1 > /dev/null 2> ex.err; rc=$?
-check "an existing export directory is refused, untouched" sh -c "test $rc -eq 2 && grep -q exists ex.err && test -f exp1/masquant.json"
+after=$(cd exp1 && cksum * | sort)
+check "an existing export directory is refused, untouched" sh -c "test $rc -eq 2 && grep -q exists ex.err && test -n \"$before\" && test \"$before\" = \"$after\""
 check "replay --export re-runs the export: byte-identical files" sh -c "'$MASQ' replay --db a.db --session 1 --export exp2 >/dev/null 2>&1 && diff -r exp1 exp2 >/dev/null"
 
 # A divergence: drop the trigger in a copy and change one recorded number.
