@@ -1293,7 +1293,9 @@ export_write(const model *m, export_plan_fn plan_fn, void *ctx, const export_opt
 	for (n = strlen(out); n > 1 && out[n - 1] == '/'; n--)
 		out[n - 1] = '\0';
 	if (lstat(out, &sb) == 0) {
-		masq_err_set(err, MASQ_ERR_USAGE,
+		/* about the file system, not the quantization: an I/O error (a
+		 * replay does not expect to meet it again) */
+		masq_err_set(err, MASQ_ERR_IO,
 		    "%s: already exists; an export never replaces anything (remove it or choose another directory)",
 		    out);
 		free(out);
@@ -1355,8 +1357,8 @@ export_write(const model *m, export_plan_fn plan_fn, void *ctx, const export_opt
 	}
 	if (rename_noreplace(tmp, out) != 0) {
 		int e = errno;
-		masq_err_set(err, e == EEXIST || e == ENOTEMPTY ? MASQ_ERR_USAGE : MASQ_ERR_IO,
-		    "%s: cannot move the finished export into place: %s", out, strerror(e));
+		masq_err_set(err, MASQ_ERR_IO, "%s: cannot move the finished export into place: %s", out,
+		    strerror(e));
 		goto out;
 	}
 	made = 0;

@@ -117,3 +117,25 @@ metrics_kl_rows(const float *ref_logits, const float *got_logits, int n, int v)
 	}
 	return total / n;
 }
+
+void
+metrics_rel_diff(const float *a, const float *b, size_t n, double floor, double *elem, double *fro,
+    size_t *at)
+{
+	double worst = 0.0, d2 = 0.0, a2 = 0.0;
+	size_t wi = 0;
+	for (size_t i = 0; i < n; i++) {
+		double x = a[i], y = b[i], d = fabs(x - y);
+		double r = d / (fmax(fabs(x), fabs(y)) + floor);
+		if (!(r <= worst)) {	/* NaN counts as the worst */
+			worst = isnan(r) ? INFINITY : r;
+			wi = i;
+		}
+		d2 += d * d;
+		a2 += x * x;
+	}
+	*elem = worst;
+	*fro = a2 > 0 ? sqrt(d2 / a2) : d2 > 0 ? INFINITY : 0.0;
+	if (at != NULL)
+		*at = wi;
+}

@@ -10,6 +10,7 @@
 #ifndef MASQ_METRICS_H
 #define MASQ_METRICS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/calib.h"
@@ -38,5 +39,13 @@ double metrics_sqnr_token(const float *ref, const float *got, int d);
 
 /* Mean KL(softmax(ref) || softmax(got)) over the n rows (n, v) of logits. */
 double metrics_kl_rows(const float *ref_logits, const float *got_logits, int n, int v);
+
+/* How far b (n) is from a (n), two ways: *elem the largest
+ * |a_i - b_i| / (max(|a_i|, |b_i|) + floor) (its index in *at, if not
+ * NULL), *fro the relative Frobenius distance ||a - b|| / ||a|| (0 when
+ * both are zero, INFINITY when only a is).  Replay compares recomputed
+ * arrays with recorded ones this way. */
+void metrics_rel_diff(const float *a, const float *b, size_t n, double floor, double *elem, double *fro,
+    size_t *at);
 
 #endif

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/blas.h"
+#include "core/metrics.h"
 #include "core/qplan.h"
 #include "core/safetensors.h"
 #include "core/smooth.h"
@@ -176,4 +178,60 @@ fail:
 	qplan_layer_done(q);
 	st_close(&f);
 	return -1;
+}
+
+int
+qplan_compare(const qplan_layer *a, const qplan_layer *b, double *fac, char *fac_at, double *cmc,
+    char *cmc_at, size_t n_at, char *what, size_t n_what)
+{
+	*fac = *cmc = 0.0;
+	fac_at[0] = cmc_at[0] = '\0';
+	if (a->layer != b->layer || a->method != b->method || a->wbits != b->wbits || a->abits != b->abits ||
+	    a->wgroup != b->wgroup) {
+		snprintf(what, n_what, "layer %d %s W%dA%d group %d, replayed layer %d %s W%dA%d group %d", a->layer,
+		    method_name(a->method), a->wbits, a->abits, a->wgroup, b->layer, method_name(b->method), b->wbits,
+		    b->abits, b->wgroup);
+		return -1;
+	}
+	for (int k = 0; k < LIN_COUNT; k++) {
+		const qplan_linear *x = &a->lin[k], *y = &b->lin[k];
+		if (x->base != y->base) {
+			snprintf(what, n_what, "%s: the stored weight carries the %s factor, replayed %s", lin_name(k),
+			    x->base >= 0 ? modality_name(x->base) : "no", y->base >= 0 ? modality_name(y->base) : "no");
+			return -1;
+		}
+		for (int m = 0; m < MOD_COUNT; m++) {
+			if ((x->smooth[m] == NULL) != (y->smooth[m] == NULL) || x->rank[m] != y->rank[m]) {
+				snprintf(what, n_what, "%s %s: factor %s, rank %d; replayed factor %s, rank %d", lin_name(k),
+				    modality_name(m), x->smooth[m] ? "present" : "absent", x->rank[m],
+				    y->smooth[m] ? "present" : "absent", y->rank[m]);
+				return -1;
+			}
+			double e, f;
+			if (x->smooth[m] != NULL) {
+				metrics_rel_diff(x->smooth[m], y->smooth[m], (size_t)x->in, 0.0, &e, &f, NULL);
+				if (!(e <= *fac)) {
+					*fac = e;
+					snprintf(fac_at, n_at, "%s.smooth.%s", lin_name(k), modality_name(m));
+				}
+			}
+			int r = x->rank[m];
+			if (r > 0) {
+				size_t n = (size_t)x->in * x->out;
+				float *pa = xmalloc(xmul(n, sizeof(float))), *pb = xmalloc(xmul(n, sizeof(float)));
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, x->in, x->out, r, 1.0f, x->L1[m], r,
+				    x->L2[m], x->out, 0.0f, pa, x->out);
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, x->in, x->out, r, 1.0f, y->L1[m], r,
+				    y->L2[m], x->out, 0.0f, pb, x->out);
+				metrics_rel_diff(pa, pb, n, 0.0, &e, &f, NULL);
+				if (!(f <= *cmc)) {
+					*cmc = f;
+					snprintf(cmc_at, n_at, "%s.cmc.%s (L1 L2)", lin_name(k), modality_name(m));
+				}
+				free(pa);
+				free(pb);
+			}
+		}
+	}
+	return 0;
 }

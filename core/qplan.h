@@ -47,4 +47,15 @@ int qplan_write(const qplan_layer *q, const char *path, masq_err *err);
 /* Read a plan written by qplan_write, checking its shapes against c. */
 int qplan_read(qplan_layer *q, const model_config *c, const char *path, masq_err *err);
 
+/* How far plan b is from plan a, for a replay in another numeric
+ * environment.  What must be equal (layer, method, bits, group, each
+ * linear's base modality, which factors exist, every CMC rank) is checked
+ * first: -1 with what naming the first difference.  Otherwise 0 with
+ * *fac the largest element-wise relative difference of the smoothing
+ * factors and *cmc the largest relative (Frobenius) difference of a
+ * compensation L1 L2 (the product: the factors themselves are defined up
+ * to sign and rotation), fac_at and cmc_at naming where. */
+int qplan_compare(const qplan_layer *a, const qplan_layer *b, double *fac, char *fac_at, double *cmc,
+    char *cmc_at, size_t n_at, char *what, size_t n_what);
+
 #endif

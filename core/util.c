@@ -58,8 +58,9 @@ masq_exit_code(masq_status st)
 	case MASQ_OK:
 		return 0;
 	case MASQ_ERR_MISMATCH:
-	case MASQ_ERR_INTERNAL:
 		return 1;
+	case MASQ_ERR_INTERNAL:
+		return 3;
 	default:
 		return 2;
 	}

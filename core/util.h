@@ -41,7 +41,7 @@ int masq_err_set(masq_err *err, masq_status st, const char *fmt, ...)
 /* Prefix an existing message: "prefix: old message". Returns -1. */
 int masq_err_prefix(masq_err *err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-/* Exit status for a status: 0 ok, 1 mismatch/internal, 2 usage/format/io. */
+/* Exit status for a status: 0 ok, 1 mismatch, 2 usage/format/io, 3 internal. */
 int masq_exit_code(masq_status st);
 const char *masq_status_name(masq_status st);
 

@@ -94,6 +94,10 @@ static const char *const sdb_migrations[] = {
 	"	        ORDER BY seq DESC) AS latest\n"
 	"	FROM events WHERE kind = 'result' AND name = 'quantize-layer')\n"
 	"WHERE latest = 1;\n",
+	/* 1 -> 2: every session records its numeric environment (core/numenv.h);
+	 * NULL for sessions recorded before */
+	"ALTER TABLE sessions ADD COLUMN environment TEXT\n"
+	"	CHECK (environment IS NULL OR json_valid(environment));\n",
 };
 _Static_assert(sizeof sdb_migrations / sizeof sdb_migrations[0] == SDB_USER_VERSION,
     "one migration per schema version");
@@ -506,9 +510,11 @@ sdb_blob_dir(const sdb *db)
 
 /* ---- sessions ---------------------------------------------------------- */
 
+static int sdb_sha_valid(const char *s);
+
 #define SDB_SESSION_COLS \
 	"id, created, masq_version, seed, threads, model_path, model_fp, calib_path, calib_fp, " \
-	"settings, status"
+	"settings, status, environment"
 
 /* A new copy of text column i, or NULL. */
 static char *
@@ -518,21 +524,56 @@ sdb_col_dup(sqlite3_stmt *st, int i)
 	return t ? xstrdup((const char *)t) : NULL;
 }
 
-/* Fill out (owned copies) from a row of SDB_SESSION_COLS. */
-static void
-sdb_session_row(sqlite3_stmt *st, sdb_session *out)
+/* Fill out (owned copies) from a row of SDB_SESSION_COLS, checking every
+ * column: what is read back is input too.  -1 with err (out freed) when a
+ * required column is NULL or of the wrong type, the status is not one masq
+ * writes, or a JSON column does not hold an object. */
+static int
+sdb_session_row(sqlite3_stmt *st, const char *path, sdb_session *out, masq_err *err)
 {
-	out->id = sqlite3_column_int64(st, 0);
+	static const char *const names[] = {"id", "created", "masq_version", "seed", "threads",
+		"model_path", "model_fp", "calib_path", "calib_fp", "settings", "status", "environment"};
+	/* columns that may be NULL: model_path, calib_path, environment */
+	static const int nullable[] = {0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1};
+	static const int integer[] = {1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0};
+	int64_t id = sqlite3_column_int64(st, 0);
+
+	memset(out, 0, sizeof *out);
+	for (int i = 0; i < 12; i++) {
+		int t = sqlite3_column_type(st, i);
+		if (t == SQLITE_NULL ? !nullable[i] : integer[i] ? t != SQLITE_INTEGER : t != SQLITE_TEXT)
+			return masq_err_set(err, MASQ_ERR_FORMAT, "%s: session %" PRId64 ": column %s is %s", path, id,
+			    names[i], t == SQLITE_NULL ? "NULL" : integer[i] ? "not an integer" : "not text");
+	}
+	out->id = id;
 	out->created = sdb_col_dup(st, 1);
 	out->masq_version = sdb_col_dup(st, 2);
 	out->seed = sqlite3_column_int64(st, 3);
-	out->threads = sqlite3_column_int(st, 4);
+	int64_t th = sqlite3_column_int64(st, 4);
 	out->model_path = sdb_col_dup(st, 5);
 	out->model_fp = sdb_col_dup(st, 6);
 	out->calib_path = sdb_col_dup(st, 7);
 	out->calib_fp = sdb_col_dup(st, 8);
 	out->settings = sdb_col_dup(st, 9);
 	out->status = sdb_col_dup(st, 10);
+	out->environment = sdb_col_dup(st, 11);
+	const char *bad = NULL;
+	if (th < 1 || th > 4096)
+		bad = "threads (not in 1..4096)";
+	else if (strcmp(out->status, "open") != 0 && strcmp(out->status, "finished") != 0 &&
+	    strcmp(out->status, "failed") != 0)
+		bad = "status (not open, finished or failed)";
+	else if (!sdb_sha_valid(out->model_fp))
+		bad = "model_fp (not a sha256)";
+	else if (!sdb_sha_valid(out->calib_fp))
+		bad = "calib_fp (not a sha256)";
+	if (bad != NULL) {
+		masq_err_set(err, MASQ_ERR_FORMAT, "%s: session %" PRId64 ": column %s", path, id, bad);
+		sdb_session_free(out);
+		return -1;
+	}
+	out->threads = (int)th;
+	return 0;
 }
 
 /* Insert a session; s->id is ignored (SQLite numbers it), a NULL created
@@ -543,8 +584,8 @@ sdb_session_new(sdb *db, const sdb_session *s, int64_t *id, masq_err *err)
 {
 	sqlite3_stmt *st = sdb_prepare(db,
 	    "INSERT INTO sessions (created, masq_version, seed, threads, model_path, model_fp,"
-	    " calib_path, calib_fp, settings, status)"
-	    " VALUES (coalesce(?1, " SDB_NOW "), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)", err);
+	    " calib_path, calib_fp, settings, status, environment)"
+	    " VALUES (coalesce(?1, " SDB_NOW "), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", err);
 
 	if (st == NULL)
 		return -1;
@@ -559,6 +600,7 @@ sdb_session_new(sdb *db, const sdb_session *s, int64_t *id, masq_err *err)
 	sqlite3_bind_text(st, 8, s->calib_fp, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 9, s->settings ? s->settings : "{}", -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 10, s->status ? s->status : "open", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 11, s->environment, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_DONE) {
 		sdb_fail(db->h, db->path, "cannot record a new session", err);
 		sqlite3_finalize(st);
@@ -577,7 +619,8 @@ sdb_session_get(sdb *db, int64_t id, sdb_session *out, masq_err *err)
 {
 	sqlite3_stmt *st = sdb_prepare(db, id > 0 ?
 	    "SELECT " SDB_SESSION_COLS " FROM sessions WHERE id = ?1" :
-	    "SELECT " SDB_SESSION_COLS " FROM sessions ORDER BY id DESC LIMIT 1", err);
+	    "SELECT " SDB_SESSION_COLS " FROM sessions WHERE status IS NOT 'failed'"
+	    " ORDER BY id DESC LIMIT 1", err);
 	int rc;
 
 	memset(out, 0, sizeof *out);
@@ -587,9 +630,9 @@ sdb_session_get(sdb *db, int64_t id, sdb_session *out, masq_err *err)
 		sqlite3_bind_int64(st, 1, id);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
-		sdb_session_row(st, out);
+		rc = sdb_session_row(st, db->path, out, err);
 		sqlite3_finalize(st);
-		return 0;
+		return rc;
 	}
 	if (rc == SQLITE_DONE) {
 		if (id > 0)
@@ -617,6 +660,7 @@ sdb_session_free(sdb_session *s)
 	free(s->calib_fp);
 	free(s->settings);
 	free(s->status);
+	free(s->environment);
 	memset(s, 0, sizeof *s);
 }
 
@@ -654,7 +698,10 @@ sdb_session_each(sdb *db, int (*fn)(void *ctx, const sdb_session *s), void *ctx,
 		return -1;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		sdb_session s;
-		sdb_session_row(st, &s);
+		if (sdb_session_row(st, db->path, &s, err) < 0) {
+			sqlite3_finalize(st);
+			return -1;
+		}
 		r = fn(ctx, &s);
 		sdb_session_free(&s);
 		if (r != 0)
@@ -670,12 +717,12 @@ sdb_session_each(sdb *db, int (*fn)(void *ctx, const sdb_session *s), void *ctx,
 
 /* ---- events ------------------------------------------------------------ */
 
-/* Append an event with seq = 1 + the session's last, in its own BEGIN
- * IMMEDIATE transaction unless inside sdb_begin; a NULL payload is "{}".
- * Durable against a killed process when this returns (see the top). */
-int
-sdb_event_append(sdb *db, int64_t session, const char *kind, const char *name,
-    const char *payload, int64_t *seq, masq_err *err)
+/* Append an event with seq = 1 + the session's last and the given created
+ * time (NULL: now), in its own BEGIN IMMEDIATE transaction unless inside
+ * sdb_begin; a NULL payload is "{}". */
+static int
+sdb_event_insert(sdb *db, int64_t session, const char *kind, const char *name,
+    const char *payload, const char *created, int64_t *seq, masq_err *err)
 {
 	sqlite3_stmt *st;
 	int own = !db->in_tx, rc;
@@ -687,7 +734,7 @@ sdb_event_append(sdb *db, int64_t session, const char *kind, const char *name,
 		return -1;
 	st = sdb_prepare(db,
 	    "INSERT INTO events (session, seq, kind, name, payload, created)"
-	    " SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4, " SDB_NOW
+	    " SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4, coalesce(?5, " SDB_NOW ")"
 	    " FROM events WHERE session = ?1 RETURNING seq", err);
 	if (st == NULL)
 		goto fail;
@@ -695,6 +742,7 @@ sdb_event_append(sdb *db, int64_t session, const char *kind, const char *name,
 	sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 4, payload ? payload : "{}", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, created, -1, SQLITE_STATIC);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
 		got = sqlite3_column_int64(st, 0);
 	if (rc != SQLITE_DONE) {
@@ -717,6 +765,15 @@ fail:
 	return -1;
 }
 
+/* Append an event now (see sdb_event_insert).  Durable against a killed
+ * process when this returns (see the top). */
+int
+sdb_event_append(sdb *db, int64_t session, const char *kind, const char *name,
+    const char *payload, int64_t *seq, masq_err *err)
+{
+	return sdb_event_insert(db, session, kind, name, payload, NULL, seq, err);
+}
+
 /* Call fn for each event of session in seq order; returns 0 after the
  * last, fn's non-zero value when it stops early, -1 with err on a
  * database error. */
@@ -732,7 +789,38 @@ sdb_event_each(sdb *db, int64_t session, int (*fn)(void *ctx, const sdb_event *e
 	if (st == NULL)
 		return -1;
 	sqlite3_bind_int64(st, 1, session);
+	int64_t want = 1;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		/* what is read back is input too: every column as masq writes it */
+		static const char *const col[] = {"seq", "session", "kind", "name", "payload", "created"};
+		int bad = -1, bt = 0;
+		for (int i = 0; i < 6 && bad < 0; i++) {
+			int t = sqlite3_column_type(st, i);
+			if (t != (i < 2 ? SQLITE_INTEGER : SQLITE_TEXT)) {
+				bad = i;
+				bt = t;
+			}
+		}
+		if (bad >= 0) {
+			r = masq_err_set(err, MASQ_ERR_FORMAT, "%s: session %" PRId64 ", event %" PRId64
+			    ": column %s is %s", db->path, session, want, col[bad],
+			    bt == SQLITE_NULL ? "NULL" : bad < 2 ? "not an integer" : "not text");
+			break;
+		}
+		const char *k = (const char *)sqlite3_column_text(st, 2);
+		if (strcmp(k, "command") != 0 && strcmp(k, "result") != 0 && strcmp(k, "error") != 0 &&
+		    strcmp(k, "note") != 0) {
+			r = masq_err_set(err, MASQ_ERR_FORMAT, "%s: session %" PRId64 ", event %" PRId64
+			    ": kind '%.40s' is not command, result, error or note", db->path, session, want, k);
+			break;
+		}
+		if (sqlite3_column_int64(st, 0) != want) {
+			r = masq_err_set(err, MASQ_ERR_FORMAT, "%s: session %" PRId64 ": events are not numbered"
+			    " 1, 2, ...: event %" PRId64 " follows event %" PRId64, db->path, session,
+			    (int64_t)sqlite3_column_int64(st, 0), want - 1);
+			break;
+		}
+		want++;
 		sdb_event e = {
 			.seq = sqlite3_column_int64(st, 0),
 			.session = sqlite3_column_int64(st, 1),
@@ -745,7 +833,7 @@ sdb_event_each(sdb *db, int64_t session, int (*fn)(void *ctx, const sdb_event *e
 		if (r != 0)
 			break;
 	}
-	if (r == 0 && rc != SQLITE_DONE) {
+	if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW) {
 		sdb_fail(db->h, db->path, "cannot read the events", err);
 		r = -1;
 	}
@@ -990,11 +1078,10 @@ sdb_put(FILE *out, char *s)
 
 /*
  * Print SQL text that recreates session (id <= 0: the most recent) in
- * another masq database.  The session gets the target's next id; events
- * find it as the newest session equal to the dumped row in every column,
- * kept in a temporary table, so a failed session INSERT (e.g. with
- * sqlite3 not in -bail mode) leaves its events with no session to attach
- * to rather than adding them to another one.
+ * another masq database: the session row with its id and its events, plain
+ * INSERTs in one transaction.  masq sessions load (sdb_load) reads it as
+ * data and gives the session the target's next id; sqlite3 run on it would
+ * refuse it where that id is taken.
  */
 int
 sdb_dump(sdb *db, int64_t session, FILE *out, masq_err *err)
@@ -1007,25 +1094,18 @@ sdb_dump(sdb *db, int64_t session, FILE *out, masq_err *err)
 		return -1;
 	fprintf(out, "-- masq session %" PRId64 " of %s, dumped by masq %s (schema version %d).\n",
 	    s.id, db->path, PACKAGE_VERSION, SDB_USER_VERSION);
-	fputs("-- Load it into another masq session database (sqlite3 -bail DB < FILE);\n"
-	    "-- the session gets that database's next id.\n"
+	fputs("-- Load it into another masq session database with masq sessions load FILE\n"
+	    "-- (the session gets that database's next id).  The file is read as data:\n"
+	    "-- one session row and its events, nothing else.\n"
 	    "-- Blobs (the files in DB.blobs/ that events name by sha256) are NOT in this\n"
 	    "-- dump: copy them to the target's blob directory yourself.\n"
 	    "BEGIN;\n", out);
 	sdb_put(out, sqlite3_mprintf(
-	    "INSERT INTO sessions (created, masq_version, seed, threads, model_path, model_fp,"
-	    " calib_path, calib_fp, settings, status)\n"
-	    "  VALUES (%Q, %Q, %lld, %d, %Q, %Q, %Q, %Q, %Q, %Q);\n",
-	    s.created, s.masq_version, (long long)s.seed, s.threads, s.model_path, s.model_fp,
-	    s.calib_path, s.calib_fp, s.settings, s.status));
-	sdb_put(out, sqlite3_mprintf(
-	    "CREATE TEMP TABLE masq_dump_session (id INTEGER);\n"
-	    "INSERT INTO masq_dump_session SELECT max(id) FROM sessions\n"
-	    "  WHERE created IS %Q AND masq_version IS %Q AND seed IS %lld AND threads IS %d\n"
-	    "  AND model_path IS %Q AND model_fp IS %Q AND calib_path IS %Q AND calib_fp IS %Q\n"
-	    "  AND settings IS %Q AND status IS %Q;\n",
-	    s.created, s.masq_version, (long long)s.seed, s.threads, s.model_path, s.model_fp,
-	    s.calib_path, s.calib_fp, s.settings, s.status));
+	    "INSERT INTO sessions (id, created, masq_version, seed, threads, model_path, model_fp,"
+	    " calib_path, calib_fp, settings, status, environment)\n"
+	    "  VALUES (%lld, %Q, %Q, %lld, %d, %Q, %Q, %Q, %Q, %Q, %Q, %Q);\n",
+	    (long long)s.id, s.created, s.masq_version, (long long)s.seed, s.threads, s.model_path,
+	    s.model_fp, s.calib_path, s.calib_fp, s.settings, s.status, s.environment));
 
 	st = sdb_prepare(db, "SELECT seq, kind, name, payload, created FROM events"
 	    " WHERE session = ?1 ORDER BY seq", err);
@@ -1037,7 +1117,7 @@ sdb_dump(sdb *db, int64_t session, FILE *out, masq_err *err)
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
 		sdb_put(out, sqlite3_mprintf(
 		    "INSERT INTO events (session, seq, kind, name, payload, created) VALUES"
-		    " ((SELECT id FROM masq_dump_session), %lld, %Q, %Q, %Q, %Q);\n",
+		    " (%lld, %lld, %Q, %Q, %Q, %Q);\n", (long long)s.id,
 		    (long long)sqlite3_column_int64(st, 0),
 		    (const char *)sqlite3_column_text(st, 1), (const char *)sqlite3_column_text(st, 2),
 		    (const char *)sqlite3_column_text(st, 3), (const char *)sqlite3_column_text(st, 4)));
@@ -1048,7 +1128,7 @@ sdb_dump(sdb *db, int64_t session, FILE *out, masq_err *err)
 		return -1;
 	}
 	sqlite3_finalize(st);
-	fputs("DROP TABLE masq_dump_session;\nCOMMIT;\n", out);
+	fputs("COMMIT;\n", out);
 	if (fflush(out) != 0 || ferror(out)) {
 		masq_err_set(err, MASQ_ERR_IO, "dump of session %" PRId64 ": write error: %s", s.id,
 		    strerror(errno));
@@ -1057,6 +1137,293 @@ sdb_dump(sdb *db, int64_t session, FILE *out, masq_err *err)
 	}
 	sdb_session_free(&s);
 	return 0;
+}
+
+/* ---- load: a dump is data ---------------------------------------------- */
+
+/* The staging database's tables: the target's columns and checks, no
+ * triggers, no views, nothing else to touch. */
+static const char sdb_stage_schema[] =
+	"CREATE TABLE sessions (\n"
+	"	id INTEGER PRIMARY KEY, created TEXT NOT NULL, masq_version TEXT NOT NULL,\n"
+	"	seed INTEGER NOT NULL, threads INTEGER NOT NULL, model_path TEXT, model_fp TEXT NOT NULL,\n"
+	"	calib_path TEXT, calib_fp TEXT NOT NULL,\n"
+	"	settings TEXT NOT NULL CHECK (json_valid(settings)),\n"
+	"	status TEXT NOT NULL DEFAULT 'open',\n"
+	"	environment TEXT CHECK (environment IS NULL OR json_valid(environment))) STRICT;\n"
+	"CREATE TABLE events (\n"
+	"	session INTEGER NOT NULL, seq INTEGER NOT NULL CHECK (seq > 0),\n"
+	"	kind TEXT NOT NULL CHECK (kind IN ('command', 'result', 'error', 'note')),\n"
+	"	name TEXT NOT NULL, payload TEXT NOT NULL CHECK (json_valid(payload)),\n"
+	"	created TEXT NOT NULL, PRIMARY KEY (session, seq)) STRICT;\n";
+
+struct sdb_stage_auth {
+	int refused;		/* the authorizer said no */
+	char why[160];		/* what it refused */
+};
+
+/* The staging connection's authorizer: INSERT into its two tables and
+ * transaction control, nothing else (no reads of anything, no function but
+ * the json_valid of the tables' checks, no schema change, no ATTACH, no
+ * PRAGMA). */
+static int
+sdb_stage_authorize(void *ctx, int action, const char *a1, const char *a2, const char *dbname,
+    const char *trigger)
+{
+	struct sdb_stage_auth *au = ctx;
+	(void)a2;
+	(void)trigger;
+	switch (action) {
+	case SQLITE_INSERT:
+		if (dbname != NULL && strcmp(dbname, "main") == 0 && a1 != NULL &&
+		    (strcmp(a1, "sessions") == 0 || strcmp(a1, "events") == 0))
+			return SQLITE_OK;
+		snprintf(au->why, sizeof au->why, "an INSERT into %s.%s", dbname ? dbname : "?", a1 ? a1 : "?");
+		break;
+	case SQLITE_TRANSACTION:
+		if (a1 != NULL && (strcmp(a1, "BEGIN") == 0 || strcmp(a1, "COMMIT") == 0))
+			return SQLITE_OK;
+		snprintf(au->why, sizeof au->why, "%s", a1 ? a1 : "a transaction statement");
+		break;
+	case SQLITE_SELECT:
+		return SQLITE_OK;	/* a VALUES list is compiled as a SELECT; reads are refused below */
+	case SQLITE_FUNCTION:
+		if (a2 != NULL && strcmp(a2, "json_valid") == 0)
+			return SQLITE_OK;
+		snprintf(au->why, sizeof au->why, "a call of %s()", a2 ? a2 : "a function");
+		break;
+	case SQLITE_READ:
+		snprintf(au->why, sizeof au->why, "a read of %s.%s", a1 ? a1 : "?", a2 ? a2 : "?");
+		break;
+	case SQLITE_PRAGMA:
+		snprintf(au->why, sizeof au->why, "PRAGMA %s", a1 ? a1 : "");
+		break;
+	case SQLITE_ATTACH:
+	case SQLITE_DETACH:
+		snprintf(au->why, sizeof au->why, "%s", action == SQLITE_ATTACH ? "ATTACH" : "DETACH");
+		break;
+	default:
+		if (action == SQLITE_DELETE || action == SQLITE_UPDATE)
+			snprintf(au->why, sizeof au->why, "%s", action == SQLITE_DELETE ? "a DELETE" : "an UPDATE");
+		else if ((action >= SQLITE_CREATE_INDEX && action <= SQLITE_DROP_VIEW) || action == SQLITE_ALTER_TABLE ||
+		    action == SQLITE_CREATE_VTABLE || action == SQLITE_DROP_VTABLE)
+			snprintf(au->why, sizeof au->why, "a schema change");
+		else
+			snprintf(au->why, sizeof au->why, "this statement (SQLite authorizer action %d)", action);
+		break;
+	}
+	au->refused = 1;
+	return SQLITE_DENY;
+}
+
+/* The first keyword of statement text sql (after blanks and comments),
+ * upper-cased into kw. */
+static void
+sdb_first_word(const char *sql, char *kw, size_t n)
+{
+	const char *p = sql;
+	size_t k = 0;
+	for (;;) {
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f')
+			p++;
+		if (p[0] == '-' && p[1] == '-') {
+			while (*p && *p != '\n')
+				p++;
+		} else if (p[0] == '/' && p[1] == '*') {
+			const char *e = strstr(p + 2, "*/");
+			p = e ? e + 2 : p + strlen(p);
+		} else {
+			break;
+		}
+	}
+	while (k + 1 < n && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
+		kw[k++] = (char)(*p >= 'a' ? *p - 32 : *p), p++;
+	kw[k] = '\0';
+}
+
+/* "statement N (line L): TEXT" for the statement sql[0..len) into buf, the
+ * text cut at 100 characters, newlines as spaces. */
+static void
+sdb_stmt_name(char *buf, size_t n, int idx, const char *all, const char *sql, size_t len)
+{
+	int line = 1;
+	for (const char *q = all; q < sql; q++)
+		line += *q == '\n';
+	while (len > 0 && (*sql == ' ' || *sql == '\n' || *sql == '\t' || *sql == '\r'))
+		sql++, len--;
+	/* skip leading comment lines so the statement itself is quoted */
+	while (len > 1 && sql[0] == '-' && sql[1] == '-') {
+		while (len > 0 && *sql != '\n')
+			sql++, len--;
+		while (len > 0 && (*sql == '\n' || *sql == ' ' || *sql == '\t' || *sql == '\r')) {
+			line += *sql == '\n';
+			sql++, len--;
+		}
+	}
+	char text[104];
+	size_t k = 0;
+	for (size_t i = 0; i < len && k < 100; i++)
+		text[k++] = sql[i] == '\n' || sql[i] == '\r' || sql[i] == '\t' ? ' ' : sql[i];
+	text[k] = '\0';
+	snprintf(buf, n, "statement %d (line %d): %s%s", idx, line, text, len > 100 ? "..." : "");
+}
+
+int
+sdb_load(sdb *db, const char *sql, int64_t *new_id, masq_err *err)
+{
+	sqlite3 *h = NULL;
+	sqlite3_stmt *st = NULL;
+	struct sdb_stage_auth au = {0};
+	const char *tail = sql;
+	int idx = 0, rc = -1;
+	char name[256];
+
+	if (sqlite3_open_v2(":memory:", &h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK)
+		fatal("cannot open an in-memory database: %s", h ? sqlite3_errmsg(h) : "out of memory");
+	sqlite3_db_config(h, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+	sqlite3_db_config(h, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
+	if (sqlite3_exec(h, sdb_stage_schema, NULL, NULL, NULL) != SQLITE_OK) {
+		masq_err_set(err, MASQ_ERR_INTERNAL, "cannot create the staging tables: %s", sqlite3_errmsg(h));
+		goto out;
+	}
+	sqlite3_set_authorizer(h, sdb_stage_authorize, &au);
+	while (*tail != '\0') {
+		const char *next = NULL;
+		char kw[16];
+		au.refused = 0;
+		/* the statement's first keyword before SQLite sees it: a dump is
+		 * BEGIN, INSERT ..., COMMIT and nothing else */
+		sdb_first_word(tail, kw, sizeof kw);
+		if (kw[0] != '\0' && strcmp(kw, "INSERT") != 0 && strcmp(kw, "BEGIN") != 0 &&
+		    strcmp(kw, "COMMIT") != 0 && strcmp(kw, "END") != 0) {
+			const char *semi = strchr(tail, ';');
+			idx++;
+			sdb_stmt_name(name, sizeof name, idx, sql, tail, semi ? (size_t)(semi + 1 - tail) : strlen(tail));
+			masq_err_set(err, MASQ_ERR_FORMAT, "the dump is not one session's rows: %s: %s is not allowed"
+			    " (a dump holds BEGIN, INSERT INTO sessions, INSERT INTO events, COMMIT)", name, kw);
+			goto out;
+		}
+		int prc = sqlite3_prepare_v2(h, tail, -1, &st, &next);
+		if (next == NULL || next <= tail)
+			next = tail + strlen(tail);
+		if (prc != SQLITE_OK || st != NULL)
+			idx++;
+		sdb_stmt_name(name, sizeof name, idx, sql, tail, (size_t)(next - tail));
+		if (prc != SQLITE_OK) {
+			if (au.refused)
+				masq_err_set(err, MASQ_ERR_FORMAT, "the dump is not one session's rows: %s: %s is not"
+				    " allowed (a dump holds BEGIN, INSERT INTO sessions, INSERT INTO events, COMMIT)",
+				    name, au.why);
+			else
+				masq_err_set(err, MASQ_ERR_FORMAT, "the dump does not parse: %s: %s", name,
+				    sqlite3_errmsg(h));
+			goto out;
+		}
+		if (st == NULL) {	/* blanks or comments only */
+			tail = next;
+			continue;
+		}
+		int src = sqlite3_step(st);
+		while (src == SQLITE_ROW)
+			src = sqlite3_step(st);
+		if (src != SQLITE_DONE) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "the dump's rows are not what masq writes: %s: %s", name,
+			    sqlite3_errmsg(h));
+			goto out;
+		}
+		sqlite3_finalize(st);
+		st = NULL;
+		tail = next;
+	}
+	sqlite3_set_authorizer(h, NULL, NULL);
+	if (!sqlite3_get_autocommit(h)) {
+		masq_err_set(err, MASQ_ERR_FORMAT, "the dump ends inside a transaction (BEGIN without COMMIT):"
+		    " it was cut short");
+		goto out;
+	}
+
+	/* What the staging database now holds must be one session's rows. */
+	{
+		sqlite3_stmt *q;
+		int64_t nsess = 0, sid = 0, nev = 0, other = 0, maxseq = 0, oid = 0;
+		if (sqlite3_prepare_v2(h, "SELECT (SELECT count(*) FROM sessions), (SELECT max(id) FROM sessions),"
+		    " (SELECT count(*) FROM events), (SELECT count(*) FROM events WHERE session IS NOT"
+		    " (SELECT max(id) FROM sessions)), (SELECT coalesce(max(seq), 0) FROM events),"
+		    " (SELECT session FROM events WHERE session IS NOT (SELECT max(id) FROM sessions) LIMIT 1)",
+		    -1, &q, NULL) !=
+		    SQLITE_OK || sqlite3_step(q) != SQLITE_ROW) {
+			masq_err_set(err, MASQ_ERR_INTERNAL, "cannot read the staged rows: %s", sqlite3_errmsg(h));
+			sqlite3_finalize(q);
+			goto out;
+		}
+		nsess = sqlite3_column_int64(q, 0);
+		sid = sqlite3_column_int64(q, 1);
+		nev = sqlite3_column_int64(q, 2);
+		other = sqlite3_column_int64(q, 3);
+		maxseq = sqlite3_column_int64(q, 4);
+		oid = sqlite3_column_int64(q, 5);
+		sqlite3_finalize(q);
+		if (nsess != 1) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "the dump holds %lld session rows; a dump is exactly one"
+			    " session", (long long)nsess);
+			goto out;
+		}
+		if (other > 0) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "the dump holds rows of two sessions: its session row is"
+			    " session %lld, and %lld of its events belong to session %lld", (long long)sid,
+			    (long long)other, (long long)oid);
+			goto out;
+		}
+		if (maxseq != nev) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "the dump's events are not numbered 1 to %lld (the last is"
+			    " %lld): events were left out", (long long)nev, (long long)maxseq);
+			goto out;
+		}
+		/* the session row, checked like one read from a database */
+		sdb_session row;
+		if (sqlite3_prepare_v2(h, "SELECT " SDB_SESSION_COLS " FROM sessions", -1, &q, NULL) != SQLITE_OK ||
+		    sqlite3_step(q) != SQLITE_ROW) {
+			masq_err_set(err, MASQ_ERR_INTERNAL, "cannot read the staged session: %s", sqlite3_errmsg(h));
+			sqlite3_finalize(q);
+			goto out;
+		}
+		int r = sdb_session_row(q, "the dump", &row, err);
+		sqlite3_finalize(q);
+		if (r < 0)
+			goto out;
+		/* into the target, through the append-only path, all or nothing */
+		int64_t id = 0;
+		if (sdb_begin(db, err) < 0) {
+			sdb_session_free(&row);
+			goto out;
+		}
+		r = sdb_session_new(db, &row, &id, err);
+		sdb_session_free(&row);
+		if (r == 0 && sqlite3_prepare_v2(h, "SELECT kind, name, payload, created FROM events ORDER BY seq",
+		    -1, &q, NULL) != SQLITE_OK)
+			r = masq_err_set(err, MASQ_ERR_INTERNAL, "cannot read the staged events: %s", sqlite3_errmsg(h));
+		else if (r == 0) {
+			while (r == 0 && sqlite3_step(q) == SQLITE_ROW)
+				r = sdb_event_insert(db, id, (const char *)sqlite3_column_text(q, 0),
+				    (const char *)sqlite3_column_text(q, 1), (const char *)sqlite3_column_text(q, 2),
+				    (const char *)sqlite3_column_text(q, 3), NULL, err);
+			sqlite3_finalize(q);
+		}
+		if (r < 0) {
+			db->in_tx = 0;
+			sdb_rollback(db);
+			goto out;
+		}
+		if (sdb_commit(db, err) < 0)
+			goto out;
+		if (new_id != NULL)
+			*new_id = id;
+	}
+	rc = 0;
+out:
+	sqlite3_finalize(st);
+	sqlite3_close(h);
+	return rc;
 }
 
 /* Execute SQL text against db; on an error, a transaction the text began

@@ -24,7 +24,7 @@
 #include "core/util.h"
 
 #define SDB_APPLICATION_ID 0x6d617371	/* "masq" */
-#define SDB_USER_VERSION 1		/* the schema this build writes */
+#define SDB_USER_VERSION 2		/* the schema this build writes */
 #define SDB_DEFAULT_PATH "masq.db"
 
 enum { SDB_CREATE = 1 };
@@ -54,12 +54,16 @@ typedef struct sdb_session {
 	char *calib_path;
 	char *calib_fp;
 	char *settings;		/* JSON: the run's options */
-	char *status;		/* "open", "finished" */
+	char *status;		/* "open", "finished", "failed" (never got to its first layer) */
+	char *environment;	/* JSON: the numeric environment (core/numenv.h), NULL before schema 2 */
 } sdb_session;
 
 /* Insert a session; *id gets its id. */
 int sdb_session_new(sdb *db, const sdb_session *s, int64_t *id, masq_err *err);
-/* Read session id (id <= 0: the most recent); MASQ_ERR_USAGE when absent. */
+/* Read session id (id <= 0: the most recent one that did not fail before
+ * its first layer); MASQ_ERR_USAGE when absent.  Every column is checked:
+ * a NULL where a value is required, a status or a JSON column that is not
+ * what masq writes is MASQ_ERR_FORMAT naming the session and the column. */
 int sdb_session_get(sdb *db, int64_t id, sdb_session *out, masq_err *err);
 void sdb_session_free(sdb_session *s);
 /* Set a session's status (sessions are not events: their status may change). */
@@ -98,10 +102,19 @@ int sdb_blob_put_file(sdb *db, const char *src, char sha[65], masq_err *err);
  * missing. */
 char *sdb_blob_path(sdb *db, const char *sha, masq_err *err);
 
-/* Print SQL text that recreates the session (its row, renumbered on insert,
- * and its events) in another masq database: INSERTs in one transaction. */
+/* Print SQL text that recreates the session (its row and its events) in
+ * another masq database: plain INSERTs in one transaction. */
 int sdb_dump(sdb *db, int64_t session, FILE *out, masq_err *err);
-/* Execute SQL text (a dump) against db. */
+/* Load a dump: the text is data, not a script.  Its statements run in a
+ * private in-memory database where nothing but BEGIN, COMMIT and INSERT
+ * into sessions and events is allowed; it must hold exactly one session
+ * row and that session's events, numbered 1, 2, ...  The session is then
+ * appended to db under a fresh id (*new_id) through the same append-only
+ * path as a live session, in one transaction.  Anything else is refused
+ * with a message naming the first offending statement, and db is left
+ * unchanged. */
+int sdb_load(sdb *db, const char *sql, int64_t *new_id, masq_err *err);
+/* Execute SQL text against db (tests only: masq never runs SQL it read). */
 int sdb_exec_sql(sdb *db, const char *sql, masq_err *err);
 /* PRAGMA integrity_check == "ok". */
 int sdb_integrity_ok(sdb *db, masq_err *err);

@@ -10,9 +10,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include "core/engine.h"
 #include "core/export.h"
+#include "core/numenv.h"
+#include "core/safetensors.h"
 #include "core/sha256.h"
+#include "sessions/internal.h"
 #include "sessions/session.h"
 
 /* ---- JSON helpers ------------------------------------------------------------ */
@@ -239,9 +244,12 @@ sess_create(sess *s, sdb *db, const pipe_opts *o, const char *model_dir, const c
 	s->calib_path = xstrdup(calib_path);
 	s->model_fp = xstrdup(mfp);
 	s->calib_fp = xstrdup(cfp);
+	/* the numeric environment, with the BLAS threads the session runs on */
+	s->env = numenv_collect(s->threads);
 	if (db != NULL) {
 		json_t *j = sess_opts_json(o);
 		char *settings = sess_json_text(j);
+		char *envtext = sess_json_text(s->env);
 		json_decref(j);
 		memset(&row, 0, sizeof row);
 		row.masq_version = PACKAGE_VERSION;
@@ -253,8 +261,10 @@ sess_create(sess *s, sdb *db, const pipe_opts *o, const char *model_dir, const c
 		row.calib_fp = s->calib_fp;
 		row.settings = settings;
 		row.status = "open";
+		row.environment = envtext;
 		int rc = sdb_session_new(db, &row, &s->id, err);
 		free(settings);
+		free(envtext);
 		if (rc < 0) {
 			sess_done(s);
 			return -1;
@@ -283,12 +293,23 @@ sess_attach(sess *s, sdb *db, int64_t id, const char *model_dir, const char *cal
 	s->calib_path = xstrdup(calib_path ? calib_path : row.calib_path ? row.calib_path : "");
 	s->model_fp = xstrdup(row.model_fp);
 	s->calib_fp = xstrdup(row.calib_fp);
+	s->status = xstrdup(row.status);
 	j = json_loads(row.settings, 0, &je);
 	int rc = sess_opts_from_json(&s->opts, j, err);
 	json_decref(j);
+	if (rc == 0 && row.environment != NULL)
+		s->env = json_loads(row.environment, 0, &je);	/* not inside json_is_object: a macro */
+	if (rc == 0 && row.environment != NULL && !json_is_object(s->env)) {
+		json_decref(s->env);
+		s->env = NULL;
+		rc = masq_err_set(err, MASQ_ERR_FORMAT, "session %lld: its environment is not a JSON object",
+		    (long long)row.id);
+	}
 	sdb_session_free(&row);
-	if (rc < 0)
+	if (rc < 0) {
+		masq_err_prefix(err, "session %lld", (long long)s->id);
 		goto fail;
+	}
 	if (sess_fingerprint_model(s->model_dir, mfp, err) < 0) {
 		masq_err_prefix(err, "session %lld's model", (long long)s->id);
 		goto fail;
@@ -330,32 +351,70 @@ sess_done(sess *s)
 	free(s->calib_path);
 	free(s->model_fp);
 	free(s->calib_fp);
+	free(s->status);
 	free(s->export_redirect);
+	free(s->blob_scratch);
+	json_decref(s->env);
+	json_decref(s->exports_done);
 	sess_zero(s);
 }
 
 /* ---- blobs -------------------------------------------------------------------- */
 
-/* A temporary path in the blob directory (which is created). */
-static char *
-blob_tmp(sess *s, const char *what)
+/* A temporary path in the blob directory (which is created), or in the
+ * replay's scratch directory. */
+char *
+sess_blob_tmp(sess *s, const char *what)
 {
 	masq_err e = {0};
 	char name[96];
 	static unsigned counter;
-	masq_mkdir_p(sdb_blob_dir(s->db), &e);
+	const char *dir = s->blob_scratch ? s->blob_scratch : sdb_blob_dir(s->db);
+	masq_mkdir_p(dir, &e);
 	snprintf(name, sizeof name, ".tmp-%ld-%u-%s", (long)getpid(), counter++, what);
-	return masq_path_join(sdb_blob_dir(s->db), name);
+	return masq_path_join(dir, name);
 }
 
-/* Store the file at tmp as a blob (then remove tmp); sha gets its name. */
-static int
-blob_store(sess *s, char *tmp, char sha[65], masq_err *err)
+/* Store the file at tmp as a blob (then remove tmp); sha gets its name.  A
+ * replay keeps what it computes in its scratch directory, so the
+ * database's blobs stay as they were recorded. */
+int
+sess_blob_store(sess *s, char *tmp, char sha[65], masq_err *err)
 {
-	int rc = sdb_blob_put_file(s->db, tmp, sha, err);
+	int rc;
+	if (s->blob_scratch != NULL) {
+		rc = sha256_file(tmp, sha, err);
+		if (rc == 0) {
+			char *dst = masq_path_join(s->blob_scratch, sha);
+			if (rename(tmp, dst) != 0)
+				rc = masq_err_set(err, MASQ_ERR_IO, "%s: cannot rename to %s: %s", tmp, dst,
+				    strerror(errno));
+			free(dst);
+		}
+	} else {
+		rc = sdb_blob_put_file(s->db, tmp, sha, err);
+	}
 	unlink(tmp);
 	free(tmp);
 	return rc;
+}
+
+char *
+sess_blob_path(sess *s, const char *sha, masq_err *err)
+{
+	if (s->blob_scratch != NULL && strlen(sha) == 64 && strchr(sha, '/') == NULL) {
+		char *p = masq_path_join(s->blob_scratch, sha), got[65];
+		if (access(p, F_OK) == 0) {
+			if (sha256_file(p, got, err) < 0) {
+				free(p);
+				return NULL;
+			}
+			if (strcmp(got, sha) == 0)
+				return p;
+		}
+		free(p);
+	}
+	return sdb_blob_path(s->db, sha, err);
 }
 
 /* The checkpoint after a layer: both hidden states entering the cursor. */
@@ -367,7 +426,7 @@ checkpoint_write(sess *s, char sha[65], masq_err *err)
 	size_t n = (size_t)shape[0] * shape[1] * sizeof(float);
 	char v[32];
 	st_writer *w = st_writer_new();
-	char *tmp = blob_tmp(s, "checkpoint");
+	char *tmp = sess_blob_tmp(s, "checkpoint");
 	snprintf(v, sizeof v, "%d", p->layer);
 	int rc = (st_writer_add(w, "h_fp", ST_F32, 2, shape, err) < 0 ||
 	    st_writer_add(w, "h_q", ST_F32, 2, shape, err) < 0 ||
@@ -380,13 +439,44 @@ checkpoint_write(sess *s, char sha[65], masq_err *err)
 		free(tmp);
 		return -1;
 	}
-	return blob_store(s, tmp, sha, err);
+	return sess_blob_store(s, tmp, sha, err);
+}
+
+/* The cursor layer's per-channel maxima, "absmax.<site>" F32 [rows, d]
+ * (rows: text, vision, audio, all), as a blob. */
+static int
+stats_blob_write(sess *s, char sha[65], masq_err *err)
+{
+	const pipeline *p = &s->p;
+	st_writer *w = st_writer_new();
+	char *tmp = sess_blob_tmp(s, "stats"), name[64], v[32];
+	int rc = 0;
+
+	snprintf(v, sizeof v, "%d", p->layer);
+	for (int site = 0; site < SITE_COUNT && rc == 0; site++) {
+		int64_t shape[2] = {STATS_ROWS, p->st[site].d};
+		snprintf(name, sizeof name, "absmax.%s", engine_site_name(site));
+		rc = st_writer_add(w, name, ST_F32, 2, shape, err);
+	}
+	if (rc == 0)
+		rc = st_writer_meta(w, "layer", v, err) < 0 || st_writer_begin(w, tmp, err) < 0 ? -1 : 0;
+	for (int site = 0; site < SITE_COUNT && rc == 0; site++)
+		rc = st_writer_write(w, p->st[site].absmax, (size_t)STATS_ROWS * p->st[site].d * sizeof(float), err);
+	if (rc == 0)
+		rc = st_writer_finish(w, err);
+	st_writer_free(w);
+	if (rc < 0) {
+		unlink(tmp);
+		free(tmp);
+		return -1;
+	}
+	return sess_blob_store(s, tmp, sha, err);
 }
 
 static int
 checkpoint_read(sess *s, const char *sha, masq_err *err)
 {
-	char *path = sdb_blob_path(s->db, sha, err);
+	char *path = sess_blob_path(s, sha, err);
 	st_file f;
 	pipeline *p = &s->p;
 	if (path == NULL)
@@ -488,6 +578,14 @@ cmd_calibrate(sess *s, json_t *args, json_t *res, masq_err *err)
 	sha256_hex(&c, hex);
 	json_object_set_new(res, "layer", json_integer(p->layer));
 	json_object_set_new(res, "absmax_sha256", json_string(hex));
+	if (s->db != NULL) {
+		/* the statistics themselves, so that a replay elsewhere can
+		 * compare them by value when their hash cannot match */
+		char sha[65];
+		if (stats_blob_write(s, sha, err) < 0)
+			return -1;
+		json_object_set_new(res, "stats", json_string(sha));
+	}
 	json_t *mis = json_object();
 	for (int site = 0; site < SITE_COUNT; site++) {
 		const misalign *ma = &p->results[p->layer].mis[site];
@@ -619,13 +717,13 @@ cmd_quantize(sess *s, json_t *args, json_t *res, masq_err *err)
 	}
 	json_object_set_new(res, "linears", lins);
 	if (s->db != NULL) {
-		char sha[65], *tmp = blob_tmp(s, "plan");
+		char sha[65], *tmp = sess_blob_tmp(s, "plan");
 		if (qplan_write(&p->plan, tmp, err) < 0) {
 			unlink(tmp);
 			free(tmp);
 			return -1;
 		}
-		if (blob_store(s, tmp, sha, err) < 0)
+		if (sess_blob_store(s, tmp, sha, err) < 0)
 			return -1;
 		free(s->plan_sha[p->layer]);
 		s->plan_sha[p->layer] = xstrdup(sha);
@@ -672,7 +770,7 @@ export_plan(void *ctx, int layer, qplan_layer *plan, masq_err *err)
 		return masq_err_set(err, MASQ_ERR_USAGE, "the session is not recorded: nothing to export");
 	if (s->plan_sha == NULL || s->plan_sha[layer] == NULL)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d has not been quantized in this session", layer);
-	char *path = sdb_blob_path(s->db, s->plan_sha[layer], err);
+	char *path = sess_blob_path(s, s->plan_sha[layer], err);
 	if (path == NULL)
 		return -1;
 	int rc = qplan_read(plan, &s->m.cfg, path, err);
@@ -733,6 +831,34 @@ sess_export_preview(sess *s, int format, export_report *rep, masq_err *err)
 	return export_preview(&s->m, export_plan, s, &o, rep, err);
 }
 
+/* Replay --export DIR: where the export recorded as going to out goes,
+ * DIR/<out's last name>, or DIR/<name>-<event> when an earlier export of
+ * this replay took that name (a new string). */
+static char *
+export_target(sess *s, const char *out)
+{
+	char *o = xstrdup(out);
+	size_t n = strlen(o);
+	while (n > 1 && o[n - 1] == '/')
+		o[--n] = '\0';
+	const char *base = strrchr(o, '/') ? strrchr(o, '/') + 1 : o;
+	if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+		base = "export";
+	char *t = masq_path_join(s->export_redirect, base);
+	size_t i;
+	json_t *e;
+	json_array_foreach(s->exports_done, i, e)
+		if (strcmp(json_string_value(json_object_get(e, "dir")), t) == 0) {
+			char name[300];
+			snprintf(name, sizeof name, "%s-%lld", base, (long long)s->cur_event);
+			free(t);
+			t = masq_path_join(s->export_redirect, name);
+			break;
+		}
+	free(o);
+	return t;
+}
+
 static int
 cmd_export(sess *s, json_t *args, json_t *res, masq_err *err)
 {
@@ -749,11 +875,16 @@ cmd_export(sess *s, json_t *args, json_t *res, masq_err *err)
 	if (s->db == NULL)
 		return masq_err_set(err, MASQ_ERR_USAGE, "export needs a recorded session (its plans live beside the database)");
 	if (s->skip_exports) {
+		/* replay without --export: everything the export checks, nothing
+		 * written (the file system is not part of what replays) */
+		char *t = export_preview(&s->m, export_plan, s, &o, &rep, err);
+		if (t == NULL)
+			return -1;
+		free(t);
 		json_object_set_new(res, "skipped", json_true());
-		return 1;	/* replay without --export: nothing to compare */
+		return 1;
 	}
-	if (s->export_redirect != NULL)
-		out = s->export_redirect;
+	char *target = s->export_redirect != NULL ? export_target(s, out) : xstrdup(out);
 	json_t *prov = json_object();
 	json_object_set_new(prov, "masq_version", json_string(PACKAGE_VERSION));
 	json_object_set_new(prov, "session", json_integer(s->id));
@@ -765,12 +896,19 @@ cmd_export(sess *s, json_t *args, json_t *res, masq_err *err)
 	char *ptext = json_dumps(prov, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(prov);
 	o.provenance = ptext;
-	int rc = export_write(&s->m, export_plan, s, &o, out, &rep, err);
+	int rc = export_write(&s->m, export_plan, s, &o, target, &rep, err);
 	free(ptext);
-	if (rc < 0)
-		return -1;
+	if (rc == 0 && s->export_redirect != NULL) {
+		if (s->exports_done == NULL)
+			s->exports_done = json_array();
+		json_array_append_new(s->exports_done, json_pack("{s:I, s:s, s:s}", "event", (json_int_t)s->cur_event,
+		    "format", fmt, "dir", target));
+	}
 	json_t *files = json_object();
-	if (hash_tree(out, "", files, err) < 0) {
+	if (rc == 0 && hash_tree(target, "", files, err) < 0)
+		rc = -1;
+	free(target);
+	if (rc < 0) {
 		json_decref(files);
 		return -1;
 	}
@@ -864,6 +1002,32 @@ check_args(const sess_cmd *c, json_t *args, masq_err *err)
 	return 0;
 }
 
+/* Test hook (HACKING.md): MASQ_DEBUG_KILL_AFTER_EVENT=N kills the process
+ * with SIGKILL right after the session's event N is durable, so tests can
+ * interrupt a run at a chosen point instead of after a guessed delay. */
+static void
+kill_hook(int64_t seq)
+{
+	static long long at = -1;
+	if (at < 0) {
+		const char *e = getenv("MASQ_DEBUG_KILL_AFTER_EVENT");
+		at = e && *e ? atoll(e) : 0;
+	}
+	if (at > 0 && seq == at)
+		kill(getpid(), SIGKILL);
+}
+
+/* Append an event of the dispatcher's (then the test hook). */
+static int
+sess_append(sess *s, const char *kind, const char *name, const char *payload, masq_err *err)
+{
+	int64_t seq = 0;
+	if (sdb_event_append(s->db, s->id, kind, name, payload, &seq, err) < 0)
+		return -1;
+	kill_hook(seq);
+	return 0;
+}
+
 int
 sess_dispatch(sess *s, const char *name, json_t *args, json_t **result, masq_err *err)
 {
@@ -884,7 +1048,7 @@ sess_dispatch(sess *s, const char *name, json_t *args, json_t **result, masq_err
 	}
 	if (s->record && s->db != NULL) {
 		char *t = sess_json_text(a);
-		rc = sdb_event_append(s->db, s->id, "command", name, t, NULL, err);
+		rc = sess_append(s, "command", name, t, err);
 		free(t);
 		if (rc < 0)
 			goto out;
@@ -893,14 +1057,15 @@ sess_dispatch(sess *s, const char *name, json_t *args, json_t **result, masq_err
 	if (s->record && s->db != NULL) {
 		masq_err e2 = {0};
 		if (rc < 0) {
-			json_t *ej = json_pack("{s:s}", "message", err->msg);
+			json_t *ej = json_pack("{s:s, s:s}", "message", err->msg, "status",
+			    masq_status_name(err->status));
 			char *t = sess_json_text(ej);
 			json_decref(ej);
-			sdb_event_append(s->db, s->id, "error", name, t, NULL, &e2);
+			sess_append(s, "error", name, t, &e2);
 			free(t);
 		} else {
 			char *t = sess_json_text(res);
-			if (sdb_event_append(s->db, s->id, "result", name, t, NULL, &e2) < 0) {
+			if (sess_append(s, "result", name, t, &e2) < 0) {
 				*err = e2;
 				rc = -1;
 			}
@@ -940,30 +1105,20 @@ sess_preview_method(sess *s, int method, int grp, int mod, pipe_preview *out, ma
 	return rc;
 }
 
-/* ---- restore and replay ------------------------------------------------------------ */
+/* ---- restore ------------------------------------------------------------------------ */
 
-struct ev {
-	int64_t seq;
-	char *kind, *name, *payload;
-};
-
-struct evlist {
-	struct ev *v;
-	size_t n, cap;
-};
-
-static int
-collect(void *ctx, const sdb_event *e)
+int
+sess_evlist_collect(void *ctx, const sdb_event *e)
 {
-	struct evlist *l = ctx;
+	sess_evlist *l = ctx;
 	if (l->n == l->cap)
 		l->v = xrealloc(l->v, (l->cap = l->cap ? 2 * l->cap : 64) * sizeof *l->v);
-	l->v[l->n++] = (struct ev){e->seq, xstrdup(e->kind), xstrdup(e->name), xstrdup(e->payload)};
+	l->v[l->n++] = (sess_ev){e->seq, xstrdup(e->kind), xstrdup(e->name), xstrdup(e->payload)};
 	return 0;
 }
 
-static void
-evlist_free(struct evlist *l)
+void
+sess_evlist_free(sess_evlist *l)
 {
 	for (size_t i = 0; i < l->n; i++) {
 		free(l->v[i].kind);
@@ -971,11 +1126,11 @@ evlist_free(struct evlist *l)
 		free(l->v[i].payload);
 	}
 	free(l->v);
+	memset(l, 0, sizeof *l);
 }
 
-/* The recorded outcome of command event i: its result or error event, or -1. */
-static long
-outcome_of(const struct evlist *l, size_t i)
+long
+sess_evlist_outcome(const sess_evlist *l, size_t i)
 {
 	if (i + 1 < l->n && strcmp(l->v[i + 1].name, l->v[i].name) == 0 &&
 	    (strcmp(l->v[i + 1].kind, "result") == 0 || strcmp(l->v[i + 1].kind, "error") == 0))
@@ -986,17 +1141,19 @@ outcome_of(const struct evlist *l, size_t i)
 int
 sess_restore(sess *s, int *finished, masq_err *err)
 {
-	struct evlist l = {0};
+	sess_evlist l = {0};
 	int rc = 0, cursor = 0, rec = s->record;
 	char *ckpt = NULL;
 
 	*finished = 0;
-	if (sdb_event_each(s->db, s->id, collect, &l, err) < 0)
+	if (sdb_event_each(s->db, s->id, sess_evlist_collect, &l, err) < 0) {
+		sess_evlist_free(&l);
 		return -1;
+	}
 	s->record = 0;
 	for (size_t i = 0; i < l.n && rc == 0; i++) {
-		struct ev *e = &l.v[i];
-		long o = outcome_of(&l, i);
+		sess_ev *e = &l.v[i];
+		long o = sess_evlist_outcome(&l, i);
 		if (strcmp(e->kind, "command") != 0 || o < 0 || strcmp(l.v[o].kind, "result") != 0)
 			continue;
 		json_error_t je;
@@ -1068,70 +1225,6 @@ sess_restore(sess *s, int *finished, masq_err *err)
 	}
 	s->record = rec;
 	free(ckpt);
-	evlist_free(&l);
+	sess_evlist_free(&l);
 	return rc < 0 ? -1 : cursor;
-}
-
-int
-sess_replay(sess *s, FILE *progress, masq_err *err)
-{
-	struct evlist l = {0};
-	int rc = 0;
-
-	if (sdb_event_each(s->db, s->id, collect, &l, err) < 0)
-		return -1;
-	s->record = 0;
-	for (size_t i = 0; i < l.n && rc == 0; i++) {
-		struct ev *e = &l.v[i];
-		if (strcmp(e->kind, "command") != 0)
-			continue;
-		if (sess_cmd_find(e->name) == NULL) {
-			rc = -1;
-			masq_err_set(err, MASQ_ERR_FORMAT, "event %lld: unknown command '%s' (recorded by another masq?)",
-			    (long long)e->seq, e->name);
-			break;
-		}
-		long o = outcome_of(&l, i);
-		if (o < 0) {
-			/* The process died before this command's outcome was
-			 * recorded: its effects died with it (resume issued it
-			 * again), so replay must not apply them either. */
-			if (progress != NULL)
-				fprintf(progress, "event %lld %s: no outcome recorded (interrupted); skipped\n",
-				    (long long)e->seq, e->name);
-			continue;
-		}
-		json_error_t je;
-		json_t *args = json_loads(e->payload, 0, &je), *got = NULL;
-		masq_err e2 = {0};
-		int r = sess_dispatch(s, e->name, args, &got, &e2);
-		json_decref(args);
-		if (progress != NULL)
-			fprintf(progress, "event %lld %s: %s\n", (long long)e->seq, e->name,
-			    r < 0 ? "error" : r == 1 ? "skipped" : "ok");
-		if (strcmp(l.v[o].kind, "error") == 0) {
-			if (r >= 0) {
-				rc = 1;
-				masq_err_set(err, MASQ_ERR_MISMATCH,
-				    "event %lld (%s): recorded an error, replay succeeded\n  recorded: %s",
-				    (long long)l.v[o].seq, e->name, l.v[o].payload);
-			}
-		} else if (r < 0) {
-			rc = 1;
-			masq_err_set(err, MASQ_ERR_MISMATCH, "event %lld (%s): recorded a result, replay failed: %s",
-			    (long long)l.v[o].seq, e->name, e2.msg);
-		} else if (r == 0) {
-			char *t = sess_json_text(got);
-			if (strcmp(t, l.v[o].payload) != 0) {
-				rc = 1;
-				masq_err_set(err, MASQ_ERR_MISMATCH,
-				    "event %lld (%s) differs\n  recorded: %.400s\n  replayed: %.400s",
-				    (long long)l.v[o].seq, e->name, l.v[o].payload, t);
-			}
-			free(t);
-		}
-		json_decref(got);
-	}
-	evlist_free(&l);
-	return rc;
 }

@@ -62,9 +62,15 @@ struct sess {
 	int threads;
 	char *model_dir, *calib_path;
 	char *model_fp, *calib_fp;	/* fingerprints pinned in the session row */
+	char *status;		/* the session row's status when attached ("open", "finished", "failed") */
 	char **plan_sha;	/* (n_layers) sha256 of each layer's latest plan blob, or NULL */
-	char *export_redirect;	/* replay --export DIR: where export commands write */
-	int skip_exports;	/* replay without --export: export commands are not run */
+	json_t *env;		/* the numeric environment: recorded (attach) or this machine's (create) */
+	/* replay: */
+	char *blob_scratch;	/* blobs a replay writes go here, not beside the database (NULL: there) */
+	char *export_redirect;	/* replay --export DIR: export commands write into DIR/<name> */
+	json_t *exports_done;	/* replay: the export directories written, [{event, format, dir}] */
+	int skip_exports;	/* replay without --export: exports are checked, nothing is written */
+	int64_t cur_event;	/* replay: the recorded command event being replayed */
 };
 
 /* Fingerprints: sha256 over config.json and every safetensors file's name,
@@ -96,12 +102,15 @@ int sess_dispatch(sess *s, const char *name, json_t *args, json_t **result, masq
  * session had finished.  Returns the cursor's layer. */
 int sess_restore(sess *s, int *finished, masq_err *err);
 
-/* Replay an attached session (record 0): every recorded command runs again
- * through the dispatcher and its result is compared with the recorded one.
- * Returns 0 when everything matches, 1 at the first divergence (err names
- * the event, the command and both values), -1 on other errors.  progress,
- * if not NULL, gets one line per command. */
-int sess_replay(sess *s, FILE *progress, masq_err *err);
+/* Blobs: store the file at tmp (then removed) as a blob of the session
+ * (beside the database, or in the replay's scratch directory); sha gets
+ * its name.  A temporary path to write one at, and the path of blob sha
+ * (the scratch directory first), checked against its hash. */
+int sess_blob_store(sess *s, char *tmp, char sha[65], masq_err *err);
+char *sess_blob_tmp(sess *s, const char *what);
+char *sess_blob_path(sess *s, const char *sha, masq_err *err);
+
+/* Replay (sessions/replay.c): see replay.h. */
 
 /* Queries for front ends: they change nothing and record nothing. */
 /* Re-evaluate the cursor's layer from the token sample under the current

@@ -2,7 +2,7 @@
  * cli.h: the subcommands of src/ and the helpers they share.
  * Each cmd_* takes the arguments after its name (argv[0] is the command
  * name) and returns the process exit status: 0 success, 1 a result that
- * differs, 2 bad usage or bad input, 3 fatal.
+ * differs, 2 bad usage or bad input, 3 an internal error.
  */
 #ifndef MASQ_CLI_H
 #define MASQ_CLI_H
@@ -21,6 +21,9 @@ int cmd_resume(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_tui(int argc, char **argv);
+
+/* main's argv (NULL-terminated), for masq replay running itself again. */
+extern char **cli_argv;
 
 /* Print "masq: <msg>" for err on stderr and return its exit status. */
 int cli_fail(const masq_err *err);

@@ -202,13 +202,29 @@ print_summary(const pipeline *p)
 	printf("\n%.1f s in all\n", p->summary.seconds);
 }
 
+static int run_method_layers(sess *s, sdb *db, const struct run_args *a, int method, masq_err *err);
+
 /* Run one method over every layer as a sequence of session commands; the
- * session's pipeline is left finished for reporting. */
+ * session's pipeline is left finished for reporting.  A run that fails
+ * before its first layer is committed is marked failed: it is no session
+ * to resume, and not the default of replay, resume or export. */
 static int
 run_method(sess *s, sdb *db, const struct run_args *a, int method, masq_err *err)
 {
+	int rc = run_method_layers(s, db, a, method, err);
+	if (rc < 0 && db != NULL && s->id > 0 && (!s->opened || s->p.layer == 0))
+		sdb_session_set_status(db, s->id, "failed", NULL);
+	return rc;
+}
+
+static int
+run_method_layers(sess *s, sdb *db, const struct run_args *a, int method, masq_err *err)
+{
 	pipe_opts o = a->o;
-	int tty = isatty(2) && !a->json;
+	/* on a terminal a progress line rewritten in place; elsewhere (a CI
+	 * log, a pipe) one line per finished layer, so a job killed half-way
+	 * still shows how far it got */
+	int tty = isatty(2) && !a->json, lines = !isatty(2);
 	json_t *args;
 
 	o.method = method;
@@ -250,10 +266,10 @@ run_method(sess *s, sdb *db, const struct run_args *a, int method, masq_err *err
 				fprintf(stderr, "\n");
 			return -1;
 		}
-		if (tty) {
+		if (tty || lines) {
 			const pipe_layer_result *r = &p->results[l];
-			fprintf(stderr, "\r%s layer %d/%d: SQNR text %.2f vision %.2f audio %.2f dB (%.1f s)\n",
-			    method_name(method), l + 1, p->n_layers, r->sqnr[0], r->sqnr[1], r->sqnr[2],
+			fprintf(stderr, "%s%s layer %d/%d: SQNR text %.2f vision %.2f audio %.2f dB (%.1f s)\n",
+			    tty ? "\r" : "", method_name(method), l + 1, p->n_layers, r->sqnr[0], r->sqnr[1], r->sqnr[2],
 			    r->t_calib + r->t_search + r->t_quant);
 		}
 	}

@@ -4,15 +4,20 @@
  */
 #include "config.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
+#include "core/numenv.h"
 #include "sessions/db.h"
+#include "sessions/replay.h"
 #include "sessions/session.h"
 #include "src/cli.h"
 
@@ -23,13 +28,15 @@ struct sopts {
 	long session;
 	const char *model, *calib, *export_dir, *format, *out;
 	int json, verbose;
+	int exact, tolerance;	/* replay: demand exactness / compare within tolerances */
 };
 
 /* Common options; returns optind or -1 after printing a usage error. */
 static int
 parse(const char *cmd, int argc, char **argv, struct sopts *o, int *rc)
 {
-	enum { O_DB = 256, O_SESSION, O_MODEL, O_CALIB, O_EXPORT, O_FORMAT, O_OUT, O_JSON, O_VERBOSE };
+	enum { O_DB = 256, O_SESSION, O_MODEL, O_CALIB, O_EXPORT, O_FORMAT, O_OUT, O_JSON, O_VERBOSE,
+	    O_EXACT, O_TOLERANCE };
 	static const struct option opts[] = {
 		{"db", required_argument, NULL, O_DB},
 		{"session", required_argument, NULL, O_SESSION},
@@ -40,6 +47,8 @@ parse(const char *cmd, int argc, char **argv, struct sopts *o, int *rc)
 		{"out", required_argument, NULL, O_OUT},
 		{"json", no_argument, NULL, O_JSON},
 		{"verbose", no_argument, NULL, O_VERBOSE},
+		{"exact", no_argument, NULL, O_EXACT},
+		{"tolerance", no_argument, NULL, O_TOLERANCE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
@@ -65,6 +74,8 @@ parse(const char *cmd, int argc, char **argv, struct sopts *o, int *rc)
 		case O_OUT: o->out = optarg; break;
 		case O_JSON: o->json = 1; break;
 		case O_VERBOSE: o->verbose = 1; break;
+		case O_EXACT: o->exact = 1; break;
+		case O_TOLERANCE: o->tolerance = 1; break;
 		case 'h': cli_cmd_help(cmd); *rc = 0; return -1;
 		default:
 			*rc = cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -73,6 +84,14 @@ parse(const char *cmd, int argc, char **argv, struct sopts *o, int *rc)
 	}
 	if ((o->model == NULL) != (o->calib == NULL)) {
 		*rc = cli_usage(cmd, "--model and --calib go together");
+		return -1;
+	}
+	if (o->exact && o->tolerance) {
+		*rc = cli_usage(cmd, "--exact and --tolerance contradict each other");
+		return -1;
+	}
+	if ((o->exact || o->tolerance) && strcmp(cmd, "replay") != 0) {
+		*rc = cli_usage(cmd, "--%s is an option of masq replay", o->exact ? "exact" : "tolerance");
 		return -1;
 	}
 	return optind;
@@ -122,6 +141,48 @@ show_event(void *ctx, const sdb_event *e)
 	return 0;
 }
 
+static int
+show_event_json(void *ctx, const sdb_event *e)
+{
+	json_t *arr = ctx;
+	json_t *p = json_loads(e->payload, 0, NULL);
+	json_array_append_new(arr, json_pack("{s:I, s:s, s:s, s:o, s:s}", "seq", (json_int_t)e->seq, "kind", e->kind,
+	    "name", e->name, "payload", p ? p : json_string(e->payload), "created", e->created));
+	return 0;
+}
+
+/* The numeric environment of a session row, as sessions show prints it. */
+static void
+show_environment(const sdb_session *s)
+{
+	json_t *env = s->environment ? json_loads(s->environment, 0, NULL) : NULL;
+	if (env == NULL) {
+		printf("numeric environment: not recorded (a session of masq 0.1; replay compares within tolerances)\n");
+		return;
+	}
+	json_t *b = json_object_get(env, "build"), *bl = json_object_get(env, "blas"), *cpu = json_object_get(env, "cpu");
+	printf("numeric environment:\n");
+	printf("  masq %s, built by %s (%s; %s; sanitizers: %s)\n", json_string_value(json_object_get(env, "masq")),
+	    json_string_value(json_object_get(b, "compiler")), json_string_value(json_object_get(b, "isa")),
+	    json_string_value(json_object_get(b, "fp")), json_string_value(json_object_get(b, "sanitizers")));
+	printf("  %s\n", json_string_value(json_object_get(env, "libc")));
+	printf("  BLAS: %s, kernels %s, %s, %lld threads%s%s\n", json_string_value(json_object_get(bl, "config")),
+	    json_string_value(json_object_get(bl, "corename")),
+	    json_string_value(json_object_get(bl, "parallel")) ? json_string_value(json_object_get(bl, "parallel")) : "?",
+	    (long long)json_integer_value(json_object_get(bl, "threads")),
+	    json_is_string(json_object_get(bl, "coretype_env")) ? ", OPENBLAS_CORETYPE=" : "",
+	    json_is_string(json_object_get(bl, "coretype_env")) ? json_string_value(json_object_get(bl, "coretype_env")) : "");
+	printf("  CPU: %s, %s; features", json_string_value(json_object_get(cpu, "vendor")),
+	    json_string_value(json_object_get(cpu, "model")));
+	size_t i;
+	json_t *f;
+	json_array_foreach(json_object_get(cpu, "features"), i, f)
+		printf(" %s", json_string_value(f));
+	printf("\n  probe %s (the bits of the BLAS and LAPACK calls masq makes)\n",
+	    json_string_value(json_object_get(env, "probe")));
+	json_decref(env);
+}
+
 int
 cmd_sessions(int argc, char **argv)
 {
@@ -135,20 +196,29 @@ cmd_sessions(int argc, char **argv)
 	const char *what = i < argc ? argv[i++] : "list";
 	long id = o.session;
 	if (strcmp(what, "load") == 0) {
-		/* masq sessions load FILE.sql: a dump into this database */
+		/* masq sessions load FILE.sql: one session's rows, read as data */
 		if (i != argc - 1)
 			return cli_usage("sessions", "load takes one SQL file");
 		size_t len;
 		char *text = masq_read_file(argv[i], 256u << 20, &len, &err);
 		if (text == NULL)
 			return cli_fail(&err);
+		if (strlen(text) != len) {
+			free(text);
+			return cli_usage("sessions", "%s: not a text file (it holds a NUL byte)", argv[i]);
+		}
 		if (sdb_open(&db, o.db, SDB_CREATE, &err) < 0) {
 			free(text);
 			return cli_fail(&err);
 		}
-		rc = sdb_exec_sql(db, text, &err) < 0 ? cli_fail(&err) : 0;
-		if (rc == 0)
-			printf("loaded %s into %s\n", argv[i], o.db);
+		int64_t nid = 0;
+		if (sdb_load(db, text, &nid, &err) < 0) {
+			masq_err_prefix(&err, "%s", argv[i]);
+			rc = cli_fail(&err);
+		} else {
+			printf("loaded %s into %s as session %lld\n", argv[i], o.db, (long long)nid);
+			rc = 0;
+		}
 		free(text);
 		sdb_close(db);
 		return rc;
@@ -167,20 +237,41 @@ cmd_sessions(int argc, char **argv)
 			printf("%-5s %-20s %-9s %-8s %-7s %s\n", "id", "created", "status", "method", "bits", "model");
 		rc = sdb_session_each(db, list_one, arr, &err) < 0 ? cli_fail(&err) : 0;
 		if (arr != NULL) {
-			json_dumpf(arr, stdout, JSON_INDENT(2));
-			printf("\n");
+			if (rc == 0) {
+				json_dumpf(arr, stdout, JSON_INDENT(2));
+				printf("\n");
+			}
 			json_decref(arr);
 		}
 	} else if (strcmp(what, "show") == 0) {
 		sdb_session s;
 		if (sdb_session_get(db, id, &s, &err) < 0) {
 			rc = cli_fail(&err);
+		} else if (o.json) {
+			json_t *d = json_pack("{s:I, s:s, s:s, s:s, s:I, s:i, s:s?, s:s, s:s?, s:s}", "id", (json_int_t)s.id,
+			    "created", s.created, "status", s.status, "masq_version", s.masq_version, "seed",
+			    (json_int_t)s.seed, "threads", s.threads, "model", s.model_path, "model_fp", s.model_fp,
+			    "calib", s.calib_path, "calib_fp", s.calib_fp);
+			json_object_set_new(d, "settings", json_loads(s.settings, 0, NULL));
+			json_t *env = s.environment ? json_loads(s.environment, 0, NULL) : NULL;
+			json_object_set_new(d, "environment", env ? env : json_null());
+			json_t *evs = json_array();
+			rc = sdb_event_each(db, s.id, show_event_json, evs, &err) < 0 ? cli_fail(&err) : 0;
+			json_object_set_new(d, "events", evs);
+			if (rc == 0) {
+				json_dumpf(d, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+				printf("\n");
+			}
+			json_decref(d);
+			sdb_session_free(&s);
 		} else {
 			printf("session %lld, created %s, %s\nmasq %s, seed %lld, %d BLAS threads\n"
-			    "model %s (fingerprint %s)\ncalibration %s (fingerprint %s)\nsettings %s\n\n",
+			    "model %s (fingerprint %s)\ncalibration %s (fingerprint %s)\nsettings %s\n",
 			    (long long)s.id, s.created, s.status, s.masq_version, (long long)s.seed, s.threads,
 			    s.model_path ? s.model_path : "", s.model_fp, s.calib_path ? s.calib_path : "", s.calib_fp,
 			    s.settings);
+			show_environment(&s);
+			printf("\n");
 			rc = sdb_event_each(db, s.id, show_event, &o.verbose, &err) < 0 ? cli_fail(&err) : 0;
 			sdb_session_free(&s);
 		}
@@ -220,7 +311,87 @@ attach(const char *cmd, int argc, char **argv, struct sopts *o, sdb **db, sess *
 		sdb_close(*db);
 		return -1;
 	}
+	if (strcmp(cmd, "replay") != 0 && s->status != NULL && strcmp(s->status, "failed") == 0) {
+		fprintf(stderr, "masq %s: session %lld failed before its first layer; there is nothing to %s"
+		    " (masq replay shows how it failed)\n", cmd, (long long)s->id, cmd);
+		sess_done(s);
+		sdb_close(*db);
+		*rc = 2;
+		return -1;
+	}
 	return 0;
+}
+
+/* Remove the scratch directory of a replay and what is left in it (a flat
+ * directory of blobs). */
+static void
+scratch_remove(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	if (d != NULL) {
+		while ((e = readdir(d)) != NULL) {
+			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+				continue;
+			char *p = masq_path_join(dir, e->d_name);
+			unlink(p);
+			free(p);
+		}
+		closedir(d);
+	}
+	rmdir(dir);
+}
+
+/* A JSON value as text, whole, for a divergence line. */
+static void
+print_value(FILE *fp, json_t *v)
+{
+	char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+	fputs(t ? t : "?", fp);
+	free(t);
+}
+
+static void
+print_divergence(FILE *fp, const replay_report *rep)
+{
+	fprintf(fp, "masq: replay diverged at event %lld (%s): %s\n", (long long)rep->div_event, rep->div_cmd,
+	    rep->div_reason);
+	size_t i;
+	json_t *f;
+	json_array_foreach(rep->div_fields, i, f) {
+		fprintf(fp, "  %s: recorded ", json_string_value(json_object_get(f, "path")));
+		if (json_is_true(json_object_get(f, "recorded_absent")))
+			fputs("(absent)", fp);
+		else
+			print_value(fp, json_object_get(f, "recorded"));
+		fputs(", replayed ", fp);
+		if (json_is_true(json_object_get(f, "replayed_absent")))
+			fputs("(absent)", fp);
+		else
+			print_value(fp, json_object_get(f, "replayed"));
+		const char *d = json_string_value(json_object_get(f, "detail"));
+		if (d != NULL)
+			fprintf(fp, " (%s)", d);
+		fputc('\n', fp);
+	}
+}
+
+static void
+print_deviations(const replay_report *rep)
+{
+	for (int k = 0; k < RK_COUNT; k++) {
+		const replay_dev *d = &rep->dev[k];
+		if (d->event == 0)
+			printf("  %-10s no deviation (tolerance %g%s)\n", replay_kind_name(k), replay_kind_tol(k),
+			    k == RK_DB ? " dB" : ", relative");
+		else
+			printf("  %-10s largest deviation %.3g%s at event %lld (%s) %s (tolerance %g%s)\n",
+			    replay_kind_name(k), d->value, k == RK_DB ? " dB" : "", (long long)d->event, d->cmd, d->path,
+			    replay_kind_tol(k), k == RK_DB ? " dB" : ", relative");
+	}
+	if (rep->uncompared > 0)
+		printf("  %d hashes could not be compared by content (a dump loaded without its blobs, or export files)\n",
+		    rep->uncompared);
 }
 
 int
@@ -231,26 +402,133 @@ cmd_replay(int argc, char **argv)
 	sdb *db = NULL;
 	sess s;
 	masq_err err = {0};
+	char *diffs[16];
+	int ndiff = 0, tolerance;
+	const char *reproduced = getenv("MASQ_REPLAY_REPRODUCING");
 
 	if (attach("replay", argc, argv, &o, &db, &s, 0, &rc) < 0)
 		return rc;
-	if (o.export_dir != NULL)
+	json_t *here = numenv_collect(s.threads);
+	ndiff = numenv_key_diff(s.env, here, diffs, 16);
+	const char *rec_core = numenv_corename(s.env), *here_core = numenv_corename(here);
+	/* A kernel set the CPU can run is chosen before OpenBLAS loads: run
+	 * masq again with it (once) and compare exactly. */
+	if (ndiff > 0 && !o.tolerance && rec_core != NULL && here_core != NULL && strcasecmp(rec_core, here_core) != 0 &&
+	    reproduced == NULL && numenv_corename_runnable(rec_core) && cli_argv != NULL) {
+		fprintf(stderr, "masq: session %lld was recorded with OpenBLAS's %s kernels (here: %s); running masq again"
+		    " with OPENBLAS_CORETYPE=%s to reproduce them\n", (long long)s.id, rec_core, here_core, rec_core);
+		fflush(stdout);
+		setenv("OPENBLAS_CORETYPE", rec_core, 1);
+		setenv("MASQ_REPLAY_REPRODUCING", rec_core, 1);
+		sess_done(&s);
+		sdb_close(db);
+		json_decref(here);
+		for (int i = 0; i < ndiff && i < 16; i++)
+			free(diffs[i]);
+		execv("/proc/self/exe", cli_argv);
+		fprintf(stderr, "masq: cannot run masq again (%s): replaying here as it is\n", strerror(errno));
+		if (attach("replay", argc, argv, &o, &db, &s, 0, &rc) < 0)
+			return rc;
+		here = numenv_collect(s.threads);
+		ndiff = numenv_key_diff(s.env, here, diffs, 16);
+	}
+	tolerance = o.tolerance || ndiff > 0;
+	if (ndiff > 0 && o.exact) {
+		fprintf(stderr, "masq replay: session %lld cannot be replayed exactly here: its numeric environment"
+		    " differs and cannot be reproduced:\n", (long long)s.id);
+		for (int i = 0; i < ndiff && i < 16; i++)
+			fprintf(stderr, "  %s\n", diffs[i]);
+		fprintf(stderr, "Without --exact, masq replays it within tolerances (see REPLAY in masq(1)).\n");
+		rc = 2;
+		goto out;
+	}
+	FILE *info = o.json ? stderr : stdout;
+	fprintf(info, "masq: replaying session %lld of %s with %d BLAS threads, ", (long long)s.id, o.db, s.threads);
+	if (!tolerance)
+		fprintf(info, "exact: the numeric environment is the recorded one%s%s%s\n", reproduced ? " (OPENBLAS_CORETYPE=" : "",
+		    reproduced ? reproduced : "", reproduced ? ")" : "");
+	else if (o.tolerance)
+		fprintf(info, "in tolerance mode (--tolerance)\n");
+	else {
+		fprintf(info, "in tolerance mode: the recorded numeric environment cannot be reproduced here:\n");
+		for (int i = 0; i < ndiff && i < 16; i++)
+			fprintf(info, "  %s\n", diffs[i]);
+	}
+	fflush(info);
+
+	/* What the replay computes goes to a scratch directory, not beside the
+	 * database: the recorded blobs stay as they were. */
+	const char *tmpd = getenv("TMPDIR");
+	char *scratch = masq_path_join(tmpd && *tmpd ? tmpd : "/tmp", "masq-replay-XXXXXX");
+	if (mkdtemp(scratch) == NULL) {
+		masq_err_set(&err, MASQ_ERR_IO, "%s: cannot create the replay's scratch directory: %s", scratch,
+		    strerror(errno));
+		free(scratch);
+		rc = cli_fail(&err);
+		goto out;
+	}
+	s.blob_scratch = scratch;
+	if (o.export_dir != NULL) {
+		if (masq_mkdir_p(o.export_dir, &err) < 0) {
+			rc = cli_fail(&err);
+			goto out_scratch;
+		}
 		s.export_redirect = xstrdup(o.export_dir);
-	else
+	} else {
 		s.skip_exports = 1;
-	fprintf(stderr, "masq: replaying session %lld of %s with %d BLAS threads\n", (long long)s.id, o.db, s.threads);
-	int r = sess_replay(&s, o.verbose ? stderr : NULL, &err);
-	if (r == 0) {
-		printf("session %lld replayed: every recorded result matches\n", (long long)s.id);
-		rc = 0;
+	}
+	replay_report rep;
+	int r = sess_replay(&s, tolerance, o.verbose ? stderr : NULL, &rep, &err);
+	if (r < 0) {
+		rc = cli_fail(&err);
+	} else if (o.json) {
+		json_t *d = replay_report_json(&rep);
+		json_object_set_new(d, "session", json_integer(s.id));
+		json_object_set_new(d, "database", json_string(o.db));
+		json_object_set_new(d, "reproduced", reproduced ? json_pack("{s:s}", "OPENBLAS_CORETYPE", reproduced) :
+		    json_null());
+		json_t *ed = json_array();
+		for (int i = 0; i < ndiff && i < 16; i++)
+			json_array_append_new(ed, json_string(diffs[i]));
+		json_object_set_new(d, "environment", json_pack("{s:O?, s:O, s:o}", "recorded", s.env, "here", here,
+		    "differences", ed));
+		json_dumpf(d, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		printf("\n");
+		json_decref(d);
+		rc = r;
 	} else if (r == 1) {
-		fprintf(stderr, "masq: replay diverged: %s\n", err.msg);
+		print_divergence(stderr, &rep);
 		rc = 1;
 	} else {
-		rc = cli_fail(&err);
-		if (rc == 1)
-			rc = 2;
+		printf("session %lld replayed: every recorded result matches (%s; %d commands", (long long)s.id,
+		    tolerance ? "tolerance mode" : "exact", rep.commands);
+		if (rep.interrupted)
+			printf(", %d interrupted and skipped", rep.interrupted);
+		if (rep.errors_matched)
+			printf(", %d recorded error%s met again", rep.errors_matched, rep.errors_matched == 1 ? "" : "s");
+		if (rep.fs_errors)
+			printf(", %d export error%s of the file system not replayed", rep.fs_errors, rep.fs_errors == 1 ? "" : "s");
+		if (rep.exports_checked)
+			printf(", %d export%s checked, not written (--export DIR writes them)", rep.exports_checked,
+			    rep.exports_checked == 1 ? "" : "s");
+		printf(")\n");
+		if (tolerance)
+			print_deviations(&rep);
+		size_t i;
+		json_t *e;
+		json_array_foreach(rep.exports, i, e)
+			printf("  export of event %lld (%s) written to %s\n", (long long)json_integer_value(json_object_get(e, "event")),
+			    json_string_value(json_object_get(e, "format")), json_string_value(json_object_get(e, "dir")));
+		rc = 0;
 	}
+	if (r >= 0)
+		replay_report_done(&rep);
+out_scratch:
+	scratch_remove(scratch);
+out:
+	for (int i = 0; i < ndiff && i < 16; i++)
+		free(diffs[i]);
+	json_decref(here);
 	sess_done(&s);
 	sdb_close(db);
 	return rc;

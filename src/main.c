@@ -32,8 +32,9 @@ static const struct subcmd {
 	    "quantize every layer with a method and measure it per modality against the FP model"},
 	{"sessions", cmd_sessions, "sessions [list | show ID | dump ID | load FILE] [--db FILE] [--json]",
 	    "list the recorded sessions, show one's events, dump one as SQL, load a dump"},
-	{"replay", cmd_replay, "replay [--db FILE] [--session ID] [--export DIR] [--model DIR --calib FILE]",
-	    "recompute a recorded session and compare every result (exit 1 at a divergence)"},
+	{"replay", cmd_replay, "replay [--db FILE] [--session ID] [--exact | --tolerance] [--export DIR]\n"
+	    "           [--model DIR --calib FILE] [--json] [--verbose]",
+	    "recompute a recorded session and compare every result, exactly or within tolerances (exit 1 at a divergence)"},
 	{"resume", cmd_resume, "resume [--db FILE] [--session ID]",
 	    "continue an interrupted run from its last completed layer"},
 	{"export", cmd_export, "export [--db FILE] [--session ID] --format fake|compressed-tensors|masquant --out DIR",
@@ -103,7 +104,12 @@ usage(FILE *fp)
 	    "  --db FILE      the session database (default masq.db, or $MASQ_DB)\n"
 	    "  --no-db        run: record nothing\n"
 	    "  --session ID   which session (default: the most recent)\n"
-	    "  --export DIR   replay: also re-run exports, into DIR, and compare their bytes\n"
+	    "  --export DIR   replay: also re-run exports, each into DIR/<its name>, and\n"
+	    "                 compare their bytes\n"
+	    "  --exact        replay: refuse unless the numeric environment is the recorded\n"
+	    "                 one or can be reproduced (another OpenBLAS kernel set)\n"
+	    "  --tolerance    replay: compare within the named tolerances (statistics 1e-4,\n"
+	    "                 quantized 2e-2 relative, SQNR 0.05 dB) even where exact is possible\n"
 	    "  --format F     export: fake, compressed-tensors or masquant\n"
 	    "  -h, --help     this help; masq COMMAND --help for one command\n"
 	    "  --version      print the version\n"
@@ -112,8 +118,10 @@ usage(FILE *fp)
 	    "  MASQ_DB        the session database when --db is not given\n"
 	    "  MASQ_DEMO_DIR  where the demo used by default is kept\n"
 	    "                 (default $XDG_CACHE_HOME/masq or ~/.cache/masq)\n"
+	    "  OPENBLAS_CORETYPE  the OpenBLAS kernel set; replay sets it to reproduce one\n"
 	    "\n"
-	    "exit status: 0 success, 1 replay diverged, 2 bad usage or bad input, 3 fatal.\n"
+	    "exit status: 0 success, 1 replay diverged, 2 bad usage or bad input,\n"
+	    "3 an internal error.\n"
 	    "See masq(1).\n", DEMO_DEFAULT_SEED);
 }
 
@@ -228,9 +236,16 @@ cli_default_inputs(char **model_dir, char **calib_path, masq_err *err)
 	return 0;
 }
 
+char **cli_argv;
+
 int
 main(int argc, char **argv)
 {
+	cli_argv = argv;
+	/* Progress and tables reach a pipe or a CI log line by line, so a job
+	 * killed half-way still shows how far it got. */
+	if (!isatty(1))
+		setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc < 2) {
 		/* The main job on the embedded demo: the workbench on a
 		 * terminal, else the headless pipeline, every method side by

@@ -56,7 +56,7 @@ before=$(cd exp1 && cksum * | sort)
 "$MASQ" export --db a.db --session 1 --format fake --out exp1 > /dev/null 2> ex.err; rc=$?
 after=$(cd exp1 && cksum * | sort)
 check "an existing export directory is refused, untouched" sh -c "test $rc -eq 2 && grep -q exists ex.err && test -n \"$before\" && test \"$before\" = \"$after\""
-check "replay --export re-runs the export: byte-identical files" sh -c "'$MASQ' replay --db a.db --session 1 --export exp2 >/dev/null 2>&1 && diff -r exp1 exp2 >/dev/null"
+check "replay --export re-runs the export into DIR/<its name>: byte-identical files" sh -c "'$MASQ' replay --db a.db --session 1 --export exp2 >/dev/null 2>&1 && diff -r exp1 exp2/exp1 >/dev/null"
 
 # A divergence: drop the trigger in a copy and change one recorded number.
 cp a.db c.db && cp -r a.db.blobs c.db.blobs
@@ -65,7 +65,7 @@ seq=$(sql c.db "select seq from events where session=1 and kind='result' and nam
 sql c.db "update events set payload=json_set(payload, '\$.sqnr_db.text', 1.5) where session=1 and seq=$seq" >/dev/null
 "$MASQ" replay --db c.db --session 1 > div.out 2> div.err; rc=$?
 check "a changed result diverges: exit 1" test $rc -eq 1
-check "the message names the event and both values" sh -c "grep -q 'event $seq (quantize-layer) differs' div.err && grep -q 'recorded:' div.err && grep -q 'replayed:' div.err"
+check "the message names the event, the field and both values" sh -c "grep -q 'replay diverged at event $seq (quantize-layer): 1 field differs' div.err && grep -q '  sqnr_db.text: recorded 1.5, replayed [0-9.]*' div.err"
 
 "$MASQ" replay --db a.db --session 1 --model "$w/other/model" --calib "$w/other/calib.safetensors" > fp.out 2> fp.err; rc=$?
 check "another model's fingerprint is refused: exit 2" test $rc -eq 2
@@ -92,25 +92,28 @@ check "an unknown command in an event is refused (exit $rc)" sh -c "test $rc -eq
 "$MASQ" replay --db nope.db 2>/dev/null; rc=$?
 check "a missing database is an error for replay (exit 2), and is not created" sh -c "test $rc -eq 2 && test ! -e nope.db"
 
-# kill -9 in the middle of a run loses at most the layer in progress.
+# kill -9 in the middle of a run loses at most the layer in progress.  The
+# kill points are events of the run (the test hook MASQ_DEBUG_KILL_AFTER_EVENT
+# kills the process right after that event is durable), so the test does not
+# depend on how fast the machine is: an odd event is a command whose result
+# never came (killed in the middle of its work), an even one falls between
+# two commands.
 "$MASQ" demo small --preset small >/dev/null
 S="--model $w/small/model --calib $w/small/calib.safetensors"
-"$MASQ" run $S --method mas-cmc --alpha search --alpha-grid 0.3:0.2:0.7 --db whole.db --json > whole.json
+"$MASQ" run $S --method mas-cmc --alpha search --alpha-grid 0.3:0.2:0.7 --db whole.db --json > whole.json 2>/dev/null
+n_whole=$(sql whole.db "select count(*) from events")
 i=0
 for seed in 1 2 3; do
 	i=$((i + 1))
-	# a random moment between 0.2 and 2.5 s into the run (the run takes ~3 s)
-	delay=$(awk -v s="$$" -v i="$seed" 'BEGIN { srand(s * 7 + i); printf "%.2f", 0.2 + rand() * 2.3 }')
-	"$MASQ" run $S --method mas-cmc --alpha search --alpha-grid 0.3:0.2:0.7 --db k$i.db > /dev/null 2>&1 &
-	pid=$!
-	sleep $delay
-	kill -9 $pid 2>/dev/null
-	wait $pid 2>/dev/null
+	# a point in the run, spread over its events, odd or even by the seed
+	at=$(awk -v n="$n_whole" -v s="$seed" -v p="$$" 'BEGIN { srand(p * 7 + s); k = int(2 + rand() * (n - 4)); if (s == 2 && k % 2 == 0) k++; print k }')
+	MASQ_DEBUG_KILL_AFTER_EVENT=$at "$MASQ" run $S --method mas-cmc --alpha search --alpha-grid 0.3:0.2:0.7 --db k$i.db > /dev/null 2>&1
+	rc=$?
 	ic=missing
 	[ -s k$i.db ] && ic=$(sql k$i.db 'pragma integrity_check')
-	check "kill -9 after ${delay}s: the database exists and integrity_check is ok" test "$ic" = ok
-	check "the kill interrupted the run (no finish recorded)" \
-		test "$(sql k$i.db "select count(*) from events where name='finish'")" -eq 0
+	check "killed after event $at of $n_whole (exit $rc): the database exists and integrity_check is ok" test "$ic" = ok
+	check "the kill interrupted the run at that event (no finish recorded, $at events)" \
+		test "$(sql k$i.db "select count(*) from events where name='finish'")" -eq 0 -a "$(sql k$i.db "select count(*) from events")" -eq "$at"
 	"$MASQ" resume --db k$i.db > resume$i.out 2>&1
 	check "resume continues and finishes the run" sh -c "grep -q 'resuming session' resume$i.out && grep -q '^session .* finished' resume$i.out"
 	a=$(sql whole.db "select payload from events where name='finish' and kind='result'")

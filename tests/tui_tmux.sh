@@ -14,6 +14,10 @@ sock="$w/tmux.sock"
 T() { "$tmux" -S "$sock" -f /dev/null "$@"; }
 cleanup() { T kill-server 2>/dev/null; }
 trap cleanup EXIT
+# A session that lives as long as the test: killing the last session stops
+# the tmux server, and a new-session right after may reach it while it is
+# exiting ("server exited unexpectedly"), however fast or slow the machine.
+T new-session -d -s keep -x 80 -y 24 cat || { echo "not ok - tmux starts"; exit 99; }
 
 # start NAME RCFILE ARGS...: masq tui ARGS in a detached 80x24 session NAME
 start() {
