@@ -35,6 +35,40 @@ pipe_opts_default(pipe_opts *o)
 	o->seed = 20260305u;
 }
 
+int
+pipe_opts_check(const pipe_opts *o, masq_err *err)
+{
+	if (o->method < 0 || o->method >= METHOD_COUNT)
+		return masq_err_set(err, MASQ_ERR_USAGE, "method %d is not rtn, sq, mas or mas-cmc", o->method);
+	if (setting_check_bits(o->wbits, o->abits, err) < 0)
+		return -1;
+	if (o->wgroup < -1 || o->wgroup > (1 << 20) || o->wgroup == 1)
+		return masq_err_set(err, MASQ_ERR_USAGE, "the weight group must be 0 (per channel) or 2 to %d, not %d",
+		    1 << 20, o->wgroup);
+	if (setting_check_alpha(o->alpha, err) < 0)
+		return -1;
+	if (!(o->alpha_step > 0.0f) || !(o->alpha_lo >= 0.0f) || !(o->alpha_hi <= 1.0f) || o->alpha_lo > o->alpha_hi ||
+	    (int)((o->alpha_hi - o->alpha_lo) / o->alpha_step + 1.5f) > PIPE_ALPHA_MAX)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "the alpha grid %g:%g:%g is not within [0, 1], is empty or has more than %d points", o->alpha_lo,
+		    o->alpha_step, o->alpha_hi, PIPE_ALPHA_MAX);
+	if (o->search_tokens < 1 || o->search_tokens > (1 << 30))
+		return masq_err_set(err, MASQ_ERR_USAGE, "the search's token budget must be 1 to %d, not %d", 1 << 30,
+		    o->search_tokens);
+	if (setting_check_rank(o->rank, err) < 0)
+		return -1;
+	if (o->rank_floor < 0 || o->rank_floor > (1 << 20))
+		return masq_err_set(err, MASQ_ERR_USAGE, "the rank floor must be 0 to %d, not %d", 1 << 20, o->rank_floor);
+	if (o->svd_mode != CMC_SVD_FULL && o->svd_mode != CMC_SVD_RANDOMIZED && o->svd_mode != CMC_SVD_AUTO)
+		return masq_err_set(err, MASQ_ERR_USAGE, "svd mode %d is not full, randomized or auto", o->svd_mode);
+	if (o->sample_cap < 1 || o->sample_cap > (1 << 20))
+		return masq_err_set(err, MASQ_ERR_USAGE, "the token sample must hold 1 to %d rows, not %d", 1 << 20,
+		    o->sample_cap);
+	if ((o->search | o->cmc_quant_target | o->whiten | o->cmc_diag) & ~1)
+		return masq_err_set(err, MASQ_ERR_USAGE, "search, cmc_quant_target, whiten and cmc_diag are 0 or 1");
+	return 0;
+}
+
 /* ---- life cycle ------------------------------------------------------------ */
 
 int
@@ -47,16 +81,8 @@ pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_
 		return masq_err_set(err, MASQ_ERR_USAGE,
 		    "the calibration set's width %d is not the model's hidden size %d", c->hidden,
 		    m->cfg.hidden);
-	if (o->wbits < 2 || (o->wbits > 8 && o->wbits != 16) || o->abits < 2 ||
-	    (o->abits > 8 && o->abits != 16))
-		return masq_err_set(err, MASQ_ERR_USAGE,
-		    "bits must be 2 to 8 or 16 (not quantized): got W%d A%d", o->wbits, o->abits);
-	if (!(o->alpha >= 0.0f && o->alpha <= 1.0f))
-		return masq_err_set(err, MASQ_ERR_USAGE, "alpha must be in [0, 1], got %g", o->alpha);
-	if (!(o->alpha_step > 0.0f) || o->alpha_lo > o->alpha_hi ||
-	    (int)((o->alpha_hi - o->alpha_lo) / o->alpha_step + 1.5f) > PIPE_ALPHA_MAX)
-		return masq_err_set(err, MASQ_ERR_USAGE, "the alpha grid %g:%g:%g is empty or has more than %d points",
-		    o->alpha_lo, o->alpha_step, o->alpha_hi, PIPE_ALPHA_MAX);
+	if (pipe_opts_check(o, err) < 0)
+		return -1;
 	p->m = m;
 	p->c = c;
 	p->opts = *o;
@@ -816,130 +842,5 @@ pipe_finish(pipeline *p, masq_err *err)
 	}
 	p->summary.seconds = masq_now() - p->t_start;
 	p->finished = 1;
-	return 0;
-}
-
-/* ---- --set LAYER.LINEAR.KEY=VALUE --------------------------------------------------- */
-
-int
-pipe_setting_apply(pipeline *p, const char *assignment, masq_err *err)
-{
-	char buf[256], *parts[4], *val, *end;
-	int np = 0, l0, l1, row = -1, key;
-	enum { K_ALPHA, K_RANK, K_METHOD } ;
-
-	if (strlen(assignment) >= sizeof buf)
-		return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: too long", assignment);
-	strcpy(buf, assignment);
-	if ((val = strchr(buf, '=')) == NULL)
-		return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: expected LAYER.LINEAR.KEY=VALUE", assignment);
-	*val++ = '\0';
-	for (char *t = strtok(buf, "."); t != NULL && np < 4; t = strtok(NULL, "."))
-		parts[np++] = t;
-	if (np < 2 || np > 4)
-		return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: expected LAYER.LINEAR.KEY=VALUE", assignment);
-	/* LAYER */
-	if (strcmp(parts[0], "*") == 0) {
-		l0 = 0;
-		l1 = p->n_layers - 1;
-	} else {
-		errno = 0;
-		long v = strtol(parts[0], &end, 10);
-		if (errno || *end || v < 0 || v >= p->n_layers)
-			return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: layer '%s' is not in 0..%d or '*'",
-			    assignment, parts[0], p->n_layers - 1);
-		l0 = l1 = (int)v;
-	}
-	/* "L.method=X" is short for "L.*.method=X" */
-	const char *lin_s = np == 2 ? "*" : parts[1];
-	const char *key_s = np == 2 ? parts[1] : parts[2];
-	const char *sub = np == 4 ? parts[3] : NULL;
-	if (strcmp(key_s, "alpha") == 0)
-		key = K_ALPHA;
-	else if (strcmp(key_s, "rank") == 0)
-		key = K_RANK;
-	else if (strcmp(key_s, "method") == 0)
-		key = K_METHOD;
-	else
-		return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: unknown key '%s' (alpha, alpha.MODALITY, rank, method)",
-		    assignment, key_s);
-	if (sub != NULL) {
-		if (key != K_ALPHA)
-			return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: only alpha takes a modality", assignment);
-		for (int m = 0; m < MOD_COUNT; m++)
-			if (strcmp(sub, modality_name(m)) == 0)
-				row = m;
-		if (strcmp(sub, "unified") == 0)
-			row = ALPHA_UNIFIED;
-		if (row < 0)
-			return masq_err_set(err, MASQ_ERR_USAGE,
-			    "--set %s: unknown modality '%s' (text, vision, audio, unified)", assignment, sub);
-	}
-	/* LINEAR: a linear, a group, or every one */
-	int lins[LIN_COUNT], nl = 0;
-	if (strcmp(lin_s, "*") == 0) {
-		for (int k = 0; k < LIN_COUNT; k++)
-			lins[nl++] = k;
-	} else if (strcmp(lin_s, "qkv") == 0) {
-		lins[nl++] = LIN_Q; lins[nl++] = LIN_K; lins[nl++] = LIN_V;
-	} else if (strcmp(lin_s, "gateup") == 0) {
-		lins[nl++] = LIN_GATE; lins[nl++] = LIN_UP;
-	} else if ((lins[0] = lin_parse(lin_s)) >= 0) {
-		nl = 1;
-	} else {
-		return masq_err_set(err, MASQ_ERR_USAGE,
-		    "--set %s: unknown linear '%s' (q, k, v, o, gate, up, down, qkv, gateup, *)", assignment, lin_s);
-	}
-	if (key == K_METHOD) {
-		int mth = method_parse(val);
-		if (mth < 0)
-			return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: unknown method '%s' (rtn, sq, mas, mas-cmc)",
-			    assignment, val);
-		if (nl != LIN_COUNT)
-			return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: the method is chosen per layer (use %s.method=%s)",
-			    assignment, parts[0], val);
-		for (int l = l0; l <= l1; l++)
-			p->settings[l].method = mth;
-		return 0;
-	}
-	errno = 0;
-	double x = strtod(val, &end);
-	if (errno || end == val || *end || !isfinite(x))
-		return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: '%s' is not a number", assignment, val);
-	if (key == K_ALPHA) {
-		if (x < 0 || x > 1)
-			return masq_err_set(err, MASQ_ERR_USAGE, "--set %s: alpha must be in [0, 1]", assignment);
-		int any = 0;
-		for (int i = 0; i < nl; i++) {
-			int g = smooth_lin_group(lins[i]);
-			if (g < 0) {
-				if (nl == 1)
-					return masq_err_set(err, MASQ_ERR_USAGE,
-					    "--set %s: down_proj is quantized but not smoothed; it has no alpha", assignment);
-				continue;
-			}
-			any = 1;
-			for (int l = l0; l <= l1; l++)
-				for (int m = 0; m < ALPHA_ROWS; m++)
-					if (row < 0 || m == row)
-						p->settings[l].alpha[g][m] = (float)x;
-		}
-		MASQ_ASSERT(any);
-		return 0;
-	}
-	/* rank: a ratio in (0, 1], an absolute rank, or 0 for none */
-	if (x < 0 || (x > 1 && x != floor(x)))
-		return masq_err_set(err, MASQ_ERR_USAGE,
-		    "--set %s: rank must be 0, a ratio in (0, 1] or a whole number", assignment);
-	for (int i = 0; i < nl; i++) {
-		if (lins[i] == LIN_DOWN) {
-			if (nl == 1)
-				return masq_err_set(err, MASQ_ERR_USAGE,
-				    "--set %s: down_proj gets no compensation (it is not smoothed)", assignment);
-			continue;
-		}
-		for (int l = l0; l <= l1; l++)
-			p->settings[l].rank[lins[i]] = x;
-	}
 	return 0;
 }

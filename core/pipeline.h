@@ -69,6 +69,10 @@ typedef struct pipe_opts {
 
 /* The reference's defaults: W4A8, alpha 0.5, rank 0.05 with floor 32. */
 void pipe_opts_default(pipe_opts *o);
+/* Every field within its range (the rules of the command line): -1 with
+ * err naming the field and the value.  pipe_init checks with it, and so
+ * does a session read back from its database. */
+int pipe_opts_check(const pipe_opts *o, masq_err *err);
 
 typedef struct pipe_cmc_diag {
 	int rank;			/* rank used, 0 when no compensation */
@@ -172,10 +176,5 @@ int pipe_next(pipeline *p, masq_err *err);
 /* After the last layer: the model summary (and KL with an lm_head). */
 int pipe_finish(pipeline *p, masq_err *err);
 
-/* Parse and apply one --set assignment "LAYER.LINEAR.KEY=VALUE" to the
- * settings (LAYER an index or '*'; LINEAR q,k,v,o,gate,up,down or a group
- * qkv, gateup, or '*'; KEY alpha, alpha.text|vision|audio|unified, rank,
- * method). */
-int pipe_setting_apply(pipeline *p, const char *assignment, masq_err *err);
 
 #endif

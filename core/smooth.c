@@ -57,6 +57,69 @@ layer_setting_init(layer_setting *ls, int method, float alpha, double rank, int 
 	ls->rank_floor = rank_floor;
 }
 
+int
+setting_check_alpha(double v, masq_err *err)
+{
+	if (!(v >= 0.0 && v <= 1.0))
+		return masq_err_set(err, MASQ_ERR_USAGE, "alpha must be in [0, 1], not %g", v);
+	return 0;
+}
+
+int
+setting_check_rank(double v, masq_err *err)
+{
+	if (!(v >= 0.0) || (v > 1.0 && v != floor(v)) || v > SETTING_RANK_MAX)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "rank must be 0 (none), a ratio in (0, 1] of min(in, out) or a whole number up to %g, not %g",
+		    SETTING_RANK_MAX, v);
+	return 0;
+}
+
+int
+setting_check_bits(int wbits, int abits, masq_err *err)
+{
+	if (wbits < 2 || (wbits > 8 && wbits != 16) || abits < 2 || (abits > 8 && abits != 16))
+		return masq_err_set(err, MASQ_ERR_USAGE, "bits must be 2 to 8, or 16 for not quantized: not W%d A%d",
+		    wbits, abits);
+	return 0;
+}
+
+int
+setting_set_alpha(layer_setting *ls, int grp, int row, double v, masq_err *err)
+{
+	if (setting_check_alpha(v, err) < 0)
+		return -1;
+	if (grp < -1 || grp >= GRP_COUNT || row < -1 || row >= ALPHA_ROWS)
+		return masq_err_set(err, MASQ_ERR_INTERNAL, "setting_set_alpha: group %d, row %d", grp, row);
+	for (int g = 0; g < GRP_COUNT; g++)
+		for (int m = 0; m < ALPHA_ROWS; m++)
+			if ((grp < 0 || g == grp) && (row < 0 || m == row))
+				ls->alpha[g][m] = (float)v;
+	return 0;
+}
+
+int
+setting_set_rank(layer_setting *ls, int lin, double v, masq_err *err)
+{
+	if (setting_check_rank(v, err) < 0)
+		return -1;
+	if (lin < 0 || lin >= LIN_COUNT)
+		return masq_err_set(err, MASQ_ERR_INTERNAL, "setting_set_rank: linear %d", lin);
+	if (lin == LIN_DOWN)
+		return masq_err_set(err, MASQ_ERR_USAGE, "down_proj gets no compensation (it is not smoothed)");
+	ls->rank[lin] = v;
+	return 0;
+}
+
+int
+setting_set_method(layer_setting *ls, int method, masq_err *err)
+{
+	if (method < 0 || method >= METHOD_COUNT)
+		return masq_err_set(err, MASQ_ERR_USAGE, "method %d is not rtn, sq, mas or mas-cmc", method);
+	ls->method = method;
+	return 0;
+}
+
 void
 smooth_factors(float *s, const float *R, const float *w, int d, float alpha)
 {

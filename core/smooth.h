@@ -52,6 +52,24 @@ typedef struct layer_setting {
 /* Fill ls with method, one alpha everywhere, one rank for every linear. */
 void layer_setting_init(layer_setting *ls, int method, float alpha, double rank, int rank_floor);
 
+/*
+ * Typed settings, with the ranges every front end shares (the command
+ * line, the workbench, a session restored from its database): each
+ * returns -1 with err naming the value ("alpha must be in [0, 1], not 2");
+ * the caller prefixes what the user did.
+ */
+#define SETTING_RANK_MAX 1e6	/* the largest absolute rank accepted */
+int setting_check_alpha(double v, masq_err *err);
+/* 0 (no compensation), a ratio in (0, 1] of min(in, out), or a whole rank. */
+int setting_check_rank(double v, masq_err *err);
+/* 2 to 8, or 16 for not quantized. */
+int setting_check_bits(int wbits, int abits, masq_err *err);
+/* Alpha of group grp (-1: every group) and alpha row row (-1: every row). */
+int setting_set_alpha(layer_setting *ls, int grp, int row, double v, masq_err *err);
+/* Rank of linear lin; down_proj takes none. */
+int setting_set_rank(layer_setting *ls, int lin, double v, masq_err *err);
+int setting_set_method(layer_setting *ls, int method, masq_err *err);
+
 /* s (d) from statistic R (d) and weight column maxima w (d). */
 void smooth_factors(float *s, const float *R, const float *w, int d, float alpha);
 /* Plain reference of smooth_factors (double pow). */
