@@ -379,3 +379,24 @@ stats_misalign(const site_stats *s, misalign *out)
 	free(dom);
 	free(ratio);
 }
+
+static int
+cmp_float_asc(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return (x > y) - (x < y);
+}
+
+void
+stats_channel_range(const site_stats *s, int m, float *max, float *median)
+{
+	*max = *median = 0.0f;
+	if (s->count[m] == 0)
+		return;
+	float *r = xmalloc(xmul((size_t)s->d, sizeof(float)));
+	memcpy(r, s->absmax + (size_t)m * s->d, (size_t)s->d * sizeof(float));
+	qsort(r, (size_t)s->d, sizeof(float), cmp_float_asc);
+	*max = r[s->d - 1];
+	*median = r[s->d / 2];
+	free(r);
+}

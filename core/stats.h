@@ -70,6 +70,10 @@ void stats_site_add_ref(site_stats *s, const float *x, const uint8_t *modality, 
 
 /* Per-channel mean |x| of modality m (STATS_ALL: all), into out (d). */
 void stats_mean_abs(const site_stats *s, int m, float *out);
+/* Over the channels of modality m (STATS_ALL: all): the largest per-channel
+ * max|x| and the median of them (the upper median for an even count); 0
+ * when m has no tokens. */
+void stats_channel_range(const site_stats *s, int m, float *max, float *median);
 
 /* Smoothing misalignment at one site (paper section 4.1). */
 typedef struct misalign {

@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -7,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/util.h"
 
@@ -241,4 +243,57 @@ masq_mkdir_p(const char *path, masq_err *err)
 	}
 	free(p);
 	return 0;
+}
+
+static int
+dir_entry_wanted(const struct dirent *e)
+{
+	return strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+}
+
+static int
+dir_entry_cmp(const struct dirent **a, const struct dirent **b)
+{
+	return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+int
+masq_dir_list(const char *dir, char ***names, masq_err *err)
+{
+	struct dirent **ents = NULL;
+	int n = scandir(dir, &ents, dir_entry_wanted, dir_entry_cmp);
+
+	*names = NULL;
+	if (n < 0)
+		return masq_err_set(err, MASQ_ERR_IO, "%s: cannot list: %s", dir, strerror(errno));
+	*names = xcalloc((size_t)n + 1, sizeof **names);
+	for (int i = 0; i < n; i++) {
+		(*names)[i] = xstrdup(ents[i]->d_name);
+		free(ents[i]);
+	}
+	free(ents);
+	return n;
+}
+
+void
+masq_dir_list_free(char **names, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+void
+masq_remove_flat_dir(const char *dir)
+{
+	char **names;
+	int n = masq_dir_list(dir, &names, NULL);
+	for (int i = 0; i < n; i++) {
+		char *p = masq_path_join(dir, names[i]);
+		unlink(p);
+		free(p);
+	}
+	if (n >= 0)
+		masq_dir_list_free(names, n);
+	rmdir(dir);
 }

@@ -72,5 +72,13 @@ char *masq_path_join(const char *dir, const char *name);
 char *masq_read_file(const char *path, size_t max, size_t *len, masq_err *err);
 /* mkdir -p; returns -1 with err filled on failure. */
 int masq_mkdir_p(const char *path, masq_err *err);
+/* The entries of directory dir but "." and "..", in byte order (strcmp, not
+ * the locale's collation: listings must not depend on LANG), as a new
+ * array of new strings in *names; returns how many, or -1 with err. */
+int masq_dir_list(const char *dir, char ***names, masq_err *err);
+void masq_dir_list_free(char **names, int n);
+/* Remove dir and the files in it (one level, what masq itself writes
+ * there: a temporary export, a replay's scratch blobs). */
+void masq_remove_flat_dir(const char *dir);
 
 #endif

@@ -1,6 +1,8 @@
 /*
  * internal.h: what the files of sessions/ share and nothing above them
- * sees: the recorded events of a session, collected in order.
+ * sees: the session itself, the recorded events collected in order, the
+ * helpers every command family uses, and the commands' exec functions for
+ * the table (dispatch.c).
  *
  *	sess_evlist l = {0};
  *	sdb_event_each(db, id, sess_evlist_collect, &l, &err);
@@ -13,7 +15,49 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/calib.h"
+#include "core/model.h"
+#include "core/pipeline.h"
 #include "sessions/db.h"
+#include "sessions/session.h"
+
+/* What a layer has in this process (sess.live[l]). */
+enum {
+	SLIVE_CALIB = 1,	/* calibrated here: its misalignment figures are in memory */
+	SLIVE_QUANT = 2,	/* quantized here: per-linear figures in memory, output ready to commit */
+	SLIVE_STALE = 4,	/* a setting of it changed after that quantization */
+};
+
+struct sess {
+	sdb *db;		/* NULL: not recorded anywhere */
+	int64_t id;		/* session id in db */
+	int record;		/* append events (0 while replaying or restoring) */
+	int opened;		/* "open" succeeded: m, c, p are live */
+	model m;
+	calib c;
+	pipeline p;
+	pipe_opts opts;
+	int threads;
+	char *model_dir, *calib_path;
+	char *model_fp, *calib_fp;	/* fingerprints pinned in the session row */
+	char *status;		/* the row's status when attached */
+	char **plan_sha;	/* (n_layers) sha256 of each layer's latest plan blob, or NULL */
+	unsigned char *live;	/* (n_layers) SLIVE_* flags */
+	json_t *env;		/* the numeric environment: recorded (attach) or this machine's (create) */
+	sess_view view;		/* what sess_view_get returns, refreshed there */
+	/* the progress hook of the command running (sess_run_to's, or none) */
+	sess_progress_fn progress;
+	void *progress_ctx;
+	int progress_until;
+	/* replay (sessions/replay.c): */
+	char *blob_scratch;	/* blobs a replay writes go here, not beside the database (NULL: there) */
+	char *export_redirect;	/* exports write into DIR/<name> (replay --export DIR) */
+	json_t *exports_done;	/* the export directories written, [{event, format, dir}] */
+	int skip_exports;	/* exports are checked, nothing is written */
+	int64_t cur_event;	/* the recorded command event being replayed */
+};
+
+/* ---- events -------------------------------------------------------------- */
 
 typedef struct sess_ev {
 	int64_t seq;
@@ -31,5 +75,74 @@ void sess_evlist_free(sess_evlist *l);
 /* The recorded outcome of command event i: the index of its result or
  * error event, or -1 when the process died before recording one. */
 long sess_evlist_outcome(const sess_evlist *l, size_t i);
+
+/* What sess_restore rebuilds while it walks the events. */
+typedef struct sess_restore_state {
+	int cursor;		/* the layer after the last committed one */
+	char *checkpoint;	/* the checkpoint of the last next-layer (owned), or NULL */
+	int finished;
+	int64_t event;		/* the event being restored, for messages */
+} sess_restore_state;
+
+/* ---- blobs (session.c) -------------------------------------------------------- */
+
+/* Store the file at tmp (then removed) as a blob: beside the database, or
+ * in the replay's scratch directory; sha gets its name.  A temporary path
+ * to write one at; the path of blob sha (the scratch directory first),
+ * checked against its hash. */
+int sess_blob_store(sess *s, char *tmp, char sha[65], masq_err *err);
+char *sess_blob_tmp(sess *s, const char *what);
+char *sess_blob_path(sess *s, const char *sha, masq_err *err);
+
+/* ---- helpers of the command families ----------------------------------------- */
+
+const char *sess_arg_str(json_t *args, const char *k, const char *dflt);
+double sess_arg_num(json_t *args, const char *k, double dflt);
+/* Mark the layers l0..l1 that were quantized here as stale (a setting of
+ * theirs changed). */
+void sess_mark_stale(sess *s, int l0, int l1);
+/* Report the progress of the command running (SP_WORK, frac) to the hook. */
+void sess_report_work(sess *s, int cmd, double frac);
+
+/* The assignments of masq run --set and the set-* commands, parsed once:
+ * the --set grammar LAYER.LINEAR.KEY=VALUE lives here (cmd_setting.c). */
+enum sess_assign_key { SA_ALPHA, SA_RANK, SA_METHOD };
+typedef struct sess_assign {
+	int l0, l1;		/* the layers */
+	int lins[LIN_COUNT];	/* the linears */
+	int nl;
+	int key;		/* enum sess_assign_key */
+	int row;		/* SA_ALPHA: the alpha row, -1 for every row */
+	double value;		/* SA_ALPHA, SA_RANK */
+	int method;		/* SA_METHOD */
+} sess_assign;
+/* Parse "LAYER.LINEAR.KEY=VALUE"; err names what is wrong in it. */
+int sess_assign_parse(const char *text, int n_layers, sess_assign *a, masq_err *err);
+/* Apply a to the session's settings (ranges checked by core's setters). */
+int sess_assign_apply(sess *s, const sess_assign *a, masq_err *err);
+
+/* ---- the commands' functions, for the table (dispatch.c) ---------------------------- */
+
+sess_retval scmd_open(sess *s, json_t *args, json_t *res, masq_err *err);
+sess_retval scmd_calibrate(sess *s, json_t *args, json_t *res, masq_err *err);
+sess_retval scmd_search(sess *s, json_t *args, json_t *res, masq_err *err);
+sess_retval scmd_quantize(sess *s, json_t *args, json_t *res, masq_err *err);
+sess_retval scmd_next(sess *s, json_t *args, json_t *res, masq_err *err);
+sess_retval scmd_finish(sess *s, json_t *args, json_t *res, masq_err *err);
+int scmd_search_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err);
+int scmd_quantize_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err);
+int scmd_next_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err);
+int scmd_finish_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err);
+/* Read the hidden states entering layer rs->cursor from checkpoint sha. */
+int sess_checkpoint_read(sess *s, const char *sha, masq_err *err);
+
+sess_retval scmd_set_method(sess *s, json_t *args, json_t *res, masq_err *err);
+sess_retval scmd_set_bits(sess *s, json_t *args, json_t *res, masq_err *err);
+sess_retval scmd_set_alpha(sess *s, json_t *args, json_t *res, masq_err *err);
+sess_retval scmd_set_rank(sess *s, json_t *args, json_t *res, masq_err *err);
+sess_retval scmd_set(sess *s, json_t *args, json_t *res, masq_err *err);
+sess_retval scmd_note(sess *s, json_t *args, json_t *res, masq_err *err);
+
+sess_retval scmd_export(sess *s, json_t *args, json_t *res, masq_err *err);
 
 #endif

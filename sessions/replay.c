@@ -125,7 +125,7 @@ blob_compare(struct cmp *c, const char *key, const char *path, json_t *ja, json_
 {
 	const char *a = json_string_value(ja), *b = json_string_value(jb);
 	masq_err e = {0};
-	char *pa = sdb_blob_path(c->s->db, a, &e), *pb = NULL;
+	char *pa = sdb_blob_path(c->s->db, a, &e), *pb = NULL;	/* the recorded one: beside the database */
 	char detail[512], where[512];
 	int ok = 1;
 
@@ -330,13 +330,19 @@ diverge(replay_report *rep, int64_t event, const char *cmd, const char *fmt, ...
 }
 
 int
-sess_replay(sess *s, int tolerance, FILE *progress, replay_report *rep, masq_err *err)
+sess_replay(sess *s, const replay_opts *ro, replay_report *rep, masq_err *err)
 {
 	sess_evlist l = {0};
-	int rc = 0;
+	int rc = 0, tolerance = ro->tolerance;
+	FILE *progress = ro->progress;
 
 	memset(rep, 0, sizeof *rep);
 	rep->tolerance = tolerance;
+	free(s->blob_scratch);
+	s->blob_scratch = ro->scratch ? xstrdup(ro->scratch) : NULL;
+	free(s->export_redirect);
+	s->export_redirect = ro->export_dir ? xstrdup(ro->export_dir) : NULL;
+	s->skip_exports = ro->export_dir == NULL;
 	if (sdb_event_each(s->db, s->id, sess_evlist_collect, &l, err) < 0) {
 		sess_evlist_free(&l);
 		return -1;
@@ -367,7 +373,7 @@ sess_replay(sess *s, int tolerance, FILE *progress, replay_report *rep, masq_err
 		masq_err e2 = {0};
 		s->cur_event = e->seq;
 		rep->commands++;
-		int r = sess_dispatch(s, e->name, args, &got, &e2);
+		int r = sess_dispatch_name(s, e->name, args, &got, &e2);
 		json_decref(args);
 		const sess_ev *out = &l.v[o];
 		if (progress != NULL)
@@ -376,7 +382,8 @@ sess_replay(sess *s, int tolerance, FILE *progress, replay_report *rep, masq_err
 		if (strcmp(out->kind, "error") == 0) {
 			char msg[1024], st[32];
 			error_of(out->payload, msg, sizeof msg, st, sizeof st);
-			if (strcmp(e->name, "export") == 0 && strcmp(st, masq_status_name(MASQ_ERR_IO)) == 0) {
+			const sess_cmd *c = sess_cmd_find(e->name);
+			if ((c->flags & SCF_FILES) && strcmp(st, masq_status_name(MASQ_ERR_IO)) == 0) {
 				rep->fs_errors++;	/* the file system is not replayed */
 			} else if (r >= 0) {
 				rc = 1;

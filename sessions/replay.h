@@ -72,13 +72,17 @@ typedef struct replay_report {
 	json_t *exports;	/* [{event, format, dir}] written with --export */
 } replay_report;
 
-/* Replay attached session s (record 0) in exact (tolerance 0) or
- * tolerance mode.  s->export_redirect set: exports are written into one
- * subfolder each of it; else s->skip_exports: they are checked only.
- * Returns 0 when everything matches, 1 at the first divergence (rep says
- * where), -1 with err on other errors.  progress, if not NULL, gets a line
- * per command. */
-int sess_replay(sess *s, int tolerance, FILE *progress, replay_report *rep, masq_err *err);
+typedef struct replay_opts {
+	int tolerance;		/* 0 exact, 1 tolerance mode */
+	const char *export_dir;	/* exports are written into one subfolder each of it; NULL: checked only */
+	const char *scratch;	/* an existing directory for what the replay computes (never beside the database) */
+	FILE *progress;		/* a line per command, or NULL */
+} replay_opts;
+
+/* Replay attached session s (not recording) as o says.  Returns 0 when
+ * everything matches, 1 at the first divergence (rep says where), -1 with
+ * err on other errors. */
+int sess_replay(sess *s, const replay_opts *o, replay_report *rep, masq_err *err);
 void replay_report_done(replay_report *rep);
 /* The report as JSON (a new reference): mode, counts, tolerances, the
  * largest deviations, the divergence. */

@@ -1,30 +1,38 @@
 /*
  * session.h: the workbench session, the one place that changes a
- * quantization's state.  Every change is a named command with typed
- * arguments, run by sess_dispatch from the table sess_cmds; when the session
- * records, the command, its result (metric values and the sha256 of what it
- * produced) or its error are appended to the session database as they
- * happen.  masq run, the TUI and replay are three drivers of this table.
+ * quantization's state.  Every change is a command of the table
+ * sess_cmds, run by one dispatcher; when the session records, the command,
+ * its result (metric values and the sha256 of what it produced) or its
+ * error are appended to the session database as they happen.  masq run,
+ * masq resume, the workbench and replay are drivers of this table; what
+ * they show comes from the read-only view below.
  *
- *	sess s;
- *	sess_create(&s, db, &opts, model_dir, calib_path, threads, &err);  // new session row
- *	sess_dispatch(&s, "open", args, &result, &err);
- *	sess_dispatch(&s, "calibrate-layer", NULL, &result, &err);
- *	...
- *	sess_done(&s);
+ *	sess *s;
+ *	sess_create(&s, db, &opts, model_dir, calib_path, threads, &err);  // a new session row
+ *	sess_dispatch(s, SC_OPEN, NULL, NULL, &err);
+ *	sess_run_to(s, sess_view_get(s)->n_layers, progress, ctx, &err);  // every layer
+ *	sess_dispatch(s, SC_FINISH, NULL, NULL, &err);
+ *	sess_free(s);
+ *
+ * The struct is private (sessions/internal.h): front ends read the
+ * session's state through sess_view_get, sess_layer_* and the field table
+ * sess_fields, and change it only through commands.
  */
 #ifndef MASQ_SESSION_H
 #define MASQ_SESSION_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
-#include "core/calib.h"
 #include "core/export.h"
-#include "core/model.h"
 #include "core/pipeline.h"
 #include "sessions/db.h"
+
+typedef struct sess sess;
+
+/* ---- the command table -------------------------------------------------------- */
 
 typedef enum sess_arg_type { SARG_INT, SARG_NUM, SARG_STR, SARG_BOOL } sess_arg_type;
 
@@ -35,107 +43,228 @@ typedef struct sess_arg {
 	const char *help;
 } sess_arg;
 
-typedef struct sess sess;
+/* The commands, as front ends name them (names are for records and typing). */
+enum sess_cmd_id {
+	SC_OPEN, SC_CALIBRATE, SC_SET_METHOD, SC_SET_BITS, SC_SET_ALPHA, SC_SEARCH, SC_SET_RANK, SC_SET,
+	SC_QUANTIZE, SC_NEXT, SC_FINISH, SC_EXPORT, SC_NOTE, SC_COUNT
+};
+
+/* What a command is (sess_cmd.flags). */
+enum sess_cmd_flag {
+	SCF_NEEDS_OPEN = 1 << 0,	/* the model must be open */
+	SCF_LAYER = 1 << 1,	/* acts on the cursor's layer; a "layer" argument must name it */
+	SCF_LONG = 1 << 2,	/* long work: front ends run it off their input loop, with progress */
+	SCF_SETTING = 1 << 3,	/* changes a setting: resume applies it again; a quantized layer it
+				   touches becomes stale */
+	SCF_FILES = 1 << 4,	/* writes files outside the database: replay checks it, or redirects it */
+};
+
+/* How resume rebuilds what a recorded command did (sess_cmd.restore). */
+enum sess_restore_kind {
+	SR_NONE,		/* nothing to rebuild (export, note) */
+	SR_RERUN,		/* run it again (open, the settings) */
+	SR_RESULT,		/* take its effect from the recorded result (restore_fn) */
+};
+
+/* What exec returns. */
+typedef enum sess_retval {
+	SESS_ERROR = -1,	/* failed; err says why; the error is recorded */
+	SESS_OK = 0,
+	SESS_SKIPPED = 1,	/* replay: checked, not carried out (an export without --export) */
+} sess_retval;
+
+struct sess_restore_state;
 
 typedef struct sess_cmd {
 	const char *name;
 	const sess_arg *args;	/* terminated by a NULL name */
 	const char *summary;	/* one line, for help screens and the man page */
-	int key;		/* the TUI's default key, 0 for none */
-	/* Run the command; fill result (an object); -1 with err on failure. */
-	int (*exec)(sess *s, json_t *args, json_t *result, masq_err *err);
+	int flags;		/* enum sess_cmd_flag */
+	int restore;		/* enum sess_restore_kind */
+	/* Run it; fill result (an object). */
+	sess_retval (*exec)(sess *s, json_t *args, json_t *result, masq_err *err);
+	/* SR_RESULT: apply the recorded result res of this command (args as
+	 * recorded) to the state being rebuilt. */
+	int (*restore_fn)(sess *s, json_t *args, json_t *res, struct sess_restore_state *rs, masq_err *err);
 } sess_cmd;
 
-/* The command table, terminated by a NULL name. */
-extern const sess_cmd sess_cmds[];
+/* The table, indexed by enum sess_cmd_id, terminated by a NULL name. */
+extern const sess_cmd sess_cmds[SC_COUNT + 1];
+/* The entry named name, or NULL. */
 const sess_cmd *sess_cmd_find(const char *name);
+/* The id of entry c. */
+int sess_cmd_id(const sess_cmd *c);
 
-struct sess {
-	sdb *db;		/* NULL: not recorded anywhere */
-	int64_t id;		/* session id in db */
-	int record;		/* append events (0 while replaying) */
-	int opened;		/* "open" succeeded: m, c, p are live */
-	model m;
-	calib c;
-	pipeline p;
-	pipe_opts opts;
-	int threads;
-	char *model_dir, *calib_path;
-	char *model_fp, *calib_fp;	/* fingerprints pinned in the session row */
-	char *status;		/* the session row's status when attached ("open", "finished", "failed") */
-	char **plan_sha;	/* (n_layers) sha256 of each layer's latest plan blob, or NULL */
-	json_t *env;		/* the numeric environment: recorded (attach) or this machine's (create) */
-	/* replay: */
-	char *blob_scratch;	/* blobs a replay writes go here, not beside the database (NULL: there) */
-	char *export_redirect;	/* replay --export DIR: export commands write into DIR/<name> */
-	json_t *exports_done;	/* replay: the export directories written, [{event, format, dir}] */
-	int skip_exports;	/* replay without --export: exports are checked, nothing is written */
-	int64_t cur_event;	/* replay: the recorded command event being replayed */
-};
+/* ---- life cycle ------------------------------------------------------------------- */
+
+/* Start a new session (db may be NULL: not recorded): the fingerprints and
+ * numeric environment are computed and a session row pins version, seed,
+ * threads, fingerprints, options and environment.  *out gets it. */
+int sess_create(sess **out, sdb *db, const pipe_opts *o, const char *model_dir, const char *calib_path,
+    int threads, masq_err *err);
+/* Attach to recorded session id (<= 0: the most recent that did not fail)
+ * for replay or resume; record says whether new events are appended.
+ * model_dir / calib_path override the recorded paths (NULL: use them);
+ * their fingerprints must match the recorded ones.  Settings read back are
+ * checked as the command line checks them. */
+int sess_attach(sess **out, sdb *db, int64_t id, const char *model_dir, const char *calib_path, int record,
+    masq_err *err);
+void sess_free(sess *s);
 
 /* Fingerprints: sha256 over config.json and every safetensors file's name,
  * size and header; over the whole calibration file. */
 int sess_fingerprint_model(const char *dir, char out[65], masq_err *err);
 int sess_fingerprint_calib(const char *path, char out[65], masq_err *err);
 
-/* Start a new recorded session (db may be NULL: not recorded): computes the
- * fingerprints and inserts the session row pinning version, seed, threads,
- * fingerprints and the options as JSON. */
-int sess_create(sess *s, sdb *db, const pipe_opts *o, const char *model_dir, const char *calib_path,
-    int threads, masq_err *err);
-/* Attach to recorded session id for replay or resume (record says whether new
- * events are appended).  model_dir / calib_path override the recorded paths
- * (NULL: use them); their fingerprints must match the recorded ones. */
-int sess_attach(sess *s, sdb *db, int64_t id, const char *model_dir, const char *calib_path,
-    int record, masq_err *err);
-void sess_done(sess *s);
+/* ---- commands ------------------------------------------------------------------------- */
 
-/* Run command name with args (an object, or NULL for none): validates the
- * arguments against the table, records command then result (or error).
- * *result (if not NULL) gets a new reference to the result object. */
-int sess_dispatch(sess *s, const char *name, json_t *args, json_t **result, masq_err *err);
+/* Run command id with args (an object, or NULL for none): checks the
+ * arguments against the table and the command's flags, records command
+ * then result (or error).  *result (if not NULL) gets a new reference to
+ * the result.  Returns SESS_OK, SESS_SKIPPED or SESS_ERROR. */
+int sess_dispatch(sess *s, int id, json_t *args, json_t **result, masq_err *err);
+/* The same by name (typed command lines, recorded events); an unknown
+ * name is a usage error. */
+int sess_dispatch_name(sess *s, const char *name, json_t *args, json_t **result, masq_err *err);
+
+/* Progress of the recipe and of long commands. */
+enum sess_phase { SP_BEFORE, SP_WORK, SP_AFTER };
+typedef struct sess_progress {
+	int cmd;		/* enum sess_cmd_id of the command */
+	int phase;		/* before it, inside it (frac), after it (rc) */
+	int layer;		/* its layer */
+	int until;		/* sess_run_to: the layer it stops before */
+	double frac;		/* SP_WORK: the part of the command done, 0..1 */
+	int rc;			/* SP_AFTER: what it returned */
+} sess_progress;
+/* Called on the thread that runs the session; non-zero asks sess_run_to to
+ * stop before its next command. */
+typedef int (*sess_progress_fn)(void *ctx, const sess_progress *p);
+
+/* The per-layer recipe, one copy for every driver: from the cursor up to
+ * (not including) layer until, calibrate each layer that is not, search
+ * alpha when the session searches and the layer has no search, quantize it
+ * when it is not quantized or stale, and commit it.  progress (may be NULL)
+ * is called before and after every command and may stop the run.  Returns
+ * 0 when the cursor reached until, 1 when progress stopped it, -1 with err
+ * when a command failed. */
+int sess_run_to(sess *s, int until, sess_progress_fn progress, void *ctx, masq_err *err);
 
 /* Rebuild an attached session's state from its events without recomputing:
- * "open" and the settings commands run again, searched alphas and plans are
- * taken from their recorded results, and the pipeline is placed after the
- * last committed layer, from its checkpoint.  *finished is set when the
- * session had finished.  Returns the cursor's layer. */
+ * each recorded command's restore rule (SR_RERUN, SR_RESULT), then the
+ * pipeline placed after the last committed layer, from its checkpoint.
+ * *finished is set when the session had finished.  Returns the cursor. */
 int sess_restore(sess *s, int *finished, masq_err *err);
 
-/* Blobs: store the file at tmp (then removed) as a blob of the session
- * (beside the database, or in the replay's scratch directory); sha gets
- * its name.  A temporary path to write one at, and the path of blob sha
- * (the scratch directory first), checked against its hash. */
-int sess_blob_store(sess *s, char *tmp, char sha[65], masq_err *err);
-char *sess_blob_tmp(sess *s, const char *what);
-char *sess_blob_path(sess *s, const char *sha, masq_err *err);
+/* ---- the view: what front ends read -------------------------------------------------------- */
 
-/* Replay (sessions/replay.c): see replay.h. */
+/* A layer's state, owned by the session. */
+enum sess_layer_state {
+	SLS_PENDING,		/* not calibrated (or its statistics were released before a commit) */
+	SLS_CALIBRATED,		/* the cursor's layer, statistics in memory */
+	SLS_QUANTIZED,		/* the cursor's layer, quantized and measured here */
+	SLS_STALE,		/* quantized, then a setting of it changed: the figures are the old setting's */
+	SLS_COMMITTED,		/* behind the cursor */
+	SLS_COUNT
+};
+/* "pending", "calibrated", "quantized", "stale", "committed" */
+const char *sess_layer_state_name(int st);
 
-/* Queries for front ends: they change nothing and record nothing. */
+typedef struct sess_view {
+	int64_t id;		/* 0: not recorded */
+	const char *db_path;	/* NULL: not recorded */
+	const char *model_dir, *calib_path;
+	int opened;		/* the model is open: everything below is valid */
+	int n_layers;
+	int cursor;		/* the layer being worked on; n_layers when all are committed */
+	int finished;
+	int wbits, abits, wgroup;	/* what is quantized next */
+	int search;		/* the session searches alpha at every layer */
+	int tokens;		/* calibration tokens */
+	int tokens_mod[MOD_COUNT];
+	const pipe_summary *summary;	/* valid when finished */
+	const pipe_opts *opts;	/* the session's options */
+} sess_view;
+
+/* The view of s (valid until the next command). */
+const sess_view *sess_view_get(const sess *s);
+int sess_layer_state(const sess *s, int l);
+/* Layer l's figures (output SQNR, MAE, method, times) are known: committed,
+ * restored, or quantized here. */
+int sess_layer_measured(const sess *s, int l);
+/* Layer l's per-linear figures and CMC diagnostics are in memory
+ * (quantized in this process). */
+int sess_layer_linears_known(const sess *s, int l);
+/* Layer l's misalignment figures are in memory (calibrated in this process). */
+int sess_layer_misalign_known(const sess *s, int l);
+/* The method that made layer l's figures (when measured) or that will. */
+int sess_layer_method(const sess *s, int l);
+const layer_setting *sess_layer_setting(const sess *s, int l);
+const pipe_layer_result *sess_layer_result(const sess *s, int l);
+/* The cursor layer's statistics at site, or NULL when not calibrated. */
+const site_stats *sess_cursor_stats(const sess *s, int site);
+/* Modality m has calibration tokens. */
+int sess_mod_present(const sess *s, int m);
+/* The session's BLAS threads (pinned). */
+int sess_threads(const sess *s);
+/* Its numeric environment (core/numenv.h): the recorded one when attached,
+ * this machine's when created; NULL when none was recorded.  Borrowed. */
+json_t *sess_environment(const sess *s);
+/* It failed before its first layer (its row's status). */
+int sess_failed(const sess *s);
+
+/* One field of a layer's row: the list, the overview, masq run's table and
+ * its --json read these (htop's Process_fields). */
+enum sess_field_kind { SFK_INT, SFK_TEXT, SFK_DB, SFK_ALPHA, SFK_RANK, SFK_SECONDS };
+typedef struct sess_field {
+	const char *name;	/* short name, also the --json key (with json_sub) */
+	const char *title;	/* column header */
+	int width;		/* columns in a table, the separating blank included */
+	int kind;		/* enum sess_field_kind */
+	const char *json;	/* the --json key; NULL: not in --json */
+	const char *json_sub;	/* the key inside it ("text" of "sqnr_db"), or NULL */
+	/* the value of layer l; NAN when none (not measured, modality absent) */
+	double (*value)(const sess *s, int l);
+	/* SFK_TEXT: the text of layer l */
+	const char *(*text)(const sess *s, int l);
+} sess_field;
+
+enum sess_field_id {
+	SF_LAYER, SF_STATE, SF_METHOD, SF_ALPHAS, SF_ALPHA_T, SF_ALPHA_V, SF_ALPHA_A, SF_RANK, SF_SQNR_T,
+	SF_SQNR_V, SF_SQNR_A, SF_SQNR_ALL, SF_MAE_T, SF_MAE_V, SF_MAE_A, SF_MAE_ALL, SF_SECONDS, SF_COUNT
+};
+extern const sess_field sess_fields[SF_COUNT];
+/* The value of field f for layer l, formatted in w columns (w 0: no
+ * padding; right-aligned numbers, left-aligned text), "-" when none. */
+void sess_field_format(const sess *s, int f, int l, int w, char *buf, size_t n);
+/* Layer l's fields that have a json key, into the object o. */
+void sess_fields_json(const sess *s, int l, json_t *o);
+
+/* ---- queries: they change nothing and record nothing -------------------------------------- */
+
 /* Re-evaluate the cursor's layer from the token sample under the current
  * settings (pipe_preview_sample): what an alpha change does, in ms. */
 int sess_preview(sess *s, int grp, int mod, pipe_preview *out, masq_err *err);
 /* The same preview with the cursor's layer under method (enum method)
- * instead of its own: the method is set on the layer's setting for the
- * preview and the setting restored afterwards, so nothing changes. */
+ * instead of its own; the layer's setting is left as it was. */
 int sess_preview_method(sess *s, int method, int grp, int mod, pipe_preview *out, masq_err *err);
-
 /* What exporting the session in format f would write: export_preview's
- * tensor list (JSON text, a new string) and report, or NULL with err (a
- * layer not yet quantized, bits the format cannot hold). */
+ * tensor list (JSON text, a new string) and report, or NULL with err. */
 char *sess_export_preview(sess *s, int format, export_report *rep, masq_err *err);
 
-/* The options as JSON (the session row's settings) and back. */
+/* ---- settings as JSON, and JSON helpers ---------------------------------------------------- */
+
+/* The options as JSON (the session row's settings) and back; reading back
+ * checks every value as the command line does (pipe_opts_check). */
 json_t *sess_opts_json(const pipe_opts *o);
 int sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err);
-
 /* A JSON number, or null when x is not finite. */
 json_t *sess_json_num(double x);
 /* {"text": .., "vision": .., "audio": .. [, "all": ..]} from v (STATS_ROWS);
- * null for modalities absent from c. */
-json_t *sess_json_mods(const double *v, const calib *c, int with_all);
-
+ * null for modalities absent from the session's calibration set. */
+json_t *sess_json_mods(const sess *s, const double *v, int with_all);
+/* The same for a calibration set's modality counts n_mod (masq eval). */
+json_t *sess_json_mods_counts(const int *n_mod, const double *v, int with_all);
 /* Canonical JSON text of a result (sorted keys, full precision): what is
  * stored and what replay compares. */
 char *sess_json_text(json_t *j);

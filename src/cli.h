@@ -25,6 +25,17 @@ int cmd_tui(int argc, char **argv);
 /* main's argv (NULL-terminated), for masq replay running itself again. */
 extern char **cli_argv;
 
+/* The subcommands' usage texts (masq --help, masq CMD --help). */
+typedef struct cli_subcmd {
+	const char *name;
+	const char *usage;	/* after "masq " */
+	const char *summary;
+} cli_subcmd;
+extern const cli_subcmd cli_subcmds[];	/* terminated by a NULL name */
+const cli_subcmd *cli_subcmd_find(const char *name);
+/* Print the usage of subcommand cmd (masq CMD --help). */
+void cli_cmd_help(const char *cmd);
+
 /* Print "masq: <msg>" for err on stderr and return its exit status. */
 int cli_fail(const masq_err *err);
 /* Print a usage error "masq CMD: msg" and a hint, return 2. */

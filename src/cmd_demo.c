@@ -10,7 +10,6 @@
 #include "core/demo.h"
 #include "src/cli.h"
 
-void cli_cmd_help(const char *cmd);
 
 int
 cmd_demo(int argc, char **argv)

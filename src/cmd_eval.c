@@ -19,7 +19,6 @@
 #include "sessions/session.h"
 #include "src/cli.h"
 
-void cli_cmd_help(const char *cmd);
 
 
 /* The per-layer table and the summary, as text. */
@@ -71,10 +70,10 @@ eval_json(const deploy_result *r, const calib *c, const char *model_dir, const c
 	    c->n_mod[0], "vision", c->n_mod[1], "audio", c->n_mod[2]));
 	for (int l = 0; l < r->n_layers; l++)
 		json_array_append_new(layers, json_pack("{s:i, s:o, s:o}", "layer", l, "sqnr_db",
-		    sess_json_mods(r->layers[l].sqnr, c, 1), "mae", sess_json_mods(r->layers[l].mae, c, 1)));
+		    sess_json_mods_counts(c->n_mod, r->layers[l].sqnr, 1), "mae", sess_json_mods_counts(c->n_mod, r->layers[l].mae, 1)));
 	json_object_set_new(d, "layers", layers);
-	json_object_set_new(sum, "sqnr_db", sess_json_mods(r->sqnr, c, 1));
-	json_object_set_new(sum, "mae", sess_json_mods(r->mae, c, 1));
+	json_object_set_new(sum, "sqnr_db", sess_json_mods_counts(c->n_mod, r->sqnr, 1));
+	json_object_set_new(sum, "mae", sess_json_mods_counts(c->n_mod, r->mae, 1));
 	json_object_set_new(sum, "kl_text", sess_json_num(r->kl_text));
 	json_object_set_new(sum, "seconds", json_real(r->seconds));
 	json_object_set_new(d, "summary", sum);

@@ -18,57 +18,52 @@
 #include "core/engine.h"
 #include "core/model.h"
 #include "core/safetensors.h"
+#include "core/stats.h"
 #include "src/cli.h"
 
-void cli_cmd_help(const char *cmd);
-
-/* Per layer and site: the largest |x| of each modality, and the median over
- * channels of each modality's per-channel max|x|. */
+/* Per layer: each site's statistics (core/stats), only the maxima used:
+ * the largest |x| of each modality and the median over channels of its
+ * per-channel max|x|. */
 struct fwd_obs {
 	const uint8_t *modality;
-	int n_mod[MOD_COUNT];
-	float absmax[SITE_COUNT][MOD_COUNT];
-	float median[SITE_COUNT][MOD_COUNT];
-	float *chmax;		/* (MOD_COUNT, d) scratch */
-	size_t chmax_cap;
+	site_stats st[SITE_COUNT];
+	int ready[SITE_COUNT];
 };
-
-static int
-cmp_float(const void *a, const void *b)
-{
-	float x = *(const float *)a, y = *(const float *)b;
-	return (x > y) - (x < y);
-}
 
 static void
 fwd_observe(void *ctx, int layer, int site, const float *x, int n, int d)
 {
 	struct fwd_obs *o = ctx;
 	(void)layer;
-	if ((size_t)d * MOD_COUNT > o->chmax_cap) {
-		free(o->chmax);
-		o->chmax_cap = (size_t)d * MOD_COUNT;
-		o->chmax = xmalloc(xmul(o->chmax_cap, sizeof(float)));
+	if (o->ready[site] && o->st[site].d != d) {
+		stats_site_done(&o->st[site]);
+		o->ready[site] = 0;
 	}
-	memset(o->chmax, 0, (size_t)d * MOD_COUNT * sizeof(float));
-	for (int t = 0; t < n; t++) {
-		float *cm = o->chmax + (size_t)o->modality[t] * d;
-		const float *row = x + (size_t)t * d;
-		for (int j = 0; j < d; j++) {
-			float a = fabsf(row[j]);
-			if (a > cm[j])
-				cm[j] = a;
+	if (!o->ready[site]) {
+		stats_site_init(&o->st[site], d, 0, 0);
+		o->ready[site] = 1;
+	}
+	stats_site_add(&o->st[site], x, o->modality, n, NULL);
+}
+
+/* Forget the layer's statistics before the next one. */
+static void
+fwd_obs_reset(struct fwd_obs *o)
+{
+	for (int s = 0; s < SITE_COUNT; s++)
+		if (o->ready[s]) {
+			stats_site_done(&o->st[s]);
+			o->ready[s] = 0;
 		}
-	}
-	for (int m = 0; m < MOD_COUNT; m++) {
-		float *cm = o->chmax + (size_t)m * d, mx = 0.0f;
-		for (int j = 0; j < d; j++)
-			if (cm[j] > mx)
-				mx = cm[j];
-		o->absmax[site][m] = mx;
-		qsort(cm, (size_t)d, sizeof(float), cmp_float);
-		o->median[site][m] = o->n_mod[m] ? cm[d / 2] : 0.0f;
-	}
+}
+
+/* The largest |x| and the median channel max of modality m at site s. */
+static void
+fwd_range(const struct fwd_obs *o, int s, int m, float *max, float *median)
+{
+	*max = *median = 0.0f;
+	if (o->ready[s])
+		stats_channel_range(&o->st[s], m, max, median);
 }
 
 int
@@ -160,7 +155,6 @@ cmd_forward(int argc, char **argv)
 	memcpy(h, cal.embeds, T * D * sizeof(float));
 	memset(&obs, 0, sizeof obs);
 	obs.modality = cal.modality;
-	memcpy(obs.n_mod, cal.n_mod, sizeof obs.n_mod);
 	engine_ops ops = {.ctx = &obs, .observe = fwd_observe};
 	engine_batch b = {.n_tokens = cal.n_tokens, .n_seqs = cal.n_seqs, .seq_lens = cal.seq_lens,
 	    .pos = cal.pos, .modality = cal.modality};
@@ -191,8 +185,13 @@ cmd_forward(int argc, char **argv)
 			failed = 1;
 			break;
 		}
+		fwd_obs_reset(&obs);
 		engine_layer_forward(&eng, &w, &b, h, &ops);
 		layer_weights_done(&w);
+		float amax[SITE_COUNT][MOD_COUNT], med[SITE_COUNT][MOD_COUNT];
+		for (int s = 0; s < SITE_COUNT; s++)
+			for (int k = 0; k < MOD_COUNT; k++)
+				fwd_range(&obs, s, k, &amax[s][k], &med[s][k]);
 		double dt = masq_now() - t0;
 		double rms[MOD_COUNT] = {0};
 		for (size_t t = 0; t < T; t++) {
@@ -227,8 +226,8 @@ cmd_forward(int argc, char **argv)
 					if (!cal.n_mod[k])
 						continue;
 					json_t *jm = json_object();
-					json_object_set_new(jm, "absmax", json_real(obs.absmax[s][k]));
-					json_object_set_new(jm, "median_channel_max", json_real(obs.median[s][k]));
+					json_object_set_new(jm, "absmax", json_real(amax[s][k]));
+					json_object_set_new(jm, "median_channel_max", json_real(med[s][k]));
 					json_object_set_new(js, modality_name(k), jm);
 				}
 				json_object_set_new(jo, engine_site_name(s), js);
@@ -241,14 +240,13 @@ cmd_forward(int argc, char **argv)
 			json_array_append_new(jl, jo);
 		} else {
 			printf("%-5d %8.1f %9.0f | %8.3g %8.3g %8.3g | %8.3g %8.3g %8.3g | %8.3g %8.3g %8.3g\n",
-			    l, 1e3 * dt, (double)T / dt, obs.median[SITE_QKV][0], obs.median[SITE_QKV][1],
-			    obs.median[SITE_QKV][2], obs.median[SITE_DOWN][0], obs.median[SITE_DOWN][1],
-			    obs.median[SITE_DOWN][2], rms[0], rms[1], rms[2]);
+			    l, 1e3 * dt, (double)T / dt, med[SITE_QKV][0], med[SITE_QKV][1], med[SITE_QKV][2],
+			    med[SITE_DOWN][0], med[SITE_DOWN][1], med[SITE_DOWN][2], rms[0], rms[1], rms[2]);
 			fflush(stdout);
 		}
 	}
 	engine_done(&eng);
-	free(obs.chmax);
+	fwd_obs_reset(&obs);
 	free(h);
 	calib_done(&cal);
 	model_close(&m);

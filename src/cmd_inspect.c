@@ -18,7 +18,6 @@
 #include "core/safetensors.h"
 #include "src/cli.h"
 
-void cli_cmd_help(const char *cmd);
 
 static json_t *
 shape_json(const st_tensor *t)

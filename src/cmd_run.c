@@ -21,7 +21,6 @@
 #include "sessions/session.h"
 #include "src/cli.h"
 
-void cli_cmd_help(const char *cmd);
 
 struct run_args {
 	char *model_dir, *calib_path;
@@ -36,55 +35,56 @@ struct run_args {
 
 
 static json_t *
-run_json(const pipeline *p, const struct run_args *a, int method, int64_t session)
+run_json(const sess *s, const struct run_args *a, int method)
 {
-	const calib *c = p->c;
+	const sess_view *v = sess_view_get(s);
+	const pipe_opts *po = v->opts;
 	json_t *d = json_object(), *layers = json_array();
 
-	json_object_set_new(d, "session", session > 0 ? json_integer(session) : json_null());
+	json_object_set_new(d, "session", v->id > 0 ? json_integer(v->id) : json_null());
 	json_object_set_new(d, "database", a->db_path ? json_string(a->db_path) : json_null());
 
 	json_object_set_new(d, "method", json_string(method_name(method)));
-	json_object_set_new(d, "wbits", json_integer(p->opts.wbits));
-	json_object_set_new(d, "abits", json_integer(p->opts.abits));
-	json_object_set_new(d, "weight_group", json_integer(p->opts.wgroup));
-	json_object_set_new(d, "alpha", p->opts.search ? json_string("search") : json_real(p->opts.alpha));
-	json_object_set_new(d, "rank", json_real(p->opts.rank));
-	json_object_set_new(d, "rank_floor", json_integer(p->opts.rank_floor));
-	json_object_set_new(d, "whiten", json_boolean(p->opts.whiten));
-	json_object_set_new(d, "cmc_target", json_string(p->opts.cmc_quant_target ? "quantized" : "fp"));
-	json_object_set_new(d, "seed", json_integer((json_int_t)p->opts.seed));
+	json_object_set_new(d, "wbits", json_integer(v->wbits));
+	json_object_set_new(d, "abits", json_integer(v->abits));
+	json_object_set_new(d, "weight_group", json_integer(v->wgroup));
+	json_object_set_new(d, "alpha", po->search ? json_string("search") : json_real(po->alpha));
+	json_object_set_new(d, "rank", json_real(po->rank));
+	json_object_set_new(d, "rank_floor", json_integer(po->rank_floor));
+	json_object_set_new(d, "whiten", json_boolean(po->whiten));
+	json_object_set_new(d, "cmc_target", json_string(po->cmc_quant_target ? "quantized" : "fp"));
+	json_object_set_new(d, "seed", json_integer((json_int_t)po->seed));
 	json_object_set_new(d, "model", json_string(a->model_dir));
 	json_object_set_new(d, "calib", json_string(a->calib_path));
-	json_object_set_new(d, "tokens", sess_json_mods((double[]){c->n_mod[0], c->n_mod[1], c->n_mod[2], c->n_tokens}, c, 1));
+	json_object_set_new(d, "tokens", sess_json_mods(s, (double[]){v->tokens_mod[0], v->tokens_mod[1], v->tokens_mod[2],
+	    v->tokens}, 1));
 	json_t *sum = json_object();
-	json_object_set_new(sum, "sqnr_db", sess_json_mods(p->summary.sqnr, c, 1));
-	json_object_set_new(sum, "mae", sess_json_mods(p->summary.mae, c, 1));
-	json_object_set_new(sum, "kl_text", sess_json_num(p->summary.kl_text));
-	json_object_set_new(sum, "seconds", json_real(p->summary.seconds));
+	json_object_set_new(sum, "sqnr_db", sess_json_mods(s, v->summary->sqnr, 1));
+	json_object_set_new(sum, "mae", sess_json_mods(s, v->summary->mae, 1));
+	json_object_set_new(sum, "kl_text", sess_json_num(v->summary->kl_text));
+	json_object_set_new(sum, "seconds", json_real(v->summary->seconds));
 	json_object_set_new(d, "summary", sum);
-	for (int l = 0; l < p->n_layers; l++) {
-		const pipe_layer_result *r = &p->results[l];
+	for (int l = 0; l < v->n_layers; l++) {
+		const pipe_layer_result *r = sess_layer_result(s, l);
 		json_t *jl = json_object(), *lins = json_array();
-		json_object_set_new(jl, "layer", json_integer(l));
-		json_object_set_new(jl, "method", json_string(method_name(r->method)));
-		json_object_set_new(jl, "sqnr_db", sess_json_mods(r->sqnr, c, 1));
-		json_object_set_new(jl, "mae", sess_json_mods(r->mae, c, 1));
+		/* layer, method, sqnr_db, mae: the field table's */
+		sess_fields_json(s, l, jl);
 		for (int k = 0; k < LIN_COUNT; k++) {
 			const pipe_lin_result *lr = &r->lin[k];
 			json_t *jk = json_object(), *al = json_object();
 			json_object_set_new(jk, "name", json_string(lin_name(k)));
 			for (int m = 0; m < MOD_COUNT; m++)
-				json_object_set_new(al, modality_name(m), c->n_mod[m] ? sess_json_num(lr->alpha[m]) : json_null());
+				json_object_set_new(al, modality_name(m), sess_mod_present(s, m) ? sess_json_num(lr->alpha[m]) :
+				    json_null());
 			json_object_set_new(jk, "alpha", al);
 			json_object_set_new(jk, "rank", json_integer(lr->rank));
-			json_object_set_new(jk, "sqnr_db", sess_json_mods(lr->sqnr, c, 1));
-			json_object_set_new(jk, "mae", sess_json_mods(lr->mae, c, 1));
+			json_object_set_new(jk, "sqnr_db", sess_json_mods(s, lr->sqnr, 1));
+			json_object_set_new(jk, "mae", sess_json_mods(s, lr->mae, 1));
 			if (r->method == METHOD_MAS_CMC && lr->rank > 0) {
 				json_t *jc = json_object();
 				for (int m = MOD_VISION; m < MOD_COUNT; m++) {
 					const pipe_cmc_diag *cd = &lr->cmc[m];
-					if (!c->n_mod[m])
+					if (!sess_mod_present(s, m))
 						continue;
 					json_t *x = json_object(), *cu = json_array(), *cp = json_array();
 					json_object_set_new(x, "rank", json_integer(cd->rank));
@@ -105,8 +105,8 @@ run_json(const pipeline *p, const struct run_args *a, int method, int64_t sessio
 		}
 		json_object_set_new(jl, "linears", lins);
 		json_t *mis = json_object();
-		for (int s = 0; s < SITE_COUNT; s++) {
-			const misalign *ma = &r->mis[s];
+		for (int site = 0; site < SITE_COUNT; site++) {
+			const misalign *ma = &r->mis[site];
 			json_t *x = json_object(), *share = json_object(), *loss = json_object(), *rq = json_object();
 			for (int m = 0; m < MOD_COUNT; m++) {
 				if (!ma->present[m])
@@ -119,13 +119,13 @@ run_json(const pipeline *p, const struct run_args *a, int method, int64_t sessio
 			json_object_set_new(x, "dominant_share", share);
 			json_object_set_new(x, "range_ratio_q50_q90_q99_max", rq);
 			json_object_set_new(x, "thm1_loss_db", loss);
-			json_object_set_new(mis, engine_site_name(s), x);
+			json_object_set_new(mis, engine_site_name(site), x);
 		}
 		json_object_set_new(jl, "misalignment", mis);
 		if (r->search.done && r->search.n > 0) {
 			json_t *js = json_object();
 			for (int row = 0; row < ALPHA_ROWS; row++) {
-				if (row < MOD_COUNT ? (!c->n_mod[row] || r->method == METHOD_SQ)
+				if (row < MOD_COUNT ? (!sess_mod_present(s, row) || r->method == METHOD_SQ)
 				    : r->method != METHOD_SQ)
 					continue;
 				json_t *curve = json_array();
@@ -148,132 +148,125 @@ run_json(const pipeline *p, const struct run_args *a, int method, int64_t sessio
 
 
 static void
-print_table(const pipeline *p, int verbose)
+print_table(const sess *s, int verbose)
 {
-	const calib *c = p->c;
-	char t[4][16];
+	const sess_view *v = sess_view_get(s);
+	char t[4][32], m[32], al[32];
 
-	printf("%-5s %-8s %-17s %8s %8s %8s %8s %8s\n", "layer", "method", "alpha t/v/a", "text",
-	    "vision", "audio", "all", "seconds");
-	for (int l = 0; l < p->n_layers; l++) {
-		const pipe_layer_result *r = &p->results[l];
-		const layer_setting *ls = &p->settings[l];
-		for (int m = 0; m < STATS_ROWS; m++)
-			cli_fmt_db(t[m], sizeof t[m], m < MOD_COUNT && !c->n_mod[m] ? NAN : r->sqnr[m]);
-		char al[32];
-		if (r->method == METHOD_RTN)
-			snprintf(al, sizeof al, "-");
-		else if (r->method == METHOD_SQ)
-			snprintf(al, sizeof al, "%.2f", ls->alpha[GRP_QKV][ALPHA_UNIFIED]);
-		else
-			snprintf(al, sizeof al, "%.2f/%.2f/%.2f", ls->alpha[GRP_QKV][0], ls->alpha[GRP_QKV][1],
-			    ls->alpha[GRP_QKV][2]);
-		printf("%-5d %-8s %-17s %8s %8s %8s %8s %8.2f\n", l, method_name(r->method), al, t[0], t[1],
-		    t[2], t[3], r->t_calib + r->t_search + r->t_quant);
+	printf("%-5s %-8s %-17s %8s %8s %8s %8s %8s\n", sess_fields[SF_LAYER].title, sess_fields[SF_METHOD].title,
+	    sess_fields[SF_ALPHAS].title, sess_fields[SF_SQNR_T].title, sess_fields[SF_SQNR_V].title,
+	    sess_fields[SF_SQNR_A].title, sess_fields[SF_SQNR_ALL].title, "seconds");
+	for (int l = 0; l < v->n_layers; l++) {
+		const pipe_layer_result *r = sess_layer_result(s, l);
+		for (int k = 0; k < 4; k++)
+			sess_field_format(s, SF_SQNR_T + k, l, 8, t[k], sizeof t[k]);
+		sess_field_format(s, SF_METHOD, l, 0, m, sizeof m);
+		sess_field_format(s, SF_ALPHAS, l, 0, al, sizeof al);
+		printf("%-5d %-8s %-17s %s %s %s %s %8.2f\n", l, m, al, t[0], t[1], t[2], t[3],
+		    r->t_calib + r->t_search + r->t_quant);
 		if (!verbose)
 			continue;
 		for (int k = 0; k < LIN_COUNT; k++) {
 			const pipe_lin_result *lr = &r->lin[k];
-			for (int m = 0; m < STATS_ROWS; m++)
-				cli_fmt_db(t[m], sizeof t[m], m < MOD_COUNT && !c->n_mod[m] ? NAN : lr->sqnr[m]);
+			for (int mm = 0; mm < STATS_ROWS; mm++)
+				cli_fmt_db(t[mm], sizeof t[mm], mm < MOD_COUNT && !sess_mod_present(s, mm) ? NAN : lr->sqnr[mm]);
 			char cm[96] = "";
 			if (lr->rank > 0)
 				snprintf(cm, sizeof cm, "  rank %d, cmc err v %.3g a %.3g", lr->rank,
-				    c->n_mod[1] ? lr->cmc[1].rel_err : NAN, c->n_mod[2] ? lr->cmc[2].rel_err : NAN);
+				    sess_mod_present(s, 1) ? lr->cmc[1].rel_err : NAN, sess_mod_present(s, 2) ? lr->cmc[2].rel_err : NAN);
 			printf("  %-11s %-17s %8s %8s %8s %8s%s\n", lin_name(k), "", t[0], t[1], t[2], t[3], cm);
 		}
 	}
 }
 
 static void
-print_summary(const pipeline *p)
+print_summary(const sess *s)
 {
-	const calib *c = p->c;
+	const sess_view *v = sess_view_get(s);
 	printf("\nsummary, SQNR (dB) of the last layer's output against the FP model:\n ");
 	for (int m = 0; m < MOD_COUNT; m++)
-		if (c->n_mod[m])
-			printf(" %s %.2f", modality_name(m), p->summary.sqnr[m]);
-	printf("  all %.2f\nMAE:", p->summary.sqnr[STATS_ALL]);
+		if (sess_mod_present(s, m))
+			printf(" %s %.2f", modality_name(m), v->summary->sqnr[m]);
+	printf("  all %.2f\nMAE:", v->summary->sqnr[STATS_ALL]);
 	for (int m = 0; m < MOD_COUNT; m++)
-		if (c->n_mod[m])
-			printf(" %s %.4g", modality_name(m), p->summary.mae[m]);
-	if (isfinite(p->summary.kl_text))
-		printf("\nKL of next-token distributions at text positions: %.4g", p->summary.kl_text);
-	printf("\n%.1f s in all\n", p->summary.seconds);
+		if (sess_mod_present(s, m))
+			printf(" %s %.4g", modality_name(m), v->summary->mae[m]);
+	if (isfinite(v->summary->kl_text))
+		printf("\nKL of next-token distributions at text positions: %.4g", v->summary->kl_text);
+	printf("\n%.1f s in all\n", v->summary->seconds);
 }
 
-static int run_method_layers(sess *s, sdb *db, const struct run_args *a, int method, masq_err *err);
+/* The progress of a run on standard error: on a terminal a line rewritten
+ * in place; elsewhere (a CI log, a pipe) one line per finished layer, so a
+ * job killed half-way still shows how far it got. */
+struct run_progress {
+	const sess *s;
+	const char *method;
+	int tty;
+};
 
-/* Run one method over every layer as a sequence of session commands; the
- * session's pipeline is left finished for reporting.  A run that fails
- * before its first layer is committed is marked failed: it is no session
- * to resume, and not the default of replay, resume or export. */
 static int
-run_method(sess *s, sdb *db, const struct run_args *a, int method, masq_err *err)
+run_progress(void *ctx, const sess_progress *p)
 {
-	int rc = run_method_layers(s, db, a, method, err);
-	if (rc < 0 && db != NULL && s->id > 0 && (!s->opened || s->p.layer == 0))
-		sdb_session_set_status(db, s->id, "failed", NULL);
-	return rc;
+	const struct run_progress *rp = ctx;
+	const sess_view *v = sess_view_get(rp->s);
+	static const char *const doing[SC_COUNT] = {[SC_CALIBRATE] = "calibrating...   ",
+		[SC_SEARCH] = "searching alpha...", [SC_QUANTIZE] = "quantizing...    "};
+	if (p->phase == SP_BEFORE && rp->tty && doing[p->cmd] != NULL)
+		fprintf(stderr, "\r%s layer %d/%d: %s", rp->method, p->layer + 1, v->n_layers, doing[p->cmd]);
+	if (p->phase == SP_AFTER && p->cmd == SC_NEXT && p->rc >= 0) {
+		const pipe_layer_result *r = sess_layer_result(rp->s, p->layer);
+		fprintf(stderr, "%s%s layer %d/%d: SQNR text %.2f vision %.2f audio %.2f dB (%.1f s)\n",
+		    rp->tty ? "\r" : "", rp->method, p->layer + 1, v->n_layers, r->sqnr[0], r->sqnr[1], r->sqnr[2],
+		    r->t_calib + r->t_search + r->t_quant);
+	}
+	if (p->phase == SP_AFTER && p->rc < 0 && rp->tty)
+		fprintf(stderr, "\n");
+	return 0;
 }
 
 static int
-run_method_layers(sess *s, sdb *db, const struct run_args *a, int method, masq_err *err)
+run_method_layers(sess **sp, sdb *db, const struct run_args *a, int method, masq_err *err)
 {
 	pipe_opts o = a->o;
-	/* on a terminal a progress line rewritten in place; elsewhere (a CI
-	 * log, a pipe) one line per finished layer, so a job killed half-way
-	 * still shows how far it got */
-	int tty = isatty(2) && !a->json, lines = !isatty(2);
 	json_t *args;
 
 	o.method = method;
-	if (sess_create(s, db, &o, a->model_dir, a->calib_path, (int)a->threads, err) < 0)
+	if (sess_create(sp, db, &o, a->model_dir, a->calib_path, (int)a->threads, err) < 0)
 		return -1;
+	sess *s = *sp;
 	args = json_pack("{s:s, s:s}", "model", a->model_dir, "calib", a->calib_path);
-	int rc = sess_dispatch(s, "open", args, NULL, err);
+	int rc = sess_dispatch(s, SC_OPEN, args, NULL, err);
 	json_decref(args);
 	if (rc < 0)
 		return -1;
 	for (int i = 0; i < a->nsets; i++) {
 		args = json_pack("{s:s}", "assignment", a->sets[i]);
-		rc = sess_dispatch(s, "set", args, NULL, err);
+		rc = sess_dispatch(s, SC_SET, args, NULL, err);
 		json_decref(args);
 		if (rc < 0)
-			return -1;
+			return masq_err_prefix(err, "--set");
 	}
-	pipeline *p = &s->p;
-	while (p->layer < p->n_layers) {
-		int l = p->layer;
-		if (tty)
-			fprintf(stderr, "\r%s layer %d/%d: calibrating...   ", method_name(method), l + 1, p->n_layers);
-		args = json_pack("{s:i}", "layer", l);
-		rc = sess_dispatch(s, "calibrate-layer", args, NULL, err);
-		if (rc >= 0 && o.search) {
-			if (tty)
-				fprintf(stderr, "\r%s layer %d/%d: searching alpha...", method_name(method), l + 1, p->n_layers);
-			rc = sess_dispatch(s, "search-alpha", args, NULL, err);
-		}
-		if (tty && rc >= 0)
-			fprintf(stderr, "\r%s layer %d/%d: quantizing...    ", method_name(method), l + 1, p->n_layers);
-		if (rc >= 0)
-			rc = sess_dispatch(s, "quantize-layer", args, NULL, err);
-		if (rc >= 0)
-			rc = sess_dispatch(s, "next-layer", args, NULL, err);
-		json_decref(args);
-		if (rc < 0) {
-			if (tty)
-				fprintf(stderr, "\n");
-			return -1;
-		}
-		if (tty || lines) {
-			const pipe_layer_result *r = &p->results[l];
-			fprintf(stderr, "%s%s layer %d/%d: SQNR text %.2f vision %.2f audio %.2f dB (%.1f s)\n",
-			    tty ? "\r" : "", method_name(method), l + 1, p->n_layers, r->sqnr[0], r->sqnr[1], r->sqnr[2],
-			    r->t_calib + r->t_search + r->t_quant);
-		}
+	struct run_progress rp = {s, method_name(method), isatty(2) && !a->json};
+	if (sess_run_to(s, sess_view_get(s)->n_layers, run_progress, &rp, err) < 0)
+		return -1;
+	return sess_dispatch(s, SC_FINISH, NULL, NULL, err) < 0 ? -1 : 0;
+}
+
+/* Run one method over every layer as a sequence of session commands; the
+ * session is left finished for reporting.  A run that fails before its
+ * first layer is committed is marked failed: it is no session to resume,
+ * and not the default of replay, resume or export. */
+static int
+run_method(sess **sp, sdb *db, const struct run_args *a, int method, masq_err *err)
+{
+	int rc = run_method_layers(sp, db, a, method, err);
+	if (rc < 0 && db != NULL && *sp != NULL) {
+		const sess_view *v = sess_view_get(*sp);
+		if (v->id > 0 && (!v->opened || v->cursor == 0))
+			sdb_session_set_status(db, v->id, "failed", NULL);
 	}
-	return sess_dispatch(s, "finish", NULL, NULL, err);
+	return rc;
 }
 
 static int
@@ -473,7 +466,7 @@ cmd_run(int argc, char **argv)
 			methods[nm++] = k;
 	else
 		methods[nm++] = a.o.method;
-	sess *ss = xcalloc((size_t)nm, sizeof *ss);
+	sess **ss = xcalloc((size_t)nm, sizeof *ss);
 	int ok = 1;
 	for (int i = 0; i < nm && ok; i++) {
 		if (run_method(&ss[i], db, &a, methods[i], &err) < 0)
@@ -484,13 +477,13 @@ cmd_run(int argc, char **argv)
 	} else if (a.json) {
 		json_t *doc;
 		if (nm == 1) {
-			doc = run_json(&ss[0].p, &a, methods[0], ss[0].id);
+			doc = run_json(ss[0], &a, methods[0]);
 		} else {
 			doc = json_object();
 			json_t *runs = json_array();
 			json_object_set_new(doc, "method", json_string("all"));
 			for (int i = 0; i < nm; i++)
-				json_array_append_new(runs, run_json(&ss[i].p, &a, methods[i], ss[i].id));
+				json_array_append_new(runs, run_json(ss[i], &a, methods[i]));
 			json_object_set_new(doc, "runs", runs);
 		}
 		json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -498,49 +491,50 @@ cmd_run(int argc, char **argv)
 		json_decref(doc);
 		rc = 0;
 	} else {
-		const calib *cal = &ss[0].c;
+		const sess_view *v0 = sess_view_get(ss[0]);
 		printf("masq run: W%dA%d%s, alpha %s, CMC rank %g (floor %d)%s\n", a.o.wbits, a.o.abits,
-		    ss[0].p.opts.wgroup > 0 ? " (weights in asymmetric groups)" : "",
+		    v0->wgroup > 0 ? " (weights in asymmetric groups)" : "",
 		    a.o.search ? "searched" : "given", a.o.rank, a.o.rank_floor, a.o.whiten ? "" : ", unwhitened");
 		printf("model %s; calibration %s: %d tokens (text %d, vision %d, audio %d)\n", a.model_dir,
-		    a.calib_path, cal->n_tokens, cal->n_mod[0], cal->n_mod[1], cal->n_mod[2]);
+		    a.calib_path, v0->tokens, v0->tokens_mod[0], v0->tokens_mod[1], v0->tokens_mod[2]);
 		if (db != NULL) {
 			printf("recorded in %s as session%s", a.db_path, nm > 1 ? "s" : "");
 			for (int i = 0; i < nm; i++)
-				printf(" %lld", (long long)ss[i].id);
+				printf(" %lld", (long long)sess_view_get(ss[i])->id);
 			printf("\n");
 		}
 		printf("\n");
 		if (nm == 1) {
 			printf("layer output SQNR (dB) against the FP model, each quantized layer feeding the next:\n");
-			print_table(&ss[0].p, a.verbose);
-			print_summary(&ss[0].p);
+			print_table(ss[0], a.verbose);
+			print_summary(ss[0]);
 		} else {
 			printf("layer output SQNR (dB) per method, text / vision / audio:\n%-5s", "layer");
 			for (int i = 0; i < nm; i++)
 				printf(" | %-20s", method_name(methods[i]));
 			printf("\n");
-			for (int l = 0; l < ss[0].p.n_layers; l++) {
+			for (int l = 0; l < v0->n_layers; l++) {
 				printf("%-5d", l);
 				for (int i = 0; i < nm; i++) {
-					const double *sq = ss[i].p.results[l].sqnr;
+					const double *sq = sess_layer_result(ss[i], l)->sqnr;
 					printf(" | %6.2f %6.2f %6.2f", sq[0], sq[1], sq[2]);
 				}
 				printf("\n");
 			}
 			printf("%-5s", "model");
-			for (int i = 0; i < nm; i++)
-				printf(" | %6.2f %6.2f %6.2f", ss[i].p.summary.sqnr[0], ss[i].p.summary.sqnr[1],
-				    ss[i].p.summary.sqnr[2]);
+			for (int i = 0; i < nm; i++) {
+				const pipe_summary *sm = sess_view_get(ss[i])->summary;
+				printf(" | %6.2f %6.2f %6.2f", sm->sqnr[0], sm->sqnr[1], sm->sqnr[2]);
+			}
 			printf("\n%-5s", "KL");
 			for (int i = 0; i < nm; i++)
-				printf(" | %-20.4g", ss[i].p.summary.kl_text);
+				printf(" | %-20.4g", sess_view_get(ss[i])->summary->kl_text);
 			printf("\n");
 		}
 		rc = 0;
 	}
 	for (int i = 0; i < nm; i++)
-		sess_done(&ss[i]);
+		sess_free(ss[i]);
 	free(ss);
 done:
 	if (db != NULL)

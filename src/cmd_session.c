@@ -21,7 +21,6 @@
 #include "sessions/session.h"
 #include "src/cli.h"
 
-void cli_cmd_help(const char *cmd);
 
 struct sopts {
 	const char *db;
@@ -292,7 +291,7 @@ cmd_sessions(int argc, char **argv)
  * database and attach to the session (record: whether new events are
  * appended).  Returns 0 to go on, or -1 with *rc the exit status. */
 static int
-attach(const char *cmd, int argc, char **argv, struct sopts *o, sdb **db, sess *s, int record, int *rc)
+attach(const char *cmd, int argc, char **argv, struct sopts *o, sdb **db, sess **s, int record, int *rc)
 {
 	masq_err err = {0};
 	int i;
@@ -311,35 +310,16 @@ attach(const char *cmd, int argc, char **argv, struct sopts *o, sdb **db, sess *
 		sdb_close(*db);
 		return -1;
 	}
-	if (strcmp(cmd, "replay") != 0 && s->status != NULL && strcmp(s->status, "failed") == 0) {
+	if (strcmp(cmd, "replay") != 0 && sess_failed(*s)) {
 		fprintf(stderr, "masq %s: session %lld failed before its first layer; there is nothing to %s"
-		    " (masq replay shows how it failed)\n", cmd, (long long)s->id, cmd);
-		sess_done(s);
+		    " (masq replay shows how it failed)\n", cmd, (long long)sess_view_get(*s)->id, cmd);
+		sess_free(*s);
+		*s = NULL;
 		sdb_close(*db);
 		*rc = 2;
 		return -1;
 	}
 	return 0;
-}
-
-/* Remove the scratch directory of a replay and what is left in it (a flat
- * directory of blobs). */
-static void
-scratch_remove(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	if (d != NULL) {
-		while ((e = readdir(d)) != NULL) {
-			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-				continue;
-			char *p = masq_path_join(dir, e->d_name);
-			unlink(p);
-			free(p);
-		}
-		closedir(d);
-	}
-	rmdir(dir);
 }
 
 /* A JSON value as text, whole, for a divergence line. */
@@ -400,7 +380,7 @@ cmd_replay(int argc, char **argv)
 	struct sopts o;
 	int rc;
 	sdb *db = NULL;
-	sess s;
+	sess *s = NULL;
 	masq_err err = {0};
 	char *diffs[16];
 	int ndiff = 0, tolerance;
@@ -408,19 +388,22 @@ cmd_replay(int argc, char **argv)
 
 	if (attach("replay", argc, argv, &o, &db, &s, 0, &rc) < 0)
 		return rc;
-	json_t *here = numenv_collect(s.threads);
-	ndiff = numenv_key_diff(s.env, here, diffs, 16);
-	const char *rec_core = numenv_corename(s.env), *here_core = numenv_corename(here);
+	json_t *here = numenv_collect(sess_threads(s));
+	ndiff = numenv_key_diff(sess_environment(s), here, diffs, 16);
+	const char *rec_core = numenv_corename(sess_environment(s)), *here_core = numenv_corename(here);
 	/* A kernel set the CPU can run is chosen before OpenBLAS loads: run
 	 * masq again with it (once) and compare exactly. */
 	if (ndiff > 0 && !o.tolerance && rec_core != NULL && here_core != NULL && strcasecmp(rec_core, here_core) != 0 &&
 	    reproduced == NULL && numenv_corename_runnable(rec_core) && cli_argv != NULL) {
 		fprintf(stderr, "masq: session %lld was recorded with OpenBLAS's %s kernels (here: %s); running masq again"
-		    " with OPENBLAS_CORETYPE=%s to reproduce them\n", (long long)s.id, rec_core, here_core, rec_core);
+		    " with OPENBLAS_CORETYPE=%s to reproduce them\n", (long long)sess_view_get(s)->id, rec_core, here_core,
+		    rec_core);
 		fflush(stdout);
-		setenv("OPENBLAS_CORETYPE", rec_core, 1);
-		setenv("MASQ_REPLAY_REPRODUCING", rec_core, 1);
-		sess_done(&s);
+		char core[64];
+		snprintf(core, sizeof core, "%s", rec_core);
+		setenv("OPENBLAS_CORETYPE", core, 1);
+		setenv("MASQ_REPLAY_REPRODUCING", core, 1);
+		sess_free(s);
 		sdb_close(db);
 		json_decref(here);
 		for (int i = 0; i < ndiff && i < 16; i++)
@@ -429,13 +412,13 @@ cmd_replay(int argc, char **argv)
 		fprintf(stderr, "masq: cannot run masq again (%s): replaying here as it is\n", strerror(errno));
 		if (attach("replay", argc, argv, &o, &db, &s, 0, &rc) < 0)
 			return rc;
-		here = numenv_collect(s.threads);
-		ndiff = numenv_key_diff(s.env, here, diffs, 16);
+		here = numenv_collect(sess_threads(s));
+		ndiff = numenv_key_diff(sess_environment(s), here, diffs, 16);
 	}
 	tolerance = o.tolerance || ndiff > 0;
 	if (ndiff > 0 && o.exact) {
 		fprintf(stderr, "masq replay: session %lld cannot be replayed exactly here: its numeric environment"
-		    " differs and cannot be reproduced:\n", (long long)s.id);
+		    " differs and cannot be reproduced:\n", (long long)sess_view_get(s)->id);
 		for (int i = 0; i < ndiff && i < 16; i++)
 			fprintf(stderr, "  %s\n", diffs[i]);
 		fprintf(stderr, "Without --exact, masq replays it within tolerances (see REPLAY in masq(1)).\n");
@@ -443,7 +426,8 @@ cmd_replay(int argc, char **argv)
 		goto out;
 	}
 	FILE *info = o.json ? stderr : stdout;
-	fprintf(info, "masq: replaying session %lld of %s with %d BLAS threads, ", (long long)s.id, o.db, s.threads);
+	fprintf(info, "masq: replaying session %lld of %s with %d BLAS threads, ", (long long)sess_view_get(s)->id, o.db,
+	    sess_threads(s));
 	if (!tolerance)
 		fprintf(info, "exact: the numeric environment is the recorded one%s%s%s\n", reproduced ? " (OPENBLAS_CORETYPE=" : "",
 		    reproduced ? reproduced : "", reproduced ? ")" : "");
@@ -467,31 +451,27 @@ cmd_replay(int argc, char **argv)
 		rc = cli_fail(&err);
 		goto out;
 	}
-	s.blob_scratch = scratch;
-	if (o.export_dir != NULL) {
-		if (masq_mkdir_p(o.export_dir, &err) < 0) {
-			rc = cli_fail(&err);
-			goto out_scratch;
-		}
-		s.export_redirect = xstrdup(o.export_dir);
-	} else {
-		s.skip_exports = 1;
+	if (o.export_dir != NULL && masq_mkdir_p(o.export_dir, &err) < 0) {
+		rc = cli_fail(&err);
+		goto out_scratch;
 	}
 	replay_report rep;
-	int r = sess_replay(&s, tolerance, o.verbose ? stderr : NULL, &rep, &err);
+	replay_opts ro = {.tolerance = tolerance, .export_dir = o.export_dir, .scratch = scratch,
+		.progress = o.verbose ? stderr : NULL};
+	int r = sess_replay(s, &ro, &rep, &err);
 	if (r < 0) {
 		rc = cli_fail(&err);
 	} else if (o.json) {
 		json_t *d = replay_report_json(&rep);
-		json_object_set_new(d, "session", json_integer(s.id));
+		json_object_set_new(d, "session", json_integer(sess_view_get(s)->id));
 		json_object_set_new(d, "database", json_string(o.db));
 		json_object_set_new(d, "reproduced", reproduced ? json_pack("{s:s}", "OPENBLAS_CORETYPE", reproduced) :
 		    json_null());
 		json_t *ed = json_array();
 		for (int i = 0; i < ndiff && i < 16; i++)
 			json_array_append_new(ed, json_string(diffs[i]));
-		json_object_set_new(d, "environment", json_pack("{s:O?, s:O, s:o}", "recorded", s.env, "here", here,
-		    "differences", ed));
+		json_object_set_new(d, "environment", json_pack("{s:O?, s:O, s:o}", "recorded", sess_environment(s), "here",
+		    here, "differences", ed));
 		json_dumpf(d, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		printf("\n");
 		json_decref(d);
@@ -500,7 +480,7 @@ cmd_replay(int argc, char **argv)
 		print_divergence(stderr, &rep);
 		rc = 1;
 	} else {
-		printf("session %lld replayed: every recorded result matches (%s; %d commands", (long long)s.id,
+		printf("session %lld replayed: every recorded result matches (%s; %d commands", (long long)sess_view_get(s)->id,
 		    tolerance ? "tolerance mode" : "exact", rep.commands);
 		if (rep.interrupted)
 			printf(", %d interrupted and skipped", rep.interrupted);
@@ -524,12 +504,13 @@ cmd_replay(int argc, char **argv)
 	if (r >= 0)
 		replay_report_done(&rep);
 out_scratch:
-	scratch_remove(scratch);
+	masq_remove_flat_dir(scratch);
+	free(scratch);
 out:
 	for (int i = 0; i < ndiff && i < 16; i++)
 		free(diffs[i]);
 	json_decref(here);
-	sess_done(&s);
+	sess_free(s);
 	sdb_close(db);
 	return rc;
 }
@@ -540,45 +521,36 @@ cmd_resume(int argc, char **argv)
 	struct sopts o;
 	int rc, finished;
 	sdb *db = NULL;
-	sess s;
+	sess *s = NULL;
 	masq_err err = {0};
 
 	if (attach("resume", argc, argv, &o, &db, &s, 1, &rc) < 0)
 		return rc;
-	int cursor = sess_restore(&s, &finished, &err);
+	int cursor = sess_restore(s, &finished, &err);
+	const sess_view *v = sess_view_get(s);
 	if (cursor < 0) {
 		rc = cli_fail(&err);
 		goto out;
 	}
 	if (finished) {
-		fprintf(stderr, "masq: session %lld has already finished; nothing to resume\n", (long long)s.id);
+		fprintf(stderr, "masq: session %lld has already finished; nothing to resume\n", (long long)v->id);
 		rc = 0;
 		goto out;
 	}
-	fprintf(stderr, "masq: resuming session %lld at layer %d of %d\n", (long long)s.id, cursor, s.p.n_layers);
-	rc = 0;
-	while (rc == 0 && s.p.layer < s.p.n_layers) {
-		json_t *args = json_pack("{s:i}", "layer", s.p.layer);
-		if (sess_dispatch(&s, "calibrate-layer", args, NULL, &err) < 0 ||
-		    (s.opts.search && sess_dispatch(&s, "search-alpha", args, NULL, &err) < 0) ||
-		    sess_dispatch(&s, "quantize-layer", args, NULL, &err) < 0 ||
-		    sess_dispatch(&s, "next-layer", args, NULL, &err) < 0)
-			rc = -1;
-		json_decref(args);
-	}
-	if (rc == 0 && sess_dispatch(&s, "finish", NULL, NULL, &err) < 0)
-		rc = -1;
-	if (rc < 0) {
+	fprintf(stderr, "masq: resuming session %lld at layer %d of %d\n", (long long)v->id, cursor, v->n_layers);
+	if (sess_run_to(s, v->n_layers, NULL, NULL, &err) < 0 || sess_dispatch(s, SC_FINISH, NULL, NULL, &err) < 0) {
 		rc = cli_fail(&err);
 		goto out;
 	}
-	printf("session %lld finished: SQNR of the last layer's output", (long long)s.id);
+	v = sess_view_get(s);
+	printf("session %lld finished: SQNR of the last layer's output", (long long)v->id);
 	for (int m = 0; m < MOD_COUNT; m++)
-		if (s.c.n_mod[m])
-			printf(" %s %.2f", modality_name(m), s.p.summary.sqnr[m]);
+		if (sess_mod_present(s, m))
+			printf(" %s %.2f", modality_name(m), v->summary->sqnr[m]);
 	printf(" dB\n");
+	rc = 0;
 out:
-	sess_done(&s);
+	sess_free(s);
 	sdb_close(db);
 	return rc;
 }
@@ -589,7 +561,7 @@ cmd_export(int argc, char **argv)
 	struct sopts o;
 	int rc, finished;
 	sdb *db = NULL;
-	sess s;
+	sess *s = NULL;
 	masq_err err = {0};
 	json_t *res = NULL;
 
@@ -603,18 +575,18 @@ cmd_export(int argc, char **argv)
 		rc = cli_usage("export", "%s exists; exports never overwrite", o.out);
 		goto out;
 	}
-	if (sess_restore(&s, &finished, &err) < 0) {
+	if (sess_restore(s, &finished, &err) < 0) {
 		rc = cli_fail(&err);
 		goto out;
 	}
 	json_t *args = json_pack("{s:s, s:s}", "format", o.format, "out", o.out);
-	rc = sess_dispatch(&s, "export", args, &res, &err);
+	rc = sess_dispatch(s, SC_EXPORT, args, &res, &err);
 	json_decref(args);
 	if (rc < 0) {
 		rc = cli_fail(&err);
 		goto out;
 	}
-	printf("session %lld exported as %s to %s (%zu files)\n", (long long)s.id, o.format, o.out,
+	printf("session %lld exported as %s to %s (%zu files)\n", (long long)sess_view_get(s)->id, o.format, o.out,
 	    json_object_size(json_object_get(res, "files")));
 	const char *dropped = json_string_value(json_object_get(res, "dropped"));
 	if (dropped != NULL && *dropped)
@@ -622,7 +594,7 @@ cmd_export(int argc, char **argv)
 	rc = 0;
 out:
 	json_decref(res);
-	sess_done(&s);
+	sess_free(s);
 	sdb_close(db);
 	return rc;
 }

@@ -18,7 +18,6 @@
 #include "src/cli.h"
 #include "ui/ui.h"
 
-void cli_cmd_help(const char *cmd);
 
 int
 cmd_tui(int argc, char **argv)
@@ -45,9 +44,8 @@ cmd_tui(int argc, char **argv)
 	ui_opts uo;
 	masq_err err = {0};
 	sdb *db = NULL;
-	sess s;
+	sess *s = NULL;
 
-	memset(&s, 0, sizeof s);
 	pipe_opts_default(&o);
 	ui_opts_default(&uo);
 	optind = 0;
@@ -118,7 +116,7 @@ cmd_tui(int argc, char **argv)
 			goto done;
 		}
 		opened = 1;
-		if (sess_restore(&s, &finished, &err) < 0) {
+		if (sess_restore(s, &finished, &err) < 0) {
 			rc = cli_fail(&err);
 			goto done;
 		}
@@ -131,7 +129,7 @@ cmd_tui(int argc, char **argv)
 		}
 		opened = 1;
 		json_t *args = json_pack("{s:s, s:s}", "model", model_dir, "calib", calib_path);
-		int r = sess_dispatch(&s, "open", args, NULL, &err);
+		int r = sess_dispatch(s, SC_OPEN, args, NULL, &err);
 		json_decref(args);
 		if (r < 0) {
 			rc = cli_fail(&err);
@@ -139,16 +137,16 @@ cmd_tui(int argc, char **argv)
 		}
 	}
 	uo.db_label = db_path;
-	if (ui_run(&s, &uo, &err) < 0) {
+	if (ui_run(s, &uo, &err) < 0) {
 		rc = cli_fail(&err);
 		goto done;
 	}
 	fprintf(stderr, "masq: session %lld is recorded in %s (masq replay --db %s --session %lld)\n",
-	    (long long)s.id, db_path, db_path, (long long)s.id);
+	    (long long)sess_view_get(s)->id, db_path, db_path, (long long)sess_view_get(s)->id);
 	rc = 0;
 done:
 	if (opened)
-		sess_done(&s);
+		sess_free(s);
 	if (db != NULL)
 		sdb_close(db);
 	free(model_dir);

@@ -16,37 +16,20 @@
 #include "core/engine.h"
 #include "src/cli.h"
 
-static const struct subcmd {
+static const struct {
 	const char *name;
 	int (*fn)(int, char **);
-	const char *usage;
-	const char *summary;
 } subcmds[] = {
-	{"demo", cmd_demo, "demo DIR [--preset tiny|small|3b] [--seed N]",
-	    "write the embedded demo: DIR/model and DIR/calib.safetensors"},
-	{"inspect", cmd_inspect, "inspect PATH [--json]",
-	    "summarise a model directory, a calibration set or a safetensors file"},
-	{"run", cmd_run,
-	    "run [--model DIR --calib FILE] [--method rtn|sq|mas|mas-cmc|all] [--wbits N] [--abits N]\n"
-	    "           [--alpha X|search] [--rank R] [--set LAYER.LINEAR.KEY=VALUE ...] [--json]",
-	    "quantize every layer with a method and measure it per modality against the FP model"},
-	{"sessions", cmd_sessions, "sessions [list | show ID | dump ID | load FILE] [--db FILE] [--json]",
-	    "list the recorded sessions, show one's events, dump one as SQL, load a dump"},
-	{"replay", cmd_replay, "replay [--db FILE] [--session ID] [--exact | --tolerance] [--export DIR]\n"
-	    "           [--model DIR --calib FILE] [--json] [--verbose]",
-	    "recompute a recorded session and compare every result, exactly or within tolerances (exit 1 at a divergence)"},
-	{"resume", cmd_resume, "resume [--db FILE] [--session ID]",
-	    "continue an interrupted run from its last completed layer"},
-	{"export", cmd_export, "export [--db FILE] [--session ID] --format fake|compressed-tensors|masquant --out DIR",
-	    "write a session's quantized model"},
-	{"eval", cmd_eval, "eval --model EXPORT_DIR --reference FP_MODEL_DIR --calib FILE [--threads N] [--json]",
-	    "run an export with deployment semantics; SQNR per layer and modality against the FP model"},
-	{"tui", cmd_tui, "tui [--model DIR --calib FILE] [--db FILE] [--session ID] [--method M] [--wbits N] [--abits N]\n"
-	    "           [--threads N] [--ascii]",
-	    "the interactive workbench: step through the layers, see the statistics, tune alpha, export"},
-	{"forward", cmd_forward,
-	    "forward [--model DIR] [--calib FILE] [--out FILE] [--threads N] [--json]",
-	    "run the full-precision decoder layer by layer; write every layer's output"},
+	{"demo", cmd_demo},
+	{"inspect", cmd_inspect},
+	{"run", cmd_run},
+	{"sessions", cmd_sessions},
+	{"replay", cmd_replay},
+	{"resume", cmd_resume},
+	{"export", cmd_export},
+	{"eval", cmd_eval},
+	{"tui", cmd_tui},
+	{"forward", cmd_forward},
 };
 #define NSUBCMDS (sizeof subcmds / sizeof subcmds[0])
 
@@ -62,8 +45,8 @@ usage(FILE *fp)
 	    "side by side (masq run --method all).\n"
 	    "\n"
 	    "commands:\n");
-	for (size_t i = 0; i < NSUBCMDS; i++)
-		fprintf(fp, "  masq %s\n      %s\n", subcmds[i].usage, subcmds[i].summary);
+	for (const cli_subcmd *c = cli_subcmds; c->name != NULL; c++)
+		fprintf(fp, "  masq %s\n      %s\n", c->usage, c->summary);
 	fprintf(fp,
 	    "\n"
 	    "options:\n"
@@ -125,119 +108,6 @@ usage(FILE *fp)
 	    "See masq(1).\n", DEMO_DEFAULT_SEED);
 }
 
-/* Print the one-line usage of cmd (for `masq CMD --help`). */
-void cli_cmd_help(const char *cmd);
-
-void
-cli_cmd_help(const char *cmd)
-{
-	for (size_t i = 0; i < NSUBCMDS; i++)
-		if (strcmp(subcmds[i].name, cmd) == 0)
-			printf("usage: masq %s\n  %s\nSee masq(1).\n", subcmds[i].usage, subcmds[i].summary);
-}
-
-int
-cli_fail(const masq_err *err)
-{
-	fprintf(stderr, "masq: %s\n", err->msg);
-	return masq_exit_code(err->status == MASQ_OK ? MASQ_ERR_INTERNAL : err->status);
-}
-
-int
-cli_usage(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "masq %s: ", cmd);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'masq %s --help'.\n", cmd);
-	return 2;
-}
-
-int
-cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) {
-		cli_usage(cmd, "%s must be an integer in [%ld, %ld], not '%s'", opt, lo, hi, s);
-		return -1;
-	}
-	*out = v;
-	return 0;
-}
-
-void
-cli_fmt_db(char *buf, size_t n, double x)
-{
-	if (isfinite(x))
-		snprintf(buf, n, "%.2f", x);
-	else
-		snprintf(buf, n, "-");
-}
-
-void
-cli_set_threads(long n)
-{
-	if (n > 0)
-		masq_blas_set_threads((int)n);
-}
-
-int
-cli_default_inputs(char **model_dir, char **calib_path, masq_err *err)
-{
-	char *base, *dir, *stamp, sub[64];
-	const char *env = getenv("MASQ_DEMO_DIR");
-	struct stat sb;
-	demo_preset p;
-
-	if (*model_dir != NULL && *calib_path != NULL)
-		return 0;
-	if (*model_dir != NULL || *calib_path != NULL)
-		return masq_err_set(err, MASQ_ERR_USAGE,
-		    "--model and --calib go together (give both, or neither for the demo)");
-	if (env != NULL && *env != '\0') {
-		base = xstrdup(env);
-	} else if ((env = getenv("XDG_CACHE_HOME")) != NULL && *env != '\0') {
-		base = masq_path_join(env, "masq");
-	} else {
-		const char *home = getenv("HOME");
-		char *cache = masq_path_join(home && *home ? home : ".", ".cache");
-		base = masq_path_join(cache, "masq");
-		free(cache);
-	}
-	snprintf(sub, sizeof sub, "demo-tiny-%u-v%s", DEMO_DEFAULT_SEED, PACKAGE_VERSION);
-	dir = masq_path_join(base, sub);
-	free(base);
-	stamp = masq_path_join(dir, "complete");
-	if (stat(stamp, &sb) != 0) {
-		FILE *fp;
-		demo_preset_get("tiny", &p);
-		fprintf(stderr, "masq: writing the embedded demo to %s\n", dir);
-		if (demo_write(dir, &p, DEMO_DEFAULT_SEED, err) < 0 ||
-		    (fp = fopen(stamp, "w")) == NULL) {
-			if (err->status == MASQ_OK)
-				masq_err_set(err, MASQ_ERR_IO, "%s: cannot write", stamp);
-			free(stamp);
-			free(dir);
-			return -1;
-		}
-		fclose(fp);
-	}
-	free(stamp);
-	*model_dir = masq_path_join(dir, "model");
-	*calib_path = masq_path_join(dir, "calib.safetensors");
-	free(dir);
-	return 0;
-}
-
-char **cli_argv;
-
 int
 main(int argc, char **argv)
 {
@@ -259,12 +129,9 @@ main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "help") == 0) {
-		if (argc > 2 && strcmp(argv[1], "help") == 0) {
-			for (size_t i = 0; i < NSUBCMDS; i++)
-				if (strcmp(subcmds[i].name, argv[2]) == 0) {
-					cli_cmd_help(argv[2]);
-					return 0;
-				}
+		if (argc > 2 && strcmp(argv[1], "help") == 0 && cli_subcmd_find(argv[2]) != NULL) {
+			cli_cmd_help(argv[2]);
+			return 0;
 		}
 		usage(stdout);
 		return 0;

@@ -5,13 +5,15 @@
  *	tests/cmdtable            TAP: the table is well formed (names, keys,
  *	                          summaries, arguments)
  *	tests/cmdtable --list     one line per command:
- *	                          NAME <tab> KEY <tab> ARGS <tab> SUMMARY
- *	                          (KEY "-" when none; ARGS "name:type" words,
- *	                          optional ones in brackets, "-" when none)
+ *	                          NAME <tab> FLAGS <tab> ARGS <tab> SUMMARY
+ *	                          (FLAGS words such as "layer,long", "-" when
+ *	                          none; ARGS "name:type" words, optional ones
+ *	                          in brackets, "-" when none)
  *	tests/cmdtable --mdoc     the SESSION COMMANDS list of masq(1) and
  *	                          masq-session(5), in mdoc
  *
  * tests/docs.sh uses --list to check that every command is documented.
+ * The keys that issue commands are the workbench's (tests/keytable).
  */
 #include "config.h"
 
@@ -49,18 +51,33 @@ cmdtable_name_ok(const char *s)
 	return 1;
 }
 
+/* The command's flags as words, comma-separated, "-" for none. */
+static void
+cmdtable_flags(const sess_cmd *c, char *buf, size_t n)
+{
+	static const struct { int f; const char *w; } fw[] = {
+		{SCF_NEEDS_OPEN, "open"}, {SCF_LAYER, "layer"}, {SCF_LONG, "long"}, {SCF_SETTING, "setting"},
+		{SCF_FILES, "files"},
+	};
+	size_t k = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < sizeof fw / sizeof fw[0]; i++)
+		if (c->flags & fw[i].f)
+			k += (size_t)snprintf(buf + k, n - k, "%s%s", k ? "," : "", fw[i].w);
+	if (k == 0)
+		snprintf(buf, n, "-");
+}
+
 /* Print the table, one tab-separated line per command, to stdout. */
 static void
 cmdtable_list(void)
 {
 	for (const sess_cmd *c = sess_cmds; c->name != NULL; c++) {
 		int any = 0;
+		char fl[64];
 
-		printf("%s\t", c->name);
-		if (c->key > 0 && c->key < 127 && isgraph(c->key))
-			printf("%c\t", c->key);
-		else
-			printf("-\t");
+		cmdtable_flags(c, fl, sizeof fl);
+		printf("%s\t%s\t", c->name, fl);
 		for (const sess_arg *a = c->args; a != NULL && a->name != NULL; a++, any = 1)
 			printf(a->required ? "%s%s:%s" : "%s[%s:%s]", any ? " " : "", a->name,
 			    cmdtable_type_name(a->type));
@@ -88,7 +105,7 @@ cmdtable_mdoc_text(const char *s, int sentence)
 }
 
 /* Print the SESSION COMMANDS list in mdoc: per command its name and
- * arguments, its summary, its TUI key and a list of its arguments. */
+ * arguments, its summary, its properties and a list of its arguments. */
 static void
 cmdtable_mdoc(void)
 {
@@ -107,10 +124,21 @@ cmdtable_mdoc(void)
 		}
 		putchar('\n');
 		cmdtable_mdoc_text(c->summary, 1);
-		if (c->key > 0 && c->key < 127 && isgraph(c->key))
-			printf("TUI key:\n.Ic %c .\n", c->key);
-		else
-			puts("No TUI key.");
+		char props[256] = "";
+		size_t k = 0;
+		if (c->flags & SCF_LAYER)
+			k += (size_t)snprintf(props + k, sizeof props - k, "%sacts on the cursor's layer", k ? "; " : "");
+		if (c->flags & SCF_LONG)
+			k += (size_t)snprintf(props + k, sizeof props - k, "%slong work", k ? "; " : "");
+		if (c->flags & SCF_SETTING)
+			k += (size_t)snprintf(props + k, sizeof props - k, "%sa setting: resume applies it again", k ? "; " : "");
+		if (c->flags & SCF_FILES)
+			k += (size_t)snprintf(props + k, sizeof props - k, "%swrites files outside the database", k ? "; " : "");
+		if (c->restore == SR_RESULT)
+			k += (size_t)snprintf(props + k, sizeof props - k, "%sresume takes its effect from its result",
+			    k ? "; " : "");
+		if (k > 0)
+			cmdtable_mdoc_text(props, 1);
 		if (widest == NULL)
 			continue;
 		printf(".Bl -tag -width %s -compact\n", widest);
@@ -131,32 +159,36 @@ cmdtable_check(void)
 	int n = 0;
 
 	for (const sess_cmd *c = sess_cmds; c->name != NULL; c++, n++) {
-		int dup = 0, keydup = 0, args_ok = 1;
+		int dup = 0, args_ok = 1, has_layer = 0;
 
 		tap_ok(cmdtable_name_ok(c->name), "'%s' is lowercase words joined by hyphens", c->name);
-		for (const sess_cmd *d = sess_cmds; d < c; d++) {
+		for (const sess_cmd *d = sess_cmds; d < c; d++)
 			dup |= strcmp(d->name, c->name) == 0;
-			keydup |= c->key != 0 && d->key == c->key;
-		}
 		tap_ok(!dup, "'%s' appears once", c->name);
-		tap_ok(sess_cmd_find(c->name) == c, "sess_cmd_find finds '%s'", c->name);
+		tap_ok(sess_cmd_find(c->name) == c && sess_cmd_id(c) == n, "sess_cmd_find finds '%s' at its id", c->name);
 		tap_ok(c->summary != NULL && c->summary[0] != '\0' && strchr(c->summary, '\n') == NULL,
 		    "'%s' has a one-line summary", c->name);
-		tap_ok(c->key == 0 || (c->key > 0 && c->key < 127 && isgraph(c->key) && !keydup),
-		    "'%s': its key is a printable character no other command has, or none", c->name);
 		tap_ok(c->exec != NULL, "'%s' has an exec function", c->name);
 		if (c->args == NULL) {
 			args_ok = 0;
 		} else {
-			for (const sess_arg *a = c->args; a->name != NULL; a++)
+			for (const sess_arg *a = c->args; a->name != NULL; a++) {
 				if (!cmdtable_name_ok(a->name) || a->help == NULL || a->help[0] == '\0' ||
 				    (a->type != SARG_INT && a->type != SARG_NUM && a->type != SARG_STR &&
 				    a->type != SARG_BOOL))
 					args_ok = 0;
+				has_layer |= strcmp(a->name, "layer") == 0 && a->type == SARG_INT && !a->required;
+			}
 		}
 		tap_ok(args_ok, "'%s': every argument has a name, a type and a help text", c->name);
+		tap_ok(!(c->flags & SCF_LAYER) || (has_layer && (c->flags & SCF_NEEDS_OPEN)),
+		    "'%s': a command on the cursor's layer takes an optional integer layer and needs the model open", c->name);
+		tap_ok((c->restore == SR_RESULT) == (c->restore_fn != NULL),
+		    "'%s': a restore hook exactly when resume takes its effect from its result", c->name);
+		tap_ok(!(c->flags & SCF_SETTING) || c->restore == SR_RERUN, "'%s': a setting is applied again on resume",
+		    c->name);
 	}
-	tap_ok(n > 0, "the table has %d commands", n);
+	tap_ok(n == SC_COUNT, "the table has %d commands, one per id", n);
 	return tap_done();
 }
 

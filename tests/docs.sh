@@ -159,4 +159,17 @@ if [ -x "$table" ] && "$table" --list > "$w/cmds.txt" 2> "$w/cmds.err"; then
 else
 	ok "# SKIP tests/cmdtable is not built: the command table is not checked"
 fi
+
+# The workbench's keys, in masq(1): the list its key table generates.
+keys="$builddir/keytable"
+if [ -x "$keys" ] && "$keys" --mdoc > "$w/keys.mdoc" 2> "$w/keys.err"; then
+	gen=$(tr '\n' '\001' < "$w/keys.mdoc")
+	text=$(tr '\n' '\001' < "$man/masq.1")
+	case $text in
+	*"$gen"*) ok "masq.1: the key list is the one the key table generates" ;;
+	*) not_ok "masq.1: the key list is the one the key table generates (paste tests/keytable --mdoc)" ;;
+	esac
+else
+	not_ok "tests/keytable --mdoc runs"
+fi
 done_testing

@@ -121,7 +121,7 @@ main(int argc, char **argv)
 	const char *model_dir = NULL, *calib_path = NULL, *db_path = NULL, *out = NULL;
 	masq_err err = {0};
 	sdb *db = NULL;
-	sess s;
+	sess *s = NULL;
 	pipe_opts o;
 
 	for (int i = 1; i + 1 < argc; i += 2) {
@@ -149,7 +149,7 @@ main(int argc, char **argv)
 		return 99;
 	}
 	json_t *args = json_pack("{s:s, s:s}", "model", model_dir, "calib", calib_path);
-	int rc = sess_dispatch(&s, "open", args, NULL, &err);
+	int rc = sess_dispatch(s, SC_OPEN, args, NULL, &err);
 	json_decref(args);
 	tap_ok(rc == 0, "the session opens the demo%s%s", rc ? ": " : "", rc ? err.msg : "");
 
@@ -163,7 +163,7 @@ main(int argc, char **argv)
 	ui_opts uo;
 	ui_opts_default(&uo);
 	uo.db_label = db_path;
-	ui *u = ui_new(&s, &uo);
+	ui *u = ui_new(s, &uo);
 	snprintf(busy_path, sizeof busy_path, "%s/busy.tmp", out);
 	ui_set_sync(u, 1, busy_dump, NULL);
 	ui_set_clock(u, fake_clock);
@@ -196,7 +196,8 @@ main(int argc, char **argv)
 		if (strcmp(st->name, "alpha-up") == 0)
 			have1 = ui_preview_get(u, &pv1, &g, &m) && g == SITE_QKV && m == MOD_VISION;
 		if (strcmp(st->name, "sq-mas-o") == 0)
-			tap_ok(s.p.settings[1].method == METHOD_MAS_CMC && s.p.layer == 1 && s.p.calibrated,
+			tap_ok(sess_layer_setting(s, 1)->method == METHOD_MAS_CMC && sess_view_get(s)->cursor == 1 &&
+			    sess_layer_state(s, 1) == SLS_CALIBRATED,
 			    "previewing sq and mas leaves layer 1's method (mas-cmc) and state alone");
 		if (!quit)
 			dump(out, (int)i, st->name);
@@ -215,12 +216,12 @@ main(int argc, char **argv)
 		tap_ok(isfinite(a) && isfinite(b) && a != b, "q_proj's vision SQNR preview changes with alpha: %.4f -> %.4f dB",
 		    a, b);
 	}
-	tap_ok(fabsf(s.p.settings[1].alpha[GRP_QKV][MOD_VISION] - 0.55f) < 1e-6f,
+	tap_ok(fabsf(sess_layer_setting(s, 1)->alpha[GRP_QKV][MOD_VISION] - 0.55f) < 1e-6f,
 	    "layer 1 qkv vision alpha is 0.55 after '+'");
-	tap_ok(s.p.finished, "the session finished");
+	tap_ok(sess_view_get(s)->finished, "the session finished");
 	struct stat sb;
 	char ex[64];
-	snprintf(ex, sizeof ex, "masq-export-%lld-masquant", (long long)s.id);
+	snprintf(ex, sizeof ex, "masq-export-%lld-masquant", (long long)sess_view_get(s)->id);
 	tap_ok(stat(ex, &sb) == 0 && S_ISDIR(sb.st_mode), "the export dialog wrote %s", ex);
 
 	ui_free(u);
@@ -228,7 +229,7 @@ main(int argc, char **argv)
 	delscreen(scr);
 	fclose(fin);
 	fclose(fout);
-	sess_done(&s);
+	sess_free(s);
 	sdb_close(db);
 	return tap_done();
 }

@@ -1,0 +1,374 @@
+/*
+ * cmd_layer.c: the commands that walk the decoder (open, calibrate-layer,
+ * search-alpha, quantize-layer, next-layer, finish), the blobs they leave
+ * beside the database (statistics, plans, checkpoints), and how resume
+ * rebuilds their effect from their recorded results.
+ */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/engine.h"
+#include "core/safetensors.h"
+#include "core/sha256.h"
+#include "sessions/internal.h"
+
+/* ---- blobs ------------------------------------------------------------------- */
+
+/* The checkpoint after a layer: both hidden states entering the cursor. */
+static int
+checkpoint_write(sess *s, char sha[65], masq_err *err)
+{
+	const pipeline *p = &s->p;
+	int64_t shape[2] = {p->c->n_tokens, p->m->cfg.hidden};
+	size_t n = (size_t)shape[0] * shape[1] * sizeof(float);
+	char v[32];
+	st_writer *w = st_writer_new();
+	char *tmp = sess_blob_tmp(s, "checkpoint");
+	snprintf(v, sizeof v, "%d", p->layer);
+	int rc = (st_writer_add(w, "h_fp", ST_F32, 2, shape, err) < 0 ||
+	    st_writer_add(w, "h_q", ST_F32, 2, shape, err) < 0 ||
+	    st_writer_meta(w, "next_layer", v, err) < 0 ||
+	    st_writer_begin(w, tmp, err) < 0 || st_writer_write(w, p->h_fp, n, err) < 0 ||
+	    st_writer_write(w, p->h_q, n, err) < 0 || st_writer_finish(w, err) < 0) ? -1 : 0;
+	st_writer_free(w);
+	if (rc < 0) {
+		unlink(tmp);
+		free(tmp);
+		return -1;
+	}
+	return sess_blob_store(s, tmp, sha, err);
+}
+
+int
+sess_checkpoint_read(sess *s, const char *sha, masq_err *err)
+{
+	char *path = sess_blob_path(s, sha, err);
+	st_file f;
+	pipeline *p = &s->p;
+	if (path == NULL)
+		return -1;
+	int rc = st_open(&f, path, err);
+	free(path);
+	if (rc < 0)
+		return -1;
+	const st_tensor *a = st_find(&f, "h_fp"), *b = st_find(&f, "h_q");
+	if (a == NULL || b == NULL || a->dtype != ST_F32 || b->dtype != ST_F32 || a->ndim != 2 ||
+	    b->ndim != 2 || a->shape[0] != p->c->n_tokens || a->shape[1] != p->m->cfg.hidden ||
+	    b->shape[0] != a->shape[0] || b->shape[1] != a->shape[1]) {
+		st_close(&f);
+		return masq_err_set(err, MASQ_ERR_FORMAT, "checkpoint %.12s... does not fit this model and calibration set", sha);
+	}
+	memcpy(p->h_fp, a->data, (size_t)(a->end - a->begin));
+	memcpy(p->h_q, b->data, (size_t)(b->end - b->begin));
+	st_close(&f);
+	return 0;
+}
+
+/* The cursor layer's per-channel maxima, "absmax.<site>" F32 [rows, d]
+ * (rows: text, vision, audio, all), as a blob. */
+static int
+stats_blob_write(sess *s, char sha[65], masq_err *err)
+{
+	const pipeline *p = &s->p;
+	st_writer *w = st_writer_new();
+	char *tmp = sess_blob_tmp(s, "stats"), name[64], v[32];
+	int rc = 0;
+
+	snprintf(v, sizeof v, "%d", p->layer);
+	for (int site = 0; site < SITE_COUNT && rc == 0; site++) {
+		int64_t shape[2] = {STATS_ROWS, p->st[site].d};
+		snprintf(name, sizeof name, "absmax.%s", engine_site_name(site));
+		rc = st_writer_add(w, name, ST_F32, 2, shape, err);
+	}
+	if (rc == 0)
+		rc = st_writer_meta(w, "layer", v, err) < 0 || st_writer_begin(w, tmp, err) < 0 ? -1 : 0;
+	for (int site = 0; site < SITE_COUNT && rc == 0; site++)
+		rc = st_writer_write(w, p->st[site].absmax, (size_t)STATS_ROWS * p->st[site].d * sizeof(float), err);
+	if (rc == 0)
+		rc = st_writer_finish(w, err);
+	st_writer_free(w);
+	if (rc < 0) {
+		unlink(tmp);
+		free(tmp);
+		return -1;
+	}
+	return sess_blob_store(s, tmp, sha, err);
+}
+
+/* ---- the commands ---------------------------------------------------------------- */
+
+sess_retval
+scmd_open(sess *s, json_t *args, json_t *res, masq_err *err)
+{
+	(void)args;
+	if (s->opened)
+		return masq_err_set(err, MASQ_ERR_USAGE, "the session is already open");
+	masq_blas_set_threads(s->threads);
+	if (model_open(&s->m, s->model_dir, err) < 0)
+		return SESS_ERROR;
+	if (calib_load(&s->c, s->calib_path, s->m.cfg.hidden, err) < 0) {
+		model_close(&s->m);
+		return SESS_ERROR;
+	}
+	if (pipe_init(&s->p, &s->m, &s->c, &s->opts, err) < 0) {
+		calib_done(&s->c);
+		model_close(&s->m);
+		return SESS_ERROR;
+	}
+	s->plan_sha = xcalloc((size_t)s->m.cfg.n_layers, sizeof *s->plan_sha);
+	s->live = xcalloc((size_t)s->m.cfg.n_layers, 1);
+	s->opened = 1;
+	json_object_set_new(res, "model_fp", json_string(s->model_fp));
+	json_object_set_new(res, "calib_fp", json_string(s->calib_fp));
+	json_object_set_new(res, "layers", json_integer(s->m.cfg.n_layers));
+	json_object_set_new(res, "hidden", json_integer(s->m.cfg.hidden));
+	json_object_set_new(res, "tokens", json_integer(s->c.n_tokens));
+	return SESS_OK;
+}
+
+sess_retval
+scmd_calibrate(sess *s, json_t *args, json_t *res, masq_err *err)
+{
+	(void)args;
+	pipeline *p = &s->p;
+	if (pipe_calibrate(p, err) < 0)
+		return SESS_ERROR;
+	s->live[p->layer] = SLIVE_CALIB;	/* a new calibration: nothing quantized yet */
+	sha256_ctx c;
+	char hex[65];
+	sha256_init(&c);
+	for (int site = 0; site < SITE_COUNT; site++)
+		sha256_update(&c, p->st[site].absmax, (size_t)STATS_ROWS * p->st[site].d * sizeof(float));
+	sha256_hex(&c, hex);
+	json_object_set_new(res, "layer", json_integer(p->layer));
+	json_object_set_new(res, "absmax_sha256", json_string(hex));
+	if (s->db != NULL) {
+		/* the statistics themselves, so that a replay elsewhere can
+		 * compare them by value when their hash cannot match */
+		char sha[65];
+		if (stats_blob_write(s, sha, err) < 0)
+			return SESS_ERROR;
+		json_object_set_new(res, "stats", json_string(sha));
+	}
+	json_t *mis = json_object();
+	for (int site = 0; site < SITE_COUNT; site++) {
+		const misalign *ma = &p->results[p->layer].mis[site];
+		json_t *o = json_object(), *sh = json_object(), *th = json_object();
+		for (int m = 0; m < MOD_COUNT; m++)
+			if (ma->present[m]) {
+				json_object_set_new(sh, modality_name(m), json_real(ma->dominant_share[m]));
+				json_object_set_new(th, modality_name(m), sess_json_num(ma->thm1_loss_db[m]));
+			}
+		json_object_set_new(o, "dominant_share", sh);
+		json_object_set_new(o, "thm1_loss_db", th);
+		json_object_set_new(mis, engine_site_name(site), o);
+	}
+	json_object_set_new(res, "misalignment", mis);
+	return SESS_OK;
+}
+
+sess_retval
+scmd_search(sess *s, json_t *args, json_t *res, masq_err *err)
+{
+	(void)args;
+	if (pipe_search_alpha(&s->p, err) < 0)
+		return SESS_ERROR;
+	sess_mark_stale(s, s->p.layer, s->p.layer);	/* the search set its alphas */
+	const pipe_search *sr = &s->p.results[s->p.layer].search;
+	json_t *best = json_object(), *curves = json_object();
+	for (int row = 0; row < ALPHA_ROWS; row++) {
+		int any = 0;
+		json_t *c = json_array();
+		for (int i = 0; i < sr->n; i++)
+			if (sr->sqnr[row][i] != 0.0) {
+				any = 1;
+				json_array_append_new(c, json_pack("[f, o]", sr->alpha[i], sess_json_num(sr->sqnr[row][i])));
+			}
+		const char *name = row < MOD_COUNT ? modality_name(row) : "unified";
+		if (any) {
+			json_object_set_new(best, name, json_real(sr->best[row]));
+			json_object_set_new(curves, name, c);
+		} else {
+			json_decref(c);
+		}
+	}
+	json_object_set_new(res, "layer", json_integer(s->p.layer));
+	json_object_set_new(res, "best", best);
+	json_object_set_new(res, "curves", curves);
+	json_object_set_new(res, "tokens", json_integer(sr->tokens));
+	return SESS_OK;
+}
+
+/* The recorded layer of a result, checked against the model. */
+static int
+result_layer(sess *s, json_t *res, int *layer, masq_err *err)
+{
+	json_t *v = json_object_get(res, "layer");
+	if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= s->p.n_layers)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "its result has no layer in 0..%d", s->p.n_layers - 1);
+	*layer = (int)json_integer_value(v);
+	return 0;
+}
+
+int
+scmd_search_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err)
+{
+	(void)args;
+	(void)rs;
+	int layer;
+	const char *k;
+	json_t *v;
+	if (result_layer(s, res, &layer, err) < 0)
+		return -1;
+	json_t *best = json_object_get(res, "best");
+	if (!json_is_object(best))
+		return masq_err_set(err, MASQ_ERR_FORMAT, "its result has no \"best\" object");
+	json_object_foreach(best, k, v) {
+		int row = strcmp(k, "unified") == 0 ? ALPHA_UNIFIED : -1;
+		for (int m = 0; m < MOD_COUNT; m++)
+			if (strcmp(k, modality_name(m)) == 0)
+				row = m;
+		if (row < 0)
+			return masq_err_set(err, MASQ_ERR_FORMAT, "best.%s names no alpha row", k);
+		if (!json_is_number(v) || setting_set_alpha(&s->p.settings[layer], -1, row, json_number_value(v), err) < 0)
+			return masq_err_prefix(err, "best.%s", k);
+	}
+	return 0;
+}
+
+sess_retval
+scmd_quantize(sess *s, json_t *args, json_t *res, masq_err *err)
+{
+	(void)args;
+	pipeline *p = &s->p;
+	if (pipe_quantize(p, err) < 0)
+		return SESS_ERROR;
+	s->live[p->layer] = (unsigned char)((s->live[p->layer] | SLIVE_QUANT) & ~SLIVE_STALE);
+	const pipe_layer_result *r = &p->results[p->layer];
+	json_object_set_new(res, "layer", json_integer(p->layer));
+	json_object_set_new(res, "method", json_string(method_name(r->method)));
+	json_object_set_new(res, "sqnr_db", sess_json_mods(s, r->sqnr, 1));
+	json_object_set_new(res, "mae", sess_json_mods(s, r->mae, 1));
+	json_t *lins = json_array();
+	for (int k = 0; k < LIN_COUNT; k++) {
+		json_t *o = json_object();
+		json_object_set_new(o, "name", json_string(lin_name(k)));
+		json_object_set_new(o, "rank", json_integer(r->lin[k].rank));
+		json_object_set_new(o, "sqnr_db", sess_json_mods(s, r->lin[k].sqnr, 1));
+		json_array_append_new(lins, o);
+	}
+	json_object_set_new(res, "linears", lins);
+	if (s->db != NULL) {
+		char sha[65], *tmp = sess_blob_tmp(s, "plan");
+		if (qplan_write(&p->plan, tmp, err) < 0) {
+			unlink(tmp);
+			free(tmp);
+			return SESS_ERROR;
+		}
+		if (sess_blob_store(s, tmp, sha, err) < 0)
+			return SESS_ERROR;
+		free(s->plan_sha[p->layer]);
+		s->plan_sha[p->layer] = xstrdup(sha);
+		json_object_set_new(res, "plan", json_string(sha));
+	}
+	return SESS_OK;
+}
+
+int
+scmd_quantize_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err)
+{
+	(void)args;
+	(void)rs;
+	int layer;
+	if (result_layer(s, res, &layer, err) < 0)
+		return -1;
+	const char *plan = json_string_value(json_object_get(res, "plan"));
+	int method = method_parse(json_string_value(json_object_get(res, "method")) ?
+	    json_string_value(json_object_get(res, "method")) : "");
+	if (method < 0)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "its result names no method");
+	pipe_layer_result *r = &s->p.results[layer];
+	free(s->plan_sha[layer]);
+	s->plan_sha[layer] = plan ? xstrdup(plan) : NULL;
+	r->done = 1;
+	r->method = method;
+	json_t *sq = json_object_get(res, "sqnr_db"), *ma = json_object_get(res, "mae");
+	for (int m = 0; m < STATS_ROWS; m++) {
+		const char *mn = m < MOD_COUNT ? modality_name(m) : "all";
+		json_t *x = json_object_get(sq, mn), *y = json_object_get(ma, mn);
+		r->sqnr[m] = json_is_number(x) ? json_number_value(x) : NAN;
+		r->mae[m] = json_is_number(y) ? json_number_value(y) : NAN;
+	}
+	return 0;
+}
+
+sess_retval
+scmd_next(sess *s, json_t *args, json_t *res, masq_err *err)
+{
+	(void)args;
+	int l = s->p.layer;
+	/* a resumed session may hold the cursor layer's recorded result
+	 * without its output: commit only what was quantized here */
+	if (!(s->live[l] & SLIVE_QUANT))
+		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not quantized yet", l);
+	if (s->live[l] & SLIVE_STALE)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "layer %d is stale: a setting changed after it was quantized; quantize it again before committing", l);
+	if (pipe_next(&s->p, err) < 0)
+		return SESS_ERROR;
+	json_object_set_new(res, "layer", json_integer(s->p.layer));
+	if (s->db != NULL) {
+		char sha[65];
+		if (checkpoint_write(s, sha, err) < 0)
+			return SESS_ERROR;
+		json_object_set_new(res, "checkpoint", json_string(sha));
+	}
+	return SESS_OK;
+}
+
+int
+scmd_next_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err)
+{
+	(void)args;
+	json_t *v = json_object_get(res, "layer");
+	const char *c = json_string_value(json_object_get(res, "checkpoint"));
+	/* the cursor after a commit: 1 .. n_layers, and never backwards */
+	if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > s->p.n_layers ||
+	    json_integer_value(v) != rs->cursor + 1)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "its result moves the cursor from layer %d to %s%lld", rs->cursor,
+		    json_is_integer(v) ? "" : "(not a number) ", json_is_integer(v) ? (long long)json_integer_value(v) : 0LL);
+	rs->cursor = (int)json_integer_value(v);
+	free(rs->checkpoint);
+	rs->checkpoint = c ? xstrdup(c) : NULL;
+	return 0;
+}
+
+sess_retval
+scmd_finish(sess *s, json_t *args, json_t *res, masq_err *err)
+{
+	(void)args;
+	if (pipe_finish(&s->p, err) < 0)
+		return SESS_ERROR;
+	json_object_set_new(res, "sqnr_db", sess_json_mods(s, s->p.summary.sqnr, 1));
+	json_object_set_new(res, "mae", sess_json_mods(s, s->p.summary.mae, 1));
+	json_object_set_new(res, "kl_text", sess_json_num(s->p.summary.kl_text));
+	if (s->db != NULL && s->record)
+		sdb_session_set_status(s->db, s->id, "finished", NULL);
+	return SESS_OK;
+}
+
+int
+scmd_finish_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err)
+{
+	(void)s;
+	(void)args;
+	(void)res;
+	(void)err;
+	rs->finished = 1;
+	return 0;
+}

@@ -1,0 +1,287 @@
+/*
+ * cmd_setting.c: the commands that change settings (set-method, set-bits,
+ * set-alpha, set-rank, set) and note.  The --set grammar
+ * LAYER.LINEAR.KEY=VALUE is parsed here, once, into a sess_assign; the
+ * typed set-* commands build the same assignment from their arguments;
+ * core's setters (core/smooth.h) check the ranges.  An error names what
+ * the user wrote and what is wrong with it.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sessions/internal.h"
+
+void
+sess_mark_stale(sess *s, int l0, int l1)
+{
+	for (int l = l0; l <= l1 && l < s->p.n_layers; l++)
+		if (l >= s->p.layer && (s->live[l] & SLIVE_QUANT))
+			s->live[l] |= SLIVE_STALE;
+}
+
+/* LAYER: an index of the model or '*'. */
+static int
+parse_layers(const char *t, int n_layers, int *l0, int *l1, masq_err *err)
+{
+	char *end;
+	if (strcmp(t, "*") == 0) {
+		*l0 = 0;
+		*l1 = n_layers - 1;
+		return 0;
+	}
+	errno = 0;
+	long v = strtol(t, &end, 10);
+	if (errno || end == t || *end || v < 0 || v >= n_layers)
+		return masq_err_set(err, MASQ_ERR_USAGE, "layer '%s' is not in 0..%d or '*'", t, n_layers - 1);
+	*l0 = *l1 = (int)v;
+	return 0;
+}
+
+/* LINEAR: a linear, a group (qkv, gateup, o), or '*'. */
+static int
+parse_linears(const char *t, sess_assign *a, masq_err *err)
+{
+	a->nl = 0;
+	if (strcmp(t, "*") == 0) {
+		for (int k = 0; k < LIN_COUNT; k++)
+			a->lins[a->nl++] = k;
+	} else if (strcmp(t, "qkv") == 0) {
+		a->lins[a->nl++] = LIN_Q;
+		a->lins[a->nl++] = LIN_K;
+		a->lins[a->nl++] = LIN_V;
+	} else if (strcmp(t, "gateup") == 0) {
+		a->lins[a->nl++] = LIN_GATE;
+		a->lins[a->nl++] = LIN_UP;
+	} else if ((a->lins[0] = lin_parse(t)) >= 0) {
+		a->nl = 1;
+	} else {
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "linear '%s' is not q, k, v, o, gate, up, down, qkv, gateup or '*'", t);
+	}
+	return 0;
+}
+
+/* An alpha row: a modality, "unified", or "all" (-1). */
+static int
+parse_row(const char *t, int *row, masq_err *err)
+{
+	if (strcmp(t, "all") == 0) {
+		*row = -1;
+		return 0;
+	}
+	if (strcmp(t, "unified") == 0) {
+		*row = ALPHA_UNIFIED;
+		return 0;
+	}
+	for (int m = 0; m < MOD_COUNT; m++)
+		if (strcmp(t, modality_name(m)) == 0) {
+			*row = m;
+			return 0;
+		}
+	return masq_err_set(err, MASQ_ERR_USAGE, "modality '%s' is not text, vision, audio, unified or all", t);
+}
+
+int
+sess_assign_parse(const char *text, int n_layers, sess_assign *a, masq_err *err)
+{
+	char buf[256], *parts[4], *val, *end;
+	int np = 0;
+
+	memset(a, 0, sizeof *a);
+	a->row = -1;
+	if (strlen(text) >= sizeof buf)
+		return masq_err_set(err, MASQ_ERR_USAGE, "'%.60s...': too long", text);
+	strcpy(buf, text);
+	if ((val = strchr(buf, '=')) == NULL)
+		return masq_err_set(err, MASQ_ERR_USAGE, "'%s': expected LAYER.LINEAR.KEY=VALUE", text);
+	*val++ = '\0';
+	for (char *t = strtok(buf, "."); t != NULL; t = strtok(NULL, ".")) {
+		if (np == 4)
+			return masq_err_set(err, MASQ_ERR_USAGE, "'%s': expected LAYER.LINEAR.KEY=VALUE", text);
+		parts[np++] = t;
+	}
+	if (np < 2)
+		return masq_err_set(err, MASQ_ERR_USAGE, "'%s': expected LAYER.LINEAR.KEY=VALUE", text);
+	if (parse_layers(parts[0], n_layers, &a->l0, &a->l1, err) < 0)
+		return masq_err_prefix(err, "'%s'", text);
+	/* "L.method=X" is short for "L.*.method=X" */
+	const char *lin_s = np == 2 ? "*" : parts[1];
+	const char *key_s = np == 2 ? parts[1] : parts[2];
+	const char *sub = np == 4 ? parts[3] : NULL;
+	if (strcmp(key_s, "alpha") == 0)
+		a->key = SA_ALPHA;
+	else if (strcmp(key_s, "rank") == 0)
+		a->key = SA_RANK;
+	else if (strcmp(key_s, "method") == 0)
+		a->key = SA_METHOD;
+	else
+		return masq_err_set(err, MASQ_ERR_USAGE, "'%s': unknown key '%s' (alpha, alpha.MODALITY, rank, method)",
+		    text, key_s);
+	if (sub != NULL && a->key != SA_ALPHA)
+		return masq_err_set(err, MASQ_ERR_USAGE, "'%s': only alpha takes a modality", text);
+	if (sub != NULL && (parse_row(sub, &a->row, err) < 0 || strcmp(sub, "all") == 0)) {
+		if (strcmp(sub, "all") == 0)
+			masq_err_set(err, MASQ_ERR_USAGE, "modality 'all' is written as plain alpha");
+		return masq_err_prefix(err, "'%s'", text);
+	}
+	if (parse_linears(lin_s, a, err) < 0)
+		return masq_err_prefix(err, "'%s'", text);
+	if (a->key == SA_METHOD) {
+		if ((a->method = method_parse(val)) < 0)
+			return masq_err_set(err, MASQ_ERR_USAGE, "'%s': unknown method '%s' (rtn, sq, mas, mas-cmc)", text, val);
+		if (a->nl != LIN_COUNT)
+			return masq_err_set(err, MASQ_ERR_USAGE, "'%s': the method is chosen per layer (use %s.method=%s)",
+			    text, parts[0], val);
+		return 0;
+	}
+	errno = 0;
+	a->value = strtod(val, &end);
+	if (errno || end == val || *end || !isfinite(a->value))
+		return masq_err_set(err, MASQ_ERR_USAGE, "'%s': '%s' is not a number", text, val);
+	masq_err e = {0};
+	if ((a->key == SA_ALPHA ? setting_check_alpha(a->value, &e) : setting_check_rank(a->value, &e)) < 0)
+		return masq_err_set(err, MASQ_ERR_USAGE, "'%s': %s", text, e.msg);
+	if (a->nl == 1 && a->lins[0] == LIN_DOWN)
+		return masq_err_set(err, MASQ_ERR_USAGE, a->key == SA_ALPHA ?
+		    "'%s': down_proj is quantized but not smoothed; it has no alpha" :
+		    "'%s': down_proj gets no compensation (it is not smoothed)", text);
+	return 0;
+}
+
+int
+sess_assign_apply(sess *s, const sess_assign *a, masq_err *err)
+{
+	for (int l = a->l0; l <= a->l1; l++) {
+		layer_setting *ls = &s->p.settings[l];
+		layer_setting before = *ls;
+		int rc = 0;
+		if (a->key == SA_METHOD) {
+			rc = setting_set_method(ls, a->method, err);
+		} else {
+			for (int i = 0; i < a->nl && rc == 0; i++) {
+				int k = a->lins[i], g = smooth_lin_group(k);
+				if (k == LIN_DOWN)
+					continue;	/* a group or '*' reaching down_proj: nothing to set */
+				rc = a->key == SA_ALPHA ? setting_set_alpha(ls, g, a->row, a->value, err) :
+				    setting_set_rank(ls, k, a->value, err);
+			}
+		}
+		if (rc < 0)
+			return -1;
+		if (memcmp(&before, ls, sizeof before) != 0)
+			sess_mark_stale(s, l, l);
+	}
+	return 0;
+}
+
+/* Apply a and record what it was as the result's "applied". */
+static sess_retval
+apply(sess *s, const sess_assign *a, const char *what, json_t *res, masq_err *err)
+{
+	if (sess_assign_apply(s, a, err) < 0)
+		return SESS_ERROR;
+	json_object_set_new(res, "applied", json_string(what));
+	return SESS_OK;
+}
+
+sess_retval
+scmd_set(sess *s, json_t *args, json_t *res, masq_err *err)
+{
+	sess_assign a;
+	const char *t = sess_arg_str(args, "assignment", "");
+	if (sess_assign_parse(t, s->p.n_layers, &a, err) < 0)
+		return SESS_ERROR;
+	return apply(s, &a, t, res, err);
+}
+
+sess_retval
+scmd_set_method(sess *s, json_t *args, json_t *res, masq_err *err)
+{
+	sess_assign a;
+	const char *ls = sess_arg_str(args, "layer", "*"), *m = sess_arg_str(args, "method", "");
+	char what[160];
+	memset(&a, 0, sizeof a);
+	a.key = SA_METHOD;
+	if (parse_layers(ls, s->p.n_layers, &a.l0, &a.l1, err) < 0)
+		return SESS_ERROR;
+	if ((a.method = method_parse(m)) < 0)
+		return masq_err_set(err, MASQ_ERR_USAGE, "method '%s' is not rtn, sq, mas or mas-cmc", m);
+	/* what masq 0.1 recorded, so replays of its sessions compare */
+	snprintf(what, sizeof what, "%s.*.method=%s", ls, m);
+	return apply(s, &a, what, res, err);
+}
+
+sess_retval
+scmd_set_alpha(sess *s, json_t *args, json_t *res, masq_err *err)
+{
+	sess_assign a;
+	const char *ls = sess_arg_str(args, "layer", "*"), *lin = sess_arg_str(args, "linear", "*");
+	const char *mod = sess_arg_str(args, "modality", "all");
+	double v = sess_arg_num(args, "value", NAN);
+	char what[160];
+	memset(&a, 0, sizeof a);
+	a.key = SA_ALPHA;
+	a.value = v;
+	if (parse_layers(ls, s->p.n_layers, &a.l0, &a.l1, err) < 0 || parse_linears(lin, &a, err) < 0 ||
+	    parse_row(mod, &a.row, err) < 0 || setting_check_alpha(v, err) < 0)
+		return SESS_ERROR;
+	if (a.nl == 1 && a.lins[0] == LIN_DOWN)
+		return masq_err_set(err, MASQ_ERR_USAGE, "down_proj is quantized but not smoothed; it has no alpha");
+	snprintf(what, sizeof what, "%s.%s.alpha%s%s=%.9g", ls, lin, a.row < 0 ? "" : ".", a.row < 0 ? "" : mod, v);
+	return apply(s, &a, what, res, err);
+}
+
+sess_retval
+scmd_set_rank(sess *s, json_t *args, json_t *res, masq_err *err)
+{
+	sess_assign a;
+	const char *ls = sess_arg_str(args, "layer", "*"), *lin = sess_arg_str(args, "linear", "*");
+	double v = sess_arg_num(args, "value", NAN);
+	char what[160];
+	memset(&a, 0, sizeof a);
+	a.key = SA_RANK;
+	a.value = v;
+	if (parse_layers(ls, s->p.n_layers, &a.l0, &a.l1, err) < 0 || parse_linears(lin, &a, err) < 0 ||
+	    setting_check_rank(v, err) < 0)
+		return SESS_ERROR;
+	if (a.nl == 1 && a.lins[0] == LIN_DOWN)
+		return masq_err_set(err, MASQ_ERR_USAGE, "down_proj gets no compensation (it is not smoothed)");
+	snprintf(what, sizeof what, "%s.%s.rank=%.9g", ls, lin, v);
+	return apply(s, &a, what, res, err);
+}
+
+sess_retval
+scmd_set_bits(sess *s, json_t *args, json_t *res, masq_err *err)
+{
+	json_int_t wb = json_integer_value(json_object_get(args, "wbits"));
+	json_int_t ab = json_integer_value(json_object_get(args, "abits"));
+	if (wb < -0x7fffffffLL || wb > 0x7fffffffLL || ab < -0x7fffffffLL || ab > 0x7fffffffLL ||
+	    setting_check_bits((int)wb, (int)ab, err) < 0)
+		return masq_err_set(err, MASQ_ERR_USAGE, "bits must be 2 to 8, or 16 for not quantized: not W%lld A%lld",
+		    (long long)wb, (long long)ab);
+	int changed = s->p.opts.wbits != wb || s->p.opts.abits != ab;
+	s->p.opts.wbits = (int)wb;
+	s->p.opts.abits = (int)ab;
+	if (s->opts.wgroup < 0)
+		s->p.opts.wgroup = ab >= 16 ? 128 : 0;
+	if (changed)
+		sess_mark_stale(s, s->p.layer, s->p.layer);
+	json_object_set_new(res, "wbits", json_integer(wb));
+	json_object_set_new(res, "abits", json_integer(ab));
+	json_object_set_new(res, "wgroup", json_integer(s->p.opts.wgroup));
+	return SESS_OK;
+}
+
+sess_retval
+scmd_note(sess *s, json_t *args, json_t *res, masq_err *err)
+{
+	(void)s;
+	(void)err;
+	json_object_set_new(res, "text", json_string(sess_arg_str(args, "text", "")));
+	return SESS_OK;
+}

@@ -1,0 +1,332 @@
+/*
+ * view.c: what front ends read of a session (the view, each layer's state
+ * and figures, the field table every table and --json of a layer reads)
+ * and the queries that change nothing (previews).
+ */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sessions/internal.h"
+
+const char *
+sess_layer_state_name(int st)
+{
+	static const char *const n[SLS_COUNT] = {"pending", "calibrated", "quantized", "stale", "committed"};
+	return st >= 0 && st < SLS_COUNT ? n[st] : "?";
+}
+
+const sess_view *
+sess_view_get(const sess *cs)
+{
+	sess *s = (sess *)cs;	/* the view is a cache of the session's own fields */
+	sess_view *v = &s->view;
+	memset(v, 0, sizeof *v);
+	v->id = s->id;
+	v->db_path = s->db ? sdb_path(s->db) : NULL;
+	v->model_dir = s->model_dir;
+	v->calib_path = s->calib_path;
+	v->opened = s->opened;
+	v->opts = &s->opts;
+	v->search = s->opts.search;
+	if (!s->opened)
+		return v;
+	v->n_layers = s->p.n_layers;
+	v->cursor = s->p.layer;
+	v->finished = s->p.finished;
+	v->wbits = s->p.opts.wbits;
+	v->abits = s->p.opts.abits;
+	v->wgroup = s->p.opts.wgroup;
+	v->tokens = s->c.n_tokens;
+	for (int m = 0; m < MOD_COUNT; m++)
+		v->tokens_mod[m] = s->c.n_mod[m];
+	v->summary = &s->p.summary;
+	return v;
+}
+
+int
+sess_layer_state(const sess *s, int l)
+{
+	if (!s->opened || l < 0 || l >= s->p.n_layers)
+		return SLS_PENDING;
+	if (l < s->p.layer)
+		return SLS_COMMITTED;
+	if (l > s->p.layer)
+		return SLS_PENDING;
+	if (s->live[l] & SLIVE_QUANT)
+		return s->live[l] & SLIVE_STALE ? SLS_STALE : SLS_QUANTIZED;
+	return s->p.calibrated ? SLS_CALIBRATED : SLS_PENDING;
+}
+
+int
+sess_layer_measured(const sess *s, int l)
+{
+	if (!s->opened || l < 0 || l >= s->p.n_layers)
+		return 0;
+	return l < s->p.layer ? s->p.results[l].done : (s->live[l] & SLIVE_QUANT) != 0;
+}
+
+int
+sess_layer_linears_known(const sess *s, int l)
+{
+	return s->opened && l >= 0 && l < s->p.n_layers && (s->live[l] & SLIVE_QUANT);
+}
+
+int
+sess_layer_misalign_known(const sess *s, int l)
+{
+	return s->opened && l >= 0 && l < s->p.n_layers && (s->live[l] & SLIVE_CALIB);
+}
+
+int
+sess_layer_method(const sess *s, int l)
+{
+	if (!s->opened || l < 0 || l >= s->p.n_layers)
+		return s->opts.method;
+	int st = sess_layer_state(s, l);
+	return (st == SLS_COMMITTED || st == SLS_QUANTIZED) && s->p.results[l].done ? s->p.results[l].method :
+	    s->p.settings[l].method;
+}
+
+const layer_setting *
+sess_layer_setting(const sess *s, int l)
+{
+	return s->opened && l >= 0 && l < s->p.n_layers ? &s->p.settings[l] : NULL;
+}
+
+const pipe_layer_result *
+sess_layer_result(const sess *s, int l)
+{
+	return s->opened && l >= 0 && l < s->p.n_layers ? &s->p.results[l] : NULL;
+}
+
+const site_stats *
+sess_cursor_stats(const sess *s, int site)
+{
+	if (!s->opened || !s->p.calibrated || site < 0 || site >= SITE_COUNT)
+		return NULL;
+	return &s->p.st[site];
+}
+
+int
+sess_mod_present(const sess *s, int m)
+{
+	return s->opened && m >= 0 && m < MOD_COUNT && s->c.n_mod[m] > 0;
+}
+
+int
+sess_threads(const sess *s)
+{
+	return s->threads;
+}
+
+json_t *
+sess_environment(const sess *s)
+{
+	return s->env;
+}
+
+int
+sess_failed(const sess *s)
+{
+	return s->status != NULL && strcmp(s->status, "failed") == 0;
+}
+
+/* ---- the field table ---------------------------------------------------------------- */
+
+static double
+f_layer(const sess *s, int l)
+{
+	(void)s;
+	return l;
+}
+
+static const char *
+f_state(const sess *s, int l)
+{
+	return sess_layer_state_name(sess_layer_state(s, l));
+}
+
+static const char *
+f_method(const sess *s, int l)
+{
+	return method_name(sess_layer_method(s, l));
+}
+
+/* The qkv alpha of modality m (or the unified one for sq), the setting
+ * the layer's figures were or will be made with. */
+static double
+alpha_of(const sess *s, int l, int m)
+{
+	int method = sess_layer_method(s, l);
+	if (method == METHOD_RTN || !sess_mod_present(s, m))
+		return NAN;
+	return s->p.settings[l].alpha[GRP_QKV][method == METHOD_SQ ? ALPHA_UNIFIED : m];
+}
+
+static double f_alpha_t(const sess *s, int l) { return alpha_of(s, l, MOD_TEXT); }
+static double f_alpha_v(const sess *s, int l) { return alpha_of(s, l, MOD_VISION); }
+static double f_alpha_a(const sess *s, int l) { return alpha_of(s, l, MOD_AUDIO); }
+
+static const char *
+f_alphas(const sess *s, int l)
+{
+	static char buf[4][32];
+	static int next;
+	char *b = buf[next++ % 4];
+	int method = sess_layer_method(s, l);
+	const layer_setting *ls = &s->p.settings[l];
+	if (method == METHOD_RTN)
+		snprintf(b, 32, "-");
+	else if (method == METHOD_SQ)
+		snprintf(b, 32, "%.2f", ls->alpha[GRP_QKV][ALPHA_UNIFIED]);
+	else
+		snprintf(b, 32, "%.2f/%.2f/%.2f", ls->alpha[GRP_QKV][0], ls->alpha[GRP_QKV][1], ls->alpha[GRP_QKV][2]);
+	return b;
+}
+
+/* q_proj's rank: in effect when measured, else the setting. */
+static double
+f_rank(const sess *s, int l)
+{
+	if (sess_layer_method(s, l) != METHOD_MAS_CMC)
+		return NAN;
+	return sess_layer_linears_known(s, l) ? s->p.results[l].lin[LIN_Q].rank : s->p.settings[l].rank[LIN_Q];
+}
+
+static double
+sqnr_of(const sess *s, int l, int m)
+{
+	if (!sess_layer_measured(s, l) || (m < MOD_COUNT && !sess_mod_present(s, m)))
+		return NAN;
+	return s->p.results[l].sqnr[m];
+}
+
+static double f_sqnr_t(const sess *s, int l) { return sqnr_of(s, l, MOD_TEXT); }
+static double f_sqnr_v(const sess *s, int l) { return sqnr_of(s, l, MOD_VISION); }
+static double f_sqnr_a(const sess *s, int l) { return sqnr_of(s, l, MOD_AUDIO); }
+static double f_sqnr_all(const sess *s, int l) { return sqnr_of(s, l, STATS_ALL); }
+
+static double
+mae_of(const sess *s, int l, int m)
+{
+	if (!sess_layer_measured(s, l) || (m < MOD_COUNT && !sess_mod_present(s, m)))
+		return NAN;
+	return s->p.results[l].mae[m];
+}
+
+static double f_mae_t(const sess *s, int l) { return mae_of(s, l, MOD_TEXT); }
+static double f_mae_v(const sess *s, int l) { return mae_of(s, l, MOD_VISION); }
+static double f_mae_a(const sess *s, int l) { return mae_of(s, l, MOD_AUDIO); }
+static double f_mae_all(const sess *s, int l) { return mae_of(s, l, STATS_ALL); }
+
+/* The seconds the layer took (calibrate, search, quantize) in this process. */
+static double
+f_seconds(const sess *s, int l)
+{
+	const pipe_layer_result *r = &s->p.results[l];
+	double t = r->t_calib + r->t_search + r->t_quant;
+	if (sess_layer_measured(s, l) && t > 0)
+		return t;
+	if (sess_layer_state(s, l) == SLS_CALIBRATED)
+		return r->t_calib;
+	return NAN;
+}
+
+const sess_field sess_fields[SF_COUNT] = {
+	[SF_LAYER] = {"layer", "layer", 6, SFK_INT, "layer", NULL, f_layer, NULL},
+	[SF_STATE] = {"state", "state", 11, SFK_TEXT, NULL, NULL, NULL, f_state},
+	[SF_METHOD] = {"method", "method", 8, SFK_TEXT, "method", NULL, NULL, f_method},
+	[SF_ALPHAS] = {"alphas", "alpha t/v/a", 15, SFK_TEXT, NULL, NULL, NULL, f_alphas},
+	[SF_ALPHA_T] = {"alpha.text", "a.t", 5, SFK_ALPHA, NULL, NULL, f_alpha_t, NULL},
+	[SF_ALPHA_V] = {"alpha.vision", "a.v", 5, SFK_ALPHA, NULL, NULL, f_alpha_v, NULL},
+	[SF_ALPHA_A] = {"alpha.audio", "a.a", 5, SFK_ALPHA, NULL, NULL, f_alpha_a, NULL},
+	[SF_RANK] = {"rank", "rank", 6, SFK_RANK, NULL, NULL, f_rank, NULL},
+	[SF_SQNR_T] = {"text", "text", 7, SFK_DB, "sqnr_db", "text", f_sqnr_t, NULL},
+	[SF_SQNR_V] = {"vision", "vision", 7, SFK_DB, "sqnr_db", "vision", f_sqnr_v, NULL},
+	[SF_SQNR_A] = {"audio", "audio", 7, SFK_DB, "sqnr_db", "audio", f_sqnr_a, NULL},
+	[SF_SQNR_ALL] = {"all", "all", 7, SFK_DB, "sqnr_db", "all", f_sqnr_all, NULL},
+	[SF_MAE_T] = {"mae.text", "mae t", 9, SFK_DB, "mae", "text", f_mae_t, NULL},
+	[SF_MAE_V] = {"mae.vision", "mae v", 9, SFK_DB, "mae", "vision", f_mae_v, NULL},
+	[SF_MAE_A] = {"mae.audio", "mae a", 9, SFK_DB, "mae", "audio", f_mae_a, NULL},
+	[SF_MAE_ALL] = {"mae.all", "mae", 9, SFK_DB, "mae", "all", f_mae_all, NULL},
+	[SF_SECONDS] = {"seconds", "time", 7, SFK_SECONDS, NULL, NULL, f_seconds, NULL},
+};
+
+void
+sess_field_format(const sess *s, int id, int l, int w, char *buf, size_t n)
+{
+	const sess_field *f = &sess_fields[id];
+	if (f->kind == SFK_TEXT) {
+		snprintf(buf, n, "%-*s", w, f->text(s, l));
+		return;
+	}
+	double v = f->value(s, l);
+	if (!isfinite(v)) {
+		snprintf(buf, n, "%*s", w, "-");
+		return;
+	}
+	switch (f->kind) {
+	case SFK_INT: snprintf(buf, n, "%*d", w, (int)v); break;
+	case SFK_RANK: snprintf(buf, n, "%*g", w, v); break;
+	case SFK_SECONDS: snprintf(buf, n, "%*.2fs", w > 0 ? w - 1 : 0, v); break;
+	case SFK_DB: case SFK_ALPHA: default: snprintf(buf, n, "%*.2f", w, v); break;
+	}
+}
+
+void
+sess_fields_json(const sess *s, int l, json_t *o)
+{
+	for (int id = 0; id < SF_COUNT; id++) {
+		const sess_field *f = &sess_fields[id];
+		if (f->json == NULL)
+			continue;
+		json_t *v;
+		if (f->kind == SFK_TEXT)
+			v = json_string(f->text(s, l));
+		else if (f->kind == SFK_INT)
+			v = json_integer((json_int_t)f->value(s, l));
+		else
+			v = sess_json_num(f->value(s, l));
+		if (f->json_sub == NULL) {
+			json_object_set_new(o, f->json, v);
+		} else {
+			json_t *sub = json_object_get(o, f->json);
+			if (sub == NULL) {
+				sub = json_object();
+				json_object_set_new(o, f->json, sub);
+			}
+			/* a modality without tokens is null, as everywhere */
+			json_object_set_new(sub, f->json_sub, v);
+		}
+	}
+}
+
+/* ---- queries ------------------------------------------------------------------------ */
+
+int
+sess_preview(sess *s, int grp, int mod, pipe_preview *out, masq_err *err)
+{
+	if (!s->opened)
+		return masq_err_set(err, MASQ_ERR_USAGE, "no model is open (the session starts with 'open')");
+	return pipe_preview_sample(&s->p, grp, mod, out, err);
+}
+
+int
+sess_preview_method(sess *s, int method, int grp, int mod, pipe_preview *out, masq_err *err)
+{
+	if (!s->opened)
+		return masq_err_set(err, MASQ_ERR_USAGE, "no model is open (the session starts with 'open')");
+	pipeline *p = &s->p;
+	if (method < 0 || method >= METHOD_COUNT)
+		return masq_err_set(err, MASQ_ERR_USAGE, "preview: no method %d", method);
+	if (p->layer >= p->n_layers)
+		return masq_err_set(err, MASQ_ERR_USAGE, "preview: every layer is committed");
+	layer_setting keep = p->settings[p->layer];	/* restored below */
+	p->settings[p->layer].method = method;
+	int rc = pipe_preview_sample(p, grp, mod, out, err);
+	p->settings[p->layer].method = keep.method;
+	return rc;
+}

@@ -1,0 +1,174 @@
+/*
+ * cli.c: what the subcommands of src/ share: the usage text of each (for
+ * masq --help and masq CMD --help), error printing, option parsing, the
+ * default demo inputs.  main.c dispatches; the cmd_*.c files call these.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/demo.h"
+#include "core/engine.h"
+#include "src/cli.h"
+
+char **cli_argv;
+
+const cli_subcmd cli_subcmds[] = {
+	{"demo",
+	    "demo DIR [--preset tiny|small|3b] [--seed N]",
+	    "write the embedded demo: DIR/model and DIR/calib.safetensors"},
+	{"inspect",
+	    "inspect PATH [--json]",
+	    "summarise a model directory, a calibration set or a safetensors file"},
+	{"run",
+	    "run [--model DIR --calib FILE] [--method rtn|sq|mas|mas-cmc|all] [--wbits N] [--abits N]\n"
+	    "           [--alpha X|search] [--rank R] [--set LAYER.LINEAR.KEY=VALUE ...] [--json]",
+	    "quantize every layer with a method and measure it per modality against the FP model"},
+	{"sessions",
+	    "sessions [list | show ID | dump ID | load FILE] [--db FILE] [--json]",
+	    "list the recorded sessions, show one's events, dump one as SQL, load a dump"},
+	{"replay",
+	    "replay [--db FILE] [--session ID] [--exact | --tolerance] [--export DIR]\n"
+	    "           [--model DIR --calib FILE] [--json] [--verbose]",
+	    "recompute a recorded session and compare every result, exactly or within tolerances (exit 1 at a divergence)"},
+	{"resume",
+	    "resume [--db FILE] [--session ID]",
+	    "continue an interrupted run from its last completed layer"},
+	{"export",
+	    "export [--db FILE] [--session ID] --format fake|compressed-tensors|masquant --out DIR",
+	    "write a session's quantized model"},
+	{"eval",
+	    "eval --model EXPORT_DIR --reference FP_MODEL_DIR --calib FILE [--threads N] [--json]",
+	    "run an export with deployment semantics; SQNR per layer and modality against the FP model"},
+	{"tui",
+	    "tui [--model DIR --calib FILE] [--db FILE] [--session ID] [--method M] [--wbits N] [--abits N]\n"
+	    "           [--threads N] [--ascii]",
+	    "the interactive workbench: step through the layers, see the statistics, tune alpha, export"},
+	{"forward",
+	    "forward [--model DIR] [--calib FILE] [--out FILE] [--threads N] [--json]",
+	    "run the full-precision decoder layer by layer; write every layer's output"},
+	{NULL, NULL, NULL},
+};
+
+const cli_subcmd *
+cli_subcmd_find(const char *name)
+{
+	for (const cli_subcmd *c = cli_subcmds; c->name != NULL; c++)
+		if (strcmp(c->name, name) == 0)
+			return c;
+	return NULL;
+}
+
+void
+cli_cmd_help(const char *cmd)
+{
+	const cli_subcmd *c = cli_subcmd_find(cmd);
+	if (c != NULL)
+		printf("usage: masq %s\n  %s\nSee masq(1).\n", c->usage, c->summary);
+}
+
+int
+cli_fail(const masq_err *err)
+{
+	fprintf(stderr, "masq: %s\n", err->msg);
+	return masq_exit_code(err->status == MASQ_OK ? MASQ_ERR_INTERNAL : err->status);
+}
+
+int
+cli_usage(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "masq %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'masq %s --help'.\n", cmd);
+	return 2;
+}
+
+int
+cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) {
+		cli_usage(cmd, "%s must be an integer in [%ld, %ld], not '%s'", opt, lo, hi, s);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+void
+cli_fmt_db(char *buf, size_t n, double x)
+{
+	if (isfinite(x))
+		snprintf(buf, n, "%.2f", x);
+	else
+		snprintf(buf, n, "-");
+}
+
+void
+cli_set_threads(long n)
+{
+	if (n > 0)
+		masq_blas_set_threads((int)n);
+}
+
+int
+cli_default_inputs(char **model_dir, char **calib_path, masq_err *err)
+{
+	char *base, *dir, *stamp, sub[64];
+	const char *env = getenv("MASQ_DEMO_DIR");
+	struct stat sb;
+	demo_preset p;
+
+	if (*model_dir != NULL && *calib_path != NULL)
+		return 0;
+	if (*model_dir != NULL || *calib_path != NULL)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "--model and --calib go together (give both, or neither for the demo)");
+	if (env != NULL && *env != '\0') {
+		base = xstrdup(env);
+	} else if ((env = getenv("XDG_CACHE_HOME")) != NULL && *env != '\0') {
+		base = masq_path_join(env, "masq");
+	} else {
+		const char *home = getenv("HOME");
+		char *cache = masq_path_join(home && *home ? home : ".", ".cache");
+		base = masq_path_join(cache, "masq");
+		free(cache);
+	}
+	snprintf(sub, sizeof sub, "demo-tiny-%u-v%s", DEMO_DEFAULT_SEED, PACKAGE_VERSION);
+	dir = masq_path_join(base, sub);
+	free(base);
+	stamp = masq_path_join(dir, "complete");
+	if (stat(stamp, &sb) != 0) {
+		FILE *fp;
+		demo_preset_get("tiny", &p);
+		fprintf(stderr, "masq: writing the embedded demo to %s\n", dir);
+		if (demo_write(dir, &p, DEMO_DEFAULT_SEED, err) < 0 ||
+		    (fp = fopen(stamp, "w")) == NULL) {
+			if (err->status == MASQ_OK)
+				masq_err_set(err, MASQ_ERR_IO, "%s: cannot write", stamp);
+			free(stamp);
+			free(dir);
+			return -1;
+		}
+		fclose(fp);
+	}
+	free(stamp);
+	*model_dir = masq_path_join(dir, "model");
+	*calib_path = masq_path_join(dir, "calib.safetensors");
+	free(dir);
+	return 0;
+}
