@@ -1,27 +1,28 @@
 /*
- * export.c: the three export formats of export.h, written shard by shard.
+ * export.c: the exports of export.h, written shard by shard; what the
+ * formats share.  Where they differ, a format's hooks (export_internal.h:
+ * export_fake.c, export_ct.c, export_masquant.c) are called.
  *
  * An export runs in three passes over the layers' plans (the callback is
  * called once per layer in each, in layer order, so a plan is in memory
  * only while its layer is handled):
  *   1. planning: every plan is checked and summarised (bits, factors
  *      present, ranks); the output tensors (name, dtype, shape, shard), the
- *      text files (config.json, the index, masquant.json, provenance) and
- *      the report are built.  Usage errors stop here, before any file
- *      exists.
+ *      text files (config.json, the index, side files, provenance) and the
+ *      report are built.  Usage errors stop here, before any file exists.
  *   2. shards: each shard is declared and streamed with st_writer; copied
  *      tensors come straight from the input's mmap, a layer's quantized
  *      tensors are computed when its first one is reached (tensors are in
  *      natural name order, so each layer's are contiguous) and dropped
  *      when the next layer starts.
- *   3. masquant only: masquant.safetensors, one layer's factors at a time.
+ *   3. the format's side files (masquant: masquant.safetensors, one
+ *      layer's factors at a time).
  * Everything goes to ".<name>.tmp-<pid>" beside the target, which is
  * renamed into place (refusing to replace anything) once complete.
  */
 #include "config.h"
 
 #include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -33,92 +34,45 @@
 
 #include <jansson.h>
 
-#include "core/export.h"
+#include "core/export_internal.h"
 #include "core/quant.h"
-#include "core/safetensors.h"
 #include "core/smooth.h"
 
-/* compressed-tensors version the quantization_config block follows. */
-#define EXPORT_CT_VERSION "0.9.0"
-#define EXPORT_DEFAULT_SHARD (4ull << 30)
-#define EXPORT_MASQUANT_VERSION 1
-
-static const char *const format_names[EXPORT_FORMAT_COUNT] = {
-	"fake", "compressed-tensors", "masquant"
+/* The formats, in enum export_format's order. */
+static const export_format_ops *const formats[EXPORT_FORMAT_COUNT] = {
+	[EXPORT_FAKE] = &export_fake_ops,
+	[EXPORT_COMPRESSED_TENSORS] = &export_ct_ops,
+	[EXPORT_MASQUANT] = &export_masquant_ops,
 };
 
 const char *
 export_format_name(int f)
 {
-	return (unsigned)f < EXPORT_FORMAT_COUNT ? format_names[f] : "?";
+	return (unsigned)f < EXPORT_FORMAT_COUNT ? formats[f]->name : "?";
 }
 
 int
 export_format_parse(const char *s)
 {
 	for (int f = 0; f < EXPORT_FORMAT_COUNT; f++)
-		if (strcmp(s, format_names[f]) == 0)
+		if (strcmp(s, formats[f]->name) == 0)
 			return f;
 	return -1;
 }
 
+const char *
+export_format_describe(int f)
+{
+	return (unsigned)f < EXPORT_FORMAT_COUNT ? formats[f]->describe : "?";
+}
+
+const char *
+export_format_drops(int f)
+{
+	return (unsigned)f < EXPORT_FORMAT_COUNT ? formats[f]->drops : "?";
+}
+
 /* ---- the job --------------------------------------------------------------- */
-
-/* What an output tensor is made of. */
-enum okind {
-	OK_COPY,	/* the input tensor, byte for byte */
-	OK_WEIGHT,	/* a decoder linear's weight (dequantized or levels) */
-	OK_SCALE,	/* its weight_scale */
-	OK_NORM,	/* a folded RMSNorm weight (compressed-tensors) */
-	OK_SMOOTH,	/* masquant.safetensors: a factor */
-	OK_L1, OK_L2	/* masquant.safetensors: CMC factors */
-};
-
-typedef struct otensor {
-	char *name;
-	st_dtype dtype;
-	int ndim;
-	int64_t shape[ST_MAX_DIMS];
-	uint64_t nbytes;
-	int kind;		/* enum okind */
-	const st_tensor *src;	/* OK_COPY: the source; OK_WEIGHT, OK_NORM: the tensor replaced */
-	int layer, lin, mod;	/* OK_NORM: lin 0 input_layernorm, 1 post_attention_layernorm */
-	int shard;
-} otensor;
-
-/* What the planning pass keeps of one layer's plan. */
-typedef struct lsum {
-	int method, wbits, abits, wgroup;
-	int smoothed[LIN_COUNT];		/* the stored weight carries a factor */
-	int permod[LIN_COUNT];			/* tokens use their own modality's factor (mas-cmc) */
-	int rank[LIN_COUNT][MOD_COUNT];		/* CMC ranks */
-} lsum;
-
-typedef struct xjob {
-	const model *m;
-	export_plan_fn plan_fn;
-	void *ctx;
-	int format;
-	uint64_t shard_bytes;
-	const char *provenance;
-	lsum *ls;		/* (n_layers) */
-	otensor *t;		/* (nt) the model's tensors, in writing order */
-	int nt, tcap;
-	int nshards;
-	char **shard_file;	/* (nshards) */
-	uint64_t *shard_size;	/* (nshards) file sizes, headers included */
-	otensor *side;		/* (nside) masquant.safetensors, in writing order */
-	int nside, sidecap;
-	uint64_t side_size;
-	char **copies;		/* (ncopies) input files copied verbatim */
-	uint64_t *copy_size;
-	int ncopies;
-	char *config_text;	/* amended config.json, or NULL when copied */
-	char *index_text;	/* model.safetensors.index.json, or NULL */
-	char *manifest_text;	/* masquant.json, or NULL */
-	char *prov_text;	/* masq-provenance.json */
-	export_report rep;
-} xjob;
 
 /* Release everything the job holds. */
 static void
@@ -147,7 +101,7 @@ job_free(xjob *j)
 }
 
 /* Append a tensor to list *v (n, cap) and return it. */
-static otensor *
+otensor *
 otensor_push(otensor **v, int *n, int *cap, const char *name, st_dtype dt, int ndim,
     const int64_t *shape, int kind)
 {
@@ -220,8 +174,8 @@ otensor_cmp(const void *x, const void *y)
 /* The factor the stored weight of linear lin carries: the base modality's
  * (mas-cmc), else the text factor (mas: its text weight; sq: the shared
  * one), else any present; NULL for 1 (rtn, down_proj, sq's o_proj). */
-static const float *
-stored_factor(const qplan_layer *q, int lin)
+const float *
+export_stored_factor(const qplan_layer *q, int lin)
 {
 	const qplan_linear *l = &q->lin[lin];
 
@@ -237,15 +191,15 @@ stored_factor(const qplan_layer *q, int lin)
 
 /* A linear whose tokens use their own modality's factor against one stored
  * weight (mas-cmc's q..up); every other linear applies one factor to all. */
-static int
-per_modality(const qplan_layer *q, int lin)
+int
+export_per_modality(const qplan_layer *q, int lin)
 {
 	return q->method == METHOD_MAS_CMC && smooth_lin_group(lin) >= 0 && q->lin[lin].base >= 0;
 }
 
 /* Fetch layer l's plan through the callback and check it fits the model. */
-static int
-plan_get(xjob *j, int l, qplan_layer *q, masq_err *err)
+int
+export_plan_get(xjob *j, int l, qplan_layer *q, masq_err *err)
 {
 	const model_config *c = &j->m->cfg;
 
@@ -314,50 +268,19 @@ lsum_fill(lsum *s, const qplan_layer *q)
 	s->abits = q->abits;
 	s->wgroup = q->wgroup;
 	for (int k = 0; k < LIN_COUNT; k++) {
-		s->smoothed[k] = stored_factor(q, k) != NULL;
-		s->permod[k] = per_modality(q, k);
+		s->smoothed[k] = export_stored_factor(q, k) != NULL;
+		s->permod[k] = export_per_modality(q, k);
 		for (int m = 0; m < MOD_COUNT; m++) {
-			s->rank[k][m] = per_modality(q, k) && m != MOD_TEXT ? q->lin[k].rank[m] : 0;
+			s->rank[k][m] = export_per_modality(q, k) && m != MOD_TEXT ? q->lin[k].rank[m] : 0;
 		}
 	}
-}
-
-/* The format's demands on a layer's bits: usage errors. */
-static int
-bits_check(const xjob *j, int l, const lsum *s, masq_err *err)
-{
-	if (j->format == EXPORT_COMPRESSED_TENSORS) {
-		if (s->wbits != 8)
-			return masq_err_set(err, MASQ_ERR_USAGE,
-			    "the compressed-tensors export is W8A8: this session quantized weights to %d bits "
-			    "(layer %d)", s->wbits, l);
-		if (s->abits != 8 && s->abits != 16)
-			return masq_err_set(err, MASQ_ERR_USAGE,
-			    "the compressed-tensors export takes 8-bit (or unquantized) activations: "
-			    "this session quantized them to %d bits (layer %d)", s->abits, l);
-		if (s->wgroup > 0)
-			return masq_err_set(err, MASQ_ERR_USAGE,
-			    "the compressed-tensors export quantizes weights per output channel: this session "
-			    "used asymmetric groups of %d (layer %d); quantize with --wgroup 0", s->wgroup, l);
-	} else if (j->format == EXPORT_MASQUANT) {
-		if (s->wbits > 8)
-			return masq_err_set(err, MASQ_ERR_USAGE,
-			    "the masquant export stores quantized weights: this session left them at %d bits "
-			    "(layer %d)", s->wbits, l);
-		if (s->wgroup > 0)
-			return masq_err_set(err, MASQ_ERR_USAGE,
-			    "the masquant export stores weights per output channel in an int8 container: "
-			    "asymmetric groups of %d (layer %d) are not supported yet; quantize with --wgroup 0",
-			    s->wgroup, l);
-	}
-	return 0;
 }
 
 /* ---- planning ---------------------------------------------------------------- */
 
 /* Layer and linear (or norm) of a decoder tensor name, else -1. */
-static int
-decoder_tensor(const model *m, const char *name, int *layer, int *lin, int *norm)
+int
+export_decoder_tensor(const model *m, const char *name, int *layer, int *lin, int *norm)
 {
 	size_t pl = strlen(m->prefix);
 	char *end;
@@ -396,40 +319,31 @@ copied_file(const char *name)
 	    name[0] != '.';
 }
 
-/* qsort order of C strings. */
-static int
-cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* List the input's non-weight regular files (sorted). */
+/* List the input's non-weight regular files (in byte order). */
 static int
 plan_copies(xjob *j, masq_err *err)
 {
-	DIR *d = opendir(j->m->dir);
-	struct dirent *e;
-	int cap = 0;
+	char **names;
+	int n = masq_dir_list(j->m->dir, &names, err), cap = 0;
 
-	if (d == NULL)
-		return masq_err_set(err, MASQ_ERR_IO, "%s: cannot list: %s", j->m->dir, strerror(errno));
-	while ((e = readdir(d)) != NULL) {
+	if (n < 0)
+		return -1;
+	for (int i = 0; i < n; i++) {
 		struct stat sb;
 		char *p;
-		if (!copied_file(e->d_name))
+		if (!copied_file(names[i]))
 			continue;
-		p = masq_path_join(j->m->dir, e->d_name);
+		p = masq_path_join(j->m->dir, names[i]);
 		if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode)) {
 			if (j->ncopies == cap) {
 				cap = cap ? 2 * cap : 16;
 				j->copies = xrealloc(j->copies, xmul((size_t)cap, sizeof(char *)));
 			}
-			j->copies[j->ncopies++] = xstrdup(e->d_name);
+			j->copies[j->ncopies++] = xstrdup(names[i]);
 		}
 		free(p);
 	}
-	closedir(d);
-	qsort(j->copies, (size_t)j->ncopies, sizeof(char *), cmp_str);
+	masq_dir_list_free(names, n);
 	j->copy_size = xcalloc((size_t)j->ncopies + 1, sizeof(uint64_t));
 	for (int i = 0; i < j->ncopies; i++) {
 		struct stat sb;
@@ -442,8 +356,8 @@ plan_copies(xjob *j, masq_err *err)
 }
 
 /* A JSON document as text with a final newline (a new string). */
-static char *
-json_text(json_t *doc)
+char *
+export_json_text(json_t *doc)
 {
 	char *s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	char *t;
@@ -456,205 +370,9 @@ json_text(json_t *doc)
 	return t;
 }
 
-/* The ignore list: the head, the towers, and any other 2-D weight outside
- * the decoder that is not an embedding (a projector, say) by name. */
-static json_t *
-ct_ignore(const xjob *j)
-{
-	static const char *const fixed[] = {
-		"lm_head", "re:.*lm_head", "re:.*visual.*", "re:.*audio_tower.*", NULL
-	};
-	json_t *a = json_array();
-	const st_set *s = &j->m->st;
-
-	for (int i = 0; fixed[i] != NULL; i++)
-		json_array_append_new(a, json_string(fixed[i]));
-	for (int i = 0; i < s->ntensors; i++) {
-		const st_tensor *t = s->index[i];
-		size_t n = strlen(t->name);
-		int l, k, nm;
-		if (t->ndim != 2 || n < 8 || strcmp(t->name + n - 7, ".weight") != 0 ||
-		    decoder_tensor(j->m, t->name, &l, &k, &nm) == 0 || strstr(t->name, "lm_head") ||
-		    strstr(t->name, "visual") || strstr(t->name, "audio_tower") || strstr(t->name, "embed"))
-			continue;
-		json_t *v = json_stringn(t->name, n - 7);
-		json_array_append_new(a, v);
-	}
-	return a;
-}
-
-/* config.json with the compressed-tensors quantization_config block. */
-static int
-plan_ct_config(xjob *j, masq_err *err)
-{
-	char *path = masq_path_join(j->m->dir, "config.json");
-	json_error_t je;
-	json_t *root = json_load_file(path, 0, &je);
-	int abits = j->ls[0].abits;
-
-	if (root == NULL || !json_is_object(root)) {
-		masq_err_set(err, MASQ_ERR_FORMAT, "%s: cannot read as a JSON object: %s", path,
-		    root ? "not an object" : je.text);
-		json_decref(root);
-		free(path);
-		return -1;
-	}
-	free(path);
-	json_t *w = json_pack("{s:i, s:s, s:b, s:s, s:n, s:b, s:n, s:n, s:s, s:{}}",
-	    "num_bits", 8, "type", "int", "symmetric", 1, "strategy", "channel", "group_size",
-	    "dynamic", 0, "actorder", "block_structure", "observer", "minmax", "observer_kwargs");
-	json_t *a = abits >= 16 ? json_null() :
-	    json_pack("{s:i, s:s, s:b, s:s, s:b, s:n, s:n}", "num_bits", 8, "type", "int",
-	    "symmetric", 1, "strategy", "token", "dynamic", 1, "group_size", "observer");
-	json_t *qc = json_pack("{s:s, s:s, s:s, s:s, s:n, s:n, s:o, s:{s:{s:[s], s:o, s:o, s:n}}}",
-	    "quant_method", "compressed-tensors", "format", "int-quantized",
-	    "quantization_status", "compressed", "version", EXPORT_CT_VERSION,
-	    "global_compression_ratio", "kv_cache_scheme", "ignore", ct_ignore(j),
-	    "config_groups", "group_0", "targets", "Linear", "weights", w,
-	    "input_activations", a, "output_activations");
-	if (qc == NULL)
-		fatal("out of memory building quantization_config");
-	if (json_object_get(root, "quantization_config") != NULL) {
-		/* replace an existing block: the whole file is rewritten */
-		json_object_set_new(root, "quantization_config", qc);
-		j->config_text = json_text(root);
-		json_decref(root);
-		return 0;
-	}
-	json_decref(root);
-	/* else the block is inserted before the final '}', so the rest of the
-	 * file keeps its bytes (jansson would reprint 1e-6 as 9.99...e-7) */
-	path = masq_path_join(j->m->dir, "config.json");
-	size_t n;
-	char *text = masq_read_file(path, 64u << 20, &n, err);
-	free(path);
-	if (text == NULL) {
-		json_decref(qc);
-		return -1;
-	}
-	char *block = json_dumps(qc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	json_decref(qc);
-	if (block == NULL)
-		fatal("out of memory building quantization_config");
-	while (n > 0 && text[n - 1] != '\0' && strchr(" \t\r\n", text[n - 1]) != NULL)
-		n--;
-	MASQ_ASSERT(n > 0 && text[n - 1] == '}');	/* it parsed as an object */
-	size_t body = n - 1, bl = strlen(block);
-	while (body > 0 && text[body - 1] != '\0' && strchr(" \t\r\n", text[body - 1]) != NULL)
-		body--;
-	int empty = body > 0 && text[body - 1] == '{';
-	/* the block indented by two spaces, as a top-level member */
-	char *out = xmalloc(body + 2 * bl + 64), *o = out;
-	memcpy(o, text, body);
-	o += body;
-	o += sprintf(o, "%s\n  \"quantization_config\": ", empty ? "" : ",");
-	for (size_t i = 0; i < bl; i++) {
-		*o++ = block[i];
-		if (block[i] == '\n') {
-			*o++ = ' ';
-			*o++ = ' ';
-		}
-	}
-	strcpy(o, "\n}\n");
-	j->config_text = out;
-	free(block);
-	free(text);
-	return 0;
-}
-
-/* masquant.json from the layer summaries. */
-static void
-plan_manifest(xjob *j)
-{
-	const model *m = j->m;
-	json_t *doc = json_object(), *layers = json_array();
-	int uniform = 1;
-
-	for (int l = 1; l < m->cfg.n_layers; l++)
-		if (j->ls[l].wbits != j->ls[0].wbits || j->ls[l].abits != j->ls[0].abits)
-			uniform = 0;
-	json_object_set_new(doc, "format", json_string("masquant"));
-	json_object_set_new(doc, "format_version", json_integer(EXPORT_MASQUANT_VERSION));
-	json_object_set_new(doc, "masq_version", json_string(PACKAGE_VERSION));
-	json_object_set_new(doc, "base_modality", json_string(modality_name(MOD_TEXT)));
-	json_object_set_new(doc, "factors", json_string("masquant.safetensors"));
-	json_object_set_new(doc, "layer_prefix", json_string(m->prefix));
-	json_object_set_new(doc, "wbits", uniform ? json_integer(j->ls[0].wbits) : json_null());
-	json_object_set_new(doc, "abits", uniform ? json_integer(j->ls[0].abits) : json_null());
-	json_object_set_new(doc, "weights", json_pack("{s:s, s:s, s:b, s:s}", "container", "I8",
-	    "scale", "F32 [out, 1] per output channel", "symmetric", 1, "levels", "[-(2^(bits-1)-1), 2^(bits-1)-1]"));
-	json_object_set_new(doc, "activations", json_pack("{s:s, s:b, s:b}", "strategy", "token",
-	    "symmetric", 1, "dynamic", 1));
-	json_object_set_new(doc, "semantics", json_string(
-	    "a token of modality m through linear P: y = Q_a(x / s_m) (P.weight * P.weight_scale)^T + P.bias "
-	    "[+ (x / s_m) P.cmc.m.L1 P.cmc.m.L2 when present]; s_m = P.smooth.m (absent: 1); Q_a per token, "
-	    "symmetric, abits (16: none); the low-rank branch takes the unquantized x / s_m"));
-	for (int l = 0; l < m->cfg.n_layers; l++) {
-		const lsum *s = &j->ls[l];
-		json_t *jl = json_object(), *lins = json_object();
-		json_object_set_new(jl, "layer", json_integer(l));
-		json_object_set_new(jl, "method", json_string(method_name(s->method)));
-		json_object_set_new(jl, "wbits", json_integer(s->wbits));
-		json_object_set_new(jl, "abits", json_integer(s->abits));
-		for (int k = 0; k < LIN_COUNT; k++) {
-			json_t *jk = json_object(), *rk = json_object();
-			json_object_set_new(jk, "smoothed", json_boolean(s->smoothed[k]));
-			json_object_set_new(jk, "unified", json_boolean(!s->permod[k]));
-			for (int md = 0; md < MOD_COUNT; md++)
-				if (s->rank[k][md] > 0)
-					json_object_set_new(rk, modality_name(md), json_integer(s->rank[k][md]));
-			json_object_set_new(jk, "rank", rk);
-			json_object_set_new(lins, lin_name(k), jk);
-		}
-		json_object_set_new(jl, "linears", lins);
-		json_array_append_new(layers, jl);
-	}
-	json_object_set_new(doc, "layers", layers);
-	j->manifest_text = json_text(doc);
-	json_decref(doc);
-}
-
-/* masquant.safetensors' tensors: per smoothed linear the three factors,
- * per compensated modality L1 and L2. */
-static void
-plan_sidecar(xjob *j)
-{
-	const model *m = j->m;
-	char name[320], mod[256];
-
-	for (int l = 0; l < m->cfg.n_layers; l++) {
-		const lsum *s = &j->ls[l];
-		for (int k = 0; k < LIN_COUNT; k++) {
-			int out, in;
-			layer_lin_shape(&m->cfg, k, &out, &in);
-			snprintf(mod, sizeof mod, "%s%d.%s", m->prefix, l, lin_path(k));
-			if (!s->smoothed[k])
-				continue;
-			for (int md = 0; md < MOD_COUNT; md++) {
-				int64_t sh[1] = {in};
-				snprintf(name, sizeof name, "%s.smooth.%s", mod, modality_name(md));
-				otensor *o = otensor_push(&j->side, &j->nside, &j->sidecap, name, ST_F32, 1, sh, OK_SMOOTH);
-				o->layer = l; o->lin = k; o->mod = md;
-			}
-			for (int md = 0; md < MOD_COUNT; md++) {
-				int r = s->rank[k][md];
-				int64_t s1[2] = {in, r}, s2[2] = {r, out};
-				if (r <= 0)
-					continue;
-				snprintf(name, sizeof name, "%s.cmc.%s.L1", mod, modality_name(md));
-				otensor *o = otensor_push(&j->side, &j->nside, &j->sidecap, name, ST_F32, 2, s1, OK_L1);
-				o->layer = l; o->lin = k; o->mod = md;
-				snprintf(name, sizeof name, "%s.cmc.%s.L2", mod, modality_name(md));
-				o = otensor_push(&j->side, &j->nside, &j->sidecap, name, ST_F32, 2, s2, OK_L2);
-				o->layer = l; o->lin = k; o->mod = md;
-			}
-		}
-	}
-}
-
 /* A writer with the tensors of list v whose shard is `shard` (-1: all) declared. */
-static st_writer *
-declare(const otensor *v, int n, int shard, masq_err *err)
+st_writer *
+export_declare(const otensor *v, int n, int shard, masq_err *err)
 {
 	st_writer *w = st_writer_new();
 
@@ -670,51 +388,45 @@ fail:
 	return NULL;
 }
 
-/* What the format could not express, one sentence. */
-static void
-plan_dropped(xjob *j)
+void
+export_plan_levels(xjob *j, const st_tensor *t, int l, int lin)
 {
-	int n_mas = 0, n_cmc = 0, n_cmc_rank = 0, n_act = 0;
-	char *d = j->rep.dropped;
-	size_t cap = sizeof j->rep.dropped;
+	int out, in;
+	int64_t sh[2];
+	layer_lin_shape(&j->m->cfg, lin, &out, &in);
+	sh[0] = out;
+	sh[1] = 1;
+	char *sn = xmalloc(strlen(t->name) + 8);
+	otensor *o = otensor_push(&j->t, &j->nt, &j->tcap, t->name, ST_I8, t->ndim, t->shape, OK_WEIGHT);
+	o->src = t;
+	o->layer = l;
+	o->lin = lin;
+	sprintf(sn, "%s_scale", t->name);
+	o = otensor_push(&j->t, &j->nt, &j->tcap, sn, ST_F32, 2, sh, OK_SCALE);
+	o->src = t;
+	o->layer = l;
+	o->lin = lin;
+	free(sn);
+}
 
+/* How many layers of each kind the job exports. */
+static void
+job_counts(const xjob *j, export_counts *n)
+{
+	memset(n, 0, sizeof *n);
+	n->layers = j->m->cfg.n_layers;
 	for (int l = 0; l < j->m->cfg.n_layers; l++) {
 		const lsum *s = &j->ls[l];
-		n_mas += s->method == METHOD_MAS;
-		n_cmc += s->method == METHOD_MAS_CMC;
-		n_act += s->abits < 16;
+		n->mas += s->method == METHOD_MAS;
+		n->cmc += s->method == METHOD_MAS_CMC;
+		n->act += s->abits < 16;
 		for (int k = 0; k < LIN_COUNT; k++)
 			for (int m = 0; m < MOD_COUNT; m++)
 				if (s->rank[k][m] > 0) {
-					n_cmc_rank++;
+					n->cmc_rank++;
 					k = LIN_COUNT;
 					break;
 				}
-	}
-	d[0] = '\0';
-	switch (j->format) {
-	case EXPORT_FAKE:
-		if (n_act || n_mas || n_cmc)
-			snprintf(d, cap, "the fake export holds dequantized weights only: %s%s%s.",
-			    n_act ? "activation quantization" : "",
-			    n_act && (n_mas || n_cmc) ? ", " : "",
-			    n_mas || n_cmc ? "the per-modality factors (every weight is quantized with the text "
-			    "factor) and the CMC compensation" : "");
-		break;
-	case EXPORT_COMPRESSED_TENSORS:
-		if (n_mas || n_cmc)
-			snprintf(d, cap, "compressed-tensors folds one factor per norm: the per-modality factors "
-			    "(vision and audio tokens use the text factor folded into the norms), o_proj's "
-			    "smoothing (o_proj is quantized unsmoothed)%s are dropped in %d of %d layers.",
-			    n_cmc_rank ? " and the CMC low-rank compensation" : "", n_mas + n_cmc,
-			    j->m->cfg.n_layers);
-		break;
-	case EXPORT_MASQUANT:
-		if (n_mas)
-			snprintf(d, cap, "mas keeps one weight per modality, which the masquant export cannot "
-			    "store: in %d of %d layers every token uses the text factor and its weight.",
-			    n_mas, j->m->cfg.n_layers);
-		break;
 	}
 }
 
@@ -726,57 +438,24 @@ job_plan(xjob *j, masq_err *err)
 	const st_set *s = &m->st;
 	uint64_t acc = 0;
 
-	if (j->format < 0 || j->format >= EXPORT_FORMAT_COUNT)
-		return masq_err_set(err, MASQ_ERR_USAGE, "unknown export format %d", j->format);
 	j->ls = xcalloc((size_t)m->cfg.n_layers, sizeof *j->ls);
 	for (int l = 0; l < m->cfg.n_layers; l++) {
 		qplan_layer q;
-		if (plan_get(j, l, &q, err) < 0)
+		if (export_plan_get(j, l, &q, err) < 0)
 			return -1;
 		lsum_fill(&j->ls[l], &q);
 		qplan_layer_done(&q);
-		if (bits_check(j, l, &j->ls[l], err) < 0)
+		if (j->fmt->check != NULL && j->fmt->check(j, l, &j->ls[l], err) < 0)
 			return -1;
-		if (j->format == EXPORT_COMPRESSED_TENSORS && j->ls[l].abits != j->ls[0].abits)
-			return masq_err_set(err, MASQ_ERR_USAGE,
-			    "the compressed-tensors export has one activation scheme: layer 0 has A%d, layer %d A%d",
-			    j->ls[0].abits, l, j->ls[l].abits);
 	}
 
-	/* the model's tensors */
+	/* the model's tensors, as the format writes each */
 	for (int i = 0; i < s->ntensors; i++) {
 		const st_tensor *t = s->index[i];
-		int l, k, nm;
-		otensor *o;
-		if (decoder_tensor(m, t->name, &l, &k, &nm) == 0 && k >= 0) {
-			int out, in;
-			layer_lin_shape(&m->cfg, k, &out, &in);
-			if (j->format == EXPORT_FAKE) {
-				o = otensor_push(&j->t, &j->nt, &j->tcap, t->name, t->dtype, t->ndim, t->shape, OK_WEIGHT);
-			} else {
-				int64_t sh[2] = {out, 1};
-				char *sn = xmalloc(strlen(t->name) + 8);
-				o = otensor_push(&j->t, &j->nt, &j->tcap, t->name, ST_I8, t->ndim, t->shape, OK_WEIGHT);
-				o->src = t;
-				o->layer = l;
-				o->lin = k;
-				sprintf(sn, "%s_scale", t->name);
-				o = otensor_push(&j->t, &j->nt, &j->tcap, sn, ST_F32, 2, sh, OK_SCALE);
-				free(sn);
-			}
-			o->src = t;
-			o->layer = l;
-			o->lin = k;
-		} else if (j->format == EXPORT_COMPRESSED_TENSORS && decoder_tensor(m, t->name, &l, &k, &nm) == 0 &&
-		    nm >= 0) {
-			o = otensor_push(&j->t, &j->nt, &j->tcap, t->name, t->dtype, t->ndim, t->shape, OK_NORM);
-			o->src = t;
-			o->layer = l;
-			o->lin = nm;
-		} else {
-			o = otensor_push(&j->t, &j->nt, &j->tcap, t->name, t->dtype, t->ndim, t->shape, OK_COPY);
-			o->src = t;
-		}
+		int l = -1, k = -1, nm = -1;
+		if (export_decoder_tensor(m, t->name, &l, &k, &nm) < 0)
+			l = k = nm = -1;
+		j->fmt->plan_tensor(j, t, l, k, nm);
 	}
 	if (j->nt == 0)
 		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: the model has no tensors", m->dir);
@@ -801,7 +480,7 @@ job_plan(xjob *j, masq_err *err)
 		else
 			snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", i + 1, j->nshards);
 		j->shard_file[i] = xstrdup(name);
-		st_writer *w = declare(j->t, j->nt, i, err);
+		st_writer *w = export_declare(j->t, j->nt, i, err);
 		if (w == NULL)
 			return -1;
 		j->shard_size[i] = st_writer_size(w);
@@ -816,24 +495,15 @@ job_plan(xjob *j, masq_err *err)
 		}
 		json_t *doc = json_pack("{s:{s:I}, s:o}", "metadata", "total_size", (json_int_t)total,
 		    "weight_map", map);
-		j->index_text = json_text(doc);
+		j->index_text = export_json_text(doc);
 		json_decref(doc);
 	}
 
 	/* the other files */
 	if (plan_copies(j, err) < 0)
 		return -1;
-	if (j->format == EXPORT_COMPRESSED_TENSORS && plan_ct_config(j, err) < 0)
+	if (j->fmt->plan_files != NULL && j->fmt->plan_files(j, err) < 0)
 		return -1;
-	if (j->format == EXPORT_MASQUANT) {
-		plan_manifest(j);
-		plan_sidecar(j);
-		st_writer *w = declare(j->side, j->nside, -1, err);
-		if (w == NULL)
-			return -1;
-		j->side_size = st_writer_size(w);
-		st_writer_free(w);
-	}
 	if (j->provenance != NULL) {
 		size_t n = strlen(j->provenance);
 		j->prov_text = xmalloc(n + 2);
@@ -841,15 +511,17 @@ job_plan(xjob *j, masq_err *err)
 	} else {
 		json_t *doc = json_pack("{s:s, s:s, s:s}", "masq_version", PACKAGE_VERSION, "format",
 		    export_format_name(j->format), "model", m->dir);
-		j->prov_text = json_text(doc);
+		j->prov_text = export_json_text(doc);
 		json_decref(doc);
 	}
-	plan_dropped(j);
+	export_counts cnt;
+	job_counts(j, &cnt);
+	j->rep.dropped[0] = '\0';
+	j->fmt->dropped(j, &cnt);
 
 	/* the report */
 	export_report *r = &j->rep;
-	r->files = j->nshards + (j->index_text != NULL) + j->ncopies + 1 +
-	    (j->format == EXPORT_MASQUANT ? 2 : 0);
+	r->files = j->nshards + (j->index_text != NULL) + j->ncopies + 1 + j->fmt->side_files;
 	r->tensors = j->nt + j->nside;
 	r->bytes = strlen(j->prov_text);
 	for (int i = 0; i < j->nshards; i++)
@@ -860,8 +532,9 @@ job_plan(xjob *j, masq_err *err)
 		    strlen(j->config_text) : j->copy_size[i];
 	if (j->index_text != NULL)
 		r->bytes += strlen(j->index_text);
-	if (j->format == EXPORT_MASQUANT)
-		r->bytes += strlen(j->manifest_text) + j->side_size;
+	if (j->manifest_text != NULL)
+		r->bytes += strlen(j->manifest_text);
+	r->bytes += j->side_size;
 	return 0;
 }
 
@@ -874,7 +547,10 @@ job_init(xjob *j, const model *m, export_plan_fn plan_fn, void *ctx, const expor
 	j->m = m;
 	j->plan_fn = plan_fn;
 	j->ctx = ctx;
+	if (o->format < 0 || o->format >= EXPORT_FORMAT_COUNT)
+		return masq_err_set(err, MASQ_ERR_USAGE, "unknown export format %d", o->format);
 	j->format = o->format;
+	j->fmt = formats[o->format];
 	j->shard_bytes = o->shard_bytes ? o->shard_bytes : EXPORT_DEFAULT_SHARD;
 	j->provenance = o->provenance;
 	if (plan_fn == NULL)
@@ -883,15 +559,6 @@ job_init(xjob *j, const model *m, export_plan_fn plan_fn, void *ctx, const expor
 }
 
 /* ---- computing a layer ---------------------------------------------------------- */
-
-/* One layer's computed tensors. */
-typedef struct lcache {
-	int layer;		/* -1: none */
-	float *w[LIN_COUNT];	/* fake: (out, in) dequantized, original space */
-	int8_t *q[LIN_COUNT];	/* (out, in) levels */
-	float *scale[LIN_COUNT];	/* (out) */
-	float *norm[2];		/* compressed-tensors: (hidden) folded norms */
-} lcache;
 
 /* Free a layer cache's arrays and mark it empty. */
 static void
@@ -909,8 +576,8 @@ lcache_clear(lcache *c)
 }
 
 /* x (n) rounded to dtype dt's precision (F16, BF16; others unchanged). */
-static void
-round_to_dtype(float *x, size_t n, st_dtype dt)
+void
+export_round_to_dtype(float *x, size_t n, st_dtype dt)
 {
 	if (dt != ST_BF16 && dt != ST_F16)
 		return;
@@ -918,27 +585,6 @@ round_to_dtype(float *x, size_t n, st_dtype dt)
 	st_from_f32(b, x, dt, n);
 	st_to_f32(x, b, dt, n);
 	free(b);
-}
-
-/* Fold factor s (in, or NULL) into norm (hidden) stored as dt: the new norm
- * is norm / s rounded to dt, and s_eff (in) is the factor that rounded norm
- * actually carries, norm / new (s where the norm is 0), so that folding
- * stays exact whatever the norm's precision. */
-static void
-ct_fold(float *newnorm, float *s_eff, const float *norm, const float *s, int n, st_dtype dt)
-{
-	for (int i = 0; i < n; i++)
-		newnorm[i] = s != NULL ? norm[i] / s[i] : norm[i];
-	round_to_dtype(newnorm, (size_t)n, dt);
-	for (int i = 0; i < n; i++) {
-		float f = s != NULL ? s[i] : 1.0f;
-		if (s != NULL && norm[i] != 0.0f && newnorm[i] != 0.0f && isfinite(newnorm[i])) {
-			float e = norm[i] / newnorm[i];
-			if (isfinite(e) && e > 0.0f)
-				f = e;
-		}
-		s_eff[i] = f;
-	}
 }
 
 /* W diag(s) (out, in) as a new array (s NULL: a copy). */
@@ -959,57 +605,27 @@ layer_compute(xjob *j, int l, lcache *c, masq_err *err)
 	const model *m = j->m;
 	qplan_layer q;
 	layer_weights w;
-	float *s_fold[2] = {NULL, NULL};	/* compressed-tensors: qkv's and gate/up's folded factor */
+	float *s_fold[2] = {NULL, NULL};	/* factors folded elsewhere (compressed-tensors: the norms) */
 
 	lcache_clear(c);
-	if (plan_get(j, l, &q, err) < 0)
+	if (export_plan_get(j, l, &q, err) < 0)
 		return -1;
 	if (layer_weights_load(&w, m, l, err) < 0) {
 		qplan_layer_done(&q);
 		return -1;
 	}
-	if (j->format == EXPORT_COMPRESSED_TENSORS) {
-		const float *sq = stored_factor(&q, LIN_Q), *su = stored_factor(&q, LIN_UP);
-		const float *nw[2] = {w.attn_norm, w.mlp_norm};
-		const char *nn[2] = {"input_layernorm.weight", "post_attention_layernorm.weight"};
-		for (int i = 0; i < 2; i++) {
-			char name[320];
-			model_tensor_name(m, l, nn[i], name, sizeof name);
-			const st_tensor *t = st_set_find(&m->st, name);
-			c->norm[i] = xmalloc(xmul((size_t)w.hidden, sizeof(float)));
-			s_fold[i] = xmalloc(xmul((size_t)w.hidden, sizeof(float)));
-			ct_fold(c->norm[i], s_fold[i], nw[i], i == 0 ? sq : su, w.hidden, t->dtype);
-		}
-	}
+	if (j->fmt->layer_begin != NULL)
+		j->fmt->layer_begin(j, c, &q, &w, s_fold);
 	for (int k = 0; k < LIN_COUNT; k++) {
 		int out, in;
-		const float *s = stored_factor(&q, k);
+		const float *s = export_stored_factor(&q, k);
 		layer_lin_shape(&m->cfg, k, &out, &in);
-		if (j->format == EXPORT_COMPRESSED_TENSORS) {
-			/* one factor per norm: q's for q,k,v, up's for gate,up; o and down unsmoothed */
+		if (j->fmt->layer_begin != NULL) {
+			/* one folded factor per group: q's for q,k,v, up's for gate,up; o and down: none */
 			int g = smooth_lin_group(k);
 			s = g == GRP_QKV ? s_fold[0] : g == GRP_GATEUP ? s_fold[1] : NULL;
 		}
-		float *Ws = scaled(w.w[k], s, out, in);
-		if (j->format == EXPORT_FAKE) {
-			if (q.wbits < 16) {
-				if (q.wgroup > 0)
-					quant_weight_groups(Ws, Ws, out, in, q.wbits, q.wgroup);
-				else
-					quant_weight_rows(Ws, Ws, out, in, q.wbits);
-			}
-			if (s != NULL)
-				for (int o = 0; o < out; o++)
-					for (int i = 0; i < in; i++)
-						Ws[(size_t)o * in + i] /= s[i];
-			c->w[k] = Ws;
-		} else {
-			c->q[k] = xmalloc(xmul((size_t)out * in, sizeof(int8_t)));
-			c->scale[k] = xmalloc(xmul((size_t)out, sizeof(float)));
-			quant_weight_rows_int(c->q[k], c->scale[k], Ws, out, in,
-			    j->format == EXPORT_COMPRESSED_TENSORS ? 8 : q.wbits);
-			free(Ws);
-		}
+		j->fmt->linear(j, c, &q, k, scaled(w.w[k], s, out, in), s, out, in);
 	}
 	free(s_fold[0]);
 	free(s_fold[1]);
@@ -1022,8 +638,8 @@ layer_compute(xjob *j, int l, lcache *c, masq_err *err)
 /* ---- writing ---------------------------------------------------------------------- */
 
 /* Write text to dir/name, fsync'd. */
-static int
-write_text(const char *dir, const char *name, const char *text, size_t n, masq_err *err)
+int
+export_write_text(const char *dir, const char *name, const char *text, size_t n, masq_err *err)
 {
 	char *p = masq_path_join(dir, name);
 	int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0666), e = 0;
@@ -1123,7 +739,7 @@ write_shards(xjob *j, const char *dir, masq_err *err)
 	for (int sh = 0; sh < j->nshards; sh++) {
 		int r;
 		char *path = masq_path_join(dir, j->shard_file[sh]);
-		st_writer *w = declare(j->t, j->nt, sh, err);
+		st_writer *w = export_declare(j->t, j->nt, sh, err);
 		if (w == NULL || st_writer_begin(w, path, err) < 0) {
 			st_writer_free(w);
 			free(path);
@@ -1145,7 +761,7 @@ write_shards(xjob *j, const char *dir, masq_err *err)
 				r = st_writer_write(w, o->src->data, (size_t)o->nbytes, err);
 				break;
 			case OK_WEIGHT:
-				if (j->format == EXPORT_FAKE)
+				if (c.w[o->lin] != NULL)
 					r = st_writer_write_f32(w, c.w[o->lin], (size_t)out * in, err);
 				else
 					r = st_writer_write(w, c.q[o->lin], (size_t)out * in, err);
@@ -1171,77 +787,6 @@ write_shards(xjob *j, const char *dir, masq_err *err)
 out:
 	lcache_clear(&c);
 	return rc;
-}
-
-/* Pass 3: masquant.safetensors, one layer's plan at a time. */
-static int
-write_sidecar(xjob *j, const char *dir, masq_err *err)
-{
-	char *path = masq_path_join(dir, "masquant.safetensors");
-	st_writer *w = declare(j->side, j->nside, -1, err);
-	qplan_layer q;
-	int cur = -1, rc = -1;
-
-	memset(&q, 0, sizeof q);
-	if (w == NULL || st_writer_begin(w, path, err) < 0)
-		goto out;
-	for (int i = 0; i < j->nside; i++) {
-		const otensor *o = &j->side[i];
-		const qplan_linear *ql;
-		int r;
-		if (o->layer != cur) {
-			if (cur >= 0)
-				qplan_layer_done(&q);
-			cur = -1;
-			if (plan_get(j, o->layer, &q, err) < 0)
-				goto out;
-			cur = o->layer;
-		}
-		ql = &q.lin[o->lin];
-		if (o->kind == OK_SMOOTH) {
-			/* unified linears: the stored factor for every modality; per-modality ones:
-			 * the modality's own, or the base's where the plan has none */
-			const float *s = stored_factor(&q, o->lin);
-			if (per_modality(&q, o->lin) && ql->smooth[o->mod] != NULL)
-				s = ql->smooth[o->mod];
-			MASQ_ASSERT(s != NULL);
-			r = st_writer_write_f32(w, s, (size_t)ql->in, err);
-		} else if (o->kind == OK_L1) {
-			MASQ_ASSERT(ql->rank[o->mod] == o->shape[1]);
-			r = st_writer_write_f32(w, ql->L1[o->mod], (size_t)ql->in * ql->rank[o->mod], err);
-		} else {
-			r = st_writer_write_f32(w, ql->L2[o->mod], (size_t)ql->rank[o->mod] * ql->out, err);
-		}
-		if (r < 0)
-			goto out;
-	}
-	rc = st_writer_finish(w, err);
-out:
-	if (cur >= 0)
-		qplan_layer_done(&q);
-	st_writer_free(w);
-	free(path);
-	return rc;
-}
-
-/* Remove dir and the plain files in it (what an export writes). */
-static void
-remove_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-
-	if (d != NULL) {
-		while ((e = readdir(d)) != NULL) {
-			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-				continue;
-			char *p = masq_path_join(dir, e->d_name);
-			unlink(p);
-			free(p);
-		}
-		closedir(d);
-	}
-	rmdir(dir);
 }
 
 /* fsync a directory, so the names in it are durable. */
@@ -1334,22 +879,20 @@ export_write(const model *m, export_plan_fn plan_fn, void *ctx, const export_opt
 	if (write_shards(&j, tmp, err) < 0)
 		goto out;
 	if (j.index_text != NULL &&
-	    write_text(tmp, "model.safetensors.index.json", j.index_text, strlen(j.index_text), err) < 0)
+	    export_write_text(tmp, "model.safetensors.index.json", j.index_text, strlen(j.index_text), err) < 0)
 		goto out;
 	for (int i = 0; i < j.ncopies; i++) {
 		int r;
 		if (j.config_text != NULL && strcmp(j.copies[i], "config.json") == 0)
-			r = write_text(tmp, "config.json", j.config_text, strlen(j.config_text), err);
+			r = export_write_text(tmp, "config.json", j.config_text, strlen(j.config_text), err);
 		else
 			r = copy_file(m->dir, tmp, j.copies[i], err);
 		if (r < 0)
 			goto out;
 	}
-	if (write_text(tmp, "masq-provenance.json", j.prov_text, strlen(j.prov_text), err) < 0)
+	if (export_write_text(tmp, "masq-provenance.json", j.prov_text, strlen(j.prov_text), err) < 0)
 		goto out;
-	if (j.format == EXPORT_MASQUANT &&
-	    (write_text(tmp, "masquant.json", j.manifest_text, strlen(j.manifest_text), err) < 0 ||
-	     write_sidecar(&j, tmp, err) < 0))
+	if (j.fmt->write_files != NULL && j.fmt->write_files(&j, tmp, err) < 0)
 		goto out;
 	if (fsync_dir(tmp) != 0) {
 		masq_err_set(err, MASQ_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));
@@ -1368,7 +911,7 @@ export_write(const model *m, export_plan_fn plan_fn, void *ctx, const export_opt
 	rc = 0;
 out:
 	if (made)
-		remove_tree(tmp);
+		masq_remove_flat_dir(tmp);
 	if (rc < 0 && err != NULL && err->status == MASQ_OK)
 		masq_err_set(err, MASQ_ERR_INTERNAL, "export failed");
 	job_free(&j);

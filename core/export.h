@@ -53,6 +53,9 @@ enum export_format { EXPORT_FAKE, EXPORT_COMPRESSED_TENSORS, EXPORT_MASQUANT, EX
 /* "fake", "compressed-tensors", "masquant" */
 const char *export_format_name(int f);
 int export_format_parse(const char *s);
+/* What format f is and who loads it, one sentence; what it cannot express. */
+const char *export_format_describe(int f);
+const char *export_format_drops(int f);
 
 /* Fill *plan for layer l (the export calls qplan_layer_done on it). */
 typedef int (*export_plan_fn)(void *ctx, int layer, qplan_layer *plan, masq_err *err);

@@ -40,8 +40,10 @@ struct step {
 	int busy;		/* also keep the last progress screen as NN-name-busy.txt */
 };
 
-/* The script: start on the demo, step two layers, open a layer's
- * histograms, change an alpha and see the preview change, export, quit. */
+/* The script: start on the demo, step two layers, open a layer's view
+ * (its panels: the alpha search, the rank view, the range profiles, the
+ * log2|x| histograms), change an alpha and see the preview change, export,
+ * quit. */
 static const struct step script[] = {
 	{"start", {0}, A_NONE, 0, 0, 0},
 	{"help", {'?'}, A_NONE, 0, 0, 0},
@@ -55,6 +57,7 @@ static const struct step script[] = {
 	{"ascii", {0}, A_ASCII, 0, 0, 0},
 	{"site-gateup", {'\t', '\t'}, A_UTF8, 0, 0, 0},
 	{"profile-gateup", {'v'}, A_NONE, 0, 0, 0},
+	{"hist-gateup", {'v'}, A_NONE, 0, 0, 0},
 	{"sq-mas-gateup", {'u'}, A_NONE, 0, 0, 0},
 	{"sq-mas-o", {KEY_UP}, A_NONE, 0, 0, 0},
 	{"quit-ask", {27, 'Q'}, A_NONE, 0, 0, 0},

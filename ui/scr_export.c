@@ -10,20 +10,6 @@
 
 #include "ui/internal.h"
 
-static const char *const ex_desc[EXPORT_FORMAT_COUNT] = {
-	"a dense model in the input's own layout, each decoder linear replaced by its dequantized "
-	"weight; any framework loads it (weights only)",
-	"W8A8 int8 as vLLM loads it: int8 weights with per-channel scales, dynamic per-token "
-	"activations, the unified (text) factor folded into the norms; needs W8",
-	"weights quantized with the text factor, plus masquant.safetensors (per-modality factors, "
-	"CMC L1/L2) and masquant.json; masq eval runs it",
-};
-static const char *const ex_drops[EXPORT_FORMAT_COUNT] = {
-	"activation quantization, the per-modality factors and the compensation",
-	"for mas and mas-cmc: the vision and audio factors, o_proj's factor and the compensation",
-	"nothing",
-};
-
 /* Ask export_preview what the chosen format would write (or why it cannot
  * yet), and name the default target directory unless one was typed. */
 static void
@@ -168,7 +154,7 @@ export_draw(ui *u)
 		x += ui_text(y, 1 + x, -1, f == u->ex_fmt ? (int)(A_REVERSE | A_BOLD) : A_NORMAL,
 		    f == u->ex_fmt ? "[%s]" : " %s ", export_format_name(f));
 	y += 2;
-	y += draw_wrapped(y, 1, COLS - 2, 3, A_NORMAL, ex_desc[u->ex_fmt]);
+	y += draw_wrapped(y, 1, COLS - 2, 3, A_NORMAL, export_format_describe(u->ex_fmt));
 	if (u->ex_list != NULL) {
 		char drops[1100];
 		snprintf(drops, sizeof drops, "drops: %s", u->ex_rep.dropped[0] ? u->ex_rep.dropped : "nothing");
@@ -194,7 +180,7 @@ export_draw(ui *u)
 		y = export_draw_tensors(u, y, LINES - 5 - y);
 	} else {
 		char drops[1100];
-		snprintf(drops, sizeof drops, "drops: %s", ex_drops[u->ex_fmt]);
+		snprintf(drops, sizeof drops, "drops: %s", export_format_drops(u->ex_fmt));
 		y += draw_wrapped(y, 1, COLS - 2, 2, A_NORMAL, drops);
 		y += draw_wrapped(y, 1, COLS - 2, 3, ui_error_attr(&u->g), u->ex_err);
 	}
