@@ -33,13 +33,19 @@ pipe_opts_default(pipe_opts *o)
 	o->svd_mode = CMC_SVD_AUTO;
 	o->sample_cap = 256;
 	o->seed = 20260305u;
+	o->epochs = 0;	/* the front ends ask for learning (masq run: 2) */
+	o->lr = 5e-2f;
+	o->loss = LEARN_LOSS_MAE;
+	o->lambda[MOD_TEXT] = 1.0f;
+	o->lambda[MOD_VISION] = 0.5f;
+	o->lambda[MOD_AUDIO] = 1.0f;
 }
 
 int
 pipe_opts_check(const pipe_opts *o, masq_err *err)
 {
 	if (o->method < 0 || o->method >= METHOD_COUNT)
-		return masq_err_set(err, MASQ_ERR_USAGE, "method %d is not rtn, sq, mas or mas-cmc", o->method);
+		return masq_err_set(err, MASQ_ERR_USAGE, "method %d is not rtn, sq, mas, mas-cmc or usq", o->method);
 	if (setting_check_bits(o->wbits, o->abits, err) < 0)
 		return -1;
 	if (o->wgroup < -1 || o->wgroup > (1 << 20) || o->wgroup == 1)
@@ -64,8 +70,13 @@ pipe_opts_check(const pipe_opts *o, masq_err *err)
 	if (o->sample_cap < 1 || o->sample_cap > (1 << 20))
 		return masq_err_set(err, MASQ_ERR_USAGE, "the token sample must hold 1 to %d rows, not %d", 1 << 20,
 		    o->sample_cap);
-	if ((o->search | o->cmc_quant_target | o->whiten | o->cmc_diag) & ~1)
-		return masq_err_set(err, MASQ_ERR_USAGE, "search, cmc_quant_target, whiten and cmc_diag are 0 or 1");
+	if ((o->search | o->cmc_quant_target | o->whiten | o->cmc_diag | o->tie) & ~1)
+		return masq_err_set(err, MASQ_ERR_USAGE, "search, cmc_quant_target, whiten, cmc_diag and tie are 0 or 1");
+	if (setting_check_epochs(o->epochs, err) < 0 || setting_check_lr(o->lr, err) < 0 ||
+	    setting_check_lambda(o->lambda, err) < 0)
+		return -1;
+	if (o->loss < 0 || o->loss >= LEARN_LOSS_COUNT)
+		return masq_err_set(err, MASQ_ERR_USAGE, "loss %d is not mae or mse", o->loss);
 	return 0;
 }
 
@@ -91,14 +102,22 @@ pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_
 	p->n_layers = m->cfg.n_layers;
 	p->settings = xcalloc((size_t)p->n_layers, sizeof *p->settings);
 	p->results = xcalloc((size_t)p->n_layers, sizeof *p->results);
-	for (int l = 0; l < p->n_layers; l++)
+	for (int l = 0; l < p->n_layers; l++) {
 		layer_setting_init(&p->settings[l], o->method, o->alpha, o->rank, o->rank_floor);
+		if (setting_set_learning(&p->settings[l], o->epochs, o->lr, o->loss, o->lambda, o->tie, err) < 0)
+			MASQ_ASSERT(!"pipe_opts_check passed the learning settings");
+	}
 	p->h_fp = xmalloc(xmul(n, sizeof(float)));
 	p->h_fp_out = xmalloc(xmul(n, sizeof(float)));
 	p->h_q = xmalloc(xmul(n, sizeof(float)));
 	p->h_q_out = xmalloc(xmul(n, sizeof(float)));
 	memcpy(p->h_fp, c->embeds, n * sizeof(float));
 	memcpy(p->h_q, c->embeds, n * sizeof(float));
+	if (o->method == METHOD_MAS_CMC && o->epochs > 0) {
+		p->h_train = xmalloc(xmul(n, sizeof(float)));
+		p->h_train_out = xmalloc(xmul(n, sizeof(float)));
+		memcpy(p->h_train, c->embeds, n * sizeof(float));
+	}
 	engine_init(&p->eng, &m->cfg);
 	p->batch = (engine_batch){.n_tokens = c->n_tokens, .n_seqs = c->n_seqs,
 	    .seq_lens = c->seq_lens, .pos = c->pos, .modality = c->modality};
@@ -106,6 +125,17 @@ pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_
 	p->summary.kl_text = NAN;
 	p->t_start = masq_now();
 	return 0;
+}
+
+static void
+pipe_learned_drop(pipeline *p)
+{
+	for (int k = 0; k < LEARN_LINS; k++)
+		for (int m = 0; m < MOD_COUNT; m++) {
+			free(p->learned[k][m]);
+			p->learned[k][m] = NULL;
+		}
+	p->learned_valid = 0;
 }
 
 static void
@@ -127,6 +157,8 @@ pipe_release_layer(pipeline *p)
 	if (p->plan_valid)
 		qplan_layer_done(&p->plan);
 	p->plan_valid = 0;
+	pipe_learned_drop(p);
+	p->train_out_valid = 0;
 	p->calibrated = 0;
 }
 
@@ -136,7 +168,11 @@ pipe_done(pipeline *p)
 	pipe_release_layer(p);
 	engine_done(&p->eng);
 	free(p->settings);
+	for (int l = 0; l < p->n_layers && p->results != NULL; l++)
+		free(p->results[l].learn.loss);
 	free(p->results);
+	free(p->h_train);
+	free(p->h_train_out);
 	free(p->h_fp);
 	free(p->h_fp_out);
 	free(p->h_q);
@@ -224,6 +260,7 @@ struct wcache {
 struct qctx {
 	pipeline *p;
 	const layer_setting *ls;
+	int method;			/* how the layer runs (ls->method, or mas for mas-cmc previews) */
 	const uint8_t *modality;	/* (n) of the batch being run */
 	int n;
 	int *rows[MOD_COUNT];		/* token indices of each modality in the batch */
@@ -237,12 +274,9 @@ struct qctx {
 	int failed;
 };
 
-/* The factor of linear lin for alpha row `row` (a modality or ALPHA_UNIFIED)
- * under method, or NULL for s = 1.  Writes into s (in). */
-static const float *
-lin_factor(struct qctx *q, int lin, int method, int row, float *s)
+const float *
+pipe_factor(const pipeline *p, const layer_setting *ls, int method, int lin, int row, float *s)
 {
-	pipeline *p = q->p;
 	int grp = smooth_lin_group(lin), in = 0, out;
 
 	if (method == METHOD_RTN || grp < 0)
@@ -250,21 +284,39 @@ lin_factor(struct qctx *q, int lin, int method, int row, float *s)
 	if (method == METHOD_SQ && grp == GRP_O)
 		return NULL;	/* SmoothQuant smooths the two norm mappings only */
 	layer_lin_shape(&p->m->cfg, lin, &out, &in);
+	if (method_learns(method) && setting_learns(ls) && p->learned_valid &&
+	    setting_same_learning(&p->learned_for, ls)) {
+		memcpy(s, p->learned[lin][row == ALPHA_UNIFIED ? 0 : row], (size_t)in * sizeof(float));
+		return s;
+	}
 	const float *R, *wmax;
 	float alpha;
+	/* q, o, up lead their groups with their own weight (MAS, USQ) */
+	const float *lead = p->wmax_lin[grp == GRP_QKV ? LIN_Q : grp == GRP_O ? LIN_O : LIN_UP];
 	if (method == METHOD_SQ) {
 		/* one factor per mapping, w over every weight of the mapping */
 		wmax = p->wmax_grp[grp];
 		R = p->st[grp].absmax + (size_t)STATS_ALL * in;
-		alpha = q->ls->alpha[grp][ALPHA_UNIFIED];
+		alpha = ls->alpha[grp][ALPHA_UNIFIED];
+	} else if (method == METHOD_USQ) {
+		/* the reference's unified baseline: every token, the lead's weight */
+		wmax = lead;
+		R = p->st[grp].absmax + (size_t)STATS_ALL * in;
+		alpha = ls->alpha[grp][ALPHA_UNIFIED];
 	} else {
-		/* MAS: q, o, up lead their groups with their own weight */
-		wmax = p->wmax_lin[grp == GRP_QKV ? LIN_Q : grp == GRP_O ? LIN_O : LIN_UP];
+		wmax = lead;
 		R = p->st[grp].absmax + (size_t)row * in;
-		alpha = q->ls->alpha[grp][row];
+		alpha = ls->alpha[grp][row];
 	}
 	smooth_factors(s, R, wmax, in, alpha);
 	return s;
+}
+
+/* The factor of linear lin for alpha row `row` in the forward q runs. */
+static const float *
+lin_factor(struct qctx *q, int lin, int method, int row, float *s)
+{
+	return pipe_factor(q->p, q->ls, method, lin, row, s);
 }
 
 /* Wq (out, in) = Q(W diag(s)) with the pipeline's weight quantizer. */
@@ -413,14 +465,14 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 {
 	struct qctx *q = ctx;
 	pipeline *p = q->p;
-	int method = q->ls->method, out, in;
+	int method = q->method, out, in;
 	int abits = p->opts.abits;
 
 	if (q->failed)
 		return 1;	/* the result is discarded; let the engine finish the layer */
 	layer_lin_shape(&p->m->cfg, lin, &out, &in);
 	MASQ_ASSERT(n == q->n);
-	int per_mod = (method == METHOD_MAS || method == METHOD_MAS_CMC) && smooth_lin_group(lin) >= 0;
+	int per_mod = method_per_modality(method) && smooth_lin_group(lin) >= 0;
 	float *Wq = xmalloc(xmul((size_t)out * in, sizeof(float)));
 	float *xs = xmalloc(xmul((size_t)n * in, sizeof(float)));
 	float *xq = xmalloc(xmul((size_t)n * in, sizeof(float)));
@@ -515,6 +567,7 @@ qctx_init(struct qctx *q, pipeline *p, const layer_setting *ls, const uint8_t *m
 	memset(q, 0, sizeof *q);
 	q->p = p;
 	q->ls = ls;
+	q->method = ls->method;
 	q->modality = modality;
 	q->n = n;
 	q->wc = wc;
@@ -546,6 +599,163 @@ wcache_free(struct wcache *wc)
 		}
 }
 
+/* ---- learning -------------------------------------------------------------------- */
+
+int
+pipe_factors_ready(const pipeline *p)
+{
+	const layer_setting *ls = &p->settings[p->layer];
+	return !setting_learns(ls) || (p->learned_valid && setting_same_learning(&p->learned_for, ls));
+}
+
+/* The MAS chain's next input, when training did not leave it: the layer
+ * under its setting with the compensation left out. */
+static int
+train_chain_forward(pipeline *p, masq_err *err)
+{
+	struct qctx q;
+
+	if (p->h_train == NULL || p->train_out_valid)
+		return 0;
+	qctx_init(&q, p, &p->settings[p->layer], p->c->modality, p->c->n_tokens, NULL, err);
+	if (q.method == METHOD_MAS_CMC)
+		q.method = METHOD_MAS;
+	engine_ops ops = {.ctx = &q, .linear = qlinear};
+	memcpy(p->h_train_out, p->h_train, (size_t)p->c->n_tokens * p->m->cfg.hidden * sizeof(float));
+	engine_layer_forward(&p->eng, &p->w, &p->batch, p->h_train_out, &ops);
+	int failed = q.failed;
+	qctx_done(&q);
+	if (failed)
+		return masq_err_prefix(err, "layer %d (the training chain)", p->layer);
+	p->train_out_valid = 1;
+	return 0;
+}
+
+/* The train-mode forward of every sequence under L; the SQNR per modality
+ * against the FP output into sqnr, the outputs into out (tokens, hidden)
+ * when not NULL. */
+static void
+learn_measure(pipeline *p, learn_state *L, const learn_seq *seq, float *buf, float *out, double *sqnr)
+{
+	int D = p->m->cfg.hidden;
+	metrics_acc a;
+
+	metrics_acc_init(&a);
+	for (int s = 0, t0 = 0; s < p->c->n_seqs; t0 += seq[s].n, s++) {
+		learn_step_grad(L, &seq[s], buf, 0);
+		metrics_acc_add(&a, p->h_fp_out + (size_t)t0 * D, buf, p->c->modality + t0, seq[s].n, D);
+		if (out != NULL)
+			memcpy(out + (size_t)t0 * D, buf, (size_t)seq[s].n * D * sizeof(float));
+	}
+	for (int m = 0; m < STATS_ROWS; m++)
+		sqnr[m] = metrics_sqnr(&a, m);
+}
+
+int
+pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err)
+{
+	const model_config *c = &p->m->cfg;
+	const layer_setting *ls = &p->settings[p->layer];
+	pipe_learn_result *lr = &p->results[p->layer].learn;
+	int D = c->hidden, S = p->c->n_seqs, maxlen = 0, rc = 0;
+	double t0 = masq_now();
+
+	if (!p->calibrated)
+		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
+	if (!setting_learns(ls))
+		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d: %s with %d epochs learns nothing", p->layer,
+		    method_name(ls->method), ls->epochs);
+	/* learning replaces whatever the layer had */
+	if (p->plan_valid)
+		qplan_layer_done(&p->plan);
+	p->plan_valid = 0;
+	p->results[p->layer].done = 0;
+	p->train_out_valid = 0;
+	pipe_learned_drop(p);
+	free(lr->loss);
+	memset(lr, 0, sizeof *lr);
+
+	/* the start: the closed form under the same setting */
+	layer_setting closed = *ls;
+	closed.epochs = 0;
+	float *init[LEARN_LINS][MOD_COUNT];
+	for (int k = 0; k < LEARN_LINS; k++)
+		for (int m = 0; m < MOD_COUNT; m++) {
+			int out, in;
+			layer_lin_shape(c, k, &out, &in);
+			init[k][m] = xmalloc(xmul((size_t)in, sizeof(float)));
+			pipe_factor(p, &closed, ls->method, k, ls->method == METHOD_USQ ? ALPHA_UNIFIED : m, init[k][m]);
+		}
+	learn_opts lo;
+	learn_opts_default(&lo);
+	lo.wbits = p->opts.wbits;
+	lo.abits = p->opts.abits;
+	lo.wgroup = p->opts.wgroup;
+	lo.loss = ls->loss;
+	memcpy(lo.lambda, ls->lambda, sizeof lo.lambda);
+	lo.lr = ls->lr;
+	lo.unified = ls->method == METHOD_USQ;
+	lo.tied = ls->tie;
+	learn_state L;
+	learn_init(&L, c, &p->w, &lo, (const float *const (*)[MOD_COUNT])init);
+	for (int k = 0; k < LEARN_LINS; k++)
+		for (int m = 0; m < MOD_COUNT; m++)
+			free(init[k][m]);
+
+	/* what it learns from: its input on the chain the reference trains on,
+	 * and the FP output as the train-mode module computes it (h_q_out is
+	 * free until the layer is quantized again) */
+	const float *hin = ls->method == METHOD_MAS_CMC && p->h_train != NULL ? p->h_train : p->h_q;
+	float *target = p->h_q_out;
+	memcpy(target, p->h_fp, (size_t)p->c->n_tokens * D * sizeof(float));
+	engine_ops tops = {.linear = learn_target_linear};
+	engine_layer_forward(&p->eng, &p->w, &p->batch, target, &tops);
+	learn_seq *seq = xmalloc(xmul((size_t)S, sizeof *seq));
+	for (int s = 0, t0s = 0; s < S; t0s += p->c->seq_lens[s], s++) {
+		seq[s] = (learn_seq){.n = p->c->seq_lens[s], .h = hin + (size_t)t0s * D, .target = target + (size_t)t0s * D,
+		    .pos = p->c->pos + t0s, .pos_stride = p->c->n_tokens, .modality = p->c->modality + t0s};
+		if (seq[s].n > maxlen)
+			maxlen = seq[s].n;
+	}
+	float *buf = xmalloc(xmul((size_t)maxlen * D, sizeof(float)));
+
+	learn_measure(p, &L, seq, buf, NULL, lr->sqnr_init);
+	lr->epochs = ls->epochs;
+	lr->loss = xmalloc(xmul((size_t)ls->epochs * S, sizeof(double)));
+	for (int e = 0; e < ls->epochs && rc == 0; e++)
+		for (int s = 0; s < S && rc == 0; s++) {
+			learn_truncate(&L);
+			double loss = learn_step_grad(&L, &seq[s], NULL, 1);
+			learn_adam_step(&L);
+			lr->loss[lr->steps++] = loss;
+			if (progress != NULL && progress(ctx, lr->steps, ls->epochs * S, loss) != 0)
+				rc = masq_err_set(err, MASQ_ERR_USAGE, "layer %d: training interrupted after %d of %d steps",
+				    p->layer, lr->steps, ls->epochs * S);
+		}
+	lr->skipped = L.skipped;
+	if (rc == 0) {
+		learn_measure(p, &L, seq, buf, hin == p->h_train ? p->h_train_out : NULL, lr->sqnr_learned);
+		p->train_out_valid = hin == p->h_train;
+		for (int k = 0; k < LEARN_LINS; k++)
+			for (int m = 0; m < MOD_COUNT; m++) {
+				p->learned[k][m] = xmalloc(xmul((size_t)L.in[k], sizeof(float)));
+				memcpy(p->learned[k][m], L.s[k][m], (size_t)L.in[k] * sizeof(float));
+			}
+		p->learned_valid = 1;
+		p->learned_for = *ls;
+		lr->chain = hin == p->h_train;
+		lr->done = 1;
+	} else {
+		free(lr->loss);
+		memset(lr, 0, sizeof *lr);
+	}
+	lr->seconds = masq_now() - t0;
+	learn_done(&L);
+	free(seq);
+	free(buf);
+	return rc;
+}
+
 /* ---- quantize, search, next ----------------------------------------------------- */
 
 int
@@ -560,6 +770,12 @@ pipe_quantize(pipeline *p, masq_err *err)
 
 	if (!p->calibrated)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
+	if (!pipe_factors_ready(p)) {
+		const layer_setting *ls = &p->settings[p->layer];
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "layer %d: %s learns its factors (%d epochs) and they are not learned for this setting yet: "
+		    "train the layer first", p->layer, method_name(ls->method), ls->epochs);
+	}
 	memset(wc, 0, sizeof wc);
 	memset(res->lin, 0, sizeof res->lin);
 	qctx_init(&q, p, &p->settings[p->layer], p->c->modality, p->c->n_tokens, wc, err);
@@ -602,6 +818,8 @@ pipe_quantize(pipeline *p, masq_err *err)
 			return masq_err_set(err, MASQ_ERR_INTERNAL,
 			    "layer %d: the quantized forward produced a non-finite value at token %zu",
 			    p->layer, i / c->hidden);
+	if (train_chain_forward(p, err) < 0)
+		return -1;
 	res->method = p->settings[p->layer].method;
 	res->done = 1;
 	res->t_quant = masq_now() - t0;
@@ -687,7 +905,7 @@ pipe_search_alpha(pipeline *p, masq_err *err)
 	sr->tokens = ntok;
 
 	int rows[ALPHA_ROWS], nrows = 0;
-	if (trial.method == METHOD_SQ) {
+	if (!method_per_modality(trial.method)) {
 		rows[nrows++] = ALPHA_UNIFIED;
 	} else {
 		for (int m = 0; m < MOD_COUNT; m++)
@@ -743,9 +961,8 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 		for (int m = 0; m < STATS_ROWS; m++)
 			out->sqnr[k][m] = out->mae[k][m] = NAN;
 	memset(out->rows, 0, sizeof out->rows);
-	layer_setting ls = p->settings[p->layer];
-	if (ls.method == METHOD_MAS_CMC)
-		ls.method = METHOD_MAS;
+	const layer_setting *ls = &p->settings[p->layer];
+	int method = ls->method == METHOD_MAS_CMC ? METHOD_MAS : ls->method;
 	for (int site = 0; site < SITE_COUNT; site++) {
 		const site_stats *st = &p->st[site];
 		int n = 0;
@@ -769,7 +986,8 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 			out->rows[m] = st->sample_n[m];
 		}
 		struct qctx q;
-		qctx_init(&q, p, &ls, mods, n, NULL, err);
+		qctx_init(&q, p, ls, mods, n, NULL, err);
+		q.method = method;
 		q.measure = 1;
 		for (int k = 0; k < LIN_COUNT && !q.failed; k++) {
 			int o, in;
@@ -804,8 +1022,13 @@ pipe_next(pipeline *p, masq_err *err)
 		return masq_err_set(err, MASQ_ERR_USAGE, "all %d layers are done", p->n_layers);
 	if (!p->results[p->layer].done)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not quantized yet", p->layer);
+	if (p->h_train != NULL && !p->train_out_valid)
+		return masq_err_set(err, MASQ_ERR_INTERNAL, "layer %d: the training chain has no output", p->layer);
 	t = p->h_fp; p->h_fp = p->h_fp_out; p->h_fp_out = t;
 	t = p->h_q; p->h_q = p->h_q_out; p->h_q_out = t;
+	if (p->h_train != NULL) {
+		t = p->h_train; p->h_train = p->h_train_out; p->h_train_out = t;
+	}
 	pipe_release_layer(p);
 	p->layer++;
 	return 0;

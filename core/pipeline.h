@@ -11,6 +11,9 @@
  *                       with statistics hooks (stats.h) -> FP output
  *   pipe_search_alpha   optional: grid search of alpha per modality (MAS) or
  *                       per layer (SQ) for the best layer-output SQNR
+ *   pipe_train          learn the factors (core/learn.h) from the closed
+ *                       form, when the setting asks for it (a method that
+ *                       learns, epochs > 0)
  *   pipe_quantize(p)    factors (smooth.h), CMC (cmc.h), the quantized
  *                       forward on the quantized state, and the measurements;
  *                       may be repeated with other settings
@@ -26,7 +29,10 @@
  *	pipe_done(&p);
  *
  * Memory: one layer's weights (plus their quantized copies), the layer's
- * statistics, and four hidden states of the calibration set.
+ * statistics, and four hidden states of the calibration set; six when
+ * mas-cmc learns: the reference learns each layer's factors on the input
+ * the *MAS* chain (the three-weight train-mode forward, no compensation)
+ * gives it, so that chain travels beside the deployed one.
  */
 #ifndef MASQ_PIPELINE_H
 #define MASQ_PIPELINE_H
@@ -34,6 +40,7 @@
 #include "core/calib.h"
 #include "core/cmc.h"
 #include "core/engine.h"
+#include "core/learn.h"
 #include "core/metrics.h"
 #include "core/model.h"
 #include "core/qplan.h"
@@ -65,6 +72,12 @@ typedef struct pipe_opts {
 	int cmc_diag;		/* also compute the unwhitened error curve and full SVDs */
 	int sample_cap;		/* reservoir rows per modality and site */
 	uint64_t seed;
+	/* learning, the default of every layer (layer_setting) */
+	int epochs;		/* 0: the closed form */
+	float lr;
+	int loss;		/* enum learn_loss */
+	float lambda[MOD_COUNT];
+	int tie;
 } pipe_opts;
 
 /* The reference's defaults: W4A8, alpha 0.5, rank 0.05 with floor 32. */
@@ -100,6 +113,18 @@ typedef struct pipe_search {
 	int tokens;			/* tokens in the search batch */
 } pipe_search;
 
+/* What pipe_train did for a layer. */
+typedef struct pipe_learn_result {
+	int done;			/* the layer's factors are learned for its setting */
+	int epochs, steps, skipped;	/* steps = epochs * sequences; skipped: non-finite gradients */
+	double *loss;			/* (steps) the loss of each step, owned */
+	/* the train-mode layer output against the FP output, dB, with the
+	 * closed-form start and with the learned factors */
+	double sqnr_init[STATS_ROWS], sqnr_learned[STATS_ROWS];
+	int chain;			/* trained on the MAS chain (1) or the deployed one (0) */
+	double seconds;
+} pipe_learn_result;
+
 typedef struct pipe_layer_result {
 	int done;			/* quantized at least once */
 	int method;
@@ -108,6 +133,7 @@ typedef struct pipe_layer_result {
 	pipe_lin_result lin[LIN_COUNT];
 	misalign mis[SITE_COUNT];
 	pipe_search search;
+	pipe_learn_result learn;
 	double t_calib, t_quant, t_search;	/* seconds */
 } pipe_layer_result;
 
@@ -142,6 +168,14 @@ typedef struct pipeline {
 	float *h_fp_out;		/* (tokens, hidden) its FP output */
 	float *h_q;			/* (tokens, hidden) quantized input */
 	float *h_q_out;			/* (tokens, hidden) quantized output */
+	/* the MAS chain beside the deployed one (mas-cmc learning), or NULL */
+	float *h_train, *h_train_out;
+	int train_out_valid;		/* h_train_out is the cursor layer's */
+	/* the cursor layer's learned factors (learned[k][m], in of linear k)
+	 * and the setting they were learned for */
+	float *learned[LEARN_LINS][MOD_COUNT];
+	int learned_valid;
+	layer_setting learned_for;
 	double t_start;
 } pipeline;
 
@@ -152,8 +186,25 @@ int pipe_calibrate(pipeline *p, masq_err *err);
 /* Grid-search alpha for the cursor's layer under its setting's method and
  * store the best values in its setting (requires pipe_calibrate). */
 int pipe_search_alpha(pipeline *p, masq_err *err);
-/* Quantize the cursor's layer with its current setting and measure. */
+/* Learn the cursor layer's factors under its setting (calibrated first).
+ * progress, when not NULL, is called after every step with the steps done,
+ * the total and the step's loss; a non-zero return stops training
+ * (MASQ_ERR_USAGE, "interrupted") and leaves the layer without learned
+ * factors.  Learning invalidates an earlier pipe_quantize of the layer. */
+typedef int (*pipe_progress_fn)(void *ctx, int done, int total, double loss);
+int pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err);
+/* Are the cursor layer's learned factors those its setting asks for (or
+ * does the setting not learn)? */
+int pipe_factors_ready(const pipeline *p);
+/* Quantize the cursor's layer with its current setting and measure; a
+ * setting that learns needs pipe_train first (MASQ_ERR_USAGE otherwise). */
 int pipe_quantize(pipeline *p, masq_err *err);
+/* The factor linear lin (q .. up) uses for alpha row `row` (a modality, or
+ * ALPHA_UNIFIED) when the cursor's layer runs `method` with setting ls
+ * (method may differ from ls->method: mas-cmc is searched and previewed as
+ * mas): the learned one when the layer has it for ls, else the closed
+ * form; NULL means s = 1.  Written into s (in). */
+const float *pipe_factor(const pipeline *p, const layer_setting *ls, int method, int lin, int row, float *s);
 /* What a setting change does, measured on the token sample alone: each
  * linear of the cursor's layer on the sampled FP inputs of its site,
  * quantized under the current setting against the FP linear, per modality.

@@ -2,14 +2,18 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/quant.h"
 #include "core/util.h"
 
 /*
- * Matching the reference bit for bit.  The reference (an OmniQuant-style
- * UniformAffineQuantizer in float32) rounds x / scale computed as a true
+ * Matching the reference bit for bit.  The reference's quantizer is an
+ * OmniQuant-style UniformAffineQuantizer; MASQuant's shipped scripts run it
+ * in bfloat16, masq (and the float32 port of the reference it is checked
+ * against) in float32, a documented departure (HACKING.md).  It rounds
+ * x / scale computed as a true
  * division, never x * (1 / scale), which differs in the last bit for many
  * x.  Rounding is nearbyintf in the default round-to-nearest-even mode, as
  * torch.round.  Every intermediate stays in float; the sums in the
@@ -299,4 +303,243 @@ quant_weight_groups_ref(float *y, const float *W, int out, int in, int bits, int
 			}
 		}
 	}
+}
+
+/* ---- the straight-through backward ----------------------------------------- */
+
+/*
+ * Where the scale's gradient goes, for one row or group x (len) with
+ * gscale = d loss / d scale already through the clamp: gx[j] += share for
+ * the elements that set the scale.  sym: the scale is max(|max|, |min|) /
+ * qmax (top = qmax); asym: (max - min) / top.
+ */
+static void
+ste_scale_to_extremes(float *gx, const float *x, int len, double gscale, double top, int sym)
+{
+	float mx = x[0], mn = x[0];
+	for (int j = 1; j < len; j++) {
+		mx = x[j] > mx ? x[j] : mx;
+		mn = x[j] < mn ? x[j] : mn;
+	}
+	int nmax = 0, nmin = 0;
+	for (int j = 0; j < len; j++) {
+		nmax += x[j] == mx;
+		nmin += x[j] == mn;
+	}
+	double gmax, gmin;
+	if (sym) {
+		double amx = fabs(mx), amn = fabs(mn);
+		double w = amx > amn ? 1.0 : amx == amn ? 0.5 : 0.0;	/* torch.maximum splits ties */
+		gmax = gscale / top * w * (mx > 0 ? 1.0 : mx < 0 ? -1.0 : 0.0);
+		gmin = gscale / top * (1.0 - w) * (mn > 0 ? 1.0 : mn < 0 ? -1.0 : 0.0);
+	} else {
+		gmax = gscale / top;
+		gmin = -gscale / top;
+	}
+	if (nmax == 0 || nmin == 0)
+		return;	/* a NaN row: nothing compares equal; the step is skipped anyway */
+	for (int j = 0; j < len; j++) {
+		double add = 0.0;
+		if (x[j] == mx)
+			add += gmax / nmax;
+		if (x[j] == mn)
+			add += gmin / nmin;
+		gx[j] = (float)(gx[j] + add);
+	}
+}
+
+void
+quant_rows_sym_ste(float *gx, const float *g, const float *x, int n, int d, int bits)
+{
+	MASQ_ASSERT(bits >= 2 && bits <= 16 && n >= 0 && d >= 0);
+	if (bits >= 16) {
+		if (gx != g && n > 0 && d > 0)
+			memcpy(gx, g, (size_t)n * (size_t)d * sizeof *g);
+		return;
+	}
+	float qmax = (float)quant_qmax(bits);
+	for (int r = 0; r < n; r++) {
+		const float *xr = x + (size_t)r * d, *gr = g + (size_t)r * d;
+		float *out = gx + (size_t)r * d;
+		float am = quant_absmax(xr, d), raw = am / qmax;
+		float s = quant_scale_sym(am, bits);
+		int live = raw >= QUANT_SCALE_MIN && raw <= QUANT_SCALE_MAX;
+		double gs = 0.0;
+		for (int j = 0; j < d; j++) {
+			float u = xr[j] / s;
+			float lim = qmax + 1.0f;
+			float v = u < -lim ? -lim : u > lim ? lim : u;
+			float q = rint_small(v);
+			int inside = q >= -qmax && q <= qmax;
+			q = q < -qmax ? -qmax : q > qmax ? qmax : q;
+			gs += (double)gr[j] * (q - (inside ? u : 0.0f));
+			out[j] = inside ? gr[j] : 0.0f;
+		}
+		if (live && d > 0)
+			ste_scale_to_extremes(out, xr, d, gs, qmax, 1);
+	}
+}
+
+void
+quant_groups_asym_ste(float *gx, const float *g, const float *x, int out, int in, int bits, int group)
+{
+	MASQ_ASSERT(bits >= 2 && bits <= 16 && group > 0 && out >= 0 && in >= 0);
+	if (bits >= 16) {
+		if (gx != g && out > 0 && in > 0)
+			memcpy(gx, g, (size_t)out * (size_t)in * sizeof *g);
+		return;
+	}
+	float top = (float)((1 << bits) - 1);
+	for (int r = 0; r < out; r++) {
+		for (int g0 = 0; g0 < in; g0 += group) {
+			int len = in - g0 < group ? in - g0 : group;
+			const float *xr = x + (size_t)r * in + g0, *gr = g + (size_t)r * in + g0;
+			float *o = gx + (size_t)r * in + g0;
+			float mn = xr[0], mx = xr[0];
+			for (int j = 0; j < len; j++) {
+				mn = xr[j] < mn ? xr[j] : mn;
+				mx = xr[j] > mx ? xr[j] : mx;
+			}
+			float raw = (mx - mn) / top, s = raw;
+			s = s < QUANT_SCALE_MIN ? QUANT_SCALE_MIN : s;
+			s = s > QUANT_SCALE_MAX ? QUANT_SCALE_MAX : s;
+			int live = raw >= QUANT_SCALE_MIN && raw <= QUANT_SCALE_MAX;
+			float z = nearbyintf(-mn / s);
+			z = z < -1e4f ? -1e4f : z > 1e4f ? 1e4f : z;
+			double gs = 0.0;
+			for (int j = 0; j < len; j++) {
+				float u = xr[j] / s;
+				float q = nearbyintf(u) + z;
+				int inside = q >= 0.0f && q <= top;
+				q = q < 0.0f ? 0.0f : q > top ? top : q;
+				gs += (double)gr[j] * ((q - z) - (inside ? u : 0.0f));
+				o[j] = inside ? gr[j] : 0.0f;
+			}
+			if (live)
+				ste_scale_to_extremes(o, xr, len, gs, top, 0);
+		}
+	}
+}
+
+/*
+ * The twins: the same rules written out in double, element by element,
+ * with the extremes, their counts and the tie split found inline.
+ */
+void
+quant_rows_sym_ste_ref(float *gx, const float *g, const float *x, int n, int d, int bits)
+{
+	MASQ_ASSERT(bits >= 2 && bits <= 16);
+	for (int r = 0; r < n; r++) {
+		const float *xr = x + (size_t)r * d, *gr = g + (size_t)r * d;
+		double *acc = xmalloc(xmul((size_t)d + 1, sizeof(double)));
+		if (bits >= 16) {
+			for (int j = 0; j < d; j++)
+				gx[(size_t)r * d + j] = gr[j];
+			free(acc);
+			continue;
+		}
+		int qmax = (1 << (bits - 1)) - 1;
+		double hi = -INFINITY, lo = INFINITY;
+		for (int j = 0; j < d; j++) {
+			if (xr[j] > hi)
+				hi = xr[j];
+			if (xr[j] < lo)
+				lo = xr[j];
+		}
+		float absmax = (float)(fabs(hi) > fabs(lo) ? fabs(hi) : fabs(lo));
+		float raw = absmax / (float)qmax, scale = raw;
+		if (scale < 1e-5f)
+			scale = 1e-5f;
+		if (scale > 1e4f)
+			scale = 1e4f;
+		double gscale = 0.0;
+		for (int j = 0; j < d; j++) {
+			float u = xr[j] / scale;
+			float level = nearbyintf(u);
+			int inside = fabsf(level) <= (float)qmax;
+			if (!inside)
+				level = level < 0 ? (float)-qmax : (float)qmax;
+			gscale += (double)gr[j] * ((double)level - (inside ? (double)u : 0.0));
+			acc[j] = inside ? gr[j] : 0.0;
+		}
+		if (raw >= 1e-5f && raw <= 1e4f && d > 0) {
+			int nhi = 0, nlo = 0;
+			for (int j = 0; j < d; j++) {
+				nhi += xr[j] == hi;
+				nlo += xr[j] == lo;
+			}
+			double whi = fabs(hi) > fabs(lo) ? 1.0 : fabs(hi) < fabs(lo) ? 0.0 : 0.5;
+			double sh = hi > 0 ? 1.0 : hi < 0 ? -1.0 : 0.0, sl = lo > 0 ? 1.0 : lo < 0 ? -1.0 : 0.0;
+			for (int j = 0; j < d && nhi > 0 && nlo > 0; j++) {
+				if (xr[j] == hi)
+					acc[j] += gscale / qmax * whi * sh / nhi;
+				if (xr[j] == lo)
+					acc[j] += gscale / qmax * (1.0 - whi) * sl / nlo;
+			}
+		}
+		for (int j = 0; j < d; j++)
+			gx[(size_t)r * d + j] = (float)acc[j];
+		free(acc);
+	}
+}
+
+void
+quant_groups_asym_ste_ref(float *gx, const float *g, const float *x, int out, int in, int bits, int group)
+{
+	MASQ_ASSERT(bits >= 2 && bits <= 16 && group > 0);
+	double *acc = xmalloc(xmul((size_t)group + 1, sizeof(double)));
+	for (int r = 0; r < out; r++)
+		for (int start = 0; start < in; start += group) {
+			int end = start + group < in ? start + group : in;
+			const float *xr = x + (size_t)r * in, *gr = g + (size_t)r * in;
+			if (bits >= 16) {
+				for (int j = start; j < end; j++)
+					gx[(size_t)r * in + j] = gr[j];
+				continue;
+			}
+			double hi = xr[start], lo = xr[start];
+			for (int j = start; j < end; j++) {
+				if (xr[j] > hi)
+					hi = xr[j];
+				if (xr[j] < lo)
+					lo = xr[j];
+			}
+			float levels = (float)((1 << bits) - 1);
+			float raw = ((float)hi - (float)lo) / levels, scale = raw;
+			if (scale < 1e-5f)
+				scale = 1e-5f;
+			if (scale > 1e4f)
+				scale = 1e4f;
+			float zero = nearbyintf(-(float)lo / scale);
+			if (zero < -1e4f)
+				zero = -1e4f;
+			if (zero > 1e4f)
+				zero = 1e4f;
+			double gscale = 0.0;
+			for (int j = start; j < end; j++) {
+				float u = xr[j] / scale;
+				float q = nearbyintf(u) + zero;
+				int inside = q >= 0.0f && q <= levels;
+				if (!inside)
+					q = q < 0.0f ? 0.0f : levels;
+				gscale += (double)gr[j] * ((double)(q - zero) - (inside ? (double)u : 0.0));
+				acc[j - start] = inside ? gr[j] : 0.0;
+			}
+			if (raw >= 1e-5f && raw <= 1e4f) {
+				int nhi = 0, nlo = 0;
+				for (int j = start; j < end; j++) {
+					nhi += xr[j] == hi;
+					nlo += xr[j] == lo;
+				}
+				for (int j = start; j < end && nhi > 0 && nlo > 0; j++) {
+					if (xr[j] == hi)
+						acc[j - start] += gscale / levels / nhi;
+					if (xr[j] == lo)
+						acc[j - start] -= gscale / levels / nlo;
+				}
+			}
+			for (int j = start; j < end; j++)
+				gx[(size_t)r * in + j] = (float)acc[j - start];
+		}
+	free(acc);
 }

@@ -48,4 +48,28 @@ void quant_weight_rows_int(int8_t *q, float *scale, const float *W, int out, int
 void quant_weight_groups(float *y, const float *W, int out, int in, int bits, int group);
 void quant_weight_groups_ref(float *y, const float *W, int out, int in, int bits, int group);
 
+/*
+ * The straight-through backward of the fake quantizers (learned smoothing,
+ * core/learn.h).  Given g = d loss / d y for y = Q(x), gx = d loss / d x with
+ * the rounding passed straight through:
+ *   - inside the clamp g passes unchanged, outside it is 0;
+ *   - the scale path: dy_j / dscale = level_j - inside_j * x_j / scale, so
+ *     gscale = sum_j g_j (level_j - inside_j x_j / scale), and the scale
+ *     reaches the elements that set it.  Symmetric: scale = max(|max x|,
+ *     |min x|) / qmax, so gscale / qmax goes to the elements equal to max x
+ *     (times its sign) or to min x, split evenly over equal values (and
+ *     halved when |max x| == |min x|), as torch's amax, amin and maximum
+ *     do.  Asymmetric: scale = (max - min) / (2^b - 1): +gscale / (2^b - 1)
+ *     to the max elements, - to the min ones; the zero point is rounded
+ *     without a gradient.  Nothing passes where the scale is clamped.
+ * gx may equal g.  bits >= 16 copies g.  The _ref twins are scalar and
+ * double; the tests compare the two within QUANT_STE_TOL.
+ */
+#define QUANT_STE_TOL 1e-5	/* relative, of the fast kernels against their twins */
+void quant_rows_sym_ste(float *gx, const float *g, const float *x, int n, int d, int bits);
+void quant_rows_sym_ste_ref(float *gx, const float *g, const float *x, int n, int d, int bits);
+void quant_groups_asym_ste(float *gx, const float *g, const float *x, int out, int in, int bits, int group);
+void quant_groups_asym_ste_ref(float *gx, const float *g, const float *x, int out, int in, int bits,
+    int group);
+
 #endif

@@ -5,7 +5,7 @@
 
 #include "core/smooth.h"
 
-static const char *const method_names[METHOD_COUNT] = {"rtn", "sq", "mas", "mas-cmc"};
+static const char *const method_names[METHOD_COUNT] = {"rtn", "sq", "mas", "mas-cmc", "usq"};
 static const char *const group_names[GRP_COUNT] = {"qkv", "o", "gateup"};
 
 const char *
@@ -25,6 +25,18 @@ method_parse(const char *s)
 	if (strcmp(s, "mascmc") == 0 || strcmp(s, "masquant") == 0)
 		return METHOD_MAS_CMC;
 	return -1;
+}
+
+int
+method_learns(int m)
+{
+	return m == METHOD_MAS || m == METHOD_MAS_CMC || m == METHOD_USQ;
+}
+
+int
+method_per_modality(int m)
+{
+	return m == METHOD_MAS || m == METHOD_MAS_CMC;
 }
 
 const char *
@@ -55,6 +67,76 @@ layer_setting_init(layer_setting *ls, int method, float alpha, double rank, int 
 	for (int k = 0; k < LIN_COUNT; k++)
 		ls->rank[k] = k == LIN_DOWN ? 0 : rank;
 	ls->rank_floor = rank_floor;
+	ls->lr = 5e-2f;
+	ls->lambda[MOD_TEXT] = 1.0f;
+	ls->lambda[MOD_VISION] = 0.5f;
+	ls->lambda[MOD_AUDIO] = 1.0f;
+}
+
+int
+setting_learns(const layer_setting *ls)
+{
+	return method_learns(ls->method) && ls->epochs > 0;
+}
+
+int
+setting_same_learning(const layer_setting *a, const layer_setting *b)
+{
+	if (a->method != b->method || a->epochs != b->epochs || a->lr != b->lr || a->loss != b->loss ||
+	    a->tie != b->tie || memcmp(a->lambda, b->lambda, sizeof a->lambda) != 0)
+		return 0;
+	return memcmp(a->alpha, b->alpha, sizeof a->alpha) == 0;
+}
+
+int
+setting_check_epochs(int v, masq_err *err)
+{
+	if (v < 0 || v > SETTING_EPOCHS_MAX)
+		return masq_err_set(err, MASQ_ERR_USAGE, "epochs must be 0 (the closed form) to %d, not %d",
+		    SETTING_EPOCHS_MAX, v);
+	return 0;
+}
+
+int
+setting_check_lr(double v, masq_err *err)
+{
+	if (!(v > 0.0 && v <= 10.0))
+		return masq_err_set(err, MASQ_ERR_USAGE, "the learning rate must be in (0, 10], not %g", v);
+	return 0;
+}
+
+int
+setting_check_lambda(const float lambda[MOD_COUNT], masq_err *err)
+{
+	double sum = 0.0;
+	for (int m = 0; m < MOD_COUNT; m++) {
+		if (!(lambda[m] >= 0.0f && lambda[m] <= 1e6f))
+			return masq_err_set(err, MASQ_ERR_USAGE, "the %s loss weight must be in [0, 1e6], not %g",
+			    modality_name(m), (double)lambda[m]);
+		sum += lambda[m];
+	}
+	if (sum == 0.0)
+		return masq_err_set(err, MASQ_ERR_USAGE, "the loss weights are all 0: nothing would be learned");
+	return 0;
+}
+
+int
+setting_set_learning(layer_setting *ls, int epochs, double lr, int loss, const float lambda[MOD_COUNT], int tie,
+    masq_err *err)
+{
+	if (setting_check_epochs(epochs, err) < 0 || setting_check_lr(lr, err) < 0 ||
+	    setting_check_lambda(lambda, err) < 0)
+		return -1;
+	if (loss != 0 && loss != 1)
+		return masq_err_set(err, MASQ_ERR_USAGE, "the loss must be mae or mse");
+	if (tie != 0 && tie != 1)
+		return masq_err_set(err, MASQ_ERR_USAGE, "tie is 0 or 1, not %d", tie);
+	ls->epochs = epochs;
+	ls->lr = (float)lr;
+	ls->loss = loss;
+	memcpy(ls->lambda, lambda, sizeof ls->lambda);
+	ls->tie = tie;
+	return 0;
 }
 
 int
@@ -115,7 +197,7 @@ int
 setting_set_method(layer_setting *ls, int method, masq_err *err)
 {
 	if (method < 0 || method >= METHOD_COUNT)
-		return masq_err_set(err, MASQ_ERR_USAGE, "method %d is not rtn, sq, mas or mas-cmc", method);
+		return masq_err_set(err, MASQ_ERR_USAGE, "method %d is not rtn, sq, mas, mas-cmc or usq", method);
 	ls->method = method;
 	return 0;
 }

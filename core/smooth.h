@@ -15,6 +15,14 @@
  *            down: s = 1 (quantized, never smoothed)
  *   MAS-CMC  MAS's factors; the stored weight is Q(W diag(s_text)) and
  *            vision/audio tokens add (x / s_m) L1 L2 (core/cmc.h)
+ *   USQ      the reference's own unified baseline (not SmoothQuant's): one
+ *            factor for every token from R^all, with the weight maxima of q
+ *            (for q, k, v), o's own and up's (for gate, up); o is smoothed
+ *            too; down: s = 1
+ *
+ * MAS, MAS-CMC and USQ learn (core/learn.h): the closed form is where
+ * training starts; with epochs 0 it is what is used.  USQ learned is the
+ * paper's "uniform + opt" row.
  */
 #ifndef MASQ_SMOOTH_H
 #define MASQ_SMOOTH_H
@@ -24,11 +32,15 @@
 
 #define SMOOTH_CLAMP 1e-5f
 
-enum method { METHOD_RTN, METHOD_SQ, METHOD_MAS, METHOD_MAS_CMC, METHOD_COUNT };
-/* "rtn", "sq", "mas", "mas-cmc" */
+enum method { METHOD_RTN, METHOD_SQ, METHOD_MAS, METHOD_MAS_CMC, METHOD_USQ, METHOD_COUNT };
+/* "rtn", "sq", "mas", "mas-cmc", "usq" */
 const char *method_name(int m);
 /* Parse a method name; -1 when unknown. */
 int method_parse(const char *s);
+/* 1 for the methods whose factors are learned when epochs > 0. */
+int method_learns(int m);
+/* 1 for the methods with one factor per modality (MAS, MAS-CMC). */
+int method_per_modality(int m);
 
 /* Smoothing groups: the linears that share an input (and, in SQ, a factor);
  * numbered like the engine's sites (SITE_QKV, SITE_O, SITE_GATEUP). */
@@ -47,7 +59,18 @@ typedef struct layer_setting {
 	float alpha[GRP_COUNT][ALPHA_ROWS];	/* migration strength per group, per modality (+ unified) */
 	double rank[LIN_COUNT];			/* CMC rank: ratio <= 1 of min(in,out), or absolute; 0 = none */
 	int rank_floor;				/* minimum rank when rank is a ratio */
+	/* learning (methods that learn; core/learn.h) */
+	int epochs;				/* passes over the calibration set; 0: the closed form */
+	float lr;				/* AdamW learning rate */
+	int loss;				/* enum learn_loss: 0 MAE, 1 MSE */
+	float lambda[MOD_COUNT];		/* MAE weight of each modality's tokens */
+	int tie;				/* k, v and gate train with q's and up's factors */
 } layer_setting;
+
+/* Is learning asked for (a method that learns, epochs > 0)? */
+int setting_learns(const layer_setting *ls);
+/* Do a and b ask for the same learned factors (method, alpha, learning)? */
+int setting_same_learning(const layer_setting *a, const layer_setting *b);
 
 /* Fill ls with method, one alpha everywhere, one rank for every linear. */
 void layer_setting_init(layer_setting *ls, int method, float alpha, double rank, int rank_floor);
@@ -69,6 +92,15 @@ int setting_set_alpha(layer_setting *ls, int grp, int row, double v, masq_err *e
 /* Rank of linear lin; down_proj takes none. */
 int setting_set_rank(layer_setting *ls, int lin, double v, masq_err *err);
 int setting_set_method(layer_setting *ls, int method, masq_err *err);
+#define SETTING_EPOCHS_MAX 10000
+int setting_check_epochs(int v, masq_err *err);
+/* (0, 10], finite */
+int setting_check_lr(double v, masq_err *err);
+/* each >= 0 and finite, not all 0 */
+int setting_check_lambda(const float lambda[MOD_COUNT], masq_err *err);
+/* Learning settings with their checks (loss: 0 MAE, 1 MSE). */
+int setting_set_learning(layer_setting *ls, int epochs, double lr, int loss, const float lambda[MOD_COUNT],
+    int tie, masq_err *err);
 
 /* s (d) from statistic R (d) and weight column maxima w (d). */
 void smooth_factors(float *s, const float *R, const float *w, int d, float alpha);
