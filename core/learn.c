@@ -608,6 +608,12 @@ att_bwd(learn_state *L, int n)
 
 /* ---- the step --------------------------------------------------------------------- */
 
+void
+learn_forward(learn_state *L, const learn_seq *seq, float *out)
+{
+	learn_step_grad(L, seq, out, 0);
+}
+
 double
 learn_step_grad(learn_state *L, const learn_seq *q, float *out, int grad)
 {
@@ -644,6 +650,8 @@ learn_step_grad(learn_state *L, const learn_seq *q, float *out, int grad)
 		ws->out[i] += ws->h1[i];
 	if (out != NULL)
 		memcpy(out, ws->out, nD * sizeof(float));
+	if (q->target == NULL)
+		return NAN;	/* learn_forward: the output alone */
 
 	/* loss and its gradient */
 	double loss = 0.0, inv = 1.0 / (double)nD;

@@ -130,6 +130,8 @@ void learn_truncate(learn_state *L);
 /* Forward of seq, its loss, and (grad) the gradients into L->g.  out
  * (n, hidden), when not NULL, receives the train-mode output. */
 double learn_step_grad(learn_state *L, const learn_seq *seq, float *out, int grad);
+/* The train-mode forward alone (seq->target may be NULL): out (n, hidden). */
+void learn_forward(learn_state *L, const learn_seq *seq, float *out);
 /* AdamW on every owned vector with L->g; 1 (and no change) when a
  * gradient is not finite, else 0. */
 int learn_adam_step(learn_state *L);

@@ -113,10 +113,13 @@ pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_
 	p->h_q_out = xmalloc(xmul(n, sizeof(float)));
 	memcpy(p->h_fp, c->embeds, n * sizeof(float));
 	memcpy(p->h_q, c->embeds, n * sizeof(float));
-	if (o->method == METHOD_MAS_CMC && o->epochs > 0) {
+	if (method_learns(o->method) && o->epochs > 0) {
 		p->h_train = xmalloc(xmul(n, sizeof(float)));
 		p->h_train_out = xmalloc(xmul(n, sizeof(float)));
+		p->h_fpe = xmalloc(xmul(n, sizeof(float)));
+		p->h_fpe_out = xmalloc(xmul(n, sizeof(float)));
 		memcpy(p->h_train, c->embeds, n * sizeof(float));
+		memcpy(p->h_fpe, c->embeds, n * sizeof(float));
 	}
 	engine_init(&p->eng, &m->cfg);
 	p->batch = (engine_batch){.n_tokens = c->n_tokens, .n_seqs = c->n_seqs,
@@ -173,6 +176,8 @@ pipe_done(pipeline *p)
 	free(p->results);
 	free(p->h_train);
 	free(p->h_train_out);
+	free(p->h_fpe);
+	free(p->h_fpe_out);
 	free(p->h_fp);
 	free(p->h_fp_out);
 	free(p->h_q);
@@ -608,25 +613,67 @@ pipe_factors_ready(const pipeline *p)
 	return !setting_learns(ls) || (p->learned_valid && setting_same_learning(&p->learned_for, ls));
 }
 
-/* The MAS chain's next input, when training did not leave it: the layer
- * under its setting with the compensation left out. */
+static void learn_opts_of(const pipeline *p, const layer_setting *ls, learn_opts *lo);
+static learn_seq *learn_seqs(const pipeline *p, const float *h, const float *target, int *maxlen);
+
+/* The layer's target: the train-mode module with quantization off, on
+ * FP input h (the train-mode FP chain's, or the FP chain's), into out. */
+static void
+fp_target(pipeline *p, const float *h, float *out)
+{
+	memcpy(out, h, (size_t)p->c->n_tokens * p->m->cfg.hidden * sizeof(float));
+	engine_ops tops = {.linear = learn_target_linear};
+	engine_layer_forward(&p->eng, &p->w, &p->batch, out, &tops);
+}
+
+/* The learning chains' next inputs, when training did not leave them: the
+ * train-mode FP layer, and the train-mode forward under the layer's
+ * factors (closed form or learned; a method that does not learn runs as
+ * deployed, its compensation left out). */
 static int
 train_chain_forward(pipeline *p, masq_err *err)
 {
-	struct qctx q;
+	const model_config *c = &p->m->cfg;
+	const layer_setting *ls = &p->settings[p->layer];
 
 	if (p->h_train == NULL || p->train_out_valid)
 		return 0;
-	qctx_init(&q, p, &p->settings[p->layer], p->c->modality, p->c->n_tokens, NULL, err);
-	if (q.method == METHOD_MAS_CMC)
-		q.method = METHOD_MAS;
-	engine_ops ops = {.ctx = &q, .linear = qlinear};
-	memcpy(p->h_train_out, p->h_train, (size_t)p->c->n_tokens * p->m->cfg.hidden * sizeof(float));
-	engine_layer_forward(&p->eng, &p->w, &p->batch, p->h_train_out, &ops);
-	int failed = q.failed;
-	qctx_done(&q);
-	if (failed)
-		return masq_err_prefix(err, "layer %d (the training chain)", p->layer);
+	fp_target(p, p->h_fpe, p->h_fpe_out);
+	if (method_learns(ls->method)) {
+		float *f[LEARN_LINS][MOD_COUNT];
+		for (int k = 0; k < LEARN_LINS; k++)
+			for (int m = 0; m < MOD_COUNT; m++) {
+				int out, in;
+				layer_lin_shape(c, k, &out, &in);
+				f[k][m] = xmalloc(xmul((size_t)in, sizeof(float)));
+				pipe_factor(p, ls, ls->method, k, ls->method == METHOD_USQ ? ALPHA_UNIFIED : m, f[k][m]);
+			}
+		learn_opts lo;
+		learn_opts_of(p, ls, &lo);
+		learn_state L;
+		learn_init(&L, c, &p->w, &lo, (const float *const (*)[MOD_COUNT])f);
+		int maxlen;
+		learn_seq *seq = learn_seqs(p, p->h_train, NULL, &maxlen);
+		for (int s = 0, t0 = 0; s < p->c->n_seqs; t0 += seq[s].n, s++)
+			learn_forward(&L, &seq[s], p->h_train_out + (size_t)t0 * c->hidden);
+		learn_done(&L);
+		free(seq);
+		for (int k = 0; k < LEARN_LINS; k++)
+			for (int m = 0; m < MOD_COUNT; m++)
+				free(f[k][m]);
+	} else {
+		struct qctx q;
+		qctx_init(&q, p, ls, p->c->modality, p->c->n_tokens, NULL, err);
+		if (q.method == METHOD_MAS_CMC)
+			q.method = METHOD_MAS;
+		engine_ops ops = {.ctx = &q, .linear = qlinear};
+		memcpy(p->h_train_out, p->h_train, (size_t)p->c->n_tokens * c->hidden * sizeof(float));
+		engine_layer_forward(&p->eng, &p->w, &p->batch, p->h_train_out, &ops);
+		int failed = q.failed;
+		qctx_done(&q);
+		if (failed)
+			return masq_err_prefix(err, "layer %d (the training chain)", p->layer);
+	}
 	p->train_out_valid = 1;
 	return 0;
 }
@@ -649,6 +696,80 @@ learn_measure(pipeline *p, learn_state *L, const learn_seq *seq, float *buf, flo
 	}
 	for (int m = 0; m < STATS_ROWS; m++)
 		sqnr[m] = metrics_sqnr(&a, m);
+}
+
+/* What learning under setting ls of the cursor's layer uses. */
+static void
+learn_opts_of(const pipeline *p, const layer_setting *ls, learn_opts *lo)
+{
+	learn_opts_default(lo);
+	lo->wbits = p->opts.wbits;
+	lo->abits = p->opts.abits;
+	lo->wgroup = p->opts.wgroup;
+	lo->loss = ls->loss;
+	memcpy(lo->lambda, ls->lambda, sizeof lo->lambda);
+	lo->lr = ls->lr;
+	lo->unified = ls->method == METHOD_USQ;
+	lo->tied = ls->tie;
+}
+
+/* The calibration sequences over hidden states h (input) and target; the
+ * longest's length into *maxlen.  A new array. */
+static learn_seq *
+learn_seqs(const pipeline *p, const float *h, const float *target, int *maxlen)
+{
+	int D = p->m->cfg.hidden, S = p->c->n_seqs;
+	learn_seq *seq = xmalloc(xmul((size_t)S, sizeof *seq));
+	*maxlen = 0;
+	for (int s = 0, t0 = 0; s < S; t0 += p->c->seq_lens[s], s++) {
+		seq[s] = (learn_seq){.n = p->c->seq_lens[s], .h = h + (size_t)t0 * D,
+		    .target = target ? target + (size_t)t0 * D : NULL, .pos = p->c->pos + t0,
+		    .pos_stride = p->c->n_tokens, .modality = p->c->modality + t0};
+		if (seq[s].n > *maxlen)
+			*maxlen = seq[s].n;
+	}
+	return seq;
+}
+
+int
+pipe_learned_adopt(pipeline *p, const float *const f[LEARN_LINS][MOD_COUNT], masq_err *err)
+{
+	const model_config *c = &p->m->cfg;
+	if (!p->calibrated || !p->learned_valid)
+		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d has no learned factors to replace", p->layer);
+	for (int k = 0; k < LEARN_LINS; k++) {
+		int out, in;
+		layer_lin_shape(c, k, &out, &in);
+		for (int m = 0; m < MOD_COUNT; m++)
+			for (int i = 0; i < in; i++)
+				if (!isfinite(f[k][m][i]) || f[k][m][i] == 0.0f)
+					return masq_err_set(err, MASQ_ERR_FORMAT, "factor %s.%s[%d] is %g, not a finite non-zero number",
+					    lin_name(k), modality_name(m), i, (double)f[k][m][i]);
+	}
+	for (int k = 0; k < LEARN_LINS; k++) {
+		int out, in;
+		layer_lin_shape(c, k, &out, &in);
+		for (int m = 0; m < MOD_COUNT; m++)
+			memcpy(p->learned[k][m], f[k][m], (size_t)in * sizeof(float));
+	}
+	if (p->plan_valid)
+		qplan_layer_done(&p->plan);
+	p->plan_valid = 0;
+	p->results[p->layer].done = 0;
+	if (p->h_train != NULL && p->train_out_valid) {
+		/* the train-mode chain's next input under the factors now in force */
+		learn_opts lo;
+		learn_opts_of(p, &p->learned_for, &lo);
+		learn_state L;
+		learn_init(&L, c, &p->w, &lo, (const float *const (*)[MOD_COUNT])p->learned);
+		int maxlen, D = c->hidden;
+		learn_seq *seq = learn_seqs(p, p->h_train, NULL, &maxlen);
+		for (int s = 0, t0 = 0; s < p->c->n_seqs; t0 += seq[s].n, s++)
+			learn_forward(&L, &seq[s], p->h_train_out + (size_t)t0 * D);
+		learn_done(&L);
+		free(seq);
+	}
+	return 0;
 }
 
 int
@@ -687,15 +808,7 @@ pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err)
 			pipe_factor(p, &closed, ls->method, k, ls->method == METHOD_USQ ? ALPHA_UNIFIED : m, init[k][m]);
 		}
 	learn_opts lo;
-	learn_opts_default(&lo);
-	lo.wbits = p->opts.wbits;
-	lo.abits = p->opts.abits;
-	lo.wgroup = p->opts.wgroup;
-	lo.loss = ls->loss;
-	memcpy(lo.lambda, ls->lambda, sizeof lo.lambda);
-	lo.lr = ls->lr;
-	lo.unified = ls->method == METHOD_USQ;
-	lo.tied = ls->tie;
+	learn_opts_of(p, ls, &lo);
 	learn_state L;
 	learn_init(&L, c, &p->w, &lo, (const float *const (*)[MOD_COUNT])init);
 	for (int k = 0; k < LEARN_LINS; k++)
@@ -705,18 +818,14 @@ pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err)
 	/* what it learns from: its input on the chain the reference trains on,
 	 * and the FP output as the train-mode module computes it (h_q_out is
 	 * free until the layer is quantized again) */
-	const float *hin = ls->method == METHOD_MAS_CMC && p->h_train != NULL ? p->h_train : p->h_q;
-	float *target = p->h_q_out;
-	memcpy(target, p->h_fp, (size_t)p->c->n_tokens * D * sizeof(float));
-	engine_ops tops = {.linear = learn_target_linear};
-	engine_layer_forward(&p->eng, &p->w, &p->batch, target, &tops);
-	learn_seq *seq = xmalloc(xmul((size_t)S, sizeof *seq));
-	for (int s = 0, t0s = 0; s < S; t0s += p->c->seq_lens[s], s++) {
-		seq[s] = (learn_seq){.n = p->c->seq_lens[s], .h = hin + (size_t)t0s * D, .target = target + (size_t)t0s * D,
-		    .pos = p->c->pos + t0s, .pos_stride = p->c->n_tokens, .modality = p->c->modality + t0s};
-		if (seq[s].n > maxlen)
-			maxlen = seq[s].n;
-	}
+	/* what it learns from: the train-mode chains when the run keeps them
+	 * (the reference's quant_inps and fp_inps), else the deployed input and
+	 * a target from the FP input (h_q_out is free until the layer is
+	 * quantized again) */
+	const float *hin = p->h_train != NULL ? p->h_train : p->h_q;
+	float *target = p->h_train != NULL ? p->h_fpe_out : p->h_q_out;
+	fp_target(p, p->h_train != NULL ? p->h_fpe : p->h_fp, target);
+	learn_seq *seq = learn_seqs(p, hin, target, &maxlen);
 	float *buf = xmalloc(xmul((size_t)maxlen * D, sizeof(float)));
 
 	learn_measure(p, &L, seq, buf, NULL, lr->sqnr_init);
@@ -734,8 +843,8 @@ pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err)
 		}
 	lr->skipped = L.skipped;
 	if (rc == 0) {
-		learn_measure(p, &L, seq, buf, hin == p->h_train ? p->h_train_out : NULL, lr->sqnr_learned);
-		p->train_out_valid = hin == p->h_train;
+		learn_measure(p, &L, seq, buf, p->h_train_out, lr->sqnr_learned);
+		p->train_out_valid = p->h_train != NULL;
 		for (int k = 0; k < LEARN_LINS; k++)
 			for (int m = 0; m < MOD_COUNT; m++) {
 				p->learned[k][m] = xmalloc(xmul((size_t)L.in[k], sizeof(float)));
@@ -743,7 +852,7 @@ pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err)
 			}
 		p->learned_valid = 1;
 		p->learned_for = *ls;
-		lr->chain = hin == p->h_train;
+		lr->chain = p->h_train != NULL;
 		lr->done = 1;
 	} else {
 		free(lr->loss);
@@ -1028,6 +1137,7 @@ pipe_next(pipeline *p, masq_err *err)
 	t = p->h_q; p->h_q = p->h_q_out; p->h_q_out = t;
 	if (p->h_train != NULL) {
 		t = p->h_train; p->h_train = p->h_train_out; p->h_train_out = t;
+		t = p->h_fpe; p->h_fpe = p->h_fpe_out; p->h_fpe_out = t;
 	}
 	pipe_release_layer(p);
 	p->layer++;

@@ -29,10 +29,13 @@
  *	pipe_done(&p);
  *
  * Memory: one layer's weights (plus their quantized copies), the layer's
- * statistics, and four hidden states of the calibration set; six when
- * mas-cmc learns: the reference learns each layer's factors on the input
- * the *MAS* chain (the three-weight train-mode forward, no compensation)
- * gives it, so that chain travels beside the deployed one.
+ * statistics, and four hidden states of the calibration set; eight when
+ * the run learns, for the two chains the reference learns on: the
+ * train-mode chain (each layer's three-weight train-mode forward under its
+ * learned factors, no compensation, inputs divided by s + eps) gives a
+ * layer its input, the train-mode FP chain (quantization off, inputs
+ * divided by 1 + eps) its target; both travel beside the FP and deployed
+ * ones, which the statistics, the compensation and every figure use.
  */
 #ifndef MASQ_PIPELINE_H
 #define MASQ_PIPELINE_H
@@ -121,7 +124,7 @@ typedef struct pipe_learn_result {
 	/* the train-mode layer output against the FP output, dB, with the
 	 * closed-form start and with the learned factors */
 	double sqnr_init[STATS_ROWS], sqnr_learned[STATS_ROWS];
-	int chain;			/* trained on the MAS chain (1) or the deployed one (0) */
+	int chain;			/* trained on the train-mode chains (1) or the deployed and FP ones (0) */
 	double seconds;
 } pipe_learn_result;
 
@@ -168,9 +171,11 @@ typedef struct pipeline {
 	float *h_fp_out;		/* (tokens, hidden) its FP output */
 	float *h_q;			/* (tokens, hidden) quantized input */
 	float *h_q_out;			/* (tokens, hidden) quantized output */
-	/* the MAS chain beside the deployed one (mas-cmc learning), or NULL */
+	/* the chains learning uses (a run that learns), or NULL: the
+	 * train-mode chain and the train-mode FP chain */
 	float *h_train, *h_train_out;
-	int train_out_valid;		/* h_train_out is the cursor layer's */
+	float *h_fpe, *h_fpe_out;
+	int train_out_valid;		/* h_train_out and h_fpe_out are the cursor layer's */
 	/* the cursor layer's learned factors (learned[k][m], in of linear k)
 	 * and the setting they were learned for */
 	float *learned[LEARN_LINS][MOD_COUNT];
@@ -193,6 +198,11 @@ int pipe_search_alpha(pipeline *p, masq_err *err);
  * factors.  Learning invalidates an earlier pipe_quantize of the layer. */
 typedef int (*pipe_progress_fn)(void *ctx, int done, int total, double loss);
 int pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err);
+/* Replace the cursor layer's learned factors (learned first) by f[k][m]
+ * (in of linear k), as a replay does to continue from recorded ones; the
+ * MAS chain's next input follows them.  Finite, non-zero values only
+ * (MASQ_ERR_FORMAT). */
+int pipe_learned_adopt(pipeline *p, const float *const f[LEARN_LINS][MOD_COUNT], masq_err *err);
 /* Are the cursor layer's learned factors those its setting asks for (or
  * does the setting not learn)? */
 int pipe_factors_ready(const pipeline *p);

@@ -1,6 +1,8 @@
 #include "config.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/smooth.h"
@@ -118,6 +120,22 @@ setting_check_lambda(const float lambda[MOD_COUNT], masq_err *err)
 	if (sum == 0.0)
 		return masq_err_set(err, MASQ_ERR_USAGE, "the loss weights are all 0: nothing would be learned");
 	return 0;
+}
+
+int
+setting_parse_lambda(const char *t, float lambda[MOD_COUNT], masq_err *err)
+{
+	const char *p = t;
+	char *end;
+	for (int m = 0; m < MOD_COUNT; m++) {
+		errno = 0;
+		double v = strtod(p, &end);
+		if (errno || end == p || !isfinite(v) || (m < MOD_COUNT - 1 ? *end != ',' : *end != '\0'))
+			return masq_err_set(err, MASQ_ERR_USAGE, "loss weights '%s' are not TEXT,VISION,AUDIO numbers", t);
+		lambda[m] = (float)v;
+		p = end + 1;
+	}
+	return setting_check_lambda(lambda, err);
 }
 
 int

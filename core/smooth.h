@@ -98,6 +98,8 @@ int setting_check_epochs(int v, masq_err *err);
 int setting_check_lr(double v, masq_err *err);
 /* each >= 0 and finite, not all 0 */
 int setting_check_lambda(const float lambda[MOD_COUNT], masq_err *err);
+/* "TEXT,VISION,AUDIO" loss weights, checked. */
+int setting_parse_lambda(const char *t, float lambda[MOD_COUNT], masq_err *err);
 /* Learning settings with their checks (loss: 0 MAE, 1 MSE). */
 int setting_set_learning(layer_setting *ls, int epochs, double lr, int loss, const float lambda[MOD_COUNT],
     int tie, masq_err *err);

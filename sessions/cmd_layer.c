@@ -1,8 +1,9 @@
 /*
  * cmd_layer.c: the commands that walk the decoder (open, calibrate-layer,
- * search-alpha, quantize-layer, next-layer, finish), the blobs they leave
- * beside the database (statistics, plans, checkpoints), and how resume
- * rebuilds their effect from their recorded results.
+ * search-alpha, train-layer, quantize-layer, next-layer, finish), the blobs
+ * they leave beside the database (statistics, learned factors, plans,
+ * checkpoints), and how resume rebuilds their effect from their recorded
+ * results.
  */
 #include "config.h"
 
@@ -19,7 +20,9 @@
 
 /* ---- blobs ------------------------------------------------------------------- */
 
-/* The checkpoint after a layer: both hidden states entering the cursor. */
+/* The checkpoint after a layer: the hidden states entering the cursor
+ * (FP, quantized, and when the run learns its two train-mode chains,
+ * "h_train" and "h_fpe"). */
 static int
 checkpoint_write(sess *s, char sha[65], masq_err *err)
 {
@@ -32,9 +35,14 @@ checkpoint_write(sess *s, char sha[65], masq_err *err)
 	snprintf(v, sizeof v, "%d", p->layer);
 	int rc = (st_writer_add(w, "h_fp", ST_F32, 2, shape, err) < 0 ||
 	    st_writer_add(w, "h_q", ST_F32, 2, shape, err) < 0 ||
+	    (p->h_train != NULL && (st_writer_add(w, "h_train", ST_F32, 2, shape, err) < 0 ||
+	    st_writer_add(w, "h_fpe", ST_F32, 2, shape, err) < 0)) ||
 	    st_writer_meta(w, "next_layer", v, err) < 0 ||
 	    st_writer_begin(w, tmp, err) < 0 || st_writer_write(w, p->h_fp, n, err) < 0 ||
-	    st_writer_write(w, p->h_q, n, err) < 0 || st_writer_finish(w, err) < 0) ? -1 : 0;
+	    st_writer_write(w, p->h_q, n, err) < 0 ||
+	    (p->h_train != NULL && (st_writer_write(w, p->h_train, n, err) < 0 ||
+	    st_writer_write(w, p->h_fpe, n, err) < 0)) ||
+	    st_writer_finish(w, err) < 0) ? -1 : 0;
 	st_writer_free(w);
 	if (rc < 0) {
 		unlink(tmp);
@@ -63,10 +71,98 @@ sess_checkpoint_read(sess *s, const char *sha, masq_err *err)
 		st_close(&f);
 		return masq_err_set(err, MASQ_ERR_FORMAT, "checkpoint %.12s... does not fit this model and calibration set", sha);
 	}
+	const st_tensor *c = st_find(&f, "h_train"), *d = st_find(&f, "h_fpe");
+	for (int i = 0; i < 2 && p->h_train != NULL; i++) {
+		const st_tensor *t = i ? d : c;
+		if (t == NULL || t->dtype != ST_F32 || t->ndim != 2 || t->shape[0] != a->shape[0] ||
+		    t->shape[1] != a->shape[1]) {
+			st_close(&f);
+			return masq_err_set(err, MASQ_ERR_FORMAT,
+			    "checkpoint %.12s... has no %s chain, which this session's learning needs", sha,
+			    i ? "train-mode FP (h_fpe)" : "train-mode (h_train)");
+		}
+	}
 	memcpy(p->h_fp, a->data, (size_t)(a->end - a->begin));
 	memcpy(p->h_q, b->data, (size_t)(b->end - b->begin));
+	if (p->h_train != NULL) {
+		memcpy(p->h_train, c->data, (size_t)(c->end - c->begin));
+		memcpy(p->h_fpe, d->data, (size_t)(d->end - d->begin));
+	}
 	st_close(&f);
 	return 0;
+}
+
+int
+sess_factors_read(sess *s, const char *path, masq_err *err)
+{
+	st_file f;
+	const float *v[LEARN_LINS][MOD_COUNT];
+	char name[64];
+	if (st_open(&f, path, err) < 0)
+		return -1;
+	for (int k = 0; k < LEARN_LINS; k++)
+		for (int m = 0; m < MOD_COUNT; m++) {
+			int out, in;
+			layer_lin_shape(&s->p.m->cfg, k, &out, &in);
+			snprintf(name, sizeof name, "s.%s.%s", lin_name(k), modality_name(m));
+			const st_tensor *t = st_find(&f, name);
+			if (t == NULL || t->dtype != ST_F32 || t->ndim != 1 || t->shape[0] != in) {
+				st_close(&f);
+				return masq_err_set(err, MASQ_ERR_FORMAT, "%s: no F32 [%d] tensor %s", path, in, name);
+			}
+			v[k][m] = (const float *)t->data;
+		}
+	int rc = pipe_learned_adopt(&s->p, (const float *const (*)[MOD_COUNT])v, err);
+	st_close(&f);
+	return rc;
+}
+
+/* The cursor layer's learned factors, "s.<linear>.<modality>" F32 [in]
+ * (18 vectors; with usq the three of a linear are equal), as a blob;
+ * hex gets the sha256 of the raw vectors in that order. */
+static int
+factors_blob_write(sess *s, char sha[65], char hex[65], masq_err *err)
+{
+	const pipeline *p = &s->p;
+	st_writer *w = st_writer_new();
+	char *tmp = s->db != NULL ? sess_blob_tmp(s, "factors") : NULL, name[64], v[32];
+	sha256_ctx hc;
+	int rc = 0;
+
+	sha256_init(&hc);
+	for (int k = 0; k < LEARN_LINS; k++)
+		for (int m = 0; m < MOD_COUNT; m++) {
+			int out, in;
+			layer_lin_shape(&p->m->cfg, k, &out, &in);
+			sha256_update(&hc, p->learned[k][m], (size_t)in * sizeof(float));
+			int64_t shape[1] = {in};
+			snprintf(name, sizeof name, "s.%s.%s", lin_name(k), modality_name(m));
+			if (rc == 0)
+				rc = st_writer_add(w, name, ST_F32, 1, shape, err);
+		}
+	sha256_hex(&hc, hex);
+	if (tmp == NULL) {
+		st_writer_free(w);
+		return rc;
+	}
+	snprintf(v, sizeof v, "%d", p->layer);
+	if (rc == 0)
+		rc = st_writer_meta(w, "layer", v, err) < 0 || st_writer_begin(w, tmp, err) < 0 ? -1 : 0;
+	for (int k = 0; k < LEARN_LINS && rc == 0; k++)
+		for (int m = 0; m < MOD_COUNT && rc == 0; m++) {
+			int out, in;
+			layer_lin_shape(&p->m->cfg, k, &out, &in);
+			rc = st_writer_write(w, p->learned[k][m], (size_t)in * sizeof(float), err);
+		}
+	if (rc == 0)
+		rc = st_writer_finish(w, err);
+	st_writer_free(w);
+	if (rc < 0) {
+		unlink(tmp);
+		free(tmp);
+		return -1;
+	}
+	return sess_blob_store(s, tmp, sha, err);
 }
 
 /* The cursor layer's per-channel maxima, "absmax.<site>" F32 [rows, d]
@@ -304,6 +400,95 @@ scmd_quantize_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs
 		r->sqnr[m] = json_is_number(x) ? json_number_value(x) : NAN;
 		r->mae[m] = json_is_number(y) ? json_number_value(y) : NAN;
 	}
+	return 0;
+}
+
+/* pipe_train's progress, to the session's hook. */
+static int
+train_progress(void *ctx, int done, int total, double loss)
+{
+	sess_report_step(ctx, SC_TRAIN, done, total, loss);
+	return 0;	/* a step under way is never cut short: the record stays whole */
+}
+
+sess_retval
+scmd_train(sess *s, json_t *args, json_t *res, masq_err *err)
+{
+	(void)args;
+	pipeline *p = &s->p;
+	int l = p->layer;
+	if (pipe_train(p, train_progress, s, err) < 0)
+		return SESS_ERROR;
+	/* whatever was quantized here is gone: the layer needs quantizing again */
+	s->live[l] = (unsigned char)(s->live[l] & ~(SLIVE_QUANT | SLIVE_STALE));
+	const layer_setting *ls = &p->settings[l];
+	const pipe_learn_result *lr = &p->results[l].learn;
+	json_object_set_new(res, "layer", json_integer(l));
+	json_object_set_new(res, "method", json_string(method_name(ls->method)));
+	json_object_set_new(res, "epochs", json_integer(lr->epochs));
+	json_object_set_new(res, "steps", json_integer(lr->steps));
+	json_object_set_new(res, "skipped", json_integer(lr->skipped));
+	json_object_set_new(res, "lr", json_real(ls->lr));
+	json_object_set_new(res, "loss", json_string(learn_loss_name(ls->loss)));
+	json_t *lw = json_object();
+	for (int m = 0; m < MOD_COUNT; m++)
+		json_object_set_new(lw, modality_name(m), json_real(ls->lambda[m]));
+	json_object_set_new(res, "loss_weights", lw);
+	json_object_set_new(res, "tie", json_boolean(ls->tie));
+	json_object_set_new(res, "chain", json_string(lr->chain ? "mas" : "deployed"));
+	json_t *curve = json_array();
+	for (int i = 0; i < lr->steps; i++)
+		json_array_append_new(curve, sess_json_num(lr->loss[i]));
+	json_object_set_new(res, "losses", curve);
+	json_object_set_new(res, "sqnr_init_db", sess_json_mods(s, lr->sqnr_init, 1));
+	json_object_set_new(res, "sqnr_learned_db", sess_json_mods(s, lr->sqnr_learned, 1));
+	char sha[65], hex[65];
+	if (factors_blob_write(s, sha, hex, err) < 0)
+		return SESS_ERROR;
+	json_object_set_new(res, "factors_sha256", json_string(hex));
+	if (s->db != NULL)
+		json_object_set_new(res, "factors", json_string(sha));
+	return SESS_OK;
+}
+
+/* The record of what a layer learned, for the views (the factors are not
+ * restored: a resumed layer in progress learns again). */
+int
+scmd_train_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err)
+{
+	(void)args;
+	(void)rs;
+	int layer;
+	if (result_layer(s, res, &layer, err) < 0)
+		return -1;
+	json_t *e = json_object_get(res, "epochs"), *st = json_object_get(res, "steps");
+	json_t *sk = json_object_get(res, "skipped"), *curve = json_object_get(res, "losses");
+	if (!json_is_integer(e) || json_integer_value(e) < 1 || json_integer_value(e) > SETTING_EPOCHS_MAX ||
+	    !json_is_integer(st) || json_integer_value(st) < 0 || json_integer_value(st) > (1 << 24) ||
+	    !json_is_integer(sk) || json_integer_value(sk) < 0 || json_integer_value(sk) > json_integer_value(st) ||
+	    !json_is_array(curve) || json_array_size(curve) != (size_t)json_integer_value(st))
+		return masq_err_set(err, MASQ_ERR_FORMAT, "its result's epochs, steps, skipped and losses do not agree");
+	pipe_learn_result *lr = &s->p.results[layer].learn;
+	free(lr->loss);
+	memset(lr, 0, sizeof *lr);
+	lr->epochs = (int)json_integer_value(e);
+	lr->steps = (int)json_integer_value(st);
+	lr->skipped = (int)json_integer_value(sk);
+	lr->loss = xmalloc(xmul((size_t)lr->steps + 1, sizeof(double)));
+	for (int i = 0; i < lr->steps; i++) {
+		json_t *x = json_array_get(curve, (size_t)i);
+		lr->loss[i] = json_is_number(x) ? json_number_value(x) : NAN;
+	}
+	json_t *a = json_object_get(res, "sqnr_init_db"), *b = json_object_get(res, "sqnr_learned_db");
+	for (int m = 0; m < STATS_ROWS; m++) {
+		const char *mn = m < MOD_COUNT ? modality_name(m) : "all";
+		json_t *x = json_object_get(a, mn), *y = json_object_get(b, mn);
+		lr->sqnr_init[m] = json_is_number(x) ? json_number_value(x) : NAN;
+		lr->sqnr_learned[m] = json_is_number(y) ? json_number_value(y) : NAN;
+	}
+	const char *chain = json_string_value(json_object_get(res, "chain"));
+	lr->chain = chain != NULL && strcmp(chain, "mas") == 0;
+	lr->done = 1;
 	return 0;
 }
 

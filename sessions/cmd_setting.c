@@ -113,14 +113,17 @@ sess_assign_parse(const char *text, int n_layers, sess_assign *a, masq_err *err)
 	const char *lin_s = np == 2 ? "*" : parts[1];
 	const char *key_s = np == 2 ? parts[1] : parts[2];
 	const char *sub = np == 4 ? parts[3] : NULL;
-	if (strcmp(key_s, "alpha") == 0)
-		a->key = SA_ALPHA;
-	else if (strcmp(key_s, "rank") == 0)
-		a->key = SA_RANK;
-	else if (strcmp(key_s, "method") == 0)
-		a->key = SA_METHOD;
-	else
-		return masq_err_set(err, MASQ_ERR_USAGE, "'%s': unknown key '%s' (alpha, alpha.MODALITY, rank, method)",
+	static const struct { const char *name; int key; } keys[] = {
+		{"alpha", SA_ALPHA}, {"rank", SA_RANK}, {"method", SA_METHOD}, {"epochs", SA_EPOCHS}, {"lr", SA_LR},
+		{"loss", SA_LOSS}, {"loss_weights", SA_WEIGHTS}, {"tie", SA_TIE},
+	};
+	a->key = -1;
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+		if (strcmp(key_s, keys[i].name) == 0)
+			a->key = keys[i].key;
+	if (a->key < 0)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "'%s': unknown key '%s' (alpha, alpha.MODALITY, rank, method, epochs, lr, loss, loss_weights, tie)",
 		    text, key_s);
 	if (sub != NULL && a->key != SA_ALPHA)
 		return masq_err_set(err, MASQ_ERR_USAGE, "'%s': only alpha takes a modality", text);
@@ -131,20 +134,48 @@ sess_assign_parse(const char *text, int n_layers, sess_assign *a, masq_err *err)
 	}
 	if (parse_linears(lin_s, a, err) < 0)
 		return masq_err_prefix(err, "'%s'", text);
+	if (a->key != SA_ALPHA && a->key != SA_RANK && a->nl != LIN_COUNT) {
+		static const char *const noun[] = {[SA_METHOD] = "the method", [SA_EPOCHS] = "the number of epochs",
+			[SA_LR] = "the learning rate", [SA_LOSS] = "the loss", [SA_WEIGHTS] = "the loss weights",
+			[SA_TIE] = "tying"};
+		return masq_err_set(err, MASQ_ERR_USAGE, "'%s': %s is chosen per layer (use %s.%s=%s)", text, noun[a->key],
+		    parts[0], key_s, val);
+	}
 	if (a->key == SA_METHOD) {
 		if ((a->method = method_parse(val)) < 0)
-			return masq_err_set(err, MASQ_ERR_USAGE, "'%s': unknown method '%s' (rtn, sq, mas, mas-cmc)", text, val);
-		if (a->nl != LIN_COUNT)
-			return masq_err_set(err, MASQ_ERR_USAGE, "'%s': the method is chosen per layer (use %s.method=%s)",
-			    text, parts[0], val);
+			return masq_err_set(err, MASQ_ERR_USAGE, "'%s': unknown method '%s' (rtn, sq, mas, mas-cmc, usq)",
+			    text, val);
+		return 0;
+	}
+	masq_err e = {0};
+	if (a->key == SA_LOSS) {
+		if ((a->ivalue = learn_loss_parse(val)) < 0)
+			return masq_err_set(err, MASQ_ERR_USAGE, "'%s': the loss is mae or mse, not '%s'", text, val);
+		return 0;
+	}
+	if (a->key == SA_WEIGHTS) {
+		if (setting_parse_lambda(val, a->lambda, &e) < 0)
+			return masq_err_set(err, MASQ_ERR_USAGE, "'%s': %s", text, e.msg);
+		return 0;
+	}
+	if (a->key == SA_EPOCHS || a->key == SA_TIE) {
+		errno = 0;
+		long iv = strtol(val, &end, 10);
+		if (errno || end == val || *end || iv < INT32_MIN || iv > INT32_MAX)
+			return masq_err_set(err, MASQ_ERR_USAGE, "'%s': '%s' is not a whole number", text, val);
+		a->ivalue = (int)iv;
+		if (a->key == SA_TIE && iv != 0 && iv != 1)
+			return masq_err_set(err, MASQ_ERR_USAGE, "'%s': tie is 0 or 1", text);
+		if (a->key == SA_EPOCHS && setting_check_epochs(a->ivalue, &e) < 0)
+			return masq_err_set(err, MASQ_ERR_USAGE, "'%s': %s", text, e.msg);
 		return 0;
 	}
 	errno = 0;
 	a->value = strtod(val, &end);
 	if (errno || end == val || *end || !isfinite(a->value))
 		return masq_err_set(err, MASQ_ERR_USAGE, "'%s': '%s' is not a number", text, val);
-	masq_err e = {0};
-	if ((a->key == SA_ALPHA ? setting_check_alpha(a->value, &e) : setting_check_rank(a->value, &e)) < 0)
+	if ((a->key == SA_ALPHA ? setting_check_alpha(a->value, &e) : a->key == SA_LR ? setting_check_lr(a->value, &e) :
+	    setting_check_rank(a->value, &e)) < 0)
 		return masq_err_set(err, MASQ_ERR_USAGE, "'%s': %s", text, e.msg);
 	if (a->nl == 1 && a->lins[0] == LIN_DOWN)
 		return masq_err_set(err, MASQ_ERR_USAGE, a->key == SA_ALPHA ?
@@ -162,6 +193,12 @@ sess_assign_apply(sess *s, const sess_assign *a, masq_err *err)
 		int rc = 0;
 		if (a->key == SA_METHOD) {
 			rc = setting_set_method(ls, a->method, err);
+		} else if (a->key >= SA_EPOCHS) {
+			int epochs = a->key == SA_EPOCHS ? a->ivalue : ls->epochs;
+			double lr = a->key == SA_LR ? a->value : ls->lr;
+			int loss = a->key == SA_LOSS ? a->ivalue : ls->loss;
+			int tie = a->key == SA_TIE ? a->ivalue : ls->tie;
+			rc = setting_set_learning(ls, epochs, lr, loss, a->key == SA_WEIGHTS ? a->lambda : ls->lambda, tie, err);
 		} else {
 			for (int i = 0; i < a->nl && rc == 0; i++) {
 				int k = a->lins[i], g = smooth_lin_group(k);
@@ -210,7 +247,7 @@ scmd_set_method(sess *s, json_t *args, json_t *res, masq_err *err)
 	if (parse_layers(ls, s->p.n_layers, &a.l0, &a.l1, err) < 0)
 		return SESS_ERROR;
 	if ((a.method = method_parse(m)) < 0)
-		return masq_err_set(err, MASQ_ERR_USAGE, "method '%s' is not rtn, sq, mas or mas-cmc", m);
+		return masq_err_set(err, MASQ_ERR_USAGE, "method '%s' is not rtn, sq, mas, mas-cmc or usq", m);
 	/* what masq 0.1 recorded, so replays of its sessions compare */
 	snprintf(what, sizeof what, "%s.*.method=%s", ls, m);
 	return apply(s, &a, what, res, err);

@@ -22,7 +22,7 @@ static const sess_arg open_args[] = {
 	{NULL, 0, 0, NULL}};
 static const sess_arg layer_args[] = {{"layer", SARG_INT, 0, "the cursor's layer (checked)"}, {NULL, 0, 0, NULL}};
 static const sess_arg method_args[] = {
-	{"layer", SARG_STR, 1, "layer number or *"}, {"method", SARG_STR, 1, "rtn, sq, mas, mas-cmc"},
+	{"layer", SARG_STR, 1, "layer number or *"}, {"method", SARG_STR, 1, "rtn, sq, mas, mas-cmc, usq"},
 	{NULL, 0, 0, NULL}};
 static const sess_arg alpha_args[] = {
 	{"layer", SARG_STR, 1, "layer number or *"}, {"linear", SARG_STR, 0, "q..down, qkv, gateup or * (default)"},
@@ -88,6 +88,10 @@ const sess_cmd sess_cmds[SC_COUNT + 1] = {
 	[SC_NOTE] = {
 		.name = "note", .args = note_args, .summary = "write a note into the session",
 		.flags = 0, .restore = SR_NONE, .exec = scmd_note },
+	[SC_TRAIN] = {
+		.name = "train-layer", .args = layer_args,
+		.summary = "learn the cursor layer's smoothing factors (mas, mas-cmc, usq with epochs > 0)",
+		.flags = LAYER_CMD, .restore = SR_RESULT, .exec = scmd_train, .restore_fn = scmd_train_restore },
 	[SC_COUNT] = {0},
 };
 
@@ -254,6 +258,24 @@ sess_report_work(sess *s, int cmd, double frac)
 	sess_progress p = {.cmd = cmd, .phase = SP_WORK, .layer = s->p.layer, .until = s->progress_until,
 		.frac = frac};
 	s->progress(s->progress_ctx, &p);
+}
+
+void
+sess_report_step(sess *s, int cmd, int step, int steps, double loss)
+{
+	if (s->progress == NULL)
+		return;
+	sess_progress p = {.cmd = cmd, .phase = SP_WORK, .layer = s->p.layer, .until = s->progress_until,
+		.frac = steps > 0 ? (double)step / steps : 1.0, .step = step, .steps = steps, .loss = loss};
+	s->progress(s->progress_ctx, &p);
+}
+
+void
+sess_set_progress(sess *s, sess_progress_fn fn, void *ctx)
+{
+	s->progress = fn;
+	s->progress_ctx = ctx;
+	s->progress_until = s->opened ? s->p.layer + 1 : 0;
 }
 
 /* ---- restore -------------------------------------------------------------------- */

@@ -103,18 +103,22 @@ double sess_arg_num(json_t *args, const char *k, double dflt);
 void sess_mark_stale(sess *s, int l0, int l1);
 /* Report the progress of the command running (SP_WORK, frac) to the hook. */
 void sess_report_work(sess *s, int cmd, double frac);
+/* The same for a training step (step of steps, its loss). */
+void sess_report_step(sess *s, int cmd, int step, int steps, double loss);
 
 /* The assignments of masq run --set and the set-* commands, parsed once:
  * the --set grammar LAYER.LINEAR.KEY=VALUE lives here (cmd_setting.c). */
-enum sess_assign_key { SA_ALPHA, SA_RANK, SA_METHOD };
+enum sess_assign_key { SA_ALPHA, SA_RANK, SA_METHOD, SA_EPOCHS, SA_LR, SA_LOSS, SA_WEIGHTS, SA_TIE };
 typedef struct sess_assign {
 	int l0, l1;		/* the layers */
 	int lins[LIN_COUNT];	/* the linears */
 	int nl;
 	int key;		/* enum sess_assign_key */
 	int row;		/* SA_ALPHA: the alpha row, -1 for every row */
-	double value;		/* SA_ALPHA, SA_RANK */
+	double value;		/* SA_ALPHA, SA_RANK, SA_LR */
 	int method;		/* SA_METHOD */
+	int ivalue;		/* SA_EPOCHS, SA_LOSS (enum learn_loss), SA_TIE */
+	float lambda[MOD_COUNT];	/* SA_WEIGHTS */
 } sess_assign;
 /* Parse "LAYER.LINEAR.KEY=VALUE"; err names what is wrong in it. */
 int sess_assign_parse(const char *text, int n_layers, sess_assign *a, masq_err *err);
@@ -127,12 +131,16 @@ sess_retval scmd_open(sess *s, json_t *args, json_t *res, masq_err *err);
 sess_retval scmd_calibrate(sess *s, json_t *args, json_t *res, masq_err *err);
 sess_retval scmd_search(sess *s, json_t *args, json_t *res, masq_err *err);
 sess_retval scmd_quantize(sess *s, json_t *args, json_t *res, masq_err *err);
+sess_retval scmd_train(sess *s, json_t *args, json_t *res, masq_err *err);
+int scmd_train_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err);
 sess_retval scmd_next(sess *s, json_t *args, json_t *res, masq_err *err);
 sess_retval scmd_finish(sess *s, json_t *args, json_t *res, masq_err *err);
 int scmd_search_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err);
 int scmd_quantize_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err);
 int scmd_next_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err);
 int scmd_finish_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err);
+/* Continue the cursor's layer from the learned factors in blob file path. */
+int sess_factors_read(sess *s, const char *path, masq_err *err);
 /* Read the hidden states entering layer rs->cursor from checkpoint sha. */
 int sess_checkpoint_read(sess *s, const char *sha, masq_err *err);
 

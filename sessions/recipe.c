@@ -1,8 +1,9 @@
 /*
  * recipe.c: the per-layer recipe, written once for every driver (masq run,
  * masq resume, the workbench's run-to and run-all): calibrate, search when
- * the session searches, quantize, commit, with a progress callback that
- * can stop between commands.
+ * the session searches, learn the factors when the layer's setting learns,
+ * quantize, commit, with a progress callback that can stop between
+ * commands.
  */
 #include "config.h"
 
@@ -58,6 +59,8 @@ sess_run_to(sess *s, int until, sess_progress_fn progress, void *ctx, masq_err *
 			rc = step(s, SC_CALIBRATE, err);
 		if (rc == 0 && s->opts.search && !s->p.results[l].search.done)
 			rc = step(s, SC_SEARCH, err);
+		if (rc == 0 && !pipe_factors_ready(&s->p))
+			rc = step(s, SC_TRAIN, err);
 		if (rc == 0 && (!(s->live[l] & SLIVE_QUANT) || (s->live[l] & SLIVE_STALE)))
 			rc = step(s, SC_QUANTIZE, err);
 		if (rc == 0)

@@ -16,14 +16,16 @@
 const char *
 replay_kind_name(int k)
 {
-	static const char *const n[RK_COUNT] = {"statistics", "quantized", "sqnr_db"};
+	static const char *const n[RK_COUNT] = {"statistics", "quantized", "sqnr_db", "learned", "learned_sqnr_db"};
 	return k >= 0 && k < RK_COUNT ? n[k] : "?";
 }
 
 double
 replay_kind_tol(int k)
 {
-	return k == RK_STAT ? REPLAY_TOL_STAT : k == RK_QUANT ? REPLAY_TOL_QUANT : REPLAY_TOL_DB;
+	static const double tol[RK_COUNT] = {REPLAY_TOL_STAT, REPLAY_TOL_QUANT, REPLAY_TOL_DB, REPLAY_TOL_LEARN,
+		REPLAY_TOL_LEARN_DB};
+	return k >= 0 && k < RK_COUNT ? tol[k] : 0.0;
 }
 
 /* ---- what a field is ---------------------------------------------------------- */
@@ -38,6 +40,8 @@ enum vkind {
 	VK_BLOB,	/* the sha256 of a blob beside the database: its contents */
 	VK_HASH,	/* a sha256 with nothing beside it to compare */
 	VK_FILES,	/* an export's {file: sha256}: the names exactly */
+	VK_LEARN,	/* what learning gives: relative REPLAY_TOL_LEARN */
+	VK_LEARN_DB,	/* an SQNR after learning: absolute REPLAY_TOL_LEARN_DB */
 };
 
 /* The kind of the value under key k of an object of kind parent. */
@@ -49,10 +53,15 @@ vkind_of(const char *k, int parent)
 		"name", "skipped", "floored_eigenvalues"};
 	if (parent == VK_FILES)
 		return VK_HASH;
-	if (strcmp(k, "plan") == 0 || strcmp(k, "checkpoint") == 0 || strcmp(k, "stats") == 0)
+	if (strcmp(k, "plan") == 0 || strcmp(k, "checkpoint") == 0 || strcmp(k, "stats") == 0 ||
+	    strcmp(k, "factors") == 0)
 		return VK_BLOB;
-	if (strcmp(k, "absmax_sha256") == 0)
+	if (strcmp(k, "absmax_sha256") == 0 || strcmp(k, "factors_sha256") == 0)
 		return VK_HASH;
+	if (strcmp(k, "losses") == 0)
+		return VK_LEARN;
+	if (strcmp(k, "sqnr_learned_db") == 0)
+		return VK_LEARN_DB;
 	if (strcmp(k, "files") == 0)
 		return VK_FILES;
 	if (strcmp(k, "sqnr_db") == 0)
@@ -200,7 +209,8 @@ blob_compare(struct cmp *c, const char *key, const char *path, json_t *ja, json_
 			metrics_rel_diff(ta->data, tb->data, (size_t)ta->nelem, REPLAY_TOL_FLOOR, &el, &fro, NULL);
 			/* the statistics element by element; hidden states as a whole
 			 * (a value near zero moves by more than its own size) */
-			int kind = strcmp(ta->name, "h_q") == 0 ? RK_QUANT : RK_STAT;
+			int kind = strcmp(key, "factors") == 0 ? RK_LEARN : strcmp(ta->name, "h_q") == 0 ||
+			    strcmp(ta->name, "h_train") == 0 ? RK_QUANT : RK_STAT;	/* h_fp, h_fpe: the FP chains */
 			double v = strcmp(key, "stats") == 0 ? el : fro;
 			snprintf(where, sizeof where, "%s:%s", path, ta->name);
 			if (!deviation(c, kind, v, where)) {
@@ -273,11 +283,11 @@ compare(struct cmp *c, json_t *a, json_t *b, const char *path, int k, const char
 		double x = json_real_value(a), y = json_real_value(b);
 		if (x == y)
 			return;
-		if (k == VK_DB || k == VK_CURVE) {
-			if (!deviation(c, RK_DB, fabs(x - y), path))
+		if (k == VK_DB || k == VK_CURVE || k == VK_LEARN_DB) {
+			if (!deviation(c, k == VK_LEARN_DB ? RK_LEARN_DB : RK_DB, fabs(x - y), path))
 				differ(c, path, a, b, NULL);
 		} else {
-			int rk = k == VK_STAT ? RK_STAT : RK_QUANT;
+			int rk = k == VK_STAT ? RK_STAT : k == VK_LEARN ? RK_LEARN : RK_QUANT;
 			double r = fabs(x - y) / (fmax(fabs(x), fabs(y)) + REPLAY_TOL_FLOOR);
 			if (!deviation(c, rk, r, path))
 				differ(c, path, a, b, NULL);
@@ -300,6 +310,31 @@ compare(struct cmp *c, json_t *a, json_t *b, const char *path, int k, const char
 }
 
 /* ---- the replay ------------------------------------------------------------------- */
+
+/*
+ * After a train-layer matched within tolerance: continue from the
+ * recorded factors (when they differ and their blob is there), so that
+ * the layers after it compare at the tight tolerances.
+ */
+static int
+adopt_factors(sess *s, json_t *want, json_t *got, replay_report *rep, masq_err *err)
+{
+	const char *a = json_string_value(json_object_get(want, "factors_sha256"));
+	const char *b = json_string_value(json_object_get(got, "factors_sha256"));
+	const char *blob = json_string_value(json_object_get(want, "factors"));
+	if (a == NULL || b == NULL || strcmp(a, b) == 0 || blob == NULL)
+		return 0;
+	masq_err e = {0};
+	char *path = sdb_blob_path(s->db, blob, &e);
+	if (path == NULL)
+		return 0;	/* a dump without its blobs: the replay goes on with its own */
+	int rc = sess_factors_read(s, path, err);
+	free(path);
+	if (rc < 0)
+		return masq_err_prefix(err, "the recorded factors %.12s...", blob);
+	rep->adopted++;
+	return 0;
+}
 
 /* The recorded error's message and status ("" when not recorded). */
 static void
@@ -420,6 +455,9 @@ sess_replay(sess *s, const replay_opts *ro, replay_report *rep, masq_err *err)
 				}
 			}
 			json_decref(c.fields);
+			if (rc == 0 && tolerance && strcmp(e->name, "train-layer") == 0 &&
+			    adopt_factors(s, want, got, rep, err) < 0)
+				rc = -1;
 			json_decref(want);
 			/* a replay keeps no more than it needs: checkpoints and
 			 * statistics are compared and gone (plans stay for exports) */
@@ -465,6 +503,7 @@ replay_report_json(const replay_report *rep)
 	json_object_set_new(j, "exports_checked", json_integer(rep->exports_checked));
 	json_object_set_new(j, "uncompared", json_integer(rep->uncompared));
 	json_object_set_new(j, "new_fields", json_integer(rep->new_fields));
+	json_object_set_new(j, "adopted_factors", json_integer(rep->adopted));
 	for (int k = 0; k < RK_COUNT; k++) {
 		json_object_set_new(tol, replay_kind_name(k), json_real(replay_kind_tol(k)));
 		const replay_dev *d = &rep->dev[k];

@@ -39,9 +39,18 @@
 #define REPLAY_TOL_DB 0.05
 /* Absolute floor under the relative tolerances, for values near zero. */
 #define REPLAY_TOL_FLOOR 1e-9
+/* Learning (train-layer) amplifies a last-bit difference: a rounding
+ * decision or the sign of one MAE term flips and AdamW's first steps move
+ * a factor by the learning rate either way.  Relative, the losses and the
+ * learned factors; absolute dB, the SQNR after learning.  In tolerance
+ * mode a replay checks a layer's learning against these, then continues
+ * from the recorded factors, so that what follows compares at the tight
+ * tolerances above. */
+#define REPLAY_TOL_LEARN 0.1
+#define REPLAY_TOL_LEARN_DB 0.5
 
-enum replay_kind { RK_STAT, RK_QUANT, RK_DB, RK_COUNT };
-/* "statistics", "quantized", "sqnr_db" */
+enum replay_kind { RK_STAT, RK_QUANT, RK_DB, RK_LEARN, RK_LEARN_DB, RK_COUNT };
+/* "statistics", "quantized", "sqnr_db", "learned", "learned_sqnr_db" */
 const char *replay_kind_name(int k);
 /* The tolerance of kind k. */
 double replay_kind_tol(int k);
@@ -63,6 +72,7 @@ typedef struct replay_report {
 	int exports_checked;	/* exports checked without writing (no --export) */
 	int uncompared;		/* hashes with no content to compare in tolerance mode */
 	int new_fields;		/* fields the replay gives that the recording lacks */
+	int adopted;		/* trainings continued from the recorded factors (tolerance mode) */
 	replay_dev dev[RK_COUNT];
 	int diverged;
 	int64_t div_event;	/* the result or error event that differs */

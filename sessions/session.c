@@ -90,6 +90,12 @@ sess_opts_json(const pipe_opts *o)
 	json_object_set_new(j, "cmc_diag", json_boolean(o->cmc_diag));
 	json_object_set_new(j, "sample_cap", json_integer(o->sample_cap));
 	json_object_set_new(j, "seed", json_integer((json_int_t)o->seed));
+	json_object_set_new(j, "epochs", json_integer(o->epochs));
+	json_object_set_new(j, "lr", json_real(o->lr));
+	json_object_set_new(j, "loss", json_string(learn_loss_name(o->loss)));
+	json_object_set_new(j, "loss_weights", json_pack("[f, f, f]", o->lambda[MOD_TEXT], o->lambda[MOD_VISION],
+	    o->lambda[MOD_AUDIO]));
+	json_object_set_new(j, "tie", json_boolean(o->tie));
 	return j;
 }
 
@@ -103,7 +109,8 @@ opt_int(pipe_opts *o, const char *k)
 		{"search_tokens", offsetof(pipe_opts, search_tokens)}, {"rank_floor", offsetof(pipe_opts, rank_floor)},
 		{"cmc_quant_target", offsetof(pipe_opts, cmc_quant_target)}, {"whiten", offsetof(pipe_opts, whiten)},
 		{"svd_mode", offsetof(pipe_opts, svd_mode)}, {"cmc_diag", offsetof(pipe_opts, cmc_diag)},
-		{"sample_cap", offsetof(pipe_opts, sample_cap)},
+		{"sample_cap", offsetof(pipe_opts, sample_cap)}, {"epochs", offsetof(pipe_opts, epochs)},
+		{"tie", offsetof(pipe_opts, tie)},
 	};
 	for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
 		if (strcmp(t[i].k, k) == 0)
@@ -118,6 +125,7 @@ opt_float(pipe_opts *o, const char *k)
 	if (strcmp(k, "alpha_lo") == 0) return &o->alpha_lo;
 	if (strcmp(k, "alpha_hi") == 0) return &o->alpha_hi;
 	if (strcmp(k, "alpha_step") == 0) return &o->alpha_step;
+	if (strcmp(k, "lr") == 0) return &o->lr;
 	return NULL;
 }
 
@@ -128,6 +136,7 @@ sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err)
 	json_t *v;
 
 	pipe_opts_default(o);
+	o->epochs = 0;	/* sessions that do not say predate learning: they did not learn */
 	if (!json_is_object(j))
 		return masq_err_set(err, MASQ_ERR_FORMAT, "its settings are not a JSON object");
 	json_object_foreach(j, k, v) {
@@ -140,6 +149,17 @@ sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err)
 			if (!json_is_number(v))
 				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"rank\" is not a number");
 			o->rank = json_number_value(v);
+		} else if (strcmp(k, "loss") == 0) {
+			if (!json_is_string(v) || (o->loss = learn_loss_parse(json_string_value(v))) < 0)
+				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"loss\" is not mae or mse");
+		} else if (strcmp(k, "loss_weights") == 0) {
+			if (!json_is_array(v) || json_array_size(v) != MOD_COUNT)
+				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"loss_weights\" is not 3 numbers");
+			for (int m = 0; m < MOD_COUNT; m++) {
+				if (!json_is_number(json_array_get(v, m)))
+					return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"loss_weights\" is not 3 numbers");
+				o->lambda[m] = (float)json_number_value(json_array_get(v, m));
+			}
 		} else if (strcmp(k, "seed") == 0) {
 			if (!json_is_integer(v) || json_integer_value(v) < 0)
 				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"seed\" is not an integer >= 0");

@@ -46,7 +46,7 @@ typedef struct sess_arg {
 /* The commands, as front ends name them (names are for records and typing). */
 enum sess_cmd_id {
 	SC_OPEN, SC_CALIBRATE, SC_SET_METHOD, SC_SET_BITS, SC_SET_ALPHA, SC_SEARCH, SC_SET_RANK, SC_SET,
-	SC_QUANTIZE, SC_NEXT, SC_FINISH, SC_EXPORT, SC_NOTE, SC_COUNT
+	SC_QUANTIZE, SC_NEXT, SC_FINISH, SC_EXPORT, SC_NOTE, SC_TRAIN, SC_COUNT
 };
 
 /* What a command is (sess_cmd.flags). */
@@ -136,15 +136,22 @@ typedef struct sess_progress {
 	int until;		/* sess_run_to: the layer it stops before */
 	double frac;		/* SP_WORK: the part of the command done, 0..1 */
 	int rc;			/* SP_AFTER: what it returned */
+	/* SP_WORK of train-layer: steps done of steps, the last step's loss */
+	int step, steps;
+	double loss;
 } sess_progress;
 /* Called on the thread that runs the session; non-zero asks sess_run_to to
- * stop before its next command. */
+ * stop before its next command (a command under way finishes). */
 typedef int (*sess_progress_fn)(void *ctx, const sess_progress *p);
+/* The hook single commands report their work to (fn NULL: none);
+ * sess_run_to installs its own while it runs. */
+void sess_set_progress(sess *s, sess_progress_fn fn, void *ctx);
 
 /* The per-layer recipe, one copy for every driver: from the cursor up to
  * (not including) layer until, calibrate each layer that is not, search
- * alpha when the session searches and the layer has no search, quantize it
- * when it is not quantized or stale, and commit it.  progress (may be NULL)
+ * alpha when the session searches and the layer has no search, learn its
+ * factors when its setting learns and they are not learned for it,
+ * quantize it when it is not quantized or stale, and commit it.  progress (may be NULL)
  * is called before and after every command and may stop the run.  Returns
  * 0 when the cursor reached until, 1 when progress stopped it, -1 with err
  * when a command failed. */
@@ -165,6 +172,7 @@ enum sess_layer_state {
 	SLS_QUANTIZED,		/* the cursor's layer, quantized and measured here */
 	SLS_STALE,		/* quantized, then a setting of it changed: the figures are the old setting's */
 	SLS_COMMITTED,		/* behind the cursor */
+	SLS_LEARNED,		/* the cursor's layer, its factors learned, not quantized yet */
 	SLS_COUNT
 };
 /* "pending", "calibrated", "quantized", "stale", "committed" */
@@ -189,6 +197,9 @@ typedef struct sess_view {
 /* The view of s (valid until the next command). */
 const sess_view *sess_view_get(const sess *s);
 int sess_layer_state(const sess *s, int l);
+/* Does layer l still have to learn its factors before it can be quantized
+ * (its setting learns; for the cursor's layer: not learned for it yet)? */
+int sess_layer_needs_learning(const sess *s, int l);
 /* Layer l's figures (output SQNR, MAE, method, times) are known: committed,
  * restored, or quantized here. */
 int sess_layer_measured(const sess *s, int l);
@@ -231,7 +242,8 @@ typedef struct sess_field {
 
 enum sess_field_id {
 	SF_LAYER, SF_STATE, SF_METHOD, SF_ALPHAS, SF_ALPHA_T, SF_ALPHA_V, SF_ALPHA_A, SF_RANK, SF_SQNR_T,
-	SF_SQNR_V, SF_SQNR_A, SF_SQNR_ALL, SF_MAE_T, SF_MAE_V, SF_MAE_A, SF_MAE_ALL, SF_SECONDS, SF_COUNT
+	SF_SQNR_V, SF_SQNR_A, SF_SQNR_ALL, SF_MAE_T, SF_MAE_V, SF_MAE_A, SF_MAE_ALL, SF_SECONDS, SF_EPOCHS, SF_GAIN,
+	SF_COUNT
 };
 extern const sess_field sess_fields[SF_COUNT];
 /* The value of field f for layer l, formatted in w columns (w 0: no

@@ -14,7 +14,7 @@
 const char *
 sess_layer_state_name(int st)
 {
-	static const char *const n[SLS_COUNT] = {"pending", "calibrated", "quantized", "stale", "committed"};
+	static const char *const n[SLS_COUNT] = {"pending", "calibrated", "quantized", "stale", "committed", "learned"};
 	return st >= 0 && st < SLS_COUNT ? n[st] : "?";
 }
 
@@ -57,7 +57,19 @@ sess_layer_state(const sess *s, int l)
 		return SLS_PENDING;
 	if (s->live[l] & SLIVE_QUANT)
 		return s->live[l] & SLIVE_STALE ? SLS_STALE : SLS_QUANTIZED;
-	return s->p.calibrated ? SLS_CALIBRATED : SLS_PENDING;
+	if (!s->p.calibrated)
+		return SLS_PENDING;
+	return s->p.learned_valid && pipe_factors_ready(&s->p) ? SLS_LEARNED : SLS_CALIBRATED;
+}
+
+int
+sess_layer_needs_learning(const sess *s, int l)
+{
+	if (!s->opened || l < 0 || l >= s->p.n_layers || l < s->p.layer)
+		return 0;
+	if (l > s->p.layer || !s->p.calibrated)
+		return setting_learns(&s->p.settings[l]);
+	return !pipe_factors_ready(&s->p);
 }
 
 int
@@ -163,7 +175,7 @@ alpha_of(const sess *s, int l, int m)
 	int method = sess_layer_method(s, l);
 	if (method == METHOD_RTN || !sess_mod_present(s, m))
 		return NAN;
-	return s->p.settings[l].alpha[GRP_QKV][method == METHOD_SQ ? ALPHA_UNIFIED : m];
+	return s->p.settings[l].alpha[GRP_QKV][method_per_modality(method) ? m : ALPHA_UNIFIED];
 }
 
 static double f_alpha_t(const sess *s, int l) { return alpha_of(s, l, MOD_TEXT); }
@@ -180,7 +192,7 @@ f_alphas(const sess *s, int l)
 	const layer_setting *ls = &s->p.settings[l];
 	if (method == METHOD_RTN)
 		snprintf(b, 32, "-");
-	else if (method == METHOD_SQ)
+	else if (!method_per_modality(method))
 		snprintf(b, 32, "%.2f", ls->alpha[GRP_QKV][ALPHA_UNIFIED]);
 	else
 		snprintf(b, 32, "%.2f/%.2f/%.2f", ls->alpha[GRP_QKV][0], ls->alpha[GRP_QKV][1], ls->alpha[GRP_QKV][2]);
@@ -222,16 +234,32 @@ static double f_mae_v(const sess *s, int l) { return mae_of(s, l, MOD_VISION); }
 static double f_mae_a(const sess *s, int l) { return mae_of(s, l, MOD_AUDIO); }
 static double f_mae_all(const sess *s, int l) { return mae_of(s, l, STATS_ALL); }
 
-/* The seconds the layer took (calibrate, search, quantize) in this process. */
+/* The epochs the layer learns for (its setting), when its method learns. */
+static double
+f_epochs(const sess *s, int l)
+{
+	const layer_setting *ls = &s->p.settings[l];
+	return method_learns(ls->method) ? ls->epochs : NAN;
+}
+
+/* What learning gained on all tokens of the layer's train-mode output, dB. */
+static double
+f_gain(const sess *s, int l)
+{
+	const pipe_learn_result *lr = &s->p.results[l].learn;
+	return lr->done ? lr->sqnr_learned[STATS_ALL] - lr->sqnr_init[STATS_ALL] : NAN;
+}
+
+/* The seconds the layer took (calibrate, search, learn, quantize) in this process. */
 static double
 f_seconds(const sess *s, int l)
 {
 	const pipe_layer_result *r = &s->p.results[l];
-	double t = r->t_calib + r->t_search + r->t_quant;
+	double t = r->t_calib + r->t_search + r->learn.seconds + r->t_quant;
 	if (sess_layer_measured(s, l) && t > 0)
 		return t;
-	if (sess_layer_state(s, l) == SLS_CALIBRATED)
-		return r->t_calib;
+	if (sess_layer_state(s, l) == SLS_CALIBRATED || sess_layer_state(s, l) == SLS_LEARNED)
+		return r->t_calib + r->t_search + r->learn.seconds;
 	return NAN;
 }
 
@@ -253,6 +281,8 @@ const sess_field sess_fields[SF_COUNT] = {
 	[SF_MAE_A] = {"mae.audio", "mae a", 9, SFK_DB, "mae", "audio", f_mae_a, NULL},
 	[SF_MAE_ALL] = {"mae.all", "mae", 9, SFK_DB, "mae", "all", f_mae_all, NULL},
 	[SF_SECONDS] = {"seconds", "time", 7, SFK_SECONDS, NULL, NULL, f_seconds, NULL},
+	[SF_EPOCHS] = {"epochs", "ep", 4, SFK_INT, "epochs", NULL, f_epochs, NULL},
+	[SF_GAIN] = {"learn.gain", "gain", 6, SFK_DB, "learn_gain_db", NULL, f_gain, NULL},
 };
 
 void
@@ -287,7 +317,7 @@ sess_fields_json(const sess *s, int l, json_t *o)
 		if (f->kind == SFK_TEXT)
 			v = json_string(f->text(s, l));
 		else if (f->kind == SFK_INT)
-			v = json_integer((json_int_t)f->value(s, l));
+			v = isfinite(f->value(s, l)) ? json_integer((json_int_t)f->value(s, l)) : json_null();
 		else
 			v = sess_json_num(f->value(s, l));
 		if (f->json_sub == NULL) {

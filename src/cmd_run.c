@@ -54,6 +54,12 @@ run_json(const sess *s, const struct run_args *a, int method)
 	json_object_set_new(d, "whiten", json_boolean(po->whiten));
 	json_object_set_new(d, "cmc_target", json_string(po->cmc_quant_target ? "quantized" : "fp"));
 	json_object_set_new(d, "seed", json_integer((json_int_t)po->seed));
+	json_object_set_new(d, "epochs", json_integer(po->epochs));
+	json_object_set_new(d, "lr", json_real(po->lr));
+	json_object_set_new(d, "loss", json_string(learn_loss_name(po->loss)));
+	json_object_set_new(d, "loss_weights", json_pack("{s:f, s:f, s:f}", "text", po->lambda[0], "vision",
+	    po->lambda[1], "audio", po->lambda[2]));
+	json_object_set_new(d, "tie", json_boolean(po->tie));
 	json_object_set_new(d, "model", json_string(a->model_dir));
 	json_object_set_new(d, "calib", json_string(a->calib_path));
 	json_object_set_new(d, "tokens", sess_json_mods(s, (double[]){v->tokens_mod[0], v->tokens_mod[1], v->tokens_mod[2],
@@ -122,11 +128,26 @@ run_json(const sess *s, const struct run_args *a, int method)
 			json_object_set_new(mis, engine_site_name(site), x);
 		}
 		json_object_set_new(jl, "misalignment", mis);
+		if (r->learn.done) {
+			const pipe_learn_result *lr = &r->learn;
+			json_t *jt = json_object(), *curve = json_array();
+			json_object_set_new(jt, "epochs", json_integer(lr->epochs));
+			json_object_set_new(jt, "steps", json_integer(lr->steps));
+			json_object_set_new(jt, "skipped", json_integer(lr->skipped));
+			json_object_set_new(jt, "chain", json_string(lr->chain ? "mas" : "deployed"));
+			for (int i = 0; i < lr->steps; i++)
+				json_array_append_new(curve, sess_json_num(lr->loss[i]));
+			json_object_set_new(jt, "losses", curve);
+			json_object_set_new(jt, "sqnr_init_db", sess_json_mods(s, lr->sqnr_init, 1));
+			json_object_set_new(jt, "sqnr_learned_db", sess_json_mods(s, lr->sqnr_learned, 1));
+			json_object_set_new(jt, "seconds", json_real(lr->seconds));
+			json_object_set_new(jl, "learning", jt);
+		}
 		if (r->search.done && r->search.n > 0) {
 			json_t *js = json_object();
 			for (int row = 0; row < ALPHA_ROWS; row++) {
-				if (row < MOD_COUNT ? (!sess_mod_present(s, row) || r->method == METHOD_SQ)
-				    : r->method != METHOD_SQ)
+				if (row < MOD_COUNT ? (!sess_mod_present(s, row) || !method_per_modality(r->method))
+				    : method_per_modality(r->method))
 					continue;
 				json_t *curve = json_array();
 				for (int i = 0; i < r->search.n; i++)
@@ -211,14 +232,17 @@ run_progress(void *ctx, const sess_progress *p)
 	const struct run_progress *rp = ctx;
 	const sess_view *v = sess_view_get(rp->s);
 	static const char *const doing[SC_COUNT] = {[SC_CALIBRATE] = "calibrating...   ",
-		[SC_SEARCH] = "searching alpha...", [SC_QUANTIZE] = "quantizing...    "};
+		[SC_SEARCH] = "searching alpha...", [SC_TRAIN] = "learning...      ", [SC_QUANTIZE] = "quantizing...    "};
 	if (p->phase == SP_BEFORE && rp->tty && doing[p->cmd] != NULL)
 		fprintf(stderr, "\r%s layer %d/%d: %s", rp->method, p->layer + 1, v->n_layers, doing[p->cmd]);
+	if (p->phase == SP_WORK && p->cmd == SC_TRAIN && rp->tty)
+		fprintf(stderr, "\r%s layer %d/%d: learning, step %d/%d, loss %.5g   ", rp->method, p->layer + 1,
+		    v->n_layers, p->step, p->steps, p->loss);
 	if (p->phase == SP_AFTER && p->cmd == SC_NEXT && p->rc >= 0) {
 		const pipe_layer_result *r = sess_layer_result(rp->s, p->layer);
 		fprintf(stderr, "%s%s layer %d/%d: SQNR text %.2f vision %.2f audio %.2f dB (%.1f s)\n",
 		    rp->tty ? "\r" : "", rp->method, p->layer + 1, v->n_layers, r->sqnr[0], r->sqnr[1], r->sqnr[2],
-		    r->t_calib + r->t_search + r->t_quant);
+		    r->t_calib + r->t_search + r->learn.seconds + r->t_quant);
 	}
 	if (p->phase == SP_AFTER && p->rc < 0 && rp->tty)
 		fprintf(stderr, "\n");
@@ -287,7 +311,7 @@ cmd_run(int argc, char **argv)
 {
 	enum { O_MODEL = 256, O_CALIB, O_METHOD, O_WBITS, O_ABITS, O_ALPHA, O_RANK, O_SET, O_JSON,
 	    O_THREADS, O_SEED, O_WGROUP, O_RANK_FLOOR, O_SVD, O_NO_WHITEN, O_CMC_TARGET, O_CMC_DIAG,
-	    O_GRID, O_SEARCH_TOKENS, O_VERBOSE, O_DB, O_NO_DB };
+	    O_GRID, O_SEARCH_TOKENS, O_VERBOSE, O_DB, O_NO_DB, O_EPOCHS, O_LR, O_LOSS, O_LOSS_WEIGHTS, O_TIE };
 	static const struct option opts[] = {
 		{"model", required_argument, NULL, O_MODEL},
 		{"calib", required_argument, NULL, O_CALIB},
@@ -309,6 +333,11 @@ cmd_run(int argc, char **argv)
 		{"alpha-grid", required_argument, NULL, O_GRID},
 		{"search-tokens", required_argument, NULL, O_SEARCH_TOKENS},
 		{"verbose", no_argument, NULL, O_VERBOSE},
+		{"epochs", required_argument, NULL, O_EPOCHS},
+		{"lr", required_argument, NULL, O_LR},
+		{"loss", required_argument, NULL, O_LOSS},
+		{"loss-weights", required_argument, NULL, O_LOSS_WEIGHTS},
+		{"tie", no_argument, NULL, O_TIE},
 		{"db", required_argument, NULL, O_DB},
 		{"no-db", no_argument, NULL, O_NO_DB},
 		{"help", no_argument, NULL, 'h'},
@@ -323,6 +352,7 @@ cmd_run(int argc, char **argv)
 
 	memset(&a, 0, sizeof a);
 	pipe_opts_default(&a.o);
+	a.o.epochs = 2;	/* the reference's: mas, mas-cmc and usq learn unless --epochs 0 */
 	a.sets = xcalloc((size_t)argc + 1, sizeof(char *));
 	optind = 0;
 	opterr = 0;
@@ -334,7 +364,7 @@ cmd_run(int argc, char **argv)
 			if (strcmp(optarg, "all") == 0) {
 				a.all = 1;
 			} else if ((a.o.method = method_parse(optarg)) < 0) {
-				rc = cli_usage("run", "unknown method '%s' (rtn, sq, mas, mas-cmc, all)", optarg);
+				rc = cli_usage("run", "unknown method '%s' (rtn, sq, mas, mas-cmc, usq, all)", optarg);
 				goto done;
 			}
 			break;
@@ -371,6 +401,29 @@ cmd_run(int argc, char **argv)
 			a.o.rank = x;
 			break;
 		case O_SET: a.sets[a.nsets++] = optarg; break;
+		case O_EPOCHS:
+			if (cli_int("run", "--epochs", optarg, 0, SETTING_EPOCHS_MAX, &v) < 0)
+				goto done;
+			a.o.epochs = (int)v;
+			break;
+		case O_LR:
+			if (parse_float("--lr", optarg, 1e-12, 10, &x) < 0)
+				goto done;
+			a.o.lr = (float)x;
+			break;
+		case O_LOSS:
+			if ((a.o.loss = learn_loss_parse(optarg)) < 0) {
+				rc = cli_usage("run", "--loss is mae or mse, not '%s'", optarg);
+				goto done;
+			}
+			break;
+		case O_LOSS_WEIGHTS:
+			if (setting_parse_lambda(optarg, a.o.lambda, &err) < 0) {
+				rc = cli_usage("run", "--loss-weights: %s", err.msg);
+				goto done;
+			}
+			break;
+		case O_TIE: a.o.tie = 1; break;
 		case O_DB: a.db_path = optarg; no_db = 0; break;
 		case O_NO_DB: no_db = 1; break;
 		case O_JSON: a.json = 1; break;
@@ -492,9 +545,13 @@ cmd_run(int argc, char **argv)
 		rc = 0;
 	} else {
 		const sess_view *v0 = sess_view_get(ss[0]);
-		printf("masq run: W%dA%d%s, alpha %s, CMC rank %g (floor %d)%s\n", a.o.wbits, a.o.abits,
+		char learn[160] = "";
+		if (a.o.epochs > 0)
+			snprintf(learn, sizeof learn, "; mas, mas-cmc, usq learn %d epoch%s (lr %g, %s%s)", a.o.epochs,
+			    a.o.epochs == 1 ? "" : "s", a.o.lr, learn_loss_name(a.o.loss), a.o.tie ? ", tied" : "");
+		printf("masq run: W%dA%d%s, alpha %s, CMC rank %g (floor %d)%s%s\n", a.o.wbits, a.o.abits,
 		    v0->wgroup > 0 ? " (weights in asymmetric groups)" : "",
-		    a.o.search ? "searched" : "given", a.o.rank, a.o.rank_floor, a.o.whiten ? "" : ", unwhitened");
+		    a.o.search ? "searched" : "given", a.o.rank, a.o.rank_floor, a.o.whiten ? "" : ", unwhitened", learn);
 		printf("model %s; calibration %s: %d tokens (text %d, vision %d, audio %d)\n", a.model_dir,
 		    a.calib_path, v0->tokens, v0->tokens_mod[0], v0->tokens_mod[1], v0->tokens_mod[2]);
 		if (db != NULL) {

@@ -39,7 +39,7 @@ diag "native OpenBLAS kernels: $native"
 # ---- same environment: exact ----------------------------------------------------------
 status_is 0 "replay in the recording's environment: exit 0" "$MASQ" replay --db a.db --json
 cp out.txt same.json
-check "... in exact mode, every command compared" "$py" -c "import json; d=json.load(open('same.json')); assert d['mode']=='exact' and d['result']=='match' and d['commands']==8, d"
+check "... in exact mode, every command compared" "$py" -c "import json; d=json.load(open('same.json')); assert d['mode']=='exact' and d['result']=='match' and d['commands']==10, d"
 
 # ---- another kernel set this CPU can run: reproduced, then exact ------------------------
 other=Sandybridge
@@ -143,7 +143,9 @@ open(sys.argv[2], 'w').write(t.replace('"alpha":0.5,', '"alpha":0.8,', 1))
 EOF
 load_edited alpha c.db
 status_is 1 "tolerance mode: a recorded alpha changed in the dump diverges" "$MASQ" replay --db c.db --tolerance
-check "... at the first quantized figures, named" grep -q 'sqnr_db' err.txt
+check "... at the first figures made with it (the closed-form start of learning), named" \
+	grep -q 'replay diverged at event [0-9]* (train-layer).*' err.txt
+check "... the start's SQNR is the field named" grep -q 'sqnr_init_db' err.txt
 
 edit result a1.sql small.sql quantize-layer "j['sqnr_db']['text'] += 0.01"
 load_edited small d.db

@@ -100,14 +100,14 @@ check "a missing database is an error for replay (exit 2), and is not created" s
 # two commands.
 "$MASQ" demo small --preset small >/dev/null
 S="--model $w/small/model --calib $w/small/calib.safetensors"
-"$MASQ" run $S --method mas-cmc --alpha search --alpha-grid 0.3:0.2:0.7 --db whole.db --json > whole.json 2>/dev/null
+"$MASQ" run $S --method mas-cmc --epochs 0 --alpha search --alpha-grid 0.3:0.2:0.7 --db whole.db --json > whole.json 2>/dev/null
 n_whole=$(sql whole.db "select count(*) from events")
 i=0
 for seed in 1 2 3; do
 	i=$((i + 1))
 	# a point in the run, spread over its events, odd or even by the seed
 	at=$(awk -v n="$n_whole" -v s="$seed" -v p="$$" 'BEGIN { srand(p * 7 + s); k = int(2 + rand() * (n - 4)); if (s == 2 && k % 2 == 0) k++; print k }')
-	MASQ_DEBUG_KILL_AFTER_EVENT=$at "$MASQ" run $S --method mas-cmc --alpha search --alpha-grid 0.3:0.2:0.7 --db k$i.db > /dev/null 2>&1
+	MASQ_DEBUG_KILL_AFTER_EVENT=$at "$MASQ" run $S --method mas-cmc --epochs 0 --alpha search --alpha-grid 0.3:0.2:0.7 --db k$i.db > /dev/null 2>&1
 	rc=$?
 	ic=missing
 	[ -s k$i.db ] && ic=$(sql k$i.db 'pragma integrity_check')
@@ -120,5 +120,28 @@ for seed in 1 2 3; do
 	b=$(sql k$i.db "select payload from events where name='finish' and kind='result'")
 	check "resumed summary equals the uninterrupted run's" test -n "$a" -a "$a" = "$b"
 	check "the resumed session replays (exit 0)" sh -c "'$MASQ' replay --db k$i.db >/dev/null 2>&1"
+done
+
+# kill -9 while a layer learns (mas-cmc, which learns on its own chain
+# beside the deployed one): the layer in progress is lost and learned
+# again, the result is the uninterrupted run's, bit for bit
+"$MASQ" demo tinyk --preset tiny >/dev/null
+K="--model $w/tinyk/model --calib $w/tinyk/calib.safetensors"
+"$MASQ" run $K --method mas-cmc --db lw.db > /dev/null 2>&1
+for which in 0 1; do
+	# the command event of layer $which's train-layer: killed in the middle of its work
+	at=$(sql lw.db "select seq from events where name='train-layer' and kind='command' order by seq limit 1 offset $which")
+	MASQ_DEBUG_KILL_AFTER_EVENT=$at "$MASQ" run $K --method mas-cmc --db lk$which.db > /dev/null 2>&1
+	check "killed while layer $which learns (after event $at): no result of that training recorded" \
+		test "$(sql lk$which.db "select count(*) from events where name='train-layer' and kind='result'")" -eq "$which"
+	"$MASQ" resume --db lk$which.db > lresume$which.out 2>&1
+	check "... resume learns the layer again and finishes" grep -q '^session .* finished' lresume$which.out
+	a=$(sql lw.db "select payload from events where name='finish' and kind='result'")
+	b=$(sql lk$which.db "select payload from events where name='finish' and kind='result'")
+	check "... its summary equals the uninterrupted run's" test -n "$a" -a "$a" = "$b"
+	a=$(sql lw.db "select payload from events where name='train-layer' and kind='result' order by seq")
+	b=$(sql lk$which.db "select payload from events where name='train-layer' and kind='result' order by seq")
+	check "... and so does every layer's learning (losses, factors)" test -n "$a" -a "$a" = "$b"
+	check "... the resumed session replays (exit 0)" sh -c "'$MASQ' replay --db lk$which.db >/dev/null 2>&1"
 done
 done_testing

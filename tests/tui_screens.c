@@ -40,16 +40,18 @@ struct step {
 	int busy;		/* also keep the last progress screen as NN-name-busy.txt */
 };
 
-/* The script: start on the demo, step two layers, open a layer's view
- * (its panels: the alpha search, the rank view, the range profiles, the
- * log2|x| histograms), change an alpha and see the preview change, export,
- * quit. */
+/* The script: start on the demo (mas-cmc, learning 2 epochs), step two
+ * layers (learn with l and watch it, quantize), open a layer's view (its
+ * panels: the alpha search, the rank view, the range profiles, the
+ * learning curve, the log2|x| histograms), change an alpha and see the
+ * preview change, export, quit. */
 static const struct step script[] = {
 	{"start", {0}, A_NONE, 0, 0, 0},
 	{"help", {'?'}, A_NONE, 0, 0, 0},
 	{"calibrate-0", {'?', 'c'}, A_NONE, 0, 0, 1},
 	{"search-0", {'\r', 's'}, A_NONE, 0, 0, 0},
-	{"rank-0", {'q', 'v'}, A_NONE, 0, 0, 0},
+	{"learn-0", {'l'}, A_NONE, 0, 0, 1},
+	{"rank-0", {'q', 'v', 'v', 'v'}, A_NONE, 0, 0, 0},
 	{"next-0", {27, 'n'}, A_NONE, 0, 0, 0},
 	{"calibrate-1", {'c'}, A_NONE, 0, 0, 0},
 	{"layer-view", {'\r'}, A_NONE, 0, 0, 0},
@@ -57,6 +59,7 @@ static const struct step script[] = {
 	{"ascii", {0}, A_ASCII, 0, 0, 0},
 	{"site-gateup", {'\t', '\t'}, A_UTF8, 0, 0, 0},
 	{"profile-gateup", {'v'}, A_NONE, 0, 0, 0},
+	{"learn-gateup", {'v'}, A_NONE, 0, 0, 0},
 	{"hist-gateup", {'v'}, A_NONE, 0, 0, 0},
 	{"sq-mas-gateup", {'u'}, A_NONE, 0, 0, 0},
 	{"sq-mas-o", {KEY_UP}, A_NONE, 0, 0, 0},
@@ -147,6 +150,7 @@ main(int argc, char **argv)
 	setlocale(LC_CTYPE, "");
 
 	pipe_opts_default(&o);
+	o.epochs = 2;	/* as masq run */
 	if (sdb_open(&db, db_path, SDB_CREATE, &err) < 0 || sess_create(&s, db, &o, model_dir, calib_path, 0, &err) < 0) {
 		fprintf(stderr, "tui_screens: %s\n", err.msg);
 		return 99;

@@ -54,6 +54,12 @@ ui_issue(ui *u, int cmd, json_t *args)
 		    ui_key_for_cmd(SC_CALIBRATE, u->screen), ui_key_for_cmd(SC_QUANTIZE, u->screen));
 		return;
 	}
+	if (cmd == SC_QUANTIZE && sess_layer_needs_learning(u->s, v->cursor) &&
+	    sess_layer_state(u->s, v->cursor) != SLS_PENDING) {
+		/* the layer's setting learns: learn, then quantize, one job */
+		ui_job_start_pair(u, SC_TRAIN, SC_QUANTIZE, args);
+		return;
+	}
 	if (sess_cmds[cmd].flags & SCF_LONG) {
 		ui_job_start_cmd(u, cmd, args);
 		return;
@@ -453,6 +459,7 @@ ui_act(ui *u, const ui_key *k)
 		ui_msg(u, MSG_INFO, "%s", u->panel == PANEL_SEARCH ? "the alpha search: SQNR against alpha, the chosen alpha marked" :
 		    u->panel == PANEL_RANK ? "the rank view: whitened error against rank, effective rank, rank in use" :
 		    u->panel == PANEL_PROFILE ? "the range profiles: each modality's per-channel max|x|, sorted, log2 axis" :
+		    u->panel == PANEL_LEARN ? "learning: the loss per step, the SQNR before and after per modality" :
 		    "the histograms of log2|x| per modality");
 		break;
 	case UA_COMPARE:

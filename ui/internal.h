@@ -33,7 +33,7 @@ enum ui_scr { SCR_LIST, SCR_LAYER, SCR_OVERVIEW, SCR_HELP, SCR_EXPORT, SCR_COUNT
 enum ui_prompt { PR_NONE, PR_QUIT, PR_ALPHA, PR_RANK, PR_BITS, PR_COMMAND, PR_THRESH, PR_UNTIL };
 enum msg_kind { MSG_INFO, MSG_ERROR, MSG_WORKING };
 /* What the top of the layer view shows ('v' cycles). */
-enum ui_panel { PANEL_HIST, PANEL_SEARCH, PANEL_RANK, PANEL_PROFILE, PANEL_COUNT };
+enum ui_panel { PANEL_HIST, PANEL_SEARCH, PANEL_RANK, PANEL_PROFILE, PANEL_LEARN, PANEL_COUNT };
 
 #define KEY_CTRL_C 3
 #define KEY_ESC 27
@@ -89,7 +89,8 @@ const char *ui_key_for_cmd(int cmd, int scr);
 
 enum job_kind { JOB_NONE, JOB_ONE, JOB_RUN };
 /* Long commands, as the progress estimates count them. */
-enum job_cmd { JC_CALIB, JC_SEARCH, JC_QUANT, JC_NEXT, JC_COUNT };
+enum job_cmd { JC_CALIB, JC_SEARCH, JC_TRAIN, JC_QUANT, JC_NEXT, JC_COUNT };
+#define UI_LOSS_CAP 512	/* loss points the progress screen keeps (older ones thinned) */
 
 /* A layer a job committed, as the progress screen lists it. */
 typedef struct ui_done_layer {
@@ -108,7 +109,8 @@ typedef struct ui_job {
 	int cmd;		/* JOB_ONE: the command */
 	json_t *args;		/* JOB_ONE: its arguments (owned) */
 	int first, until;	/* JOB_RUN: from the cursor up to (not including) until */
-	int n_layers, tokens, search;
+	int then;		/* JOB_ONE: a command to run after cmd succeeded (quantize after learning), or -1 */
+	int n_layers, tokens, search, learn;
 	int64_t session;	/* the session's id, for the status line */
 	double (*clock)(void);
 	/* written by the worker */
@@ -116,6 +118,9 @@ typedef struct ui_job {
 	int layer;		/* its layer */
 	double t_job, t_cmd;	/* the clock at the job's and at the command's start */
 	double frac;		/* the part of the command done (0 until it reports) */
+	int step, steps;	/* train-layer: the step done of steps */
+	double loss[UI_LOSS_CAP];	/* its losses so far, every loss_every-th */
+	int n_loss, loss_every;
 	double est_sum[JC_COUNT];	/* seconds of the finished commands of each kind (kept across jobs) */
 	int est_n[JC_COUNT];
 	long long tokens_done;
@@ -223,6 +228,10 @@ int ui_target_layer(const ui *u);
 int ui_hist_range(const ui *u, const site_stats *st, int *b0, int *b1);
 void ui_draw_search_panel(ui *u, int l, int y, int pw, int hh);
 void ui_draw_rank_panel(ui *u, int l, int y, int hh);
+/* Layer l's learning: the loss per step, the SQNR before and after per modality. */
+void ui_draw_learn_panel(ui *u, int l, int y, int pw, int hh);
+/* v (n) as one row of w block characters from x, lowest to highest. */
+void ui_draw_sparkline(ui *u, int y, int x, int w, const double *v, int n);
 void ui_draw_profile_panel(ui *u, const site_stats *ss, int y, int pw, int hh);
 
 /* ---- actions (act.c) ------------------------------------------------------------------------- */
@@ -249,6 +258,8 @@ void ui_job_init(ui *u);
 void ui_job_done(ui *u);
 /* Start command cmd (args taken over) as a job, or the recipe up to until. */
 void ui_job_start_cmd(ui *u, int cmd, json_t *args);
+/* cmd, then (when it succeeded) `then` with the same arguments, as one job. */
+void ui_job_start_pair(ui *u, int cmd, int then, json_t *args);
 void ui_job_start_run(ui *u, int until);
 /* Join the worker when it has returned (UI thread). */
 void ui_job_poll(ui *u);

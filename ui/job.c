@@ -24,6 +24,7 @@ jc_of(int cmd)
 	switch (cmd) {
 	case SC_CALIBRATE: return JC_CALIB;
 	case SC_SEARCH: return JC_SEARCH;
+	case SC_TRAIN: return JC_TRAIN;
 	case SC_QUANTIZE: return JC_QUANT;
 	case SC_NEXT: return JC_NEXT;
 	default: return -1;
@@ -48,9 +49,9 @@ ui_job_init(ui *u)
 	/* estimates from the committed layers' times until this UI measures its own */
 	for (int l = 0; l < v->cursor && l < v->n_layers; l++) {
 		const pipe_layer_result *r = sess_layer_result(u->s, l);
-		const double t[3] = {r->t_calib, r->t_search, r->t_quant};
-		const int k[3] = {JC_CALIB, JC_SEARCH, JC_QUANT};
-		for (int i = 0; i < 3; i++)
+		const double t[4] = {r->t_calib, r->t_search, r->learn.seconds, r->t_quant};
+		const int k[4] = {JC_CALIB, JC_SEARCH, JC_TRAIN, JC_QUANT};
+		for (int i = 0; i < 4; i++)
 			if (r->done && t[i] > 0) {
 				g->est_sum[k[i]] += t[i];
 				g->est_n[k[i]]++;
@@ -85,8 +86,25 @@ job_progress(void *ctx, const sess_progress *p)
 		g->layer = p->layer;
 		g->t_cmd = now;
 		g->frac = 0;
+		g->step = g->steps = g->n_loss = 0;
+		g->loss_every = 1;
 	} else if (p->phase == SP_WORK) {
 		g->frac = p->frac;
+		if (p->steps > 0) {
+			g->step = p->step;
+			g->steps = p->steps;
+			if (p->step % g->loss_every == 0) {
+				if (g->n_loss == UI_LOSS_CAP) {
+					/* full: keep every other point, and from now on every 2k-th step */
+					for (int i = 0; i < UI_LOSS_CAP / 2; i++)
+						g->loss[i] = g->loss[2 * i + 1];
+					g->n_loss = UI_LOSS_CAP / 2;
+					g->loss_every *= 2;
+				}
+				if (p->step % g->loss_every == 0)
+					g->loss[g->n_loss++] = p->loss;
+			}
+		}
 	} else if (p->rc >= 0) {
 		int k = jc_of(p->cmd);
 		if (k >= 0) {
@@ -100,7 +118,7 @@ job_progress(void *ctx, const sess_progress *p)
 			const pipe_layer_result *r = sess_layer_result(u->s, p->layer);
 			ui_done_layer *d = &g->done_l[g->n_done++];
 			d->layer = p->layer;
-			d->secs = r->t_calib + r->t_search + r->t_quant;
+			d->secs = r->t_calib + r->t_search + r->learn.seconds + r->t_quant;
 			for (int m = 0; m < STATS_ROWS; m++)
 				d->sqnr[m] = m == STATS_ALL || sess_mod_present(u->s, m) ? r->sqnr[m] : NAN;
 		}
@@ -109,7 +127,7 @@ job_progress(void *ctx, const sess_progress *p)
 	if (stop && p->phase == SP_BEFORE)
 		g->stopped = 1;
 	pthread_mutex_unlock(&g->mu);
-	if (u->sync && p->phase == SP_BEFORE && !stop) {
+	if (u->sync && (p->phase == SP_BEFORE || (p->phase == SP_WORK && p->steps > 0)) && !stop) {
 		ui_draw(u);
 		if (u->busy_hook != NULL)
 			u->busy_hook(u->busy_arg);
@@ -126,13 +144,21 @@ job_body(ui *u)
 	int rc;
 
 	if (g->kind == JOB_ONE) {
-		sess_progress p = {.cmd = g->cmd, .phase = SP_BEFORE, .layer = sess_view_get(u->s)->cursor};
-		job_progress(u, &p);
+		int cmds[2] = {g->cmd, g->then}, n = g->then >= 0 ? 2 : 1;
 		json_t *res = NULL;
-		rc = sess_dispatch(u->s, g->cmd, g->args, &res, &err);
-		p.phase = SP_AFTER;
-		p.rc = rc;
-		job_progress(u, &p);
+		rc = 0;
+		sess_set_progress(u->s, job_progress, u);
+		for (int i = 0; i < n && rc >= 0; i++) {
+			sess_progress p = {.cmd = cmds[i], .phase = SP_BEFORE, .layer = sess_view_get(u->s)->cursor};
+			job_progress(u, &p);
+			json_decref(res);
+			res = NULL;
+			rc = sess_dispatch(u->s, cmds[i], g->args, &res, &err);
+			p.phase = SP_AFTER;
+			p.rc = rc;
+			job_progress(u, &p);
+		}
+		sess_set_progress(u->s, NULL, NULL);
 		pthread_mutex_lock(&g->mu);
 		g->res = res;
 		pthread_mutex_unlock(&g->mu);
@@ -176,9 +202,22 @@ cmd_message(ui *u, int cmd, int l)
 		ui_msg(u, MSG_INFO, "layer %d quantized (%s, %.2fs): SQNR text %s vision %s audio %s dB", l,
 		    method_name(r->method), r->t_quant, t[0], t[1], t[2]);
 		break;
+	case SC_TRAIN: {
+		const pipe_learn_result *lr = &r->learn;
+		char a[STATS_ROWS][16];
+		for (int m = 0; m < STATS_ROWS; m++) {
+			int on = m == STATS_ALL || sess_mod_present(u->s, m);
+			ui_fmt_db(t[m], sizeof t[m], 0, on ? lr->sqnr_init[m] : NAN);
+			ui_fmt_db(a[m], sizeof a[m], 0, on ? lr->sqnr_learned[m] : NAN);
+		}
+		ui_msg(u, MSG_INFO, "layer %d learned (%d steps, %.1fs): text %s>%s vision %s>%s audio %s>%s dB; %s quantizes",
+		    l, lr->steps, lr->seconds, t[0], a[0], t[1], a[1], t[2], a[2], ui_key_for_cmd(SC_QUANTIZE, u->screen));
+		u->panel = PANEL_LEARN;	/* show the curve just learned */
+		break;
+	}
 	case SC_SEARCH: {
 		const pipe_search *sr = &r->search;
-		if (sess_layer_setting(u->s, l)->method == METHOD_SQ)
+		if (!method_per_modality(sess_layer_setting(u->s, l)->method))
 			ui_msg(u, MSG_INFO, "layer %d alpha searched on %d tokens: unified %.2f", l, sr->tokens,
 			    sr->best[ALPHA_UNIFIED]);
 		else
@@ -235,7 +274,8 @@ job_finish(ui *u)
 		int c = g->kind == JOB_ONE ? g->cmd : g->failed_cmd;
 		ui_msg(u, MSG_ERROR, "%s: %s", c >= 0 ? sess_cmds[c].name : "run", g->err.msg);
 	} else if (g->kind == JOB_ONE) {
-		cmd_message(u, g->cmd, g->cmd == SC_NEXT ? v->cursor - 1 : g->layer);
+		int last = g->then >= 0 ? g->then : g->cmd;
+		cmd_message(u, last, last == SC_NEXT ? v->cursor - 1 : g->layer);
 	} else if (g->stopped && v->cursor < v->n_layers) {
 		ui_msg(u, MSG_INFO, "stopped before finishing layer %d", v->cursor);
 	} else if (v->cursor < v->n_layers) {
@@ -279,10 +319,14 @@ ui_job_poll(ui *u)
  * recipe up to until).  From here until job_finish the session belongs to
  * the job. */
 static void
-job_start(ui *u, int kind, int cmd, json_t *args, int until)
+job_start(ui *u, int kind, int cmd, json_t *args, int until, int then)
 {
 	ui_job *g = &u->job;
 	const sess_view *v = sess_view_get(u->s);
+	int learn = 0;
+
+	for (int l = v->cursor; l < (kind == JOB_RUN ? until : v->cursor + 1) && l < v->n_layers; l++)
+		learn |= sess_layer_needs_learning(u->s, l);
 
 	u->quit_after = 0;
 	u->n_ahead = 0;
@@ -292,6 +336,8 @@ job_start(ui *u, int kind, int cmd, json_t *args, int until)
 	json_decref(g->res);
 	g->kind = kind;
 	g->cmd = cmd;
+	g->then = then;
+	g->learn = learn;
 	g->args = args;
 	g->res = NULL;
 	g->first = v->cursor;
@@ -302,6 +348,8 @@ job_start(ui *u, int kind, int cmd, json_t *args, int until)
 	g->layer = v->cursor;
 	g->t_job = g->t_cmd = u->clock();
 	g->frac = 0;
+	g->step = g->steps = g->n_loss = 0;
+	g->loss_every = 1;
 	g->tokens_done = 0;
 	g->n_done = 0;
 	g->stop = 0;
@@ -322,13 +370,19 @@ job_start(ui *u, int kind, int cmd, json_t *args, int until)
 void
 ui_job_start_cmd(ui *u, int cmd, json_t *args)
 {
-	job_start(u, JOB_ONE, cmd, args, 0);
+	job_start(u, JOB_ONE, cmd, args, 0, -1);
+}
+
+void
+ui_job_start_pair(ui *u, int cmd, int then, json_t *args)
+{
+	job_start(u, JOB_ONE, cmd, args, 0, then);
 }
 
 void
 ui_job_start_run(ui *u, int until)
 {
-	job_start(u, JOB_RUN, -1, NULL, until);
+	job_start(u, JOB_RUN, -1, NULL, until, -1);
 }
 
 void
@@ -369,22 +423,36 @@ ui_job_key(ui *u, int ch)
 static double
 prog_left(const ui_job *g, double now)
 {
-	static const int order[JC_COUNT] = {JC_CALIB, JC_SEARCH, JC_QUANT, JC_NEXT};
+	static const int order[JC_COUNT] = {JC_CALIB, JC_SEARCH, JC_TRAIN, JC_QUANT, JC_NEXT};
 	double mean[JC_COUNT], left, per = 0;
 	int cur = jc_of(g->cur), after = 0;
 
 	for (int k = 0; k < JC_COUNT; k++)
 		mean[k] = g->est_n[k] > 0 ? g->est_sum[k] / g->est_n[k] : -1;
-	if (cur < 0 || mean[cur] < 0)
-		return -1;
-	left = mean[cur] - (now - g->t_cmd);
+	if (cur == JC_TRAIN && g->step > 0 && g->steps > 0) {
+		/* learning reports its steps: its own pace is the estimate */
+		double el = now - g->t_cmd;
+		left = el * (g->steps - g->step) / g->step;
+		if (mean[cur] < 0)
+			mean[cur] = el * g->steps / g->step;
+	} else {
+		if (cur < 0 || mean[cur] < 0)
+			return -1;
+		left = mean[cur] - (now - g->t_cmd);
+	}
 	if (left < 0)
 		left = 0;
+	if (g->then >= 0 && g->kind == JOB_ONE && g->cur != g->then) {
+		int t = jc_of(g->then);
+		if (t < 0 || mean[t] < 0)
+			return -1;
+		left += mean[t];
+	}
 	if (g->kind != JOB_RUN)
 		return left;
 	for (int i = 0; i < JC_COUNT; i++) {
 		int k = order[i];
-		if (k == JC_SEARCH && !g->search)
+		if ((k == JC_SEARCH && !g->search) || (k == JC_TRAIN && !g->learn))
 			continue;
 		if (mean[k] < 0)
 			return -1;
@@ -437,6 +505,19 @@ ui_job_draw(ui *u)
 	else
 		ui_text(5, 1 + x, -1, A_DIM, "   time left: estimating (no %s measured yet)", cmd[0] ? cmd : "command");
 	int y = 7;
+	if (g.cur == SC_TRAIN && g.steps > 0) {
+		double tc = now - g.t_cmd;
+		x = ui_text(6, 1, -1, A_NORMAL, "learning: step %d of %d", g.step, g.steps);
+		if (g.step > 0 && tc > 0)
+			x += ui_text(6, 1 + x, -1, A_NORMAL, "   %.1f steps/s", g.step / tc);
+		if (g.n_loss > 0)
+			ui_text(6, 1 + x, -1, A_NORMAL, "   loss %.5g", g.loss[g.n_loss - 1]);
+		if (g.n_loss > 1) {
+			ui_text(7, 1, -1, A_DIM, "loss per step:");
+			ui_draw_sparkline(u, 7, 16, COLS - 18, g.loss, g.n_loss);
+		}
+		y = 9;
+	}
 	if (nd > 0) {
 		ui_text(y++, 1, -1, A_BOLD, "committed in this run   time %7s%7s%7s%7s", "text", "vision", "audio", "all");
 		int room = LINES - 4 - y, i0 = nd > room ? nd - room : 0;

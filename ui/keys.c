@@ -20,18 +20,19 @@
 const ui_key ui_keys[] = {
 	/* the session's commands */
 	{'c', "c", M, UA_CMD, SC_CALIBRATE, "calibrate", "calibrate the cursor's layer: its FP forward with statistics"},
-	{'m', "m", M, UA_METHOD, SC_SET_METHOD, "method", "cycle the selected layer's method (rtn, sq, mas, mas-cmc)"},
+	{'m', "m", M, UA_METHOD, SC_SET_METHOD, "method", "cycle the selected layer's method (rtn, sq, mas, mas-cmc, usq)"},
 	{'b', "b", M, UA_BITS, SC_SET_BITS, "bits", "type the weight and activation bits"},
 	{'a', "a", V | O, UA_ALPHA, SC_SET_ALPHA, "alpha=", "type the alpha of the view's group and modality"},
 	{'s', "s", M, UA_CMD, SC_SEARCH, "search", "grid-search alpha for the cursor's layer"},
 	{'r', "r", M, UA_RANK, SC_SET_RANK, "rank", "type the compensation rank"},
-	{'q', "q", M, UA_CMD, SC_QUANTIZE, "quantize", "quantize the cursor's layer and measure it"},
+	{'l', "l", M, UA_CMD, SC_TRAIN, "learn", "learn the cursor layer's smoothing factors (mas, mas-cmc, usq; epochs > 0)"},
+	{'q', "q", M, UA_CMD, SC_QUANTIZE, "quantize", "quantize the cursor's layer and measure it (learning first if it must)"},
 	{'n', "n", M, UA_CMD, SC_NEXT, "next", "commit the cursor's layer and move to the next"},
 	{'f', "f", M, UA_CMD, SC_FINISH, "finish", "after the last layer: the model summary"},
 	{'e', "e", M, UA_EXPORT, SC_EXPORT, "export", "the export dialog"},
 	{':', ":", M, UA_COMMAND, -1, "any command", "type any command by name, e.g. :set assignment=1.qkv.alpha.vision=0.6"},
 	/* runs */
-	{'a', "a", L, UA_RUN_ALL, -1, "run all", "run every remaining layer: calibrate, search, quantize, commit"},
+	{'a', "a", L, UA_RUN_ALL, -1, "run all", "run every remaining layer: calibrate, search, learn, quantize, commit"},
 	{'g', "g", M, UA_RUN_TO, -1, "run to", "run from the cursor up to a typed layer"},
 	/* everywhere */
 	{'?', "?", UI_ON_ALL, UA_HELP, -1, "help", "this help"},
@@ -66,7 +67,7 @@ const ui_key ui_keys[] = {
 	{'=', "=", V, UA_ALPHA_UP, SC_SET_ALPHA, "alpha ±0.05", NULL},
 	{'-', "-", V, UA_ALPHA_DOWN, SC_SET_ALPHA, "alpha ±0.05", "alpha down by 0.05"},
 	{'_', "_", V, UA_ALPHA_DOWN, SC_SET_ALPHA, "alpha ±0.05", NULL},
-	{'v', "v", V, UA_PANEL, -1, "panel", "the top panel: histograms, alpha search, rank view, range profiles"},
+	{'v', "v", V, UA_PANEL, -1, "panel", "the top panel: histograms, alpha search, rank view, range profiles, learning"},
 	{'u', "u", V, UA_COMPARE, -1, "sq against mas", "the group's SQNR under sq against mas, on the token sample"},
 	/* the overview */
 	{KEY_LEFT, "Left", O, UA_SORT_PREV, -1, "sort", "sort by the column to the left"},

@@ -48,6 +48,8 @@ layer_draw(ui *u)
 		ui_text(1, x, -1, A_DIM, "  compensation against rank (v: view)");
 	else if (u->panel == PANEL_PROFILE && live)
 		ui_text(1, x, -1, A_DIM, "  max|x| per channel, sorted, log2 (v: view)");
+	else if (u->panel == PANEL_LEARN)
+		ui_text(1, x, -1, A_DIM, "  learning the factors (v: view)");
 	else if (live)
 		ui_text(1, x, -1, A_DIM, "  log2|x| at the input of %s, %d channels", site_linears(u->site),
 		    sess_cursor_stats(u->s, u->site)->d);
@@ -62,6 +64,8 @@ layer_draw(ui *u)
 		ui_draw_search_panel(u, l, y, pw, hh);
 	} else if (u->panel == PANEL_RANK) {
 		ui_draw_rank_panel(u, l, y, hh);
+	} else if (u->panel == PANEL_LEARN) {
+		ui_draw_learn_panel(u, l, y, pw, hh);
 	} else if (u->panel == PANEL_PROFILE && ss != NULL) {
 		ui_draw_profile_panel(u, ss, y, pw, hh);
 	} else if (ss != NULL && ui_hist_range(u, ss, &b0, &b1)) {

@@ -1,7 +1,8 @@
 /*
  * scr_panels.c: the top panels of the layer view ('v' cycles them): the
  * alpha search curves, the rank view of the compensation, the sorted range
- * profiles; and the histogram range the histograms share.
+ * profiles, the learning curve; and the histogram range the histograms
+ * share.
  */
 #include "config.h"
 
@@ -209,4 +210,114 @@ ui_draw_profile_panel(ui *u, const site_stats *ss, int y, int pw, int hh)
 			ui_text(y + 1 + hh, px + (used - 8) / 2, 8, A_DIM, "channels");
 		ui_text(y + 1 + hh, px + used - (int)strlen(right), pw, A_DIM, "%s", right);
 	}
+}
+
+void
+ui_draw_sparkline(ui *u, int y, int x, int w, const double *v, int n)
+{
+	static const char *const blocks[8] = {"\xe2\x96\x81", "\xe2\x96\x82", "\xe2\x96\x83", "\xe2\x96\x84",
+		"\xe2\x96\x85", "\xe2\x96\x86", "\xe2\x96\x87", "\xe2\x96\x88"};
+	static const char ascii[8] = {'_', '.', '-', '~', '=', '+', '*', '#'};
+	double lo = INFINITY, hi = -INFINITY;
+
+	if (n <= 0 || w <= 0)
+		return;
+	if (w > n)
+		w = n;
+	for (int i = 0; i < n; i++)
+		if (isfinite(v[i])) {
+			lo = fmin(lo, v[i]);
+			hi = fmax(hi, v[i]);
+		}
+	for (int c = 0; c < w; c++) {
+		/* the mean of the points that fall in column c */
+		int i0 = (int)((long long)c * n / w), i1 = (int)((long long)(c + 1) * n / w);
+		double sum = 0.0;
+		int k = 0;
+		for (int i = i0; i < i1; i++)
+			if (isfinite(v[i])) {
+				sum += v[i];
+				k++;
+			}
+		if (k == 0)
+			continue;
+		int lvl = hi > lo ? (int)((sum / k - lo) / (hi - lo) * 7.0 + 0.5) : 3;
+		if (u->g.utf8)
+			ui_text(y, x + c, 1, A_NORMAL, "%s", blocks[lvl]);
+		else
+			ui_text(y, x + c, 1, A_NORMAL, "%c", ascii[lvl]);
+	}
+}
+
+void
+ui_draw_learn_panel(ui *u, int l, int y, int pw, int hh)
+{
+	const pipe_layer_result *r = sess_layer_result(u->s, l);
+	const pipe_learn_result *lr = &r->learn;
+	const layer_setting *ls = sess_layer_setting(u->s, l);
+
+	if (!lr->done || lr->steps <= 0) {
+		if (ls != NULL && method_learns(ls->method) && ls->epochs > 0)
+			ui_text(y + hh / 2, 2, -1, A_DIM, "layer %d has not learned in this process: %s learns the cursor's layer "
+			    "(%s, %d epochs)", l, ui_key_for_cmd(SC_TRAIN, SCR_LAYER), method_name(ls->method), ls->epochs);
+		else
+			ui_text(y + hh / 2, 2, -1, A_DIM, "layer %d does not learn (%s%s): mas, mas-cmc and usq learn with "
+			    "epochs > 0 (:set assignment=%d.epochs=2)", l, ls ? method_name(ls->method) : "?",
+			    ls && method_learns(ls->method) ? ", 0 epochs" : "", l);
+		return;
+	}
+	/* the loss per step, across two panels' width */
+	int w = 2 * pw + 1, n = lr->steps;
+	double lo = INFINITY, hi = -INFINITY;
+	for (int i = 0; i < n; i++)
+		if (isfinite(lr->loss[i])) {
+			lo = fmin(lo, lr->loss[i]);
+			hi = fmax(hi, lr->loss[i]);
+		}
+	if (!(hi > lo)) {
+		lo -= 1e-9;
+		hi += 1e-9;
+	}
+	ui_text(y, 1, w, A_BOLD, "%s loss, %d x %d steps: %.4g to %.4g", learn_loss_name(ls->loss), lr->epochs,
+	    lr->epochs > 0 ? n / lr->epochs : n, lr->loss[0], lr->loss[n - 1]);
+	for (int c = 0; c < w && c < n; c++) {
+		int i0 = n > w ? (int)((long long)c * n / w) : c, i1 = n > w ? (int)((long long)(c + 1) * n / w) : c + 1;
+		double sum = 0.0;
+		int k = 0;
+		for (int i = i0; i < i1; i++)
+			if (isfinite(lr->loss[i])) {
+				sum += lr->loss[i];
+				k++;
+			}
+		if (k == 0)
+			continue;
+		int cx = n > w ? c : (n > 1 ? c * (w - 1) / (n - 1) : 0);
+		int ry = (int)((hi - sum / k) / (hi - lo) * (hh - 1) + 0.5);
+		ui_text(y + 1 + ry, 1 + cx, 1, A_NORMAL, "%s", u->g.utf8 ? "\xe2\x80\xa2" : "*");
+	}
+	/* epoch boundaries on the axis row */
+	for (int e = 1; e < lr->epochs && n > 1; e++) {
+		int step = e * (n / lr->epochs);
+		int cx = n > w ? (int)((long long)step * w / n) : step * (w - 1) / (n - 1);
+		ui_text(y + 1 + hh, 1 + cx, 1, A_DIM, "|");
+	}
+	ui_text(y + 1 + hh, 1, 6, A_DIM, "step 1");
+	/* before and after, per modality */
+	int px = 2 + w + 1;
+	ui_text(y, px, pw, A_BOLD, "train-mode SQNR (dB)");
+	ui_text(y + 1, px, pw, A_BOLD, "%-7s %7s %7s %6s", "", "start", "learned", "gain");
+	int row = y + 2;
+	for (int m = 0; m < STATS_ROWS; m++) {
+		if (m < MOD_COUNT && !sess_mod_present(u->s, m))
+			continue;
+		double a = lr->sqnr_init[m], b = lr->sqnr_learned[m];
+		int attr = m < MOD_COUNT ? ui_mod_attr(&u->g, m) : (int)A_NORMAL;
+		ui_text(row++, px, pw, attr, "%-7s %7.2f %7.2f %+6.2f", m < MOD_COUNT ? modality_name(m) : "all", a, b, b - a);
+	}
+	row++;
+	ui_text(row++, px, pw, A_NORMAL, "lr %g, %s%s", ls->lr, ls->tie ? "tied, " : "",
+	    lr->chain ? "on the MAS chain" : "on the deployed chain");
+	if (lr->skipped > 0)
+		ui_text(row++, px, pw, A_BOLD, "%d steps skipped (not finite)", lr->skipped);
+	ui_text(row, px, pw, A_DIM, "learned in %.1fs", lr->seconds);
 }

@@ -93,7 +93,7 @@ int
 ui_alpha_rows(const ui *u, int l, int *rows)
 {
 	int n = 0, method = sess_layer_setting(u->s, l)->method;
-	if (method == METHOD_SQ) {
+	if (method == METHOD_SQ || method == METHOD_USQ) {
 		rows[n++] = ALPHA_UNIFIED;
 	} else if (method != METHOD_RTN) {
 		for (int m = 0; m < MOD_COUNT; m++)
