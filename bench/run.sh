@@ -116,4 +116,40 @@ grep -q '^bench_reeval: ' "$log" || { echo "bench/run.sh: bench_reeval failed" >
 echo
 echo "== summary (preview after an alpha change; target under 100 ms) =="
 printf 'threads=2 %s\n' "$(grep '^bench_reeval: ' "$log")"
+
+# ---- bench_learn: one training step of learned MAS ---------------------------
+# A step on every calibration sequence of layer 0 against the layer's FP
+# forward of the same tokens (same run); then, where python3-torch is
+# installed, the same step by PyTorch autograd from the same state.
+learn=$builddir/bench/bench_learn
+if [ ! -x "$learn" ]; then
+	echo "bench/run.sh: $learn is missing; run 'make bench' in the build directory" >&2
+	exit 2
+fi
+echo
+echo "== bench_learn, threads 2 =="
+log=$work/bench_learn-threads2.txt
+OPENBLAS_NUM_THREADS=2 "$learn" "$work/$preset/model" "$work/$preset/calib.safetensors" --threads 2 \
+    --dump "$work/learn-dump.safetensors" | tee "$log"
+grep -q '^bench_learn: tokens=' "$log" || { echo "bench/run.sh: bench_learn failed" >&2; exit 1; }
+py=/usr/bin/python3
+if [ -x "$py" ] && "$py" -c "import torch" 2>/dev/null; then
+	echo
+	echo "== the same step by PyTorch autograd, threads 2 =="
+	tlog=$work/learn_torch-threads2.txt
+	OPENBLAS_NUM_THREADS=2 "$py" "$(dirname "$0")/learn_torch.py" "$work/$preset/model" \
+	    "$work/$preset/calib.safetensors" "$work/learn-dump.safetensors" --threads 2 | tee "$tlog"
+	ms=$(sed -n 's/^bench_learn: .* step_s=\([0-9.]*\) .*/\1/p' "$log")
+	ts=$(sed -n 's/^learn_torch: threads=2 step_s=\([0-9.]*\) .*/\1/p' "$tlog")
+	if [ -n "$ms" ] && [ -n "$ts" ]; then
+		echo
+		echo "== summary (training step; target <= 4x the FP forward) =="
+		printf 'threads=2 %s\n' "$(grep '^bench_learn: tokens=' "$log")"
+		awk -v m="$ms" -v t="$ts" 'BEGIN { printf "threads=2 torch_step_s=%.4f masq_step_s=%.4f torch/masq=%.2f\n", t, m, t / m }'
+	fi
+else
+	echo
+	echo "== summary (training step; target <= 4x the FP forward; no python3-torch: no PyTorch baseline) =="
+	printf 'threads=2 %s\n' "$(grep '^bench_learn: tokens=' "$log")"
+fi
 exit 0

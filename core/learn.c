@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -268,15 +269,17 @@ learn_target_linear(void *ctx, const layer_weights *w, int lin, const float *x, 
 
 /* ---- the pieces of the block ---------------------------------------------------- */
 
-/* Row lists of the step: one group per modality present (or all rows). */
+/* Row lists of linear lin's step: one group per modality present, or all
+ * rows in one (unified factors, and down_proj, whose factor is 1 for every
+ * modality: one weight, one product). */
 static int
-groups(const learn_state *L, const learn_seq *q, int *gmod, int *gcount)
+groups(const learn_state *L, const learn_seq *q, int lin, int *gmod, int *gcount)
 {
 	struct learn_ws *ws = L->ws;
 	int cnt[MOD_COUNT] = {0}, ng = 0;
 
 	for (int t = 0; t < q->n; t++) {
-		int m = L->o.unified ? 0 : q->modality[t];
+		int m = L->o.unified || lin == LIN_DOWN ? 0 : q->modality[t];
 		ws->rows[m][cnt[m]++] = t;
 	}
 	for (int m = 0; m < MOD_COUNT; m++)
@@ -287,10 +290,192 @@ groups(const learn_state *L, const learn_seq *q, int *gmod, int *gcount)
 	return ng;
 }
 
+/*
+ * The weight side, row by row over the output channels and split over as
+ * many threads as BLAS has (rows are independent; each thread sums its
+ * factor gradient over its own block of rows in double and the blocks are
+ * added in order, so a thread count gives one result).  The weight
+ * quantizer is symmetric per output channel here, fused: W diag(s) is
+ * never stored, each row's scale comes from max|W[o, j] s_j| computed on
+ * the fly, exactly as quant_weight_rows computes it on the stored product.
+ * Grouped (asymmetric) weights take the plain path below them.
+ */
+typedef void (*rows_fn)(void *ctx, int lo, int hi, int tid);
+
+struct rows_job {
+	rows_fn fn;
+	void *ctx;
+	int lo, hi, tid;
+};
+
+static void *
+rows_main(void *arg)
+{
+	struct rows_job *j = arg;
+	j->fn(j->ctx, j->lo, j->hi, j->tid);
+	return NULL;
+}
+
+/* fn over rows 0..n-1 in nth contiguous blocks, block 0 on this thread. */
+static void
+rows_par(int n, int nth, rows_fn fn, void *ctx)
+{
+	struct rows_job jobs[16];
+	pthread_t th[16];
+	int started[16] = {0};
+
+	if (nth > 16)
+		nth = 16;
+	if (nth < 1 || n < 64)
+		nth = 1;
+	for (int t = 0; t < nth; t++)
+		jobs[t] = (struct rows_job){fn, ctx, (int)((long long)n * t / nth), (int)((long long)n * (t + 1) / nth), t};
+	for (int t = 1; t < nth; t++)
+		started[t] = pthread_create(&th[t], NULL, rows_main, &jobs[t]) == 0;
+	fn(ctx, jobs[0].lo, jobs[0].hi, 0);
+	for (int t = 1; t < nth; t++) {
+		if (started[t])
+			pthread_join(th[t], NULL);
+		else
+			fn(ctx, jobs[t].lo, jobs[t].hi, t);	/* no thread: do it here */
+	}
+}
+
+static int
+w_threads(void)
+{
+	int t = masq_blas_get_threads();
+	return t < 1 ? 1 : t > 16 ? 16 : t;
+}
+
+struct wq_ctx {
+	const float *W, *s;
+	float *B;		/* (out, in) Q(W diag(s)) */
+	int in, bits;
+	/* the backward: */
+	const float *gB;	/* (out, in) d loss / d B^ */
+	double *gs;		/* (threads, in) partial factor gradients */
+};
+
+/* nearbyintf for |v| <= 2^22 without a call, as quant.c's rint_small
+ * (the loops stay vectorizable; the tests compare with quant.c). */
+static inline float
+rint_fast(float v)
+{
+	const float magic = 0x1.8p23f;
+	return copysignf((v + magic) - magic, v);
+}
+
+/* max |W[o, j] s_j| of row o, as quant_absmax over the stored product. */
+static float
+wrow_absmax(const float *w, const float *s, int in)
+{
+	uint32_t m = 0;
+	for (int j = 0; j < in; j++) {
+		float b = w[j] * s[j];
+		uint32_t u;
+		memcpy(&u, &b, sizeof u);
+		u &= 0x7fffffffu;
+		m = u > m ? u : m;
+	}
+	float f;
+	memcpy(&f, &m, sizeof f);
+	return f;
+}
+
+static void
+wq_rows(void *ctx, int lo, int hi, int tid)
+{
+	struct wq_ctx *c = ctx;
+	float qmax = (float)quant_qmax(c->bits);
+	(void)tid;
+	for (int o = lo; o < hi; o++) {
+		const float *w = c->W + (size_t)o * c->in;
+		float *b = c->B + (size_t)o * c->in;
+		float sc = quant_scale_sym(wrow_absmax(w, c->s, c->in), c->bits), lim = qmax + 1.0f;
+		for (int j = 0; j < c->in; j++) {
+			float v = (w[j] * c->s[j]) / sc;
+			v = v < -lim ? -lim : v > lim ? lim : v;
+			float q = rint_fast(v);
+			q = q < -qmax ? -qmax : q > qmax ? qmax : q;
+			b[j] = q * sc;
+		}
+	}
+}
+
+/* d loss / d s from d loss / d B^ through B^ = Q(W diag(s)): the
+ * straight-through rule with the scale path, then B = W diag(s); and B^
+ * itself into c->B when not NULL (the backward's other GEMM needs it).  One
+ * pass over the row after the one that finds its extremes (and so its
+ * scale), a third only where the row's extreme is tied. */
+static void
+wq_rows_bwd(void *ctx, int lo, int hi, int tid)
+{
+	struct wq_ctx *c = ctx;
+	float qmax = (float)quant_qmax(c->bits);
+	double *gs = c->gs + (size_t)tid * c->in;
+	for (int o = lo; o < hi; o++) {
+		const float *w = c->W + (size_t)o * c->in, *g = c->gB + (size_t)o * c->in;
+		float *bq = c->B != NULL ? c->B + (size_t)o * c->in : NULL;
+		float mx = -INFINITY, mn = INFINITY;
+		for (int j = 0; j < c->in; j++) {
+			float b = w[j] * c->s[j];
+			mx = b > mx ? b : mx;
+			mn = b < mn ? b : mn;
+		}
+		float am = fabsf(mx) > fabsf(mn) ? fabsf(mx) : fabsf(mn);
+		float raw = am / qmax, sc = quant_scale_sym(am, c->bits), lim = qmax + 1.0f;
+		double gsc = 0.0;
+		int nmax = 0, nmin = 0, jmax = -1, jmin = -1;
+		for (int j = 0; j < c->in; j++) {
+			float b = w[j] * c->s[j], u = b / sc;
+			float v = u < -lim ? -lim : u > lim ? lim : u;
+			float q = rint_fast(v);
+			int inside = q >= -qmax && q <= qmax;
+			q = q < -qmax ? -qmax : q > qmax ? qmax : q;
+			if (bq != NULL)
+				bq[j] = q * sc;
+			gsc += (double)g[j] * (q - (inside ? u : 0.0f));
+			gs[j] += inside ? (double)g[j] * w[j] : 0.0;
+			if (b == mx) {
+				nmax++;
+				jmax = j;
+			}
+			if (b == mn) {
+				nmin++;
+				jmin = j;
+			}
+		}
+		if (!(raw >= QUANT_SCALE_MIN && raw <= QUANT_SCALE_MAX) || nmax == 0 || nmin == 0)
+			continue;	/* the scale is clamped (or the row is not finite) */
+		/* the scale reaches the row's extremes, as quant_rows_sym_ste */
+		double amx = fabs(mx), amn = fabs(mn), wt = amx > amn ? 1.0 : amx == amn ? 0.5 : 0.0;
+		float gmax = (float)(gsc / qmax * wt * (mx > 0 ? 1.0 : mx < 0 ? -1.0 : 0.0) / nmax);
+		float gmin = (float)(gsc / qmax * (1.0 - wt) * (mn > 0 ? 1.0 : mn < 0 ? -1.0 : 0.0) / nmin);
+		if (nmax == 1 && nmin == 1) {
+			gs[jmax] += (double)gmax * w[jmax];
+			gs[jmin] += (double)gmin * w[jmin];
+			continue;
+		}
+		for (int j = 0; j < c->in; j++) {
+			float b = w[j] * c->s[j];
+			if (b == mx)
+				gs[j] += (double)gmax * w[j];
+			if (b == mn)
+				gs[j] += (double)gmin * w[j];
+		}
+	}
+}
+
 /* B (out, in) = Q_W(W diag(s)), s NULL: 1. */
 static void
 quant_w(const learn_state *L, float *B, const float *W, const float *s, int out, int in)
 {
+	if (s != NULL && L->o.wbits < 16 && L->o.wgroup <= 0) {
+		struct wq_ctx c = {.W = W, .s = s, .B = B, .in = in, .bits = L->o.wbits};
+		rows_par(out, w_threads(), wq_rows, &c);
+		return;
+	}
 	for (int o = 0; o < out; o++)
 		for (int j = 0; j < in; j++)
 			B[(size_t)o * in + j] = s ? W[(size_t)o * in + j] * s[j] : W[(size_t)o * in + j];
@@ -302,15 +487,33 @@ quant_w(const learn_state *L, float *B, const float *W, const float *s, int out,
 		quant_weight_rows(B, B, out, in, L->o.wbits);
 }
 
+/* gs (in) += d loss / d s through B^ = Q(W diag(s)) from gB (out, in) = d
+ * loss / d B^, and B (out, in) = B^; gB is scratch. */
 static void
-ste_w(const learn_state *L, float *gB, const float *B, int out, int in)
+quant_w_bwd(const learn_state *L, double *gs, float *gB, float *B, const float *W, const float *s, int out, int in)
 {
-	if (L->o.wbits >= 16)
+	if (L->o.wbits < 16 && L->o.wgroup <= 0) {
+		int nth = w_threads();
+		double *part = xcalloc(xmul((size_t)nth, (size_t)in), sizeof(double));
+		struct wq_ctx c = {.W = W, .s = s, .B = B, .in = in, .bits = L->o.wbits, .gB = gB, .gs = part};
+		rows_par(out, nth, wq_rows_bwd, &c);
+		for (int t = 0; t < nth; t++)
+			for (int j = 0; j < in; j++)
+				gs[j] += part[(size_t)t * in + j];
+		free(part);
 		return;
-	if (L->o.wgroup > 0)
+	}
+	for (int o = 0; o < out; o++)
+		for (int j = 0; j < in; j++)
+			B[(size_t)o * in + j] = W[(size_t)o * in + j] * s[j];
+	if (L->o.wbits < 16)
 		quant_groups_asym_ste(gB, gB, B, out, in, L->o.wbits, L->o.wgroup);
-	else
-		quant_rows_sym_ste(gB, gB, B, out, in, L->o.wbits);
+	for (int o = 0; o < out; o++) {
+		const float *gb = gB + (size_t)o * in, *wr = W + (size_t)o * in;
+		for (int j = 0; j < in; j++)
+			gs[j] += (double)gb[j] * wr[j];
+	}
+	quant_w(L, B, W, s, out, in);
 }
 
 /* Gather rows of x (n, d) into X (k, d); d1 (d), when not NULL, divides. */
@@ -343,7 +546,7 @@ slin_fwd(learn_state *L, const learn_seq *q, int lin, const float *x, float *y)
 	struct learn_ws *ws = L->ws;
 	const layer_weights *w = L->w;
 	int out, in, gmod[MOD_COUNT], gcnt[MOD_COUNT];
-	int ng = groups(L, q, gmod, gcnt);
+	int ng = groups(L, q, lin, gmod, gcnt);
 	float *d = xmalloc(xmul((size_t)L->in[lin], sizeof(float)));
 
 	layer_lin_shape(&L->cfg, lin, &out, &in);
@@ -372,7 +575,7 @@ slin_bwd(learn_state *L, const learn_seq *q, int lin, const float *x, const floa
 	struct learn_ws *ws = L->ws;
 	const layer_weights *w = L->w;
 	int out, in, gmod[MOD_COUNT], gcnt[MOD_COUNT];
-	int ng = groups(L, q, gmod, gcnt);
+	int ng = groups(L, q, lin, gmod, gcnt);
 	float *d = xmalloc(xmul((size_t)L->in[lin], sizeof(float)));
 	double *gs = xmalloc(xmul((size_t)L->in[lin], sizeof(double)));
 
@@ -385,7 +588,21 @@ slin_bwd(learn_state *L, const learn_seq *q, int lin, const float *x, const floa
 		gather(ws->X, x, rows, k, in, NULL);
 		gather(ws->Ad, x, rows, k, in, d);
 		gather(ws->GY, gy, rows, k, out, NULL);
-		quant_w(L, ws->B, w->w[lin], s, out, in);
+		for (int j = 0; j < in; j++)
+			gs[j] = 0.0;
+		if (s != NULL) {
+			/* the weight path first: g_B^ (out, in) = GY^T A^, then in one
+			 * pass over the weight its straight-through backward and B^ */
+			if (L->o.abits < 16)
+				quant_act_rows(ws->Aq, ws->Ad, k, in, L->o.abits);
+			else
+				memcpy(ws->Aq, ws->Ad, (size_t)k * in * sizeof(float));
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, k, 1.0f, ws->GY, out, ws->Aq, in,
+			    0.0f, ws->gB, in);
+			quant_w_bwd(L, gs, ws->gB, ws->B, w->w[lin], s, out, in);
+		} else {
+			quant_w(L, ws->B, w->w[lin], NULL, out, in);
+		}
 		/* g_ahat (k, in) = GY B^ */
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, in, out, 1.0f, ws->GY, out, ws->B, in,
 		    0.0f, ws->Ga, in);
@@ -401,35 +618,16 @@ slin_bwd(learn_state *L, const learn_seq *q, int lin, const float *x, const floa
 		if (s == NULL)
 			continue;	/* down_proj: no factor */
 		/* the activation path: a = x / (s + eps) */
-		for (int j = 0; j < in; j++)
-			gs[j] = 0.0;
+		double *ga = xcalloc((size_t)in, sizeof(double));
 		for (int r = 0; r < k; r++) {
-			const float *ga = ws->Ga + (size_t)r * in, *xr = ws->X + (size_t)r * in;
+			const float *g = ws->Ga + (size_t)r * in, *xr = ws->X + (size_t)r * in;
 			for (int j = 0; j < in; j++)
-				gs[j] -= (double)ga[j] * xr[j];
-		}
-		for (int j = 0; j < in; j++)
-			gs[j] /= (double)d[j] * d[j];
-		/* the weight path: B = W diag(s); g_B^ (out, in) = GY^T A^ */
-		if (L->o.abits < 16)
-			quant_act_rows(ws->Aq, ws->Ad, k, in, L->o.abits);
-		else
-			memcpy(ws->Aq, ws->Ad, (size_t)k * in * sizeof(float));
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, k, 1.0f, ws->GY, out, ws->Aq, in,
-		    0.0f, ws->gB, in);
-		/* ste_w needs the unquantized W diag(s) */
-		for (int o = 0; o < out; o++)
-			for (int j = 0; j < in; j++)
-				ws->B[(size_t)o * in + j] = w->w[lin][(size_t)o * in + j] * s[j];
-		ste_w(L, ws->gB, ws->B, out, in);
-		for (int o = 0; o < out; o++) {
-			const float *gb = ws->gB + (size_t)o * in, *wr = w->w[lin] + (size_t)o * in;
-			for (int j = 0; j < in; j++)
-				gs[j] += (double)gb[j] * wr[j];
+				ga[j] -= (double)g[j] * xr[j];
 		}
 		float *g = L->g[lin][m];
 		for (int j = 0; j < in; j++)
-			g[j] = (float)(g[j] + gs[j]);
+			g[j] = (float)(g[j] + (gs[j] + ga[j] / ((double)d[j] * d[j])));
+		free(ga);
 	}
 	free(d);
 	free(gs);

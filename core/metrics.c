@@ -11,13 +11,21 @@
 void
 metrics_acc_init(metrics_acc *a)
 {
-	memset(a, 0, sizeof *a);
+	metrics_acc_init_floor(a, METRICS_FLOOR_MEAN);
 }
 
-/* 10 log10(|ref|^2 / max(|ref - got|^2, METRICS_NOISE_FLOOR)) for one token
- * of width d, summed in double; -inf when ref is all zeros. */
-double
-metrics_sqnr_token(const float *ref, const float *got, int d)
+void
+metrics_acc_init_floor(metrics_acc *a, int floor)
+{
+	memset(a, 0, sizeof *a);
+	a->floor = floor;
+}
+
+/* 10 log10(mean ref^2 / max(mean (ref - got)^2, METRICS_NOISE_FLOOR)) for
+ * one token of width d (floor on the sum of squares: METRICS_FLOOR_SUM),
+ * summed in double; -inf when ref is all zeros. */
+static double
+sqnr_token(const float *ref, const float *got, int d, int floor)
 {
 	double signal = 0.0, noise = 0.0;
 
@@ -26,9 +34,16 @@ metrics_sqnr_token(const float *ref, const float *got, int d)
 		signal += r * r;
 		noise += e * e;
 	}
-	if (noise < METRICS_NOISE_FLOOR)
-		noise = METRICS_NOISE_FLOOR;
+	double f = floor == METRICS_FLOOR_SUM ? METRICS_NOISE_FLOOR : METRICS_NOISE_FLOOR * d;
+	if (noise < f)
+		noise = f;
 	return 10.0 * log10(signal / noise);
+}
+
+double
+metrics_sqnr_token(const float *ref, const float *got, int d)
+{
+	return sqnr_token(ref, got, d, METRICS_FLOOR_MEAN);
 }
 
 /* Add each of the n tokens (rows of ref and got, width d) to the sums of its
@@ -47,7 +62,7 @@ metrics_acc_add(metrics_acc *a, const float *ref, const float *got, const uint8_
 		MASQ_ASSERT(m < MOD_COUNT);
 		for (int j = 0; j < d; j++)
 			abs_sum += fabs((double)r[j] - (double)g[j]);
-		double sqnr = metrics_sqnr_token(r, g, d);
+		double sqnr = sqnr_token(r, g, d, a->floor);
 		int slot[2] = {m, MOD_COUNT};
 		for (int k = 0; k < 2; k++) {
 			a->sqnr_sum[slot[k]] += sqnr;

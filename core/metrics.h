@@ -1,9 +1,12 @@
 /*
  * metrics.h: how far a quantized output is from the full-precision one.
  *
- * SQNR of token t: 10 log10(|y_t|^2 / max(|y_t - y^_t|^2, METRICS_NOISE_FLOOR)),
- * as the reference's compute_sqnr_per_token; a modality's figure is the mean
- * over its tokens, in dB.  MAE is the mean |y - y^| over a modality's
+ * SQNR of token t: 10 log10(mean y_t^2 / max(mean (y_t - y^_t)^2,
+ * METRICS_NOISE_FLOOR)), as the reference's compute_sqnr_per_token floors
+ * the mean squared error; a modality's figure is the mean over its tokens,
+ * in dB.  masq 0.1 floored the sum of squares instead (a cap 10 log10 d
+ * higher: 99 to 108 dB for a lossless layer); sessions it recorded keep that
+ * floor when they replay (METRICS_FLOOR_SUM).  MAE is the mean |y - y^| over a modality's
  * elements.  KL is the mean over text positions of KL(p_fp || p_q) of the
  * next-token distributions.
  */
@@ -17,8 +20,11 @@
 
 #define METRICS_NOISE_FLOOR 1e-5
 
-/* Running per-modality sums; zero-initialise or metrics_acc_init. */
+enum metrics_floor { METRICS_FLOOR_SUM, METRICS_FLOOR_MEAN };
+
+/* Running per-modality sums; metrics_acc_init (the floor on the mean). */
 typedef struct metrics_acc {
+	int floor;			/* enum metrics_floor */
 	double sqnr_sum[MOD_COUNT + 1];	/* sum of per-token SQNR (dB); [MOD_COUNT] = all tokens */
 	double abs_sum[MOD_COUNT + 1];	/* sum of |y - y^| */
 	double elems[MOD_COUNT + 1];	/* elements seen */
@@ -26,6 +32,8 @@ typedef struct metrics_acc {
 } metrics_acc;
 
 void metrics_acc_init(metrics_acc *a);
+/* The same with the floor given (a session recorded by masq 0.1: SUM). */
+void metrics_acc_init_floor(metrics_acc *a, int floor);
 /* Add n tokens of width d: ref and got (n, d), modality (n) or NULL (all text). */
 void metrics_acc_add(metrics_acc *a, const float *ref, const float *got, const uint8_t *modality,
     int n, int d);

@@ -33,6 +33,7 @@ pipe_opts_default(pipe_opts *o)
 	o->svd_mode = CMC_SVD_AUTO;
 	o->sample_cap = 256;
 	o->seed = 20260305u;
+	o->sqnr_floor = METRICS_FLOOR_MEAN;
 	o->epochs = 0;	/* the front ends ask for learning (masq run: 2) */
 	o->lr = 5e-2f;
 	o->loss = LEARN_LOSS_MAE;
@@ -70,8 +71,9 @@ pipe_opts_check(const pipe_opts *o, masq_err *err)
 	if (o->sample_cap < 1 || o->sample_cap > (1 << 20))
 		return masq_err_set(err, MASQ_ERR_USAGE, "the token sample must hold 1 to %d rows, not %d", 1 << 20,
 		    o->sample_cap);
-	if ((o->search | o->cmc_quant_target | o->whiten | o->cmc_diag | o->tie) & ~1)
-		return masq_err_set(err, MASQ_ERR_USAGE, "search, cmc_quant_target, whiten, cmc_diag and tie are 0 or 1");
+	if ((o->search | o->cmc_quant_target | o->whiten | o->cmc_diag | o->tie | o->sqnr_floor) & ~1)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "search, cmc_quant_target, whiten, cmc_diag, tie and sqnr_floor are 0 or 1");
 	if (setting_check_epochs(o->epochs, err) < 0 || setting_check_lr(o->lr, err) < 0 ||
 	    setting_check_lambda(o->lambda, err) < 0)
 		return -1;
@@ -584,7 +586,7 @@ qctx_init(struct qctx *q, pipeline *p, const layer_setting *ls, const uint8_t *m
 		q->rows[m][q->nrows[m]++] = t;
 	}
 	for (int k = 0; k < LIN_COUNT; k++)
-		metrics_acc_init(&q->acc[k]);
+		metrics_acc_init_floor(&q->acc[k], p->opts.sqnr_floor);
 }
 
 static void
@@ -687,7 +689,7 @@ learn_measure(pipeline *p, learn_state *L, const learn_seq *seq, float *buf, flo
 	int D = p->m->cfg.hidden;
 	metrics_acc a;
 
-	metrics_acc_init(&a);
+	metrics_acc_init_floor(&a, p->opts.sqnr_floor);
 	for (int s = 0, t0 = 0; s < p->c->n_seqs; t0 += seq[s].n, s++) {
 		learn_step_grad(L, &seq[s], buf, 0);
 		metrics_acc_add(&a, p->h_fp_out + (size_t)t0 * D, buf, p->c->modality + t0, seq[s].n, D);
@@ -916,7 +918,7 @@ pipe_quantize(pipeline *p, masq_err *err)
 		return masq_err_prefix(err, "layer %d", p->layer);
 	}
 	metrics_acc a;
-	metrics_acc_init(&a);
+	metrics_acc_init_floor(&a, p->opts.sqnr_floor);
 	metrics_acc_add(&a, p->h_fp_out, p->h_q_out, p->c->modality, p->c->n_tokens, c->hidden);
 	for (int m = 0; m < STATS_ROWS; m++) {
 		res->sqnr[m] = metrics_sqnr(&a, m);
@@ -1037,7 +1039,7 @@ pipe_search_alpha(pipeline *p, masq_err *err)
 				rc = -1;
 			qctx_done(&q);
 			metrics_acc a;
-			metrics_acc_init(&a);
+			metrics_acc_init_floor(&a, p->opts.sqnr_floor);
 			metrics_acc_add(&a, href, hout, mod, ntok, D);
 			sr->sqnr[row][i] = metrics_sqnr(&a, target);
 			/* the first maximum wins, so ties keep the smaller alpha */

@@ -75,6 +75,7 @@ typedef struct pipe_opts {
 	int cmc_diag;		/* also compute the unwhitened error curve and full SVDs */
 	int sample_cap;		/* reservoir rows per modality and site */
 	uint64_t seed;
+	int sqnr_floor;		/* enum metrics_floor: MEAN, the reference's (SUM: masq 0.1's sessions) */
 	/* learning, the default of every layer (layer_setting) */
 	int epochs;		/* 0: the closed form */
 	float lr;

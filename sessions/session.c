@@ -96,6 +96,7 @@ sess_opts_json(const pipe_opts *o)
 	json_object_set_new(j, "loss_weights", json_pack("[f, f, f]", o->lambda[MOD_TEXT], o->lambda[MOD_VISION],
 	    o->lambda[MOD_AUDIO]));
 	json_object_set_new(j, "tie", json_boolean(o->tie));
+	json_object_set_new(j, "sqnr_floor", json_string(o->sqnr_floor == METRICS_FLOOR_SUM ? "sum" : "mean"));
 	return j;
 }
 
@@ -137,6 +138,7 @@ sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err)
 
 	pipe_opts_default(o);
 	o->epochs = 0;	/* sessions that do not say predate learning: they did not learn */
+	o->sqnr_floor = METRICS_FLOOR_SUM;	/* ... and floored the SQNR's sum of squares */
 	if (!json_is_object(j))
 		return masq_err_set(err, MASQ_ERR_FORMAT, "its settings are not a JSON object");
 	json_object_foreach(j, k, v) {
@@ -149,6 +151,11 @@ sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err)
 			if (!json_is_number(v))
 				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"rank\" is not a number");
 			o->rank = json_number_value(v);
+		} else if (strcmp(k, "sqnr_floor") == 0) {
+			const char *f = json_string_value(v);
+			if (f == NULL || (strcmp(f, "mean") != 0 && strcmp(f, "sum") != 0))
+				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"sqnr_floor\" is not mean or sum");
+			o->sqnr_floor = strcmp(f, "mean") == 0 ? METRICS_FLOOR_MEAN : METRICS_FLOOR_SUM;
 		} else if (strcmp(k, "loss") == 0) {
 			if (!json_is_string(v) || (o->loss = learn_loss_parse(json_string_value(v))) < 0)
 				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"loss\" is not mae or mse");

@@ -60,4 +60,31 @@ expect "unknown key 'beta'" "--set with an unknown key" -- "$MASQ" run $T --set 
 expect "alpha must be in \[0, 1\]" "--set alpha out of range" -- "$MASQ" run $T --set 0.q.alpha=2
 expect "--alpha must be a number" "bad --alpha" -- "$MASQ" run $T --alpha lots
 expect "--rank is a ratio" "fractional rank above 1" -- "$MASQ" run $T --rank 2.5
+
+# The SQNR's noise floor is the reference's: the mean squared error of a
+# token floored at 1e-5, so a lossless run reports, per token,
+# 10 log10(mean y^2 / 1e-5) of the FP output (masq 0.1 floored the sum,
+# 10 log10(hidden) higher).  The FP outputs come from masq forward.
+"$MASQ" run $T --method rtn --wbits 16 --abits 16 --no-db --json > "$w/lossless.json" 2>/dev/null
+"$MASQ" forward $T --out "$w/fp.safetensors" > /dev/null 2>&1
+cat > "$w/lossless.py" <<'EOF'
+import json, math, struct, sys
+def st(path):
+    b = open(path, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; return b, 8 + n, json.loads(b[8:8 + n])
+d = json.load(open(sys.argv[1]))
+b, base, h = st(sys.argv[2])
+last = max((k for k in h if k.startswith("layers.")), key=lambda k: int(k.split(".")[1]))
+T, D = h[last]["shape"]; a = h[last]["data_offsets"][0]
+y = struct.unpack("<%df" % (T * D), b[base + a:base + a + 4 * T * D])
+cb, cbase, ch = st(sys.argv[3]); ma = ch["modality"]["data_offsets"][0]
+mod = cb[cbase + ma:cbase + ma + T]
+per = {0: [], 1: [], 2: []}
+for t in range(T):
+    per[mod[t]].append(10 * math.log10(sum(v * v for v in y[t * D:(t + 1) * D]) / D / 1e-5))
+for m, name in enumerate(("text", "vision", "audio")):
+    want = sum(per[m]) / len(per[m]); got = d["summary"]["sqnr_db"][name]
+    assert abs(got - want) < 1e-6, (name, got, want)
+EOF
+check "a lossless run's SQNR is the mean-floored one, per modality" \
+	"$py" "$w/lossless.py" "$w/lossless.json" "$w/fp.safetensors" "$w/tiny/calib.safetensors"
 done_testing

@@ -531,17 +531,18 @@ test_metrics(void)
 
 	{
 		const float v[] = {1.0f, 2.0f, 3.0f, 4.0f};
-		tap_near(metrics_sqnr_token(v, v, 4), 10.0 * log10(30.0 / 1e-5), 1e-12,
-		    "SQNR of identical tokens = 10 log10(|y|^2 / 1e-5)");
+		/* the reference floors the mean squared error at 1e-5: mean y^2 = 7.5 */
+		tap_near(metrics_sqnr_token(v, v, 4), 10.0 * log10(7.5 / 1e-5), 1e-12,
+		    "SQNR of identical tokens = 10 log10(mean y^2 / 1e-5)");
 	}
 	/* d = 2; tokens: text [3 4] vs [3 3]: 25 / 1, |e| 1;
 	 * vision [1 0] vs [0 0]: 1 / 1 = 0 dB, |e| 1;
 	 * vision [10 0] vs [9 0.5]: 100 / 1.25, |e| 1.5;
-	 * text [0.5 0.5] vs itself: 0.5 / 1e-5, |e| 0 */
+	 * text [0.5 0.5] vs itself: mean 0.25 / 1e-5, |e| 0 (masq 0.1: 0.5 / 1e-5) */
 	const float ref[] = {3, 4, 1, 0, 10, 0, 0.5f, 0.5f};
 	const float got[] = {3, 3, 0, 0, 9, 0.5f, 0.5f, 0.5f};
 	const uint8_t mod[] = {MOD_TEXT, MOD_VISION, MOD_VISION, MOD_TEXT};
-	double s0 = 10 * log10(25.0), s1 = 0.0, s2 = 10 * log10(80.0), s3 = 10 * log10(5e4);
+	double s0 = 10 * log10(25.0), s1 = 0.0, s2 = 10 * log10(80.0), s3 = 10 * log10(2.5e4);
 
 	tap_near(metrics_sqnr_token(ref, got, 2), s0, 1e-12, "SQNR of [3 4] vs [3 3] = 10 log10 25");
 	metrics_acc_init(&a);
@@ -556,6 +557,12 @@ test_metrics(void)
 	tap_near(metrics_mae(&a, MOD_COUNT), 3.5 / 8, 1e-15, "all-token MAE = 3.5 / 8");
 	tap_ok(a.tokens[MOD_TEXT] == 2 && a.tokens[MOD_VISION] == 2 && a.tokens[MOD_AUDIO] == 0 &&
 	    a.tokens[MOD_COUNT] == 4 && a.elems[MOD_COUNT] == 8, "tokens routed by the modality array");
+
+	/* the floor of masq 0.1's sessions, on the sum of squares */
+	metrics_acc_init_floor(&b, METRICS_FLOOR_SUM);
+	metrics_acc_add(&b, ref, got, mod, 4, 2);
+	tap_near(metrics_sqnr(&b, MOD_TEXT), (s0 + 10 * log10(5e4)) / 2, 1e-12,
+	    "METRICS_FLOOR_SUM: a lossless token's SQNR is 10 log10(|y|^2 / 1e-5), as masq 0.1 recorded");
 
 	/* the same tokens in two calls accumulate to the same sums */
 	metrics_acc_init(&b);
