@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -442,15 +443,49 @@ model_param_count(const model *m)
 	return n;
 }
 
+/* Tensor suffix of layer as float32 (NULL when absent); *bad gets -1, or
+ * the index of its first value that is not finite (a corrupt checkpoint). */
 static float *
-load_f32(const model *m, int layer, const char *suffix)
+load_f32(const model *m, int layer, const char *suffix, int64_t *bad)
 {
 	char name[256];
 	const st_tensor *t;
 
 	model_tensor_name(m, layer, suffix, name, sizeof name);
 	t = st_set_find(&m->st, name);
-	return t != NULL ? st_tensor_to_f32(t) : NULL;
+	*bad = -1;
+	if (t == NULL)
+		return NULL;
+	float *x = st_tensor_to_f32(t);
+	for (uint64_t i = 0; i < t->nelem; i++)
+		if (!isfinite(x[i])) {
+			*bad = (int64_t)i;
+			break;
+		}
+	return x;
+}
+
+int
+model_tensor_check_finite(const st_tensor *t, int64_t *bad, double *value)
+{
+	*bad = -1;
+	if (!st_dtype_is_float(t->dtype))
+		return 0;
+	/* a block at a time, so a large tensor never exists twice */
+	enum { BLOCK = 1 << 16 };
+	float buf[BLOCK];
+	size_t es = st_dtype_size(t->dtype);
+	for (uint64_t i0 = 0; i0 < t->nelem; i0 += BLOCK) {
+		uint64_t n = t->nelem - i0 < BLOCK ? t->nelem - i0 : BLOCK;
+		st_to_f32(buf, (const char *)t->data + (size_t)i0 * es, t->dtype, (size_t)n);
+		for (uint64_t i = 0; i < n; i++)
+			if (!isfinite(buf[i])) {
+				*bad = (int64_t)(i0 + i);
+				*value = buf[i];
+				return 1;
+			}
+	}
+	return 0;
 }
 
 int
@@ -467,16 +502,29 @@ layer_weights_load(layer_weights *w, const model *m, int layer, masq_err *err)
 	w->q_dim = c->n_heads * c->head_dim;
 	w->kv_dim = c->n_kv_heads * c->head_dim;
 	w->inter = c->intermediate;
-	/* model_open checked presence, dtype and shape of everything here. */
-	w->attn_norm = load_f32(m, layer, "input_layernorm.weight");
-	w->mlp_norm = load_f32(m, layer, "post_attention_layernorm.weight");
-	for (int k = 0; k < LIN_COUNT; k++) {
-		char sfx[96];
+	/* model_open checked presence, dtype and shape of everything here;
+	 * the values are checked as they are converted */
+	int64_t bad;
+	char sfx[96], name[256];
+	const char *what = NULL;
+	w->attn_norm = load_f32(m, layer, what = "input_layernorm.weight", &bad);
+	if (bad < 0)
+		w->mlp_norm = load_f32(m, layer, what = "post_attention_layernorm.weight", &bad);
+	for (int k = 0; k < LIN_COUNT && bad < 0; k++) {
 		snprintf(sfx, sizeof sfx, "%s.weight", lin_paths[k]);
-		w->w[k] = load_f32(m, layer, sfx);
+		w->w[k] = load_f32(m, layer, sfx, &bad);
+		what = sfx;
+		if (bad >= 0)
+			break;
 		snprintf(sfx, sizeof sfx, "%s.bias", lin_paths[k]);
-		w->b[k] = load_f32(m, layer, sfx);
+		w->b[k] = load_f32(m, layer, sfx, &bad);
 		MASQ_ASSERT(w->w[k] != NULL);
+	}
+	if (bad >= 0) {
+		model_tensor_name(m, layer, what, name, sizeof name);
+		layer_weights_done(w);
+		return masq_err_set(err, MASQ_ERR_FORMAT,
+		    "tensor %s: element %lld is not a finite number: the checkpoint is corrupt", name, (long long)bad);
 	}
 	MASQ_ASSERT(w->attn_norm != NULL && w->mlp_norm != NULL);
 	return 0;

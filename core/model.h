@@ -82,7 +82,11 @@ typedef struct layer_weights {
 	float *mlp_norm;	/* (hidden) post_attention_layernorm */
 } layer_weights;
 
-/* Load (and convert to float32) layer `layer` of m. */
+/* 1 when float tensor t holds a value that is not finite: its index into
+ * *bad and the value into *value (else *bad = -1, 0). */
+int model_tensor_check_finite(const st_tensor *t, int64_t *bad, double *value);
+/* Load (and convert to float32) layer `layer` of m; a value that is not
+ * finite is MASQ_ERR_FORMAT naming the tensor and the element. */
 int layer_weights_load(layer_weights *w, const model *m, int layer, masq_err *err);
 void layer_weights_done(layer_weights *w);
 /* Output and input size of linear lin. */

@@ -519,6 +519,11 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			if (k == 0)
 				continue;
 			lin_factor(q, lin, method, m, s);
+			/* no compensation (rank 0): nothing bridges x / s_m and a weight
+			 * smoothed with s_text, so every token takes s_text */
+			if (method == METHOD_MAS_CMC && m != MOD_TEXT &&
+			    cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out) <= 0)
+				memcpy(s, s_t, (size_t)in * sizeof(float));
 			if (q->plan != NULL && q->plan->lin[lin].smooth[m] == NULL)
 				q->plan->lin[lin].smooth[m] = fdup(s, (size_t)in);
 			const float *Wm = Wbase;

@@ -48,6 +48,17 @@ inspect_model(const char *dir, int json)
 	if (model_open(&m, dir, &err) < 0)
 		return cli_fail(&err);
 	const model_config *c = &m.cfg;
+	/* every value, once: a NaN or an infinity is a corrupt checkpoint */
+	for (int i = 0; i < m.st.ntensors; i++) {
+		int64_t bad;
+		double v;
+		if (model_tensor_check_finite(m.st.index[i], &bad, &v)) {
+			masq_err_set(&err, MASQ_ERR_FORMAT, "tensor %s: element %lld is %g, not a finite number: the checkpoint is corrupt",
+			    m.st.index[i]->name, (long long)bad, v);
+			model_close(&m);
+			return cli_fail(&err);
+		}
+	}
 	for (int i = 0; i < m.st.ntensors; i++) {
 		const st_tensor *t = m.st.index[i];
 		dt_count[t->dtype] += t->nelem;

@@ -87,4 +87,31 @@ for m, name in enumerate(("text", "vision", "audio")):
 EOF
 check "a lossless run's SQNR is the mean-floored one, per modality" \
 	"$py" "$w/lossless.py" "$w/lossless.json" "$w/fp.safetensors" "$w/tiny/calib.safetensors"
+
+# Rank 0 is no compensation: with mas-cmc every token then takes the factor
+# the stored weight was smoothed with, so without quantization the layer is
+# the FP one (it was 18 dB for audio when vision and audio kept their own
+# factors with nothing to bridge them to the text-smoothed weight).
+"$MASQ" run $T --method mas-cmc --epochs 0 --rank 0 --wbits 16 --abits 16 --no-db --json > "$w/r0.json" 2>/dev/null
+check "mas-cmc --rank 0 without quantization equals the lossless run, per modality" "$py" -c "
+import json
+a=json.load(open('$w/r0.json'))['summary']['sqnr_db']; b=json.load(open('$w/lossless.json'))['summary']['sqnr_db']
+assert all(abs(a[k]-b[k]) < 1e-9 for k in ('text','vision','audio')), (a, b)"
+
+# A weight that is not a finite number: every command that reads it names
+# the tensor and the element, exit 2 (inspect reads every value once).
+cp -r "$w/tiny" "$w/nan" && "$py" - "$w/nan/model" <<'EOF'
+import glob, json, struct, sys
+f = sorted(glob.glob(sys.argv[1] + "/*.safetensors"))[0]
+b = bytearray(open(f, "rb").read()); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+name = [k for k in h if k.endswith("layers.1.mlp.up_proj.weight")][0]
+e = h[name]; off = 8 + n + e["data_offsets"][0] + 5 * (2 if e["dtype"] == "BF16" else 4)
+if e["dtype"] == "BF16": b[off:off + 2] = b"\xc0\x7f"
+else: b[off:off + 4] = struct.pack("<f", float("nan"))
+open(f, "wb").write(b)
+EOF
+N="--model $w/nan/model --calib $w/nan/calib.safetensors"
+expect "layers.1.mlp.up_proj.weight: element 5 is nan, not a finite number" "inspect: a NaN weight" -- "$MASQ" inspect "$w/nan/model"
+expect "layers.1.mlp.up_proj.weight: element 5 is not a finite number" "run: a NaN weight" -- "$MASQ" run $N --method mas --no-db
+expect "layers.1.mlp.up_proj.weight: element 5 is not a finite number" "forward: a NaN weight" -- "$MASQ" forward $N
 done_testing
