@@ -202,6 +202,26 @@ rope_apply(const engine *e, float *x, int n, int heads, const int64_t *pos, int 
 	free(cs);
 }
 
+float
+engine_softmax_prefix(float *row, int last, int K)
+{
+	float mx = row[0];
+	for (int j = 1; j <= last; j++)
+		if (row[j] > mx)
+			mx = row[j];
+	float sum = 0.0f;
+	for (int j = 0; j <= last; j++) {
+		row[j] = expf(row[j] - mx);
+		sum += row[j];
+	}
+	float inv = 1.0f / sum;
+	for (int j = 0; j <= last; j++)
+		row[j] *= inv;
+	for (int j = last + 1; j < K; j++)
+		row[j] = 0.0f;
+	return mx + logf(sum);
+}
+
 /* Causal grouped-query attention of one sequence of L tokens. */
 static void
 attention_seq(engine *e, const float *q, const float *k, const float *v, float *out, int L)
@@ -219,24 +239,8 @@ attention_seq(engine *e, const float *q, const float *k, const float *v, float *
 			float *S = e->scores;
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, K, hd, scale,
 			    q + (size_t)i0 * q_dim + (size_t)h * hd, q_dim, kh, kv_dim, 0.0f, S, K);
-			for (int r = 0; r < B; r++) {
-				float *row = S + (size_t)r * K;
-				int last = i0 + r;	/* causal: keys 0..last */
-				float mx = row[0];
-				for (int j = 1; j <= last; j++)
-					if (row[j] > mx)
-						mx = row[j];
-				float sum = 0.0f;
-				for (int j = 0; j <= last; j++) {
-					row[j] = expf(row[j] - mx);
-					sum += row[j];
-				}
-				float inv = 1.0f / sum;
-				for (int j = 0; j <= last; j++)
-					row[j] *= inv;
-				for (int j = last + 1; j < K; j++)
-					row[j] = 0.0f;
-			}
+			for (int r = 0; r < B; r++)
+				engine_softmax_prefix(S + (size_t)r * K, i0 + r, K);	/* causal: keys 0..i0+r */
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, hd, K, 1.0f, S, K,
 			    vh, kv_dim, 0.0f, out + (size_t)i0 * q_dim + (size_t)h * hd, q_dim);
 		}

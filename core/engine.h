@@ -86,6 +86,11 @@ void engine_qlinear_rows(const float *x, int in, const int *rows, int k, const f
 float *engine_head_logits(const float *h, const int *idx, int k, int D, const float *norm, float eps,
     const float *W, int V);
 
+/* Softmax of row[0..last] in place (the causal prefix of a row of K
+ * attention scores), row[last+1..K-1] = 0; returns log(sum exp), the
+ * row's log-sum-exp (what a backward recomputes the row from). */
+float engine_softmax_prefix(float *row, int last, int K);
+
 /* Pin OpenBLAS to n threads (n <= 0: leave as configured); the count in use. */
 void masq_blas_set_threads(int n);
 int masq_blas_get_threads(void);

@@ -722,24 +722,8 @@ att_fwd(learn_state *L, int n)
 			float *S = ws->P;
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, K, hd, scale,
 			    ws->q + (size_t)i0 * qd + (size_t)h * hd, qd, kh, kd, 0.0f, S, K);
-			for (int r = 0; r < B; r++) {
-				float *row = S + (size_t)r * K;
-				int last = i0 + r;
-				float mx = row[0];
-				for (int j = 1; j <= last; j++)
-					mx = row[j] > mx ? row[j] : mx;
-				float sum = 0.0f;
-				for (int j = 0; j <= last; j++) {
-					row[j] = expf(row[j] - mx);
-					sum += row[j];
-				}
-				float inv = 1.0f / sum;
-				for (int j = 0; j <= last; j++)
-					row[j] *= inv;
-				for (int j = last + 1; j < K; j++)
-					row[j] = 0.0f;
-				ws->lse[(size_t)h * n + last] = mx + logf(sum);
-			}
+			for (int r = 0; r < B; r++)
+				ws->lse[(size_t)h * n + i0 + r] = engine_softmax_prefix(S + (size_t)r * K, i0 + r, K);
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, hd, K, 1.0f, S, K, vh, kd, 0.0f,
 			    ws->att + (size_t)i0 * qd + (size_t)h * hd, qd);
 		}

@@ -255,6 +255,26 @@ quant_weight_rows_ref(float *y, const float *W, int out, int in, int bits)
 	quant_rows_sym_ref(y, W, out, in, bits);
 }
 
+/* The twins' asymmetric group scale: raw (max - min) / (2^b - 1), the
+ * scale clamped to [1e-5, 1e4] (NaN when the group has one), the zero
+ * point rounded and clamped to [-1e4, 1e4]; all in float. */
+static void
+ref_group_scale(double hi, double lo, int bits, int has_nan, float *raw, float *scale, float *zero)
+{
+	float levels = (float)((1 << bits) - 1);
+	*raw = ((float)hi - (float)lo) / levels;
+	*scale = has_nan ? NAN : *raw;
+	if (*scale < 1e-5f)
+		*scale = 1e-5f;
+	if (*scale > 1e4f)
+		*scale = 1e4f;
+	*zero = nearbyintf(-(float)lo / *scale);
+	if (*zero < -1e4f)
+		*zero = -1e4f;
+	if (*zero > 1e4f)
+		*zero = 1e4f;
+}
+
 /* Reference twin of quant_weight_groups: group by group, element by element. */
 void
 quant_weight_groups_ref(float *y, const float *W, int out, int in, int bits, int group)
@@ -280,19 +300,8 @@ quant_weight_groups_ref(float *y, const float *W, int out, int in, int bits, int
 				if (isnan(w[j]))
 					has_nan = 1;
 			}
-			float levels = (float)((1 << bits) - 1);
-			float scale = ((float)hi - (float)lo) / levels;
-			if (has_nan)
-				scale = NAN;
-			if (scale < 1e-5f)
-				scale = 1e-5f;
-			if (scale > 1e4f)
-				scale = 1e4f;
-			float zero = nearbyintf(-(float)lo / scale);
-			if (zero < -1e4f)
-				zero = -1e4f;
-			if (zero > 1e4f)
-				zero = 1e4f;
+			float levels = (float)((1 << bits) - 1), raw, scale, zero;
+			ref_group_scale(hi, lo, bits, has_nan, &raw, &scale, &zero);
 			for (int j = start; j < end; j++) {
 				float q = nearbyintf(w[j] / scale) + zero;
 				if (q < 0.0f)
@@ -504,17 +513,8 @@ quant_groups_asym_ste_ref(float *gx, const float *g, const float *x, int out, in
 				if (xr[j] < lo)
 					lo = xr[j];
 			}
-			float levels = (float)((1 << bits) - 1);
-			float raw = ((float)hi - (float)lo) / levels, scale = raw;
-			if (scale < 1e-5f)
-				scale = 1e-5f;
-			if (scale > 1e4f)
-				scale = 1e4f;
-			float zero = nearbyintf(-(float)lo / scale);
-			if (zero < -1e4f)
-				zero = -1e4f;
-			if (zero > 1e4f)
-				zero = 1e4f;
+			float levels = (float)((1 << bits) - 1), raw, scale, zero;
+			ref_group_scale(hi, lo, bits, 0, &raw, &scale, &zero);
 			double gscale = 0.0;
 			for (int j = start; j < end; j++) {
 				float u = xr[j] / scale;

@@ -375,6 +375,17 @@ scmd_quantize(sess *s, json_t *args, json_t *res, masq_err *err)
 	return SESS_OK;
 }
 
+/* A recorded {text, vision, audio, all} object into v (STATS_ROWS), NAN
+ * where a figure is missing or not a number. */
+static void
+mods_from_json(json_t *o, double *v)
+{
+	for (int m = 0; m < STATS_ROWS; m++) {
+		json_t *x = json_object_get(o, m < MOD_COUNT ? modality_name(m) : "all");
+		v[m] = json_is_number(x) ? json_number_value(x) : NAN;
+	}
+}
+
 int
 scmd_quantize_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err)
 {
@@ -393,13 +404,8 @@ scmd_quantize_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs
 	s->plan_sha[layer] = plan ? xstrdup(plan) : NULL;
 	r->done = 1;
 	r->method = method;
-	json_t *sq = json_object_get(res, "sqnr_db"), *ma = json_object_get(res, "mae");
-	for (int m = 0; m < STATS_ROWS; m++) {
-		const char *mn = m < MOD_COUNT ? modality_name(m) : "all";
-		json_t *x = json_object_get(sq, mn), *y = json_object_get(ma, mn);
-		r->sqnr[m] = json_is_number(x) ? json_number_value(x) : NAN;
-		r->mae[m] = json_is_number(y) ? json_number_value(y) : NAN;
-	}
+	mods_from_json(json_object_get(res, "sqnr_db"), r->sqnr);
+	mods_from_json(json_object_get(res, "mae"), r->mae);
 	return 0;
 }
 
@@ -479,13 +485,8 @@ scmd_train_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, m
 		json_t *x = json_array_get(curve, (size_t)i);
 		lr->loss[i] = json_is_number(x) ? json_number_value(x) : NAN;
 	}
-	json_t *a = json_object_get(res, "sqnr_init_db"), *b = json_object_get(res, "sqnr_learned_db");
-	for (int m = 0; m < STATS_ROWS; m++) {
-		const char *mn = m < MOD_COUNT ? modality_name(m) : "all";
-		json_t *x = json_object_get(a, mn), *y = json_object_get(b, mn);
-		lr->sqnr_init[m] = json_is_number(x) ? json_number_value(x) : NAN;
-		lr->sqnr_learned[m] = json_is_number(y) ? json_number_value(y) : NAN;
-	}
+	mods_from_json(json_object_get(res, "sqnr_init_db"), lr->sqnr_init);
+	mods_from_json(json_object_get(res, "sqnr_learned_db"), lr->sqnr_learned);
 	const char *chain = json_string_value(json_object_get(res, "chain"));
 	lr->chain = chain != NULL && strcmp(chain, "mas") == 0;
 	lr->done = 1;

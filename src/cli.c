@@ -27,9 +27,11 @@ const cli_subcmd cli_subcmds[] = {
 	    "inspect PATH [--json]",
 	    "summarise a model directory, a calibration set or a safetensors file"},
 	{"run",
-	    "run [--model DIR --calib FILE] [--method rtn|sq|mas|mas-cmc|all] [--wbits N] [--abits N]\n"
-	    "           [--alpha X|search] [--rank R] [--set LAYER.LINEAR.KEY=VALUE ...] [--json]",
-	    "quantize every layer with a method and measure it per modality against the FP model"},
+	    "run [--model DIR --calib FILE] [--method rtn|sq|mas|mas-cmc|usq|all] [--wbits N] [--abits N]\n"
+	    "           [--alpha X|search] [--epochs N] [--lr X] [--loss mae|mse] [--loss-weights T,V,A] [--tie]\n"
+	    "           [--rank R] [--set LAYER.LINEAR.KEY=VALUE ...] [--json]",
+	    "quantize every layer with a method (mas, mas-cmc, usq learn their factors: 2 epochs unless --epochs 0)\n"
+	    "      and measure it per modality against the FP model"},
 	{"sessions",
 	    "sessions [list | show ID | dump ID | load FILE] [--db FILE] [--json]",
 	    "list the recorded sessions, show one's events, dump one as SQL, load a dump"},
