@@ -143,6 +143,8 @@ pipe_learned_drop(pipeline *p)
 	p->learned_valid = 0;
 }
 
+static void wcache_free(struct wcache *wc);
+
 static void
 pipe_release_layer(pipeline *p)
 {
@@ -164,6 +166,11 @@ pipe_release_layer(pipeline *p)
 	p->plan_valid = 0;
 	pipe_learned_drop(p);
 	p->train_out_valid = 0;
+	if (p->pv_wc != NULL) {
+		wcache_free(p->pv_wc);
+		free(p->pv_wc);
+		p->pv_wc = NULL;
+	}
 	p->calibrated = 0;
 }
 
@@ -267,7 +274,7 @@ struct wcache {
 struct qctx {
 	pipeline *p;
 	const layer_setting *ls;
-	int method;			/* how the layer runs (ls->method, or mas for mas-cmc previews) */
+	int method;			/* how the layer runs (ls->method, or mas where a search stands in for mas-cmc) */
 	const uint8_t *modality;	/* (n) of the batch being run */
 	int n;
 	int *rows[MOD_COUNT];		/* token indices of each modality in the batch */
@@ -277,6 +284,7 @@ struct qctx {
 	pipe_lin_result *lr;		/* (LIN_COUNT) where diagnostics go, or NULL */
 	qplan_layer *plan;		/* where factors and CMC factors go, or NULL */
 	struct wcache *wc;		/* (GRP_COUNT * MOD_COUNT) */
+	rng *g;				/* the randomized SVD's draws: the pipeline's, or a preview's copy */
 	masq_err *err;
 	int failed;
 };
@@ -406,7 +414,7 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 		}
 	}
 	int mode = q->measure && p->opts.cmc_diag ? CMC_SVD_FULL : p->opts.svd_mode;
-	if (cmc_compute(res, dWt, in, out, wh, rank, mode, &p->g, q->err) < 0) {
+	if (cmc_compute(res, dWt, in, out, wh, rank, mode, q->g, q->err) < 0) {
 		free(dWt);
 		return -1;
 	}
@@ -434,7 +442,7 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 			/* the plain SVD's factors, measured in the whitened metric */
 			cmc_result plain;
 			int rmax = in < out ? in : out;
-			if (cmc_compute(&plain, dWt, in, out, NULL, rmax, CMC_SVD_FULL, &p->g, q->err) < 0) {
+			if (cmc_compute(&plain, dWt, in, out, NULL, rmax, CMC_SVD_FULL, q->g, q->err) < 0) {
 				free(dWt);
 				cmc_result_done(res);
 				return -1;
@@ -583,6 +591,7 @@ qctx_init(struct qctx *q, pipeline *p, const layer_setting *ls, const uint8_t *m
 	q->modality = modality;
 	q->n = n;
 	q->wc = wc;
+	q->g = &p->g;
 	q->err = err;
 	for (int m = 0; m < MOD_COUNT; m++)
 		q->rows[m] = xmalloc(xmul((size_t)n + 1, sizeof(int)));
@@ -1078,7 +1087,11 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 			out->sqnr[k][m] = out->mae[k][m] = NAN;
 	memset(out->rows, 0, sizeof out->rows);
 	const layer_setting *ls = &p->settings[p->layer];
-	int method = ls->method == METHOD_MAS_CMC ? METHOD_MAS : ls->method;
+	if (p->pv_wc == NULL)
+		p->pv_wc = xcalloc(GRP_COUNT * MOD_COUNT, sizeof *p->pv_wc);
+	/* the randomized SVD draws from a copy: a preview leaves the
+	 * pipeline's generator, and so every recorded figure, as it was */
+	rng g = p->g;
 	for (int site = 0; site < SITE_COUNT; site++) {
 		const site_stats *st = &p->st[site];
 		int n = 0;
@@ -1102,8 +1115,8 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 			out->rows[m] = st->sample_n[m];
 		}
 		struct qctx q;
-		qctx_init(&q, p, ls, mods, n, NULL, err);
-		q.method = method;
+		qctx_init(&q, p, ls, mods, n, p->pv_wc, err);
+		q.g = &g;
 		q.measure = 1;
 		for (int k = 0; k < LIN_COUNT && !q.failed; k++) {
 			int o, in;

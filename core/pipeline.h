@@ -182,6 +182,7 @@ typedef struct pipeline {
 	float *learned[LEARN_LINS][MOD_COUNT];
 	int learned_valid;
 	layer_setting learned_for;
+	struct wcache *pv_wc;		/* the previews' whiteners, kept while the layer is calibrated */
 	double t_start;
 } pipeline;
 
@@ -219,9 +220,12 @@ const float *pipe_factor(const pipeline *p, const layer_setting *ls, int method,
 /* What a setting change does, measured on the token sample alone: each
  * linear of the cursor's layer on the sampled FP inputs of its site,
  * quantized under the current setting against the FP linear, per modality.
- * Linear-local (no attention), so it is fast enough for interactive tuning;
- * mas-cmc is previewed as mas (the compensation is recomputed by
- * pipe_quantize).  Entries not recomputed are NAN. */
+ * Linear-local (no attention), so it is fast enough for interactive tuning.
+ * mas-cmc is previewed with its compensation, computed as pipe_quantize
+ * computes it (the layer's Gram matrices, the same rank); the whiteners are
+ * kept between previews while the factors they were built for hold, and
+ * the randomized SVD draws from a copy of the generator, so a preview
+ * changes nothing that is recorded.  Entries not recomputed are NAN. */
 typedef struct pipe_preview {
 	double sqnr[LIN_COUNT][STATS_ROWS];
 	double mae[LIN_COUNT][STATS_ROWS];

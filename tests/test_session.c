@@ -288,6 +288,96 @@ test_recipe(void)
 	sdb_close(db);
 }
 
+/* The preview computes what quantize-layer measures.  On layer 0 q, k and
+ * v see the same input in the FP and the quantized layer, so their
+ * previews from the token sample must be within PREVIEW_TOL_DB of the
+ * measurement on all tokens, mas-cmc's compensation included; o, gate, up
+ * and down are previewed on FP inputs and measured on what the quantized
+ * layer feeds them, so they get PREVIEW_TOL_DOWNSTREAM_DB.  A preview must
+ * leave every recorded figure as it was. */
+#define PREVIEW_TOL_DB 0.5
+#define PREVIEW_TOL_DOWNSTREAM_DB 2.0
+
+static void
+preview_vs_measure(sdb *db, int method, int epochs, double rank)
+{
+	masq_err err = {0};
+	pipe_opts o;
+	pipe_preview pv;
+
+	pipe_opts_default(&o);
+	o.method = method;
+	o.epochs = epochs;
+	o.rank = rank;
+	sess *s = open_session(db, &o);
+	if (s == NULL) {
+		tap_ok(0, "a session");
+		return;
+	}
+	sess *t = open_session(db, &o);
+	tap_ok(sess_dispatch(s, SC_CALIBRATE, NULL, NULL, &err) == SESS_OK &&
+	    sess_dispatch(t, SC_CALIBRATE, NULL, NULL, &err) == SESS_OK, "%s: two sessions calibrate layer 0",
+	    method_name(method));
+	if (epochs > 0)
+		tap_ok(sess_dispatch(s, SC_TRAIN, NULL, NULL, &err) == SESS_OK &&
+		    sess_dispatch(t, SC_TRAIN, NULL, NULL, &err) == SESS_OK, "... and learn");
+	tap_ok(sess_preview(s, -1, -1, &pv, &err) == 0 && sess_preview(s, -1, -1, &pv, &err) == 0,
+	    "... one previews every linear twice");
+	tap_ok(sess_dispatch(s, SC_QUANTIZE, NULL, NULL, &err) == SESS_OK &&
+	    sess_dispatch(t, SC_QUANTIZE, NULL, NULL, &err) == SESS_OK, "... both quantize");
+	const pipe_layer_result *r = sess_layer_result(s, 0), *rt = sess_layer_result(t, 0);
+	int same = 1;
+	for (int m = 0; m < STATS_ROWS; m++)
+		same &= r->sqnr[m] == rt->sqnr[m];
+	tap_ok(same, "... the previewed session measures exactly what the other does");
+	for (int part = 0; part < 2; part++) {
+		double worst = 0, tol = part ? PREVIEW_TOL_DOWNSTREAM_DB : PREVIEW_TOL_DB;
+		int wl = 0, wm = 0, n = 0, want = 0;
+		for (int k = 0; k < LIN_COUNT; k++) {
+			if ((k <= LIN_V) == part)
+				continue;
+			want += MOD_COUNT;
+			for (int m = 0; m < MOD_COUNT; m++) {
+				if (!isfinite(pv.sqnr[k][m]))
+					continue;
+				double d = fabs(pv.sqnr[k][m] - r->lin[k].sqnr[m]);
+				n++;
+				if (d > worst) {
+					worst = d;
+					wl = k;
+					wm = m;
+				}
+			}
+		}
+		tap_ok(n == want && worst <= tol,
+		    "%s%s rank %g, %s: %d previews within %.1f dB of the measurement (worst %s %s: %.3f dB)",
+		    method_name(method), epochs ? " learned" : "", rank, part ? "o, gate, up, down" : "q, k, v", n, tol,
+		    lin_name(wl), modality_name(wm), worst);
+	}
+	sess_free(s);
+	sess_free(t);
+}
+
+static void
+test_preview(void)
+{
+	const char *p = wpath("preview.db");
+	masq_err err = {0};
+	sdb *db;
+
+	db_remove(p);
+	if (sdb_open(&db, p, SDB_CREATE, &err) < 0) {
+		tap_ok(0, "open the database: %s", err.msg);
+		return;
+	}
+	preview_vs_measure(db, METHOD_MAS_CMC, 0, 0.05);
+	preview_vs_measure(db, METHOD_MAS_CMC, 0, 0);
+	preview_vs_measure(db, METHOD_MAS_CMC, 2, 0.05);
+	preview_vs_measure(db, METHOD_MAS, 0, 0.05);
+	preview_vs_measure(db, METHOD_SQ, 0, 0.05);
+	sdb_close(db);
+}
+
 int
 main(void)
 {
@@ -307,5 +397,6 @@ main(void)
 	test_dispatch();
 	test_settings();
 	test_recipe();
+	test_preview();
 	return tap_done();
 }

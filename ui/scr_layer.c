@@ -160,10 +160,10 @@ layer_draw(ui *u)
 
 	/* per-linear SQNR: last quantize, and the preview under the current setting */
 	int pv = u->pv_valid && u->pv_layer == l && u->pv_grp == u->site;
-	/* mas-cmc is previewed as mas: the compensation is only computed by
-	 * quantizing, and the header says so rather than pass one for the other */
+	/* the preview runs the layer's method, mas-cmc's compensation included,
+	 * on FP inputs from the token sample */
 	ui_text(y, 0, -1, A_BOLD, " %-10s%7s%7s%7s%7s  %s", "SQNR dB", "text", "vision", "audio", "all",
-	    !pv ? "" : sess_layer_setting(u->s, l)->method == METHOD_MAS_CMC ? "| preview as mas, no CMC" :
+	    !pv ? "" : sess_layer_setting(u->s, l)->method == METHOD_MAS_CMC ? "| preview with CMC" :
 	    "| preview (token sample)");
 	if (pv)
 		ui_text(y, 67, -1, A_DIM, "%.1fms", u->pv.seconds * 1e3);
