@@ -96,6 +96,8 @@ pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_
 		    m->cfg.hidden);
 	if (pipe_opts_check(o, err) < 0)
 		return -1;
+	if (pipe_check_rank(&m->cfg, o->rank, err) < 0)
+		return masq_err_prefix(err, "--rank");
 	p->m = m;
 	p->c = c;
 	p->opts = *o;
@@ -144,6 +146,33 @@ pipe_learned_drop(pipeline *p)
 }
 
 static void wcache_free(struct wcache *wc);
+
+int
+pipe_rank_max(const model_config *c)
+{
+	int best = 0;
+	for (int k = 0; k < LIN_COUNT; k++) {
+		int out, in;
+		if (k == LIN_DOWN)
+			continue;
+		layer_lin_shape(c, k, &out, &in);
+		int r = in < out ? in : out;
+		if (r > best)
+			best = r;
+	}
+	return best;
+}
+
+int
+pipe_check_rank(const model_config *c, double rank, masq_err *err)
+{
+	int mx = pipe_rank_max(c);
+	if (rank > 1 && rank > mx)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "rank %g is more than any compensated linear can hold: min(in, out) is at most %d on this model",
+		    rank, mx);
+	return 0;
+}
 
 static void
 pipe_release_layer(pipeline *p)

@@ -186,6 +186,12 @@ typedef struct pipeline {
 	double t_start;
 } pipeline;
 
+/* The largest min(in, out) of the compensated linears (q .. up): an
+ * absolute rank above it is refused (MASQ_ERR_USAGE) rather than clamped
+ * everywhere; ranks up to it are clamped per linear. */
+int pipe_rank_max(const model_config *c);
+int pipe_check_rank(const model_config *c, double rank, masq_err *err);
+
 int pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_err *err);
 void pipe_done(pipeline *p);
 /* Load the cursor's layer and run its FP forward with statistics. */

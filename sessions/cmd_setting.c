@@ -187,6 +187,8 @@ sess_assign_parse(const char *text, int n_layers, sess_assign *a, masq_err *err)
 int
 sess_assign_apply(sess *s, const sess_assign *a, masq_err *err)
 {
+	if (a->key == SA_RANK && s->opened && pipe_check_rank(&s->p.m->cfg, a->value, err) < 0)
+		return -1;
 	for (int l = a->l0; l <= a->l1; l++) {
 		layer_setting *ls = &s->p.settings[l];
 		layer_setting before = *ls;

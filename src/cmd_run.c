@@ -349,6 +349,7 @@ cmd_run(int argc, char **argv)
 	int c, rc = 2, no_db = 0;
 	long v;
 	double x;
+	char given[O_TIE - O_MODEL + 1] = {0};	/* which options were written */
 
 	memset(&a, 0, sizeof a);
 	pipe_opts_default(&a.o);
@@ -357,6 +358,8 @@ cmd_run(int argc, char **argv)
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c >= O_MODEL && c <= O_TIE)
+			given[c - O_MODEL] = 1;
 		switch (c) {
 		case O_MODEL: free(a.model_dir); a.model_dir = xstrdup(optarg); break;
 		case O_CALIB: free(a.calib_path); a.calib_path = xstrdup(optarg); break;
@@ -424,7 +427,7 @@ cmd_run(int argc, char **argv)
 			}
 			break;
 		case O_TIE: a.o.tie = 1; break;
-		case O_DB: a.db_path = optarg; no_db = 0; break;
+		case O_DB: a.db_path = optarg; break;
 		case O_NO_DB: no_db = 1; break;
 		case O_JSON: a.json = 1; break;
 		case O_VERBOSE: a.verbose = 1; break;
@@ -496,6 +499,45 @@ cmd_run(int argc, char **argv)
 	if (optind != argc) {
 		rc = cli_usage("run", "unexpected argument '%s'", argv[optind]);
 		goto done;
+	}
+	/* options that contradict each other, or the method, are refused
+	 * rather than resolved in silence */
+	{
+#define GIVEN(o) given[(o) - O_MODEL]
+		int m = a.o.method, smooths = a.all || m != METHOD_RTN, cmc = a.all || m == METHOD_MAS_CMC;
+		int learns = a.all || method_learns(m);
+		static const struct { int opt; const char *name; } cmc_opts[] = {
+			{O_RANK, "--rank"}, {O_RANK_FLOOR, "--rank-floor"}, {O_SVD, "--svd"}, {O_NO_WHITEN, "--no-whiten"},
+			{O_CMC_TARGET, "--cmc-target"}, {O_CMC_DIAG, "--cmc-diagnostics"},
+		}, learn_opts[] = {
+			{O_EPOCHS, "--epochs"}, {O_LR, "--lr"}, {O_LOSS, "--loss"}, {O_LOSS_WEIGHTS, "--loss-weights"},
+			{O_TIE, "--tie"},
+		};
+		const char *bad = NULL, *why = NULL;
+		if (GIVEN(O_DB) && no_db) {
+			rc = cli_usage("run", "--db and --no-db contradict each other: one records, the other does not");
+			goto done;
+		}
+		if (GIVEN(O_ALPHA) && !smooths)
+			bad = "--alpha", why = "rtn smooths nothing (methods sq, mas, mas-cmc, usq)";
+		else if (GIVEN(O_GRID) && !a.o.search)
+			bad = "--alpha-grid", why = "it is the grid of --alpha search";
+		else if (GIVEN(O_SEARCH_TOKENS) && !a.o.search)
+			bad = "--search-tokens", why = "it is the batch of --alpha search";
+		for (size_t i = 0; bad == NULL && i < sizeof cmc_opts / sizeof cmc_opts[0]; i++)
+			if (GIVEN(cmc_opts[i].opt) && !cmc)
+				bad = cmc_opts[i].name, why = "only mas-cmc compensates";
+		for (size_t i = 0; bad == NULL && i < sizeof learn_opts / sizeof learn_opts[0]; i++)
+			if (GIVEN(learn_opts[i].opt) && !learns)
+				bad = learn_opts[i].name, why = "only mas, mas-cmc and usq learn their factors";
+			else if (i > 0 && GIVEN(learn_opts[i].opt) && a.o.epochs == 0)
+				bad = learn_opts[i].name, why = "--epochs 0 learns nothing";
+		if (bad != NULL) {
+			rc = cli_usage("run", "%s has no effect with --method %s%s: %s", bad, a.all ? "all" : method_name(m),
+			    a.o.epochs == 0 && learns ? " --epochs 0" : "", why);
+			goto done;
+		}
+#undef GIVEN
 	}
 	cli_set_threads(a.threads);
 	if (cli_default_inputs(&a.model_dir, &a.calib_path, &err) < 0) {

@@ -60,6 +60,19 @@ expect "unknown key 'beta'" "--set with an unknown key" -- "$MASQ" run $T --set 
 expect "alpha must be in \[0, 1\]" "--set alpha out of range" -- "$MASQ" run $T --set 0.q.alpha=2
 expect "--alpha must be a number" "bad --alpha" -- "$MASQ" run $T --alpha lots
 expect "--rank is a ratio" "fractional rank above 1" -- "$MASQ" run $T --rank 2.5
+# contradictory options are refused, not resolved in silence
+expect "--db and --no-db contradict" "--no-db --db" -- "$MASQ" run $T --no-db --db "$w/x.db"
+check "... and nothing was recorded into it" test ! -e "$w/x.db"
+expect "--alpha has no effect with --method rtn" "--alpha with rtn" -- "$MASQ" run $T --method rtn --alpha 0.3
+expect "--rank has no effect with --method rtn: only mas-cmc" "--rank with rtn" -- "$MASQ" run $T --method rtn --rank 8
+expect "--no-whiten has no effect with --method mas:" "--no-whiten with mas" -- "$MASQ" run $T --method mas --no-whiten
+expect "--alpha-grid has no effect .* --alpha search" "--alpha-grid without search" -- "$MASQ" run $T --alpha-grid 0:0.1:1
+expect "--search-tokens has no effect" "--search-tokens without search" -- "$MASQ" run $T --search-tokens 64
+expect "--epochs has no effect with --method sq" "--epochs with sq" -- "$MASQ" run $T --method sq --epochs 2
+expect "--lr has no effect with --method mas-cmc --epochs 0" "--lr with --epochs 0" -- "$MASQ" run $T --epochs 0 --lr 0.1
+expect "rank 100000 is more than any compensated linear can hold: min(in, out) is at most 64" "--rank above every linear" -- "$MASQ" run $T --rank 100000
+expect "rank 65 is more than any" "--set rank above every linear" -- "$MASQ" run $T --set 0.q.rank=65
+check "--method all takes every method's options" "$MASQ" run $T --method all --epochs 0 --rank 8 --no-db
 
 # The SQNR's noise floor is the reference's: the mean squared error of a
 # token floored at 1e-5, so a lossless run reports, per token,
