@@ -55,8 +55,10 @@ T send-keys -t one c
 check "c calibrates layer 0" wait_for one "0 calibrated"
 T send-keys -t one Enter
 check "Enter opens the layer view" wait_for one "log2|x|"
-T send-keys -t one Escape q
-check "q quantizes it" wait_for one "0 quantized"
+T send-keys -t one a 0 C-u 2 Enter
+check "the alpha prompt refuses 2 (Ctrl-U cleared the 0)" wait_for one "alpha must be in [0, 1], not 2"
+T send-keys -t one q x
+check "q closes the layer view and x quantizes" wait_for one "0 quantized"
 T send-keys -t one n c
 check "n commits it and c calibrates layer 1" wait_for one "1 calibrated"
 T send-keys -t one Q
@@ -71,11 +73,20 @@ start two rc2 --db tmux.db --session 1
 check "--session resumes after the last committed layer" wait_for two "0 committed"
 check "layer 1 is pending again" grep -q "1 pending" screen.txt
 T send-keys -t two a
-check "a runs the remaining layers" wait_for two "1 committed"
+check "a asks before committing the remaining layers" wait_for two "run and commit layer 1 (calibrate"
+T send-keys -t two y
+check "y runs them" wait_for two "1 committed"
 T send-keys -t two f
 check "f finishes" wait_for two "finished:"
-T send-keys -t two Q
-check "Q quits without a question" wait_exit rc2
+T send-keys -t two e
+check "e opens the export dialog" wait_for two "the directory"
+T send-keys -t two o u t
+check "typing replaces the proposed directory" wait_for two "directory: out"
+T send-keys -t two C-u t y p e d Enter
+check "Ctrl-U clears it; Enter writes the export where typed" wait_for two "exported"
+check "... into typed/" test -d typed
+T send-keys -t two q
+check "q quits without a question" wait_exit rc2
 check "masq tui exits 0 again" test "$(cat rc2 2>/dev/null)" = 0
 [ -s stderr.txt ] && sed 's/^/# stderr: /' stderr.txt | head -n 20
 check "the session, resumed, replays headlessly (exit 0)" sh -c "'$MASQ' replay --db tmux.db --session 1 > replay.out 2>&1"
@@ -88,7 +99,7 @@ check "the session, resumed, replays headlessly (exit 0)" sh -c "'$MASQ' replay 
 "$MASQ" demo small --preset small >/dev/null 2>>stderr.txt || { echo "not ok - the small demo"; exit 99; }
 start three rc3 --model small/model --calib small/calib.safetensors --db busy.db
 check "the small demo opens" wait_for three "pending    mas-cmc"
-T send-keys -t three a Q y
+T send-keys -t three a y Q y
 check "Q then y during a run quits once the command is done" wait_exit rc3
 check "masq tui exits 0 after the command" test "$(cat rc3 2>/dev/null)" = 0
 "$MASQ" sessions show 1 --db busy.db > busy-events.txt 2>&1

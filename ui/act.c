@@ -158,23 +158,19 @@ ui_alpha_blocked(const ui *u)
 	return NULL;
 }
 
-/* Set alpha of the view's group and alpha row to v (clamped, to 0.01). */
+/* Set alpha of the view's group and alpha row to v, which the command
+ * checks as the command line does. */
 static void
 alpha_set(ui *u, double v)
 {
 	char ls[16];
-	if (v < 0)
-		v = 0;
-	if (v > 1)
-		v = 1;
-	v = nearbyint(v * 100.0) / 100.0;
 	snprintf(ls, sizeof ls, "%d", u->view);
 	json_t *a = json_pack("{s:s, s:s, s:s, s:f}", "layer", ls, "linear", smooth_group_name(u->site),
 	    "modality", ui_row_name(u->row), "value", v);
 	if (ui_run_cmd(u, SC_SET_ALPHA, a, NULL) == 0) {
 		ui_preview_refresh(u);
 		ui_msg(u, MSG_INFO, "layer %d %s alpha %s %.2f%s", u->view, smooth_group_name(u->site),
-		    ui_row_name(u->row), v, u->pv_valid ? ": preview from the token sample; q measures" : "");
+		    ui_row_name(u->row), v, u->pv_valid ? ": preview from the token sample; x measures" : "");
 	}
 }
 
@@ -188,7 +184,14 @@ act_alpha_step(ui *u, double d)
 		return;
 	}
 	ui_row_fix(u, u->view);
-	alpha_set(u, sess_layer_setting(u->s, u->view)->alpha[u->site][u->row] + d);
+	double a = sess_layer_setting(u->s, u->view)->alpha[u->site][u->row];
+	if ((d > 0 && a >= 1) || (d < 0 && a <= 0)) {
+		ui_msg(u, MSG_ERROR, "alpha is already %g, the end of [0, 1]", a);
+		return;
+	}
+	/* a step lands on the 0.05 grid, within [0, 1] */
+	double v = nearbyint((a + d) / ALPHA_STEP) * ALPHA_STEP;
+	alpha_set(u, fmin(1.0, fmax(0.0, nearbyint(v * 100.0) / 100.0)));
 }
 
 /* ---- prompts ----------------------------------------------------------------------------- */
@@ -280,6 +283,11 @@ prompt_accept(ui *u)
 			return;
 		}
 		if (kind == PR_ALPHA) {
+			masq_err e = {0};
+			if (setting_check_alpha(v, &e) < 0) {
+				ui_msg(u, MSG_ERROR, "%s", e.msg);
+				return;
+			}
 			alpha_set(u, v);
 			return;
 		}
@@ -336,6 +344,14 @@ ui_prompt_key(ui *u, int ch)
 			ui_msg(u, MSG_INFO, "not quitting");
 		return;
 	}
+	if (u->prompt == PR_RUN_ALL) {
+		u->prompt = PR_NONE;
+		if (ch == 'y' || ch == 'Y')
+			act_run_to(u, sess_view_get(u->s)->n_layers);
+		else
+			ui_msg(u, MSG_INFO, "nothing run");
+		return;
+	}
 	if (ch == KEY_ESC || ch == KEY_CTRL_C) {
 		u->prompt = PR_NONE;
 		ui_msg(u, MSG_INFO, "cancelled");
@@ -344,6 +360,8 @@ ui_prompt_key(ui *u, int ch)
 	} else if (ch == KEY_BACKSPACE || ch == 127 || ch == 8) {
 		if (n > 0)
 			u->pbuf[n - 1] = '\0';
+	} else if (ch == KEY_CTRL_U) {
+		u->pbuf[0] = '\0';
 	} else if (ch >= 32 && ch < 127 && n + 1 < sizeof u->pbuf) {
 		u->pbuf[n] = (char)ch;
 		u->pbuf[n + 1] = '\0';
@@ -393,7 +411,13 @@ ui_act(ui *u, const ui_key *k)
 {
 	switch (k->action) {
 	case UA_CMD: {
-		int l = ui_cursor(u);
+		int l = ui_cursor(u), t = ui_target_layer(u);
+		if ((sess_cmds[k->cmd].flags & SCF_LAYER) && l >= 0 && t != l) {
+			/* one cursor: every key acts on the highlighted layer */
+			ui_msg(u, MSG_ERROR, "%s works on the cursor's layer %d (marked >), not layer %d: %s", k->name, l, t,
+			    t < l ? "it is committed" : "g runs up to it");
+			break;
+		}
 		ui_issue(u, k->cmd, (sess_cmds[k->cmd].flags & SCF_LAYER) && l >= 0 ? json_pack("{s:i}", "layer", l) : NULL);
 		break;
 	}
@@ -428,7 +452,18 @@ ui_act(ui *u, const ui_key *k)
 		ui_screen_set(u, SCR_EXPORT);
 		break;
 	case UA_COMMAND: ui_prompt_open(u, PR_COMMAND, "command (NAME KEY=VALUE ...)"); break;
-	case UA_RUN_ALL: act_run_to(u, sess_view_get(u->s)->n_layers); break;
+	case UA_RUN_ALL: {
+		/* it commits many layers: ask first */
+		const sess_view *v = sess_view_get(u->s);
+		if (v->cursor >= v->n_layers) {
+			ui_msg(u, MSG_ERROR, "every layer is committed: %s finishes", ui_key_for_cmd(SC_FINISH, u->screen));
+			break;
+		}
+		ui_prompt_open(u, PR_RUN_ALL, "run and commit layer%s %d%s%.0d (calibrate, search, learn, quantize, next)? [y/N]",
+		    v->n_layers - v->cursor > 1 ? "s" : "", v->cursor, v->n_layers - v->cursor > 1 ? " to " : "",
+		    v->n_layers - v->cursor > 1 ? v->n_layers - 1 : 0);
+		break;
+	}
 	case UA_RUN_TO: act_run_to_ask(u); break;
 	case UA_HELP:
 		u->back = u->screen;

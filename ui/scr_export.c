@@ -68,7 +68,12 @@ export_key(ui *u, int ch)
 		if (n > 0)
 			u->ex_dir[n - 1] = '\0';
 		u->ex_edited = 1;
+	} else if (ch == KEY_CTRL_U) {
+		u->ex_dir[0] = '\0';
+		u->ex_edited = 1;
 	} else if (ch >= 32 && ch < 127 && n + 1 < sizeof u->ex_dir) {
+		if (!u->ex_edited)
+			n = 0;	/* typing replaces the proposed directory */
 		u->ex_dir[n] = (char)ch;
 		u->ex_dir[n + 1] = '\0';
 		u->ex_edited = 1;
@@ -188,7 +193,7 @@ export_draw(ui *u)
 	x += ui_text(LINES - 4, 1 + x, -1, A_NORMAL, "%s", u->ex_dir);
 	ui_text(LINES - 4, 1 + x, 1, A_REVERSE, " ");
 	ui_draw_message(u, LINES - 3);
-	const char *kv[] = {"Tab", "format", "type", "the directory", "Enter", "export", "Esc", "cancel", NULL};
+	const char *kv[] = {"Tab", "format", "type", "the directory", "^U", "clear", "Enter", "export", "Esc", "cancel", NULL};
 	ui_draw_keys(u, LINES - 2, kv);
 	ui_draw_status(u);
 }

@@ -213,7 +213,7 @@ layer_draw(ui *u)
 	ui_draw_message(u, LINES - 3);
 	const char *kv[] = {"Tab", "site", u->g.updown, "group", u->g.leftright, "modality", "+/-", "alpha",
 	    ui_key_for_cmd(SC_SET_ALPHA, SCR_LAYER), "alpha=", ui_key_for_cmd(SC_SET_RANK, SCR_LAYER), "rank",
-	    ui_key_for_cmd(SC_QUANTIZE, SCR_LAYER), "quant", "Esc", "back", NULL};
+	    ui_key_for_cmd(SC_QUANTIZE, SCR_LAYER), "quant", "q", "back", NULL};
 	ui_draw_keys(u, LINES - 2, kv);
 	ui_draw_status(u);
 }

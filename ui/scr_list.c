@@ -100,7 +100,7 @@ list_draw(ui *u)
 	ui_draw_message(u, LINES - 3);
 	const char *kv[] = {ui_key_for_cmd(SC_CALIBRATE, SCR_LIST), "calib", ui_key_for_cmd(SC_QUANTIZE, SCR_LIST), "quant",
 	    ui_key_for_cmd(SC_NEXT, SCR_LIST), "next", "a", "all", "Enter", "view", ui_key_for_cmd(SC_EXPORT, SCR_LIST),
-	    "export", ui_key_for_cmd(SC_FINISH, SCR_LIST), "finish", "Q", "quit", "o", "overview",
+	    "export", ui_key_for_cmd(SC_FINISH, SCR_LIST), "finish", "q", "quit", "o", "overview",
 	    ui_key_for_cmd(SC_SEARCH, SCR_LIST), "search", ui_key_for_cmd(SC_SET_METHOD, SCR_LIST), "method", NULL};
 	ui_draw_keys(u, LINES - 2, kv);
 	ui_draw_status(u);
