@@ -555,7 +555,20 @@ job_init(xjob *j, const model *m, export_plan_fn plan_fn, void *ctx, const expor
 	j->provenance = o->provenance;
 	if (plan_fn == NULL)
 		return masq_err_set(err, MASQ_ERR_INTERNAL, "export: no plan callback");
-	return job_plan(j, err);
+	if (job_plan(j, err) < 0)
+		return -1;
+	for (int pass = 0; pass < 2; pass++) {
+		const otensor *v = pass == 0 ? j->t : j->side;
+		int n = pass == 0 ? j->nt : j->nside;
+		for (int i = 0; i < n; i++) {
+			j->rep.planned_bytes += v[i].nbytes;
+			if (v[i].kind == OK_L1 || v[i].kind == OK_L2)
+				j->rep.cmc_bytes += v[i].nbytes;
+		}
+	}
+	for (int i = 0; i < m->st.ntensors; i++)
+		j->rep.source_bytes += m->st.index[i]->end - m->st.index[i]->begin;
+	return 0;
 }
 
 /* ---- computing a layer ---------------------------------------------------------- */

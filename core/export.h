@@ -57,6 +57,11 @@ int export_format_parse(const char *s);
 const char *export_format_describe(int f);
 const char *export_format_drops(int f);
 
+/* The bytes of one element of the compensation factors (L1, L2) as the
+ * masquant export stores them: what a rank costs on disk. */
+int export_cmc_elem_bytes(void);
+const char *export_cmc_dtype_name(void);
+
 /* Fill *plan for layer l (the export calls qplan_layer_done on it). */
 typedef int (*export_plan_fn)(void *ctx, int layer, qplan_layer *plan, masq_err *err);
 
@@ -70,6 +75,10 @@ typedef struct export_report {
 	int files;		/* files written */
 	uint64_t bytes;		/* bytes written */
 	int tensors;
+	/* what the plan weighs, known before writing: the tensor data of the
+	 * export's safetensors (shards and side file), of its compensation
+	 * factors (L1/L2) among them, and of the source checkpoint */
+	uint64_t planned_bytes, cmc_bytes, source_bytes;
 	char dropped[1024];	/* what the format could not express, one sentence; "" if nothing */
 } export_report;
 

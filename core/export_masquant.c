@@ -15,6 +15,19 @@
 #include "core/smooth.h"
 
 #define EXPORT_MASQUANT_VERSION 1
+#define MASQUANT_CMC_DTYPE ST_F32	/* L1 and L2 */
+
+int
+export_cmc_elem_bytes(void)
+{
+	return (int)st_dtype_size(MASQUANT_CMC_DTYPE);
+}
+
+const char *
+export_cmc_dtype_name(void)
+{
+	return st_dtype_name(MASQUANT_CMC_DTYPE);
+}
 
 static int
 masquant_check(const xjob *j, int l, const lsum *s, masq_err *err)
@@ -124,10 +137,10 @@ plan_sidecar(xjob *j)
 				if (r <= 0)
 					continue;
 				snprintf(name, sizeof name, "%s.cmc.%s.L1", mod, modality_name(md));
-				otensor *o = otensor_push(&j->side, &j->nside, &j->sidecap, name, ST_F32, 2, s1, OK_L1);
+				otensor *o = otensor_push(&j->side, &j->nside, &j->sidecap, name, MASQUANT_CMC_DTYPE, 2, s1, OK_L1);
 				o->layer = l; o->lin = k; o->mod = md;
 				snprintf(name, sizeof name, "%s.cmc.%s.L2", mod, modality_name(md));
-				o = otensor_push(&j->side, &j->nside, &j->sidecap, name, ST_F32, 2, s2, OK_L2);
+				o = otensor_push(&j->side, &j->nside, &j->sidecap, name, MASQUANT_CMC_DTYPE, 2, s2, OK_L2);
 				o->layer = l; o->lin = k; o->mod = md;
 			}
 		}

@@ -310,6 +310,8 @@ struct qctx {
 	int nrows[MOD_COUNT];
 	int measure;			/* per-linear metrics and CMC diagnostics */
 	metrics_acc acc[LIN_COUNT];
+	metrics_acc acc0[LIN_COUNT];	/* measure, mas-cmc: the linear without compensation */
+	int have0[LIN_COUNT];
 	pipe_lin_result *lr;		/* (LIN_COUNT) where diagnostics go, or NULL */
 	qplan_layer *plan;		/* where factors and CMC factors go, or NULL */
 	struct wcache *wc;		/* (GRP_COUNT * MOD_COUNT) */
@@ -538,6 +540,10 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 				lr->alpha[m] = sf ? q->ls->alpha[smooth_lin_group(lin)][ALPHA_UNIFIED] : NAN;
 	} else {
 		float *s_t = NULL, *Wbase = NULL;
+		float *y0 = NULL;	/* measure: y with vision and audio uncompensated */
+		if (method == METHOD_MAS_CMC && q->measure &&
+		    cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out) > 0)
+			y0 = xmalloc(xmul((size_t)n * out, sizeof(float)));
 		if (method == METHOD_MAS_CMC) {
 			/* the stored weight: Q(W diag(s_text)) */
 			s_t = xmalloc(xmul((size_t)in, sizeof(float)));
@@ -586,9 +592,25 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			for (int r = 0; r < k; r++)
 				memcpy(y + (size_t)q->rows[m][r] * out, yr + (size_t)r * out,
 				    (size_t)out * sizeof(float));
+			if (y0 != NULL) {
+				/* the alternative: these tokens through x / s_text and the
+				 * stored weight, as rank 0 runs them */
+				if (m != MOD_TEXT)
+					engine_qlinear_rows(x, in, q->rows[m], k, s_t, abits, Wbase, w->b[lin], out, 0,
+					    NULL, NULL, xs, xq, yr);
+				for (int r = 0; r < k; r++)
+					memcpy(y0 + (size_t)q->rows[m][r] * out, yr + (size_t)r * out,
+					    (size_t)out * sizeof(float));
+			}
 		}
 		free(s_t);
 		free(Wbase);
+		if (y0 != NULL) {
+			engine_linear(x, n, in, w->w[lin], w->b[lin], out, yr);
+			metrics_acc_add(&q->acc0[lin], yr, y0, q->modality, n, out);
+			q->have0[lin] = 1;
+			free(y0);
+		}
 	}
 	if (lr != NULL) {
 		int rk = 0;
@@ -628,8 +650,10 @@ qctx_init(struct qctx *q, pipeline *p, const layer_setting *ls, const uint8_t *m
 		int m = modality[t];
 		q->rows[m][q->nrows[m]++] = t;
 	}
-	for (int k = 0; k < LIN_COUNT; k++)
+	for (int k = 0; k < LIN_COUNT; k++) {
 		metrics_acc_init_floor(&q->acc[k], p->opts.sqnr_floor);
+		metrics_acc_init_floor(&q->acc0[k], p->opts.sqnr_floor);
+	}
 }
 
 static void
@@ -952,6 +976,7 @@ pipe_quantize(pipeline *p, masq_err *err)
 		for (int m = 0; m < STATS_ROWS; m++) {
 			res->lin[k].sqnr[m] = metrics_sqnr(&q.acc[k], m);
 			res->lin[k].mae[m] = metrics_mae(&q.acc[k], m);
+			res->lin[k].sqnr_no_cmc[m] = q.have0[k] ? metrics_sqnr(&q.acc0[k], m) : NAN;
 		}
 	qctx_done(&q);
 	wcache_free(wc);
@@ -1113,7 +1138,7 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
 	for (int k = 0; k < LIN_COUNT; k++)
 		for (int m = 0; m < STATS_ROWS; m++)
-			out->sqnr[k][m] = out->mae[k][m] = NAN;
+			out->sqnr[k][m] = out->mae[k][m] = out->sqnr_no_cmc[k][m] = NAN;
 	memset(out->rows, 0, sizeof out->rows);
 	const layer_setting *ls = &p->settings[p->layer];
 	if (p->pv_wc == NULL)
@@ -1157,6 +1182,7 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 			for (int m = 0; m < STATS_ROWS; m++) {
 				out->sqnr[k][m] = metrics_sqnr(&q.acc[k], m);
 				out->mae[k][m] = metrics_mae(&q.acc[k], m);
+				out->sqnr_no_cmc[k][m] = q.have0[k] ? metrics_sqnr(&q.acc0[k], m) : NAN;
 			}
 			free(y);
 		}

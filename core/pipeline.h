@@ -105,6 +105,11 @@ typedef struct pipe_lin_result {
 	int rank;			/* CMC rank in effect (0: none) */
 	double sqnr[STATS_ROWS];	/* linear output vs FP linear on the same input, dB */
 	double mae[STATS_ROWS];
+	/* mas-cmc with a rank: the same linear with no compensation (vision
+	 * and audio through x / s_text and the stored weight, rank 0), dB;
+	 * NAN otherwise.  Below it, the compensation at this rank costs more
+	 * than it mends. */
+	double sqnr_no_cmc[STATS_ROWS];
 	pipe_cmc_diag cmc[MOD_COUNT];	/* [vision], [audio] used */
 } pipe_lin_result;
 
@@ -235,6 +240,7 @@ const float *pipe_factor(const pipeline *p, const layer_setting *ls, int method,
 typedef struct pipe_preview {
 	double sqnr[LIN_COUNT][STATS_ROWS];
 	double mae[LIN_COUNT][STATS_ROWS];
+	double sqnr_no_cmc[LIN_COUNT][STATS_ROWS];	/* pipe_lin_result's */
 	int rows[MOD_COUNT];		/* sampled tokens used per modality */
 	double seconds;
 } pipe_preview;

@@ -297,3 +297,20 @@ masq_remove_flat_dir(const char *dir)
 		masq_dir_list_free(names, n);
 	rmdir(dir);
 }
+
+char *
+masq_fmt_bytes(uint64_t n, char *buf, size_t size)
+{
+	static const char *const unit[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+	double v = (double)n;
+	int u = 0;
+	while (v >= 1000.0 && u < 5) {
+		v /= 1000.0;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, size, "%llu B", (unsigned long long)n);
+	else
+		snprintf(buf, size, v < 10 ? "%.2f %s" : v < 100 ? "%.1f %s" : "%.0f %s", v, unit[u]);
+	return buf;
+}

@@ -80,5 +80,8 @@ void masq_dir_list_free(char **names, int n);
 /* Remove dir and the files in it (one level, what masq itself writes
  * there: a temporary export, a replay's scratch blobs). */
 void masq_remove_flat_dir(const char *dir);
+/* n bytes in decimal units for people ("812 B", "41.3 kB", "7.90 MB",
+ * "12.4 GB"), into buf; returns buf. */
+char *masq_fmt_bytes(uint64_t n, char *buf, size_t size);
 
 #endif

@@ -100,6 +100,15 @@ export_target(sess *s, const char *out)
 	return t;
 }
 
+/* What the export weighs: its tensor data, the compensation's share, and
+ * the source checkpoint's. */
+static void
+export_sizes_json(const export_report *rep, json_t *res)
+{
+	json_object_set_new(res, "bytes", json_pack("{s:I, s:I, s:I}", "tensors", (json_int_t)rep->planned_bytes,
+	    "compensation", (json_int_t)rep->cmc_bytes, "source", (json_int_t)rep->source_bytes));
+}
+
 sess_retval
 scmd_export(sess *s, json_t *args, json_t *res, masq_err *err)
 {
@@ -121,6 +130,7 @@ scmd_export(sess *s, json_t *args, json_t *res, masq_err *err)
 			return SESS_ERROR;
 		free(t);
 		json_object_set_new(res, "skipped", json_true());
+		export_sizes_json(&rep, res);
 		return SESS_SKIPPED;
 	}
 	char *target = s->export_redirect != NULL ? export_target(s, out) : xstrdup(out);
@@ -154,5 +164,6 @@ scmd_export(sess *s, json_t *args, json_t *res, masq_err *err)
 	json_object_set_new(res, "format", json_string(fmt));
 	json_object_set_new(res, "files", files);
 	json_object_set_new(res, "dropped", json_string(rep.dropped));
+	export_sizes_json(&rep, res);
 	return SESS_OK;
 }

@@ -356,6 +356,8 @@ scmd_quantize(sess *s, json_t *args, json_t *res, masq_err *err)
 		json_object_set_new(o, "name", json_string(lin_name(k)));
 		json_object_set_new(o, "rank", json_integer(r->lin[k].rank));
 		json_object_set_new(o, "sqnr_db", sess_json_mods(s, r->lin[k].sqnr, 1));
+		if (isfinite(r->lin[k].sqnr_no_cmc[STATS_ALL]))
+			json_object_set_new(o, "no_cmc", json_pack("{s:o}", "sqnr_db", sess_json_mods(s, r->lin[k].sqnr_no_cmc, 1)));
 		json_array_append_new(lins, o);
 	}
 	json_object_set_new(res, "linears", lins);

@@ -224,9 +224,27 @@ json_t *sess_environment(const sess *s);
 /* It failed before its first layer (its row's status). */
 int sess_failed(const sess *s);
 
+/* What the compensation costs: the parameters of L1 and L2 of linear k of
+ * layer l, summed over the compensated modalities present (the ranks in
+ * effect once measured, else those its setting gives), of the layer, of
+ * the model; bytes as the masquant export stores them
+ * (export_cmc_elem_bytes).  The checkpoint's tensor bytes beside them. */
+int64_t sess_lin_cmc_params(const sess *s, int l, int k);
+int64_t sess_layer_cmc_params(const sess *s, int l);
+int64_t sess_cmc_params(const sess *s);
+uint64_t sess_checkpoint_bytes(const sess *s);
+/* Does the compensation of linear k of layer l, as last measured, leave
+ * modality m (vision, audio) more than SESS_CMC_WORSE_DB below the same
+ * linear without compensation?  *without gets that figure. */
+#define SESS_CMC_WORSE_DB 0.1
+int sess_lin_cmc_hurts(const sess *s, int l, int k, int m, double *without);
+/* Did the rank floor, not the ratio, decide linear k's rank at layer l
+ * (a ratio setting whose share of min(in, out) is below the floor)? */
+int sess_lin_rank_floored(const sess *s, int l, int k);
+
 /* One field of a layer's row: the list, the overview, masq run's table and
  * its --json read these (htop's Process_fields). */
-enum sess_field_kind { SFK_INT, SFK_TEXT, SFK_DB, SFK_ALPHA, SFK_RANK, SFK_SECONDS };
+enum sess_field_kind { SFK_INT, SFK_TEXT, SFK_DB, SFK_ALPHA, SFK_RANK, SFK_SECONDS, SFK_BYTES };
 typedef struct sess_field {
 	const char *name;	/* short name, also the --json key (with json_sub) */
 	const char *title;	/* column header */
@@ -243,7 +261,7 @@ typedef struct sess_field {
 enum sess_field_id {
 	SF_LAYER, SF_STATE, SF_METHOD, SF_ALPHAS, SF_ALPHA_T, SF_ALPHA_V, SF_ALPHA_A, SF_RANK, SF_SQNR_T,
 	SF_SQNR_V, SF_SQNR_A, SF_SQNR_ALL, SF_MAE_T, SF_MAE_V, SF_MAE_A, SF_MAE_ALL, SF_SECONDS, SF_EPOCHS, SF_GAIN,
-	SF_COUNT
+	SF_CMC_BYTES, SF_COUNT
 };
 extern const sess_field sess_fields[SF_COUNT];
 /* The value of field f for layer l, formatted in w columns (w 0: no

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/export.h"
 #include "sessions/internal.h"
 
 const char *
@@ -144,6 +145,88 @@ int
 sess_failed(const sess *s)
 {
 	return s->status != NULL && strcmp(s->status, "failed") == 0;
+}
+
+/* ---- what the compensation costs ------------------------------------------------------ */
+
+int64_t
+sess_lin_cmc_params(const sess *s, int l, int k)
+{
+	int out, in;
+	int64_t n = 0;
+	if (!s->opened || l < 0 || l >= s->p.n_layers || k < 0 || k >= LIN_COUNT || k == LIN_DOWN ||
+	    sess_layer_method(s, l) != METHOD_MAS_CMC)
+		return 0;
+	layer_lin_shape(&s->m.cfg, k, &out, &in);
+	const layer_setting *ls = &s->p.settings[l];
+	for (int m = MOD_VISION; m < MOD_COUNT; m++) {
+		if (!sess_mod_present(s, m))
+			continue;
+		int r = sess_layer_linears_known(s, l) ? s->p.results[l].lin[k].cmc[m].rank :
+		    cmc_rank_resolve(ls->rank[k], ls->rank_floor, in, out);
+		n += (int64_t)r * (in + out);
+	}
+	return n;
+}
+
+int64_t
+sess_layer_cmc_params(const sess *s, int l)
+{
+	int64_t n = 0;
+	for (int k = 0; k < LIN_COUNT; k++)
+		n += sess_lin_cmc_params(s, l, k);
+	return n;
+}
+
+int64_t
+sess_cmc_params(const sess *s)
+{
+	int64_t n = 0;
+	for (int l = 0; s->opened && l < s->p.n_layers; l++)
+		n += sess_layer_cmc_params(s, l);
+	return n;
+}
+
+uint64_t
+sess_checkpoint_bytes(const sess *s)
+{
+	uint64_t n = 0;
+	for (int i = 0; s->opened && i < s->m.st.ntensors; i++)
+		n += s->m.st.index[i]->end - s->m.st.index[i]->begin;
+	return n;
+}
+
+int
+sess_lin_cmc_hurts(const sess *s, int l, int k, int m, double *without)
+{
+	if (!s->opened || l < 0 || l >= s->p.n_layers || k < 0 || k >= LIN_COUNT || m <= MOD_TEXT || m >= MOD_COUNT ||
+	    !sess_layer_linears_known(s, l) || !sess_mod_present(s, m))
+		return 0;
+	const pipe_lin_result *lr = &s->p.results[l].lin[k];
+	if (without != NULL)
+		*without = lr->sqnr_no_cmc[m];
+	return isfinite(lr->sqnr_no_cmc[m]) && isfinite(lr->sqnr[m]) && lr->sqnr[m] < lr->sqnr_no_cmc[m] - SESS_CMC_WORSE_DB;
+}
+
+int
+sess_lin_rank_floored(const sess *s, int l, int k)
+{
+	int out, in;
+	if (!s->opened || l < 0 || l >= s->p.n_layers || k < 0 || k >= LIN_COUNT || k == LIN_DOWN)
+		return 0;
+	const layer_setting *ls = &s->p.settings[l];
+	layer_lin_shape(&s->m.cfg, k, &out, &in);
+	int mn = in < out ? in : out;
+	return ls->rank[k] > 0 && ls->rank[k] <= 1 && (int)floor(ls->rank[k] * mn) < ls->rank_floor;
+}
+
+/* The layer's compensation in bytes (NAN when it has none). */
+static double
+f_cmc_bytes(const sess *s, int l)
+{
+	if (sess_layer_method(s, l) != METHOD_MAS_CMC)
+		return NAN;
+	return (double)sess_layer_cmc_params(s, l) * export_cmc_elem_bytes();
 }
 
 /* ---- the field table ---------------------------------------------------------------- */
@@ -283,6 +366,7 @@ const sess_field sess_fields[SF_COUNT] = {
 	[SF_SECONDS] = {"seconds", "time", 7, SFK_SECONDS, NULL, NULL, f_seconds, NULL},
 	[SF_EPOCHS] = {"epochs", "ep", 4, SFK_INT, "epochs", NULL, f_epochs, NULL},
 	[SF_GAIN] = {"learn.gain", "gain", 6, SFK_DB, "learn_gain_db", NULL, f_gain, NULL},
+	[SF_CMC_BYTES] = {"cmc.bytes", "comp", 9, SFK_BYTES, "cmc_bytes", NULL, f_cmc_bytes, NULL},
 };
 
 void
@@ -302,6 +386,11 @@ sess_field_format(const sess *s, int id, int l, int w, char *buf, size_t n)
 	case SFK_INT: snprintf(buf, n, "%*d", w, (int)v); break;
 	case SFK_RANK: snprintf(buf, n, "%*g", w, v); break;
 	case SFK_SECONDS: snprintf(buf, n, "%*.2fs", w > 0 ? w - 1 : 0, v); break;
+	case SFK_BYTES: {
+		char b[32];
+		snprintf(buf, n, "%*s", w, masq_fmt_bytes((uint64_t)v, b, sizeof b));
+		break;
+	}
 	case SFK_DB: case SFK_ALPHA: default: snprintf(buf, n, "%*.2f", w, v); break;
 	}
 }
@@ -316,7 +405,7 @@ sess_fields_json(const sess *s, int l, json_t *o)
 		json_t *v;
 		if (f->kind == SFK_TEXT)
 			v = json_string(f->text(s, l));
-		else if (f->kind == SFK_INT)
+		else if (f->kind == SFK_INT || f->kind == SFK_BYTES)
 			v = isfinite(f->value(s, l)) ? json_integer((json_int_t)f->value(s, l)) : json_null();
 		else
 			v = sess_json_num(f->value(s, l));

@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "core/calib.h"
+#include "core/export.h"
 #include "core/model.h"
 #include "core/pipeline.h"
 #include "sessions/db.h"
@@ -70,6 +71,10 @@ run_json(const sess *s, const struct run_args *a, int method)
 	json_object_set_new(sum, "kl_text", sess_json_num(v->summary->kl_text));
 	json_object_set_new(sum, "seconds", json_real(v->summary->seconds));
 	json_object_set_new(d, "summary", sum);
+	int64_t cp = sess_cmc_params(s);
+	json_object_set_new(d, "cost", json_pack("{s:I, s:I, s:s, s:I}", "cmc_params", (json_int_t)cp, "cmc_bytes",
+	    (json_int_t)(cp * export_cmc_elem_bytes()), "cmc_dtype", export_cmc_dtype_name(), "checkpoint_bytes",
+	    (json_int_t)sess_checkpoint_bytes(s)));
 	for (int l = 0; l < v->n_layers; l++) {
 		const pipe_layer_result *r = sess_layer_result(s, l);
 		json_t *jl = json_object(), *lins = json_array();
@@ -84,8 +89,13 @@ run_json(const sess *s, const struct run_args *a, int method)
 				    json_null());
 			json_object_set_new(jk, "alpha", al);
 			json_object_set_new(jk, "rank", json_integer(lr->rank));
+			json_object_set_new(jk, "cmc_params", json_integer(sess_lin_cmc_params(s, l, k)));
+			json_object_set_new(jk, "rank_floored", json_boolean(r->method == METHOD_MAS_CMC && lr->rank > 0 &&
+			    sess_lin_rank_floored(s, l, k)));
 			json_object_set_new(jk, "sqnr_db", sess_json_mods(s, lr->sqnr, 1));
 			json_object_set_new(jk, "mae", sess_json_mods(s, lr->mae, 1));
+			if (isfinite(lr->sqnr_no_cmc[STATS_ALL]))
+				json_object_set_new(jk, "sqnr_no_cmc_db", sess_json_mods(s, lr->sqnr_no_cmc, 1));
 			if (r->method == METHOD_MAS_CMC && lr->rank > 0) {
 				json_t *jc = json_object();
 				for (int m = MOD_VISION; m < MOD_COUNT; m++) {
@@ -191,11 +201,19 @@ print_table(const sess *s, int verbose)
 			const pipe_lin_result *lr = &r->lin[k];
 			for (int mm = 0; mm < STATS_ROWS; mm++)
 				cli_fmt_db(t[mm], sizeof t[mm], mm < MOD_COUNT && !sess_mod_present(s, mm) ? NAN : lr->sqnr[mm]);
-			char cm[96] = "";
+			char cm[160] = "", by[32];
 			if (lr->rank > 0)
-				snprintf(cm, sizeof cm, "  rank %d, cmc err v %.3g a %.3g", lr->rank,
-				    sess_mod_present(s, 1) ? lr->cmc[1].rel_err : NAN, sess_mod_present(s, 2) ? lr->cmc[2].rel_err : NAN);
+				snprintf(cm, sizeof cm, "  rank %d%s, cmc err v %.3g a %.3g, %s", lr->rank,
+				    sess_lin_rank_floored(s, l, k) ? " (the floor's)" : "",
+				    sess_mod_present(s, 1) ? lr->cmc[1].rel_err : NAN, sess_mod_present(s, 2) ? lr->cmc[2].rel_err : NAN,
+				    masq_fmt_bytes((uint64_t)(sess_lin_cmc_params(s, l, k) * export_cmc_elem_bytes()), by, sizeof by));
 			printf("  %-11s %-17s %8s %8s %8s %8s%s\n", lin_name(k), "", t[0], t[1], t[2], t[3], cm);
+			for (int mm = MOD_VISION; mm < MOD_COUNT; mm++) {
+				double wo;
+				if (sess_lin_cmc_hurts(s, l, k, mm, &wo))
+					printf("  %-11s ! %s: %.2f dB with the compensation, %.2f without (rank 0)\n", "",
+					    modality_name(mm), lr->sqnr[mm], wo);
+			}
 		}
 	}
 }
@@ -214,6 +232,38 @@ print_summary(const sess *s)
 			printf(" %s %.4g", modality_name(m), v->summary->mae[m]);
 	if (isfinite(v->summary->kl_text))
 		printf("\nKL of next-token distributions at text positions: %.4g", v->summary->kl_text);
+	/* where the compensation costs more than it mends */
+	for (int m = MOD_VISION; m < MOD_COUNT; m++) {
+		int hurt = 0, all = 0, wl = -1, wk = -1;
+		double worst = 0, wo = 0;
+		for (int l = 0; l < v->n_layers; l++)
+			for (int k = 0; k < LIN_COUNT; k++) {
+				double w0;
+				if (sess_layer_result(s, l)->lin[k].rank <= 0 || !sess_mod_present(s, m))
+					continue;
+				all++;
+				if (!sess_lin_cmc_hurts(s, l, k, m, &w0))
+					continue;
+				hurt++;
+				if (w0 - sess_layer_result(s, l)->lin[k].sqnr[m] > worst) {
+					worst = w0 - sess_layer_result(s, l)->lin[k].sqnr[m];
+					wl = l, wk = k, wo = w0;
+				}
+			}
+		if (hurt > 0)
+			printf("\nwarning: for %s the compensation measures below none at all in %d of %d linears "
+			    "(worst: layer %d %s, %.2f dB against %.2f without); rank 0 there (--set %d.%s.rank=0, "
+			    "or r 0 in the workbench) gives the uncompensated figure", modality_name(m), hurt, all, wl,
+			    lin_name(wk), sess_layer_result(s, wl)->lin[wk].sqnr[m], wo, wl, lin_name(wk));
+	}
+	int64_t cp = sess_cmc_params(s);
+	if (cp > 0) {
+		char b1[32], b2[32];
+		uint64_t cb = (uint64_t)cp * (uint64_t)export_cmc_elem_bytes(), ck = sess_checkpoint_bytes(s);
+		printf("\ncompensation: %lld parameters, %s in %s as the masquant export stores them, %.1f%% of the "
+		    "checkpoint's %s", (long long)cp, masq_fmt_bytes(cb, b1, sizeof b1), export_cmc_dtype_name(),
+		    ck ? 100.0 * (double)cb / (double)ck : 0.0, masq_fmt_bytes(ck, b2, sizeof b2));
+	}
 	printf("\n%.1f s in all\n", v->summary->seconds);
 }
 

@@ -127,4 +127,73 @@ N="--model $w/nan/model --calib $w/nan/calib.safetensors"
 expect "layers.1.mlp.up_proj.weight: element 5 is nan, not a finite number" "inspect: a NaN weight" -- "$MASQ" inspect "$w/nan/model"
 expect "layers.1.mlp.up_proj.weight: element 5 is not a finite number" "run: a NaN weight" -- "$MASQ" run $N --method mas --no-db
 expect "layers.1.mlp.up_proj.weight: element 5 is not a finite number" "forward: a NaN weight" -- "$MASQ" forward $N
+# What the compensation costs, counted independently from the config's
+# shapes and the files' headers: the run's parameters and bytes, the
+# checkpoint's tensor bytes, and the masquant export's L1/L2 and total.
+"$MASQ" run $S --method mas-cmc --epochs 0 --db "$w/cost.db" --json > "$w/cost.json" 2>/dev/null
+"$MASQ" run $S --method mas-cmc --epochs 0 --db "$w/cost2.db" > "$w/cost.txt" 2>/dev/null
+"$MASQ" export --db "$w/cost.db" --format masquant --out "$w/cost-mq" > "$w/cost-export.txt" 2>&1
+cat > "$w/cost.py" <<'EOF'
+import json, os, struct, sys
+model, run, exp, txt, etxt = sys.argv[1:6]
+def header(path):
+    b = open(path, "rb").read(8); n = struct.unpack("<Q", b)[0]
+    h = json.loads(open(path, "rb").read(8 + n)[8:]); h.pop("__metadata__", None); return h
+def nbytes(h):
+    return sum(t["data_offsets"][1] - t["data_offsets"][0] for t in h.values())
+cfg = json.load(open(model + "/config.json")); tc = cfg.get("text_config", cfg)
+H, I = tc["hidden_size"], tc["intermediate_size"]
+hd = H // tc["num_attention_heads"]; kv = tc["num_key_value_heads"] * hd
+shape = {"q_proj": (H, H), "k_proj": (H, kv), "v_proj": (H, kv), "o_proj": (H, H),
+         "gate_proj": (H, I), "up_proj": (H, I)}
+d = json.load(open(run))
+params = 0
+for L in d["layers"]:
+    lp = 0
+    for x in L["linears"]:
+        if x["name"] not in shape: continue
+        i, o = shape[x["name"]]; p = 0
+        for m, c in x.get("cmc", {}).items():
+            p += c["rank"] * (i + o)
+        assert x["cmc_params"] == p, (x["name"], x["cmc_params"], p)
+        assert x["rank_floored"] == (x["rank"] > 0 and int(0.05 * min(i, o)) < 32), x
+        lp += p
+    assert L["cmc_bytes"] == 4 * lp, (L["cmc_bytes"], lp)
+    params += lp
+c = d["cost"]
+assert c["cmc_params"] == params and c["cmc_bytes"] == 4 * params and c["cmc_dtype"] == "F32", c
+ck = sum(nbytes(header(model + "/" + f)) for f in os.listdir(model) if f.endswith(".safetensors"))
+assert c["checkpoint_bytes"] == ck, (c["checkpoint_bytes"], ck)
+side = header(exp + "/masquant.safetensors")
+l12 = sum(t["data_offsets"][1] - t["data_offsets"][0] for n, t in side.items() if n.endswith((".L1", ".L2")))
+assert l12 == c["cmc_bytes"], (l12, c["cmc_bytes"])
+total = nbytes(side) + sum(nbytes(header(exp + "/" + f)) for f in os.listdir(exp)
+                           if f.endswith(".safetensors") and f != "masquant.safetensors")
+line = [l for l in open(etxt) if l.startswith("tensors ")][0]
+want = "%.2fx its size" % (total / ck)
+assert want in line and ("%.2f MB" % (l12 / 1e6)) in line, (line, total, l12, ck)
+summ = [l for l in open(txt) if l.startswith("compensation: ")][0]
+assert summ.startswith("compensation: %d parameters, %.2f MB in F32" % (params, 4 * params / 1e6)), summ
+print("cost: %d parameters, %d bytes of L1/L2, export %d bytes, checkpoint %d" % (params, l12, total, ck))
+EOF
+check "the compensation's cost: run, export and checkpoint agree with the files" \
+	sh -c "'$py' '$w/cost.py' '$w/small/model' '$w/cost.json' '$w/cost-mq' '$w/cost.txt' '$w/cost-export.txt' > '$w/cost.out' 2>&1 || { cat '$w/cost.out' '$w/cost-export.txt'; exit 1; }"
+[ -s "$w/cost.out" ] && sed 's/^/# /' "$w/cost.out"
+# Where the compensation costs more than it mends (small, W8A8): the run
+# warns, and rank 0 on such a linear gives exactly the figure it reported
+# as "without" (layer 0 q_proj sees the same input either way).
+"$MASQ" run $S --method mas-cmc --epochs 0 --wbits 8 --abits 8 --no-db > "$w/w8.txt" 2>/dev/null
+check "W8A8: the run warns where the compensation measures below none at all" \
+	grep -q '^warning: for vision the compensation measures below none at all' "$w/w8.txt"
+"$MASQ" run $S --method mas-cmc --epochs 0 --wbits 8 --abits 8 --no-db --json > "$w/w8.json" 2>/dev/null
+"$MASQ" run $S --method mas-cmc --epochs 0 --wbits 8 --abits 8 --no-db --json --set 0.q_proj.rank=0 > "$w/w8r0.json" 2>/dev/null
+check "rank 0 gives the 'without' figure exactly" "$py" -c "
+import json
+a = [x for x in json.load(open('$w/w8.json'))['layers'][0]['linears'] if x['name'] == 'q_proj'][0]
+b = [x for x in json.load(open('$w/w8r0.json'))['layers'][0]['linears'] if x['name'] == 'q_proj'][0]
+assert a['sqnr_db']['vision'] < a['sqnr_no_cmc_db']['vision'] - 0.1, a
+assert b['rank'] == 0 and 'sqnr_no_cmc_db' not in b, b
+assert b['sqnr_db']['vision'] == a['sqnr_no_cmc_db']['vision'] and b['sqnr_db']['audio'] == a['sqnr_no_cmc_db']['audio'], (a, b)
+assert b['sqnr_db']['text'] == a['sqnr_db']['text'], (a, b)
+"
 done_testing

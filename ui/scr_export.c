@@ -181,6 +181,15 @@ export_draw(ui *u)
 				n += snprintf(line + n, sizeof line - (size_t)n, " %s %lld", k, (long long)json_integer_value(v));
 		json_decref(files);
 		ui_text(y++, 1, -1, A_BOLD, "%s", line);
+		if (u->ex_rep.source_bytes > 0) {
+			char b1[32], b2[32], b3[32];
+			ui_text(y++, 1, -1, u->ex_rep.planned_bytes > u->ex_rep.source_bytes ? ui_error_attr(&u->g) : (int)A_NORMAL,
+			    "weighing %s (compensation %s) against the checkpoint's %s: %.2fx",
+			    masq_fmt_bytes(u->ex_rep.planned_bytes, b1, sizeof b1),
+			    masq_fmt_bytes(u->ex_rep.cmc_bytes, b2, sizeof b2),
+			    masq_fmt_bytes(u->ex_rep.source_bytes, b3, sizeof b3),
+			    (double)u->ex_rep.planned_bytes / (double)u->ex_rep.source_bytes);
+		}
 		/* layer 0's linears, per file: the side file first */
 		y = export_draw_tensors(u, y, LINES - 5 - y);
 	} else {

@@ -168,6 +168,8 @@ layer_draw(ui *u)
 	if (pv)
 		ui_text(y, 67, -1, A_DIM, "%.1fms", u->pv.seconds * 1e3);
 	y++;
+	int hurt_k = -1, hurt_m = -1;
+	double hurt_wo = NAN;
 	for (int k = 0; k < LIN_COUNT; k++) {
 		if (engine_lin_site(k) != u->site)
 			continue;
@@ -177,7 +179,15 @@ layer_draw(ui *u)
 			/* per-linear figures exist for what this UI quantized */
 			double fv = sess_layer_linears_known(u->s, l) && (m == STATS_ALL || sess_mod_present(u->s, m)) ?
 			    r->lin[k].sqnr[m] : NAN;
+			double wo;
+			int hurts = m < MOD_COUNT && sess_lin_cmc_hurts(u->s, l, k, m, &wo);
 			ui_fmt_db(t, sizeof t, 7, fv);
+			if (hurts) {
+				/* the compensation costs more than it mends: marked */
+				snprintf(t, sizeof t, "!%6.2f", fv);
+				if (hurt_k < 0)
+					hurt_k = k, hurt_m = m, hurt_wo = wo;
+			}
 			x += ui_text(y, x, 7, ui_sqnr_attr(&u->g, fv, u->o.sqnr_bad, u->o.sqnr_good), "%s", t);
 		}
 		if (pv) {
@@ -191,6 +201,10 @@ layer_draw(ui *u)
 		}
 		y++;
 	}
+	if (hurt_k >= 0 && y < LINES - 4)
+		ui_text(y, 0, -1, ui_error_attr(&u->g), " ! %s %s: %.2f dB with the compensation, %.2f without: %s 0 sets rank 0",
+		    lin_name(hurt_k), modality_name(hurt_m), r->lin[hurt_k].sqnr[hurt_m], hurt_wo,
+		    ui_key_for_cmd(SC_SET_RANK, SCR_LAYER));
 
 	/* the tuning line */
 	y = LINES - 4;
