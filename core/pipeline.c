@@ -407,6 +407,27 @@ get_whitener(struct qctx *q, int grp, int mod, const float *s, int d)
 	return &c->wh;
 }
 
+/* dWt (in, out) = (target - base)^T with base = Wbase and target W diag(s_m)
+ * (or its quantized form), a new array. */
+static float *
+cmc_dwt(const pipeline *p, int lin, const float *Wbase, const float *s_m, int out, int in)
+{
+	float *target = xmalloc(xmul((size_t)out * in, sizeof(float)));
+	if (p->opts.cmc_quant_target) {
+		quant_weight(p, target, p->w.w[lin], s_m, out, in);
+	} else {
+		for (int o = 0; o < out; o++)
+			for (int j = 0; j < in; j++)
+				target[(size_t)o * in + j] = p->w.w[lin][(size_t)o * in + j] * s_m[j];
+	}
+	float *dWt = xmalloc(xmul((size_t)out * in, sizeof(float)));
+	for (int o = 0; o < out; o++)
+		for (int j = 0; j < in; j++)
+			dWt[(size_t)j * out + o] = target[(size_t)o * in + j] - Wbase[(size_t)o * in + j];
+	free(target);
+	return dWt;
+}
+
 /* CMC for linear lin and modality mod: dWt = (target - base)^T with base =
  * Q(W diag(s_t)) and target W diag(s_m) (or its quantized form); fills L1
  * (in, r) and L2 (r, out) (owned by res) and the diagnostics.  Returns -1 on
@@ -422,19 +443,7 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 	memset(res, 0, sizeof *res);
 	if (rank <= 0 || q->nrows[mod] == 0)
 		return 0;
-	float *target = xmalloc(xmul((size_t)out * in, sizeof(float)));
-	if (p->opts.cmc_quant_target) {
-		quant_weight(p, target, p->w.w[lin], s_m, out, in);
-	} else {
-		for (int o = 0; o < out; o++)
-			for (int j = 0; j < in; j++)
-				target[(size_t)o * in + j] = p->w.w[lin][(size_t)o * in + j] * s_m[j];
-	}
-	float *dWt = xmalloc(xmul((size_t)out * in, sizeof(float)));
-	for (int o = 0; o < out; o++)
-		for (int j = 0; j < in; j++)
-			dWt[(size_t)j * out + o] = target[(size_t)o * in + j] - Wbase[(size_t)o * in + j];
-	free(target);
+	float *dWt = cmc_dwt(p, lin, Wbase, s_m, out, in);
 
 	const cmc_whitener *wh = NULL;
 	if (p->opts.whiten) {
@@ -1194,6 +1203,137 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 			return -1;
 	}
 	out->seconds = masq_now() - t0;
+	return 0;
+}
+
+/* ---- the compensation's spectra, for a rank budget ------------------------------- */
+
+void
+pipe_spectra_free(pipe_spectrum *sp, int n)
+{
+	for (int i = 0; i < n && sp != NULL; i++)
+		free(sp[i].gain);
+	free(sp);
+}
+
+/* Linear lin of sh's calibrated layer: the summed whitened spectra of its
+ * compensated modalities, up to cap values, into *o. */
+static int
+lin_spectrum(pipeline *sh, struct qctx *q, int lin, int cap, pipe_spectrum *o, masq_err *err)
+{
+	int out, in;
+	layer_lin_shape(&sh->m->cfg, lin, &out, &in);
+	int mn = in < out ? in : out;
+	float *s_t = xmalloc(xmul((size_t)in, sizeof(float))), *s_m = xmalloc(xmul((size_t)in, sizeof(float)));
+	float *Wbase = xmalloc(xmul((size_t)out * in, sizeof(float)));
+	lin_factor(q, lin, METHOD_MAS_CMC, MOD_TEXT, s_t);
+	quant_weight(sh, Wbase, sh->w.w[lin], s_t, out, in);
+	o->lin = lin;
+	o->in = in;
+	o->out = out;
+	o->mn = mn;
+	o->cap = cap < mn ? cap : mn;
+	o->gain = xcalloc((size_t)o->cap, sizeof(double));
+	o->total = 0;
+	o->nmod = 0;
+	int rc = 0;
+	for (int m = MOD_VISION; m < MOD_COUNT && rc == 0; m++) {
+		if (sh->c->n_mod[m] == 0)
+			continue;
+		lin_factor(q, lin, METHOD_MAS_CMC, m, s_m);
+		float *dWt = cmc_dwt(sh, lin, Wbase, s_m, out, in);
+		const cmc_whitener *wh = NULL;
+		if (sh->opts.whiten && (wh = get_whitener(q, smooth_lin_group(lin), m, s_m, in)) == NULL)
+			rc = -1;
+		cmc_result res;
+		memset(&res, 0, sizeof res);
+		if (rc == 0 && cmc_compute(&res, dWt, in, out, wh, o->cap, CMC_SVD_AUTO, q->g, err) < 0)
+			rc = -1;
+		if (rc == 0) {
+			if (res.n_sv < o->cap)
+				o->cap = res.n_sv;
+			for (int i = 0; i < o->cap; i++)
+				o->gain[i] += res.sv[i] * res.sv[i];
+			o->total += res.total_energy;
+			o->nmod++;
+		}
+		cmc_result_done(&res);
+		free(dWt);
+	}
+	free(s_t);
+	free(s_m);
+	free(Wbase);
+	return rc;
+}
+
+int
+pipe_spectra(pipeline *p, int cap, pipe_spectrum **out, int *nout, pipe_progress_fn progress, void *ctx,
+    masq_err *err)
+{
+	const model_config *c = &p->m->cfg;
+	size_t n = (size_t)p->c->n_tokens * c->hidden;
+	pipeline sh;
+	int cnt = 0, rc = 0, from = p->layer;
+
+	*out = NULL;
+	*nout = 0;
+	if (p->layer >= p->n_layers)
+		return masq_err_set(err, MASQ_ERR_USAGE, "all %d layers are done", p->n_layers);
+	/* a shadow of the pipeline on the FP chain alone: its own engine,
+	 * statistics, results and generator; the settings are read, not written */
+	memset(&sh, 0, sizeof sh);
+	sh.m = p->m;
+	sh.c = p->c;
+	sh.opts = p->opts;
+	sh.n_layers = p->n_layers;
+	sh.settings = p->settings;
+	sh.results = xcalloc((size_t)p->n_layers, sizeof *sh.results);
+	engine_init(&sh.eng, c);
+	sh.batch = p->batch;
+	sh.h_fp = xmalloc(xmul(n, sizeof(float)));
+	sh.h_fp_out = xmalloc(xmul(n, sizeof(float)));
+	memcpy(sh.h_fp, p->h_fp, n * sizeof(float));
+	pipe_spectrum *sp = xcalloc((size_t)(p->n_layers - from) * LIN_COUNT, sizeof *sp);
+	for (int l = from; l < p->n_layers && rc == 0; l++) {
+		sh.layer = l;
+		if (pipe_calibrate(&sh, err) < 0) {
+			rc = -1;
+			break;
+		}
+		if (p->settings[l].method == METHOD_MAS_CMC) {
+			struct wcache wc[GRP_COUNT * MOD_COUNT];
+			struct qctx q;
+			memset(wc, 0, sizeof wc);
+			qctx_init(&q, &sh, &sh.settings[l], p->c->modality, p->c->n_tokens, wc, err);
+			for (int k = 0; k < LIN_COUNT && rc == 0; k++) {
+				if (smooth_lin_group(k) < 0)
+					continue;
+				sp[cnt].layer = l;
+				if (lin_spectrum(&sh, &q, k, cap, &sp[cnt], err) < 0)
+					rc = -1;
+				cnt++;
+			}
+			qctx_done(&q);
+			wcache_free(wc);
+		}
+		float *t = sh.h_fp; sh.h_fp = sh.h_fp_out; sh.h_fp_out = t;
+		pipe_release_layer(&sh);
+		if (rc == 0 && progress != NULL && progress(ctx, l - from + 1, p->n_layers - from, NAN)) {
+			rc = masq_err_set(err, MASQ_ERR_USAGE, "interrupted");
+			break;
+		}
+	}
+	pipe_release_layer(&sh);
+	engine_done(&sh.eng);
+	free(sh.results);
+	free(sh.h_fp);
+	free(sh.h_fp_out);
+	if (rc < 0) {
+		pipe_spectra_free(sp, cnt);
+		return masq_err_prefix(err, "layer %d", sh.layer);
+	}
+	*out = sp;
+	*nout = cnt;
 	return 0;
 }
 

@@ -249,6 +249,29 @@ typedef struct pipe_preview {
  * mod (-1: all) from the token sample (requires pipe_calibrate). */
 int pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *err);
 
+/* The whitened spectrum of one compensated linear of one layer: gain[i]
+ * is the i-th singular value squared of T dWt summed over the compensated
+ * modalities (what rank i + 1 removes of the whitened error), total the
+ * error at rank 0; cost per rank: r (in + out) per modality. */
+typedef struct pipe_spectrum {
+	int layer, lin;
+	int in, out, mn;
+	int nmod;			/* compensated modalities (vision, audio present) */
+	int cap;			/* values known */
+	double *gain;			/* (cap) */
+	double total;
+} pipe_spectrum;
+
+/* The spectra of every compensated linear of the mas-cmc layers from the
+ * cursor's to the last, up to cap values each, for a rank budget: a pass
+ * over the FP chain alone (each layer calibrated again on a shadow of the
+ * pipeline, its factors in closed form, the pipeline itself untouched).
+ * progress, when not NULL, is called after each layer.  *out (owned; free
+ * with pipe_spectra_free) gets *n entries in layer and linear order. */
+int pipe_spectra(pipeline *p, int cap, pipe_spectrum **out, int *n, pipe_progress_fn progress, void *ctx,
+    masq_err *err);
+void pipe_spectra_free(pipe_spectrum *sp, int n);
+
 /* Commit the cursor's layer and move to the next. */
 int pipe_next(pipeline *p, masq_err *err);
 /* After the last layer: the model summary (and KL with an lm_head). */

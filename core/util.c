@@ -1,7 +1,9 @@
 #include "config.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -313,4 +315,32 @@ masq_fmt_bytes(uint64_t n, char *buf, size_t size)
 	else
 		snprintf(buf, size, v < 10 ? "%.2f %s" : v < 100 ? "%.1f %s" : "%.0f %s", v, unit[u]);
 	return buf;
+}
+
+int
+masq_parse_bytes(const char *s, double *out, masq_err *err)
+{
+	static const struct { const char *u; double f; } units[] = {
+		{"", 1}, {"b", 1}, {"k", 1e3}, {"kb", 1e3}, {"m", 1e6}, {"mb", 1e6}, {"g", 1e9}, {"gb", 1e9},
+		{"t", 1e12}, {"tb", 1e12}, {"kib", 1024.0}, {"mib", 1048576.0}, {"gib", 1073741824.0},
+		{"tib", 1099511627776.0},
+	};
+	char *end;
+	double v = strtod(s, &end);
+	if (end == s || !isfinite(v) || !(v > 0))
+		return masq_err_set(err, MASQ_ERR_USAGE, "'%s' is not a size (a positive number, e.g. 2MB or 512KiB)", s);
+	while (*end == ' ')
+		end++;
+	char u[8];
+	size_t n = strlen(end);
+	if (n >= sizeof u)
+		return masq_err_set(err, MASQ_ERR_USAGE, "'%s': unknown unit '%s' (B, kB, MB, GB, KiB, MiB, GiB)", s, end);
+	for (size_t i = 0; i <= n; i++)
+		u[i] = (char)tolower((unsigned char)end[i]);
+	for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+		if (strcmp(u, units[i].u) == 0) {
+			*out = v * units[i].f;
+			return 0;
+		}
+	return masq_err_set(err, MASQ_ERR_USAGE, "'%s': unknown unit '%s' (B, kB, MB, GB, KiB, MiB, GiB)", s, end);
 }

@@ -83,5 +83,10 @@ void masq_remove_flat_dir(const char *dir);
 /* n bytes in decimal units for people ("812 B", "41.3 kB", "7.90 MB",
  * "12.4 GB"), into buf; returns buf. */
 char *masq_fmt_bytes(uint64_t n, char *buf, size_t size);
+/* A size as people write it: a number with an optional unit, decimal
+ * (k, kB, M, MB, G, GB, T, TB) or binary (KiB, MiB, GiB, TiB), B or none
+ * for bytes, case-insensitive, blanks allowed before the unit; finite and
+ * positive.  -1 with err (MASQ_ERR_USAGE) naming the text otherwise. */
+int masq_parse_bytes(const char *s, double *out, masq_err *err);
 
 #endif

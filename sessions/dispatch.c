@@ -38,6 +38,10 @@ static const sess_arg export_args[] = {
 	{"format", SARG_STR, 1, "fake, compressed-tensors or masquant"}, {"out", SARG_STR, 1, "output directory"},
 	{NULL, 0, 0, NULL}};
 static const sess_arg note_args[] = {{"text", SARG_STR, 1, "free text"}, {NULL, 0, 0, NULL}};
+static const sess_arg alloc_args[] = {
+	{"budget", SARG_STR, 0, "bytes of L1/L2 for the layers left, e.g. 2MB"},
+	{"target_db", SARG_NUM, 0, "or: the whitened error to reach, dB below none"},
+	{"objective", SARG_STR, 0, "relative (default: each linear's own error) or absolute"}, {NULL, 0, 0, NULL}};
 
 #define LAYER_CMD (SCF_NEEDS_OPEN | SCF_LAYER | SCF_LONG)
 #define SETTING_CMD (SCF_NEEDS_OPEN | SCF_SETTING)
@@ -92,6 +96,11 @@ const sess_cmd sess_cmds[SC_COUNT + 1] = {
 		.name = "train-layer", .args = layer_args,
 		.summary = "learn the cursor layer's smoothing factors (mas, mas-cmc, usq with epochs > 0)",
 		.flags = LAYER_CMD, .restore = SR_RESULT, .exec = scmd_train, .restore_fn = scmd_train_restore },
+	[SC_ALLOC] = {
+		.name = "allocate-ranks", .args = alloc_args,
+		.summary = "choose every compensated linear's rank from the layers' spectra for a byte budget or a target",
+		.flags = SETTING_CMD | SCF_LONG, .restore = SR_RESULT, .exec = scmd_allocate_ranks,
+		.restore_fn = scmd_allocate_ranks_restore },
 	[SC_COUNT] = {0},
 };
 

@@ -152,5 +152,7 @@ sess_retval scmd_set(sess *s, json_t *args, json_t *res, masq_err *err);
 sess_retval scmd_note(sess *s, json_t *args, json_t *res, masq_err *err);
 
 sess_retval scmd_export(sess *s, json_t *args, json_t *res, masq_err *err);
+sess_retval scmd_allocate_ranks(sess *s, json_t *args, json_t *res, masq_err *err);
+int scmd_allocate_ranks_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err);
 
 #endif

@@ -72,7 +72,7 @@ typedef struct replay_report {
 	int exports_checked;	/* exports checked without writing (no --export) */
 	int uncompared;		/* hashes with no content to compare in tolerance mode */
 	int new_fields;		/* fields the replay gives that the recording lacks */
-	int adopted;		/* trainings continued from the recorded factors (tolerance mode) */
+	int adopted;		/* trainings and rank allocations continued from the recorded factors or ranks (tolerance mode) */
 	replay_dev dev[RK_COUNT];
 	int diverged;
 	int64_t div_event;	/* the result or error event that differs */

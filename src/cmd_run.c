@@ -29,6 +29,10 @@ struct run_args {
 	pipe_opts o;
 	int all;		/* --method all */
 	int json, verbose;
+	const char *rank_budget;	/* --rank-budget SIZE */
+	json_t *alloc;			/* allocate-ranks' result, when it ran */
+	double rank_target;		/* --rank-target DB, or NAN */
+	const char *rank_objective;	/* --rank-objective, or NULL */
 	long threads;
 	char **sets;
 	int nsets;
@@ -71,9 +75,11 @@ run_json(const sess *s, const struct run_args *a, int method)
 	json_object_set_new(sum, "kl_text", sess_json_num(v->summary->kl_text));
 	json_object_set_new(sum, "seconds", json_real(v->summary->seconds));
 	json_object_set_new(d, "summary", sum);
-	int64_t cp = sess_cmc_params(s);
-	json_object_set_new(d, "cost", json_pack("{s:I, s:I, s:s, s:I}", "cmc_params", (json_int_t)cp, "cmc_bytes",
-	    (json_int_t)(cp * export_cmc_elem_bytes()), "cmc_dtype", export_cmc_dtype_name(), "checkpoint_bytes",
+	if (a->alloc != NULL && method == METHOD_MAS_CMC)
+		json_object_set_new(d, "rank_allocation", json_incref(a->alloc));
+	int64_t cmcp = sess_cmc_params(s);
+	json_object_set_new(d, "cost", json_pack("{s:I, s:I, s:s, s:I}", "cmc_params", (json_int_t)cmcp, "cmc_bytes",
+	    (json_int_t)(cmcp * export_cmc_elem_bytes()), "cmc_dtype", export_cmc_dtype_name(), "checkpoint_bytes",
 	    (json_int_t)sess_checkpoint_bytes(s)));
 	for (int l = 0; l < v->n_layers; l++) {
 		const pipe_layer_result *r = sess_layer_result(s, l);
@@ -218,6 +224,46 @@ print_table(const sess *s, int verbose)
 	}
 }
 
+/* allocate-ranks' result: what it spent and left, against the uniform
+ * ratio at the same bytes, per layer, and the budget curve. */
+static void
+print_alloc(const sess *s, json_t *r)
+{
+	char b1[32], b2[32];
+	json_t *u = json_object_get(r, "uniform"), *e;
+	size_t i;
+	(void)s;
+	double budget = json_number_value(json_object_get(r, "budget"));
+	printf("\nrank allocation from layer %lld, ", (long long)json_integer_value(json_object_get(r, "from_layer")));
+	if (json_object_get(r, "budget") != NULL)
+		printf("budget %s", masq_fmt_bytes((uint64_t)budget, b1, sizeof b1));
+	else
+		printf("target %.1f dB", json_number_value(json_object_get(r, "target_db")));
+	printf(": %s of L1/L2, whitened error %.2f dB of none; the uniform ratio %.4f at %s: %.2f dB\n",
+	    masq_fmt_bytes((uint64_t)json_number_value(json_object_get(r, "bytes")), b1, sizeof b1),
+	    json_number_value(json_object_get(r, "error_db")), json_number_value(json_object_get(u, "ratio")),
+	    masq_fmt_bytes((uint64_t)json_number_value(json_object_get(u, "bytes")), b2, sizeof b2),
+	    json_number_value(json_object_get(u, "error_db")));
+	printf("%-5s %10s %9s  ranks q k v o gate up\n", "layer", "bytes", "error dB");
+	json_t *ranks = json_object_get(r, "ranks");
+	json_array_foreach(json_object_get(r, "per_layer"), i, e) {
+		long long l = json_integer_value(json_object_get(e, "layer"));
+		printf("%-5lld %10s %9.2f ", l, masq_fmt_bytes((uint64_t)json_number_value(json_object_get(e, "bytes")), b1,
+		    sizeof b1), json_number_value(json_object_get(e, "error_db")));
+		size_t j;
+		json_t *x;
+		json_array_foreach(ranks, j, x)
+			if (json_integer_value(json_array_get(x, 0)) == l)
+				printf(" %lld", (long long)json_integer_value(json_array_get(x, 2)));
+		printf("\n");
+	}
+	printf("error (dB) against bytes, allocated | uniform:");
+	json_array_foreach(json_object_get(r, "budget_curve"), i, e)
+		printf("%s %s %.1f|%.1f", i ? "," : "", masq_fmt_bytes((uint64_t)json_number_value(json_array_get(e, 0)), b1,
+		    sizeof b1), json_number_value(json_array_get(e, 1)), json_number_value(json_array_get(e, 2)));
+	printf("\n");
+}
+
 static void
 print_summary(const sess *s)
 {
@@ -300,7 +346,7 @@ run_progress(void *ctx, const sess_progress *p)
 }
 
 static int
-run_method_layers(sess **sp, sdb *db, const struct run_args *a, int method, masq_err *err)
+run_method_layers(sess **sp, sdb *db, struct run_args *a, int method, masq_err *err)
 {
 	pipe_opts o = a->o;
 	json_t *args;
@@ -314,6 +360,19 @@ run_method_layers(sess **sp, sdb *db, const struct run_args *a, int method, masq
 	json_decref(args);
 	if (rc < 0)
 		return -1;
+	if (method == METHOD_MAS_CMC && (a->rank_budget != NULL || isfinite(a->rank_target))) {
+		args = a->rank_budget != NULL ? json_pack("{s:s}", "budget", a->rank_budget) :
+		    json_pack("{s:f}", "target_db", a->rank_target);
+		if (a->rank_objective != NULL)
+			json_object_set_new(args, "objective", json_string(a->rank_objective));
+		json_t *res = NULL;
+		rc = sess_dispatch(s, SC_ALLOC, args, &res, err);
+		json_decref(args);
+		if (rc < 0)
+			return masq_err_prefix(err, a->rank_budget != NULL ? "--rank-budget" : "--rank-target");
+		json_decref(a->alloc);
+		a->alloc = res;
+	}
 	for (int i = 0; i < a->nsets; i++) {
 		args = json_pack("{s:s}", "assignment", a->sets[i]);
 		rc = sess_dispatch(s, SC_SET, args, NULL, err);
@@ -332,7 +391,7 @@ run_method_layers(sess **sp, sdb *db, const struct run_args *a, int method, masq
  * first layer is committed is marked failed: it is no session to resume,
  * and not the default of replay, resume or export. */
 static int
-run_method(sess **sp, sdb *db, const struct run_args *a, int method, masq_err *err)
+run_method(sess **sp, sdb *db, struct run_args *a, int method, masq_err *err)
 {
 	int rc = run_method_layers(sp, db, a, method, err);
 	if (rc < 0 && db != NULL && *sp != NULL) {
@@ -361,7 +420,8 @@ cmd_run(int argc, char **argv)
 {
 	enum { O_MODEL = 256, O_CALIB, O_METHOD, O_WBITS, O_ABITS, O_ALPHA, O_RANK, O_SET, O_JSON,
 	    O_THREADS, O_SEED, O_WGROUP, O_RANK_FLOOR, O_SVD, O_NO_WHITEN, O_CMC_TARGET, O_CMC_DIAG,
-	    O_GRID, O_SEARCH_TOKENS, O_VERBOSE, O_DB, O_NO_DB, O_EPOCHS, O_LR, O_LOSS, O_LOSS_WEIGHTS, O_TIE };
+	    O_GRID, O_SEARCH_TOKENS, O_VERBOSE, O_DB, O_NO_DB, O_EPOCHS, O_LR, O_LOSS, O_LOSS_WEIGHTS, O_TIE,
+	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE };
 	static const struct option opts[] = {
 		{"model", required_argument, NULL, O_MODEL},
 		{"calib", required_argument, NULL, O_CALIB},
@@ -388,6 +448,9 @@ cmd_run(int argc, char **argv)
 		{"loss", required_argument, NULL, O_LOSS},
 		{"loss-weights", required_argument, NULL, O_LOSS_WEIGHTS},
 		{"tie", no_argument, NULL, O_TIE},
+		{"rank-budget", required_argument, NULL, O_RANK_BUDGET},
+		{"rank-target", required_argument, NULL, O_RANK_TARGET},
+		{"rank-objective", required_argument, NULL, O_RANK_OBJECTIVE},
 		{"db", required_argument, NULL, O_DB},
 		{"no-db", no_argument, NULL, O_NO_DB},
 		{"help", no_argument, NULL, 'h'},
@@ -399,16 +462,17 @@ cmd_run(int argc, char **argv)
 	int c, rc = 2, no_db = 0;
 	long v;
 	double x;
-	char given[O_TIE - O_MODEL + 1] = {0};	/* which options were written */
+	char given[O_RANK_OBJECTIVE - O_MODEL + 1] = {0};	/* which options were written */
 
 	memset(&a, 0, sizeof a);
 	pipe_opts_default(&a.o);
 	a.o.epochs = 2;	/* the reference's: mas, mas-cmc and usq learn unless --epochs 0 */
+	a.rank_target = NAN;
 	a.sets = xcalloc((size_t)argc + 1, sizeof(char *));
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (c >= O_MODEL && c <= O_TIE)
+		if (c >= O_MODEL && c <= O_RANK_OBJECTIVE)
 			given[c - O_MODEL] = 1;
 		switch (c) {
 		case O_MODEL: free(a.model_dir); a.model_dir = xstrdup(optarg); break;
@@ -477,6 +541,27 @@ cmd_run(int argc, char **argv)
 			}
 			break;
 		case O_TIE: a.o.tie = 1; break;
+		case O_RANK_BUDGET: {
+			double b;
+			if (masq_parse_bytes(optarg, &b, &err) < 0) {
+				rc = cli_usage("run", "--rank-budget: %s", err.msg);
+				goto done;
+			}
+			a.rank_budget = optarg;
+			break;
+		}
+		case O_RANK_OBJECTIVE:
+			if (strcmp(optarg, "relative") != 0 && strcmp(optarg, "absolute") != 0) {
+				rc = cli_usage("run", "--rank-objective is relative or absolute, not '%s'", optarg);
+				goto done;
+			}
+			a.rank_objective = optarg;
+			break;
+		case O_RANK_TARGET:
+			if (parse_float("--rank-target", optarg, -200, -1e-9, &x) < 0)
+				goto done;
+			a.rank_target = x;
+			break;
 		case O_DB: a.db_path = optarg; break;
 		case O_NO_DB: no_db = 1; break;
 		case O_JSON: a.json = 1; break;
@@ -558,14 +643,23 @@ cmd_run(int argc, char **argv)
 		int learns = a.all || method_learns(m);
 		static const struct { int opt; const char *name; } cmc_opts[] = {
 			{O_RANK, "--rank"}, {O_RANK_FLOOR, "--rank-floor"}, {O_SVD, "--svd"}, {O_NO_WHITEN, "--no-whiten"},
-			{O_CMC_TARGET, "--cmc-target"}, {O_CMC_DIAG, "--cmc-diagnostics"},
-		}, learn_opts[] = {
+			{O_CMC_TARGET, "--cmc-target"}, {O_CMC_DIAG, "--cmc-diagnostics"}, {O_RANK_BUDGET, "--rank-budget"},
+			{O_RANK_TARGET, "--rank-target"},
+		}, learning_opts[] = {
 			{O_EPOCHS, "--epochs"}, {O_LR, "--lr"}, {O_LOSS, "--loss"}, {O_LOSS_WEIGHTS, "--loss-weights"},
 			{O_TIE, "--tie"},
 		};
 		const char *bad = NULL, *why = NULL;
 		if (GIVEN(O_DB) && no_db) {
 			rc = cli_usage("run", "--db and --no-db contradict each other: one records, the other does not");
+			goto done;
+		}
+		if (GIVEN(O_RANK_BUDGET) + GIVEN(O_RANK_TARGET) + GIVEN(O_RANK) > 1) {
+			rc = cli_usage("run", "--rank, --rank-budget and --rank-target each choose the ranks: give one");
+			goto done;
+		}
+		if (GIVEN(O_RANK_OBJECTIVE) && !GIVEN(O_RANK_BUDGET) && !GIVEN(O_RANK_TARGET)) {
+			rc = cli_usage("run", "--rank-objective has no effect without --rank-budget or --rank-target");
 			goto done;
 		}
 		if (GIVEN(O_ALPHA) && !smooths)
@@ -577,11 +671,11 @@ cmd_run(int argc, char **argv)
 		for (size_t i = 0; bad == NULL && i < sizeof cmc_opts / sizeof cmc_opts[0]; i++)
 			if (GIVEN(cmc_opts[i].opt) && !cmc)
 				bad = cmc_opts[i].name, why = "only mas-cmc compensates";
-		for (size_t i = 0; bad == NULL && i < sizeof learn_opts / sizeof learn_opts[0]; i++)
-			if (GIVEN(learn_opts[i].opt) && !learns)
-				bad = learn_opts[i].name, why = "only mas, mas-cmc and usq learn their factors";
-			else if (i > 0 && GIVEN(learn_opts[i].opt) && a.o.epochs == 0)
-				bad = learn_opts[i].name, why = "--epochs 0 learns nothing";
+		for (size_t i = 0; bad == NULL && i < sizeof learning_opts / sizeof learning_opts[0]; i++)
+			if (GIVEN(learning_opts[i].opt) && !learns)
+				bad = learning_opts[i].name, why = "only mas, mas-cmc and usq learn their factors";
+			else if (i > 0 && GIVEN(learning_opts[i].opt) && a.o.epochs == 0)
+				bad = learning_opts[i].name, why = "--epochs 0 learns nothing";
 		if (bad != NULL) {
 			rc = cli_usage("run", "%s has no effect with --method %s%s: %s", bad, a.all ? "all" : method_name(m),
 			    a.o.epochs == 0 && learns ? " --epochs 0" : "", why);
@@ -656,6 +750,8 @@ cmd_run(int argc, char **argv)
 		if (nm == 1) {
 			printf("layer output SQNR (dB) against the FP model, each quantized layer feeding the next:\n");
 			print_table(ss[0], a.verbose);
+			if (a.alloc != NULL)
+				print_alloc(ss[0], a.alloc);
 			print_summary(ss[0]);
 		} else {
 			printf("layer output SQNR (dB) per method, text / vision / audio:\n%-5s", "layer");
@@ -688,6 +784,7 @@ cmd_run(int argc, char **argv)
 done:
 	if (db != NULL)
 		sdb_close(db);
+	json_decref(a.alloc);
 	free(a.sets);
 	free(a.model_dir);
 	free(a.calib_path);

@@ -361,17 +361,21 @@ print_deviations(const replay_report *rep)
 {
 	for (int k = 0; k < RK_COUNT; k++) {
 		const replay_dev *d = &rep->dev[k];
+		int db = k == RK_DB || k == RK_LEARN_DB;
 		if (d->event == 0)
 			printf("  %-10s no deviation (tolerance %g%s)\n", replay_kind_name(k), replay_kind_tol(k),
-			    k == RK_DB ? " dB" : ", relative");
+			    db ? " dB" : ", relative");
 		else
 			printf("  %-10s largest deviation %.3g%s at event %lld (%s) %s (tolerance %g%s)\n",
-			    replay_kind_name(k), d->value, k == RK_DB ? " dB" : "", (long long)d->event, d->cmd, d->path,
-			    replay_kind_tol(k), k == RK_DB ? " dB" : ", relative");
+			    replay_kind_name(k), d->value, db ? " dB" : "", (long long)d->event, d->cmd, d->path,
+			    replay_kind_tol(k), db ? " dB" : ", relative");
 	}
 	if (rep->uncompared > 0)
-		printf("  %d hashes could not be compared by content (a dump loaded without its blobs, or export files)\n",
-		    rep->uncompared);
+		printf("  %d values not compared: hashes with nothing to compare by content (a dump loaded without its "
+		    "blobs, export files), or allocated ranks continued from the recording\n", rep->uncompared);
+	if (rep->adopted > 0)
+		printf("  %d learned factors or allocated ranks differed within tolerance: the replay went on from the "
+		    "recorded ones\n", rep->adopted);
 }
 
 int

@@ -196,4 +196,32 @@ assert b['rank'] == 0 and 'sqnr_no_cmc_db' not in b, b
 assert b['sqnr_db']['vision'] == a['sqnr_no_cmc_db']['vision'] and b['sqnr_db']['audio'] == a['sqnr_no_cmc_db']['audio'], (a, b)
 assert b['sqnr_db']['text'] == a['sqnr_db']['text'], (a, b)
 "
+# A rank budget (allocate-ranks): within its bytes, never more whitened
+# error than the uniform ratio at the same bytes, the ranks applied to the
+# linears that were quantized, the session replayed exactly; refusals.
+"$MASQ" run $S --method mas-cmc --epochs 0 --rank-budget 1MB --db "$w/alloc.db" --json > "$w/alloc.json" 2>/dev/null
+check "--rank-budget 1MB: the allocation keeps its budget and beats the uniform ratio at the same bytes" "$py" -c "
+import json
+d = json.load(open('$w/alloc.json')); r = d['rank_allocation']
+assert r['budget'] == 1e6 and r['bytes'] <= 1e6 and r['objective'] == 'relative', r
+assert r['error_db'] < r['uniform']['error_db'] and r['uniform']['bytes'] <= r['bytes'], (r['error_db'], r['uniform'])
+want = {(l, n): k for l, n, k in r['ranks']}
+got = {(L['layer'], x['name']): x['rank'] for L in d['layers'] for x in L['linears'] if x['name'] != 'down_proj'}
+assert want == got, (want, got)
+assert all(k == 0 or k >= 2 for k in want.values()), want
+assert d['cost']['cmc_bytes'] == round(r['bytes']), (d['cost'], r['bytes'])
+c = r['budget_curve']
+assert len(c) == 9 and all(c[i][1] >= c[i + 1][1] for i in range(8)) and all(x[1] <= x[2] for x in c), c
+"
+check "a session with an allocation replays exactly" "$MASQ" replay --db "$w/alloc.db" --exact
+"$MASQ" run $S --method mas-cmc --epochs 0 --rank-target -10 --no-db --json > "$w/alloct.json" 2>/dev/null
+check "--rank-target -10 reaches -10 dB with fewer bytes than the uniform ratio needs" "$py" -c "
+import json
+r = json.load(open('$w/alloct.json'))['rank_allocation']
+assert r['error_db'] <= -10 and r['uniform']['error_db'] > r['error_db'], r
+"
+expect "--rank, --rank-budget and --rank-target each choose the ranks" "--rank with --rank-budget" -- "$MASQ" run $T --rank 8 --rank-budget 1MB
+expect "--rank-budget has no effect with --method mas" "--rank-budget with mas" -- "$MASQ" run $T --method mas --rank-budget 1MB
+expect "unknown unit 'parsecs'" "--rank-budget with a bad unit" -- "$MASQ" run $T --rank-budget "3 parsecs"
+expect "--rank-objective has no effect without" "--rank-objective alone" -- "$MASQ" run $T --rank-objective absolute
 done_testing
