@@ -553,10 +553,13 @@ scmd_finish(sess *s, json_t *args, json_t *res, masq_err *err)
 int
 scmd_finish_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err)
 {
-	(void)s;
 	(void)args;
-	(void)res;
 	(void)err;
 	rs->finished = 1;
+	/* the summary, for what reads a restored session (sessions diff) */
+	mods_from_json(json_object_get(res, "sqnr_db"), s->p.summary.sqnr);
+	mods_from_json(json_object_get(res, "mae"), s->p.summary.mae);
+	json_t *kl = json_object_get(res, "kl_text");
+	s->p.summary.kl_text = json_is_number(kl) ? json_number_value(kl) : NAN;
 	return 0;
 }

@@ -223,6 +223,9 @@ int sess_threads(const sess *s);
 json_t *sess_environment(const sess *s);
 /* It failed before its first layer (its row's status). */
 int sess_failed(const sess *s);
+/* The recorded fingerprints of the session's model and calibration set. */
+const char *sess_model_fingerprint(const sess *s);
+const char *sess_calib_fingerprint(const sess *s);
 
 /* What the compensation costs: the parameters of L1 and L2 of linear k of
  * layer l, summed over the compensated modalities present (the ranks in
@@ -232,6 +235,9 @@ int sess_failed(const sess *s);
 int64_t sess_lin_cmc_params(const sess *s, int l, int k);
 int64_t sess_layer_cmc_params(const sess *s, int l);
 int64_t sess_cmc_params(const sess *s);
+/* The whole-number rank of linear k of layer l: in effect once measured,
+ * else the one its setting gives (0: none, or not mas-cmc). */
+int sess_lin_rank(const sess *s, int l, int k);
 uint64_t sess_checkpoint_bytes(const sess *s);
 /* Does the compensation of linear k of layer l, as last measured, leave
  * modality m (vision, audio) more than SESS_CMC_WORSE_DB below the same

@@ -141,6 +141,18 @@ sess_environment(const sess *s)
 	return s->env;
 }
 
+const char *
+sess_model_fingerprint(const sess *s)
+{
+	return s->model_fp ? s->model_fp : "";
+}
+
+const char *
+sess_calib_fingerprint(const sess *s)
+{
+	return s->calib_fp ? s->calib_fp : "";
+}
+
 int
 sess_failed(const sess *s)
 {
@@ -167,6 +179,19 @@ sess_lin_cmc_params(const sess *s, int l, int k)
 		n += (int64_t)r * (in + out);
 	}
 	return n;
+}
+
+int
+sess_lin_rank(const sess *s, int l, int k)
+{
+	int out, in;
+	if (!s->opened || l < 0 || l >= s->p.n_layers || k < 0 || k >= LIN_COUNT || k == LIN_DOWN ||
+	    sess_layer_method(s, l) != METHOD_MAS_CMC)
+		return 0;
+	if (sess_layer_linears_known(s, l))
+		return s->p.results[l].lin[k].rank;
+	layer_lin_shape(&s->m.cfg, k, &out, &in);
+	return cmc_rank_resolve(s->p.settings[l].rank[k], s->p.settings[l].rank_floor, in, out);
 }
 
 int64_t

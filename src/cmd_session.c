@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,26 +106,78 @@ open_db(const struct sopts *o, sdb **db)
 	return 0;
 }
 
+/* What a session's events say of its end: the last finish's SQNR per
+ * modality, the last export's tensor bytes. */
+struct ends {
+	double sqnr[MOD_COUNT];
+	double export_bytes;
+};
+
+static int
+ends_event(void *ctx, const sdb_event *e)
+{
+	struct ends *x = ctx;
+	if (strcmp(e->kind, "result") != 0)
+		return 0;
+	if (strcmp(e->name, "finish") == 0 || strcmp(e->name, "export") == 0) {
+		json_t *j = json_loads(e->payload, 0, NULL);
+		if (strcmp(e->name, "finish") == 0) {
+			json_t *sq = json_object_get(j, "sqnr_db");
+			for (int m = 0; m < MOD_COUNT; m++) {
+				json_t *v = json_object_get(sq, modality_name(m));
+				x->sqnr[m] = json_is_number(v) ? json_number_value(v) : NAN;
+			}
+		} else {
+			json_t *v = json_object_get(json_object_get(j, "bytes"), "tensors");
+			if (json_is_number(v))
+				x->export_bytes = json_number_value(v);
+		}
+		json_decref(j);
+	}
+	return 0;
+}
+
+struct list_ctx {
+	sdb *db;
+	json_t *arr;	/* --json */
+	masq_err *err;
+};
+
 static int
 list_one(void *ctx, const sdb_session *s)
 {
-	json_t *arr = ctx;
-	if (arr != NULL) {
-		json_t *j = json_object();
+	struct list_ctx *lc = ctx;
+	struct ends x = {{NAN, NAN, NAN}, NAN};
+	if (sdb_event_each(lc->db, s->id, ends_event, &x, lc->err) < 0)
+		return masq_err_prefix(lc->err, "session %lld", (long long)s->id);
+	json_t *st = json_loads(s->settings, 0, NULL);
+	if (lc->arr != NULL) {
+		json_t *j = json_object(), *sq = json_object();
 		json_object_set_new(j, "id", json_integer(s->id));
 		json_object_set_new(j, "created", json_string(s->created));
 		json_object_set_new(j, "status", json_string(s->status));
 		json_object_set_new(j, "model", json_string(s->model_path ? s->model_path : ""));
 		json_object_set_new(j, "calib", json_string(s->calib_path ? s->calib_path : ""));
-		json_object_set_new(j, "settings", json_loads(s->settings, 0, NULL));
-		json_array_append_new(arr, j);
+		json_object_set_new(j, "settings", st ? json_incref(st) : json_null());
+		for (int m = 0; m < MOD_COUNT; m++)
+			json_object_set_new(sq, modality_name(m), isfinite(x.sqnr[m]) ? json_real(x.sqnr[m]) : json_null());
+		json_object_set_new(j, "sqnr_db", sq);
+		json_object_set_new(j, "export_bytes", isfinite(x.export_bytes) ? json_integer((json_int_t)x.export_bytes) :
+		    json_null());
+		json_array_append_new(lc->arr, j);
+		json_decref(st);
 		return 0;
 	}
-	json_t *st = json_loads(s->settings, 0, NULL);
-	printf("%-5lld %-20s %-9s %-8s W%lldA%lld  %s\n", (long long)s->id, s->created, s->status,
+	char t[MOD_COUNT][16], eb[32] = "-";
+	for (int m = 0; m < MOD_COUNT; m++)
+		cli_fmt_db(t[m], sizeof t[m], x.sqnr[m]);
+	if (isfinite(x.export_bytes))
+		masq_fmt_bytes((uint64_t)x.export_bytes, eb, sizeof eb);
+	printf("%-5lld %-24s %-9s %-8s W%lldA%-3lld %7s %7s %7s %9s  %s\n", (long long)s->id, s->created, s->status,
 	    json_string_value(json_object_get(st, "method")) ? json_string_value(json_object_get(st, "method")) : "?",
 	    (long long)json_integer_value(json_object_get(st, "wbits")),
-	    (long long)json_integer_value(json_object_get(st, "abits")), s->model_path ? s->model_path : "");
+	    (long long)json_integer_value(json_object_get(st, "abits")), t[0], t[1], t[2], eb,
+	    s->model_path ? s->model_path : "");
 	json_decref(st);
 	return 0;
 }
@@ -182,6 +235,178 @@ show_environment(const sdb_session *s)
 	json_decref(env);
 }
 
+/* ---- sessions diff ------------------------------------------------------------ */
+
+struct diff {
+	json_t *rows;		/* [{layer, what, a, b}] */
+	int text;		/* print as text */
+};
+
+static void
+diff_row(struct diff *d, int layer, const char *what, json_t *a, json_t *b, int always)
+{
+	if (!always && json_equal(a, b)) {
+		json_decref(a);
+		json_decref(b);
+		return;
+	}
+	json_t *r = json_object();
+	json_object_set_new(r, "layer", layer >= 0 ? json_integer(layer) : json_string("model"));
+	json_object_set_new(r, "what", json_string(what));
+	json_object_set_new(r, "a", a);
+	json_object_set_new(r, "b", b);
+	if (json_is_number(a) && json_is_number(b) && (strncmp(what, "SQNR", 4) == 0 || strncmp(what, "KL", 2) == 0 ||
+	    strstr(what, "bytes") != NULL))
+		json_object_set_new(r, "b_minus_a", json_real(json_number_value(b) - json_number_value(a)));
+	json_array_append_new(d->rows, r);
+}
+
+static json_t *
+num(double v)
+{
+	return isfinite(v) ? json_real(v) : json_null();
+}
+
+/* Layer l's setting and figures in a against b: the rows that differ, and
+ * the SQNR per modality always. */
+static void
+diff_layer(struct diff *d, sess *a, sess *b, int l)
+{
+	const layer_setting *sa = sess_layer_setting(a, l), *sb = sess_layer_setting(b, l);
+	char what[64];
+	int ma = sess_layer_method(a, l), mb = sess_layer_method(b, l);
+	diff_row(d, l, "method", json_string(method_name(ma)), json_string(method_name(mb)), 0);
+	for (int g = 0; g < GRP_COUNT; g++)
+		for (int row = 0; row < ALPHA_ROWS; row++) {
+			int used_a = ma != METHOD_RTN && (row == ALPHA_UNIFIED) != method_per_modality(ma);
+			int used_b = mb != METHOD_RTN && (row == ALPHA_UNIFIED) != method_per_modality(mb);
+			if ((!used_a && !used_b) || (row < MOD_COUNT && !sess_mod_present(a, row)))
+				continue;
+			snprintf(what, sizeof what, "%s alpha %s", smooth_group_name(g),
+			    row == ALPHA_UNIFIED ? "unified" : modality_name(row));
+			diff_row(d, l, what, used_a ? num(sa->alpha[g][row]) : json_null(),
+			    used_b ? num(sb->alpha[g][row]) : json_null(), 0);
+		}
+	for (int k = 0; k < LIN_COUNT; k++) {
+		if (k == LIN_DOWN || (ma != METHOD_MAS_CMC && mb != METHOD_MAS_CMC))
+			continue;
+		/* the rank in effect: a ratio and a whole number compare as ranks */
+		snprintf(what, sizeof what, "%s rank", lin_name(k));
+		diff_row(d, l, what, ma == METHOD_MAS_CMC ? json_integer(sess_lin_rank(a, l, k)) : json_null(),
+		    mb == METHOD_MAS_CMC ? json_integer(sess_lin_rank(b, l, k)) : json_null(), 0);
+	}
+	diff_row(d, l, "epochs", method_learns(ma) ? json_integer(sa->epochs) : json_null(),
+	    method_learns(mb) ? json_integer(sb->epochs) : json_null(), 0);
+	for (int m = 0; m < STATS_ROWS; m++) {
+		if (m < MOD_COUNT && !sess_mod_present(a, m))
+			continue;
+		snprintf(what, sizeof what, "SQNR %s", m < MOD_COUNT ? modality_name(m) : "all");
+		diff_row(d, l, what, sess_layer_measured(a, l) ? num(sess_layer_result(a, l)->sqnr[m]) : json_null(),
+		    sess_layer_measured(b, l) ? num(sess_layer_result(b, l)->sqnr[m]) : json_null(), 1);
+	}
+	int eb = export_cmc_elem_bytes();
+	diff_row(d, l, "compensation bytes", json_integer(sess_layer_cmc_params(a, l) * eb),
+	    json_integer(sess_layer_cmc_params(b, l) * eb), 0);
+}
+
+static void
+print_cell(json_t *v, int w, int bytes)
+{
+	char b[32];
+	if (json_is_null(v))
+		printf(" %*s", w, "-");
+	else if (bytes == 1 && json_is_number(v))
+		printf(" %*s", w, masq_fmt_bytes((uint64_t)fabs(json_number_value(v)), b, sizeof b));
+	else if (bytes == 2 && json_is_number(v))
+		printf(" %*.2f", w, json_number_value(v));
+	else if (json_is_integer(v))
+		printf(" %*lld", w, (long long)json_integer_value(v));
+	else if (json_is_real(v))
+		printf(" %*.4g", w, json_real_value(v));
+	else
+		printf(" %*s", w, json_string_value(v) ? json_string_value(v) : "?");
+}
+
+static int
+sessions_diff(const struct sopts *o, sdb *db, long ia, long ib)
+{
+	masq_err err = {0};
+	sess *a = NULL, *b = NULL;
+	int fa, fb, rc = 2;
+
+	if (sess_attach(&a, db, ia, o->model, o->calib, 0, &err) < 0 || sess_restore(a, &fa, &err) < 0 ||
+	    sess_attach(&b, db, ib, o->model, o->calib, 0, &err) < 0 || sess_restore(b, &fb, &err) < 0) {
+		masq_err_prefix(&err, "sessions diff %ld %ld", ia, ib);
+		rc = cli_fail(&err);
+		goto out;
+	}
+	const sess_view *va = sess_view_get(a), *vb = sess_view_get(b);
+	if (va->n_layers != vb->n_layers || strcmp(sess_model_fingerprint(a), sess_model_fingerprint(b)) != 0) {
+		rc = cli_usage("sessions", "sessions %ld and %ld are of different models: nothing to compare layer by layer",
+		    ia, ib);
+		goto out;
+	}
+	struct diff d = {json_array(), !o->json};
+	diff_row(&d, -1, "calibration", json_string(sess_calib_fingerprint(a)), json_string(sess_calib_fingerprint(b)), 0);
+	diff_row(&d, -1, "bits", json_pack("[i, i]", va->wbits, va->abits), json_pack("[i, i]", vb->wbits, vb->abits), 0);
+	diff_row(&d, -1, "weight group", json_integer(va->wgroup), json_integer(vb->wgroup), 0);
+	diff_row(&d, -1, "seed", json_integer((json_int_t)va->opts->seed), json_integer((json_int_t)vb->opts->seed), 0);
+	diff_row(&d, -1, "rank floor", json_integer(va->opts->rank_floor), json_integer(vb->opts->rank_floor), 0);
+	diff_row(&d, -1, "whiten", json_boolean(va->opts->whiten), json_boolean(vb->opts->whiten), 0);
+	for (int l = 0; l < va->n_layers; l++)
+		diff_layer(&d, a, b, l);
+	for (int m = 0; m < STATS_ROWS; m++) {
+		char what[32];
+		if (m < MOD_COUNT && !sess_mod_present(a, m))
+			continue;
+		snprintf(what, sizeof what, "SQNR %s", m < MOD_COUNT ? modality_name(m) : "all");
+		diff_row(&d, -1, what, fa ? num(va->summary->sqnr[m]) : json_null(),
+		    fb ? num(vb->summary->sqnr[m]) : json_null(), 1);
+	}
+	diff_row(&d, -1, "KL text", fa ? num(va->summary->kl_text) : json_null(),
+	    fb ? num(vb->summary->kl_text) : json_null(), 1);
+	int eb = export_cmc_elem_bytes();
+	diff_row(&d, -1, "compensation bytes", json_integer(sess_cmc_params(a) * eb), json_integer(sess_cmc_params(b) * eb),
+	    1);
+	if (o->json) {
+		json_t *doc = json_pack("{s:I, s:I, s:o}", "a", (json_int_t)ia, "b", (json_int_t)ib, "rows", d.rows);
+		json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		printf("\n");
+		json_decref(doc);
+	} else {
+		size_t i;
+		json_t *r;
+		printf("session %ld (a) against session %ld (b): what differs, and the SQNR (dB) everywhere\n", ia, ib);
+		printf("%-5s %-22s %12s %12s %9s\n", "layer", "", "a", "b", "b - a");
+		json_array_foreach(d.rows, i, r) {
+			json_t *ly = json_object_get(r, "layer");
+			if (json_is_integer(ly))
+				printf("%-5lld", (long long)json_integer_value(ly));
+			else
+				printf("%-5s", "model");
+			const char *wh = json_string_value(json_object_get(r, "what"));
+			int bytes = strstr(wh, "bytes") != NULL ? 1 : strncmp(wh, "SQNR", 4) == 0 ? 2 : 0;
+			printf(" %-22s", wh);
+			print_cell(json_object_get(r, "a"), 12, bytes);
+			print_cell(json_object_get(r, "b"), 12, bytes);
+			json_t *dd = json_object_get(r, "b_minus_a");
+			char bb[32];
+			if (dd != NULL && bytes == 1)
+				printf(" %s%s", json_real_value(dd) < 0 ? "-" : "+",
+				    masq_fmt_bytes((uint64_t)fabs(json_real_value(dd)), bb, sizeof bb));
+			else if (dd != NULL)
+				printf(bytes == 2 ? " %+9.2f" : " %+9.3g", json_real_value(dd));
+			printf("\n");
+		}
+		json_decref(d.rows);
+	}
+	rc = 0;
+out:
+	sess_free(a);
+	sess_free(b);
+	return rc;
+}
+
 int
 cmd_sessions(int argc, char **argv)
 {
@@ -222,25 +447,39 @@ cmd_sessions(int argc, char **argv)
 		sdb_close(db);
 		return rc;
 	}
+	if (strcmp(what, "diff") == 0) {
+		long ia, ib;
+		if (argc - i != 2)
+			return cli_usage("sessions", "diff takes two session ids");
+		if (cli_int("sessions", "ID", argv[i], 1, 0x7fffffffL, &ia) < 0 ||
+		    cli_int("sessions", "ID", argv[i + 1], 1, 0x7fffffffL, &ib) < 0)
+			return 2;
+		if ((rc = open_db(&o, &db)) != 0)
+			return rc;
+		rc = sessions_diff(&o, db, ia, ib);
+		sdb_close(db);
+		return rc;
+	}
 	if (i < argc && cli_int("sessions", "ID", argv[i++], 1, 0x7fffffffL, &id) < 0)
 		return 2;
 	if (i != argc)
 		return cli_usage("sessions", "unexpected argument '%s'", argv[i]);
 	if (strcmp(what, "list") != 0 && strcmp(what, "show") != 0 && strcmp(what, "dump") != 0)
-		return cli_usage("sessions", "expected list, show ID, dump ID or load FILE, not '%s'", what);
+		return cli_usage("sessions", "expected list, show ID, dump ID, diff A B or load FILE, not '%s'", what);
 	if ((rc = open_db(&o, &db)) != 0)
 		return rc;
 	if (strcmp(what, "list") == 0) {
-		json_t *arr = o.json ? json_array() : NULL;
+		struct list_ctx lc = {db, o.json ? json_array() : NULL, &err};
 		if (!o.json)
-			printf("%-5s %-20s %-9s %-8s %-7s %s\n", "id", "created", "status", "method", "bits", "model");
-		rc = sdb_session_each(db, list_one, arr, &err) < 0 ? cli_fail(&err) : 0;
-		if (arr != NULL) {
+			printf("%-5s %-24s %-9s %-8s %-7s %7s %7s %7s %9s  %s\n", "id", "created", "status", "method", "bits",
+			    "text", "vision", "audio", "export", "model");
+		rc = sdb_session_each(db, list_one, &lc, &err) < 0 ? cli_fail(&err) : 0;
+		if (lc.arr != NULL) {
 			if (rc == 0) {
-				json_dumpf(arr, stdout, JSON_INDENT(2));
+				json_dumpf(lc.arr, stdout, JSON_INDENT(2));
 				printf("\n");
 			}
-			json_decref(arr);
+			json_decref(lc.arr);
 		}
 	} else if (strcmp(what, "show") == 0) {
 		sdb_session s;

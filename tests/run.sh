@@ -224,4 +224,41 @@ expect "--rank, --rank-budget and --rank-target each choose the ranks" "--rank w
 expect "--rank-budget has no effect with --method mas" "--rank-budget with mas" -- "$MASQ" run $T --method mas --rank-budget 1MB
 expect "unknown unit 'parsecs'" "--rank-budget with a bad unit" -- "$MASQ" run $T --rank-budget "3 parsecs"
 expect "--rank-objective has no effect without" "--rank-objective alone" -- "$MASQ" run $T --rank-objective absolute
+# sessions diff and the list's columns, checked against the runs' own JSON.
+"$MASQ" run $T --method mas-cmc --epochs 0 --db "$w/diff.db" --json > "$w/diff-a.json" 2>/dev/null
+"$MASQ" run $T --method mas-cmc --epochs 0 --db "$w/diff.db" --rank-budget 100kB --set 1.qkv.alpha.vision=0.7 --json > "$w/diff-b.json" 2>/dev/null
+"$MASQ" run $S --method mas --epochs 0 --db "$w/diff.db" > /dev/null 2>&1
+"$MASQ" export --db "$w/diff.db" --session 2 --format masquant --out "$w/diff-mq" > "$w/diff-export.txt" 2>&1
+check "sessions diff 1 2 --json" sh -c "'$MASQ' sessions diff 1 2 --db '$w/diff.db' --json > '$w/diff.json'"
+check "... says what changed and the figures of both, as the runs reported them" "$py" -c "
+import json
+a, b, d = (json.load(open('$w/' + f)) for f in ('diff-a.json', 'diff-b.json', 'diff.json'))
+rows = {(r['layer'], r['what']): r for r in d['rows']}
+r = rows[(1, 'qkv alpha vision')]; assert abs(r['a'] - 0.5) < 1e-6 and abs(r['b'] - 0.7) < 1e-6, r
+assert (0, 'qkv alpha vision') not in rows, 'an unchanged setting is not listed'
+for m in ('text', 'vision', 'audio'):
+    r = rows[('model', 'SQNR ' + m)]
+    assert r['a'] == a['summary']['sqnr_db'][m] and r['b'] == b['summary']['sqnr_db'][m], r
+    for L in range(2):
+        r = rows[(L, 'SQNR ' + m)]
+        assert r['a'] == a['layers'][L]['sqnr_db'][m] and r['b'] == b['layers'][L]['sqnr_db'][m], r
+r = rows[('model', 'compensation bytes')]
+assert r['a'] == a['cost']['cmc_bytes'] and r['b'] == b['cost']['cmc_bytes'] and r['b_minus_a'] == r['b'] - r['a'], r
+for L in b['layers']:
+    for x in L['linears']:
+        k = (L['layer'], x['name'] + ' rank')
+        if k in rows: assert rows[k]['b'] == x['rank'], (k, rows[k], x['rank'])
+"
+check "sessions list --json: the final SQNR and the export's bytes" sh -c "'$MASQ' sessions list --db '$w/diff.db' --json > '$w/list.json'" 
+check "... as the run and the export reported them" "$py" -c "
+import json, re
+l = {s['id']: s for s in json.load(open('$w/list.json'))}; b = json.load(open('$w/diff-b.json'))
+assert l[2]['sqnr_db'] == b['summary']['sqnr_db'] or all(abs(l[2]['sqnr_db'][m] - b['summary']['sqnr_db'][m]) < 1e-12 for m in ('text', 'vision', 'audio')), l[2]
+assert l[1]['export_bytes'] is None, l[1]
+line = [x for x in open('$w/diff-export.txt') if x.startswith('tensors ')][0]
+assert l[2]['export_bytes'] > 0 and l[3]['settings']['method'] == 'mas', (l[2], line)
+"
+check "sessions list prints the columns" sh -c "'$MASQ' sessions list --db '$w/diff.db' | head -n 1 | grep -q 'text  vision   audio    export'"
+expect "are of different models" "sessions diff of two models" -- "$MASQ" sessions diff 1 3 --db "$w/diff.db"
+expect "diff takes two session ids" "sessions diff with one id" -- "$MASQ" sessions diff 1 --db "$w/diff.db"
 done_testing
