@@ -267,7 +267,7 @@ typedef struct sess_field {
 enum sess_field_id {
 	SF_LAYER, SF_STATE, SF_METHOD, SF_ALPHAS, SF_ALPHA_T, SF_ALPHA_V, SF_ALPHA_A, SF_RANK, SF_SQNR_T,
 	SF_SQNR_V, SF_SQNR_A, SF_SQNR_ALL, SF_MAE_T, SF_MAE_V, SF_MAE_A, SF_MAE_ALL, SF_SECONDS, SF_EPOCHS, SF_GAIN,
-	SF_CMC_BYTES, SF_COUNT
+	SF_CMC_BYTES, SF_OWN_T, SF_OWN_V, SF_OWN_A, SF_OWN_ALL, SF_COUNT
 };
 extern const sess_field sess_fields[SF_COUNT];
 /* The value of field f for layer l, formatted in w columns (w 0: no

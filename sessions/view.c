@@ -245,6 +245,30 @@ sess_lin_rank_floored(const sess *s, int l, int k)
 	return ls->rank[k] > 0 && ls->rank[k] <= 1 && (int)floor(ls->rank[k] * mn) < ls->rank_floor;
 }
 
+/* Sensitivity: the error layer l adds itself, as an SQNR.  The noise-to-
+ * signal ratio of its output less that of its input (the previous layer's
+ * output; none before layer 0), from the recorded per-token mean SQNRs, so
+ * an estimate: low where quantizing the layer costs the most, whatever
+ * came before it.  Capped at 120 dB where the layer adds nothing. */
+static double
+own_of(const sess *s, int l, int m)
+{
+	if (!sess_layer_measured(s, l) || (m < MOD_COUNT && !sess_mod_present(s, m)))
+		return NAN;
+	double out = pow(10.0, -s->p.results[l].sqnr[m] / 10.0), in = 0;
+	if (l > 0) {
+		if (!sess_layer_measured(s, l - 1))
+			return NAN;
+		in = pow(10.0, -s->p.results[l - 1].sqnr[m] / 10.0);
+	}
+	return fmin(120.0, -10.0 * log10(fmax(out - in, 1e-12)));
+}
+
+static double f_own_t(const sess *s, int l) { return own_of(s, l, MOD_TEXT); }
+static double f_own_v(const sess *s, int l) { return own_of(s, l, MOD_VISION); }
+static double f_own_a(const sess *s, int l) { return own_of(s, l, MOD_AUDIO); }
+static double f_own_all(const sess *s, int l) { return own_of(s, l, STATS_ALL); }
+
 /* The layer's compensation in bytes (NAN when it has none). */
 static double
 f_cmc_bytes(const sess *s, int l)
@@ -392,6 +416,10 @@ const sess_field sess_fields[SF_COUNT] = {
 	[SF_EPOCHS] = {"epochs", "ep", 4, SFK_INT, "epochs", NULL, f_epochs, NULL},
 	[SF_GAIN] = {"learn.gain", "gain", 6, SFK_DB, "learn_gain_db", NULL, f_gain, NULL},
 	[SF_CMC_BYTES] = {"cmc.bytes", "comp", 9, SFK_BYTES, "cmc_bytes", NULL, f_cmc_bytes, NULL},
+	[SF_OWN_T] = {"own.text", "text", 7, SFK_DB, "own_sqnr_db", "text", f_own_t, NULL},
+	[SF_OWN_V] = {"own.vision", "vision", 7, SFK_DB, "own_sqnr_db", "vision", f_own_v, NULL},
+	[SF_OWN_A] = {"own.audio", "audio", 7, SFK_DB, "own_sqnr_db", "audio", f_own_a, NULL},
+	[SF_OWN_ALL] = {"own.all", "all", 7, SFK_DB, "own_sqnr_db", "all", f_own_all, NULL},
 };
 
 void

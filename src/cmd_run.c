@@ -278,6 +278,23 @@ print_summary(const sess *s)
 			printf(" %s %.4g", modality_name(m), v->summary->mae[m]);
 	if (isfinite(v->summary->kl_text))
 		printf("\nKL of next-token distributions at text positions: %.4g", v->summary->kl_text);
+	/* sensitivity: the layers that add the most error themselves */
+	if (v->n_layers > 1) {
+		int order[v->n_layers], n = 0;
+		for (int l = 0; l < v->n_layers; l++) {
+			double x = sess_fields[SF_OWN_ALL].value(s, l);
+			if (!isfinite(x))
+				continue;
+			int j = n++;
+			for (; j > 0 && sess_fields[SF_OWN_ALL].value(s, order[j - 1]) > x; j--)
+				order[j] = order[j - 1];
+			order[j] = l;
+		}
+		if (n > 0)
+			printf("\nthe layers adding the most error themselves (own SQNR, all tokens):");
+		for (int i = 0; i < n && i < 3; i++)
+			printf("%s layer %d %.2f dB", i ? "," : "", order[i], sess_fields[SF_OWN_ALL].value(s, order[i]));
+	}
 	/* where the compensation costs more than it mends */
 	for (int m = MOD_VISION; m < MOD_COUNT; m++) {
 		int hurt = 0, all = 0, wl = -1, wk = -1;

@@ -261,4 +261,15 @@ assert l[2]['export_bytes'] > 0 and l[3]['settings']['method'] == 'mas', (l[2], 
 check "sessions list prints the columns" sh -c "'$MASQ' sessions list --db '$w/diff.db' | head -n 1 | grep -q 'text  vision   audio    export'"
 expect "are of different models" "sessions diff of two models" -- "$MASQ" sessions diff 1 3 --db "$w/diff.db"
 expect "diff takes two session ids" "sessions diff with one id" -- "$MASQ" sessions diff 1 --db "$w/diff.db"
+# Sensitivity: the error each layer adds itself, from the recorded SQNRs.
+check "own_sqnr_db is the SQNR of the noise each layer adds (its output's NSR less its input's)" "$py" -c "
+import json, math
+d = json.load(open('$w/diff-a.json')); prev = None
+for L in d['layers']:
+    for m in ('text', 'vision', 'audio', 'all'):
+        out = 10 ** (-L['sqnr_db'][m] / 10); inn = 10 ** (-prev['sqnr_db'][m] / 10) if prev else 0
+        want = min(120, -10 * math.log10(max(out - inn, 1e-12)))
+        assert abs(L['own_sqnr_db'][m] - want) < 1e-9, (L['layer'], m, L['own_sqnr_db'][m], want)
+    prev = L
+"
 done_testing

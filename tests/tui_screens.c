@@ -76,6 +76,7 @@ static const struct step script[] = {
 	{"overview-worst", {'w'}, A_NONE, 0, 0, 0},
 	{"overview-threshold", {'t', '4', '0', '\r'}, A_NONE, 0, 0, 0},
 	{"overview-invert", {'i'}, A_NONE, 0, 0, 0},
+	{"overview-own", {'v', 'w'}, A_NONE, 0, 0, 0},
 	{"finish", {27, 'f'}, A_NONE, 0, 0, 0},
 	{"export-masquant", {'e'}, A_NONE, 0, 0, 0},
 	{"export-fake", {'\t'}, A_NONE, 0, 0, 0},

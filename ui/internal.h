@@ -55,7 +55,7 @@ enum ui_action {
 	UA_HELP, UA_QUIT, UA_OVERVIEW, UA_LIST, UA_OPEN, UA_BACK,
 	UA_UP, UA_DOWN, UA_PGUP, UA_PGDN, UA_HOME, UA_END,
 	UA_SITE_NEXT, UA_SITE_PREV, UA_GROUP_PREV, UA_GROUP_NEXT, UA_ROW_PREV, UA_ROW_NEXT,
-	UA_PANEL, UA_COMPARE, UA_SORT_PREV, UA_SORT_NEXT, UA_INVERT, UA_WORST, UA_THRESHOLD,
+	UA_PANEL, UA_COMPARE, UA_SORT_PREV, UA_SORT_NEXT, UA_INVERT, UA_WORST, UA_THRESHOLD, UA_OWN,
 	UA_COUNT
 };
 
@@ -169,6 +169,7 @@ struct ui {
 	int quit;
 	/* the overview */
 	int ov_col, ov_desc, ov_top;	/* sort column (OV_*), descending, first row shown */
+	int ov_own;		/* the SQNR columns show the error each layer adds itself */
 	double ov_thr;		/* SQNR threshold (dB) below which figures are marked */
 	/* the job */
 	int busy;		/* a job owns the session: draw its record only */

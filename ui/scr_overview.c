@@ -24,9 +24,18 @@ ov_col_mod(int c)
 	return STATS_ALL;
 }
 
-/* The field of overview column c. */
+/* The field of overview column c; the SQNR columns show each layer's
+ * output, or (v) the error the layer adds itself. */
 static const int ov_field[OV_COLS] = {SF_LAYER, SF_METHOD, SF_ALPHA_T, SF_ALPHA_V, SF_ALPHA_A, SF_RANK, SF_SQNR_T,
 	SF_SQNR_V, SF_SQNR_A, SF_SQNR_ALL};
+
+static int
+ov_field_of(const ui *u, int c)
+{
+	if (u->ov_own && c >= OV_ST && c <= OV_SALL)
+		return SF_OWN_T + (c - OV_ST);
+	return ov_field[c];
+}
 
 /* Layer l's value in overview column c (NAN: none); the method sorts by its number. */
 static double
@@ -34,7 +43,7 @@ ov_value(const ui *u, int l, int c)
 {
 	if (c == OV_METHOD)
 		return sess_layer_method(u->s, l);
-	return sess_fields[ov_field[c]].value(u->s, l);
+	return sess_fields[ov_field_of(u, c)].value(u->s, l);
 }
 
 /* Layers in the overview's order (sort column, direction; NAN last) into idx. */
@@ -81,8 +90,9 @@ ov_worst(ui *u)
 		return;
 	}
 	u->sel = best;
-	ui_msg(u, MSG_INFO, "worst for %s: layer %d at %.2f dB (threshold %.1f dB): Enter opens it",
-	    m == STATS_ALL ? "all tokens" : modality_name(m), best, bv, u->ov_thr);
+	ui_msg(u, MSG_INFO, "%s for %s: layer %d at %.2f dB (threshold %.1f dB): Enter opens it",
+	    u->ov_own ? "adds the most error" : "worst", m == STATS_ALL ? "all tokens" : modality_name(m), best, bv,
+	    u->ov_thr);
 }
 
 /* The overview's own actions: moving in its order, sorting, the worst
@@ -106,6 +116,11 @@ overview_act(ui *u, int action)
 	case UA_INVERT: u->ov_desc = !u->ov_desc; return 1;
 	case UA_WORST: ov_worst(u); return 1;
 	case UA_THRESHOLD: ui_prompt_open(u, PR_THRESH, "SQNR threshold in dB (now %.1f)", u->ov_thr); return 1;
+	case UA_OWN:
+		u->ov_own = !u->ov_own;
+		ui_msg(u, MSG_INFO, "%s", u->ov_own ? "SQNR of the error each layer adds itself (its output's less its "
+		    "input's): sort and w find the layers most sensitive to quantizing" : "SQNR of each layer's output");
+		return 1;
 	}
 	return 0;
 }
@@ -129,8 +144,8 @@ overview_draw(ui *u)
 	if (pos >= u->ov_top + rows)
 		u->ov_top = pos - rows + 1;
 	ui_fill(0, 0, -1, ui_title_attr(&u->g));
-	ui_text(0, 0, -1, ui_title_attr(&u->g), " overview%s%d layers%sSQNR below %.1f dB marked !%ssorted by %s %s",
-	    u->g.sep, n, u->g.sep, u->ov_thr, u->g.sep, head[u->ov_col], arrow);
+	ui_text(0, 0, -1, ui_title_attr(&u->g), " overview%s%d layers%s%s SQNR below %.1f dB marked !%ssorted by %s %s",
+	    u->g.sep, n, u->g.sep, u->ov_own ? "own" : "output", u->ov_thr, u->g.sep, head[u->ov_col], arrow);
 	int x = 1;
 	for (int c = 0; c < OV_COLS; c++) {
 		char h[32];
@@ -160,7 +175,7 @@ overview_draw(ui *u)
 			else if (isnan(fv))
 				snprintf(t, sizeof t, "%*s", width[c] - 1, "-");
 			else if (c <= OV_RANK)
-				sess_field_format(u->s, ov_field[c], l, width[c] - 1, t, sizeof t);
+				sess_field_format(u->s, ov_field_of(u, c), l, width[c] - 1, t, sizeof t);
 			else {
 				snprintf(t, sizeof t, "%*.2f%s", width[c] - 2, fv, fv < u->ov_thr ? "!" : " ");
 				a |= ui_sqnr_attr(&u->g, fv, u->ov_thr, u->ov_thr + 10);
@@ -170,10 +185,11 @@ overview_draw(ui *u)
 		}
 		ui_text(y, x, -1, rowattr | A_DIM, "%s", sess_layer_state_name(sess_layer_state(u->s, l)));
 	}
-	ui_text(LINES - 4, 0, -1, A_DIM, " alpha of qkv per modality; rank of q_proj (the setting until measured)");
+	ui_text(LINES - 4, 0, -1, A_DIM, " alpha of qkv; rank of q_proj; SQNR of %s",
+	    u->ov_own ? "the error each layer adds itself" : "each layer's output");
 	ui_draw_message(u, LINES - 3);
-	const char *kv[] = {u->g.leftright, "sort column", "i", "invert", "w", "worst layer", "t", "threshold",
-	    "Enter", "view", "Esc", "back", NULL};
+	const char *kv[] = {u->g.leftright, "sort column", "i", "invert", "w", "worst layer", "v", u->ov_own ? "output" :
+	    "own error", "t", "threshold", "Enter", "view", "Esc", "back", NULL};
 	ui_draw_keys(u, LINES - 2, kv);
 	ui_draw_status(u);
 }
