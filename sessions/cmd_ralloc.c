@@ -73,11 +73,11 @@ scmd_allocate_ranks(sess *s, json_t *args, json_t *res, masq_err *err)
 {
 	pipeline *p = &s->p;
 	const char *bs = sess_arg_str(args, "budget", NULL), *obj = sess_arg_str(args, "objective", "relative");
-	double target_db = sess_arg_num(args, "target_db", NAN), budget = NAN;
+	double target_db = sess_arg_num(args, "target", NAN), budget = NAN;
 
 	if ((bs == NULL) == !isfinite(target_db))
 		return masq_err_set(err, MASQ_ERR_USAGE,
-		    "allocate-ranks takes a budget (bytes, e.g. budget=2MB) or a target (target_db=-30), one of them");
+		    "allocate-ranks takes a budget (bytes, e.g. budget=2MB) or a target (target=-30, in dB), one of them");
 	int relative = strcmp(obj, "relative") == 0;
 	if (!relative && strcmp(obj, "absolute") != 0)
 		return masq_err_set(err, MASQ_ERR_USAGE, "objective is relative or absolute, not '%s'", obj);
@@ -85,7 +85,7 @@ scmd_allocate_ranks(sess *s, json_t *args, json_t *res, masq_err *err)
 		return masq_err_prefix(err, "budget");
 	if (isfinite(target_db) && !(target_db < 0 && target_db >= -200))
 		return masq_err_set(err, MASQ_ERR_USAGE,
-		    "target_db is the whitened error left against none compensated, in dB: below 0, not %g", target_db);
+		    "the target is the whitened error left against none compensated, in dB: below 0, not %g", target_db);
 	if (p->layer >= p->n_layers)
 		return masq_err_set(err, MASQ_ERR_USAGE, "every layer is committed: there is nothing to allocate");
 	pipe_spectrum *sp;

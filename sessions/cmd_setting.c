@@ -324,3 +324,83 @@ scmd_note(sess *s, json_t *args, json_t *res, masq_err *err)
 	json_object_set_new(res, "text", json_string(sess_arg_str(args, "text", "")));
 	return SESS_OK;
 }
+
+/* ---- undo ------------------------------------------------------------------------ */
+
+sess_undo *
+sess_undo_take(sess *s)
+{
+	if (!s->opened)
+		return NULL;
+	sess_undo *u = xcalloc(1, sizeof *u);
+	u->set = xmalloc(xmul((size_t)s->p.n_layers, sizeof *u->set));
+	memcpy(u->set, s->p.settings, (size_t)s->p.n_layers * sizeof *u->set);
+	u->wbits = s->p.opts.wbits;
+	u->abits = s->p.opts.abits;
+	u->wgroup = s->p.opts.wgroup;
+	return u;
+}
+
+static void
+undo_free(sess_undo *u)
+{
+	if (u != NULL)
+		free(u->set);
+	free(u);
+}
+
+void
+sess_undo_push(sess *s, sess_undo *u, const char *what)
+{
+	if (u == NULL)
+		return;
+	if (memcmp(u->set, s->p.settings, (size_t)s->p.n_layers * sizeof *u->set) == 0 && u->wbits == s->p.opts.wbits &&
+	    u->abits == s->p.opts.abits) {
+		undo_free(u);
+		return;
+	}
+	snprintf(u->what, sizeof u->what, "%s", what);
+	if (s->n_undo == s->cap_undo)
+		s->undo = xrealloc(s->undo, (size_t)(s->cap_undo = s->cap_undo ? 2 * s->cap_undo : 16) * sizeof *s->undo);
+	s->undo[s->n_undo++] = *u;
+	free(u);
+}
+
+void
+sess_undo_free_all(sess *s)
+{
+	for (int i = 0; i < s->n_undo; i++)
+		free(s->undo[i].set);
+	free(s->undo);
+	s->undo = NULL;
+	s->n_undo = s->cap_undo = 0;
+}
+
+sess_retval
+scmd_undo(sess *s, json_t *args, json_t *res, masq_err *err)
+{
+	(void)args;
+	if (s->n_undo == 0)
+		return masq_err_set(err, MASQ_ERR_USAGE, "nothing to undo: no setting was changed in this session");
+	sess_undo *u = &s->undo[s->n_undo - 1];
+	json_t *layers = json_array();
+	for (int l = 0; l < s->p.n_layers; l++)
+		if (memcmp(&u->set[l], &s->p.settings[l], sizeof *u->set) != 0) {
+			s->p.settings[l] = u->set[l];
+			sess_mark_stale(s, l, l);
+			json_array_append_new(layers, json_integer(l));
+		}
+	if (u->wbits != s->p.opts.wbits || u->abits != s->p.opts.abits) {
+		s->p.opts.wbits = u->wbits;
+		s->p.opts.abits = u->abits;
+		s->p.opts.wgroup = u->wgroup;
+		sess_mark_stale(s, s->p.layer, s->p.layer);
+	}
+	json_object_set_new(res, "undid", json_string(u->what));
+	json_object_set_new(res, "layers", layers);
+	json_object_set_new(res, "wbits", json_integer(s->p.opts.wbits));
+	json_object_set_new(res, "abits", json_integer(s->p.opts.abits));
+	free(u->set);
+	s->n_undo--;
+	return SESS_OK;
+}

@@ -40,7 +40,7 @@ static const sess_arg export_args[] = {
 static const sess_arg note_args[] = {{"text", SARG_STR, 1, "free text"}, {NULL, 0, 0, NULL}};
 static const sess_arg alloc_args[] = {
 	{"budget", SARG_STR, 0, "bytes of L1/L2 for the layers left, e.g. 2MB"},
-	{"target_db", SARG_NUM, 0, "or: the whitened error to reach, dB below none"},
+	{"target", SARG_NUM, 0, "or: the whitened error to reach, in dB (below 0) of none"},
 	{"objective", SARG_STR, 0, "relative (default: each linear's own error) or absolute"}, {NULL, 0, 0, NULL}};
 
 #define LAYER_CMD (SCF_NEEDS_OPEN | SCF_LAYER | SCF_LONG)
@@ -99,10 +99,22 @@ const sess_cmd sess_cmds[SC_COUNT + 1] = {
 	[SC_ALLOC] = {
 		.name = "allocate-ranks", .args = alloc_args,
 		.summary = "choose every compensated linear's rank from the layers' spectra for a byte budget or a target",
-		.flags = SETTING_CMD | SCF_LONG, .restore = SR_RESULT, .exec = scmd_allocate_ranks,
+		.flags = SCF_NEEDS_OPEN | SCF_LONG, .restore = SR_RESULT, .exec = scmd_allocate_ranks,
 		.restore_fn = scmd_allocate_ranks_restore },
+	[SC_UNDO] = {
+		.name = "undo", .args = no_args,
+		.summary = "restore the settings as they were before the last command that changed them",
+		.flags = SETTING_CMD, .restore = SR_RERUN, .exec = scmd_undo },
 	[SC_COUNT] = {0},
 };
+
+/* What undo restores: the settings commands (but undo), a search's
+ * alphas, an allocation's ranks. */
+static int
+changes_settings(int id)
+{
+	return id != SC_UNDO && ((sess_cmds[id].flags & SCF_SETTING) || id == SC_SEARCH || id == SC_ALLOC);
+}
 
 const sess_cmd *
 sess_cmd_find(const char *name)
@@ -220,8 +232,16 @@ sess_dispatch(sess *s, int id, json_t *args, json_t **result, masq_err *err)
 			goto out;
 	}
 	rc = check_state(s, c, a, err);
+	/* what a command changes in the settings, undo restores */
+	sess_undo *u = rc == 0 && changes_settings(id) ? sess_undo_take(s) : NULL;
 	if (rc == 0)
 		rc = c->exec(s, a, res, err);
+	if (rc >= 0)
+		sess_undo_push(s, u, c->name);
+	else if (u != NULL) {
+		free(u->set);
+		free(u);
+	}
 	if (rec) {
 		masq_err e2 = {0};
 		if (rc < 0) {
@@ -365,9 +385,14 @@ sess_restore(sess *s, int *finished, masq_err *err)
 				err->status = MASQ_ERR_FORMAT;
 				rc = -1;
 			}
-		} else if (c->restore_fn(s, args, res, &rs, err) < 0) {
-			masq_err_prefix(err, "session %lld, event %lld (%s)", (long long)s->id, (long long)l.v[o].seq, e->name);
-			rc = -1;
+		} else {
+			sess_undo *u = changes_settings(sess_cmd_id(c)) ? sess_undo_take(s) : NULL;
+			if (c->restore_fn(s, args, res, &rs, err) < 0) {
+				masq_err_prefix(err, "session %lld, event %lld (%s)", (long long)s->id, (long long)l.v[o].seq,
+				    e->name);
+				rc = -1;
+			}
+			sess_undo_push(s, u, c->name);
 		}
 		json_decref(args);
 		json_decref(res);

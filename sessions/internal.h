@@ -55,7 +55,25 @@ struct sess {
 	json_t *exports_done;	/* the export directories written, [{event, format, dir}] */
 	int skip_exports;	/* exports are checked, nothing is written */
 	int64_t cur_event;	/* the recorded command event being replayed */
+	/* undo: the settings before each command that changed them, newest
+	 * last; rebuilt by restore as the commands are restored */
+	struct sess_undo *undo;
+	int n_undo, cap_undo;
 };
+
+/* What a setting command changed: every layer's setting and the bits as
+ * they were before it. */
+typedef struct sess_undo {
+	layer_setting *set;	/* (n_layers) */
+	int wbits, abits, wgroup;
+	char what[64];		/* the command's name */
+} sess_undo;
+
+/* Keep the settings as they are (before a command that may change them);
+ * after it, push them when the command changed anything, else drop them. */
+sess_undo *sess_undo_take(sess *s);
+void sess_undo_push(sess *s, sess_undo *u, const char *what);
+void sess_undo_free_all(sess *s);
 
 /* ---- events -------------------------------------------------------------- */
 
@@ -153,6 +171,7 @@ sess_retval scmd_note(sess *s, json_t *args, json_t *res, masq_err *err);
 
 sess_retval scmd_export(sess *s, json_t *args, json_t *res, masq_err *err);
 sess_retval scmd_allocate_ranks(sess *s, json_t *args, json_t *res, masq_err *err);
+sess_retval scmd_undo(sess *s, json_t *args, json_t *res, masq_err *err);
 int scmd_allocate_ranks_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, masq_err *err);
 
 #endif

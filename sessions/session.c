@@ -401,6 +401,7 @@ sess_free(sess *s)
 	free(s->blob_scratch);
 	json_decref(s->env);
 	json_decref(s->exports_done);
+	sess_undo_free_all(s);
 	free(s);
 }
 

@@ -46,7 +46,7 @@ typedef struct sess_arg {
 /* The commands, as front ends name them (names are for records and typing). */
 enum sess_cmd_id {
 	SC_OPEN, SC_CALIBRATE, SC_SET_METHOD, SC_SET_BITS, SC_SET_ALPHA, SC_SEARCH, SC_SET_RANK, SC_SET,
-	SC_QUANTIZE, SC_NEXT, SC_FINISH, SC_EXPORT, SC_NOTE, SC_TRAIN, SC_ALLOC, SC_COUNT
+	SC_QUANTIZE, SC_NEXT, SC_FINISH, SC_EXPORT, SC_NOTE, SC_TRAIN, SC_ALLOC, SC_UNDO, SC_COUNT
 };
 
 /* What a command is (sess_cmd.flags). */

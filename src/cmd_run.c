@@ -379,7 +379,7 @@ run_method_layers(sess **sp, sdb *db, struct run_args *a, int method, masq_err *
 		return -1;
 	if (method == METHOD_MAS_CMC && (a->rank_budget != NULL || isfinite(a->rank_target))) {
 		args = a->rank_budget != NULL ? json_pack("{s:s}", "budget", a->rank_budget) :
-		    json_pack("{s:f}", "target_db", a->rank_target);
+		    json_pack("{s:f}", "target", a->rank_target);
 		if (a->rank_objective != NULL)
 			json_object_set_new(args, "objective", json_string(a->rank_objective));
 		json_t *res = NULL;

@@ -378,6 +378,71 @@ test_preview(void)
 	sdb_close(db);
 }
 
+/* undo: the settings as they were before the last command that changed
+ * them, across search and set-bits, and again after restore. */
+static void
+test_undo(void)
+{
+	const char *p = wpath("undo.db");
+	masq_err err = {0};
+	sdb *db;
+	pipe_opts o;
+
+	db_remove(p);
+	pipe_opts_default(&o);
+	o.epochs = 0;
+	if (sdb_open(&db, p, SDB_CREATE, &err) < 0) {
+		tap_ok(0, "open the database: %s", err.msg);
+		return;
+	}
+	sess *s = open_session(db, &o);
+	if (s == NULL) {
+		sdb_close(db);
+		return;
+	}
+	int64_t id = sess_view_get(s)->id;
+	tap_ok(sess_dispatch(s, SC_UNDO, NULL, NULL, &err) == SESS_ERROR && strstr(err.msg, "nothing to undo"),
+	    "undo with nothing changed is refused: %s", err.msg);
+	json_t *x = json_pack("{s:s}", "assignment", "0.qkv.alpha.vision=0.7");
+	tap_ok(sess_dispatch(s, SC_SET, x, NULL, &err) == SESS_OK, "set 0.qkv.alpha.vision=0.7");
+	json_decref(x);
+	x = json_pack("{s:s}", "assignment", "0.qkv.alpha.vision=0.7");
+	tap_ok(sess_dispatch(s, SC_SET, x, NULL, &err) == SESS_OK, "the same again (changes nothing: not undoable)");
+	json_decref(x);
+	tap_ok(sess_dispatch(s, SC_CALIBRATE, NULL, NULL, &err) == SESS_OK &&
+	    sess_dispatch(s, SC_SEARCH, NULL, NULL, &err) == SESS_OK, "calibrate and search layer 0");
+	float searched = sess_layer_setting(s, 0)->alpha[GRP_QKV][MOD_VISION];
+	json_t *res = NULL;
+	tap_ok(sess_dispatch(s, SC_UNDO, NULL, &res, &err) == SESS_OK &&
+	    strcmp(json_string_value(json_object_get(res, "undid")), "search-alpha") == 0 &&
+	    fabsf(sess_layer_setting(s, 0)->alpha[GRP_QKV][MOD_VISION] - 0.7f) < 1e-7f,
+	    "undo after a search restores the hand-set alpha 0.7 (the search chose %.2f)", searched);
+	json_decref(res);
+	x = json_pack("{s:i, s:i}", "wbits", 8, "abits", 8);
+	tap_ok(sess_dispatch(s, SC_SET_BITS, x, NULL, &err) == SESS_OK && sess_view_get(s)->wbits == 8, "set-bits 8 8");
+	json_decref(x);
+	tap_ok(sess_dispatch(s, SC_UNDO, NULL, NULL, &err) == SESS_OK && sess_view_get(s)->wbits == 4 &&
+	    sess_view_get(s)->abits == 8, "undo restores W4A8");
+	tap_ok(sess_dispatch(s, SC_UNDO, NULL, NULL, &err) == SESS_OK &&
+	    fabsf(sess_layer_setting(s, 0)->alpha[GRP_QKV][MOD_VISION] - 0.5f) < 1e-7f,
+	    "undo again restores the default 0.5");
+	tap_ok(sess_dispatch(s, SC_UNDO, NULL, NULL, &err) == SESS_ERROR, "and then there is nothing left to undo");
+	x = json_pack("{s:s}", "assignment", "1.o.rank=8");
+	tap_ok(sess_dispatch(s, SC_SET, x, NULL, &err) == SESS_OK, "set 1.o.rank=8");
+	json_decref(x);
+	layer_setting want = *sess_layer_setting(s, 1), want0 = *sess_layer_setting(s, 0);
+	sess_free(s);
+	int finished;
+	tap_ok(sess_attach(&s, db, id, NULL, NULL, 1, &err) == 0 && sess_restore(s, &finished, &err) >= 0,
+	    "attach and restore%s%s", err.msg[0] ? ": " : "", err.msg);
+	tap_ok(memcmp(sess_layer_setting(s, 1), &want, sizeof want) == 0 &&
+	    memcmp(sess_layer_setting(s, 0), &want0, sizeof want0) == 0, "restore replays the undos: the same settings");
+	tap_ok(sess_dispatch(s, SC_UNDO, NULL, NULL, &err) == SESS_OK && sess_layer_setting(s, 1)->rank[LIN_O] == o.rank,
+	    "and the restored session can undo its last change (rank back to %g)", o.rank);
+	sess_free(s);
+	sdb_close(db);
+}
+
 int
 main(void)
 {
@@ -398,5 +463,6 @@ main(void)
 	test_settings();
 	test_recipe();
 	test_preview();
+	test_undo();
 	return tap_done();
 }

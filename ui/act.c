@@ -422,6 +422,18 @@ ui_act(ui *u, const ui_key *k)
 		break;
 	}
 	case UA_METHOD: act_method(u); break;
+	case UA_UNDO: {
+		json_t *res = NULL;
+		if (ui_run_cmd(u, SC_UNDO, NULL, &res) == 0) {
+			json_t *ls = json_object_get(res, "layers");
+			ui_msg(u, MSG_INFO, "undid %s (%zu layer%s)", json_string_value(json_object_get(res, "undid")),
+			    json_array_size(ls), json_array_size(ls) == 1 ? "" : "s");
+			ui_row_fix(u, ui_target_layer(u));
+			ui_preview_refresh(u);
+		}
+		json_decref(res);
+		break;
+	}
 	case UA_BITS: {
 		const sess_view *v = sess_view_get(u->s);
 		ui_prompt_open(u, PR_BITS, "bits now W%dA%d; weight and activation bits (e.g. 8 8)", v->wbits, v->abits);

@@ -218,11 +218,11 @@ cmd_message(ui *u, int cmd, int l)
 	case SC_SEARCH: {
 		const pipe_search *sr = &r->search;
 		if (!method_per_modality(sess_layer_setting(u->s, l)->method))
-			ui_msg(u, MSG_INFO, "layer %d alpha searched on %d tokens: unified %.2f", l, sr->tokens,
-			    sr->best[ALPHA_UNIFIED]);
+			ui_msg(u, MSG_INFO, "layer %d alpha searched on %d tokens: unified %.2f (%s undoes)", l, sr->tokens,
+			    sr->best[ALPHA_UNIFIED], ui_key_for_cmd(SC_UNDO, u->screen));
 		else
-			ui_msg(u, MSG_INFO, "layer %d alpha searched on %d tokens: text %.2f vision %.2f audio %.2f",
-			    l, sr->tokens, sr->best[0], sr->best[1], sr->best[2]);
+			ui_msg(u, MSG_INFO, "layer %d alpha searched on %d tokens: text %.2f vision %.2f audio %.2f (%s undoes)",
+			    l, sr->tokens, sr->best[0], sr->best[1], sr->best[2], ui_key_for_cmd(SC_UNDO, u->screen));
 		u->panel = PANEL_SEARCH;	/* show the curve just searched */
 		break;
 	}
