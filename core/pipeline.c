@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +231,22 @@ struct calib_ctx {
 	const uint8_t *modality;
 };
 
+/* Report progress from inside a command. */
+static void
+work(const pipeline *p, double frac, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void
+work(const pipeline *p, double frac, const char *fmt, ...)
+{
+	char what[96];
+	va_list ap;
+	if (p->work == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	p->work(p->work_ctx, frac, what);
+}
+
 static void
 calib_observe(void *ctx, int layer, int site, const float *x, int n, int d)
 {
@@ -237,6 +254,8 @@ calib_observe(void *ctx, int layer, int site, const float *x, int n, int d)
 	(void)layer;
 	MASQ_ASSERT(cc->p->st[site].d == d);
 	stats_site_add(&cc->p->st[site], x, cc->modality, n, &cc->p->g);
+	work(cc->p, (double)(site + 1) / SITE_COUNT, "statistics at the %s input (%d of %d)", engine_site_name(site),
+	    site + 1, SITE_COUNT);
 }
 
 int
@@ -598,6 +617,10 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 				res.L1 = res.L2 = NULL;
 			}
 			cmc_result_done(&res);
+			if (q->plan != NULL)
+				work(p, (lin + (m + 1.0) / MOD_COUNT) / LIN_COUNT, "%s, %s tokens%s (linear %d of %d)", lin_name(lin),
+				    modality_name(m), method == METHOD_MAS_CMC && m != MOD_TEXT ? " with compensation" : "",
+				    lin + 1, LIN_COUNT);
 			for (int r = 0; r < k; r++)
 				memcpy(y + (size_t)q->rows[m][r] * out, yr + (size_t)r * out,
 				    (size_t)out * sizeof(float));
@@ -627,6 +650,8 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			rk = cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out);
 		lr->rank = rk;
 	}
+	if (q->plan != NULL && !per_mod)
+		work(p, (lin + 1.0) / LIN_COUNT, "%s (linear %d of %d)", lin_name(lin), lin + 1, LIN_COUNT);
 	if (q->measure) {
 		/* the FP linear on the same input */
 		engine_linear(x, n, in, w->w[lin], w->b[lin], out, yr);
@@ -1119,6 +1144,8 @@ pipe_search_alpha(pipeline *p, masq_err *err)
 			metrics_acc_init_floor(&a, p->opts.sqnr_floor);
 			metrics_acc_add(&a, href, hout, mod, ntok, D);
 			sr->sqnr[row][i] = metrics_sqnr(&a, target);
+			work(p, (ri * sr->n + i + 1.0) / (nrows * sr->n), "%s alpha %.2f (%d of %d)",
+			    row == ALPHA_UNIFIED ? "unified" : modality_name(row), sr->alpha[i], ri * sr->n + i + 1, nrows * sr->n);
 			/* the first maximum wins, so ties keep the smaller alpha */
 			if (sr->sqnr[row][i] > sr->sqnr[row][best])
 				best = i;

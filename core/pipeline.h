@@ -188,6 +188,10 @@ typedef struct pipeline {
 	int learned_valid;
 	layer_setting learned_for;
 	struct wcache *pv_wc;		/* the previews' whiteners, kept while the layer is calibrated */
+	/* where calibrate, search and quantize report their progress from
+	 * inside (the part done, 0..1, and what is being done), or NULL */
+	void (*work)(void *ctx, double frac, const char *what);
+	void *work_ctx;
 	double t_start;
 } pipeline;
 

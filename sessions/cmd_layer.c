@@ -218,6 +218,8 @@ scmd_open(sess *s, json_t *args, json_t *res, masq_err *err)
 	}
 	s->plan_sha = xcalloc((size_t)s->m.cfg.n_layers, sizeof *s->plan_sha);
 	s->live = xcalloc((size_t)s->m.cfg.n_layers, 1);
+	s->p.work = sess_work;
+	s->p.work_ctx = s;
 	s->opened = 1;
 	json_object_set_new(res, "model_fp", json_string(s->model_fp));
 	json_object_set_new(res, "calib_fp", json_string(s->calib_fp));

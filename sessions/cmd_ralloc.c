@@ -48,7 +48,9 @@ static int
 spectra_progress(void *ctx, int done, int total, double loss)
 {
 	(void)loss;
-	sess_report_step(ctx, SC_ALLOC, done, total, NAN);
+	char what[64];
+	snprintf(what, sizeof what, "the spectra of %d of %d layers", done, total);
+	sess_report_work(ctx, SC_ALLOC, (double)done / total, what);
 	return 0;
 }
 

@@ -234,8 +234,11 @@ sess_dispatch(sess *s, int id, json_t *args, json_t **result, masq_err *err)
 	rc = check_state(s, c, a, err);
 	/* what a command changes in the settings, undo restores */
 	sess_undo *u = rc == 0 && changes_settings(id) ? sess_undo_take(s) : NULL;
+	int outer = s->cur_cmd;
+	s->cur_cmd = id;
 	if (rc == 0)
 		rc = c->exec(s, a, res, err);
+	s->cur_cmd = outer;
 	if (rc >= 0)
 		sess_undo_push(s, u, c->name);
 	else if (u != NULL) {
@@ -280,13 +283,21 @@ sess_dispatch_name(sess *s, const char *name, json_t *args, json_t **result, mas
 }
 
 void
-sess_report_work(sess *s, int cmd, double frac)
+sess_report_work(sess *s, int cmd, double frac, const char *what)
 {
 	if (s->progress == NULL)
 		return;
 	sess_progress p = {.cmd = cmd, .phase = SP_WORK, .layer = s->p.layer, .until = s->progress_until,
-		.frac = frac};
+		.frac = frac, .what = what};
 	s->progress(s->progress_ctx, &p);
+}
+
+void
+sess_work(void *ctx, double frac, const char *what)
+{
+	sess *s = ctx;
+	if (s->cur_cmd >= 0)
+		sess_report_work(s, s->cur_cmd, frac, what);
 }
 
 void

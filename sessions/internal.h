@@ -59,6 +59,7 @@ struct sess {
 	 * last; rebuilt by restore as the commands are restored */
 	struct sess_undo *undo;
 	int n_undo, cap_undo;
+	int cur_cmd;		/* the command running (its progress), or -1 */
 };
 
 /* What a setting command changed: every layer's setting and the bits as
@@ -120,7 +121,9 @@ double sess_arg_num(json_t *args, const char *k, double dflt);
  * theirs changed). */
 void sess_mark_stale(sess *s, int l0, int l1);
 /* Report the progress of the command running (SP_WORK, frac) to the hook. */
-void sess_report_work(sess *s, int cmd, double frac);
+void sess_report_work(sess *s, int cmd, double frac, const char *what);
+/* The pipeline's progress hook (pipeline.work): the command running reports it. */
+void sess_work(void *ctx, double frac, const char *what);
 /* The same for a training step (step of steps, its loss). */
 void sess_report_step(sess *s, int cmd, int step, int steps, double loss);
 

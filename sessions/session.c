@@ -275,6 +275,7 @@ sess_create(sess **out, sdb *db, const pipe_opts *o, const char *model_dir, cons
 	if (sess_fingerprint_model(model_dir, mfp, err) < 0 || sess_fingerprint_calib(calib_path, cfp, err) < 0)
 		return -1;
 	sess *s = xcalloc(1, sizeof *s);
+	s->cur_cmd = -1;
 	s->db = db;
 	s->record = db != NULL;
 	s->opts = *o;
@@ -327,6 +328,7 @@ sess_attach(sess **out, sdb *db, int64_t id, const char *model_dir, const char *
 	if (sdb_session_get(db, id, &row, err) < 0)
 		return -1;
 	sess *s = xcalloc(1, sizeof *s);
+	s->cur_cmd = -1;
 	s->db = db;
 	s->id = row.id;
 	s->record = record;

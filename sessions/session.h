@@ -139,6 +139,9 @@ typedef struct sess_progress {
 	/* SP_WORK of train-layer: steps done of steps, the last step's loss */
 	int step, steps;
 	double loss;
+	/* SP_WORK from inside calibrate, search, quantize: what is being done
+	 * ("statistics at the o input (2 of 4)"), valid during the call */
+	const char *what;
 } sess_progress;
 /* Called on the thread that runs the session; non-zero asks sess_run_to to
  * stop before its next command (a command under way finishes). */

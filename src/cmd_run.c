@@ -348,6 +348,9 @@ run_progress(void *ctx, const sess_progress *p)
 		[SC_SEARCH] = "searching alpha...", [SC_TRAIN] = "learning...      ", [SC_QUANTIZE] = "quantizing...    "};
 	if (p->phase == SP_BEFORE && rp->tty && doing[p->cmd] != NULL)
 		fprintf(stderr, "\r%s layer %d/%d: %s", rp->method, p->layer + 1, v->n_layers, doing[p->cmd]);
+	if (p->phase == SP_WORK && p->what != NULL && rp->tty)
+		fprintf(stderr, "\r%s layer %d/%d: %s %3.0f%%, %s\033[K", rp->method, p->layer + 1, v->n_layers,
+		    sess_cmds[p->cmd].name, 100.0 * p->frac, p->what);
 	if (p->phase == SP_WORK && p->cmd == SC_TRAIN && rp->tty)
 		fprintf(stderr, "\r%s layer %d/%d: learning, step %d/%d, loss %.5g   ", rp->method, p->layer + 1,
 		    v->n_layers, p->step, p->steps, p->loss);

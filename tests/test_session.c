@@ -443,6 +443,69 @@ test_undo(void)
 	sdb_close(db);
 }
 
+/* Progress from inside the long commands: calibrate, search and quantize
+ * report what they do, the part done growing to 1. */
+struct work_trace {
+	int n[SC_COUNT], bad, last_cmd;
+	double last, end[SC_COUNT];
+	char first[SC_COUNT][96];
+};
+
+static int
+work_cb(void *ctx, const sess_progress *p)
+{
+	struct work_trace *t = ctx;
+	if (p->phase == SP_BEFORE) {
+		t->last = 0;
+		t->last_cmd = p->cmd;
+	}
+	if (p->phase != SP_WORK || p->what == NULL)
+		return 0;
+	if (p->cmd != t->last_cmd || !(p->frac >= t->last && p->frac <= 1.0))
+		t->bad++;
+	if (t->n[p->cmd]++ == 0)
+		snprintf(t->first[p->cmd], sizeof t->first[p->cmd], "%s", p->what);
+	t->last = t->end[p->cmd] = p->frac;
+	return 0;
+}
+
+static void
+test_work_progress(void)
+{
+	const char *p = wpath("work.db");
+	masq_err err = {0};
+	sdb *db;
+	pipe_opts o;
+	struct work_trace t;
+
+	db_remove(p);
+	pipe_opts_default(&o);
+	o.epochs = 0;
+	o.search = 1;
+	if (sdb_open(&db, p, SDB_CREATE, &err) < 0) {
+		tap_ok(0, "open the database: %s", err.msg);
+		return;
+	}
+	sess *s = open_session(db, &o);
+	if (s == NULL) {
+		sdb_close(db);
+		return;
+	}
+	memset(&t, 0, sizeof t);
+	t.last_cmd = -1;
+	tap_ok(sess_run_to(s, 1, work_cb, &t, &err) == 0, "the recipe runs layer 0");
+	tap_ok(t.n[SC_CALIBRATE] == SITE_COUNT && strstr(t.first[SC_CALIBRATE], "statistics at the qkv input") != NULL,
+	    "calibrate reports each of the %d sites (%d): '%s'", SITE_COUNT, t.n[SC_CALIBRATE], t.first[SC_CALIBRATE]);
+	tap_ok(t.n[SC_QUANTIZE] >= LIN_COUNT && strstr(t.first[SC_QUANTIZE], "q_proj") != NULL,
+	    "quantize reports per linear and modality (%d): '%s'", t.n[SC_QUANTIZE], t.first[SC_QUANTIZE]);
+	tap_ok(t.n[SC_SEARCH] > 1 && strstr(t.first[SC_SEARCH], "alpha") != NULL,
+	    "search reports per grid point (%d): '%s'", t.n[SC_SEARCH], t.first[SC_SEARCH]);
+	tap_ok(t.bad == 0 && t.end[SC_CALIBRATE] == 1.0 && t.end[SC_SEARCH] == 1.0 && t.end[SC_QUANTIZE] == 1.0,
+	    "the part done only grows, to 1 in each (%d out of order)", t.bad);
+	sess_free(s);
+	sdb_close(db);
+}
+
 int
 main(void)
 {
@@ -464,5 +527,6 @@ main(void)
 	test_recipe();
 	test_preview();
 	test_undo();
+	test_work_progress();
 	return tap_done();
 }

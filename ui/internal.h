@@ -120,6 +120,7 @@ typedef struct ui_job {
 	int layer;		/* its layer */
 	double t_job, t_cmd;	/* the clock at the job's and at the command's start */
 	double frac;		/* the part of the command done (0 until it reports) */
+	char what[96];		/* what it reported doing, or "" */
 	int step, steps;	/* train-layer: the step done of steps */
 	double loss[UI_LOSS_CAP];	/* its losses so far, every loss_every-th */
 	int n_loss, loss_every;

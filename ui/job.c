@@ -86,10 +86,13 @@ job_progress(void *ctx, const sess_progress *p)
 		g->layer = p->layer;
 		g->t_cmd = now;
 		g->frac = 0;
+		g->what[0] = '\0';
 		g->step = g->steps = g->n_loss = 0;
 		g->loss_every = 1;
 	} else if (p->phase == SP_WORK) {
 		g->frac = p->frac;
+		if (p->what != NULL)
+			snprintf(g->what, sizeof g->what, "%s", p->what);
 		if (p->steps > 0) {
 			g->step = p->step;
 			g->steps = p->steps;
@@ -435,6 +438,11 @@ prog_left(const ui_job *g, double now)
 		left = el * (g->steps - g->step) / g->step;
 		if (mean[cur] < 0)
 			mean[cur] = el * g->steps / g->step;
+	} else if (cur >= 0 && mean[cur] < 0 && g->frac > 0.02) {
+		/* no command of this kind measured yet: the pace it reports from inside */
+		double el = now - g->t_cmd;
+		mean[cur] = el / g->frac;
+		left = mean[cur] - el;
 	} else {
 		if (cur < 0 || mean[cur] < 0)
 			return -1;
@@ -505,6 +513,8 @@ ui_job_draw(ui *u)
 	else
 		ui_text(5, 1 + x, -1, A_DIM, "   time left: estimating (no %s measured yet)", cmd[0] ? cmd : "command");
 	int y = 7;
+	if (g.what[0] != '\0' && !(g.cur == SC_TRAIN && g.steps > 0))
+		ui_text(6, 1, -1, A_NORMAL, "%s: %3.0f%% of the command, %s", cmd, 100.0 * g.frac, g.what);
 	if (g.cur == SC_TRAIN && g.steps > 0) {
 		double tc = now - g.t_cmd;
 		x = ui_text(6, 1, -1, A_NORMAL, "learning: step %d of %d", g.step, g.steps);
