@@ -14,6 +14,9 @@
 #include "core/util.h"
 
 enum modality { MOD_TEXT = 0, MOD_VISION = 1, MOD_AUDIO = 2, MOD_COUNT = 3 };
+/* A token a statistic or a figure leaves out (a held-out token in the
+ * statistics, a fitted one in the held-out figures); never in a file. */
+#define MOD_SKIP 255
 /* "text", "vision", "audio" */
 const char *modality_name(int m);
 

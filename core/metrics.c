@@ -59,6 +59,8 @@ metrics_acc_add(metrics_acc *a, const float *ref, const float *got, const uint8_
 		int m = modality ? modality[t] : MOD_TEXT;
 		double abs_sum = 0.0;
 
+		if (m == MOD_SKIP)
+			continue;
 		MASQ_ASSERT(m < MOD_COUNT);
 		for (int j = 0; j < d; j++)
 			abs_sum += fabs((double)r[j] - (double)g[j]);

@@ -80,6 +80,47 @@ pipe_opts_check(const pipe_opts *o, masq_err *err)
 		return -1;
 	if (o->loss < 0 || o->loss >= LEARN_LOSS_COUNT)
 		return masq_err_set(err, MASQ_ERR_USAGE, "loss %d is not mae or mse", o->loss);
+	if (!(o->eval_split >= 0 && o->eval_split <= PIPE_SPLIT_MAX))
+		return masq_err_set(err, MASQ_ERR_USAGE, "the held-out split is a share of the sequences in [0, %g], not %g",
+		    PIPE_SPLIT_MAX, o->eval_split);
+	return 0;
+}
+
+/* The held-out sequences: round(split * n_seqs) of them, at least one,
+ * leaving at least one to fit, drawn from their own seeded stream. */
+static int
+split_init(pipeline *p, masq_err *err)
+{
+	const calib *c = p->c;
+	int S = c->n_seqs, k = (int)floor(p->opts.eval_split * S + 0.5);
+	if (p->opts.eval_split <= 0)
+		return 0;
+	if (k < 1)
+		k = 1;
+	if (k >= S)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "a held-out split of %g leaves no sequence to fit: the calibration set has %d", p->opts.eval_split, S);
+	int *idx = xmalloc(xmul((size_t)S, sizeof(int)));
+	rng g;
+	rng_init(&g, p->opts.seed ^ 0x5eedfeedc0ffeeULL);
+	for (int s = 0; s < S; s++)
+		idx[s] = s;
+	for (int s = S - 1; s > 0; s--) {
+		int j = (int)rng_below(&g, (uint64_t)s + 1), t = idx[s];
+		idx[s] = idx[j];
+		idx[j] = t;
+	}
+	p->held = xcalloc((size_t)S, 1);
+	for (int i = 0; i < k; i++)
+		p->held[idx[i]] = 1;
+	free(idx);
+	p->mod_fit = xmalloc((size_t)c->n_tokens);
+	p->mod_held = xmalloc((size_t)c->n_tokens);
+	for (int s = 0, t0 = 0; s < S; t0 += c->seq_lens[s], s++)
+		for (int t = t0; t < t0 + c->seq_lens[s]; t++) {
+			p->mod_fit[t] = p->held[s] ? MOD_SKIP : c->modality[t];
+			p->mod_held[t] = p->held[s] ? c->modality[t] : MOD_SKIP;
+		}
 	return 0;
 }
 
@@ -131,6 +172,15 @@ pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_
 	    .seq_lens = c->seq_lens, .pos = c->pos, .modality = c->modality};
 	rng_init(&p->g, o->seed);
 	p->summary.kl_text = NAN;
+	for (int m = 0; m < STATS_ROWS; m++)
+		p->summary.sqnr_held[m] = p->summary.mae_held[m] = NAN;
+	for (int l = 0; l < p->n_layers; l++)
+		for (int m = 0; m < STATS_ROWS; m++)
+			p->results[l].sqnr_held[m] = p->results[l].mae_held[m] = NAN;
+	if (split_init(p, err) < 0) {
+		pipe_done(p);
+		return -1;
+	}
 	p->t_start = masq_now();
 	return 0;
 }
@@ -221,6 +271,9 @@ pipe_done(pipeline *p)
 	free(p->h_fp_out);
 	free(p->h_q);
 	free(p->h_q_out);
+	free(p->held);
+	free(p->mod_fit);
+	free(p->mod_held);
 	memset(p, 0, sizeof *p);
 }
 
@@ -299,7 +352,7 @@ pipe_calibrate(pipeline *p, masq_err *err)
 	}
 	p->calibrated = 1;
 
-	struct calib_ctx cc = {p, p->c->modality};
+	struct calib_ctx cc = {p, p->mod_fit != NULL ? p->mod_fit : p->c->modality};
 	engine_ops ops = {.ctx = &cc, .observe = calib_observe};
 	memcpy(p->h_fp_out, p->h_fp, (size_t)p->c->n_tokens * c->hidden * sizeof(float));
 	engine_layer_forward(&p->eng, &p->w, &p->batch, p->h_fp_out, &ops);
@@ -934,15 +987,20 @@ pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err)
 	learn_measure(p, &L, seq, buf, NULL, lr->sqnr_init);
 	lr->epochs = ls->epochs;
 	lr->loss = xmalloc(xmul((size_t)ls->epochs * S, sizeof(double)));
+	int S_fit = S;
+	for (int s = 0; p->held != NULL && s < S; s++)
+		S_fit -= p->held[s];
 	for (int e = 0; e < ls->epochs && rc == 0; e++)
 		for (int s = 0; s < S && rc == 0; s++) {
+			if (p->held != NULL && p->held[s])
+				continue;	/* held out of learning */
 			learn_truncate(&L);
 			double loss = learn_step_grad(&L, &seq[s], NULL, 1);
 			learn_adam_step(&L);
 			lr->loss[lr->steps++] = loss;
-			if (progress != NULL && progress(ctx, lr->steps, ls->epochs * S, loss) != 0)
+			if (progress != NULL && progress(ctx, lr->steps, ls->epochs * S_fit, loss) != 0)
 				rc = masq_err_set(err, MASQ_ERR_USAGE, "layer %d: training interrupted after %d of %d steps",
-				    p->layer, lr->steps, ls->epochs * S);
+				    p->layer, lr->steps, ls->epochs * S_fit);
 		}
 	lr->skipped = L.skipped;
 	if (rc == 0) {
@@ -1021,10 +1079,20 @@ pipe_quantize(pipeline *p, masq_err *err)
 	}
 	metrics_acc a;
 	metrics_acc_init_floor(&a, p->opts.sqnr_floor);
-	metrics_acc_add(&a, p->h_fp_out, p->h_q_out, p->c->modality, p->c->n_tokens, c->hidden);
+	metrics_acc_add(&a, p->h_fp_out, p->h_q_out, p->mod_fit ? p->mod_fit : p->c->modality, p->c->n_tokens,
+	    c->hidden);
 	for (int m = 0; m < STATS_ROWS; m++) {
 		res->sqnr[m] = metrics_sqnr(&a, m);
 		res->mae[m] = metrics_mae(&a, m);
+		res->sqnr_held[m] = res->mae_held[m] = NAN;
+	}
+	if (p->mod_held != NULL) {
+		metrics_acc_init_floor(&a, p->opts.sqnr_floor);
+		metrics_acc_add(&a, p->h_fp_out, p->h_q_out, p->mod_held, p->c->n_tokens, c->hidden);
+		for (int m = 0; m < STATS_ROWS; m++) {
+			res->sqnr_held[m] = metrics_sqnr(&a, m);
+			res->mae_held[m] = metrics_mae(&a, m);
+		}
 	}
 	for (size_t i = 0; i < n; i++)
 		if (!isfinite(p->h_q_out[i]))
@@ -1049,6 +1117,10 @@ search_pick(const pipeline *p, int *idx, int *tokens)
 	for (int s = 0; s < p->c->n_seqs; s++) {
 		int L = p->c->seq_lens[s], adds = 0;
 		int has[MOD_COUNT] = {0};
+		if (p->held != NULL && p->held[s]) {
+			t0 += L;
+			continue;	/* held out of the search */
+		}
 		for (int t = 0; t < L; t++)
 			has[p->c->modality[t0 + t]] = 1;
 		for (int m = 0; m < MOD_COUNT; m++)
@@ -1317,6 +1389,7 @@ pipe_spectra(pipeline *p, int cap, pipe_spectrum **out, int *nout, pipe_progress
 	sh.results = xcalloc((size_t)p->n_layers, sizeof *sh.results);
 	engine_init(&sh.eng, c);
 	sh.batch = p->batch;
+	sh.mod_fit = p->mod_fit;	/* the statistics of the fitted tokens (shared, not freed here) */
 	sh.h_fp = xmalloc(xmul(n, sizeof(float)));
 	sh.h_fp_out = xmalloc(xmul(n, sizeof(float)));
 	memcpy(sh.h_fp, p->h_fp, n * sizeof(float));
@@ -1398,22 +1471,33 @@ pipe_finish(pipeline *p, masq_err *err)
 	for (int m = 0; m < STATS_ROWS; m++) {
 		p->summary.sqnr[m] = p->results[last].sqnr[m];
 		p->summary.mae[m] = p->results[last].mae[m];
+		p->summary.sqnr_held[m] = p->results[last].sqnr_held[m];
+		p->summary.mae_held[m] = p->results[last].mae_held[m];
 	}
-	p->summary.kl_text = NAN;
+	p->summary.kl_text = p->summary.kl_text_held = NAN;
 	if (p->m->lm_head_name != NULL && p->m->norm_name != NULL && p->c->n_mod[MOD_TEXT] > 0) {
 		const st_tensor *tn = st_set_find(&p->m->st, p->m->norm_name);
 		const st_tensor *th = st_set_find(&p->m->st, p->m->lm_head_name);
-		int V = (int)th->shape[0], k = 0;
+		int V = (int)th->shape[0];
 		int *idx = xmalloc(xmul((size_t)p->c->n_mod[MOD_TEXT], sizeof(int)));
-		for (int t = 0; t < p->c->n_tokens; t++)
-			if (p->c->modality[t] == MOD_TEXT)
-				idx[k++] = t;
 		float *norm = st_tensor_to_f32(tn), *W = st_tensor_to_f32(th);
-		/* after pipe_next the final states are in h_fp and h_q */
-		float *lf = engine_head_logits(p->h_fp, idx, k, c->hidden, norm, c->rms_eps, W, V);
-		float *lq = engine_head_logits(p->h_q, idx, k, c->hidden, norm, c->rms_eps, W, V);
-		p->summary.kl_text = metrics_kl_rows(lf, lq, k, V);
-		free(lf); free(lq); free(norm); free(W); free(idx);
+		/* the fitted text positions (all without a split), then the held-out ones */
+		for (int part = 0; part < (p->mod_held != NULL ? 2 : 1); part++) {
+			const uint8_t *mod = part == 0 ? (p->mod_fit ? p->mod_fit : p->c->modality) : p->mod_held;
+			int k = 0;
+			for (int t = 0; t < p->c->n_tokens; t++)
+				if (mod[t] == MOD_TEXT)
+					idx[k++] = t;
+			if (k == 0)
+				continue;
+			/* after pipe_next the final states are in h_fp and h_q */
+			float *lf = engine_head_logits(p->h_fp, idx, k, c->hidden, norm, c->rms_eps, W, V);
+			float *lq = engine_head_logits(p->h_q, idx, k, c->hidden, norm, c->rms_eps, W, V);
+			*(part == 0 ? &p->summary.kl_text : &p->summary.kl_text_held) = metrics_kl_rows(lf, lq, k, V);
+			free(lf);
+			free(lq);
+		}
+		free(norm); free(W); free(idx);
 	}
 	p->summary.seconds = masq_now() - p->t_start;
 	p->finished = 1;

@@ -82,7 +82,12 @@ typedef struct pipe_opts {
 	int loss;		/* enum learn_loss */
 	float lambda[MOD_COUNT];
 	int tie;
+	/* the held-out split: this share of the sequences (0: none, up to
+	 * PIPE_SPLIT_MAX) stays out of the statistics, the search and
+	 * learning, and is measured apart */
+	double eval_split;
 } pipe_opts;
+#define PIPE_SPLIT_MAX 0.9
 
 /* The reference's defaults: W4A8, alpha 0.5, rank 0.05 with floor 32. */
 void pipe_opts_default(pipe_opts *o);
@@ -137,8 +142,10 @@ typedef struct pipe_learn_result {
 typedef struct pipe_layer_result {
 	int done;			/* quantized at least once */
 	int method;
-	double sqnr[STATS_ROWS];	/* layer output vs FP layer output, dB */
+	double sqnr[STATS_ROWS];	/* layer output vs FP layer output, dB (the fitted tokens) */
 	double mae[STATS_ROWS];
+	double sqnr_held[STATS_ROWS];	/* the same on the held-out tokens (NAN without a split) */
+	double mae_held[STATS_ROWS];
 	pipe_lin_result lin[LIN_COUNT];
 	misalign mis[SITE_COUNT];
 	pipe_search search;
@@ -147,9 +154,12 @@ typedef struct pipe_layer_result {
 } pipe_layer_result;
 
 typedef struct pipe_summary {
-	double sqnr[STATS_ROWS];	/* of the last layer's output */
+	double sqnr[STATS_ROWS];	/* of the last layer's output (the fitted tokens) */
 	double mae[STATS_ROWS];
+	double sqnr_held[STATS_ROWS];	/* on the held-out tokens (NAN without a split) */
+	double mae_held[STATS_ROWS];
 	double kl_text;			/* mean KL of next-token distributions at text positions; NAN without lm_head */
+	double kl_text_held;		/* at the held-out text positions (NAN without a split) */
 	double seconds;
 } pipe_summary;
 
@@ -188,6 +198,11 @@ typedef struct pipeline {
 	int learned_valid;
 	layer_setting learned_for;
 	struct wcache *pv_wc;		/* the previews' whiteners, kept while the layer is calibrated */
+	/* the held-out split (opts.eval_split > 0), or NULL: per sequence
+	 * whether it is held out; the modalities with the held-out tokens
+	 * (fit) or the fitted ones (held) marked MOD_SKIP */
+	uint8_t *held;			/* (n_seqs) */
+	uint8_t *mod_fit, *mod_held;	/* (n_tokens) */
 	/* where calibrate, search and quantize report their progress from
 	 * inside (the part done, 0..1, and what is being done), or NULL */
 	void (*work)(void *ctx, double frac, const char *what);

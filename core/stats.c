@@ -179,6 +179,8 @@ stats_site_add(site_stats *s, const float *x, const uint8_t *modality, int n, rn
 		const float *r = x + (size_t)i * d;
 		int m = modality[i];
 
+		if (m == MOD_SKIP)
+			continue;	/* held out: in no statistic */
 		MASQ_ASSERT(m < MOD_COUNT);
 		cnt[m]++;
 		float *mx = s->absmax + (size_t)m * d;
@@ -223,8 +225,8 @@ stats_site_add(site_stats *s, const float *x, const uint8_t *modality, int n, rn
 			s->hist[STATS_ALL * STATS_HIST_BINS + b] += h[m][b];
 		}
 		s->count[m] += cnt[m];
+		s->count[STATS_ALL] += cnt[m];
 	}
-	s->count[STATS_ALL] += n;
 	s->tok_base += n;
 }
 
@@ -239,6 +241,8 @@ stats_site_add_ref(site_stats *s, const float *x, const uint8_t *modality, int n
 		const float *r = x + (size_t)i * d;
 		int m = modality[i];
 
+		if (m == MOD_SKIP)
+			continue;
 		MASQ_ASSERT(m < MOD_COUNT);
 		int rows[2] = {m, STATS_ALL};
 		for (int k = 0; k < 2; k++) {

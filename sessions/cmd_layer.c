@@ -352,6 +352,9 @@ scmd_quantize(sess *s, json_t *args, json_t *res, masq_err *err)
 	json_object_set_new(res, "method", json_string(method_name(r->method)));
 	json_object_set_new(res, "sqnr_db", sess_json_mods(s, r->sqnr, 1));
 	json_object_set_new(res, "mae", sess_json_mods(s, r->mae, 1));
+	if (p->mod_held != NULL)
+		json_object_set_new(res, "held_out", json_pack("{s:o, s:o}", "sqnr_db", sess_json_mods(s, r->sqnr_held, 1),
+		    "mae", sess_json_mods(s, r->mae_held, 1)));
 	json_t *lins = json_array();
 	for (int k = 0; k < LIN_COUNT; k++) {
 		json_t *o = json_object();
@@ -410,6 +413,9 @@ scmd_quantize_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs
 	r->method = method;
 	mods_from_json(json_object_get(res, "sqnr_db"), r->sqnr);
 	mods_from_json(json_object_get(res, "mae"), r->mae);
+	json_t *ho = json_object_get(res, "held_out");
+	mods_from_json(json_object_get(ho, "sqnr_db"), r->sqnr_held);
+	mods_from_json(json_object_get(ho, "mae"), r->mae_held);
 	return 0;
 }
 
@@ -547,6 +553,10 @@ scmd_finish(sess *s, json_t *args, json_t *res, masq_err *err)
 	json_object_set_new(res, "sqnr_db", sess_json_mods(s, s->p.summary.sqnr, 1));
 	json_object_set_new(res, "mae", sess_json_mods(s, s->p.summary.mae, 1));
 	json_object_set_new(res, "kl_text", sess_json_num(s->p.summary.kl_text));
+	if (s->p.mod_held != NULL)
+		json_object_set_new(res, "held_out", json_pack("{s:o, s:o, s:o}", "sqnr_db",
+		    sess_json_mods(s, s->p.summary.sqnr_held, 1), "mae", sess_json_mods(s, s->p.summary.mae_held, 1),
+		    "kl_text", sess_json_num(s->p.summary.kl_text_held)));
 	if (s->db != NULL && s->record)
 		sdb_session_set_status(s->db, s->id, "finished", NULL);
 	return SESS_OK;
@@ -561,7 +571,11 @@ scmd_finish_restore(sess *s, json_t *args, json_t *res, sess_restore_state *rs, 
 	/* the summary, for what reads a restored session (sessions diff) */
 	mods_from_json(json_object_get(res, "sqnr_db"), s->p.summary.sqnr);
 	mods_from_json(json_object_get(res, "mae"), s->p.summary.mae);
-	json_t *kl = json_object_get(res, "kl_text");
+	json_t *kl = json_object_get(res, "kl_text"), *ho = json_object_get(res, "held_out");
 	s->p.summary.kl_text = json_is_number(kl) ? json_number_value(kl) : NAN;
+	mods_from_json(json_object_get(ho, "sqnr_db"), s->p.summary.sqnr_held);
+	mods_from_json(json_object_get(ho, "mae"), s->p.summary.mae_held);
+	kl = json_object_get(ho, "kl_text");
+	s->p.summary.kl_text_held = json_is_number(kl) ? json_number_value(kl) : NAN;
 	return 0;
 }

@@ -97,6 +97,8 @@ sess_opts_json(const pipe_opts *o)
 	    o->lambda[MOD_AUDIO]));
 	json_object_set_new(j, "tie", json_boolean(o->tie));
 	json_object_set_new(j, "sqnr_floor", json_string(o->sqnr_floor == METRICS_FLOOR_SUM ? "sum" : "mean"));
+	if (o->eval_split > 0)
+		json_object_set_new(j, "eval_split", json_real(o->eval_split));
 	return j;
 }
 
@@ -151,6 +153,10 @@ sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err)
 			if (!json_is_number(v))
 				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"rank\" is not a number");
 			o->rank = json_number_value(v);
+		} else if (strcmp(k, "eval_split") == 0) {
+			if (!json_is_number(v))
+				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"eval_split\" is not a number");
+			o->eval_split = json_number_value(v);
 		} else if (strcmp(k, "sqnr_floor") == 0) {
 			const char *f = json_string_value(v);
 			if (f == NULL || (strcmp(f, "mean") != 0 && strcmp(f, "sum") != 0))

@@ -236,6 +236,9 @@ const char *sess_calib_fingerprint(const sess *s);
  * the model; bytes as the masquant export stores them
  * (export_cmc_elem_bytes).  The checkpoint's tensor bytes beside them. */
 int64_t sess_lin_cmc_params(const sess *s, int l, int k);
+/* The calibration sequences, and whether sequence i is held out. */
+int sess_n_seqs(const sess *s);
+int sess_seq_held(const sess *s, int i);
 int64_t sess_layer_cmc_params(const sess *s, int l);
 int64_t sess_cmc_params(const sess *s);
 /* The whole-number rank of linear k of layer l: in effect once measured,
@@ -270,7 +273,7 @@ typedef struct sess_field {
 enum sess_field_id {
 	SF_LAYER, SF_STATE, SF_METHOD, SF_ALPHAS, SF_ALPHA_T, SF_ALPHA_V, SF_ALPHA_A, SF_RANK, SF_SQNR_T,
 	SF_SQNR_V, SF_SQNR_A, SF_SQNR_ALL, SF_MAE_T, SF_MAE_V, SF_MAE_A, SF_MAE_ALL, SF_SECONDS, SF_EPOCHS, SF_GAIN,
-	SF_CMC_BYTES, SF_OWN_T, SF_OWN_V, SF_OWN_A, SF_OWN_ALL, SF_COUNT
+	SF_CMC_BYTES, SF_OWN_T, SF_OWN_V, SF_OWN_A, SF_OWN_ALL, SF_HELD_T, SF_HELD_V, SF_HELD_A, SF_HELD_ALL, SF_COUNT
 };
 extern const sess_field sess_fields[SF_COUNT];
 /* The value of field f for layer l, formatted in w columns (w 0: no

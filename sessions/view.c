@@ -182,6 +182,18 @@ sess_lin_cmc_params(const sess *s, int l, int k)
 }
 
 int
+sess_n_seqs(const sess *s)
+{
+	return s->opened ? s->c.n_seqs : 0;
+}
+
+int
+sess_seq_held(const sess *s, int i)
+{
+	return s->opened && s->p.held != NULL && i >= 0 && i < s->c.n_seqs && s->p.held[i];
+}
+
+int
 sess_lin_rank(const sess *s, int l, int k)
 {
 	int out, in;
@@ -268,6 +280,20 @@ static double f_own_t(const sess *s, int l) { return own_of(s, l, MOD_TEXT); }
 static double f_own_v(const sess *s, int l) { return own_of(s, l, MOD_VISION); }
 static double f_own_a(const sess *s, int l) { return own_of(s, l, MOD_AUDIO); }
 static double f_own_all(const sess *s, int l) { return own_of(s, l, STATS_ALL); }
+
+/* The layer's SQNR on the held-out tokens (NAN without a split). */
+static double
+held_of(const sess *s, int l, int m)
+{
+	if (!sess_layer_measured(s, l) || (m < MOD_COUNT && !sess_mod_present(s, m)))
+		return NAN;
+	return s->p.results[l].sqnr_held[m];
+}
+
+static double f_held_t(const sess *s, int l) { return held_of(s, l, MOD_TEXT); }
+static double f_held_v(const sess *s, int l) { return held_of(s, l, MOD_VISION); }
+static double f_held_a(const sess *s, int l) { return held_of(s, l, MOD_AUDIO); }
+static double f_held_all(const sess *s, int l) { return held_of(s, l, STATS_ALL); }
 
 /* The layer's compensation in bytes (NAN when it has none). */
 static double
@@ -420,6 +446,10 @@ const sess_field sess_fields[SF_COUNT] = {
 	[SF_OWN_V] = {"own.vision", "vision", 7, SFK_DB, "own_sqnr_db", "vision", f_own_v, NULL},
 	[SF_OWN_A] = {"own.audio", "audio", 7, SFK_DB, "own_sqnr_db", "audio", f_own_a, NULL},
 	[SF_OWN_ALL] = {"own.all", "all", 7, SFK_DB, "own_sqnr_db", "all", f_own_all, NULL},
+	[SF_HELD_T] = {"held.text", "text", 7, SFK_DB, "held_out_sqnr_db", "text", f_held_t, NULL},
+	[SF_HELD_V] = {"held.vision", "vision", 7, SFK_DB, "held_out_sqnr_db", "vision", f_held_v, NULL},
+	[SF_HELD_A] = {"held.audio", "audio", 7, SFK_DB, "held_out_sqnr_db", "audio", f_held_a, NULL},
+	[SF_HELD_ALL] = {"held.all", "all", 7, SFK_DB, "held_out_sqnr_db", "all", f_held_all, NULL},
 };
 
 void
@@ -453,8 +483,8 @@ sess_fields_json(const sess *s, int l, json_t *o)
 {
 	for (int id = 0; id < SF_COUNT; id++) {
 		const sess_field *f = &sess_fields[id];
-		if (f->json == NULL)
-			continue;
+		if (f->json == NULL || (id >= SF_HELD_T && id <= SF_HELD_ALL && s->p.mod_held == NULL))
+			continue;	/* no split: no held-out figures */
 		json_t *v;
 		if (f->kind == SFK_TEXT)
 			v = json_string(f->text(s, l));

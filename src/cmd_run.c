@@ -74,6 +74,15 @@ run_json(const sess *s, const struct run_args *a, int method)
 	json_object_set_new(sum, "mae", sess_json_mods(s, v->summary->mae, 1));
 	json_object_set_new(sum, "kl_text", sess_json_num(v->summary->kl_text));
 	json_object_set_new(sum, "seconds", json_real(v->summary->seconds));
+	if (isfinite(v->summary->sqnr_held[STATS_ALL])) {
+		json_t *seqs = json_array();
+		for (int i = 0; i < sess_n_seqs(s); i++)
+			if (sess_seq_held(s, i))
+				json_array_append_new(seqs, json_integer(i));
+		json_object_set_new(sum, "held_out", json_pack("{s:f, s:o, s:o, s:o, s:o}", "split", po->eval_split,
+		    "sequences", seqs, "sqnr_db", sess_json_mods(s, v->summary->sqnr_held, 1), "mae",
+		    sess_json_mods(s, v->summary->mae_held, 1), "kl_text", sess_json_num(v->summary->kl_text_held)));
+	}
 	json_object_set_new(d, "summary", sum);
 	if (a->alloc != NULL && method == METHOD_MAS_CMC)
 		json_object_set_new(d, "rank_allocation", json_incref(a->alloc));
@@ -201,6 +210,11 @@ print_table(const sess *s, int verbose)
 		sess_field_format(s, SF_ALPHAS, l, 0, al, sizeof al);
 		printf("%-5d %-8s %-17s %s %s %s %s %8.2f\n", l, m, al, t[0], t[1], t[2], t[3],
 		    r->t_calib + r->t_search + r->t_quant);
+		if (isfinite(r->sqnr_held[STATS_ALL])) {
+			for (int k = 0; k < 4; k++)
+				sess_field_format(s, SF_HELD_T + k, l, 8, t[k], sizeof t[k]);
+			printf("%-5s %-26s %s %s %s %s\n", "", "  held out", t[0], t[1], t[2], t[3]);
+		}
 		if (!verbose)
 			continue;
 		for (int k = 0; k < LIN_COUNT; k++) {
@@ -272,7 +286,18 @@ print_summary(const sess *s)
 	for (int m = 0; m < MOD_COUNT; m++)
 		if (sess_mod_present(s, m))
 			printf(" %s %.2f", modality_name(m), v->summary->sqnr[m]);
-	printf("  all %.2f\nMAE:", v->summary->sqnr[STATS_ALL]);
+	printf("  all %.2f\n", v->summary->sqnr[STATS_ALL]);
+	if (isfinite(v->summary->sqnr_held[STATS_ALL])) {
+		printf(" held out (%g of the sequences, in no statistic, search or learning):", v->opts->eval_split);
+		for (int m = 0; m < MOD_COUNT; m++)
+			if (sess_mod_present(s, m))
+				printf(" %s %.2f", modality_name(m), v->summary->sqnr_held[m]);
+		printf("  all %.2f", v->summary->sqnr_held[STATS_ALL]);
+		if (isfinite(v->summary->kl_text_held))
+			printf("  KL %.4g", v->summary->kl_text_held);
+		printf("\n");
+	}
+	printf("MAE:");
 	for (int m = 0; m < MOD_COUNT; m++)
 		if (sess_mod_present(s, m))
 			printf(" %s %.4g", modality_name(m), v->summary->mae[m]);
@@ -441,7 +466,7 @@ cmd_run(int argc, char **argv)
 	enum { O_MODEL = 256, O_CALIB, O_METHOD, O_WBITS, O_ABITS, O_ALPHA, O_RANK, O_SET, O_JSON,
 	    O_THREADS, O_SEED, O_WGROUP, O_RANK_FLOOR, O_SVD, O_NO_WHITEN, O_CMC_TARGET, O_CMC_DIAG,
 	    O_GRID, O_SEARCH_TOKENS, O_VERBOSE, O_DB, O_NO_DB, O_EPOCHS, O_LR, O_LOSS, O_LOSS_WEIGHTS, O_TIE,
-	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE };
+	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE, O_EVAL_SPLIT };
 	static const struct option opts[] = {
 		{"model", required_argument, NULL, O_MODEL},
 		{"calib", required_argument, NULL, O_CALIB},
@@ -471,6 +496,7 @@ cmd_run(int argc, char **argv)
 		{"rank-budget", required_argument, NULL, O_RANK_BUDGET},
 		{"rank-target", required_argument, NULL, O_RANK_TARGET},
 		{"rank-objective", required_argument, NULL, O_RANK_OBJECTIVE},
+		{"eval-split", required_argument, NULL, O_EVAL_SPLIT},
 		{"db", required_argument, NULL, O_DB},
 		{"no-db", no_argument, NULL, O_NO_DB},
 		{"help", no_argument, NULL, 'h'},
@@ -482,7 +508,7 @@ cmd_run(int argc, char **argv)
 	int c, rc = 2, no_db = 0;
 	long v;
 	double x;
-	char given[O_RANK_OBJECTIVE - O_MODEL + 1] = {0};	/* which options were written */
+	char given[O_EVAL_SPLIT - O_MODEL + 1] = {0};	/* which options were written */
 
 	memset(&a, 0, sizeof a);
 	pipe_opts_default(&a.o);
@@ -492,7 +518,7 @@ cmd_run(int argc, char **argv)
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (c >= O_MODEL && c <= O_RANK_OBJECTIVE)
+		if (c >= O_MODEL && c <= O_EVAL_SPLIT)
 			given[c - O_MODEL] = 1;
 		switch (c) {
 		case O_MODEL: free(a.model_dir); a.model_dir = xstrdup(optarg); break;
@@ -570,6 +596,11 @@ cmd_run(int argc, char **argv)
 			a.rank_budget = optarg;
 			break;
 		}
+		case O_EVAL_SPLIT:
+			if (parse_float("--eval-split", optarg, 1e-9, PIPE_SPLIT_MAX, &x) < 0)
+				goto done;
+			a.o.eval_split = x;
+			break;
 		case O_RANK_OBJECTIVE:
 			if (strcmp(optarg, "relative") != 0 && strcmp(optarg, "absolute") != 0) {
 				rc = cli_usage("run", "--rank-objective is relative or absolute, not '%s'", optarg);

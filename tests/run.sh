@@ -272,4 +272,45 @@ for L in d['layers']:
         assert abs(L['own_sqnr_db'][m] - want) < 1e-9, (L['layer'], m, L['own_sqnr_db'][m], want)
     prev = L
 "
+# The held-out split: the held-out sequences stay out of the statistics,
+# the search and learning, so changing their embeddings changes the
+# held-out figures and leaves every fitted one exactly as it was.
+check "--eval-split 0.25 (tiny, mas-cmc, alpha search, 1 epoch)" sh -c "'$MASQ' run $T --method mas-cmc --epochs 1 --alpha search --alpha-grid 0.3:0.2:0.7 --eval-split 0.25 --db '$w/split.db' --json > '$w/split.json'"
+cat > "$w/perturb.py" <<'EOF'
+import json, struct, sys
+src, dst, runj = sys.argv[1:4]
+b = bytearray(open(src, "rb").read()); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); base = 8 + n
+held = json.load(open(runj))["summary"]["held_out"]["sequences"]
+assert held, "no held-out sequence"
+lens = struct.unpack("<%di" % h["seq_lens"]["shape"][0], b[base + h["seq_lens"]["data_offsets"][0]:base + h["seq_lens"]["data_offsets"][1]])
+T, D = h["inputs_embeds"]["shape"]; o = base + h["inputs_embeds"]["data_offsets"][0]
+t0 = 0
+for s, L in enumerate(lens):
+    if s in held:
+        for t in range(t0, t0 + L):
+            row = struct.unpack_from("<%df" % D, b, o + 4 * t * D)
+            struct.pack_into("<%df" % D, b, o + 4 * t * D, *[1.5 * v + 0.01 for v in row])
+    t0 += L
+open(dst, "wb").write(b)
+EOF
+"$py" "$w/perturb.py" "$w/tiny/calib.safetensors" "$w/perturbed.safetensors" "$w/split.json"
+check "the same run on the perturbed held-out sequences" sh -c "'$MASQ' run --model '$w/tiny/model' --calib '$w/perturbed.safetensors' --method mas-cmc --epochs 1 --alpha search --alpha-grid 0.3:0.2:0.7 --eval-split 0.25 --no-db --json > '$w/split2.json'"
+check "held-out figures moved, every fitted figure (statistics, search, learning, SQNR, KL) did not" "$py" -c "
+import json
+a, b = json.load(open('$w/split.json')), json.load(open('$w/split2.json'))
+assert a['summary']['held_out']['sequences'] == b['summary']['held_out']['sequences']
+for La, Lb in zip(a['layers'], b['layers']):
+    assert La['sqnr_db'] == Lb['sqnr_db'] and La['misalignment'] == Lb['misalignment'], La['layer']
+    assert La['alpha_search'] == Lb['alpha_search'] and La['learning']['losses'] == Lb['learning']['losses'], La['layer']
+    assert La['held_out_sqnr_db'] != Lb['held_out_sqnr_db'], La['layer']
+assert a['summary']['sqnr_db'] == b['summary']['sqnr_db'] and a['summary']['kl_text'] == b['summary']['kl_text']
+assert a['summary']['held_out']['sqnr_db'] != b['summary']['held_out']['sqnr_db']
+"
+check "a session with a held-out split replays exactly" "$MASQ" replay --db "$w/split.db" --exact
+check "a run without a split reports no held-out figures" "$py" -c "
+import json
+d = json.load(open('$w/diff-a.json')); assert 'held_out' not in d['summary'] and 'held_out_sqnr_db' not in d['layers'][0]
+"
+expect "leaves no sequence to fit" "a split that leaves nothing to fit" -- "$MASQ" run $T --eval-split 0.9 --no-db
+expect "--eval-split must be a number in" "a split of 0" -- "$MASQ" run $T --eval-split 0 --no-db
 done_testing

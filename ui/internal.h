@@ -171,7 +171,8 @@ struct ui {
 	int quit;
 	/* the overview */
 	int ov_col, ov_desc, ov_top;	/* sort column (OV_*), descending, first row shown */
-	int ov_own;		/* the SQNR columns show the error each layer adds itself */
+	int ov_own;		/* the SQNR columns show: 0 the output, 1 the error each layer adds
+				   itself, 2 the output on the held-out sequences */
 	double ov_thr;		/* SQNR threshold (dB) below which figures are marked */
 	/* the job */
 	int busy;		/* a job owns the session: draw its record only */

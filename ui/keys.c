@@ -80,7 +80,7 @@ const ui_key ui_keys[] = {
 	{'i', "i", O, UA_INVERT, -1, "invert", "invert the order"},
 	{'w', "w", O, UA_WORST, -1, "worst layer", "select the worst layer for the sorted column's modality"},
 	{'t', "t", O, UA_THRESHOLD, -1, "threshold", "type the SQNR threshold below which figures are marked"},
-	{'v', "v", O, UA_OWN, -1, "own error", "the SQNR columns: each layer's output, or the error it adds itself (sensitivity)"},
+	{'v', "v", O, UA_OWN, -1, "own error", "the SQNR columns: each layer's output, the error it adds itself (sensitivity), the held-out output"},
 	{0, NULL, 0, 0, -1, NULL, NULL}
 };
 

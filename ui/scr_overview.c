@@ -33,7 +33,7 @@ static int
 ov_field_of(const ui *u, int c)
 {
 	if (u->ov_own && c >= OV_ST && c <= OV_SALL)
-		return SF_OWN_T + (c - OV_ST);
+		return (u->ov_own == 1 ? SF_OWN_T : SF_HELD_T) + (c - OV_ST);
 	return ov_field[c];
 }
 
@@ -91,7 +91,7 @@ ov_worst(ui *u)
 	}
 	u->sel = best;
 	ui_msg(u, MSG_INFO, "%s for %s: layer %d at %.2f dB (threshold %.1f dB): Enter opens it",
-	    u->ov_own ? "adds the most error" : "worst", m == STATS_ALL ? "all tokens" : modality_name(m), best, bv,
+	    u->ov_own == 1 ? "adds the most error" : "worst", m == STATS_ALL ? "all tokens" : modality_name(m), best, bv,
 	    u->ov_thr);
 }
 
@@ -116,11 +116,15 @@ overview_act(ui *u, int action)
 	case UA_INVERT: u->ov_desc = !u->ov_desc; return 1;
 	case UA_WORST: ov_worst(u); return 1;
 	case UA_THRESHOLD: ui_prompt_open(u, PR_THRESH, "SQNR threshold in dB (now %.1f)", u->ov_thr); return 1;
-	case UA_OWN:
-		u->ov_own = !u->ov_own;
-		ui_msg(u, MSG_INFO, "%s", u->ov_own ? "SQNR of the error each layer adds itself (its output's less its "
-		    "input's): sort and w find the layers most sensitive to quantizing" : "SQNR of each layer's output");
+	case UA_OWN: {
+		/* output -> own error -> held-out output (with a split) -> output */
+		int held = isfinite(sess_fields[SF_HELD_ALL].value(u->s, 0));
+		u->ov_own = (u->ov_own + 1) % (held ? 3 : 2);
+		ui_msg(u, MSG_INFO, "%s", u->ov_own == 1 ? "SQNR of the error each layer adds itself (its output's less its "
+		    "input's): sort and w find the layers most sensitive to quantizing" : u->ov_own == 2 ?
+		    "SQNR of each layer's output on the held-out sequences" : "SQNR of each layer's output");
 		return 1;
+	}
 	}
 	return 0;
 }
@@ -145,7 +149,8 @@ overview_draw(ui *u)
 		u->ov_top = pos - rows + 1;
 	ui_fill(0, 0, -1, ui_title_attr(&u->g));
 	ui_text(0, 0, -1, ui_title_attr(&u->g), " overview%s%d layers%s%s SQNR below %.1f dB marked !%ssorted by %s %s",
-	    u->g.sep, n, u->g.sep, u->ov_own ? "own" : "output", u->ov_thr, u->g.sep, head[u->ov_col], arrow);
+	    u->g.sep, n, u->g.sep, u->ov_own == 1 ? "own" : u->ov_own == 2 ? "held-out" : "output", u->ov_thr, u->g.sep,
+	    head[u->ov_col], arrow);
 	int x = 1;
 	for (int c = 0; c < OV_COLS; c++) {
 		char h[32];
@@ -186,9 +191,10 @@ overview_draw(ui *u)
 		ui_text(y, x, -1, rowattr | A_DIM, "%s", sess_layer_state_name(sess_layer_state(u->s, l)));
 	}
 	ui_text(LINES - 4, 0, -1, A_DIM, " alpha of qkv; rank of q_proj; SQNR of %s",
-	    u->ov_own ? "the error each layer adds itself" : "each layer's output");
+	    u->ov_own == 1 ? "the error each layer adds itself" : u->ov_own == 2 ? "the held-out sequences" :
+	    "each layer's output");
 	ui_draw_message(u, LINES - 3);
-	const char *kv[] = {u->g.leftright, "sort column", "i", "invert", "w", "worst layer", "v", u->ov_own ? "output" :
+	const char *kv[] = {u->g.leftright, "sort column", "i", "invert", "w", "worst layer", "v", u->ov_own == 1 ? "next" :
 	    "own error", "t", "threshold", "Enter", "view", "Esc", "back", NULL};
 	ui_draw_keys(u, LINES - 2, kv);
 	ui_draw_status(u);
