@@ -86,7 +86,7 @@ pipe_opts_check(const pipe_opts *o, masq_err *err)
 	return 0;
 }
 
-/* The held-out sequences: round(split * n_seqs) of them, at least one,
+/* The held-out sequences: split * n_seqs of them to the nearest, at least one,
  * leaving at least one to fit, drawn from their own seeded stream. */
 static int
 split_init(pipeline *p, masq_err *err)
