@@ -20,8 +20,10 @@ static const char *const lin_paths[LIN_COUNT] = {
 
 /* Layer prefixes of the supported layouts, most common first. */
 static const char *const layer_prefixes[] = {
-	"model.layers.",			/* Qwen2, Llama, Qwen2.5-VL (transformers < 4.52) */
-	"model.language_model.layers.",		/* Qwen2.5-VL, LLaVA (transformers >= 4.52) */
+	"model.layers.",			/* Qwen2, Llama, Qwen2.5-VL as released (and as transformers
+						   < 4.52 and >= 4.52.4 save it) */
+	"model.language_model.layers.",		/* Qwen2.5-VL, LLaVA as transformers 4.52.0 to 4.52.3 save them
+						   (4.52.4 went back to the released names) */
 	"language_model.model.layers.",		/* LLaVA (older transformers) */
 	"thinker.model.layers.",		/* Qwen2.5-Omni thinker */
 	NULL
@@ -133,6 +135,71 @@ copy_str(char *dst, size_t n, json_t *v)
 		snprintf(dst, n, "%s", json_string_value(v));
 }
 
+/* The decoder families masq runs, by the model_type of the text config (or
+ * of the root when the text config has none), and their config class's
+ * defaults where a field is left out: transformers writes only what
+ * differs from them (llava-hf/llava-1.5-7b-hf's text_config has no
+ * hidden_size).  NULL defaults: every field is required. */
+struct family {
+	const char *type;
+	int defaults;
+	int hidden, layers, heads, intermediate, vocab;
+	double eps, theta;
+};
+
+static const struct family families[] = {
+	/* LlamaConfig (LLaVA-1.5's text model; LlavaConfig's default text config) */
+	{"llama", 1, 4096, 32, 32, 11008, 32000, 1e-6, 10000.0},
+	{"llava", 1, 4096, 32, 32, 11008, 32000, 1e-6, 10000.0},
+	/* Qwen2Config (LLaVA-OneVision's, InternVL2.5's with Qwen2.5) */
+	{"qwen2", 1, 4096, 32, 32, 22016, 151936, 1e-6, 10000.0},
+	{"qwen2_vl", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0},
+	{"qwen2_vl_text", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0},
+	{"qwen2_5_vl", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0},
+	{"qwen2_5_vl_text", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0},
+	{"qwen2_5_omni_thinker", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0},
+	{"qwen2_5_omni_text", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0},
+	{"qwen2_5_omni", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0},
+};
+
+static const struct family *
+family_of(const char *type)
+{
+	for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
+		if (strcmp(families[i].type, type) == 0)
+			return families[i].defaults ? &families[i] : NULL;
+	return NULL;
+}
+
+/* Refuse by name what masq would run wrong: Qwen3 decoders (per-head
+ * q_norm/k_norm, interleaved M-RoPE, deepstack) and any model_type outside
+ * the supported families.  A config with no model_type anywhere is taken
+ * as the Qwen2 layout it must then match tensor by tensor. */
+static int
+check_model_type(const struct cfg_scope *sc, const char *path, masq_err *err)
+{
+	for (int i = 0; i < sc->n; i++) {
+		const char *t = json_string_value(json_object_get(sc->obj[i], "model_type"));
+		if (t != NULL && strncmp(t, "qwen3", 5) == 0)
+			return masq_err_set(err, MASQ_ERR_FORMAT,
+			    "%s: model_type \"%s\": Qwen3 decoders (Qwen3-VL: per-head q_norm and k_norm, interleaved "
+			    "M-RoPE, deepstack features) are not supported yet, and running one as Qwen2.5-VL would be wrong",
+			    path, t);
+	}
+	json_t *tv = cfg_get(sc, "model_type");
+	if (tv == NULL)
+		return 0;
+	const char *t = json_string_value(tv);
+	if (t == NULL)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: \"model_type\" is not a string", path);
+	for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
+		if (strcmp(families[i].type, t) == 0)
+			return 0;
+	return masq_err_set(err, MASQ_ERR_FORMAT,
+	    "%s: model_type \"%s\" is not supported (Qwen2-VL and Qwen2.5-VL, the Qwen2.5-Omni thinker, LLaVA-style "
+	    "models on Llama or Qwen2 decoders)", path, t);
+}
+
 int
 model_config_load(model_config *c, const char *path, masq_err *err)
 {
@@ -156,6 +223,12 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 	}
 	th = json_object_get(root, "thinker_config");
 	tc = json_object_get(root, "text_config");
+	json_t *lc = json_object_get(root, "llm_config");
+	if (!json_is_object(tc) && json_is_object(lc)) {
+		/* InternVL's remote-code checkpoints keep the decoder's config here */
+		tc = lc;
+		snprintf(c->text_source, sizeof c->text_source, "llm_config");
+	}
 	if (json_is_object(th)) {
 		json_t *ttc = json_object_get(th, "text_config");
 		if (json_is_object(ttc)) {
@@ -167,7 +240,8 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 		sc.obj[sc.n++] = th;
 	} else if (json_is_object(tc)) {
 		sc.obj[sc.n++] = tc;
-		snprintf(c->text_source, sizeof c->text_source, "text_config");
+		if (c->text_source[0] == '\0')
+			snprintf(c->text_source, sizeof c->text_source, "text_config");
 	}
 	sc.obj[sc.n++] = root;
 
@@ -175,20 +249,54 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 	if (json_is_array(arch) && json_array_size(arch) > 0)
 		copy_str(c->arch, sizeof c->arch, json_array_get(arch, 0));
 	copy_str(c->model_type, sizeof c->model_type, cfg_get(&sc, "model_type"));
-
-	if (cfg_int(&sc, path, "hidden_size", 1, 1, 1 << 16, &c->hidden, err) < 0 ||
-	    cfg_int(&sc, path, "num_hidden_layers", 1, 1, 4096, &c->n_layers, err) < 0 ||
-	    cfg_int(&sc, path, "num_attention_heads", 1, 1, 4096, &c->n_heads, err) < 0 ||
-	    cfg_int(&sc, path, "intermediate_size", 1, 1, 1 << 20, &c->intermediate, err) < 0)
+	if (check_model_type(&sc, path, err) < 0)
+		goto out;
+	/* a family's documented defaults where its config leaves a field out
+	 * (transformers drops what equals the config class's default) */
+	const struct family *fam = family_of(c->model_type);
+	if (fam != NULL) {
+		c->hidden = fam->hidden;
+		c->n_layers = fam->layers;
+		c->n_heads = fam->heads;
+		c->intermediate = fam->intermediate;
+		c->vocab = fam->vocab;
+		eps = fam->eps;
+		theta = fam->theta;
+	}
+	int req = fam == NULL;
+	if (cfg_int(&sc, path, "hidden_size", req, 1, 1 << 16, &c->hidden, err) < 0 ||
+	    cfg_int(&sc, path, "num_hidden_layers", req, 1, 4096, &c->n_layers, err) < 0 ||
+	    cfg_int(&sc, path, "num_attention_heads", req, 1, 4096, &c->n_heads, err) < 0 ||
+	    cfg_int(&sc, path, "intermediate_size", req, 1, 1 << 20, &c->intermediate, err) < 0)
 		goto out;
 	c->n_kv_heads = c->n_heads;
 	c->head_dim = c->hidden / c->n_heads;
 	if (cfg_int(&sc, path, "num_key_value_heads", 0, 1, 4096, &c->n_kv_heads, err) < 0 ||
 	    cfg_int(&sc, path, "head_dim", 0, 2, 4096, &c->head_dim, err) < 0 ||
 	    cfg_int(&sc, path, "vocab_size", 0, 1, 1 << 24, &c->vocab, err) < 0 ||
-	    cfg_num(&sc, path, "rms_norm_eps", 0.0, 1.0, &eps, err) < 0 ||
+	    cfg_num(&sc, path, "rms_norm_eps", 1e-30, 1.0, &eps, err) < 0 ||
 	    cfg_num(&sc, path, "rope_theta", 1.0, 1e12, &theta, err) < 0)
 		goto out;
+	/* transformers v5 keeps RoPE in rope_parameters (theta, type, sections) */
+	json_t *rp = cfg_get(&sc, "rope_parameters");
+	if (rp != NULL) {
+		if (!json_is_object(rp)) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "%s: \"rope_parameters\" is not an object", path);
+			goto out;
+		}
+		json_t *t = json_object_get(rp, "rope_theta");
+		if (t != NULL && (!json_is_number(t) || !(json_number_value(t) >= 1.0 && json_number_value(t) <= 1e12))) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "%s: rope_parameters.rope_theta is not a number in [1, 1e12]", path);
+			goto out;
+		}
+		if (t != NULL)
+			theta = json_number_value(t);
+	}
+	if (json_is_true(cfg_get(&sc, "use_sliding_window"))) {
+		masq_err_set(err, MASQ_ERR_FORMAT, "%s: use_sliding_window is true: sliding-window attention is not "
+		    "supported (the engine attends to the whole sequence)", path);
+		goto out;
+	}
 	c->rms_eps = (float)eps;
 	c->rope_theta = theta;
 	if (c->n_heads % c->n_kv_heads != 0) {
@@ -203,17 +311,46 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 		goto out;
 	}
 
-	json_t *rs = cfg_get(&sc, "rope_scaling");
+	json_t *rs = rp != NULL ? rp : cfg_get(&sc, "rope_scaling");
+	const char *rname = rp != NULL ? "rope_parameters" : "rope_scaling";
 	if (rs != NULL && !json_is_object(rs)) {
 		masq_err_set(err, MASQ_ERR_FORMAT, "%s: \"rope_scaling\" is not an object", path);
 		goto out;
+	}
+	if (rs != NULL) {
+		/* every key that changes the arithmetic must be understood */
+		static const char *const known[] = {"type", "rope_type", "mrope_section", "rope_theta"};
+		const char *k;
+		json_t *v;
+		json_object_foreach(rs, k, v) {
+			size_t i = 0;
+			while (i < sizeof known / sizeof known[0] && strcmp(k, known[i]) != 0)
+				i++;
+			if (i == sizeof known / sizeof known[0]) {
+				masq_err_set(err, MASQ_ERR_FORMAT, "%s: %s.%s is not understood (masq reads %s.type, rope_type, "
+				    "mrope_section and rope_theta; RoPE scaling is not supported)", path, rname, k, rname);
+				goto out;
+			}
+		}
+		static const char *const types[] = {"type", "rope_type"};
+		for (int i = 0; i < 2; i++) {
+			json_t *ty = json_object_get(rs, types[i]);
+			if (ty != NULL && (!json_is_string(ty) || (strcmp(json_string_value(ty), "default") != 0 &&
+			    strcmp(json_string_value(ty), "mrope") != 0))) {
+				masq_err_set(err, MASQ_ERR_FORMAT,
+				    "%s: %s.%s %s%s%s is not supported (only default RoPE and mrope)", path, rname, types[i],
+				    json_is_string(ty) ? "\"" : "", json_is_string(ty) ? json_string_value(ty) : "(not a string)",
+				    json_is_string(ty) ? "\"" : "");
+				goto out;
+			}
+		}
 	}
 	json_t *ms = rs ? json_object_get(rs, "mrope_section") : NULL;
 	if (ms != NULL) {
 		int sum = 0;
 		if (!json_is_array(ms) || json_array_size(ms) != 3) {
 			masq_err_set(err, MASQ_ERR_FORMAT,
-			    "%s: rope_scaling.mrope_section is not an array of 3 integers", path);
+			    "%s: %s.mrope_section is not an array of 3 integers", path, rname);
 			goto out;
 		}
 		for (int i = 0; i < 3; i++) {
@@ -221,8 +358,8 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 			if (!json_is_integer(x) || json_integer_value(x) < 0 ||
 			    json_integer_value(x) > c->head_dim) {
 				masq_err_set(err, MASQ_ERR_FORMAT,
-				    "%s: rope_scaling.mrope_section[%d] is not an integer in [0, %d]",
-				    path, i, c->head_dim);
+				    "%s: %s.mrope_section[%d] is not an integer in [0, %d]",
+				    path, rname, i, c->head_dim);
 				goto out;
 			}
 			c->mrope_section[i] = (int)json_integer_value(x);
@@ -230,8 +367,8 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 		}
 		if (sum != c->head_dim / 2) {
 			masq_err_set(err, MASQ_ERR_FORMAT,
-			    "%s: rope_scaling.mrope_section [%d, %d, %d] sums to %d, expected head_dim/2 = %d",
-			    path, c->mrope_section[0], c->mrope_section[1], c->mrope_section[2], sum,
+			    "%s: %s.mrope_section [%d, %d, %d] sums to %d, expected head_dim/2 = %d",
+			    path, rname, c->mrope_section[0], c->mrope_section[1], c->mrope_section[2], sum,
 			    c->head_dim / 2);
 			goto out;
 		}

@@ -1,0 +1,35 @@
+#!/bin/sh
+# Real checkpoint layouts in: the tiny demo's weights rewritten as
+# transformers v5 saves the config (RoPE in rope_parameters), as Qwen2.5-VL
+# is released ("model.layers."), as InternVL keeps it ("llm_config",
+# "language_model.model.layers.") and as LLaVA-1.5 writes a Llama text
+# config that leaves out LlamaConfig's defaults (tests/layouts.py).  The
+# same weights must give the same forward, byte for byte, whatever the
+# layout; what is left out takes the family's default, which inspect shows.
+. "$srcdir/lib.sh"
+w=$(workdir layouts)
+py=${PYTHON3:-}
+[ -n "$py" ] && [ -x "$py" ] || skip_all "no python3"
+"$MASQ" demo "$w/d" --preset tiny >/dev/null || exit 99
+C="$w/d/calib.safetensors"
+"$MASQ" forward --model "$w/d/model" --calib "$C" --out "$w/ref.safetensors" >/dev/null 2>&1 || exit 99
+# data: the tensor bytes of a safetensors file, by name, without its header
+cat > "$w/same.py" <<'EOF'
+import json, struct, sys
+def data(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+    return {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items() if k != "__metadata__"}
+a, b = data(sys.argv[1]), data(sys.argv[2])
+assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), sorted(k for k in a if a.get(k) != b.get(k))[:3]
+EOF
+for style in v5 released internvl; do
+	"$py" "$srcdir/layouts.py" "$w/d/model" "$w/$style" $style || exit 99
+	check "$style: the forward is the demo's, byte for byte" sh -c "'$MASQ' forward --model '$w/$style' --calib '$C' --out '$w/$style.safetensors' > '$w/$style.out' 2>&1 && '$py' '$w/same.py' '$w/ref.safetensors' '$w/$style.safetensors'"
+done
+check "v5: inspect reads RoPE from rope_parameters" sh -c "'$MASQ' inspect --json '$w/v5' | '$py' -c 'import json,sys; d=json.load(sys.stdin); assert d[\"rope_theta\"] == 1e6 and d[\"mrope_section\"] == [2, 3, 3], d'"
+check "released: the layer prefix is found" sh -c "'$MASQ' inspect --json '$w/released' | grep -q '\"layer_prefix\": \"model.layers.\"'"
+check "internvl: the decoder's config comes from llm_config" sh -c "'$MASQ' inspect --json '$w/internvl' | grep -q '\"text_config\": \"llm_config\"'"
+"$py" "$srcdir/layouts.py" "$w/d/model" "$w/llava" llava || exit 99
+check "llava: what the Llama text config leaves out takes LlamaConfig's defaults (eps 1e-6, theta 10000, silu)" sh -c "'$MASQ' inspect --json '$w/llava' | '$py' -c 'import json,sys; d=json.load(sys.stdin); assert d[\"rope_theta\"] == 10000 and abs(d[\"rms_norm_eps\"] - 1e-6) < 1e-12 and d[\"model_type\"] == \"llama\", d'"
+check "llava: and it runs" sh -c "'$MASQ' forward --model '$w/llava' --calib '$C' --out '$w/llava.safetensors' > /dev/null 2>&1"
+done_testing
