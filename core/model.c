@@ -516,6 +516,39 @@ model_open(model *m, const char *dir, masq_err *err)
 		}
 	}
 
+	/* Every tensor under the layer prefix is one the engine uses: a
+	 * per-layer tensor it would ignore (Qwen3's q_norm and k_norm, a
+	 * layer past num_hidden_layers) means a wrong answer, so it is refused. */
+	size_t pl = strlen(m->prefix);
+	for (int i = 0; i < m->st.ntensors; i++) {
+		const char *tn = m->st.index[i]->name, *rest;
+		char *end;
+		if (strncmp(tn, m->prefix, pl) != 0)
+			continue;
+		long l = strtol(tn + pl, &end, 10);
+		int known = end != tn + pl && *end == '.' && l >= 0 && l < c->n_layers;
+		rest = known ? end + 1 : "";
+		/* older Llama checkpoints carry RoPE's inverse frequencies as a
+		 * buffer; masq computes them from rope_theta */
+		if (known && strcmp(rest, "self_attn.rotary_emb.inv_freq") == 0)
+			continue;
+		if (known && strcmp(rest, "input_layernorm.weight") != 0 && strcmp(rest, "post_attention_layernorm.weight") != 0) {
+			known = 0;
+			for (int k = 0; k < LIN_COUNT && !known; k++) {
+				size_t n = strlen(lin_paths[k]);
+				known = strncmp(rest, lin_paths[k], n) == 0 &&
+				    (strcmp(rest + n, ".weight") == 0 || strcmp(rest + n, ".bias") == 0);
+			}
+		}
+		if (!known) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' is not one masq's decoder layer uses (%s); "
+			    "running without it would be wrong", dir, tn, end != tn + pl && *end == '.' && l >= c->n_layers ?
+			    "its layer is past num_hidden_layers" : strstr(tn, "q_norm") || strstr(tn, "k_norm") ?
+			    "per-head q/k norms are Qwen3's, not supported yet" : "an architecture masq does not run");
+			goto fail;
+		}
+	}
+
 	/* Embedding, final norm and head: optional for the decoder pass, but
 	 * when present they must fit the config. */
 	char root[64];

@@ -143,7 +143,7 @@ def valid_odd():
 
 # -- model- and calibration-level faults: a complete 1-layer model of the
 # -- CONFIG above, then one fault at a time.
-def model_tensors(cfg=CONFIG, drop=(), reshape=None, redtype=None):
+def model_tensors(cfg=CONFIG, drop=(), reshape=None, redtype=None, extra=None):
     """Every tensor a 1-layer Qwen2 model of cfg declares, as F32 zeros-ish
     data; drop names to leave out, reshape {name: shape}, redtype {name: dt}."""
     H, I = cfg["hidden_size"], cfg["intermediate_size"]
@@ -159,6 +159,7 @@ def model_tensors(cfg=CONFIG, drop=(), reshape=None, redtype=None):
                    p + "self_attn.o_proj.weight": [H, nh * hd],
                    p + "mlp.gate_proj.weight": [I, H], p + "mlp.up_proj.weight": [I, H],
                    p + "mlp.down_proj.weight": [H, I]})
+    shapes.update(extra or {})
     header, data = {"__metadata__": {"format": "pt"}}, b""
     for name, shape in shapes.items():
         if name in drop:
@@ -331,6 +332,10 @@ def main():
     model_dir("model-config-sliding", cfg_text=json.dumps(dict(CONFIG, use_sliding_window=True)))
     model_dir("model-config-eps-zero", cfg_text=json.dumps(dict(CONFIG, rms_norm_eps=0)))
     model_dir("model-config-gelu", cfg_text=json.dumps(dict(CONFIG, hidden_act="gelu")))
+    # per-layer tensors the engine would ignore
+    model_dir("model-qk-norm", extra={"model.layers.0.self_attn.q_norm.weight": [4],
+                                      "model.layers.0.self_attn.k_norm.weight": [4]})
+    model_dir("model-extra-layer", extra={"model.layers.1.input_layernorm.weight": [8]})
     bad = dict(CONFIG, rope_scaling={"type": "mrope", "mrope_section": [1, 1, 1]})
     model_dir("model-config-mrope-sum", cfg_text=json.dumps(bad))
     bad = dict(CONFIG, num_key_value_heads=3)
