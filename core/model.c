@@ -481,9 +481,32 @@ model_open(model *m, const char *dir, masq_err *err)
 		}
 	}
 	if (m->prefix[0] == '\0') {
+		/* not a known prefix: the decoder is where "layers.0.input_layernorm.weight"
+		 * is (Idefics3's model.text_model., MiniCPM-V's llm.model.), if it is
+		 * in one place only */
+		static const char tail[] = "layers.0.input_layernorm.weight";
+		int found = 0;
+		char other[64] = "";
+		for (int i = 0; i < m->st.ntensors; i++) {
+			const char *tn = m->st.index[i]->name;
+			size_t n = strlen(tn), tl = strlen(tail);
+			if (n < tl || strcmp(tn + n - tl, tail) != 0 || n - tl + strlen("layers.") >= sizeof m->prefix)
+				continue;
+			if (found++ == 0)
+				snprintf(m->prefix, sizeof m->prefix, "%.*slayers.", (int)(n - tl), tn);
+			else
+				snprintf(other, sizeof other, "%.*slayers.", (int)(n - tl), tn);
+		}
+		if (found > 1) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "%s: decoder layers under two prefixes, %s and %s: which is the "
+			    "language model is not clear", dir, m->prefix, other);
+			goto fail;
+		}
+	}
+	if (m->prefix[0] == '\0') {
 		masq_err_set(err, MASQ_ERR_FORMAT,
-		    "%s: no decoder layers found (looked for model.layers.0.input_layernorm.weight, "
-		    "model.language_model.layers.0..., language_model.model.layers.0..., "
+		    "%s: no decoder layers found (no tensor named ...layers.0.input_layernorm.weight; looked first for "
+		    "model.layers.0..., model.language_model.layers.0..., language_model.model.layers.0..., "
 		    "thinker.model.layers.0...)", dir);
 		goto fail;
 	}

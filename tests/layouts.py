@@ -3,7 +3,8 @@ transformers and the Hub produce, with the same weights:
 
   layouts.py SRC DST STYLE
 
-STYLE: v5 (RoPE in text_config.rope_parameters, "dtype" for
+STYLE: idefics3 ("model.text_model.layers."), minicpmv ("llm.model.layers."),
+twice (the decoder under two unknown prefixes: refused), v5 (RoPE in text_config.rope_parameters, "dtype" for
 "torch_dtype"), released (Qwen2.5-VL as released and as transformers
 < 4.52 and >= 4.52.4 save it: "model.layers.", "lm_head"), internvl
 ("llm_config", "language_model.model.layers."), llava (root "llava", a
@@ -18,6 +19,10 @@ cfg = json.load(open(os.path.join(src, "config.json")))
 tc = cfg["text_config"]
 
 def rename(name):
+    if style == "idefics3":
+        return name.replace("model.language_model.", "model.text_model.", 1)
+    if style == "minicpmv":
+        return name.replace("model.language_model.", "llm.model.", 1)
     if style == "released":
         return name.replace("model.language_model.", "model.", 1)
     if style == "internvl":
@@ -33,12 +38,35 @@ for f in sorted(os.listdir(src)):
         n = struct.unpack("<Q", b[:8])[0]
         h = json.loads(b[8:8 + n])
         h2 = {(k if k == "__metadata__" else rename(k)): v for k, v in h.items()}
+        body = b[8 + n:]
+        if style == "twice":
+            # the decoder's tensors under two unknown prefixes, each with its own copy of the data
+            h2, extra = {}, b""
+            for k, v in h.items():
+                if k.startswith("model.language_model.layers."):
+                    h2[k.replace("model.language_model.", "a.", 1)] = v
+                    lo, hi = v["data_offsets"]
+                    off = len(body) + len(extra)
+                    h2[k.replace("model.language_model.", "b.", 1)] = dict(v, data_offsets=[off, off + hi - lo])
+                    extra += body[lo:hi]
+                else:
+                    h2[k] = v
+            body += extra
         hb = json.dumps(h2, separators=(",", ":")).encode()
         hb += b" " * ((8 - len(hb) % 8) % 8)
-        open(os.path.join(dst, f), "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
+        open(os.path.join(dst, f), "wb").write(struct.pack("<Q", len(hb)) + hb + body)
     elif f == "model.safetensors.index.json":
         ix = json.load(open(p))
         ix["weight_map"] = {rename(k): v for k, v in ix["weight_map"].items()}
+        if style == "twice":
+            wm = {}
+            for k, v in ix["weight_map"].items():
+                if k.startswith("model.language_model.layers."):
+                    wm[k.replace("model.language_model.", "a.", 1)] = v
+                    wm[k.replace("model.language_model.", "b.", 1)] = v
+                else:
+                    wm[k] = v
+            ix["weight_map"] = wm
         json.dump(ix, open(os.path.join(dst, f), "w"), indent=2)
     elif f != "config.json":
         shutil.copy(p, os.path.join(dst, f))

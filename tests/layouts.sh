@@ -22,13 +22,17 @@ def data(p):
 a, b = data(sys.argv[1]), data(sys.argv[2])
 assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), sorted(k for k in a if a.get(k) != b.get(k))[:3]
 EOF
-for style in v5 released internvl; do
+for style in v5 released internvl idefics3 minicpmv; do
 	"$py" "$srcdir/layouts.py" "$w/d/model" "$w/$style" $style || exit 99
 	check "$style: the forward is the demo's, byte for byte" sh -c "'$MASQ' forward --model '$w/$style' --calib '$C' --out '$w/$style.safetensors' > '$w/$style.out' 2>&1 && '$py' '$w/same.py' '$w/ref.safetensors' '$w/$style.safetensors'"
 done
 check "v5: inspect reads RoPE from rope_parameters" sh -c "'$MASQ' inspect --json '$w/v5' | '$py' -c 'import json,sys; d=json.load(sys.stdin); assert d[\"rope_theta\"] == 1e6 and d[\"mrope_section\"] == [2, 3, 3], d'"
 check "released: the layer prefix is found" sh -c "'$MASQ' inspect --json '$w/released' | grep -q '\"layer_prefix\": \"model.layers.\"'"
 check "internvl: the decoder's config comes from llm_config" sh -c "'$MASQ' inspect --json '$w/internvl' | grep -q '\"text_config\": \"llm_config\"'"
+check "minicpmv: the prefix is found from the tensor names" sh -c "'$MASQ' inspect --json '$w/minicpmv' | grep -q '\"layer_prefix\": \"llm.model.layers.\"'"
+"$py" "$srcdir/layouts.py" "$w/d/model" "$w/twice" twice || exit 99
+"$MASQ" inspect "$w/twice" > /dev/null 2> "$w/twice.err"; rc=$?
+check "decoder layers under two unknown prefixes are refused, naming both (exit 2)" sh -c "test $rc -eq 2 && grep -q 'decoder layers under two prefixes, a.layers. and b.layers.' '$w/twice.err'"
 "$py" "$srcdir/layouts.py" "$w/d/model" "$w/llava" llava || exit 99
 check "llava: what the Llama text config leaves out takes LlamaConfig's defaults (eps 1e-6, theta 10000, silu)" sh -c "'$MASQ' inspect --json '$w/llava' | '$py' -c 'import json,sys; d=json.load(sys.stdin); assert d[\"rope_theta\"] == 10000 and abs(d[\"rms_norm_eps\"] - 1e-6) < 1e-12 and d[\"model_type\"] == \"llama\", d'"
 check "llava: and it runs" sh -c "'$MASQ' forward --model '$w/llava' --calib '$C' --out '$w/llava.safetensors' > /dev/null 2>&1"
