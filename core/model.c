@@ -18,6 +18,9 @@ static const char *const lin_paths[LIN_COUNT] = {
 	"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"
 };
 
+const char *const cfg_src_names[CFG_NSRC] = {"hidden_size", "num_hidden_layers", "num_attention_heads",
+	"intermediate_size", "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps", "rope_theta", "mrope_section"};
+
 /* Layer prefixes of the supported layouts, most common first. */
 static const char *const layer_prefixes[] = {
 	"model.layers.",			/* Qwen2, Llama, Qwen2.5-VL as released (and as transformers
@@ -74,6 +77,7 @@ layer_lin_shape(const model_config *c, int lin, int *out, int *in)
 /* A key looked up in the text config first, then in its parents. */
 struct cfg_scope {
 	json_t *obj[3];
+	const char *name[3];	/* where each is in config.json ("" for the top level) */
 	int n;
 };
 
@@ -86,6 +90,22 @@ cfg_get(const struct cfg_scope *sc, const char *key)
 			return v;
 	}
 	return NULL;
+}
+
+/* Where key was read from, into src ("text_config.hidden_size"); untouched
+ * when the key is absent. */
+static void
+cfg_src(const struct cfg_scope *sc, const char *key, char *src, size_t n)
+{
+	if (src == NULL)
+		return;
+	for (int i = 0; i < sc->n; i++) {
+		json_t *v = json_object_get(sc->obj[i], key);
+		if (v != NULL && !json_is_null(v)) {
+			snprintf(src, n, "%s%s%s", sc->name[i], sc->name[i][0] ? "." : "", key);
+			return;
+		}
+	}
 }
 
 /* Read an integer key into *out; required keys fail when absent. */
@@ -232,17 +252,21 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 	if (json_is_object(th)) {
 		json_t *ttc = json_object_get(th, "text_config");
 		if (json_is_object(ttc)) {
+			sc.name[sc.n] = "thinker_config.text_config";
 			sc.obj[sc.n++] = ttc;
 			snprintf(c->text_source, sizeof c->text_source, "thinker_config.text_config");
 		} else {
 			snprintf(c->text_source, sizeof c->text_source, "thinker_config");
 		}
+		sc.name[sc.n] = "thinker_config";
 		sc.obj[sc.n++] = th;
 	} else if (json_is_object(tc)) {
+		sc.name[sc.n] = tc == lc ? "llm_config" : "text_config";
 		sc.obj[sc.n++] = tc;
 		if (c->text_source[0] == '\0')
 			snprintf(c->text_source, sizeof c->text_source, "text_config");
 	}
+	sc.name[sc.n] = "";
 	sc.obj[sc.n++] = root;
 
 	json_t *arch = json_object_get(root, "architectures");
@@ -299,6 +323,25 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 	}
 	c->rms_eps = (float)eps;
 	c->rope_theta = theta;
+	{
+		static const char *const keys[CFG_NSRC] = {"hidden_size", "num_hidden_layers", "num_attention_heads",
+			"intermediate_size", "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps", "rope_theta",
+			NULL};
+		for (int i = 0; i < CFG_NSRC; i++) {
+			char dflt[48];
+			snprintf(dflt, sizeof dflt, "the default of model_type %s", fam != NULL ? fam->type : "");
+			snprintf(c->src[i], sizeof c->src[i], "%s", i == CS_KV ? "num_attention_heads (none given)" :
+			    i == CS_HEAD_DIM ? "hidden_size / num_attention_heads" : i == CS_MROPE ? "none (plain RoPE)" :
+			    fam != NULL ? dflt : "masq's default (Qwen2's)");
+			if (keys[i] != NULL)
+				cfg_src(&sc, keys[i], c->src[i], sizeof c->src[i]);
+		}
+		if (rp != NULL && json_object_get(rp, "rope_theta") != NULL) {
+			char b[48] = "";
+			cfg_src(&sc, "rope_parameters", b, sizeof b);
+			snprintf(c->src[CS_THETA], sizeof c->src[CS_THETA], "%s.rope_theta", b);
+		}
+	}
 	if (c->n_heads % c->n_kv_heads != 0) {
 		masq_err_set(err, MASQ_ERR_FORMAT,
 		    "%s: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)",
@@ -373,6 +416,9 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 			goto out;
 		}
 		c->mrope = 1;
+		char b[48] = "";
+		cfg_src(&sc, rname, b, sizeof b);
+		snprintf(c->src[CS_MROPE], sizeof c->src[CS_MROPE], "%s.mrope_section", b);
 	} else if (rs != NULL) {
 		json_t *ty = json_object_get(rs, "rope_type");
 		if (ty == NULL)

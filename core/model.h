@@ -28,6 +28,11 @@ const char *lin_path(int lin);
 /* Parse "q", "q_proj" or "self_attn.q_proj"; -1 when unknown. */
 int lin_parse(const char *s);
 
+/* The config fields whose source model_config records (model_config.src). */
+enum cfg_src_id { CS_HIDDEN, CS_LAYERS, CS_HEADS, CS_INTER, CS_KV, CS_HEAD_DIM, CS_VOCAB, CS_EPS, CS_THETA, CS_MROPE,
+	CFG_NSRC };
+extern const char *const cfg_src_names[CFG_NSRC];
+
 typedef struct model_config {
 	char arch[96];		/* architectures[0], e.g. Qwen2_5_VLForConditionalGeneration */
 	char model_type[64];	/* of the text config, e.g. qwen2_5_vl_text / qwen2 / llama */
@@ -45,6 +50,9 @@ typedef struct model_config {
 	int mrope_section[3];	/* t, h, w frequency counts; sum == head_dim / 2 */
 	int qkv_bias;		/* q/k/v have biases (from the tensors present) */
 	int tied_embeddings;	/* tie_word_embeddings */
+	/* where each value came from: "text_config.hidden_size",
+	 * "text_config.rope_parameters.rope_theta", "the family's default" */
+	char src[CFG_NSRC][64];
 } model_config;
 
 /* Parse config.json at path (top level, text_config or

@@ -113,6 +113,10 @@ inspect_model(const char *dir, int json)
 			json_array_append_new(ls, o);
 		}
 		json_object_set_new(d, "linears", ls);
+		json_t *srcs = json_object();
+		for (int i = 0; i < CFG_NSRC; i++)
+			json_object_set_new(srcs, cfg_src_names[i], json_string(c->src[i]));
+		json_object_set_new(d, "sources", srcs);
 		json_object_set_new(d, "embed_tokens", m.embed_name ? json_string(m.embed_name) : json_null());
 		json_object_set_new(d, "lm_head", m.lm_head_name ? json_string(m.lm_head_name) : json_null());
 		json_dumpf(d, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -133,6 +137,9 @@ inspect_model(const char *dir, int json)
 		else
 			printf("rope           theta %g\n", c->rope_theta);
 		printf("norm eps       %g; embeddings %s\n", c->rms_eps, c->tied_embeddings ? "tied" : "untied");
+		printf("read from      config.json:\n");
+		for (int i = 0; i < CFG_NSRC; i++)
+			printf("  %-20s %s\n", cfg_src_names[i], c->src[i]);
 		printf("files          %d shard%s, %d tensors\n", m.st.nfiles, m.st.nfiles == 1 ? "" : "s",
 		    m.st.ntensors);
 		printf("parameters     %.3fM in all: decoder layers %.3fM, other %.3fM in %d tensors\n",
