@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -159,6 +160,16 @@ sess_failed(const sess *s)
 	return s->status != NULL && strcmp(s->status, "failed") == 0;
 }
 
+/* A recorded figure of layer l (the pipe_layer_result array at off) for
+ * modality m: NAN until measured or when the modality has no tokens. */
+static double
+fig_of(const sess *s, int l, int m, size_t off)
+{
+	if (!sess_layer_measured(s, l) || (m < MOD_COUNT && !sess_mod_present(s, m)))
+		return NAN;
+	return ((const double *)((const char *)&s->p.results[l] + off))[m];
+}
+
 /* ---- what the compensation costs ------------------------------------------------------ */
 
 int64_t
@@ -285,9 +296,7 @@ static double f_own_all(const sess *s, int l) { return own_of(s, l, STATS_ALL); 
 static double
 held_of(const sess *s, int l, int m)
 {
-	if (!sess_layer_measured(s, l) || (m < MOD_COUNT && !sess_mod_present(s, m)))
-		return NAN;
-	return s->p.results[l].sqnr_held[m];
+	return fig_of(s, l, m, offsetof(pipe_layer_result, sqnr_held));
 }
 
 static double f_held_t(const sess *s, int l) { return held_of(s, l, MOD_TEXT); }
@@ -369,9 +378,7 @@ f_rank(const sess *s, int l)
 static double
 sqnr_of(const sess *s, int l, int m)
 {
-	if (!sess_layer_measured(s, l) || (m < MOD_COUNT && !sess_mod_present(s, m)))
-		return NAN;
-	return s->p.results[l].sqnr[m];
+	return fig_of(s, l, m, offsetof(pipe_layer_result, sqnr));
 }
 
 static double f_sqnr_t(const sess *s, int l) { return sqnr_of(s, l, MOD_TEXT); }
@@ -382,9 +389,7 @@ static double f_sqnr_all(const sess *s, int l) { return sqnr_of(s, l, STATS_ALL)
 static double
 mae_of(const sess *s, int l, int m)
 {
-	if (!sess_layer_measured(s, l) || (m < MOD_COUNT && !sess_mod_present(s, m)))
-		return NAN;
-	return s->p.results[l].mae[m];
+	return fig_of(s, l, m, offsetof(pipe_layer_result, mae));
 }
 
 static double f_mae_t(const sess *s, int l) { return mae_of(s, l, MOD_TEXT); }

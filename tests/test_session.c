@@ -56,6 +56,22 @@ ev_line(void *ctx, const sdb_event *e)
 	return 0;
 }
 
+/* A new database at wpath(name), removed first; NULL (and a failed check)
+ * when it cannot be opened. */
+static sdb *
+fresh_db(const char *name)
+{
+	const char *p = wpath(name);
+	masq_err err = {0};
+	sdb *db;
+	db_remove(p);
+	if (sdb_open(&db, p, SDB_CREATE, &err) < 0) {
+		tap_ok(0, "open %s: %s", name, err.msg);
+		return NULL;
+	}
+	return db;
+}
+
 /* A new session on the tiny demo, opened; NULL on failure. */
 static sess *
 open_session(sdb *db, const pipe_opts *o)
@@ -361,15 +377,11 @@ preview_vs_measure(sdb *db, int method, int epochs, double rank)
 static void
 test_preview(void)
 {
-	const char *p = wpath("preview.db");
 	masq_err err = {0};
 	sdb *db;
 
-	db_remove(p);
-	if (sdb_open(&db, p, SDB_CREATE, &err) < 0) {
-		tap_ok(0, "open the database: %s", err.msg);
+	if ((db = fresh_db("preview.db")) == NULL)
 		return;
-	}
 	preview_vs_measure(db, METHOD_MAS_CMC, 0, 0.05);
 	preview_vs_measure(db, METHOD_MAS_CMC, 0, 0);
 	preview_vs_measure(db, METHOD_MAS_CMC, 2, 0.05);
@@ -383,18 +395,14 @@ test_preview(void)
 static void
 test_undo(void)
 {
-	const char *p = wpath("undo.db");
 	masq_err err = {0};
 	sdb *db;
 	pipe_opts o;
 
-	db_remove(p);
 	pipe_opts_default(&o);
 	o.epochs = 0;
-	if (sdb_open(&db, p, SDB_CREATE, &err) < 0) {
-		tap_ok(0, "open the database: %s", err.msg);
+	if ((db = fresh_db("undo.db")) == NULL)
 		return;
-	}
 	sess *s = open_session(db, &o);
 	if (s == NULL) {
 		sdb_close(db);
@@ -472,20 +480,16 @@ work_cb(void *ctx, const sess_progress *p)
 static void
 test_work_progress(void)
 {
-	const char *p = wpath("work.db");
 	masq_err err = {0};
 	sdb *db;
 	pipe_opts o;
 	struct work_trace t;
 
-	db_remove(p);
 	pipe_opts_default(&o);
 	o.epochs = 0;
 	o.search = 1;
-	if (sdb_open(&db, p, SDB_CREATE, &err) < 0) {
-		tap_ok(0, "open the database: %s", err.msg);
+	if ((db = fresh_db("work.db")) == NULL)
 		return;
-	}
 	sess *s = open_session(db, &o);
 	if (s == NULL) {
 		sdb_close(db);
