@@ -226,6 +226,13 @@ int sess_threads(const sess *s);
 json_t *sess_environment(const sess *s);
 /* It failed before its first layer (its row's status). */
 int sess_failed(const sess *s);
+/* Two sessions of the same model compared layer by layer (fa, fb: whether
+ * each is finished): [{layer (or "model"), what, a, b, b_minus_a for
+ * figures}], every setting that differs and the SQNR everywhere; NULL with
+ * err when they cannot be compared (not opened, other models). */
+json_t *sess_diff(sess *a, int fa, sess *b, int fb, masq_err *err);
+/* The session's database (NULL: not recorded). */
+sdb *sess_db(const sess *s);
 /* The recorded fingerprints of the session's model and calibration set. */
 const char *sess_model_fingerprint(const sess *s);
 const char *sess_calib_fingerprint(const sess *s);

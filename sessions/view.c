@@ -537,3 +537,116 @@ sess_preview_method(sess *s, int method, int grp, int mod, pipe_preview *out, ma
 	p->settings[p->layer].method = keep.method;
 	return rc;
 }
+
+/* ---- comparing two sessions ---------------------------------------------------------- */
+
+struct diff {
+	json_t *rows;		/* [{layer, what, a, b}] */
+};
+
+static void
+diff_row(struct diff *d, int layer, const char *what, json_t *a, json_t *b, int always)
+{
+	if (!always && json_equal(a, b)) {
+		json_decref(a);
+		json_decref(b);
+		return;
+	}
+	json_t *r = json_object();
+	json_object_set_new(r, "layer", layer >= 0 ? json_integer(layer) : json_string("model"));
+	json_object_set_new(r, "what", json_string(what));
+	json_object_set_new(r, "a", a);
+	json_object_set_new(r, "b", b);
+	if (json_is_number(a) && json_is_number(b) && (strncmp(what, "SQNR", 4) == 0 || strncmp(what, "KL", 2) == 0 ||
+	    strstr(what, "bytes") != NULL))
+		json_object_set_new(r, "b_minus_a", json_real(json_number_value(b) - json_number_value(a)));
+	json_array_append_new(d->rows, r);
+}
+
+static json_t *
+dnum(double v)
+{
+	return isfinite(v) ? json_real(v) : json_null();
+}
+
+/* Layer l's setting and figures in a against b: the rows that differ, and
+ * the SQNR per modality always. */
+static void
+diff_layer(struct diff *d, sess *a, sess *b, int l)
+{
+	const layer_setting *sa = sess_layer_setting(a, l), *sb = sess_layer_setting(b, l);
+	char what[64];
+	int ma = sess_layer_method(a, l), mb = sess_layer_method(b, l);
+	diff_row(d, l, "method", json_string(method_name(ma)), json_string(method_name(mb)), 0);
+	for (int g = 0; g < GRP_COUNT; g++)
+		for (int row = 0; row < ALPHA_ROWS; row++) {
+			int used_a = ma != METHOD_RTN && (row == ALPHA_UNIFIED) != method_per_modality(ma);
+			int used_b = mb != METHOD_RTN && (row == ALPHA_UNIFIED) != method_per_modality(mb);
+			if ((!used_a && !used_b) || (row < MOD_COUNT && !sess_mod_present(a, row)))
+				continue;
+			snprintf(what, sizeof what, "%s alpha %s", smooth_group_name(g),
+			    row == ALPHA_UNIFIED ? "unified" : modality_name(row));
+			diff_row(d, l, what, used_a ? dnum(sa->alpha[g][row]) : json_null(),
+			    used_b ? dnum(sb->alpha[g][row]) : json_null(), 0);
+		}
+	for (int k = 0; k < LIN_COUNT; k++) {
+		if (k == LIN_DOWN || (ma != METHOD_MAS_CMC && mb != METHOD_MAS_CMC))
+			continue;
+		/* the rank in effect: a ratio and a whole number compare as ranks */
+		snprintf(what, sizeof what, "%s rank", lin_name(k));
+		diff_row(d, l, what, ma == METHOD_MAS_CMC ? json_integer(sess_lin_rank(a, l, k)) : json_null(),
+		    mb == METHOD_MAS_CMC ? json_integer(sess_lin_rank(b, l, k)) : json_null(), 0);
+	}
+	diff_row(d, l, "epochs", method_learns(ma) ? json_integer(sa->epochs) : json_null(),
+	    method_learns(mb) ? json_integer(sb->epochs) : json_null(), 0);
+	for (int m = 0; m < STATS_ROWS; m++) {
+		if (m < MOD_COUNT && !sess_mod_present(a, m))
+			continue;
+		snprintf(what, sizeof what, "SQNR %s", m < MOD_COUNT ? modality_name(m) : "all");
+		diff_row(d, l, what, sess_layer_measured(a, l) ? dnum(sess_layer_result(a, l)->sqnr[m]) : json_null(),
+		    sess_layer_measured(b, l) ? dnum(sess_layer_result(b, l)->sqnr[m]) : json_null(), 1);
+	}
+	int eb = export_cmc_elem_bytes();
+	diff_row(d, l, "compensation bytes", json_integer(sess_layer_cmc_params(a, l) * eb),
+	    json_integer(sess_layer_cmc_params(b, l) * eb), 0);
+}
+
+json_t *
+sess_diff(sess *a, int fa, sess *b, int fb, masq_err *err)
+{
+	const sess_view *va = sess_view_get(a), *vb = sess_view_get(b);
+	if (!va->opened || !vb->opened)
+		return masq_err_set(err, MASQ_ERR_USAGE, "a session to compare has not opened its model"), NULL;
+	if (va->n_layers != vb->n_layers || strcmp(sess_model_fingerprint(a), sess_model_fingerprint(b)) != 0)
+		return masq_err_set(err, MASQ_ERR_USAGE, "they are of different models: nothing to compare layer by layer"),
+		    NULL;
+	struct diff d = {json_array()};
+	diff_row(&d, -1, "calibration", json_string(sess_calib_fingerprint(a)), json_string(sess_calib_fingerprint(b)), 0);
+	diff_row(&d, -1, "bits", json_pack("[i, i]", va->wbits, va->abits), json_pack("[i, i]", vb->wbits, vb->abits), 0);
+	diff_row(&d, -1, "weight group", json_integer(va->wgroup), json_integer(vb->wgroup), 0);
+	diff_row(&d, -1, "seed", json_integer((json_int_t)va->opts->seed), json_integer((json_int_t)vb->opts->seed), 0);
+	diff_row(&d, -1, "rank floor", json_integer(va->opts->rank_floor), json_integer(vb->opts->rank_floor), 0);
+	diff_row(&d, -1, "whiten", json_boolean(va->opts->whiten), json_boolean(vb->opts->whiten), 0);
+	for (int l = 0; l < va->n_layers; l++)
+		diff_layer(&d, a, b, l);
+	for (int m = 0; m < STATS_ROWS; m++) {
+		char what[32];
+		if (m < MOD_COUNT && !sess_mod_present(a, m))
+			continue;
+		snprintf(what, sizeof what, "SQNR %s", m < MOD_COUNT ? modality_name(m) : "all");
+		diff_row(&d, -1, what, fa ? dnum(va->summary->sqnr[m]) : json_null(),
+		    fb ? dnum(vb->summary->sqnr[m]) : json_null(), 1);
+	}
+	diff_row(&d, -1, "KL text", fa ? dnum(va->summary->kl_text) : json_null(),
+	    fb ? dnum(vb->summary->kl_text) : json_null(), 1);
+	int eb = export_cmc_elem_bytes();
+	diff_row(&d, -1, "compensation bytes", json_integer(sess_cmc_params(a) * eb), json_integer(sess_cmc_params(b) * eb),
+	    1);
+	return d.rows;
+}
+
+sdb *
+sess_db(const sess *s)
+{
+	return s->db;
+}

@@ -237,78 +237,6 @@ show_environment(const sdb_session *s)
 
 /* ---- sessions diff ------------------------------------------------------------ */
 
-struct diff {
-	json_t *rows;		/* [{layer, what, a, b}] */
-	int text;		/* print as text */
-};
-
-static void
-diff_row(struct diff *d, int layer, const char *what, json_t *a, json_t *b, int always)
-{
-	if (!always && json_equal(a, b)) {
-		json_decref(a);
-		json_decref(b);
-		return;
-	}
-	json_t *r = json_object();
-	json_object_set_new(r, "layer", layer >= 0 ? json_integer(layer) : json_string("model"));
-	json_object_set_new(r, "what", json_string(what));
-	json_object_set_new(r, "a", a);
-	json_object_set_new(r, "b", b);
-	if (json_is_number(a) && json_is_number(b) && (strncmp(what, "SQNR", 4) == 0 || strncmp(what, "KL", 2) == 0 ||
-	    strstr(what, "bytes") != NULL))
-		json_object_set_new(r, "b_minus_a", json_real(json_number_value(b) - json_number_value(a)));
-	json_array_append_new(d->rows, r);
-}
-
-static json_t *
-num(double v)
-{
-	return isfinite(v) ? json_real(v) : json_null();
-}
-
-/* Layer l's setting and figures in a against b: the rows that differ, and
- * the SQNR per modality always. */
-static void
-diff_layer(struct diff *d, sess *a, sess *b, int l)
-{
-	const layer_setting *sa = sess_layer_setting(a, l), *sb = sess_layer_setting(b, l);
-	char what[64];
-	int ma = sess_layer_method(a, l), mb = sess_layer_method(b, l);
-	diff_row(d, l, "method", json_string(method_name(ma)), json_string(method_name(mb)), 0);
-	for (int g = 0; g < GRP_COUNT; g++)
-		for (int row = 0; row < ALPHA_ROWS; row++) {
-			int used_a = ma != METHOD_RTN && (row == ALPHA_UNIFIED) != method_per_modality(ma);
-			int used_b = mb != METHOD_RTN && (row == ALPHA_UNIFIED) != method_per_modality(mb);
-			if ((!used_a && !used_b) || (row < MOD_COUNT && !sess_mod_present(a, row)))
-				continue;
-			snprintf(what, sizeof what, "%s alpha %s", smooth_group_name(g),
-			    row == ALPHA_UNIFIED ? "unified" : modality_name(row));
-			diff_row(d, l, what, used_a ? num(sa->alpha[g][row]) : json_null(),
-			    used_b ? num(sb->alpha[g][row]) : json_null(), 0);
-		}
-	for (int k = 0; k < LIN_COUNT; k++) {
-		if (k == LIN_DOWN || (ma != METHOD_MAS_CMC && mb != METHOD_MAS_CMC))
-			continue;
-		/* the rank in effect: a ratio and a whole number compare as ranks */
-		snprintf(what, sizeof what, "%s rank", lin_name(k));
-		diff_row(d, l, what, ma == METHOD_MAS_CMC ? json_integer(sess_lin_rank(a, l, k)) : json_null(),
-		    mb == METHOD_MAS_CMC ? json_integer(sess_lin_rank(b, l, k)) : json_null(), 0);
-	}
-	diff_row(d, l, "epochs", method_learns(ma) ? json_integer(sa->epochs) : json_null(),
-	    method_learns(mb) ? json_integer(sb->epochs) : json_null(), 0);
-	for (int m = 0; m < STATS_ROWS; m++) {
-		if (m < MOD_COUNT && !sess_mod_present(a, m))
-			continue;
-		snprintf(what, sizeof what, "SQNR %s", m < MOD_COUNT ? modality_name(m) : "all");
-		diff_row(d, l, what, sess_layer_measured(a, l) ? num(sess_layer_result(a, l)->sqnr[m]) : json_null(),
-		    sess_layer_measured(b, l) ? num(sess_layer_result(b, l)->sqnr[m]) : json_null(), 1);
-	}
-	int eb = export_cmc_elem_bytes();
-	diff_row(d, l, "compensation bytes", json_integer(sess_layer_cmc_params(a, l) * eb),
-	    json_integer(sess_layer_cmc_params(b, l) * eb), 0);
-}
-
 static void
 print_cell(json_t *v, int w, int bytes)
 {
@@ -340,34 +268,12 @@ sessions_diff(const struct sopts *o, sdb *db, long ia, long ib)
 		rc = cli_fail(&err);
 		goto out;
 	}
-	const sess_view *va = sess_view_get(a), *vb = sess_view_get(b);
-	if (va->n_layers != vb->n_layers || strcmp(sess_model_fingerprint(a), sess_model_fingerprint(b)) != 0) {
-		rc = cli_usage("sessions", "sessions %ld and %ld are of different models: nothing to compare layer by layer",
-		    ia, ib);
+	struct { json_t *rows; } d;
+	if ((d.rows = sess_diff(a, fa, b, fb, &err)) == NULL) {
+		masq_err_prefix(&err, "sessions %ld and %ld", ia, ib);
+		rc = cli_fail(&err);
 		goto out;
 	}
-	struct diff d = {json_array(), !o->json};
-	diff_row(&d, -1, "calibration", json_string(sess_calib_fingerprint(a)), json_string(sess_calib_fingerprint(b)), 0);
-	diff_row(&d, -1, "bits", json_pack("[i, i]", va->wbits, va->abits), json_pack("[i, i]", vb->wbits, vb->abits), 0);
-	diff_row(&d, -1, "weight group", json_integer(va->wgroup), json_integer(vb->wgroup), 0);
-	diff_row(&d, -1, "seed", json_integer((json_int_t)va->opts->seed), json_integer((json_int_t)vb->opts->seed), 0);
-	diff_row(&d, -1, "rank floor", json_integer(va->opts->rank_floor), json_integer(vb->opts->rank_floor), 0);
-	diff_row(&d, -1, "whiten", json_boolean(va->opts->whiten), json_boolean(vb->opts->whiten), 0);
-	for (int l = 0; l < va->n_layers; l++)
-		diff_layer(&d, a, b, l);
-	for (int m = 0; m < STATS_ROWS; m++) {
-		char what[32];
-		if (m < MOD_COUNT && !sess_mod_present(a, m))
-			continue;
-		snprintf(what, sizeof what, "SQNR %s", m < MOD_COUNT ? modality_name(m) : "all");
-		diff_row(&d, -1, what, fa ? num(va->summary->sqnr[m]) : json_null(),
-		    fb ? num(vb->summary->sqnr[m]) : json_null(), 1);
-	}
-	diff_row(&d, -1, "KL text", fa ? num(va->summary->kl_text) : json_null(),
-	    fb ? num(vb->summary->kl_text) : json_null(), 1);
-	int eb = export_cmc_elem_bytes();
-	diff_row(&d, -1, "compensation bytes", json_integer(sess_cmc_params(a) * eb), json_integer(sess_cmc_params(b) * eb),
-	    1);
 	if (o->json) {
 		json_t *doc = json_pack("{s:I, s:I, s:o}", "a", (json_int_t)ia, "b", (json_int_t)ib, "rows", d.rows);
 		json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

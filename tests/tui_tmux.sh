@@ -69,6 +69,7 @@ check "masq tui exits 0" test "$(cat rc1 2>/dev/null)" = 0
 check "it names the session to replay" grep -q 'session 1 is recorded in tmux.db' stderr.txt
 T kill-session -t one
 
+"$MASQ" run --model demo/model --calib demo/calib.safetensors --db tmux.db --epochs 0 --rank 8 >/dev/null 2>>stderr.txt
 start two rc2 --db tmux.db --session 1
 check "--session resumes after the last committed layer" wait_for two "0 committed"
 check "layer 1 is pending again" grep -q "1 pending" screen.txt
@@ -78,6 +79,11 @@ T send-keys -t two y
 check "y runs them" wait_for two "1 committed"
 T send-keys -t two f
 check "f finishes" wait_for two "finished:"
+T send-keys -t two D 2 Enter
+check "D 2 compares session 2 with this one" wait_for two "session 2 (a) against session 1 (b)"
+check "... the ranks that differ among the rows" grep -q "q_proj rank" screen.txt
+T send-keys -t two Escape
+check "Esc returns from the diff to the list" wait_for two "x quant  n next"
 T send-keys -t two e
 check "e opens the export dialog" wait_for two "the directory"
 T send-keys -t two o u t

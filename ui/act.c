@@ -321,6 +321,13 @@ prompt_accept(ui *u)
 			return;
 		}
 		act_run_to(u, (int)v);
+	} else if (kind == PR_DIFF) {
+		long v = strtol(u->pbuf, &end, 10);
+		if (end == u->pbuf || *end != '\0' || v < 1) {
+			ui_msg(u, MSG_ERROR, "'%s' is not a session id", u->pbuf);
+			return;
+		}
+		ui_diff_open(u, v);
 	} else if (kind == PR_THRESH) {
 		double v = strtod(u->pbuf, &end);
 		if (end == u->pbuf || *end != '\0' || !isfinite(v)) {
@@ -477,6 +484,7 @@ ui_act(ui *u, const ui_key *k)
 		break;
 	}
 	case UA_RUN_TO: act_run_to_ask(u); break;
+	case UA_DIFF: ui_prompt_open(u, PR_DIFF, "compare with session (id)"); break;
 	case UA_HELP:
 		u->back = u->screen;
 		u->screen = SCR_HELP;

@@ -25,12 +25,12 @@
 #include "ui/draw.h"
 #include "ui/ui.h"
 
-enum ui_scr { SCR_LIST, SCR_LAYER, SCR_OVERVIEW, SCR_HELP, SCR_EXPORT, SCR_COUNT };
+enum ui_scr { SCR_LIST, SCR_LAYER, SCR_OVERVIEW, SCR_HELP, SCR_EXPORT, SCR_DIFF, SCR_COUNT };
 #define UI_ON(s) (1u << (s))
 #define UI_ON_MAIN (UI_ON(SCR_LIST) | UI_ON(SCR_LAYER) | UI_ON(SCR_OVERVIEW))
-#define UI_ON_ALL (UI_ON_MAIN | UI_ON(SCR_HELP))
+#define UI_ON_ALL (UI_ON_MAIN | UI_ON(SCR_HELP) | UI_ON(SCR_DIFF))
 
-enum ui_prompt { PR_NONE, PR_QUIT, PR_RUN_ALL, PR_ALPHA, PR_RANK, PR_BITS, PR_COMMAND, PR_THRESH, PR_UNTIL };
+enum ui_prompt { PR_NONE, PR_QUIT, PR_RUN_ALL, PR_DIFF, PR_ALPHA, PR_RANK, PR_BITS, PR_COMMAND, PR_THRESH, PR_UNTIL };
 enum msg_kind { MSG_INFO, MSG_ERROR, MSG_WORKING };
 /* What the top of the layer view shows ('v' cycles). */
 enum ui_panel { PANEL_HIST, PANEL_SEARCH, PANEL_RANK, PANEL_PROFILE, PANEL_LEARN, PANEL_COUNT };
@@ -56,6 +56,7 @@ enum ui_action {
 	UA_UP, UA_DOWN, UA_PGUP, UA_PGDN, UA_HOME, UA_END,
 	UA_SITE_NEXT, UA_SITE_PREV, UA_GROUP_PREV, UA_GROUP_NEXT, UA_ROW_PREV, UA_ROW_NEXT,
 	UA_UNDO,		/* undo: the last setting change */
+	UA_DIFF,		/* the diff screen: ask for the session */
 	UA_PANEL, UA_COMPARE, UA_SORT_PREV, UA_SORT_NEXT, UA_INVERT, UA_WORST, UA_THRESHOLD, UA_OWN,
 	UA_COUNT
 };
@@ -166,6 +167,9 @@ struct ui {
 	int ex_fmt, ex_edited;
 	char ex_dir[256];
 	json_t *ex_list;	/* export_preview's tensor list, or NULL */
+	json_t *diff_rows;	/* the diff screen's rows (sess_diff), or NULL */
+	long diff_other;	/* the session compared with */
+	int diff_top, diff_back;	/* first row shown; the screen to return to */
 	export_report ex_rep;
 	char ex_err[1024];
 	int quit;
@@ -200,7 +204,9 @@ typedef struct ui_screen_ops {
 	void (*draw)(ui *u);
 } ui_screen_ops;
 
-extern const ui_screen_ops ui_scr_list, ui_scr_layer, ui_scr_overview, ui_scr_help, ui_scr_export;
+extern const ui_screen_ops ui_scr_list, ui_scr_layer, ui_scr_overview, ui_scr_help, ui_scr_export, ui_scr_diff;
+/* D: show this session against session id (scr_diff.c). */
+void ui_diff_open(ui *u, long id);
 
 /* ---- shared helpers (ui.c) ------------------------------------------------------------------ */
 

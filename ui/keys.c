@@ -35,6 +35,7 @@ const ui_key ui_keys[] = {
 	/* runs */
 	{'a', "a", L, UA_RUN_ALL, -1, "run all", "run and commit every remaining layer (asks first): calibrate, search, learn, quantize, commit"},
 	{'g', "g", M, UA_RUN_TO, -1, "run to", "run from the cursor up to a typed layer"},
+	{'D', "D", L | O, UA_DIFF, -1, "diff", "compare this session with another of the same model, layer by layer"},
 	/* everywhere */
 	{'?', "?", UI_ON_ALL, UA_HELP, -1, "help", "this help"},
 	{'Q', "Q", UI_ON_ALL, UA_QUIT, -1, "quit", "quit (asks when the cursor's layer is not committed)"},

@@ -20,7 +20,7 @@
 
 static const ui_screen_ops *const screens[SCR_COUNT] = {
 	[SCR_LIST] = &ui_scr_list, [SCR_LAYER] = &ui_scr_layer, [SCR_OVERVIEW] = &ui_scr_overview,
-	[SCR_HELP] = &ui_scr_help, [SCR_EXPORT] = &ui_scr_export,
+	[SCR_HELP] = &ui_scr_help, [SCR_EXPORT] = &ui_scr_export, [SCR_DIFF] = &ui_scr_diff,
 };
 
 /* curses is called under this lock; fatal() takes it before endwin, so a
@@ -312,6 +312,7 @@ ui_free(ui *u)
 		return;
 	ui_job_done(u);
 	json_decref(u->ex_list);
+	json_decref(u->diff_rows);
 	free(u);
 }
 
