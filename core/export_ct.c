@@ -27,9 +27,17 @@ ct_check(const xjob *j, int l, const lsum *s, masq_err *err)
 		return masq_err_set(err, MASQ_ERR_USAGE,
 		    "the compressed-tensors export is W8A8: this session quantized weights to %d bits "
 		    "(layer %d)", s->wbits, l);
-	if (s->abits != 8 && s->abits != 16)
+	if (s->abits == 16)
+		/* int-quantized with input_activations null: vLLM asserts the
+		 * weights are float in exactly that case, so nothing could load it */
 		return masq_err_set(err, MASQ_ERR_USAGE,
-		    "the compressed-tensors export takes 8-bit (or unquantized) activations: "
+		    "the compressed-tensors export writes int-quantized W8A8, which needs 8-bit activations: this "
+		    "session left them unquantized (layer %d), and vLLM loads weight-only checkpoints only in the "
+		    "pack-quantized format, which masq does not write yet; quantize with --abits 8, or export fake "
+		    "or masquant", l);
+	if (s->abits != 8)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "the compressed-tensors export takes 8-bit activations: "
 		    "this session quantized them to %d bits (layer %d)", s->abits, l);
 	if (s->wgroup > 0)
 		return masq_err_set(err, MASQ_ERR_USAGE,

@@ -313,4 +313,9 @@ d = json.load(open('$w/diff-a.json')); assert 'held_out' not in d['summary'] and
 "
 expect "leaves no sequence to fit" "a split that leaves nothing to fit" -- "$MASQ" run $T --eval-split 0.9 --no-db
 expect "--eval-split must be a number in" "a split of 0" -- "$MASQ" run $T --eval-split 0 --no-db
+# compressed-tensors int-quantized needs 8-bit activations: a W8A16 session
+# is refused before anything is written (vLLM could not load it)
+"$MASQ" run $T --method sq --wbits 8 --abits 16 --wgroup 0 --db "$w/w8a16.db" > /dev/null 2>&1
+expect "vLLM loads weight-only checkpoints only in the pack-quantized format" "a W8A16 compressed-tensors export is refused" -- "$MASQ" export --db "$w/w8a16.db" --format compressed-tensors --out "$w/w8a16-ct"
+check "... and nothing is written" test ! -e "$w/w8a16-ct"
 done_testing
