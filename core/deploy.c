@@ -182,6 +182,10 @@ dexport_open(dexport *e, const char *dir, const model *ref, masq_err *err)
 	free(p);
 
 	p = masq_path_join(dir, "masquant.json");
+	if (stat(p, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		masq_err_set(err, MASQ_ERR_IO, "%s: not a regular file", p);
+		goto out;
+	}
 	if (stat(p, &sb) == 0) {
 		json_error_t je;
 		e->format = EXPORT_MASQUANT;

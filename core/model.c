@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -225,12 +226,16 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 {
 	json_error_t je;
 	json_t *root, *tc, *th;
-	struct cfg_scope sc = {{0}, 0};
+	struct cfg_scope sc = {{0}, {0}, 0};
 	double eps = 1e-6, theta = 10000.0;
 	int rc = -1;
 
 	memset(c, 0, sizeof *c);
-	root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+	int fd = masq_open_regular(path, err);
+	if (fd < 0)
+		return -1;
+	root = json_loadfd(fd, JSON_REJECT_DUPLICATES, &je);
+	close(fd);
 	if (root == NULL) {
 		if (je.line < 0 || strstr(je.text, "unable to open") != NULL)
 			return masq_err_set(err, MASQ_ERR_IO, "%s: cannot read: %s", path, je.text);

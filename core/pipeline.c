@@ -172,11 +172,11 @@ pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_
 	    .seq_lens = c->seq_lens, .pos = c->pos, .modality = c->modality};
 	rng_init(&p->g, o->seed);
 	p->summary.kl_text = NAN;
-	for (int m = 0; m < STATS_ROWS; m++)
-		p->summary.sqnr_held[m] = p->summary.mae_held[m] = NAN;
+	for (int r = 0; r < STATS_ROWS; r++)
+		p->summary.sqnr_held[r] = p->summary.mae_held[r] = NAN;
 	for (int l = 0; l < p->n_layers; l++)
-		for (int m = 0; m < STATS_ROWS; m++)
-			p->results[l].sqnr_held[m] = p->results[l].mae_held[m] = NAN;
+		for (int r = 0; r < STATS_ROWS; r++)
+			p->results[l].sqnr_held[r] = p->results[l].mae_held[r] = NAN;
 	if (split_init(p, err) < 0) {
 		pipe_done(p);
 		return -1;

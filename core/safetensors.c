@@ -526,9 +526,12 @@ st_open(st_file *f, const char *path, masq_err *err)
 	int fd;
 
 	memset(f, 0, sizeof *f);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return st_fail(err, MASQ_ERR_IO, path, NULL, "%s", strerror(errno));
+	masq_err oe = {0};
+	fd = masq_open_regular(path, &oe);
+	if (fd < 0) {
+		*err = oe;
+		return -1;
+	}
 	if (fstat(fd, &sb) < 0) {
 		int e = errno;
 		close(fd);

@@ -145,9 +145,8 @@ sha256_file(const char *path, char out[65], masq_err *err)
 	uint8_t *buf;
 	int fd;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return masq_err_set(err, MASQ_ERR_IO, "%s: %s", path, strerror(errno));
+	if ((fd = masq_open_regular(path, err)) < 0)
+		return -1;
 	buf = xmalloc(BUFSZ);
 	sha256_init(&c);
 	for (;;) {

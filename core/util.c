@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -176,6 +177,30 @@ masq_path_join(const char *dir, const char *name)
 	return p;
 }
 
+int
+masq_open_regular(const char *path, masq_err *err)
+{
+	struct stat sb;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return masq_err_set(err, MASQ_ERR_IO, "%s: %s", path, strerror(errno));
+	if (fstat(fd, &sb) < 0) {
+		int e = errno;
+		close(fd);
+		return masq_err_set(err, MASQ_ERR_IO, "%s: %s", path, strerror(e));
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		close(fd);
+		return masq_err_set(err, MASQ_ERR_IO, "%s: not a regular file (%s)", path,
+		    S_ISFIFO(sb.st_mode) ? "a FIFO" : S_ISDIR(sb.st_mode) ? "a directory" :
+		    S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "a device" : S_ISSOCK(sb.st_mode) ? "a socket" : "not a file");
+	}
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0)
+		fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	return fd;
+}
+
 char *
 masq_read_file(const char *path, size_t max, size_t *len, masq_err *err)
 {
@@ -183,9 +208,13 @@ masq_read_file(const char *path, size_t max, size_t *len, masq_err *err)
 	char *buf;
 	size_t cap = 4096, n = 0;
 
-	fp = fopen(path, "rb");
+	int fd = masq_open_regular(path, err);
+	if (fd < 0)
+		return NULL;
+	fp = fdopen(fd, "rb");
 	if (fp == NULL) {
 		masq_err_set(err, MASQ_ERR_IO, "%s: %s", path, strerror(errno));
+		close(fd);
 		return NULL;
 	}
 	buf = xmalloc(cap + 1);

@@ -68,6 +68,11 @@ double masq_now(void);
 
 /* Join a directory and a file name into a new string. */
 char *masq_path_join(const char *dir, const char *name);
+/* Open path for reading, refusing (MASQ_ERR_IO, -1) anything that is not a
+ * regular file: the open never blocks (a FIFO in place of a file would
+ * wait forever for a writer), the check is on the opened file (fstat).
+ * Returns the descriptor. */
+int masq_open_regular(const char *path, masq_err *err);
 /* Read a whole (small) file into a NUL-terminated buffer; *len gets its size. */
 char *masq_read_file(const char *path, size_t max, size_t *len, masq_err *err);
 /* mkdir -p; returns -1 with err filled on failure. */

@@ -284,9 +284,8 @@ sdb_file_check(const char *path, int flags, int *exists, masq_err *err)
 	if (sb.st_size == 0)
 		return 0;	/* an empty file is an empty database */
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return masq_err_set(err, MASQ_ERR_IO, "%s: %s", path, strerror(errno));
+	if ((fd = masq_open_regular(path, err)) < 0)
+		return -1;
 	while (n < sizeof hdr) {
 		ssize_t got = read(fd, hdr + n, sizeof hdr - n);
 		if (got < 0 && errno == EINTR)

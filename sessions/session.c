@@ -227,7 +227,11 @@ sess_fingerprint_model(const char *dir, char out[65], masq_err *err)
 		if (l <= 12 || strcmp(names[i] + l - 12, ".safetensors") != 0)
 			continue;
 		char *p = masq_path_join(dir, names[i]);
-		FILE *fp = fopen(p, "rb");
+		masq_err oe = {0};
+		int fd = masq_open_regular(p, &oe);
+		FILE *fp = fd >= 0 ? fdopen(fd, "rb") : NULL;
+		if (fd >= 0 && fp == NULL)
+			close(fd);
 		unsigned char hl[8];
 		uint64_t h = 0;
 		struct stat sb;

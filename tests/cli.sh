@@ -58,4 +58,18 @@ check "same threads, same bytes: forward is deterministic" sh -c "
 check "masq with no arguments runs the main job on the demo" sh -c "'$MASQ' > '$w/main.out' 2>&1"
 check "the main job prints a per-layer table" grep -qE '^1 +\| +[0-9]+\.[0-9]{2} ' "$w/main.out"
 check "the demo is cached for the next run" sh -c "out=\$('$MASQ' 2>&1) && ! echo \"\$out\" | grep -q 'writing the embedded demo'"
+# A FIFO in place of a file is refused at once, never waited on (exit 2)
+if command -v mkfifo > /dev/null && command -v timeout > /dev/null; then
+	mkdir -p "$w/fifo" && cp "$w/d/model/"* "$w/fifo/" && rm -f "$w/fifo/config.json" && mkfifo "$w/fifo/config.json"
+	timeout 20 "$MASQ" inspect "$w/fifo" > /dev/null 2> "$w/fifo.err"; rc=$?
+	check "a FIFO as config.json is refused, not waited on" sh -c "test $rc -eq 2 && grep -q 'config.json: not a regular file (a FIFO)' '$w/fifo.err'"
+	mkfifo "$w/calib.fifo"
+	timeout 20 "$MASQ" inspect "$w/calib.fifo" > /dev/null 2> "$w/fifo2.err"; rc=$?
+	check "a FIFO as a calibration set is refused" sh -c "test $rc -eq 2 && grep -q 'not a regular file (a FIFO)' '$w/fifo2.err'"
+	timeout 20 "$MASQ" run --model "$w/d/model" --calib "$w/calib.fifo" --no-db > /dev/null 2> "$w/fifo3.err"; rc=$?
+	check "... by run too" sh -c "test $rc -eq 2 && grep -q 'not a regular file (a FIFO)' '$w/fifo3.err'"
+	mkfifo "$w/db.fifo"
+	timeout 20 "$MASQ" sessions list --db "$w/db.fifo" > /dev/null 2> "$w/fifo4.err"; rc=$?
+	check "a FIFO as the session database is refused" sh -c "test $rc -eq 2 && grep -q 'not a regular file' '$w/fifo4.err'"
+fi
 done_testing
