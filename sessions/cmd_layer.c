@@ -117,43 +117,32 @@ sess_factors_read(sess *s, const char *path, masq_err *err)
 	return rc;
 }
 
-/* The cursor layer's learned factors, "s.<linear>.<modality>" F32 [in]
- * (18 vectors; with usq the three of a linear are equal), as a blob;
- * hex gets the sha256 of the raw vectors in that order. */
+/* One F32 tensor of a blob. */
+struct blob_tensor {
+	char name[64];
+	int ndim;
+	int64_t shape[2];
+	const float *data;
+};
+
+/* Write the n tensors (metadata "layer": the cursor's) to a new blob of
+ * kind what and store it; sha gets its name. */
 static int
-factors_blob_write(sess *s, char sha[65], char hex[65], masq_err *err)
+f32_blob_store(sess *s, const char *what, const struct blob_tensor *t, int n, char sha[65], masq_err *err)
 {
-	const pipeline *p = &s->p;
 	st_writer *w = st_writer_new();
-	char *tmp = s->db != NULL ? sess_blob_tmp(s, "factors") : NULL, name[64], v[32];
-	sha256_ctx hc;
+	char *tmp = sess_blob_tmp(s, what), v[32];
 	int rc = 0;
 
-	sha256_init(&hc);
-	for (int k = 0; k < LEARN_LINS; k++)
-		for (int m = 0; m < MOD_COUNT; m++) {
-			int out, in;
-			layer_lin_shape(&p->m->cfg, k, &out, &in);
-			sha256_update(&hc, p->learned[k][m], (size_t)in * sizeof(float));
-			int64_t shape[1] = {in};
-			snprintf(name, sizeof name, "s.%s.%s", lin_name(k), modality_name(m));
-			if (rc == 0)
-				rc = st_writer_add(w, name, ST_F32, 1, shape, err);
-		}
-	sha256_hex(&hc, hex);
-	if (tmp == NULL) {
-		st_writer_free(w);
-		return rc;
-	}
-	snprintf(v, sizeof v, "%d", p->layer);
+	snprintf(v, sizeof v, "%d", s->p.layer);
+	for (int i = 0; i < n && rc == 0; i++)
+		rc = st_writer_add(w, t[i].name, ST_F32, t[i].ndim, t[i].shape, err);
 	if (rc == 0)
 		rc = st_writer_meta(w, "layer", v, err) < 0 || st_writer_begin(w, tmp, err) < 0 ? -1 : 0;
-	for (int k = 0; k < LEARN_LINS && rc == 0; k++)
-		for (int m = 0; m < MOD_COUNT && rc == 0; m++) {
-			int out, in;
-			layer_lin_shape(&p->m->cfg, k, &out, &in);
-			rc = st_writer_write(w, p->learned[k][m], (size_t)in * sizeof(float), err);
-		}
+	for (int i = 0; i < n && rc == 0; i++) {
+		size_t ne = (size_t)t[i].shape[0] * (size_t)(t[i].ndim > 1 ? t[i].shape[1] : 1);
+		rc = st_writer_write(w, t[i].data, ne * sizeof(float), err);
+	}
 	if (rc == 0)
 		rc = st_writer_finish(w, err);
 	st_writer_free(w);
@@ -165,35 +154,49 @@ factors_blob_write(sess *s, char sha[65], char hex[65], masq_err *err)
 	return sess_blob_store(s, tmp, sha, err);
 }
 
+/* The cursor layer's learned factors, "s.<linear>.<modality>" F32 [in]
+ * (18 vectors; with usq the three of a linear are equal), as a blob when
+ * the session is recorded; hex gets the sha256 of the raw vectors in that
+ * order. */
+static int
+factors_blob_write(sess *s, char sha[65], char hex[65], masq_err *err)
+{
+	const pipeline *p = &s->p;
+	struct blob_tensor t[LEARN_LINS * MOD_COUNT];
+	sha256_ctx hc;
+	int n = 0;
+
+	sha256_init(&hc);
+	for (int k = 0; k < LEARN_LINS; k++)
+		for (int m = 0; m < MOD_COUNT; m++, n++) {
+			int out, in;
+			layer_lin_shape(&p->m->cfg, k, &out, &in);
+			sha256_update(&hc, p->learned[k][m], (size_t)in * sizeof(float));
+			snprintf(t[n].name, sizeof t[n].name, "s.%s.%s", lin_name(k), modality_name(m));
+			t[n].ndim = 1;
+			t[n].shape[0] = in;
+			t[n].data = p->learned[k][m];
+		}
+	sha256_hex(&hc, hex);
+	return s->db != NULL ? f32_blob_store(s, "factors", t, n, sha, err) : 0;
+}
+
 /* The cursor layer's per-channel maxima, "absmax.<site>" F32 [rows, d]
  * (rows: text, vision, audio, all), as a blob. */
 static int
 stats_blob_write(sess *s, char sha[65], masq_err *err)
 {
 	const pipeline *p = &s->p;
-	st_writer *w = st_writer_new();
-	char *tmp = sess_blob_tmp(s, "stats"), name[64], v[32];
-	int rc = 0;
+	struct blob_tensor t[SITE_COUNT];
 
-	snprintf(v, sizeof v, "%d", p->layer);
-	for (int site = 0; site < SITE_COUNT && rc == 0; site++) {
-		int64_t shape[2] = {STATS_ROWS, p->st[site].d};
-		snprintf(name, sizeof name, "absmax.%s", engine_site_name(site));
-		rc = st_writer_add(w, name, ST_F32, 2, shape, err);
+	for (int site = 0; site < SITE_COUNT; site++) {
+		snprintf(t[site].name, sizeof t[site].name, "absmax.%s", engine_site_name(site));
+		t[site].ndim = 2;
+		t[site].shape[0] = STATS_ROWS;
+		t[site].shape[1] = p->st[site].d;
+		t[site].data = p->st[site].absmax;
 	}
-	if (rc == 0)
-		rc = st_writer_meta(w, "layer", v, err) < 0 || st_writer_begin(w, tmp, err) < 0 ? -1 : 0;
-	for (int site = 0; site < SITE_COUNT && rc == 0; site++)
-		rc = st_writer_write(w, p->st[site].absmax, (size_t)STATS_ROWS * p->st[site].d * sizeof(float), err);
-	if (rc == 0)
-		rc = st_writer_finish(w, err);
-	st_writer_free(w);
-	if (rc < 0) {
-		unlink(tmp);
-		free(tmp);
-		return -1;
-	}
-	return sess_blob_store(s, tmp, sha, err);
+	return f32_blob_store(s, "stats", t, SITE_COUNT, sha, err);
 }
 
 /* ---- the commands ---------------------------------------------------------------- */
