@@ -606,6 +606,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	float *yr = xmalloc(xmul((size_t)n * out, sizeof(float)));
 	float *s = xmalloc(xmul((size_t)in, sizeof(float)));
 	pipe_lin_result *lr = q->lr ? &q->lr[lin] : NULL;
+	float *y0 = NULL;	/* measure, mas-cmc with a rank: y with vision and audio uncompensated */
 
 	if (!per_mod) {
 		/* one factor (or none) and one weight for every token */
@@ -621,7 +622,6 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 				lr->alpha[m] = sf ? q->ls->alpha[smooth_lin_group(lin)][ALPHA_UNIFIED] : NAN;
 	} else {
 		float *s_t = NULL, *Wbase = NULL;
-		float *y0 = NULL;	/* measure: y with vision and audio uncompensated */
 		if (method == METHOD_MAS_CMC && q->measure &&
 		    cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out) > 0)
 			y0 = xmalloc(xmul((size_t)n * out, sizeof(float)));
@@ -690,12 +690,6 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 		}
 		free(s_t);
 		free(Wbase);
-		if (y0 != NULL) {
-			engine_linear(x, n, in, w->w[lin], w->b[lin], out, yr);
-			metrics_acc_add(&q->acc0[lin], yr, y0, q->modality, n, out);
-			q->have0[lin] = 1;
-			free(y0);
-		}
 	}
 	if (lr != NULL) {
 		int rk = 0;
@@ -706,10 +700,15 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	if (q->plan != NULL && !per_mod)
 		work(p, (lin + 1.0) / LIN_COUNT, "%s (linear %d of %d)", lin_name(lin), lin + 1, LIN_COUNT);
 	if (q->measure) {
-		/* the FP linear on the same input */
+		/* the FP linear on the same input, once for both measurements */
 		engine_linear(x, n, in, w->w[lin], w->b[lin], out, yr);
 		metrics_acc_add(&q->acc[lin], yr, y, q->modality, n, out);
+		if (y0 != NULL) {
+			metrics_acc_add(&q->acc0[lin], yr, y0, q->modality, n, out);
+			q->have0[lin] = 1;
+		}
 	}
+	free(y0);
 	free(Wq);
 	free(xs);
 	free(xq);
