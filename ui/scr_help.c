@@ -30,12 +30,28 @@ help_draw(ui *u)
 	ui_fill(0, 0, -1, ui_title_attr(&u->g));
 	ui_text(0, 0, -1, ui_title_attr(&u->g), " help: keys and the session commands they run");
 	ui_text(1, 0, -1, A_BOLD, " key  command          what it does");
-	for (const sess_cmd *c = sess_cmds; c->name != NULL && y < LINES - 6; c++, y++) {
+	/* a row per command a key issues; those typed after ':' share one, so
+	 * the UI's keys below still fit at 80x24 */
+	char typed[256] = "";
+	for (const sess_cmd *c = sess_cmds; c->name != NULL; c++) {
 		char k[16];
 		cmd_key(sess_cmd_id(c), k, sizeof k);
+		if (strcmp(k, ":") == 0) {
+			size_t l = strlen(typed);
+			snprintf(typed + l, sizeof typed - l, "%s%s", l ? ", " : "", c->name);
+			continue;
+		}
+		if (y >= LINES - 7)
+			continue;
 		ui_text(y, 1, 4, ui_key_attr(&u->g), "%s", k);
 		ui_text(y, 6, 16, A_NORMAL, "%s", c->name);
 		ui_text(y, 23, -1, A_NORMAL, "%s", c->summary);
+		y++;
+	}
+	if (typed[0] != '\0') {
+		ui_text(y, 1, 4, ui_key_attr(&u->g), ":");
+		ui_text(y, 6, -1, A_NORMAL, "%s (typed by name; masq(1) describes each)", typed);
+		y++;
 	}
 	/* the UI's own keys, a line per group of screens, wrapped */
 	for (int sec = 0; sec < 8 && y < LINES - 2; sec++) {
