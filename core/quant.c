@@ -154,9 +154,9 @@ quant_weight_rows_int(int8_t *q, float *scale, const float *W, int out, int in, 
 	}
 }
 
-/* y (len) = asymmetric fake quant of one group x (len) at 2^bits levels. */
+/* One group's scale and zero point, as quant_group_asym computes them. */
 static void
-quant_group_asym(float *y, const float *x, int len, int bits)
+group_asym_params(const float *x, int len, int bits, float *scale, float *zero)
 {
 	float mn = x[0], mx = x[0];
 	int nan = 0;
@@ -172,11 +172,48 @@ quant_group_asym(float *y, const float *x, int len, int bits)
 	float z = nearbyintf(-mn / s);
 	z = z < -1e4f ? -1e4f : z;
 	z = z > 1e4f ? 1e4f : z;
+	*scale = s;
+	*zero = z;
+}
+
+/* y (len) = asymmetric fake quant of one group x (len) at 2^bits levels. */
+static void
+quant_group_asym(float *y, const float *x, int len, int bits)
+{
+	float top = (float)((1 << bits) - 1), s, z;
+	group_asym_params(x, len, bits, &s, &z);
 	for (int j = 0; j < len; j++) {
 		float q = nearbyintf(x[j] / s) + z;	/* x / s, as torch */
 		q = q < 0.0f ? 0.0f : q;
 		q = q > top ? top : q;
 		y[j] = (q - z) * s;
+	}
+}
+
+void
+quant_weight_groups_int(uint8_t *q, float *scale, float *zero, const float *W, int out, int in,
+    int bits, int group)
+{
+	MASQ_ASSERT(bits >= 2 && bits <= 8 && group > 0 && out >= 0 && in >= 0);
+	int ng = (in + group - 1) / group;
+	float top = (float)((1 << bits) - 1);
+	for (int r = 0; r < out; r++) {
+		size_t row = (size_t)r * (size_t)in;
+		for (int g = 0, gi = 0; g < in; g += group, gi++) {
+			int len = in - g < group ? in - g : group;
+			const float *x = W + row + (size_t)g;
+			float s, z;
+			group_asym_params(x, len, bits, &s, &z);
+			int nan = s != s || z != z;
+			for (int j = 0; j < len; j++) {
+				float v = nearbyintf(x[j] / s) + z;	/* as quant_group_asym */
+				v = v < 0.0f ? 0.0f : v;
+				v = v > top ? top : v;
+				q[row + (size_t)g + j] = nan || v != v ? 0 : (uint8_t)v;
+			}
+			scale[(size_t)r * ng + gi] = s;
+			zero[(size_t)r * ng + gi] = nan ? 0.0f : z;
+		}
 	}
 }
 

@@ -48,6 +48,14 @@ void quant_weight_rows_int(int8_t *q, float *scale, const float *W, int out, int
 void quant_weight_groups(float *y, const float *W, int out, int in, int bits, int group);
 void quant_weight_groups_ref(float *y, const float *W, int out, int in, int bits, int group);
 
+/* Integer form of quant_weight_groups for export: q (out, in) levels in
+ * [0, 2^bits - 1], scale and zero (out, ceil(in / group)) so that
+ * y = (q - zero) * scale exactly; bits <= 8.  zero is a whole number, but
+ * may lie outside [0, 2^bits - 1] (a group of one sign: min and max are the
+ * raw values); a NaN group has levels 0, zero 0 and scale NaN. */
+void quant_weight_groups_int(uint8_t *q, float *scale, float *zero, const float *W, int out, int in,
+    int bits, int group);
+
 /*
  * The straight-through backward of the fake quantizers (learned smoothing,
  * core/learn.h).  Given g = d loss / d y for y = Q(x), gx = d loss / d x with

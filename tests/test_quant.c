@@ -401,6 +401,49 @@ test_int_form(void)
 	free(q);
 }
 
+/* quant_weight_groups_int: (q - zero) * scale is quant_weight_groups bit
+ * for bit, levels in range, zero points whole; a row of one sign (zero out
+ * of range) and a short last group included. */
+static void
+test_group_int_form(void)
+{
+	enum { N = 9, D = 200, G = 64 };
+	int ng = (D + G - 1) / G;
+	float *w = xmalloc(N * D * sizeof *w), *y = xmalloc(N * D * sizeof *y);
+	float *sc = xmalloc(N * ng * sizeof *sc), *z = xmalloc(N * ng * sizeof *z);
+	uint8_t *q = xmalloc(N * D);
+	rng g;
+
+	rng_init(&g, 11);
+	fill_rows(w, N, D, &g);
+	for (int j = 0; j < D; j++)
+		w[j] = fabsf(w[j]) + 0.5f;	/* row 0: every group positive, zero < 0 */
+	for (int bits = 2; bits <= 8; bits++) {
+		int ok = 1, inrange = 1, whole = 1, neg = 0, top = (1 << bits) - 1;
+		quant_weight_groups(y, w, N, D, bits, G);
+		quant_weight_groups_int(q, sc, z, w, N, D, bits, G);
+		for (int r = 0; r < N; r++)
+			for (int j = 0; j < D; j++) {
+				float s = sc[r * ng + j / G], zz = z[r * ng + j / G];
+				if (!(((float)q[r * D + j] - zz) * s == y[r * D + j]))
+					ok = 0;
+				if (q[r * D + j] > top)
+					inrange = 0;
+				if (zz != nearbyintf(zz))
+					whole = 0;
+				neg |= zz < 0;
+			}
+		tap_ok(ok, "group int form, %d bits: (q - zero) * scale == quant_weight_groups", bits);
+		tap_ok(inrange && whole && neg, "group int form, %d bits: levels in [0, %d], whole zero points, "
+		    "a one-signed group's below 0", bits, top);
+	}
+	free(w);
+	free(y);
+	free(sc);
+	free(z);
+	free(q);
+}
+
 /* The same fake quant computed by numpy in float32, compared bit for bit. */
 static const char numpy_script[] =
 	"import sys\n"
@@ -624,6 +667,7 @@ main(void)
 	test_oracle();
 	test_nan();
 	test_int_form();
+	test_group_int_form();
 	test_numpy();
 	test_asserts();
 	test_metrics();
