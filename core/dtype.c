@@ -7,13 +7,15 @@
 
 static const struct {
 	const char *name;
-	size_t size;
+	size_t bits;
 } dtypes[ST_DTYPE_COUNT] = {
-	[ST_F32] = {"F32", 4}, [ST_F16] = {"F16", 2}, [ST_BF16] = {"BF16", 2},
-	[ST_F64] = {"F64", 8}, [ST_I8] = {"I8", 1}, [ST_U8] = {"U8", 1},
-	[ST_I16] = {"I16", 2}, [ST_U16] = {"U16", 2}, [ST_I32] = {"I32", 4},
-	[ST_U32] = {"U32", 4}, [ST_I64] = {"I64", 8}, [ST_U64] = {"U64", 8},
-	[ST_BOOL] = {"BOOL", 1},
+	[ST_F32] = {"F32", 32}, [ST_F16] = {"F16", 16}, [ST_BF16] = {"BF16", 16},
+	[ST_F64] = {"F64", 64}, [ST_I8] = {"I8", 8}, [ST_U8] = {"U8", 8},
+	[ST_I16] = {"I16", 16}, [ST_U16] = {"U16", 16}, [ST_I32] = {"I32", 32},
+	[ST_U32] = {"U32", 32}, [ST_I64] = {"I64", 64}, [ST_U64] = {"U64", 64},
+	[ST_BOOL] = {"BOOL", 8},
+	[ST_F8_E4M3] = {"F8_E4M3", 8}, [ST_F8_E5M2] = {"F8_E5M2", 8}, [ST_F8_E8M0] = {"F8_E8M0", 8},
+	[ST_C64] = {"C64", 64}, [ST_F4] = {"F4", 4}, [ST_F6_E2M3] = {"F6_E2M3", 6}, [ST_F6_E3M2] = {"F6_E3M2", 6},
 };
 
 const char *
@@ -36,9 +38,25 @@ st_dtype_parse(const char *s)
 size_t
 st_dtype_size(st_dtype dt)
 {
-	if ((unsigned)dt < ST_DTYPE_COUNT)
-		return dtypes[dt].size;
+	if ((unsigned)dt < ST_DTYPE_COUNT && dtypes[dt].bits % 8 == 0)
+		return dtypes[dt].bits / 8;
 	return 0;
+}
+
+size_t
+st_dtype_bits(st_dtype dt)
+{
+	return (unsigned)dt < ST_DTYPE_COUNT ? dtypes[dt].bits : 0;
+}
+
+uint64_t
+st_dtype_bytes(st_dtype dt, uint64_t n)
+{
+	uint64_t bits;
+	if ((unsigned)dt >= ST_DTYPE_COUNT || __builtin_mul_overflow(n, (uint64_t)dtypes[dt].bits, &bits) ||
+	    bits % 8 != 0)
+		return UINT64_MAX;
+	return bits / 8;
 }
 
 int

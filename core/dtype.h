@@ -12,6 +12,8 @@
 typedef enum st_dtype {
 	ST_F32, ST_F16, ST_BF16, ST_F64,
 	ST_I8, ST_U8, ST_I16, ST_U16, ST_I32, ST_U32, ST_I64, ST_U64, ST_BOOL,
+	/* defined by the format, read and carried through, never converted */
+	ST_F8_E4M3, ST_F8_E5M2, ST_F8_E8M0, ST_C64, ST_F4, ST_F6_E2M3, ST_F6_E3M2,
 	ST_DTYPE_COUNT,
 	ST_DTYPE_INVALID = -1
 } st_dtype;
@@ -20,8 +22,14 @@ typedef enum st_dtype {
 const char *st_dtype_name(st_dtype dt);
 /* Parse a header dtype string; ST_DTYPE_INVALID when unknown. */
 st_dtype st_dtype_parse(const char *s);
-/* Bytes per element. */
+/* Bytes per element; 0 for the sub-byte F4, F6_E2M3, F6_E3M2 (their
+ * tensors are sized by st_dtype_bits). */
 size_t st_dtype_size(st_dtype dt);
+/* Bits per element (4 for F4, 6 for F6_*). */
+size_t st_dtype_bits(st_dtype dt);
+/* The bytes of n elements of dt: n * bits / 8; -1 (SIZE_MAX) when that is
+ * not a whole number of bytes or overflows. */
+uint64_t st_dtype_bytes(st_dtype dt, uint64_t n);
 /* True for F32, F16, BF16, F64. */
 int st_dtype_is_float(st_dtype dt);
 

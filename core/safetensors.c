@@ -338,9 +338,9 @@ entry_parse(st_tensor *t, const char *path, const char *name, json_t *v,
 			return st_fail(err, MASQ_ERR_FORMAT, path, name,
 			    "shape %s: element count overflows 64 bits",
 			    st_shape_str(t->shape, t->ndim, sbuf, sizeof sbuf));
-	if (__builtin_mul_overflow(t->nelem, (uint64_t)st_dtype_size(t->dtype), &nbytes))
+	if ((nbytes = st_dtype_bytes(t->dtype, t->nelem)) == UINT64_MAX)
 		return st_fail(err, MASQ_ERR_FORMAT, path, name,
-		    "shape %s of %s: byte size overflows 64 bits",
+		    "shape %s of %s: byte size overflows 64 bits or is not a whole number of bytes",
 		    st_shape_str(t->shape, t->ndim, sbuf, sizeof sbuf), st_dtype_name(t->dtype));
 	if (t->end - t->begin != nbytes)
 		return st_fail(err, MASQ_ERR_FORMAT, path, name,

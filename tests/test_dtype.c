@@ -423,8 +423,20 @@ test_names(void)
 	tap_ok(bad == 0, "every dtype name parses back to its dtype");
 	tap_ok(st_dtype_size(ST_BF16) == 2 && st_dtype_size(ST_I64) == 8 && st_dtype_size(ST_BOOL) == 1 &&
 	    st_dtype_size(ST_F64) == 8 && st_dtype_size(ST_U8) == 1, "dtype sizes");
-	tap_ok(st_dtype_parse("f32") == ST_DTYPE_INVALID && st_dtype_parse("F8_E4M3") == ST_DTYPE_INVALID &&
-	    st_dtype_parse("") == ST_DTYPE_INVALID, "unknown dtype names are refused");
+	tap_ok(st_dtype_parse("f32") == ST_DTYPE_INVALID && st_dtype_parse("F8_E4M3FNUZ") == ST_DTYPE_INVALID &&
+	    st_dtype_parse("F7") == ST_DTYPE_INVALID && st_dtype_parse("") == ST_DTYPE_INVALID,
+	    "unknown dtype names are refused");
+	tap_ok(st_dtype_parse("F8_E4M3") == ST_F8_E4M3 && st_dtype_parse("F8_E5M2") == ST_F8_E5M2 &&
+	    st_dtype_parse("F8_E8M0") == ST_F8_E8M0 && st_dtype_parse("C64") == ST_C64 && st_dtype_parse("F4") == ST_F4 &&
+	    st_dtype_parse("F6_E2M3") == ST_F6_E2M3 && st_dtype_parse("F6_E3M2") == ST_F6_E3M2,
+	    "every dtype the safetensors format defines parses (F8, C64, F4, F6)");
+	tap_ok(st_dtype_size(ST_F8_E4M3) == 1 && st_dtype_size(ST_C64) == 8 && st_dtype_size(ST_F4) == 0 &&
+	    st_dtype_bits(ST_F4) == 4 && st_dtype_bits(ST_F6_E2M3) == 6 && st_dtype_bytes(ST_F4, 6) == 3 &&
+	    st_dtype_bytes(ST_F4, 5) == UINT64_MAX && st_dtype_bytes(ST_F6_E3M2, 4) == 3 &&
+	    st_dtype_bytes(ST_F6_E3M2, 3) == UINT64_MAX && st_dtype_bytes(ST_I64, UINT64_MAX / 4) == UINT64_MAX,
+	    "sizes in bits and bytes; sub-byte tensors must fill whole bytes");
+	tap_ok(!st_dtype_is_float(ST_F8_E4M3) && !st_dtype_is_float(ST_C64) && !st_dtype_is_float(ST_F4),
+	    "the new dtypes are carried, never converted");
 	tap_ok(st_dtype_is_float(ST_F16) && st_dtype_is_float(ST_F64) && !st_dtype_is_float(ST_I32) &&
 	    !st_dtype_is_float(ST_BOOL), "st_dtype_is_float");
 	tap_ok(st_dtype_size(ST_DTYPE_INVALID) == 0 && strcmp(st_dtype_name(ST_DTYPE_COUNT), "?") == 0,

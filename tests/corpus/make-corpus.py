@@ -243,7 +243,13 @@ def main():
                  b'"data_offsets":[0,16]}}', gdata))
     # -- entries
     put("entry-not-object.safetensors", st_bytes({"w": [0, 16]}, gdata))
-    put("unknown-dtype.safetensors", st_bytes({"w": ent("F8_E4M3", [16], 0, 16)}, gdata))
+    put("unknown-dtype.safetensors", st_bytes({"w": ent("F8_E4M3FNUZ", [16], 0, 16)}, gdata))
+    put("f4-half-byte.safetensors", st_bytes({"w": ent("F4", [3], 0, 2)}, gdata[:2]))
+    # every dtype the format defines beyond masq's arithmetic: read and carried
+    put("valid-new-dtypes.safetensors", st_bytes({
+        "c": ent("C64", [2], 0, 16), "e4": ent("F8_E4M3", [8], 16, 24), "e5": ent("F8_E5M2", [8], 24, 32),
+        "e8": ent("F8_E8M0", [8], 32, 40), "f4": ent("F4", [4, 4], 40, 48), "f6a": ent("F6_E2M3", [8], 48, 54),
+        "f6b": ent("F6_E3M2", [8], 54, 60)}, bytes(range(60))))
     put("dtype-not-string.safetensors", st_bytes({"w": ent(4, [4], 0, 16)}, gdata))
     put("missing-dtype.safetensors",
         st_bytes({"w": {"shape": [2, 2], "data_offsets": [0, 16]}}, gdata))
