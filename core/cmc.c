@@ -6,6 +6,7 @@
 
 #include "core/blas.h"
 #include "core/cmc.h"
+#include "core/dtype.h"
 
 /* Seed of the test matrix when cmc_compute is given no generator. */
 #define CMC_DEFAULT_SEED 0x636d63ULL
@@ -446,4 +447,23 @@ cmc_rank_resolve(double setting, int floor_rank, int in, int out)
 	if (r > mn)
 		r = mn;
 	return r;
+}
+
+/* ---- storage -------------------------------------------------------------- */
+
+#define CMC_F16_MAX 65504.0f
+
+int
+cmc_stored_dtype(int want, const float *L1, const float *L2, int in, int out, int r)
+{
+	if (want != ST_F16)
+		return want;
+	size_t n1 = (size_t)in * r, n2 = (size_t)r * out;
+	for (size_t i = 0; i < n1; i++)
+		if (!(fabsf(L1[i]) <= CMC_F16_MAX))
+			return ST_F32;
+	for (size_t i = 0; i < n2; i++)
+		if (!(fabsf(L2[i]) <= CMC_F16_MAX))
+			return ST_F32;
+	return ST_F16;
 }

@@ -86,6 +86,16 @@ int cmc_compute(cmc_result *r, const float *dWt, int in, int out, const cmc_whit
     enum cmc_svd_mode mode, rng *g, masq_err *err);
 void cmc_result_done(cmc_result *r);
 
+/* How L1 (in, r) and L2 (r, out) are stored when dtype `want` (st_dtype:
+ * F32, F16, BF16) is asked for: want, but F32 where F16 cannot hold them
+ * (a value beyond +-65504 or not finite).  The pipeline measures with the
+ * F32 factors: rounding inside the measured path would make the figures a
+ * step function of the inputs, and a last-bit difference between BLAS
+ * kernels would move them by far more than replay's tolerances (0.06 dB
+ * instead of 0.0003 on the tiny demo).  What half precision costs is
+ * measured on the export with masq eval (HACKING.md). */
+int cmc_stored_dtype(int want, const float *L1, const float *L2, int in, int out, int r);
+
 /* |T (dWt - L1 L2)|_F^2 for factors of any origin (whitened or not), so the
  * two variants can be compared in the metric that matters. */
 double cmc_residual(const cmc_whitener *w, const float *dWt, int in, int out, const float *L1,

@@ -965,10 +965,25 @@ demo_write_calib(const char *path, const demo_preset *p, uint64_t seed, rng *r,
 
 	snprintf(src, sizeof src, "masq demo preset=%s seed=%" PRIu64,
 	    p->name != NULL ? p->name : "custom", seed);
+	/* after inputs_embeds (a whole number of 8-byte words: hidden is even),
+	 * modality, seq_lens, position_ids, as every earlier demo wrote them
+	 * (so their fingerprints, which sessions record, stay), unless that
+	 * would put seq_lens or position_ids off their element size: then
+	 * largest elements first */
+	int aligned = T % 4 == 0 && (T + 4 * p->n_seqs) % 8 == 0;
+	const struct { const char *name; st_dtype dt; int ndim; int64_t sh[2]; const void *data; size_t n; } tail[2][3] = {
+		{{"modality", ST_U8, 1, {T, 0}, mod, (size_t)T},
+		 {"seq_lens", ST_I32, 1, {p->n_seqs, 0}, lens, (size_t)p->n_seqs * 4},
+		 {"position_ids", ST_I64, 2, {3, T}, pos, (size_t)T * 24}},
+		{{"position_ids", ST_I64, 2, {3, T}, pos, (size_t)T * 24},
+		 {"seq_lens", ST_I32, 1, {p->n_seqs, 0}, lens, (size_t)p->n_seqs * 4},
+		 {"modality", ST_U8, 1, {T, 0}, mod, (size_t)T}},
+	};
+	const int order = aligned ? 0 : 1;
 	if (st_writer_add(w, "inputs_embeds", ST_F32, 2, (const int64_t[]){T, p->hidden}, err) < 0 ||
-	    st_writer_add(w, "modality", ST_U8, 1, (const int64_t[]){T}, err) < 0 ||
-	    st_writer_add(w, "seq_lens", ST_I32, 1, (const int64_t[]){p->n_seqs}, err) < 0 ||
-	    st_writer_add(w, "position_ids", ST_I64, 2, (const int64_t[]){3, T}, err) < 0 ||
+	    st_writer_add(w, tail[order][0].name, tail[order][0].dt, tail[order][0].ndim, tail[order][0].sh, err) < 0 ||
+	    st_writer_add(w, tail[order][1].name, tail[order][1].dt, tail[order][1].ndim, tail[order][1].sh, err) < 0 ||
+	    st_writer_add(w, tail[order][2].name, tail[order][2].dt, tail[order][2].ndim, tail[order][2].sh, err) < 0 ||
 	    st_writer_meta(w, "calib_format", "masq-calib", err) < 0 ||
 	    st_writer_meta(w, "calib_version", "1", err) < 0 ||
 	    st_writer_meta(w, "source", src, err) < 0 ||
@@ -990,9 +1005,9 @@ demo_write_calib(const char *path, const demo_preset *p, uint64_t seed, rng *r,
 		if (st_writer_write_f32(w, x, (size_t)q[i].len * p->hidden, err) < 0)
 			goto out;
 	}
-	if (st_writer_write(w, mod, (size_t)T, err) < 0 ||
-	    st_writer_write(w, lens, (size_t)p->n_seqs * 4, err) < 0 ||
-	    st_writer_write(w, pos, (size_t)T * 24, err) < 0 ||
+	if (st_writer_write(w, tail[order][0].data, tail[order][0].n, err) < 0 ||
+	    st_writer_write(w, tail[order][1].data, tail[order][1].n, err) < 0 ||
+	    st_writer_write(w, tail[order][2].data, tail[order][2].n, err) < 0 ||
 	    st_writer_finish(w, err) < 0)
 		goto out;
 	rc = 0;

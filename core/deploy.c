@@ -52,6 +52,9 @@ typedef struct dexport {
 	json_t *manifest;		/* masquant.json */
 	int abits;			/* compressed-tensors: from quantization_config */
 	int wbits;
+	int packed;			/* compressed-tensors pack-quantized */
+	int wgroup;			/* its group size, 0 per channel */
+	int wsym;			/* symmetric: no zero points (2^(bits-1) implied) */
 } dexport;
 
 /* Free a loaded layer. */
@@ -92,10 +95,12 @@ ct_parse(dexport *e, json_t *qc, const char *path, masq_err *err)
 	json_t *g = NULL, *w, *a;
 	const char *key = "";
 
-	if (!json_is_string(fmt) || strcmp(json_string_value(fmt), "int-quantized") != 0)
+	if (!json_is_string(fmt) || (strcmp(json_string_value(fmt), "int-quantized") != 0 &&
+	    strcmp(json_string_value(fmt), "pack-quantized") != 0))
 		return masq_err_set(err, MASQ_ERR_FORMAT,
-		    "%s: quantization_config.format is not \"int-quantized\"; masq eval runs compressed-tensors "
-		    "W8A8 int8 only", path);
+		    "%s: quantization_config.format is not \"int-quantized\" or \"pack-quantized\"; masq eval runs "
+		    "compressed-tensors W8A8 int8 and weight-only W4A16/W8A16 only", path);
+	e->packed = strcmp(json_string_value(fmt), "pack-quantized") == 0;
 	if (!json_is_object(groups) || json_object_size(groups) != 1)
 		return masq_err_set(err, MASQ_ERR_FORMAT,
 		    "%s: quantization_config.config_groups must hold exactly one group", path);
@@ -103,6 +108,24 @@ ct_parse(dexport *e, json_t *qc, const char *path, masq_err *err)
 		break;
 	w = json_object_get(g, "weights");
 	a = json_object_get(g, "input_activations");
+	if (e->packed) {
+		json_t *nb = json_object_get(w, "num_bits"), *st = json_object_get(w, "strategy");
+		json_t *gs = json_object_get(w, "group_size"), *sy = json_object_get(w, "symmetric");
+		int group = json_is_string(st) && strcmp(json_string_value(st), "group") == 0;
+		if (!json_is_object(w) || !json_is_integer(nb) || (json_integer_value(nb) != 4 &&
+		    json_integer_value(nb) != 8) || !json_is_string(st) || !json_is_boolean(sy) ||
+		    (!group && strcmp(json_string_value(st), "channel") != 0) ||
+		    (group && (!json_is_integer(gs) || json_integer_value(gs) < 2 || json_integer_value(gs) > (1 << 20))) ||
+		    (a != NULL && !json_is_null(a)))
+			return masq_err_set(err, MASQ_ERR_FORMAT,
+			    "%s: config group '%s': pack-quantized weights must be 4 or 8 bits per channel or in groups, "
+			    "with no input activations", path, key);
+		e->wbits = (int)json_integer_value(nb);
+		e->wgroup = group ? (int)json_integer_value(gs) : 0;
+		e->wsym = json_is_true(sy);
+		e->abits = 16;
+		return 0;
+	}
 	if (!json_is_object(w) || !json_is_integer(json_object_get(w, "num_bits")) ||
 	    json_integer_value(json_object_get(w, "num_bits")) != 8 ||
 	    !json_is_true(json_object_get(w, "symmetric")) ||
@@ -163,19 +186,32 @@ dexport_open(dexport *e, const char *dir, const model *ref, masq_err *err)
 	json_t *qc = root ? json_object_get(root, "quantization_config") : NULL;
 	if (json_is_object(qc)) {
 		json_t *qm = json_object_get(qc, "quant_method");
-		if (!json_is_string(qm) || strcmp(json_string_value(qm), "compressed-tensors") != 0) {
+		if (json_is_string(qm) && strcmp(json_string_value(qm), "masquant") == 0) {
+			/* the block that keeps other loaders out: masquant.json says the rest */
+			char *mp = masq_path_join(dir, "masquant.json");
+			int there = stat(mp, &sb) == 0;
+			free(mp);
+			if (!there) {
+				masq_err_set(err, MASQ_ERR_FORMAT, "%s: quantization_config names masquant, but %s/masquant.json "
+				    "is missing", p, dir);
+				json_decref(root);
+				free(p);
+				return -1;
+			}
+		} else if (!json_is_string(qm) || strcmp(json_string_value(qm), "compressed-tensors") != 0) {
 			masq_err_set(err, MASQ_ERR_FORMAT,
-			    "%s: quantization_config.quant_method is not \"compressed-tensors\"; masq eval runs "
-			    "masquant, compressed-tensors W8A8 and dense exports", p);
+			    "%s: quantization_config.quant_method is not \"compressed-tensors\" or \"masquant\"; masq eval "
+			    "runs masquant, compressed-tensors (W8A8 int8, W4A16 and W8A16 pack-quantized) and dense exports", p);
 			json_decref(root);
 			free(p);
 			return -1;
-		}
-		e->format = EXPORT_COMPRESSED_TENSORS;
-		if (ct_parse(e, qc, p, err) < 0) {
-			json_decref(root);
-			free(p);
-			return -1;
+		} else {
+			e->format = EXPORT_COMPRESSED_TENSORS;
+			if (ct_parse(e, qc, p, err) < 0) {
+				json_decref(root);
+				free(p);
+				return -1;
+			}
 		}
 	}
 	json_decref(root);
@@ -198,9 +234,9 @@ dexport_open(dexport *e, const char *dir, const model *ref, masq_err *err)
 		json_t *v = json_object_get(e->manifest, "format_version");
 		json_t *ls = json_object_get(e->manifest, "layers");
 		if (!json_is_string(f) || strcmp(json_string_value(f), "masquant") != 0 ||
-		    !json_is_integer(v) || json_integer_value(v) != 1) {
+		    !json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 2) {
 			masq_err_set(err, MASQ_ERR_FORMAT,
-			    "%s: not a masquant manifest of format version 1", p);
+			    "%s: not a masquant manifest of format version 1 or 2 (this masq reads those)", p);
 			goto out;
 		}
 		if (!json_is_array(ls) || (int)json_array_size(ls) != r->n_layers) {
@@ -270,39 +306,106 @@ load_float(const dexport *e, const char *name, int64_t a, int64_t b, int require
 	return 0;
 }
 
-/* The stored weight of a linear: I8 levels times weight_scale, or a float tensor. */
+/* Little-endian 32-bit word i of t's data. */
+static uint32_t
+word_at(const st_tensor *t, size_t i)
+{
+	const unsigned char *p = (const unsigned char *)t->data + 4 * i;
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* A pack-quantized linear as compressed-tensors decompresses it: the
+ * unsigned values of weight_packed (per_word per I32, the first input in
+ * the low bits), minus the zero point (weight_zero_point packed the same
+ * way along the outputs; 2^(bits-1) when symmetric), times the scale of
+ * the value's group. */
 static int
-load_weight(const dexport *e, const char *name, int out, int in, float **W, masq_err *err)
+load_packed(const dexport *e, const char *name, int out, int in, float **W, masq_err *err)
+{
+	int bits = e->wbits, per = 32 / bits, group = e->wgroup > 0 ? e->wgroup : in;
+	int ng = in / group;
+	uint32_t mask = (1u << bits) - 1;
+	size_t bl = strlen(name) - strlen(".weight");
+	char n1[400], n2[400], n3[400];
+	snprintf(n1, sizeof n1, "%.*s.weight_packed", (int)bl, name);
+	snprintf(n2, sizeof n2, "%.*s.weight_scale", (int)bl, name);
+	snprintf(n3, sizeof n3, "%.*s.weight_zero_point", (int)bl, name);
+	const st_tensor *tp = st_set_find(&e->st, n1), *ts = st_set_find(&e->st, n2), *tz = st_set_find(&e->st, n3);
+
+	*W = NULL;
+	if (in % group != 0 || in % per != 0)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: '%s' has %d inputs: not whole groups of %d or words of %d",
+		    e->dir, n1, in, group, per);
+	if (tp == NULL || tp->dtype != ST_I32 || tp->ndim != 2 || tp->shape[0] != out || tp->shape[1] != in / per)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: '%s' must be I32 [%d, %d]", e->dir, n1, out, in / per);
+	if (ts == NULL || !st_dtype_is_float(ts->dtype) || ts->ndim != 2 || ts->shape[0] != out || ts->shape[1] != ng)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: '%s' must be a float [%d, %d]", e->dir, n2, out, ng);
+	if (!e->wsym && (tz == NULL || tz->dtype != ST_I32 || tz->ndim != 2 || tz->shape[0] != (out + per - 1) / per ||
+	    tz->shape[1] != ng))
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: '%s' must be I32 [%d, %d] (asymmetric weights)", e->dir,
+		    n3, (out + per - 1) / per, ng);
+	float *sc = st_tensor_to_f32(ts), *w = xmalloc(xmul((size_t)out * in, sizeof(float)));
+	for (int o = 0; o < out; o++)
+		for (int g = 0; g < ng; g++) {
+			float z = e->wsym ? (float)(1u << (bits - 1)) :
+			    (float)((word_at(tz, (size_t)(o / per) * ng + g) >> (bits * (o % per))) & mask);
+			float s = sc[(size_t)o * ng + g];
+			for (int i = g * group; i < (g + 1) * group; i++) {
+				uint32_t v = (word_at(tp, (size_t)o * (in / per) + i / per) >> (bits * (i % per))) & mask;
+				w[(size_t)o * in + i] = ((float)v - z) * s;
+			}
+		}
+	free(sc);
+	*W = w;
+	return 0;
+}
+
+/* The stored weight of a linear: I8 levels (or U4x2 pairs of them, u4x2)
+ * times weight_scale, a pack-quantized weight, or a float tensor. */
+static int
+load_weight(const dexport *e, const char *name, int out, int in, int u4x2, float **W, masq_err *err)
 {
 	const st_tensor *t = st_set_find(&e->st, name), *ts;
 	char sn[340];
+	int cols = u4x2 ? (in + 1) / 2 : in;
 
 	*W = NULL;
+	if (e->packed)
+		return load_packed(e, name, out, in, W, err);
 	if (t == NULL)
 		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: missing tensor '%s'", e->dir, name);
-	if (t->ndim != 2 || t->shape[0] != out || t->shape[1] != in)
+	if (t->ndim != 2 || t->shape[0] != out || t->shape[1] != (st_dtype_is_float(t->dtype) ? in : cols))
 		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' must have shape [%d, %d]",
-		    st_set_file_path(&e->st, t), name, out, in);
+		    st_set_file_path(&e->st, t), name, out, st_dtype_is_float(t->dtype) ? in : cols);
 	if (st_dtype_is_float(t->dtype)) {
 		*W = st_tensor_to_f32(t);
 		return 0;
 	}
-	if (t->dtype != ST_I8)
-		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' has dtype %s: expected I8 or a float",
-		    st_set_file_path(&e->st, t), name, st_dtype_name(t->dtype));
+	if (t->dtype != (u4x2 ? ST_U8 : ST_I8))
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' has dtype %s: expected %s or a float",
+		    st_set_file_path(&e->st, t), name, st_dtype_name(t->dtype), u4x2 ? "U8 (U4x2)" : "I8");
 	snprintf(sn, sizeof sn, "%s_scale", name);
 	ts = st_set_find(&e->st, sn);
 	if (ts == NULL || !st_dtype_is_float(ts->dtype) || ts->nelem != (uint64_t)out || ts->shape[0] != out ||
 	    ts->ndim < 1 || ts->ndim > 2)
 		return masq_err_set(err, MASQ_ERR_FORMAT,
-		    "%s: the I8 weight '%s' needs '%s' as a float [%d, 1] (per output channel)", e->dir, name,
-		    sn, out);
+		    "%s: the %s weight '%s' needs '%s' as a float [%d, 1] (per output channel)", e->dir,
+		    st_dtype_name(t->dtype), name, sn, out);
 	float *sc = st_tensor_to_f32(ts);
-	const int8_t *q = t->data;
 	float *w = xmalloc(xmul((size_t)out * in, sizeof(float)));
-	for (int o = 0; o < out; o++)
-		for (int i = 0; i < in; i++)
-			w[(size_t)o * in + i] = (float)q[(size_t)o * in + i] * sc[o];
+	if (u4x2) {
+		const uint8_t *b = t->data;
+		for (int o = 0; o < out; o++)
+			for (int i = 0; i < in; i++) {
+				unsigned v = b[(size_t)o * cols + i / 2] >> (4 * (i & 1)) & 15u;
+				w[(size_t)o * in + i] = (float)((int)v - 8) * sc[o];
+			}
+	} else {
+		const int8_t *q = t->data;
+		for (int o = 0; o < out; o++)
+			for (int i = 0; i < in; i++)
+				w[(size_t)o * in + i] = (float)q[(size_t)o * in + i] * sc[o];
+	}
 	free(sc);
 	*W = w;
 	return 0;
@@ -361,11 +464,12 @@ load_masquant_lin(const dexport *e, int l, int lin, json_t *jl, dlin *d, masq_er
 		t2 = st_find(&e->side, n2);
 		if (t1 == NULL && t2 == NULL)
 			continue;
-		if (t1 == NULL || t2 == NULL || t1->dtype != ST_F32 || t2->dtype != ST_F32 || t1->ndim != 2 ||
+		if (t1 == NULL || t2 == NULL || !st_dtype_is_float(t1->dtype) || !st_dtype_is_float(t2->dtype) ||
+		    t1->ndim != 2 ||
 		    t2->ndim != 2 || t1->shape[0] != in || t2->shape[1] != out || t1->shape[1] != t2->shape[0] ||
 		    t1->shape[1] < 1 || t1->shape[1] > (in < out ? in : out) || m == MOD_TEXT || d->unified)
 			return masq_err_set(err, MASQ_ERR_FORMAT,
-			    "%s: %s.cmc.%s.L1/L2 must be F32 [%d, r] and [r, %d], 1 <= r <= %d, for a "
+			    "%s: %s.cmc.%s.L1/L2 must be floats [%d, r] and [r, %d], 1 <= r <= %d, for a "
 			    "non-text modality of a per-modality linear", e->side.path, P, modality_name(m), in, out,
 			    in < out ? in : out);
 		d->rank[m] = (int)t1->shape[1];
@@ -397,12 +501,25 @@ dlayer_load(dlayer *d, const dexport *e, int l, masq_err *err)
 	model_tensor_name(ref, l, "post_attention_layernorm.weight", name, sizeof name);
 	if (load_float(e, name, c->hidden, 0, 1, &w->mlp_norm, err) < 0)
 		goto fail;
+	int u4x2 = 0;
+	if (e->format == EXPORT_MASQUANT) {
+		/* format version 2 says each layer's container (1: I8) */
+		json_t *jc = json_object_get(json_array_get(json_object_get(e->manifest, "layers"), (size_t)l),
+		    "container");
+		if (jc != NULL && (!json_is_string(jc) || (strcmp(json_string_value(jc), "I8") != 0 &&
+		    strcmp(json_string_value(jc), "U4x2") != 0))) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "%s/masquant.json layers[%d]: \"container\" is not I8 or U4x2",
+			    e->dir, l);
+			goto fail;
+		}
+		u4x2 = jc != NULL && strcmp(json_string_value(jc), "U4x2") == 0;
+	}
 	for (int k = 0; k < LIN_COUNT; k++) {
 		int out, in;
 		layer_lin_shape(c, k, &out, &in);
 		snprintf(sfx, sizeof sfx, "%s.weight", lin_path(k));
 		model_tensor_name(ref, l, sfx, name, sizeof name);
-		if (load_weight(e, name, out, in, &w->w[k], err) < 0)
+		if (load_weight(e, name, out, in, u4x2, &w->w[k], err) < 0)
 			goto fail;
 		snprintf(sfx, sizeof sfx, "%s.bias", lin_path(k));
 		model_tensor_name(ref, l, sfx, name, sizeof name);

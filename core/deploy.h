@@ -4,7 +4,8 @@
  *
  * The export directory is read as written by export.h, whatever its
  * format (recognised from its files):
- *   masquant            masquant.json + masquant.safetensors beside the
+ *   masquant            masquant.json (format version 1 or 2: I8 or U4x2
+ *                       levels, L1/L2 in any float dtype) + masquant.safetensors beside the
  *                       shards: a token of modality m through linear P gives
  *                       y = Q_a(x / s_m) (P.weight * P.weight_scale)^T + b
  *                           [+ (x / s_m) L1_m L2_m]
@@ -16,10 +17,12 @@
  *                       that made the plans the numbers equal what the
  *                       pipeline measured for mas-cmc, sq and rtn;
  *   compressed-tensors  config.json's quantization_config: W8 int8 per
- *                       channel (weight * weight_scale), factors already in
- *                       the norms, activations quantized per token at the
- *                       configured bits (none when input_activations is
- *                       null), as vLLM runs it;
+ *                       channel (weight * weight_scale) with activations
+ *                       quantized per token at the configured bits (none
+ *                       when input_activations is null), or pack-quantized
+ *                       W4/W8 weights ((value - zero point) * scale, per
+ *                       group or channel; symmetric: zero 2^(bits-1)) with
+ *                       none, factors already in the norms, as vLLM runs it;
  *   anything else       a dense checkpoint (e.g. the fake export): the
  *                       plain float forward.
  * The FP reference runs in lockstep on its own hidden state; the measure

@@ -12,9 +12,11 @@
  *      report are built.  Usage errors stop here, before any file exists.
  *   2. shards: each shard is declared and streamed with st_writer; copied
  *      tensors come straight from the input's mmap, a layer's quantized
- *      tensors are computed when its first one is reached (tensors are in
- *      natural name order, so each layer's are contiguous) and dropped
- *      when the next layer starts.
+ *      tensors are computed when its first one is reached and dropped when
+ *      another layer's is (tensors are in natural name order, so each
+ *      layer's are contiguous, except that export_align moves a tensor that
+ *      is not a whole number of 8-byte words to the shard's end, where its
+ *      layer is computed again).
  *   3. the format's side files (masquant: masquant.safetensors, one
  *      layer's factors at a time).
  * Everything goes to ".<name>.tmp-<pid>" beside the target, which is
@@ -34,6 +36,7 @@
 
 #include <jansson.h>
 
+#include "core/cmc.h"
 #include "core/export_internal.h"
 #include "core/quant.h"
 #include "core/smooth.h"
@@ -121,7 +124,7 @@ otensor_push(otensor **v, int *n, int *cap, const char *name, st_dtype dt, int n
 		o->shape[i] = shape[i];
 		ne *= (uint64_t)shape[i];
 	}
-	o->nbytes = ne * st_dtype_size(dt);
+	o->nbytes = st_dtype_bytes(dt, ne);	/* whole bytes: the input's own tensors, or masq's */
 	o->kind = kind;
 	o->layer = o->lin = o->mod = -1;
 	return o;
@@ -260,7 +263,7 @@ fail:
 
 /* Keep what the later passes need to know of plan q without its arrays. */
 static void
-lsum_fill(lsum *s, const qplan_layer *q)
+lsum_fill(lsum *s, const qplan_layer *q, int cmc_dtype)
 {
 	memset(s, 0, sizeof *s);
 	s->method = q->method;
@@ -271,7 +274,10 @@ lsum_fill(lsum *s, const qplan_layer *q)
 		s->smoothed[k] = export_stored_factor(q, k) != NULL;
 		s->permod[k] = export_per_modality(q, k);
 		for (int m = 0; m < MOD_COUNT; m++) {
-			s->rank[k][m] = export_per_modality(q, k) && m != MOD_TEXT ? q->lin[k].rank[m] : 0;
+			const qplan_linear *l = &q->lin[k];
+			s->rank[k][m] = export_per_modality(q, k) && m != MOD_TEXT ? l->rank[m] : 0;
+			s->cmc_dtype[k][m] = s->rank[k][m] > 0 ? cmc_stored_dtype(cmc_dtype, l->L1[m], l->L2[m], l->in,
+			    l->out, l->rank[m]) : cmc_dtype;
 		}
 	}
 }
@@ -370,6 +376,70 @@ export_json_text(json_t *doc)
 	return t;
 }
 
+/* config.json with qc (taken) as its quantization_config: inserted
+ * before the final '}', so the rest of the file keeps its bytes (jansson
+ * would reprint 1e-6 as 9.99...e-7), or replacing an existing block (then
+ * the whole file is rewritten). */
+int
+export_config_amend(xjob *j, json_t *qc, masq_err *err)
+{
+	char *path = masq_path_join(j->m->dir, "config.json");
+	json_error_t je;
+	json_t *root = json_load_file(path, 0, &je);
+
+	if (root == NULL || !json_is_object(root)) {
+		masq_err_set(err, MASQ_ERR_FORMAT, "%s: cannot read as a JSON object: %s", path,
+		    root ? "not an object" : je.text);
+		json_decref(root);
+		json_decref(qc);
+		free(path);
+		return -1;
+	}
+	if (json_object_get(root, "quantization_config") != NULL) {
+		json_object_set_new(root, "quantization_config", qc);
+		j->config_text = export_json_text(root);
+		json_decref(root);
+		free(path);
+		return 0;
+	}
+	json_decref(root);
+	size_t n;
+	char *text = masq_read_file(path, 64u << 20, &n, err);
+	free(path);
+	if (text == NULL) {
+		json_decref(qc);
+		return -1;
+	}
+	char *block = json_dumps(qc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(qc);
+	if (block == NULL)
+		fatal("out of memory building quantization_config");
+	while (n > 0 && text[n - 1] != '\0' && strchr(" \t\r\n", text[n - 1]) != NULL)
+		n--;
+	MASQ_ASSERT(n > 0 && text[n - 1] == '}');	/* it parsed as an object */
+	size_t body = n - 1, bl = strlen(block);
+	while (body > 0 && text[body - 1] != '\0' && strchr(" \t\r\n", text[body - 1]) != NULL)
+		body--;
+	int empty = body > 0 && text[body - 1] == '{';
+	/* the block indented by two spaces, as a top-level member */
+	char *out = xmalloc(body + 2 * bl + 64), *o = out;
+	memcpy(o, text, body);
+	o += body;
+	o += sprintf(o, "%s\n  \"quantization_config\": ", empty ? "" : ",");
+	for (size_t i = 0; i < bl; i++) {
+		*o++ = block[i];
+		if (block[i] == '\n') {
+			*o++ = ' ';
+			*o++ = ' ';
+		}
+	}
+	strcpy(o, "\n}\n");
+	j->config_text = out;
+	free(block);
+	free(text);
+	return 0;
+}
+
 /* A writer with the tensors of list v whose shard is `shard` (-1: all) declared. */
 st_writer *
 export_declare(const otensor *v, int n, int shard, masq_err *err)
@@ -430,6 +500,40 @@ job_counts(const xjob *j, export_counts *n)
 	}
 }
 
+/* The writing order within each shard: every tensor at an offset that is a
+ * multiple of its element size.  Tensors of a whole number of 8-byte words
+ * keep the natural order (so a layer's tensors stay together and each
+ * layer is computed once: on real models that is every tensor), then the
+ * others, larger elements first; the data starts 8-aligned, so each lands
+ * aligned.  The official writer sorts by dtype alone. */
+static int
+align_rank(const otensor *o)
+{
+	size_t es = st_dtype_size(o->dtype);
+	if (o->nbytes % 8 == 0)
+		return 0;
+	return es >= 8 ? 1 : es == 4 ? 2 : es == 2 ? 3 : 4;
+}
+
+static int
+align_cmp(const void *x, const void *y)
+{
+	const otensor *a = x, *b = y;
+	if (a->shard != b->shard)
+		return a->shard < b->shard ? -1 : 1;
+	if (align_rank(a) != align_rank(b))
+		return align_rank(a) < align_rank(b) ? -1 : 1;
+	return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+void
+export_align(otensor *v, int n)
+{
+	for (int i = 0; i < n; i++)
+		v[i].seq = i;
+	qsort(v, (size_t)n, sizeof *v, align_cmp);
+}
+
 /* Pass 1: summarise the plans, lay out every output file. */
 static int
 job_plan(xjob *j, masq_err *err)
@@ -443,7 +547,7 @@ job_plan(xjob *j, masq_err *err)
 		qplan_layer q;
 		if (export_plan_get(j, l, &q, err) < 0)
 			return -1;
-		lsum_fill(&j->ls[l], &q);
+		lsum_fill(&j->ls[l], &q, j->cmc_dtype);
 		qplan_layer_done(&q);
 		if (j->fmt->check != NULL && j->fmt->check(j, l, &j->ls[l], err) < 0)
 			return -1;
@@ -471,6 +575,7 @@ job_plan(xjob *j, masq_err *err)
 		j->t[i].shard = j->nshards - 1;
 		acc += j->t[i].nbytes;
 	}
+	export_align(j->t, j->nt);
 	j->shard_file = xcalloc((size_t)j->nshards, sizeof(char *));
 	j->shard_size = xcalloc((size_t)j->nshards, sizeof(uint64_t));
 	for (int i = 0; i < j->nshards; i++) {
@@ -538,6 +643,56 @@ job_plan(xjob *j, masq_err *err)
 	return 0;
 }
 
+const char *
+export_part_name(int p)
+{
+	static const char *const names[EXPORT_PART_COUNT] = {"weights", "scales", "factors", "low_rank", "other"};
+	return (unsigned)p < EXPORT_PART_COUNT ? names[p] : "?";
+}
+
+char *
+export_report_sizes(const export_report *r, char *buf, size_t n)
+{
+	char b[4][32];
+	size_t k;
+
+	k = (size_t)snprintf(buf, n, "%s of tensors", masq_fmt_bytes(r->planned_bytes, b[0], sizeof b[0]));
+	if (r->source_bytes > 0 && k < n)
+		k += (size_t)snprintf(buf + k, n - k, ", %.2fx the checkpoint's %s", (double)r->planned_bytes /
+		    (double)r->source_bytes, masq_fmt_bytes(r->source_bytes, b[0], sizeof b[0]));
+	for (int p = 0; p < EXPORT_PART_COUNT && k < n; p++) {
+		k += (size_t)snprintf(buf + k, n - k, "%s %s %s", p == 0 ? ":" : ",", p == EXPORT_PART_LOWRANK ?
+		    "low-rank" : export_part_name(p), masq_fmt_bytes(r->part_bytes[p], b[1], sizeof b[1]));
+		if (p == EXPORT_PART_WEIGHTS && r->source_weight_bytes > 0 && k < n)
+			k += (size_t)snprintf(buf + k, n - k, " (%.2fx its %s of decoder linears)",
+			    (double)r->part_bytes[p] / (double)r->source_weight_bytes,
+			    masq_fmt_bytes(r->source_weight_bytes, b[2], sizeof b[2]));
+	}
+	return buf;
+}
+
+/* What an output tensor's bytes count as. */
+static int
+otensor_part(const otensor *o)
+{
+	switch (o->kind) {
+	case OK_WEIGHT:
+	case OK_PACKED:
+		return EXPORT_PART_WEIGHTS;
+	case OK_SCALE:
+	case OK_ZP:
+	case OK_WSHAPE:
+		return EXPORT_PART_SCALES;
+	case OK_SMOOTH:
+		return EXPORT_PART_FACTORS;
+	case OK_L1:
+	case OK_L2:
+		return EXPORT_PART_LOWRANK;
+	default:
+		return EXPORT_PART_OTHER;
+	}
+}
+
 /* Set the job up from the options and run the planning pass. */
 static int
 job_init(xjob *j, const model *m, export_plan_fn plan_fn, void *ctx, const export_opts *o,
@@ -553,6 +708,10 @@ job_init(xjob *j, const model *m, export_plan_fn plan_fn, void *ctx, const expor
 	j->fmt = formats[o->format];
 	j->shard_bytes = o->shard_bytes ? o->shard_bytes : EXPORT_DEFAULT_SHARD;
 	j->provenance = o->provenance;
+	j->cmc_dtype = o->cmc_dtype;
+	if (!export_cmc_dtype_ok(j->cmc_dtype))
+		return masq_err_set(err, MASQ_ERR_USAGE, "the compensation factors are stored as F32, F16 or BF16, "
+		    "not %s", st_dtype_name(j->cmc_dtype));
 	if (plan_fn == NULL)
 		return masq_err_set(err, MASQ_ERR_INTERNAL, "export: no plan callback");
 	if (job_plan(j, err) < 0)
@@ -564,10 +723,16 @@ job_init(xjob *j, const model *m, export_plan_fn plan_fn, void *ctx, const expor
 			j->rep.planned_bytes += v[i].nbytes;
 			if (v[i].kind == OK_L1 || v[i].kind == OK_L2)
 				j->rep.cmc_bytes += v[i].nbytes;
+			j->rep.part_bytes[otensor_part(&v[i])] += v[i].nbytes;
 		}
 	}
-	for (int i = 0; i < m->st.ntensors; i++)
-		j->rep.source_bytes += m->st.index[i]->end - m->st.index[i]->begin;
+	for (int i = 0; i < m->st.ntensors; i++) {
+		const st_tensor *t = m->st.index[i];
+		int l, k, nm;
+		j->rep.source_bytes += t->end - t->begin;
+		if (export_decoder_tensor(m, t->name, &l, &k, &nm) == 0 && k >= 0)
+			j->rep.source_weight_bytes += t->end - t->begin;
+	}
 	return 0;
 }
 
@@ -581,6 +746,8 @@ lcache_clear(lcache *c)
 		free(c->w[k]);
 		free(c->q[k]);
 		free(c->scale[k]);
+		free(c->packed[k]);
+		free(c->zp[k]);
 	}
 	free(c->norm[0]);
 	free(c->norm[1]);
@@ -638,7 +805,14 @@ layer_compute(xjob *j, int l, lcache *c, masq_err *err)
 			int g = smooth_lin_group(k);
 			s = g == GRP_QKV ? s_fold[0] : g == GRP_GATEUP ? s_fold[1] : NULL;
 		}
-		j->fmt->linear(j, c, &q, k, scaled(w.w[k], s, out, in), s, out, in);
+		if (j->fmt->linear(j, c, &q, k, scaled(w.w[k], s, out, in), s, out, in, err) < 0) {
+			free(s_fold[0]);
+			free(s_fold[1]);
+			layer_weights_done(&w);
+			qplan_layer_done(&q);
+			lcache_clear(c);
+			return masq_err_prefix(err, "layer %d %s", l, lin_name(k));
+		}
 	}
 	free(s_fold[0]);
 	free(s_fold[1]);
@@ -763,12 +937,13 @@ write_shards(xjob *j, const char *dir, masq_err *err)
 			const otensor *o = &j->t[i];
 			int out = 0, in = 0;
 			r = 0;
-			if (o->kind != OK_COPY && o->layer != c.layer && layer_compute(j, o->layer, &c, err) < 0) {
+			if (o->kind != OK_COPY && o->kind != OK_WSHAPE && o->layer != c.layer &&
+			    layer_compute(j, o->layer, &c, err) < 0) {
 				st_writer_free(w);
 				goto out;
 			}
-			if (o->kind == OK_WEIGHT || o->kind == OK_SCALE)
-				layer_lin_shape(&j->m->cfg, o->lin, &out, &in);
+			if (o->kind != OK_COPY)
+				layer_lin_shape(&j->m->cfg, o->lin >= 0 ? o->lin : 0, &out, &in);
 			switch (o->kind) {
 			case OK_COPY:
 				r = st_writer_write(w, o->src->data, (size_t)o->nbytes, err);
@@ -777,11 +952,26 @@ write_shards(xjob *j, const char *dir, masq_err *err)
 				if (c.w[o->lin] != NULL)
 					r = st_writer_write_f32(w, c.w[o->lin], (size_t)out * in, err);
 				else
-					r = st_writer_write(w, c.q[o->lin], (size_t)out * in, err);
+					r = st_writer_write(w, c.q[o->lin], (size_t)o->nbytes, err);
 				break;
 			case OK_SCALE:
-				r = st_writer_write_f32(w, c.scale[o->lin], (size_t)out, err);
+				r = st_writer_write_f32(w, c.scale[o->lin], (size_t)(o->nbytes / st_dtype_size(o->dtype)), err);
 				break;
+			case OK_PACKED:
+				r = st_writer_write(w, c.packed[o->lin], (size_t)o->nbytes, err);
+				break;
+			case OK_ZP:
+				r = st_writer_write(w, c.zp[o->lin], (size_t)o->nbytes, err);
+				break;
+			case OK_WSHAPE: {
+				unsigned char b[16];
+				for (int bi = 0; bi < 8; bi++) {
+					b[bi] = (unsigned char)((uint64_t)out >> (8 * bi));
+					b[8 + bi] = (unsigned char)((uint64_t)in >> (8 * bi));
+				}
+				r = st_writer_write(w, b, sizeof b, err);
+				break;
+			}
 			case OK_NORM:
 				r = st_writer_write_f32(w, c.norm[o->lin], (size_t)j->m->cfg.hidden, err);
 				break;

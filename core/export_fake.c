@@ -24,10 +24,12 @@ fake_plan_tensor(xjob *j, const st_tensor *t, int l, int lin, int nm)
 	o->lin = lin;
 }
 
-static void
-fake_linear(xjob *j, lcache *c, const qplan_layer *q, int k, float *Ws, const float *s, int out, int in)
+static int
+fake_linear(xjob *j, lcache *c, const qplan_layer *q, int k, float *Ws, const float *s, int out, int in,
+    masq_err *err)
 {
 	(void)j;
+	(void)err;
 	if (q->wbits < 16) {
 		if (q->wgroup > 0)
 			quant_weight_groups(Ws, Ws, out, in, q->wbits, q->wgroup);
@@ -39,6 +41,7 @@ fake_linear(xjob *j, lcache *c, const qplan_layer *q, int k, float *Ws, const fl
 			for (int i = 0; i < in; i++)
 				Ws[(size_t)o * in + i] /= s[i];
 	c->w[k] = Ws;
+	return 0;
 }
 
 static void

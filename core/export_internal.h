@@ -26,7 +26,10 @@ enum okind {
 	OK_SCALE,	/* its weight_scale */
 	OK_NORM,	/* a folded RMSNorm weight (compressed-tensors) */
 	OK_SMOOTH,	/* masquant.safetensors: a factor */
-	OK_L1, OK_L2	/* masquant.safetensors: CMC factors */
+	OK_L1, OK_L2,	/* masquant.safetensors: CMC factors */
+	OK_PACKED,	/* compressed-tensors pack-quantized: weight_packed, I32 words */
+	OK_ZP,		/* its weight_zero_point, packed along the output dimension */
+	OK_WSHAPE	/* its weight_shape, I64 [2] */
 };
 
 typedef struct otensor {
@@ -39,6 +42,7 @@ typedef struct otensor {
 	const st_tensor *src;	/* OK_COPY: the source; OK_WEIGHT, OK_NORM: the tensor replaced */
 	int layer, lin, mod;	/* OK_NORM: lin 0 input_layernorm, 1 post_attention_layernorm */
 	int shard;
+	int seq;		/* its place before export_align */
 } otensor;
 
 /* What the planning pass keeps of one layer's plan. */
@@ -47,6 +51,7 @@ typedef struct lsum {
 	int smoothed[LIN_COUNT];		/* the stored weight carries a factor */
 	int permod[LIN_COUNT];			/* tokens use their own modality's factor (mas-cmc) */
 	int rank[LIN_COUNT][MOD_COUNT];		/* CMC ranks */
+	int cmc_dtype[LIN_COUNT][MOD_COUNT];	/* masquant: how L1, L2 are stored (cmc_stored_dtype) */
 } lsum;
 
 typedef struct xjob {
@@ -57,6 +62,8 @@ typedef struct xjob {
 	const struct export_format_ops *fmt;
 	uint64_t shard_bytes;
 	const char *provenance;
+	int cmc_dtype;		/* masquant: L1 and L2 */
+	int cmc_wide;		/* of those, kept in F32 (beyond F16's range) */
 	lsum *ls;		/* (n_layers) */
 	otensor *t;		/* (nt) the model's tensors, in writing order */
 	int nt, tcap;
@@ -81,7 +88,9 @@ typedef struct lcache {
 	int layer;		/* -1: none */
 	float *w[LIN_COUNT];	/* fake: (out, in) dequantized, original space */
 	int8_t *q[LIN_COUNT];	/* (out, in) levels */
-	float *scale[LIN_COUNT];	/* (out) */
+	float *scale[LIN_COUNT];	/* (out) or (out, groups) */
+	unsigned char *packed[LIN_COUNT];	/* pack-quantized: (out, in / per word) I32 words, little-endian */
+	unsigned char *zp[LIN_COUNT];	/* pack-quantized asymmetric: (ceil(out / per word), groups) words */
 	float *norm[2];		/* compressed-tensors: (hidden) folded norms */
 } lcache;
 
@@ -106,8 +115,10 @@ typedef struct export_format_ops {
 	/* what this job drops, into j->rep.dropped */
 	void (*dropped)(xjob *j, const export_counts *n);
 	/* linear k of layer l in c: Ws = W diag(s) (owned, s the stored
-	 * factor, or the folded one), q its plan */
-	void (*linear)(xjob *j, lcache *c, const qplan_layer *q, int k, float *Ws, const float *s, int out, int in);
+	 * factor, or the folded one), q its plan; an error (a value the
+	 * format cannot hold) stops the export */
+	int (*linear)(xjob *j, lcache *c, const qplan_layer *q, int k, float *Ws, const float *s, int out, int in,
+	    masq_err *err);
 	/* before the linears of a layer (compressed-tensors folds the
 	 * factors into the norms): the factor each group's linears carry
 	 * instead of their own, or NULL; may be NULL */
@@ -132,6 +143,12 @@ int export_plan_get(xjob *j, int l, qplan_layer *q, masq_err *err);
 int export_decoder_tensor(const model *m, const char *name, int *layer, int *lin, int *norm);
 /* A JSON document as text with a final newline (a new string). */
 char *export_json_text(json_t *doc);
+/* Order v (n) so that every tensor of a shard lands at a multiple of its
+ * element size, keeping v's order where it can. */
+void export_align(otensor *v, int n);
+/* j->config_text: the input's config.json with qc (taken) as its
+ * quantization_config. */
+int export_config_amend(xjob *j, json_t *qc, masq_err *err);
 /* A writer with the tensors of list v whose shard is `shard` (-1: all) declared. */
 st_writer *export_declare(const otensor *v, int n, int shard, masq_err *err);
 /* x (n) rounded to dtype dt's precision (F16, BF16; others unchanged). */

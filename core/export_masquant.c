@@ -14,19 +14,22 @@
 #include "core/quant.h"
 #include "core/smooth.h"
 
-#define EXPORT_MASQUANT_VERSION 1
-#define MASQUANT_CMC_DTYPE ST_F32	/* L1 and L2 */
+/* 2: levels of 4 bits and fewer two per byte (U4x2), L1/L2 in F32, F16
+ * or BF16, the quantization_config block in config.json.  1: every level
+ * in an I8 byte, L1/L2 F32 (masq eval reads both). */
+#define EXPORT_MASQUANT_VERSION 2
 
 int
-export_cmc_elem_bytes(void)
+export_cmc_dtype_ok(int dtype)
 {
-	return (int)st_dtype_size(MASQUANT_CMC_DTYPE);
+	return dtype == ST_F32 || dtype == ST_F16 || dtype == ST_BF16;
 }
 
-const char *
-export_cmc_dtype_name(void)
+/* The container of a layer's levels: two per byte at 4 bits and fewer. */
+static int
+packs4(int wbits)
 {
-	return st_dtype_name(MASQUANT_CMC_DTYPE);
+	return wbits <= 4;
 }
 
 static int
@@ -39,9 +42,9 @@ masquant_check(const xjob *j, int l, const lsum *s, masq_err *err)
 		    "(layer %d)", s->wbits, l);
 	if (s->wgroup > 0)
 		return masq_err_set(err, MASQ_ERR_USAGE,
-		    "the masquant export stores weights per output channel in an int8 container: "
-		    "asymmetric groups of %d (layer %d) are not supported yet; quantize with --wgroup 0",
-		    s->wgroup, l);
+		    "the masquant export stores weights per output channel: asymmetric groups of %d (layer %d) are "
+		    "not supported yet; quantize with --wgroup 0, or export compressed-tensors (W4A16 and W8A16 "
+		    "groups) or fake", s->wgroup, l);
 	return 0;
 }
 
@@ -51,6 +54,14 @@ masquant_plan_tensor(xjob *j, const st_tensor *t, int l, int lin, int nm)
 	(void)nm;
 	if (lin >= 0) {
 		export_plan_levels(j, t, l, lin);
+		if (packs4(j->ls[l].wbits)) {
+			/* U4x2: [out, ceil(in / 2)] bytes */
+			otensor *o = &j->t[j->nt - 2];
+			MASQ_ASSERT(o->kind == OK_WEIGHT);
+			o->dtype = ST_U8;
+			o->shape[1] = (o->shape[1] + 1) / 2;
+			o->nbytes = (uint64_t)o->shape[0] * (uint64_t)o->shape[1];
+		}
 	} else {
 		otensor *o = otensor_push(&j->t, &j->nt, &j->tcap, t->name, t->dtype, t->ndim, t->shape, OK_COPY);
 		o->src = t;
@@ -76,8 +87,12 @@ plan_manifest(xjob *j)
 	json_object_set_new(doc, "layer_prefix", json_string(m->prefix));
 	json_object_set_new(doc, "wbits", uniform ? json_integer(j->ls[0].wbits) : json_null());
 	json_object_set_new(doc, "abits", uniform ? json_integer(j->ls[0].abits) : json_null());
-	json_object_set_new(doc, "weights", json_pack("{s:s, s:s, s:b, s:s}", "container", "I8",
+	json_object_set_new(doc, "weights", json_pack("{s:{s:s, s:s}, s:s, s:b, s:s}", "containers",
+	    "I8", "P.weight I8 [out, in]: one level per byte (5 to 8 bits)",
+	    "U4x2", "P.weight U8 [out, ceil(in / 2)]: input 2i in the low nibble of byte i, 2i + 1 in the high "
+	    "one, each nibble level + 8 (4 bits and fewer; an odd row's last high nibble is 8, level 0)",
 	    "scale", "F32 [out, 1] per output channel", "symmetric", 1, "levels", "[-(2^(bits-1)-1), 2^(bits-1)-1]"));
+	json_object_set_new(doc, "compensation_dtype", json_string(st_dtype_name(j->cmc_dtype)));
 	json_object_set_new(doc, "activations", json_pack("{s:s, s:b, s:b}", "strategy", "token",
 	    "symmetric", 1, "dynamic", 1));
 	json_object_set_new(doc, "semantics", json_string(
@@ -91,6 +106,7 @@ plan_manifest(xjob *j)
 		json_object_set_new(jl, "method", json_string(method_name(s->method)));
 		json_object_set_new(jl, "wbits", json_integer(s->wbits));
 		json_object_set_new(jl, "abits", json_integer(s->abits));
+		json_object_set_new(jl, "container", json_string(packs4(s->wbits) ? "U4x2" : "I8"));
 		for (int k = 0; k < LIN_COUNT; k++) {
 			json_t *jk = json_object(), *rk = json_object();
 			json_object_set_new(jk, "smoothed", json_boolean(s->smoothed[k]));
@@ -136,11 +152,14 @@ plan_sidecar(xjob *j)
 				int64_t s1[2] = {in, r}, s2[2] = {r, out};
 				if (r <= 0)
 					continue;
+				/* F16 holds what fits its range; a factor beyond it stays F32 */
+				st_dtype dt = (st_dtype)s->cmc_dtype[k][md];
+				j->cmc_wide += dt != j->cmc_dtype;
 				snprintf(name, sizeof name, "%s.cmc.%s.L1", mod, modality_name(md));
-				otensor *o = otensor_push(&j->side, &j->nside, &j->sidecap, name, MASQUANT_CMC_DTYPE, 2, s1, OK_L1);
+				otensor *o = otensor_push(&j->side, &j->nside, &j->sidecap, name, dt, 2, s1, OK_L1);
 				o->layer = l; o->lin = k; o->mod = md;
 				snprintf(name, sizeof name, "%s.cmc.%s.L2", mod, modality_name(md));
-				o = otensor_push(&j->side, &j->nside, &j->sidecap, name, MASQUANT_CMC_DTYPE, 2, s2, OK_L2);
+				o = otensor_push(&j->side, &j->nside, &j->sidecap, name, dt, 2, s2, OK_L2);
 				o->layer = l; o->lin = k; o->mod = md;
 			}
 		}
@@ -151,8 +170,18 @@ plan_sidecar(xjob *j)
 static int
 masquant_plan_files(xjob *j, masq_err *err)
 {
-	plan_manifest(j);
 	plan_sidecar(j);
+	export_align(j->side, j->nside);
+	plan_manifest(j);
+	/* a loader that does not know masquant refuses it by name, rather
+	 * than loading the levels as weights without their scales */
+	json_t *qc = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s}", "quant_method", "masquant",
+	    "format_version", EXPORT_MASQUANT_VERSION, "masq_version", PACKAGE_VERSION, "manifest", "masquant.json",
+	    "factors", "masquant.safetensors", "runtime", "masq eval (masq-eval(1)); no other loader runs this format");
+	if (qc == NULL)
+		fatal("out of memory building quantization_config");
+	if (export_config_amend(j, qc, err) < 0)
+		return -1;
 	st_writer *w = export_declare(j->side, j->nside, -1, err);
 	if (w == NULL)
 		return -1;
@@ -161,15 +190,30 @@ masquant_plan_files(xjob *j, masq_err *err)
 	return 0;
 }
 
-static void
-masquant_linear(xjob *j, lcache *c, const qplan_layer *q, int k, float *Ws, const float *s, int out, int in)
+static int
+masquant_linear(xjob *j, lcache *c, const qplan_layer *q, int k, float *Ws, const float *s, int out, int in,
+    masq_err *err)
 {
 	(void)j;
 	(void)s;
+	(void)err;
 	c->q[k] = xmalloc(xmul((size_t)out * in, sizeof(int8_t)));
 	c->scale[k] = xmalloc(xmul((size_t)out, sizeof(float)));
 	quant_weight_rows_int(c->q[k], c->scale[k], Ws, out, in, q->wbits);
 	free(Ws);
+	if (packs4(q->wbits)) {
+		/* U4x2, in place: byte i of a row takes inputs 2i and 2i + 1 */
+		int half = (in + 1) / 2;
+		uint8_t *b = (uint8_t *)c->q[k];
+		for (int r = 0; r < out; r++) {
+			const int8_t *x = c->q[k] + (size_t)r * in;
+			for (int i = 0; i < half; i++) {
+				unsigned lo = (unsigned)(x[2 * i] + 8), hi = 2 * i + 1 < in ? (unsigned)(x[2 * i + 1] + 8) : 8u;
+				b[(size_t)r * half + i] = (uint8_t)(lo | hi << 4);
+			}
+		}
+	}
+	return 0;
 }
 
 /* Pass 3: masquant.safetensors, one layer's plan at a time. */

@@ -41,6 +41,7 @@ pipe_opts_default(pipe_opts *o)
 	o->lambda[MOD_TEXT] = 1.0f;
 	o->lambda[MOD_VISION] = 0.5f;
 	o->lambda[MOD_AUDIO] = 1.0f;
+	o->cmc_dtype = ST_F16;
 }
 
 int
@@ -75,6 +76,9 @@ pipe_opts_check(const pipe_opts *o, masq_err *err)
 	if ((o->search | o->cmc_quant_target | o->whiten | o->cmc_diag | o->tie | o->sqnr_floor) & ~1)
 		return masq_err_set(err, MASQ_ERR_USAGE,
 		    "search, cmc_quant_target, whiten, cmc_diag, tie and sqnr_floor are 0 or 1");
+	if (o->cmc_dtype != ST_F32 && o->cmc_dtype != ST_F16 && o->cmc_dtype != ST_BF16)
+		return masq_err_set(err, MASQ_ERR_USAGE, "the compensation is stored as F32, F16 or BF16, not dtype %d",
+		    o->cmc_dtype);
 	if (setting_check_epochs(o->epochs, err) < 0 || setting_check_lr(o->lr, err) < 0 ||
 	    setting_check_lambda(o->lambda, err) < 0)
 		return -1;

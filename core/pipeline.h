@@ -86,6 +86,10 @@ typedef struct pipe_opts {
 	 * PIPE_SPLIT_MAX) stays out of the statistics, the search and
 	 * learning, and is measured apart */
 	double eval_split;
+	/* how the masquant export stores L1 and L2 (st_dtype: F16 by
+	 * default, F32 for sessions that predate the setting): what the
+	 * compensation costs.  The pipeline computes them in F32. */
+	int cmc_dtype;
 } pipe_opts;
 #define PIPE_SPLIT_MAX 0.9
 

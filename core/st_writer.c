@@ -137,11 +137,19 @@ st_writer_add(st_writer *w, const char *name, st_dtype dt, int ndim,
 			    "shape %s: element count overflows 64 bits",
 			    st_shape_str(shape, ndim, sbuf, sizeof sbuf));
 	}
-	if (__builtin_mul_overflow(nelem, (uint64_t)st_dtype_size(dt), &nbytes) ||
+	if ((nbytes = st_dtype_bytes(dt, nelem)) == UINT64_MAX ||
 	    __builtin_add_overflow(w->data_size, nbytes, &end) || end > INT64_MAX)
 		return st_fail(err, MASQ_ERR_INTERNAL, where, name,
-		    "shape %s of %s: data size overflows", st_shape_str(shape, ndim, sbuf, sizeof sbuf),
-		    st_dtype_name(dt));
+		    "shape %s of %s: data size overflows or is not whole bytes",
+		    st_shape_str(shape, ndim, sbuf, sizeof sbuf), st_dtype_name(dt));
+	/* every tensor at a multiple of its element size, as the official
+	 * writer lays files out (the data starts 8-aligned): readers may map
+	 * tensors in place */
+	size_t es = st_dtype_size(dt);
+	if (es > 1 && w->data_size % es != 0)
+		return st_fail(err, MASQ_ERR_INTERNAL, where, name,
+		    "a %s tensor at data offset %llu is not aligned to its %zu-byte elements "
+		    "(declare larger elements first)", st_dtype_name(dt), (unsigned long long)w->data_size, es);
 	if (w->ntensors == w->cap) {
 		w->cap = w->cap ? 2 * w->cap : 16;
 		w->t = xrealloc(w->t, xmul((size_t)w->cap, sizeof *w->t));

@@ -69,6 +69,7 @@ sess_export_preview(sess *s, int format, export_report *rep, masq_err *err)
 		return NULL;
 	}
 	o.format = format;
+	o.cmc_dtype = s->opts.cmc_dtype;
 	return export_preview(&s->m, export_plan, s, &o, rep, err);
 }
 
@@ -105,8 +106,25 @@ export_target(sess *s, const char *out)
 static void
 export_sizes_json(const export_report *rep, json_t *res)
 {
-	json_object_set_new(res, "bytes", json_pack("{s:I, s:I, s:I}", "tensors", (json_int_t)rep->planned_bytes,
-	    "compensation", (json_int_t)rep->cmc_bytes, "source", (json_int_t)rep->source_bytes));
+	json_t *b = json_pack("{s:I, s:I, s:I, s:I}", "tensors", (json_int_t)rep->planned_bytes,
+	    "compensation", (json_int_t)rep->cmc_bytes, "source", (json_int_t)rep->source_bytes,
+	    "source_weights", (json_int_t)rep->source_weight_bytes);
+	for (int p = 0; p < EXPORT_PART_COUNT; p++)
+		json_object_set_new(b, export_part_name(p), json_integer((json_int_t)rep->part_bytes[p]));
+	json_object_set_new(res, "bytes", b);
+}
+
+void
+sess_export_sizes(const json_t *res, export_report *r)
+{
+	const json_t *b = json_object_get(res, "bytes");
+	memset(r, 0, sizeof *r);
+	r->planned_bytes = (uint64_t)json_integer_value(json_object_get(b, "tensors"));
+	r->cmc_bytes = (uint64_t)json_integer_value(json_object_get(b, "compensation"));
+	r->source_bytes = (uint64_t)json_integer_value(json_object_get(b, "source"));
+	r->source_weight_bytes = (uint64_t)json_integer_value(json_object_get(b, "source_weights"));
+	for (int p = 0; p < EXPORT_PART_COUNT; p++)
+		r->part_bytes[p] = (uint64_t)json_integer_value(json_object_get(b, export_part_name(p)));
 }
 
 sess_retval
@@ -116,6 +134,7 @@ scmd_export(sess *s, json_t *args, json_t *res, masq_err *err)
 	export_opts o = {0};
 	export_report rep;
 
+	o.cmc_dtype = s->opts.cmc_dtype;
 	if ((o.format = export_format_parse(fmt)) < 0)
 		return masq_err_set(err, MASQ_ERR_USAGE, "unknown export format '%s' (fake, compressed-tensors, masquant)", fmt);
 	if (out == NULL || *out == '\0')

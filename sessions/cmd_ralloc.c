@@ -99,7 +99,7 @@ scmd_allocate_ranks(sess *s, json_t *args, json_t *res, masq_err *err)
 		return masq_err_set(err, MASQ_ERR_USAGE,
 		    "no layer from %d on compensates (mas-cmc with vision or audio tokens): nothing to allocate", p->layer);
 	}
-	int eb = export_cmc_elem_bytes();
+	int eb = sess_cmc_elem_bytes(s);
 	ralloc_item *it = xcalloc((size_t)n, sizeof *it);
 	for (int i = 0; i < n; i++) {
 		it[i].cap = sp[i].cap;

@@ -241,13 +241,16 @@ const char *sess_calib_fingerprint(const sess *s);
  * layer l, summed over the compensated modalities present (the ranks in
  * effect once measured, else those its setting gives), of the layer, of
  * the model; bytes as the masquant export stores them
- * (export_cmc_elem_bytes).  The checkpoint's tensor bytes beside them. */
+ * (sess_cmc_elem_bytes: the cmc_dtype setting).  The checkpoint's tensor
+ * bytes beside them. */
 int64_t sess_lin_cmc_params(const sess *s, int l, int k);
 /* The calibration sequences, and whether sequence i is held out. */
 int sess_n_seqs(const sess *s);
 int sess_seq_held(const sess *s, int i);
 int64_t sess_layer_cmc_params(const sess *s, int l);
 int64_t sess_cmc_params(const sess *s);
+int sess_cmc_elem_bytes(const sess *s);
+const char *sess_cmc_dtype_name(const sess *s);
 /* The whole-number rank of linear k of layer l: in effect once measured,
  * else the one its setting gives (0: none, or not mas-cmc). */
 int sess_lin_rank(const sess *s, int l, int k);
@@ -300,6 +303,8 @@ int sess_preview_method(sess *s, int method, int grp, int mod, pipe_preview *out
 /* What exporting the session in format f would write: export_preview's
  * tensor list (JSON text, a new string) and report, or NULL with err. */
 char *sess_export_preview(sess *s, int format, export_report *rep, masq_err *err);
+/* The sizes an export command's result records ("bytes"), as a report. */
+void sess_export_sizes(const json_t *res, export_report *r);
 
 /* ---- settings as JSON, and JSON helpers ---------------------------------------------------- */
 

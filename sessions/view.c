@@ -226,6 +226,18 @@ sess_layer_cmc_params(const sess *s, int l)
 	return n;
 }
 
+int
+sess_cmc_elem_bytes(const sess *s)
+{
+	return (int)st_dtype_size(s->opts.cmc_dtype);
+}
+
+const char *
+sess_cmc_dtype_name(const sess *s)
+{
+	return st_dtype_name(s->opts.cmc_dtype);
+}
+
 int64_t
 sess_cmc_params(const sess *s)
 {
@@ -310,7 +322,7 @@ f_cmc_bytes(const sess *s, int l)
 {
 	if (sess_layer_method(s, l) != METHOD_MAS_CMC)
 		return NAN;
-	return (double)sess_layer_cmc_params(s, l) * export_cmc_elem_bytes();
+	return (double)sess_layer_cmc_params(s, l) * sess_cmc_elem_bytes(s);
 }
 
 /* ---- the field table ---------------------------------------------------------------- */
@@ -606,7 +618,7 @@ diff_layer(struct diff *d, sess *a, sess *b, int l)
 		diff_row(d, l, what, sess_layer_measured(a, l) ? dnum(sess_layer_result(a, l)->sqnr[m]) : json_null(),
 		    sess_layer_measured(b, l) ? dnum(sess_layer_result(b, l)->sqnr[m]) : json_null(), 1);
 	}
-	int eb = export_cmc_elem_bytes();
+	int eb = sess_cmc_elem_bytes(a);
 	diff_row(d, l, "compensation bytes", json_integer(sess_layer_cmc_params(a, l) * eb),
 	    json_integer(sess_layer_cmc_params(b, l) * eb), 0);
 }
@@ -639,8 +651,8 @@ sess_diff(sess *a, int fa, sess *b, int fb, masq_err *err)
 	}
 	diff_row(&d, -1, "KL text", fa ? dnum(va->summary->kl_text) : json_null(),
 	    fb ? dnum(vb->summary->kl_text) : json_null(), 1);
-	int eb = export_cmc_elem_bytes();
-	diff_row(&d, -1, "compensation bytes", json_integer(sess_cmc_params(a) * eb), json_integer(sess_cmc_params(b) * eb),
+	diff_row(&d, -1, "compensation bytes", json_integer(sess_cmc_params(a) * sess_cmc_elem_bytes(a)),
+	    json_integer(sess_cmc_params(b) * sess_cmc_elem_bytes(b)),
 	    1);
 	return d.rows;
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -88,7 +89,7 @@ run_json(const sess *s, const struct run_args *a, int method)
 		json_object_set_new(d, "rank_allocation", json_incref(a->alloc));
 	int64_t cmcp = sess_cmc_params(s);
 	json_object_set_new(d, "cost", json_pack("{s:I, s:I, s:s, s:I}", "cmc_params", (json_int_t)cmcp, "cmc_bytes",
-	    (json_int_t)(cmcp * export_cmc_elem_bytes()), "cmc_dtype", export_cmc_dtype_name(), "checkpoint_bytes",
+	    (json_int_t)(cmcp * sess_cmc_elem_bytes(s)), "cmc_dtype", sess_cmc_dtype_name(s), "checkpoint_bytes",
 	    (json_int_t)sess_checkpoint_bytes(s)));
 	for (int l = 0; l < v->n_layers; l++) {
 		const pipe_layer_result *r = sess_layer_result(s, l);
@@ -226,7 +227,7 @@ print_table(const sess *s, int verbose)
 				snprintf(cm, sizeof cm, "  rank %d%s, cmc err v %.3g a %.3g, %s", lr->rank,
 				    sess_lin_rank_floored(s, l, k) ? " (the floor's)" : "",
 				    sess_mod_present(s, 1) ? lr->cmc[1].rel_err : NAN, sess_mod_present(s, 2) ? lr->cmc[2].rel_err : NAN,
-				    masq_fmt_bytes((uint64_t)(sess_lin_cmc_params(s, l, k) * export_cmc_elem_bytes()), by, sizeof by));
+				    masq_fmt_bytes((uint64_t)(sess_lin_cmc_params(s, l, k) * sess_cmc_elem_bytes(s)), by, sizeof by));
 			printf("  %-11s %-17s %8s %8s %8s %8s%s\n", lin_name(k), "", t[0], t[1], t[2], t[3], cm);
 			for (int mm = MOD_VISION; mm < MOD_COUNT; mm++) {
 				double wo;
@@ -347,9 +348,9 @@ print_summary(const sess *s)
 	int64_t cp = sess_cmc_params(s);
 	if (cp > 0) {
 		char b1[32], b2[32];
-		uint64_t cb = (uint64_t)cp * (uint64_t)export_cmc_elem_bytes(), ck = sess_checkpoint_bytes(s);
+		uint64_t cb = (uint64_t)cp * (uint64_t)sess_cmc_elem_bytes(s), ck = sess_checkpoint_bytes(s);
 		printf("\ncompensation: %lld parameters, %s in %s as the masquant export stores them, %.1f%% of the "
-		    "checkpoint's %s", (long long)cp, masq_fmt_bytes(cb, b1, sizeof b1), export_cmc_dtype_name(),
+		    "checkpoint's %s", (long long)cp, masq_fmt_bytes(cb, b1, sizeof b1), sess_cmc_dtype_name(s),
 		    ck ? 100.0 * (double)cb / (double)ck : 0.0, masq_fmt_bytes(ck, b2, sizeof b2));
 	}
 	printf("\n%.1f s in all\n", v->summary->seconds);
@@ -466,7 +467,7 @@ cmd_run(int argc, char **argv)
 	enum { O_MODEL = 256, O_CALIB, O_METHOD, O_WBITS, O_ABITS, O_ALPHA, O_RANK, O_SET, O_JSON,
 	    O_THREADS, O_SEED, O_WGROUP, O_RANK_FLOOR, O_SVD, O_NO_WHITEN, O_CMC_TARGET, O_CMC_DIAG,
 	    O_GRID, O_SEARCH_TOKENS, O_VERBOSE, O_DB, O_NO_DB, O_EPOCHS, O_LR, O_LOSS, O_LOSS_WEIGHTS, O_TIE,
-	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE, O_EVAL_SPLIT };
+	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE, O_EVAL_SPLIT, O_CMC_DTYPE };
 	static const struct option opts[] = {
 		{"model", required_argument, NULL, O_MODEL},
 		{"calib", required_argument, NULL, O_CALIB},
@@ -497,6 +498,7 @@ cmd_run(int argc, char **argv)
 		{"rank-target", required_argument, NULL, O_RANK_TARGET},
 		{"rank-objective", required_argument, NULL, O_RANK_OBJECTIVE},
 		{"eval-split", required_argument, NULL, O_EVAL_SPLIT},
+		{"cmc-dtype", required_argument, NULL, O_CMC_DTYPE},
 		{"db", required_argument, NULL, O_DB},
 		{"no-db", no_argument, NULL, O_NO_DB},
 		{"help", no_argument, NULL, 'h'},
@@ -600,6 +602,18 @@ cmd_run(int argc, char **argv)
 			if (parse_float("--eval-split", optarg, 1e-9, PIPE_SPLIT_MAX, &x) < 0)
 				goto done;
 			a.o.eval_split = x;
+			break;
+		case O_CMC_DTYPE:
+			if (strcasecmp(optarg, "f32") == 0)
+				a.o.cmc_dtype = ST_F32;
+			else if (strcasecmp(optarg, "f16") == 0)
+				a.o.cmc_dtype = ST_F16;
+			else if (strcasecmp(optarg, "bf16") == 0)
+				a.o.cmc_dtype = ST_BF16;
+			else {
+				rc = cli_usage("run", "--cmc-dtype is f16, bf16 or f32, not '%s'", optarg);
+				goto done;
+			}
 			break;
 		case O_RANK_OBJECTIVE:
 			if (strcmp(optarg, "relative") != 0 && strcmp(optarg, "absolute") != 0) {

@@ -737,16 +737,10 @@ cmd_export(int argc, char **argv)
 	}
 	printf("session %lld exported as %s to %s (%zu files)\n", (long long)sess_view_get(s)->id, o.format, o.out,
 	    json_object_size(json_object_get(res, "files")));
-	json_t *by = json_object_get(res, "bytes");
-	uint64_t tb = (uint64_t)json_integer_value(json_object_get(by, "tensors"));
-	uint64_t cb = (uint64_t)json_integer_value(json_object_get(by, "compensation"));
-	uint64_t sb = (uint64_t)json_integer_value(json_object_get(by, "source"));
-	if (sb > 0) {
-		char b1[32], b2[32], b3[32];
-		printf("tensors %s (compensation factors %s) from a checkpoint of %s: %.2fx its size\n",
-		    masq_fmt_bytes(tb, b1, sizeof b1), masq_fmt_bytes(cb, b2, sizeof b2), masq_fmt_bytes(sb, b3, sizeof b3),
-		    (double)tb / (double)sb);
-	}
+	export_report er;
+	char line[1024];
+	sess_export_sizes(res, &er);
+	printf("%s\n", export_report_sizes(&er, line, sizeof line));
 	const char *dropped = json_string_value(json_object_get(res, "dropped"));
 	if (dropped != NULL && *dropped)
 		printf("not expressible in this format: %s\n", dropped);

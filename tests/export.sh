@@ -8,6 +8,7 @@
 . "$srcdir/lib.sh"
 w=$(workdir export)
 py=${PYTHON3:-}
+export PYTHONDONTWRITEBYTECODE=1	# ct_check is imported: no __pycache__ in the source tree
 [ -n "$py" ] && [ -x "$py" ] && "$py" -c "import numpy" 2>/dev/null || skip_all "no python3 with numpy"
 drv=${EXPORT_DRIVER:-$builddir/export_driver}
 [ -x "$drv" ] || skip_all "no $drv"
@@ -71,7 +72,7 @@ with open(sys.argv[2] + "/model.safetensors", "r+b") as f:
 EOF
 "$py" "$srcdir/ct_check.py" "$M" "$w/ct-broken" >"$w/broken.tap" 2>&1
 check "ct_check fails an export whose norm lost its factor" grep -q '^not ok - weight \* weight_scale reproduces' "$w/broken.tap"
-refuse "the compressed-tensors export is W8A8: this session quantized weights to 4 bits" \
+refuse "writes W8A8 int8 (int-quantized) or weight-only W4A16 and W8A16 (pack-quantized), the schemes vLLM serves from integer weights: this session is W4A8" \
 	"compressed-tensors refuses a W4 session" -- "$drv" export "$M" "$w/plans-cmc" compressed-tensors "$w/ct-w4"
 check "and writes nothing" test ! -e "$w/ct-w4"
 check "masq eval runs the compressed-tensors export near the pipeline's sq numbers" quiet sh -c "
@@ -84,6 +85,75 @@ for m in ('text', 'vision', 'audio'):
     assert abs(e[m] - p[m]) < 1.0, (m, e[m], p[m])
 \""
 
+# ---- compressed-tensors pack-quantized: weight-only W4A16 / W8A16 as vLLM serves it --
+# the checker's own fixtures first: every good case passes, every bad one fails
+"$py" "$srcdir/ct_fixtures.py" "$w/fx" >"$w/fx.list" 2>"$w/fx.err"
+check "ct_fixtures.py writes its cases" test -s "$w/fx.list"
+nfx=0 badfx=
+while read -r dir verdict what; do
+	nfx=$((nfx + 1))
+	if "$py" "$srcdir/ct_check.py" "$w/fx/orig" "$dir" >"$w/fx.tap" 2>&1; then got=pass; else got=fail; fi
+	[ "$got" = "$verdict" ] || badfx="$badfx; $(basename "$dir") $got, expected $verdict ($what)"
+done <"$w/fx.list"
+check "ct_check gives each of the $nfx fixtures its verdict (packing order, offsets, scales, vLLM's rules)" \
+	test -z "$badfx"
+[ -z "$badfx" ] || diag "$badfx"
+# masq's own: tiny (channel) and small (groups: 704 inputs take 32 and 64)
+S=$w/demo-small
+quiet "$MASQ" demo "$S" --preset small
+SM=$S/model SC=$S/calib.safetensors
+for cfg in "rtn-w4-ch $M $C --method rtn --wbits 4 --abits 16 --wgroup 0" \
+	"mas-w4-ch $M $C --method mas --wbits 4 --abits 16 --wgroup 0" \
+	"sq-w8-ch $M $C --method sq --wbits 8 --abits 16 --wgroup 0" \
+	"rtn-w4-g64 $SM $SC --method rtn --wbits 4 --abits 16 --wgroup 64" \
+	"mas-w4-g32 $SM $SC --method mas --wbits 4 --abits 16 --wgroup 32"; do
+	set -- $cfg
+	pk=$1 mm=$2 cc=$3; shift 3
+	check "pipeline plans, $pk" quiet sh -c "'$drv' plan '$mm' '$cc' '$w/plans-$pk' $* > '$w/$pk.json'"
+	check "pack-quantized export, $pk" quiet "$drv" export "$mm" "$w/plans-$pk" compressed-tensors "$w/ct-$pk"
+	"$py" "$srcdir/ct_check.py" "$mm" "$w/ct-$pk" >"$w/ct-$pk.tap" 2>&1
+	check "ct_check passes the $pk export (levels, zero points and scales exact)" test $? -eq 0
+	grep -q '^not ok' "$w/ct-$pk.tap" && sed 's/^/#   /' "$w/ct-$pk.tap"
+	grep '^# sizes' "$w/ct-$pk.tap" | head -1
+done
+check "a pack-quantized export holds 4-bit levels at an eighth of an I32 word each" quiet "$py" - "$srcdir" "$w/ct-rtn-w4-g64" "$SM" <<'EOF'
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from ct_check import read_dir
+exp, _, _ = read_dir(sys.argv[2]); orig, _, _ = read_dir(sys.argv[3])
+qc = json.load(open(sys.argv[2] + "/config.json"))["quantization_config"]
+assert qc["format"] == "pack-quantized" and qc["config_groups"]["group_0"]["format"] == "pack-quantized"
+w = qc["config_groups"]["group_0"]["weights"]
+assert (w["num_bits"], w["strategy"], w["group_size"], w["symmetric"]) == (4, "group", 64, False), w
+packed = sum(len(t.raw) for n, t in exp.items() if n.endswith(".weight_packed"))
+src = sum(len(t.raw) for n, t in orig.items() if ".layers." in n and n.endswith("_proj.weight"))
+assert packed * 4 == src, (packed, src)   # BF16 (16 bits) to 4 bits
+EOF
+check "masq eval runs the rtn W4A16 group export within 0.05 dB of the pipeline (scales rounded to BF16)" quiet sh -c "
+	'$MASQ' eval --model '$w/ct-rtn-w4-g64' --reference '$SM' --calib '$SC' --json > '$w/ct-g64-eval.json' &&
+	'$py' -c \"
+import json
+e = json.load(open('$w/ct-g64-eval.json')); p = json.load(open('$w/rtn-w4-g64.json'))['summary']['sqnr_db']
+assert e['format'] == 'compressed-tensors' and e['wbits'] == 4 and e['abits'] == 16, e
+for m in ('text', 'vision', 'audio', 'all'):
+    print(m, e['summary']['sqnr_db'][m], p[m])
+    assert abs(e['summary']['sqnr_db'][m] - p[m]) < 0.05, m
+\""
+check "pipeline plans, W8A16 groups of 64, W4A16 groups of 16 and 128, W3A16" quiet sh -c "
+	'$drv' plan '$SM' '$SC' '$w/plans-w8g64' --method rtn --wbits 8 --abits 16 --wgroup 64 >/dev/null &&
+	'$drv' plan '$SM' '$SC' '$w/plans-w4g16' --method rtn --wbits 4 --abits 16 --wgroup 16 >/dev/null &&
+	'$drv' plan '$SM' '$SC' '$w/plans-w4g128' --method rtn --wbits 4 --abits 16 --wgroup 128 >/dev/null &&
+	'$drv' plan '$M' '$C' '$w/plans-w3' --method rtn --wbits 3 --abits 16 --wgroup 0 >/dev/null"
+refuse "Marlin kernels take zero points at 4 bits only" "compressed-tensors refuses W8A16 groups (asymmetric)" -- \
+	"$drv" export "$SM" "$w/plans-w8g64" compressed-tensors "$w/ct-w8g64"
+refuse "groups of 32, 64 or 128" "compressed-tensors refuses groups of 16" -- \
+	"$drv" export "$SM" "$w/plans-w4g16" compressed-tensors "$w/ct-w4g16"
+refuse "do not divide down_proj's 704 inputs" "compressed-tensors refuses groups that do not divide a linear" -- \
+	"$drv" export "$SM" "$w/plans-w4g128" compressed-tensors "$w/ct-w4g128"
+refuse "at 4 or 8 bits: this session quantized weights to 3 bits" "compressed-tensors refuses W3A16" -- \
+	"$drv" export "$M" "$w/plans-w3" compressed-tensors "$w/ct-w3"
+check "and none of them wrote anything" sh -c "! ls -d '$w'/ct-w8g64 '$w'/ct-w4g16 '$w'/ct-w4g128 '$w'/ct-w3 2>/dev/null"
+
 # ---- masquant: text-factor weights plus the factors, run by masq eval ------------
 check "masquant export (mas-cmc W4A8)" quiet sh -c "'$drv' export '$M' '$w/plans-cmc' masquant '$w/mq' > '$w/mq-report.json'"
 check "masquant.safetensors and masquant.json carry factors, ranks and bits" quiet "$py" - "$srcdir" "$w/mq" <<'EOF'
@@ -95,7 +165,9 @@ d = sys.argv[2]
 man = json.load(open(d + "/masquant.json"))
 side, _ = read_file(d + "/masquant.safetensors")
 model, _ = read_file(d + "/model.safetensors")
-assert man["format"] == "masquant" and man["base_modality"] == "text", man
+assert man["format"] == "masquant" and man["format_version"] == 2 and man["base_modality"] == "text", man
+qc = json.load(open(d + "/config.json"))["quantization_config"]
+assert qc["quant_method"] == "masquant" and qc["format_version"] == 2, qc
 assert man["wbits"] == 4 and man["abits"] == 8, (man["wbits"], man["abits"])
 P = man["layer_prefix"]
 paths = {"q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj", "v_proj": "self_attn.v_proj",
@@ -103,13 +175,18 @@ paths = {"q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj", "v_proj": "
          "down_proj": "mlp.down_proj"}
 seen = set()
 for L in man["layers"]:
-    assert L["method"] == "mas-cmc" and L["wbits"] == 4 and L["abits"] == 8
+    assert L["method"] == "mas-cmc" and L["wbits"] == 4 and L["abits"] == 8 and L["container"] == "U4x2"
     for lin, info in L["linears"].items():
         p = "%s%d.%s" % (P, L["layer"], paths[lin])
         w, s = model[p + ".weight"], model[p + ".weight_scale"]
-        out, inp = w.shape
-        assert w.dtype == "I8" and s.dtype == "F32" and s.shape == [out, 1], (p, w.dtype, s.shape)
-        assert np.abs(w.array().astype(int)).max() <= 7, p + ": W4 levels outside [-7, 7]"
+        out, half = w.shape
+        inp = side[p + ".smooth.text"].shape[0] if lin != "down_proj" else 2 * half
+        # U4x2: two levels per byte, low nibble first, each level + 8
+        b = w.array().astype(int)
+        lv = np.stack([b & 15, b >> 4], axis=2).reshape(out, 2 * half)[:, :inp] - 8
+        assert w.dtype == "U8" and half == (inp + 1) // 2 and s.dtype == "F32" and s.shape == [out, 1], \
+            (p, w.dtype, w.shape, s.shape)
+        assert np.abs(lv).max() <= 7 and np.abs(lv).max() == 7, p + ": W4 levels outside [-7, 7] or not reaching 7"
         for m in ("text", "vision", "audio"):
             t = side.get(p + ".smooth." + m)
             if lin == "down_proj":
@@ -148,6 +225,56 @@ refuse "not the reference's architecture" "masq eval against another architectur
 	"$MASQ" eval --model "$w/mq" --reference "$w/other/model" --calib "$w/other/calib.safetensors"
 check "an export is byte-identical when repeated" quiet sh -c "
 	'$drv' export '$M' '$w/plans-cmc' masquant '$w/mq2' >/dev/null && diff -r '$w/mq' '$w/mq2'"
+
+# ---- dtypes the format defines beyond masq's arithmetic: inspected, carried, aligned --
+cp -r "$M" "$w/odd-model"
+check "a model with F8_E4M3, C64, F4 and odd-sized I32 tensors beside its own" quiet "$py" - "$w/odd-model/model.safetensors" <<'EOF'
+import json, struct, sys
+p = sys.argv[1]
+d = open(p, "rb").read(); n = struct.unpack("<Q", d[:8])[0]
+h = json.loads(d[8:8 + n]); meta = h.pop("__metadata__", None); data = d[8 + n:]
+extra = {"model.visual.merger.scale_fp8": ("F8_E4M3", [5], bytes([1, 2, 3, 4, 5])),
+         "model.visual.merger.phase": ("C64", [1], bytes(range(8))),
+         "model.visual.merger.mx": ("F4", [6], bytes([0x21, 0x43, 0x65])),
+         "model.visual.merger.ids": ("I32", [3], struct.pack("<3i", 7, -1, 9))}
+# the original's tensors first (all whole 8-byte words), then the odd ones, largest first
+order = sorted(extra, key=lambda k: -{"C64": 8, "I32": 4, "F8_E4M3": 1, "F4": 1}[extra[k][0]])
+off = len(data)
+for k in order:
+    dt, sh, raw = extra[k]; h[k] = {"dtype": dt, "shape": sh, "data_offsets": [off, off + len(raw)]}
+    data += raw; off += len(raw)
+if meta is not None: h = {"__metadata__": meta, **h}
+hb = json.dumps(h, separators=(",", ":")).encode()
+hb += b" " * ((8 - (8 + len(hb)) % 8) % 8)
+open(p, "wb").write(struct.pack("<Q", len(hb)) + hb + data)
+EOF
+check "masq inspect lists them with their dtypes" quiet sh -c "
+	'$MASQ' inspect '$w/odd-model' --json > '$w/odd-inspect.json' &&
+	grep -q F8_E4M3 '$w/odd-inspect.json' && grep -q C64 '$w/odd-inspect.json' && grep -q '\"F4\"' '$w/odd-inspect.json'"
+check "compressed-tensors and masquant exports carry them byte for byte, every tensor aligned" quiet sh -c "
+	'$drv' export '$w/odd-model' '$w/plans-sq' compressed-tensors '$w/odd-ct' >/dev/null &&
+	'$drv' export '$w/odd-model' '$w/plans-cmc' masquant '$w/odd-mq' >/dev/null &&
+	'$py' - '$srcdir' '$w/odd-model' '$w/odd-ct' '$w/odd-mq' <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+from ct_check import read_file
+src, _ = read_file(sys.argv[2] + '/model.safetensors')
+size = {'F64': 8, 'I64': 8, 'C64': 8, 'F32': 4, 'I32': 4, 'BF16': 2, 'F16': 2}
+for d in sys.argv[3:]:
+    for f in ('model.safetensors', 'masquant.safetensors'):
+        try:
+            t, _ = read_file(d + '/' + f)
+        except FileNotFoundError:
+            continue
+        bad = [(k, v.dtype, v.offset) for k, v in t.items() if v.offset % size.get(v.dtype, 1)]
+        assert not bad, (d, f, bad)
+    t, _ = read_file(d + '/model.safetensors')
+    for k in [k for k in src if '.merger.' in k]:
+        assert t[k].dtype == src[k].dtype and t[k].raw == src[k].raw, (d, k)
+EOF
+"
+"$py" "$srcdir/ct_check.py" "$w/odd-model" "$w/odd-ct" >"$w/odd-ct.tap" 2>&1
+check "... and ct_check finds every offset aligned" grep -q '^ok - every tensor.s offset is aligned to its element size' "$w/odd-ct.tap"
 
 # ---- what an export never does ---------------------------------------------------
 mkdir -p "$w/taken" && echo keep > "$w/taken/keep"

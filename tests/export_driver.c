@@ -73,6 +73,13 @@ jmods(const double *v)
 }
 
 /* export_driver plan: the pipeline over every layer, plans written. */
+/* f32, f16, bf16 as an st_dtype (else -1, which the checks refuse). */
+static int
+dtype_arg(const char *s)
+{
+	return strcmp(s, "f32") == 0 ? ST_F32 : strcmp(s, "f16") == 0 ? ST_F16 : strcmp(s, "bf16") == 0 ? ST_BF16 : -1;
+}
+
 static int
 do_plan(int argc, char **argv)
 {
@@ -97,6 +104,8 @@ do_plan(int argc, char **argv)
 			o.wgroup = atoi(argv[i + 1]);
 		else if (strcmp(argv[i], "--rank") == 0)
 			o.rank = atof(argv[i + 1]);
+		else if (strcmp(argv[i], "--cmc-dtype") == 0)
+			o.cmc_dtype = dtype_arg(argv[i + 1]);
 		else
 			return fprintf(stderr, "export_driver: unknown option %s\n", argv[i]), 2;
 	}
@@ -168,6 +177,8 @@ do_export(int argc, char **argv, int preview)
 			o.shard_bytes = strtoull(argv[i + 1], NULL, 10);
 		else if (strcmp(argv[i], "--provenance") == 0)
 			o.provenance = argv[i + 1];
+		else if (strcmp(argv[i], "--cmc-dtype") == 0)
+			o.cmc_dtype = dtype_arg(argv[i + 1]);
 		else
 			return fprintf(stderr, "export_driver: unknown option %s\n", argv[i]), 2;
 	}

@@ -45,12 +45,14 @@ check "export a recorded session (masquant)" sh -c "'$MASQ' export --db a.db --s
 check "the export is an event of the session" test "$(sql a.db "select count(*) from events where session=1 and name='export' and kind='result'")" -eq 1
 check "the export carries its provenance" grep -q '"session": 1' exp1/masq-provenance.json
 "$MASQ" eval --model exp1 --reference "$w/tiny/model" --calib "$w/tiny/calib.safetensors" --json > eval.json 2>eval.err
-check "masq eval reproduces the session's recorded summary" "$py" -c "
+# the compensation is stored in F16 (the default): within what that costs;
+# export.sh and masq-workflow(7) check the exact reproduction with F32
+check "masq eval reproduces the session's recorded summary (within 0.01 dB: F16 compensation)" "$py" -c "
 import json, sqlite3
 rec = json.loads(sqlite3.connect('a.db').execute(\"select payload from events where session=1 and name='finish' and kind='result'\").fetchone()[0])
 got = json.load(open('eval.json'))['summary']['sqnr_db']
 for m in ('text', 'vision', 'audio'):
-    assert abs(got[m] - rec['sqnr_db'][m]) <= 1e-6 * abs(rec['sqnr_db'][m]), (m, got[m], rec['sqnr_db'][m])
+    assert abs(got[m] - rec['sqnr_db'][m]) <= 0.01, (m, got[m], rec['sqnr_db'][m])
 "
 before=$(cd exp1 && cksum * | sort)
 "$MASQ" export --db a.db --session 1 --format fake --out exp1 > /dev/null 2> ex.err; rc=$?

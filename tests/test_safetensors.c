@@ -59,21 +59,23 @@ file_size(const char *path)
 	return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
 }
 
-/* The declared tensors of the all-dtypes file, in declaration order. */
+/* The declared tensors of the all-dtypes file, in declaration order:
+ * larger elements first, so each begins at a multiple of its size (the
+ * writer refuses anything else). */
 static const struct {
 	const char *name;
 	st_dtype dt;
 	int ndim;
 	int64_t shape[3];
 } decl[] = {
+	{ "f64.vec", ST_F64, 1, { 2 } },
+	{ "i64.scalar", ST_I64, 0, { 0 } },
 	{ "f32.matrix", ST_F32, 2, { 2, 3 } },
+	{ "i32.mat", ST_I32, 2, { 1, 3 } },
 	{ "f16.vec", ST_F16, 1, { 5 } },
 	{ "bf16.vec", ST_BF16, 1, { 3 } },
 	{ "i8.vec", ST_I8, 1, { 7 } },
 	{ "u8.empty", ST_U8, 2, { 0, 4 } },
-	{ "i32.mat", ST_I32, 2, { 1, 3 } },
-	{ "i64.scalar", ST_I64, 0, { 0 } },
-	{ "f64.vec", ST_F64, 1, { 2 } },
 	{ "u8.tail", ST_U8, 1, { 3 } },
 };
 #define NDECL ((int)(sizeof decl / sizeof decl[0]))
@@ -103,23 +105,24 @@ write_all_dtypes(const char *path, uint64_t *size, masq_err *err)
 	*size = st_writer_size(w);
 	if (st_writer_begin(w, path, err) < 0)
 		goto out;
-	/* f32 in two pieces, f16 and bf16 converted, ints raw, i8 + i32 + i64 in one piece */
-	if (st_writer_write_f32(w, f32v, 2, err) < 0 ||
+	/* f64 converted, f32 in two pieces, f16 and bf16 converted, ints raw,
+	 * i8 and the first byte of u8.tail (after the empty u8) in one piece */
+	if (st_writer_write_f32(w, f64v, 2, err) < 0 ||
+	    st_writer_write(w, &i64v, 8, err) < 0 ||
+	    st_writer_write_f32(w, f32v, 2, err) < 0 ||
 	    st_writer_write_f32(w, f32v + 2, 4, err) < 0 ||
+	    st_writer_write(w, i32v, 12, err) < 0 ||
 	    st_writer_write_f32(w, f16v, 5, err) < 0 ||
 	    st_writer_write_f32(w, bf16v, 3, err) < 0)
 		goto out;
 	{
-		unsigned char piece[7 + 12 + 8];
+		unsigned char piece[7 + 1];
 		memcpy(piece, i8v, 7);
-		memcpy(piece + 7, i32v, 12);
-		memcpy(piece + 19, &i64v, 8);
+		piece[7] = u8v[0];
 		if (st_writer_write(w, piece, sizeof piece, err) < 0)
 			goto out;
 	}
-	if (st_writer_write_f32(w, f64v, 2, err) < 0 ||
-	    st_writer_write(w, u8v, 1, err) < 0 ||
-	    st_writer_write(w, u8v + 1, 2, err) < 0 ||
+	if (st_writer_write(w, u8v + 1, 2, err) < 0 ||
 	    st_writer_write(w, u8v, 0, err) < 0)
 		goto out;
 	rc = st_writer_finish(w, err);
@@ -301,6 +304,16 @@ test_writer_errors(void)
 	tap_ok(st_writer_add(w, "bad\xff", ST_F32, 2, s2, &err) < 0, "writer: non-UTF-8 name refused");
 	tap_ok(st_writer_add(w, "d", ST_DTYPE_INVALID, 2, s2, &err) < 0 &&
 	    st_writer_add(w, "d", ST_DTYPE_COUNT, 2, s2, &err) < 0, "writer: bad dtype refused");
+	{
+		/* alignment: after 3 bytes of U8 an F32 would sit at offset 3 */
+		st_writer *w2 = st_writer_new();
+		int64_t three[1] = {3}, one[1] = {1}, f4odd[1] = {3};
+		tap_ok(st_writer_add(w2, "u", ST_U8, 1, three, &err) == 0 &&
+		    st_writer_add(w2, "f", ST_F32, 1, one, &err) < 0, "writer: a tensor off its element size refused");
+		tap_contains(err.msg, "not aligned to its 4-byte elements", "the message says why");
+		tap_ok(st_writer_add(w2, "h", ST_F4, 1, f4odd, &err) < 0, "writer: an F4 tensor of half a byte refused");
+		st_writer_free(w2);
+	}
 	tap_ok(st_writer_add(w, "n", ST_F32, 1, neg, &err) < 0, "writer: negative dim refused");
 	tap_contains(err.msg, "shape[0] is negative", "negative dim message");
 	tap_ok(st_writer_add(w, "o", ST_F32, 2, big, &err) < 0, "writer: byte size overflow refused");

@@ -247,10 +247,14 @@ cmd_message(ui *u, int cmd, int l)
 	case SC_EXPORT: {
 		json_t *res = u->job.res;
 		const char *dropped = json_string_value(json_object_get(res, "dropped"));
-		ui_msg(u, MSG_INFO, "exported as %s to %s (%zu files)%s%s",
+		export_report er;
+		char sizes[1024];
+		sess_export_sizes(res, &er);
+		ui_msg(u, MSG_INFO, "exported as %s to %s (%zu files), %s%s%s",
 		    json_string_value(json_object_get(u->job.args, "format")),
 		    json_string_value(json_object_get(u->job.args, "out")), json_object_size(json_object_get(res, "files")),
-		    dropped && *dropped ? "; dropped: " : "", dropped && *dropped ? dropped : "");
+		    export_report_sizes(&er, sizes, sizeof sizes), dropped && *dropped ? "; dropped: " : "",
+		    dropped && *dropped ? dropped : "");
 		if (u->screen == SCR_EXPORT)
 			u->screen = u->back;
 		break;

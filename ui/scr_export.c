@@ -182,13 +182,9 @@ export_draw(ui *u)
 		json_decref(files);
 		ui_text(y++, 1, -1, A_BOLD, "%s", line);
 		if (u->ex_rep.source_bytes > 0) {
-			char b1[32], b2[32], b3[32];
-			ui_text(y++, 1, -1, u->ex_rep.planned_bytes > u->ex_rep.source_bytes ? ui_error_attr(&u->g) : (int)A_NORMAL,
-			    "weighing %s (compensation %s) against the checkpoint's %s: %.2fx",
-			    masq_fmt_bytes(u->ex_rep.planned_bytes, b1, sizeof b1),
-			    masq_fmt_bytes(u->ex_rep.cmc_bytes, b2, sizeof b2),
-			    masq_fmt_bytes(u->ex_rep.source_bytes, b3, sizeof b3),
-			    (double)u->ex_rep.planned_bytes / (double)u->ex_rep.source_bytes);
+			char sizes[1024];
+			y += draw_wrapped(y, 1, COLS - 2, 2, u->ex_rep.planned_bytes > u->ex_rep.source_bytes ?
+			    ui_error_attr(&u->g) : (int)A_NORMAL, export_report_sizes(&u->ex_rep, sizes, sizeof sizes));
 		}
 		/* layer 0's linears, per file: the side file first */
 		y = export_draw_tensors(u, y, LINES - 5 - y);

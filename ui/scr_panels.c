@@ -171,14 +171,14 @@ ui_draw_rank_panel(ui *u, int l, int y, int hh)
 			nlin++;
 		}
 	char b1[32], b2[32], b3[32], b4[32];
-	int eb = export_cmc_elem_bytes();
+	int eb = sess_cmc_elem_bytes(u->s);
 	if (used < hh)
 		ui_text(y + 1, 1, -1, A_DIM, "whitened error at rank = %% of min(in, out)%s",
 		    floored == 0 ? "" : floored == nlin ? "; the floor set these ranks" :
 		    "; the floor set some ranks");
 	if (used + 1 < hh)
 		ui_text(y + 2, 1, -1, A_DIM, "L1+L2 %s: site %s  layer %s  model %s  checkpoint %s",
-		    export_cmc_dtype_name(), masq_fmt_bytes((uint64_t)(site_p * eb), b1, sizeof b1),
+		    sess_cmc_dtype_name(u->s), masq_fmt_bytes((uint64_t)(site_p * eb), b1, sizeof b1),
 		    masq_fmt_bytes((uint64_t)(sess_layer_cmc_params(u->s, l) * eb), b2, sizeof b2),
 		    masq_fmt_bytes((uint64_t)(sess_cmc_params(u->s) * eb), b3, sizeof b3),
 		    masq_fmt_bytes(sess_checkpoint_bytes(u->s), b4, sizeof b4));
