@@ -168,6 +168,46 @@ calib_load(calib *c, const char *path, int hidden, masq_err *err)
 			goto fail_free;
 		}
 	}
+	/* Qwen3-VL's deepstack features: deepstack.0, .1, ... with no gap */
+	for (int i = 0; i < f.ntensors; i++) {
+		const char *nm = f.tensors[i].name;
+		if (strncmp(nm, "deepstack.", 10) != 0)
+			continue;
+		char *end;
+		long k = strtol(nm + 10, &end, 10);
+		if (end == nm + 10 || *end != '\0' || k < 0 || k >= 1024) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' is not deepstack.N with N a layer number "
+			    "(see masq-calib(5))", path, nm);
+			goto fail_free;
+		}
+		if (k + 1 > c->n_deepstack)
+			c->n_deepstack = (int)k + 1;
+	}
+	if (c->n_deepstack > 0)
+		c->deepstack = xcalloc((size_t)c->n_deepstack, sizeof *c->deepstack);
+	for (int k = 0; k < c->n_deepstack; k++) {
+		char nm[32];
+		snprintf(nm, sizeof nm, "deepstack.%d", k);
+		const st_tensor *t = st_find(&f, nm);
+		int64_t V = c->n_mod[MOD_VISION];
+		if (t == NULL) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "%s: deepstack.%d is missing, though deepstack.%d is there: the "
+			    "features are added after layers 0, 1, ... in turn", path, k, c->n_deepstack - 1);
+			goto fail_free;
+		}
+		if (!st_dtype_is_float(t->dtype) || t->ndim != 2 || t->shape[0] != V || t->shape[1] != H) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' must be a float [%lld, %lld] (a row per vision "
+			    "token, in token order)", path, nm, (long long)V, (long long)H);
+			goto fail_free;
+		}
+		c->deepstack[k] = st_tensor_to_f32(t);
+		for (int64_t i = 0; i < V * H; i++)
+			if (!isfinite(c->deepstack[k][i])) {
+				masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' has a non-finite value at vision token %lld, "
+				    "channel %lld", path, nm, (long long)(i / H), (long long)(i % H));
+				goto fail_free;
+			}
+	}
 	const char *s;
 	if ((s = st_meta_get(&f, "calib_format")) != NULL)
 		c->format = xstrdup(s);
@@ -187,6 +227,9 @@ fail:
 void
 calib_done(calib *c)
 {
+	for (int k = 0; c->deepstack != NULL && k < c->n_deepstack; k++)
+		free(c->deepstack[k]);
+	free(c->deepstack);
 	free(c->embeds);
 	free(c->modality);
 	free(c->seq_lens);
@@ -195,4 +238,19 @@ calib_done(calib *c)
 	free(c->version);
 	free(c->source);
 	memset(c, 0, sizeof *c);
+}
+
+void
+calib_deepstack_add(const calib *c, int layer, float *h)
+{
+	if (layer < 0 || layer >= c->n_deepstack)
+		return;
+	const float *f = c->deepstack[layer];
+	size_t H = (size_t)c->hidden;
+	for (int t = 0, r = 0; t < c->n_tokens; t++)
+		if (c->modality[t] == MOD_VISION) {
+			for (size_t j = 0; j < H; j++)
+				h[(size_t)t * H + j] += f[(size_t)r * H + j];
+			r++;
+		}
 }

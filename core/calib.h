@@ -5,6 +5,9 @@
  *   seq_lens       I32 [sequences], summing to tokens
  *   position_ids   I64 [3, tokens] (multimodal RoPE) or [tokens]; optional,
  *                  default 0..len-1 within each sequence
+ *   deepstack.N    F32/BF16/F16 [vision tokens, hidden], N = 0, 1, ...;
+ *                  optional (Qwen3-VL): row r is added to the output of
+ *                  decoder layer N at the r-th vision token, in token order
  */
 #ifndef MASQ_CALIB_H
 #define MASQ_CALIB_H
@@ -31,6 +34,8 @@ typedef struct calib {
 	int has_pos;		/* position_ids was present (else generated) */
 	int pos_rows;		/* 3 or 1 as stored */
 	int n_mod[MOD_COUNT];	/* tokens per modality */
+	int n_deepstack;	/* deepstack.N tensors */
+	float **deepstack;	/* (n_deepstack) each (n_mod[MOD_VISION], hidden), owned */
 	char *format;		/* __metadata__ calib_format / calib_version / source, or NULL */
 	char *version;
 	char *source;
@@ -39,5 +44,9 @@ typedef struct calib {
 /* Load and validate path; if hidden > 0 the embedding width must match. */
 int calib_load(calib *c, const char *path, int hidden, masq_err *err);
 void calib_done(calib *c);
+/* h (n_tokens, hidden) += deepstack feature `layer` at the vision tokens,
+ * when the set has one (the output of decoder layer `layer` becomes the
+ * next layer's input). */
+void calib_deepstack_add(const calib *c, int layer, float *h);
 
 #endif

@@ -172,7 +172,8 @@ dexport_open(dexport *e, const char *dir, const model *ref, masq_err *err)
 	if (c.hidden != r->hidden || c.n_layers != r->n_layers || c.n_heads != r->n_heads ||
 	    c.n_kv_heads != r->n_kv_heads || c.head_dim != r->head_dim ||
 	    c.intermediate != r->intermediate || c.rms_eps != r->rms_eps ||
-	    c.rope_theta != r->rope_theta || c.mrope != r->mrope ||
+	    c.rope_theta != r->rope_theta || c.mrope != r->mrope || c.mrope_interleaved != r->mrope_interleaved ||
+	    c.qk_norm != r->qk_norm ||
 	    memcmp(c.mrope_section, r->mrope_section, sizeof c.mrope_section) != 0) {
 		masq_err_set(err, MASQ_ERR_USAGE,
 		    "%s: not the reference's architecture (hidden %d, %d layers, %d/%d heads, "
@@ -501,6 +502,14 @@ dlayer_load(dlayer *d, const dexport *e, int l, masq_err *err)
 	model_tensor_name(ref, l, "post_attention_layernorm.weight", name, sizeof name);
 	if (load_float(e, name, c->hidden, 0, 1, &w->mlp_norm, err) < 0)
 		goto fail;
+	if (c->qk_norm) {
+		model_tensor_name(ref, l, "self_attn.q_norm.weight", name, sizeof name);
+		if (load_float(e, name, c->head_dim, 0, 1, &w->q_norm, err) < 0)
+			goto fail;
+		model_tensor_name(ref, l, "self_attn.k_norm.weight", name, sizeof name);
+		if (load_float(e, name, c->head_dim, 0, 1, &w->k_norm, err) < 0)
+			goto fail;
+	}
 	int u4x2 = 0;
 	if (e->format == EXPORT_MASQUANT) {
 		/* format version 2 says each layer's container (1: I8) */
@@ -653,7 +662,7 @@ deploy_eval(const char *export_dir, const char *reference_dir, const calib *c, d
 		model_close(&ref);
 		return -1;
 	}
-	if (dexport_open(&e, export_dir, &ref, err) < 0) {
+	if (model_deepstack_check(&ref.cfg, c->n_deepstack, err) < 0 || dexport_open(&e, export_dir, &ref, err) < 0) {
 		model_close(&ref);
 		return -1;
 	}
@@ -706,6 +715,10 @@ deploy_eval(const char *export_dir, const char *reference_dir, const calib *c, d
 			out->layers[l].sqnr[m] = metrics_sqnr(&a, m);
 			out->layers[l].mae[m] = metrics_mae(&a, m);
 		}
+		/* measured as the layer's output, as the pipeline does; then the
+		 * state the next layer takes (Qwen3-VL's deepstack) */
+		calib_deepstack_add(c, l, h_fp);
+		calib_deepstack_add(c, l, h_q);
 	}
 	for (int m = 0; m < STATS_ROWS; m++) {
 		out->sqnr[m] = out->layers[cfg->n_layers - 1].sqnr[m];

@@ -42,16 +42,24 @@ engine_init(engine *e, const model_config *cfg)
 	e->freq_row = xmalloc((size_t)half);
 	for (int i = 0; i < half; i++) {
 		e->inv_freq[i] = (float)pow(cfg->rope_theta, -2.0 * i / cfg->head_dim);
-		/* mrope: the first section takes row t, the next h, the last w */
-		if (!cfg->mrope)
-			e->freq_row[i] = 0;
-		else if (i < cfg->mrope_section[0])
-			e->freq_row[i] = 0;
-		else if (i < cfg->mrope_section[0] + cfg->mrope_section[1])
-			e->freq_row[i] = 1;
-		else
-			e->freq_row[i] = 2;
+		e->freq_row[i] = engine_freq_row(cfg, i);
 	}
+}
+
+int
+engine_freq_row(const model_config *cfg, int i)
+{
+	if (!cfg->mrope)
+		return 0;
+	/* Qwen3-VL interleaves: h takes frequencies 1, 4, 7, ... below
+	 * 3 * section[1], w takes 2, 5, 8, ... below 3 * section[2] */
+	if (cfg->mrope_interleaved)
+		return i % 3 == 1 && i < 3 * cfg->mrope_section[1] ? 1 :
+		    i % 3 == 2 && i < 3 * cfg->mrope_section[2] ? 2 : 0;
+	/* Qwen2-VL: the first section takes row t, the next h, the last w */
+	if (i < cfg->mrope_section[0])
+		return 0;
+	return i < cfg->mrope_section[0] + cfg->mrope_section[1] ? 1 : 2;
 }
 
 void
@@ -295,6 +303,11 @@ engine_layer_forward(engine *e, const layer_weights *w, const engine_batch *b, f
 	run_linear(ops, w, LIN_Q, e->n1, n, e->q);
 	run_linear(ops, w, LIN_K, e->n1, n, e->k);
 	run_linear(ops, w, LIN_V, e->n1, n, e->v);
+	if (c->qk_norm) {
+		/* Qwen3: each head of q and k RMS-normalised before RoPE */
+		rmsnorm(e->q, e->q, w->q_norm, n * c->n_heads, c->head_dim, c->rms_eps);
+		rmsnorm(e->k, e->k, w->k_norm, n * c->n_kv_heads, c->head_dim, c->rms_eps);
+	}
 	rope_apply(e, e->q, n, c->n_heads, b->pos, n);
 	rope_apply(e, e->k, n, c->n_kv_heads, b->pos, n);
 	for (int s = 0, t0 = 0; s < b->n_seqs; t0 += b->seq_lens[s], s++)
@@ -348,6 +361,20 @@ ref_rmsnorm(const float *x, const float *wt, int n, int d, float eps, float *out
 	}
 }
 
+/* Each of the rows (rows, hd) of x divided by its RMS and times wt, in double. */
+static void
+ref_head_norm(double *x, int rows, int hd, const float *wt, float eps)
+{
+	for (int r = 0; r < rows; r++) {
+		double *v = x + (size_t)r * hd, ss = 0.0;
+		for (int d = 0; d < hd; d++)
+			ss += v[d] * v[d];
+		double inv = 1.0 / sqrt(ss / hd + (double)eps);
+		for (int d = 0; d < hd; d++)
+			v[d] = v[d] * inv * wt[d];
+	}
+}
+
 /*
  * RoPE the way Hugging Face writes it: cos and sin of length hd are
  * cat(freqs, freqs); with mrope the hd entries are cut into chunks
@@ -366,7 +393,16 @@ ref_rope(const model_config *c, double *x, int n, int heads, const int64_t *pos,
 				rot[d] = d < half ? -v[d + half] : v[d - half];
 			for (int d = 0; d < hd; d++) {
 				int row = 0;
-				if (c->mrope) {
+				if (c->mrope && c->mrope_interleaved) {
+					/* written out from apply_interleaved_mrope: frequency
+					 * f = d mod half takes h at offset 1 of every 3 up to
+					 * 3 * section[1], w at offset 2 up to 3 * section[2] */
+					int f = d % half;
+					if (f % 3 == 1 && f < 3 * c->mrope_section[1])
+						row = 1;
+					else if (f % 3 == 2 && f < 3 * c->mrope_section[2])
+						row = 2;
+				} else if (c->mrope) {
 					int chunk = 0, edge = 0;
 					for (; chunk < 6; chunk++) {
 						edge += c->mrope_section[chunk % 3];
@@ -402,6 +438,10 @@ engine_layer_forward_ref(const model_config *c, const layer_weights *w, const en
 	ref_linear(xn, n, D, w->w[LIN_Q], w->b[LIN_Q], qd, q);
 	ref_linear(xn, n, D, w->w[LIN_K], w->b[LIN_K], kd, k);
 	ref_linear(xn, n, D, w->w[LIN_V], w->b[LIN_V], kd, v);
+	if (c->qk_norm) {
+		ref_head_norm(q, n * H, hd, w->q_norm, c->rms_eps);
+		ref_head_norm(k, n * KV, hd, w->k_norm, c->rms_eps);
+	}
 	ref_rope(c, q, n, H, b->pos, n);
 	ref_rope(c, k, n, KV, b->pos, n);
 	for (int s = 0, t0 = 0; s < b->n_seqs; t0 += b->seq_lens[s], s++) {

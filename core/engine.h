@@ -8,7 +8,9 @@
  * Attention is causal within each sequence and grouped-query across heads.
  * RoPE is the rotate-half form; with cfg->mrope the frequency bands of each
  * head take their positions from rows t, h, w of the 3-row position ids
- * (Qwen2-VL's multimodal RoPE), else row t is used.
+ * (Qwen2-VL's multimodal RoPE: consecutive sections; Qwen3-VL's
+ * interleaved), else row t is used.  With cfg->qk_norm (Qwen3) each head of
+ * q and k is RMS-normalised with its own weights before RoPE.
  *
  * Hooks: before each linear group the engine calls ops->observe with that
  * group's input (the shared input of q,k,v; o_proj's; the shared input of
@@ -61,6 +63,8 @@ typedef struct engine {
 } engine;
 
 void engine_init(engine *e, const model_config *cfg);
+/* The position row (0 t, 1 h, 2 w) frequency i of a head takes. */
+int engine_freq_row(const model_config *cfg, int i);
 void engine_done(engine *e);
 
 /* h (n_tokens, hidden) is updated in place to the layer's output. */

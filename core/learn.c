@@ -672,9 +672,7 @@ rope_tables(const learn_state *L, const learn_seq *q, float *cs)
 
 	for (int t = 0; t < q->n; t++)
 		for (int i = 0; i < half; i++) {
-			int row = 0;
-			if (c->mrope)
-				row = i < c->mrope_section[0] ? 0 : i < c->mrope_section[0] + c->mrope_section[1] ? 1 : 2;
+			int row = engine_freq_row(c, i);
 			double inv = (double)(float)pow(c->rope_theta, -2.0 * i / hd);
 			double a = (double)q->pos[(size_t)row * q->pos_stride + t] * inv;
 			cs[(size_t)t * hd + i] = (float)cos(a);

@@ -166,21 +166,27 @@ struct family {
 	int defaults;
 	int hidden, layers, heads, intermediate, vocab;
 	double eps, theta;
+	int qwen3;		/* per-head q/k norms; head_dim defaults to 128 */
+	int interleaved;	/* M-RoPE sections interleaved (Qwen3-VL), default [24, 20, 20] */
 };
 
 static const struct family families[] = {
 	/* LlamaConfig (LLaVA-1.5's text model; LlavaConfig's default text config) */
-	{"llama", 1, 4096, 32, 32, 11008, 32000, 1e-6, 10000.0},
-	{"llava", 1, 4096, 32, 32, 11008, 32000, 1e-6, 10000.0},
+	{"llama", 1, 4096, 32, 32, 11008, 32000, 1e-6, 10000.0, 0, 0},
+	{"llava", 1, 4096, 32, 32, 11008, 32000, 1e-6, 10000.0, 0, 0},
 	/* Qwen2Config (LLaVA-OneVision's, InternVL2.5's with Qwen2.5) */
-	{"qwen2", 1, 4096, 32, 32, 22016, 151936, 1e-6, 10000.0},
-	{"qwen2_vl", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0},
-	{"qwen2_vl_text", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0},
-	{"qwen2_5_vl", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0},
-	{"qwen2_5_vl_text", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0},
-	{"qwen2_5_omni_thinker", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0},
-	{"qwen2_5_omni_text", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0},
-	{"qwen2_5_omni", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0},
+	{"qwen2", 1, 4096, 32, 32, 22016, 151936, 1e-6, 10000.0, 0, 0},
+	{"qwen2_vl", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0, 0, 0},
+	{"qwen2_vl_text", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0, 0, 0},
+	{"qwen2_5_vl", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0, 0, 0},
+	{"qwen2_5_vl_text", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0, 0, 0},
+	{"qwen2_5_omni_thinker", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0, 0, 0},
+	{"qwen2_5_omni_text", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0, 0, 0},
+	{"qwen2_5_omni", 0, 0, 0, 0, 0, 0, 1e-6, 10000.0, 0, 0},
+	/* Qwen3Config; Qwen3VLTextConfig (the dense Qwen3-VL, 2B to 32B) */
+	{"qwen3", 1, 4096, 32, 32, 22016, 151936, 1e-6, 10000.0, 1, 0},
+	{"qwen3_vl", 1, 4096, 32, 32, 22016, 151936, 1e-6, 5000000.0, 1, 1},
+	{"qwen3_vl_text", 1, 4096, 32, 32, 22016, 151936, 1e-6, 5000000.0, 1, 1},
 };
 
 static const struct family *
@@ -192,20 +198,19 @@ family_of(const char *type)
 	return NULL;
 }
 
-/* Refuse by name what masq would run wrong: Qwen3 decoders (per-head
- * q_norm/k_norm, interleaved M-RoPE, deepstack) and any model_type outside
- * the supported families.  A config with no model_type anywhere is taken
- * as the Qwen2 layout it must then match tensor by tensor. */
+/* Refuse by name what masq would run wrong: the mixture-of-experts Qwen3
+ * decoders and any model_type outside the supported families.  A config
+ * with no model_type anywhere is taken as the Qwen2 layout it must then
+ * match tensor by tensor. */
 static int
 check_model_type(const struct cfg_scope *sc, const char *path, masq_err *err)
 {
 	for (int i = 0; i < sc->n; i++) {
 		const char *t = json_string_value(json_object_get(sc->obj[i], "model_type"));
-		if (t != NULL && strncmp(t, "qwen3", 5) == 0)
+		if (t != NULL && strncmp(t, "qwen3", 5) == 0 && strstr(t, "moe") != NULL)
 			return masq_err_set(err, MASQ_ERR_FORMAT,
-			    "%s: model_type \"%s\": Qwen3 decoders (Qwen3-VL: per-head q_norm and k_norm, interleaved "
-			    "M-RoPE, deepstack features) are not supported yet, and running one as Qwen2.5-VL would be wrong",
-			    path, t);
+			    "%s: model_type \"%s\": mixture-of-experts decoders (Qwen3-VL-30B-A3B, 235B-A22B, Qwen3-Omni) "
+			    "are not supported: masq quantizes dense decoders (Qwen3-VL 2B to 32B)", path, t);
 	}
 	json_t *tv = cfg_get(sc, "model_type");
 	if (tv == NULL)
@@ -217,8 +222,8 @@ check_model_type(const struct cfg_scope *sc, const char *path, masq_err *err)
 		if (strcmp(families[i].type, t) == 0)
 			return 0;
 	return masq_err_set(err, MASQ_ERR_FORMAT,
-	    "%s: model_type \"%s\" is not supported (Qwen2-VL and Qwen2.5-VL, the Qwen2.5-Omni thinker, LLaVA-style "
-	    "models on Llama or Qwen2 decoders)", path, t);
+	    "%s: model_type \"%s\" is not supported (Qwen2-VL, Qwen2.5-VL and dense Qwen3-VL, the Qwen2.5-Omni "
+	    "thinker, LLaVA-style models on Llama, Qwen2 or Qwen3 decoders)", path, t);
 }
 
 int
@@ -283,6 +288,10 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 	/* a family's documented defaults where its config leaves a field out
 	 * (transformers drops what equals the config class's default) */
 	const struct family *fam = family_of(c->model_type);
+	if (fam != NULL && fam->qwen3) {
+		c->qk_norm = 1;
+		c->mrope_interleaved = fam->interleaved;
+	}
 	if (fam != NULL) {
 		c->hidden = fam->hidden;
 		c->n_layers = fam->layers;
@@ -299,7 +308,7 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 	    cfg_int(&sc, path, "intermediate_size", req, 1, 1 << 20, &c->intermediate, err) < 0)
 		goto out;
 	c->n_kv_heads = c->n_heads;
-	c->head_dim = c->hidden / c->n_heads;
+	c->head_dim = fam != NULL && fam->qwen3 ? 128 : c->hidden / c->n_heads;	/* Qwen3's config classes: 128 */
 	if (cfg_int(&sc, path, "num_key_value_heads", 0, 1, 4096, &c->n_kv_heads, err) < 0 ||
 	    cfg_int(&sc, path, "head_dim", 0, 2, 4096, &c->head_dim, err) < 0 ||
 	    cfg_int(&sc, path, "vocab_size", 0, 1, 1 << 24, &c->vocab, err) < 0 ||
@@ -320,6 +329,12 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 		}
 		if (t != NULL)
 			theta = json_number_value(t);
+		if (t == NULL && cfg_get(&sc, "rope_theta") == NULL && fam != NULL && fam->interleaved) {
+			/* Qwen3VLTextConfig's default theta is 5e6 in 4.57, 5e5 in v5 */
+			masq_err_set(err, MASQ_ERR_FORMAT, "%s: no rope_theta beside rope_parameters, and Qwen3-VL's "
+			    "default differs between transformers 4.57 (5000000) and v5 (500000): give it", path);
+			goto out;
+		}
 	}
 	if (json_is_true(cfg_get(&sc, "use_sliding_window"))) {
 		masq_err_set(err, MASQ_ERR_FORMAT, "%s: use_sliding_window is true: sliding-window attention is not "
@@ -336,7 +351,8 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 			char dflt[48];
 			snprintf(dflt, sizeof dflt, "the default of model_type %s", fam != NULL ? fam->type : "");
 			snprintf(c->src[i], sizeof c->src[i], "%s", i == CS_KV ? "num_attention_heads (none given)" :
-			    i == CS_HEAD_DIM ? "hidden_size / num_attention_heads" : i == CS_MROPE ? "none (plain RoPE)" :
+			    i == CS_HEAD_DIM ? (fam != NULL && fam->qwen3 ? dflt : "hidden_size / num_attention_heads") :
+			    i == CS_MROPE ? (fam != NULL && fam->interleaved ? dflt : "none (plain RoPE)") :
 			    fam != NULL ? dflt : "masq's default (Qwen2's)");
 			if (keys[i] != NULL)
 				cfg_src(&sc, keys[i], c->src[i], sizeof c->src[i]);
@@ -367,7 +383,8 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 	}
 	if (rs != NULL) {
 		/* every key that changes the arithmetic must be understood */
-		static const char *const known[] = {"type", "rope_type", "mrope_section", "rope_theta"};
+		static const char *const known[] = {"type", "rope_type", "mrope_section", "rope_theta",
+			"mrope_interleaved"};
 		const char *k;
 		json_t *v;
 		json_object_foreach(rs, k, v) {
@@ -376,7 +393,8 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 				i++;
 			if (i == sizeof known / sizeof known[0]) {
 				masq_err_set(err, MASQ_ERR_FORMAT, "%s: %s.%s is not understood (masq reads %s.type, rope_type, "
-				    "mrope_section and rope_theta; RoPE scaling is not supported)", path, rname, k, rname);
+				    "mrope_section, mrope_interleaved and rope_theta; RoPE scaling is not supported)", path, rname,
+				    k, rname);
 				goto out;
 			}
 		}
@@ -392,6 +410,16 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 				goto out;
 			}
 		}
+	}
+	json_t *mi = rs ? json_object_get(rs, "mrope_interleaved") : NULL;
+	if (mi != NULL && (!json_is_boolean(mi) || json_is_true(mi) != c->mrope_interleaved)) {
+		/* transformers' Qwen3-VL always interleaves and Qwen2-VL's never
+		 * does: a config that says otherwise is not what it runs */
+		masq_err_set(err, MASQ_ERR_FORMAT, "%s: %s.mrope_interleaved is %s, but model_type %s %s", path, rname,
+		    json_is_boolean(mi) ? (json_is_true(mi) ? "true" : "false") : "not a boolean",
+		    c->model_type[0] ? c->model_type : "(none)", c->mrope_interleaved ?
+		    "interleaves its M-RoPE sections" : "runs them as consecutive chunks");
+		goto out;
 	}
 	json_t *ms = rs ? json_object_get(rs, "mrope_section") : NULL;
 	if (ms != NULL) {
@@ -424,6 +452,16 @@ model_config_load(model_config *c, const char *path, masq_err *err)
 		char b[48] = "";
 		cfg_src(&sc, rname, b, sizeof b);
 		snprintf(c->src[CS_MROPE], sizeof c->src[CS_MROPE], "%s.mrope_section", b);
+	} else if (c->mrope_interleaved) {
+		/* Qwen3-VL's rotary embedding defaults to [24, 20, 20] */
+		static const int dflt[3] = {24, 20, 20};
+		if (c->head_dim != 128) {
+			masq_err_set(err, MASQ_ERR_FORMAT, "%s: no mrope_section, and Qwen3-VL's default [24, 20, 20] needs "
+			    "head_dim 128, not %d", path, c->head_dim);
+			goto out;
+		}
+		memcpy(c->mrope_section, dflt, sizeof dflt);
+		c->mrope = 1;
 	} else if (rs != NULL) {
 		json_t *ty = json_object_get(rs, "rope_type");
 		if (ty == NULL)
@@ -588,6 +626,11 @@ model_open(model *m, const char *dir, masq_err *err)
 			    check_tensor(m, name, 1, out, 0, why, err) < 0)
 				goto fail;
 		}
+		for (int i = 0; c->qk_norm && i < 2; i++) {
+			model_tensor_name(m, l, i ? "self_attn.k_norm.weight" : "self_attn.q_norm.weight", name, sizeof name);
+			if (check_tensor(m, name, 1, c->head_dim, 0, why, err) < 0)
+				goto fail;
+		}
 	}
 
 	/* Every tensor under the layer prefix is one the engine uses: a
@@ -606,6 +649,9 @@ model_open(model *m, const char *dir, masq_err *err)
 		 * buffer; masq computes them from rope_theta */
 		if (known && strcmp(rest, "self_attn.rotary_emb.inv_freq") == 0)
 			continue;
+		if (known && c->qk_norm && (strcmp(rest, "self_attn.q_norm.weight") == 0 ||
+		    strcmp(rest, "self_attn.k_norm.weight") == 0))
+			continue;
 		if (known && strcmp(rest, "input_layernorm.weight") != 0 && strcmp(rest, "post_attention_layernorm.weight") != 0) {
 			known = 0;
 			for (int k = 0; k < LIN_COUNT && !known; k++) {
@@ -618,7 +664,8 @@ model_open(model *m, const char *dir, masq_err *err)
 			masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' is not one masq's decoder layer uses (%s); "
 			    "running without it would be wrong", dir, tn, end != tn + pl && *end == '.' && l >= c->n_layers ?
 			    "its layer is past num_hidden_layers" : strstr(tn, "q_norm") || strstr(tn, "k_norm") ?
-			    "per-head q/k norms are Qwen3's, not supported yet" : "an architecture masq does not run");
+			    "per-head q/k norms are Qwen3's, and the config's model_type is not a Qwen3 one" :
+			    "an architecture masq does not run");
 			goto fail;
 		}
 	}
@@ -764,6 +811,12 @@ layer_weights_load(layer_weights *w, const model *m, int layer, masq_err *err)
 		w->b[k] = load_f32(m, layer, sfx, &bad);
 		MASQ_ASSERT(w->w[k] != NULL);
 	}
+	if (bad < 0 && c->qk_norm) {
+		w->q_norm = load_f32(m, layer, what = "self_attn.q_norm.weight", &bad);
+		if (bad < 0)
+			w->k_norm = load_f32(m, layer, what = "self_attn.k_norm.weight", &bad);
+		MASQ_ASSERT(bad >= 0 || (w->q_norm != NULL && w->k_norm != NULL));
+	}
 	if (bad >= 0) {
 		model_tensor_name(m, layer, what, name, sizeof name);
 		layer_weights_done(w);
@@ -779,9 +832,23 @@ layer_weights_done(layer_weights *w)
 {
 	free(w->attn_norm);
 	free(w->mlp_norm);
+	free(w->q_norm);
+	free(w->k_norm);
 	for (int k = 0; k < LIN_COUNT; k++) {
 		free(w->w[k]);
 		free(w->b[k]);
 	}
 	memset(w, 0, sizeof *w);
+}
+
+int
+model_deepstack_check(const model_config *c, int n, masq_err *err)
+{
+	if (n > 0 && !c->mrope_interleaved)
+		return masq_err_set(err, MASQ_ERR_USAGE, "the calibration set carries deepstack features, which only "
+		    "Qwen3-VL adds; this model is %s", c->model_type[0] ? c->model_type : c->arch[0] ? c->arch : "another");
+	if (n > 0 && n >= c->n_layers)
+		return masq_err_set(err, MASQ_ERR_USAGE, "the calibration set has %d deepstack features for a model of "
+		    "%d layers: they join after layers 0 to %d, before the last", n, c->n_layers, c->n_layers - 2);
+	return 0;
 }

@@ -1,7 +1,9 @@
 /*
  * model.h: a Hugging Face decoder checkpoint (Qwen2 / Llama family, as the
  * text backbone of Qwen2.5-VL, Qwen2.5-Omni's thinker, or LLaVA-style
- * models), opened over mmap and read one decoder layer at a time.
+ * models; Qwen3 and Qwen3-VL's dense decoder, with per-head q/k norms and
+ * interleaved M-RoPE), opened over mmap and read one decoder layer at a
+ * time.
  *
  *	model m;
  *	if (model_open(&m, "demo/model", &err) < 0) ...
@@ -48,6 +50,11 @@ typedef struct model_config {
 	double rope_theta;	/* rope_theta */
 	int mrope;		/* 1 when rope_scaling carries mrope_section */
 	int mrope_section[3];	/* t, h, w frequency counts; sum == head_dim / 2 */
+	int mrope_interleaved;	/* Qwen3-VL: frequency i takes row h when i % 3 == 1 and
+				   i < 3 * section[1], w when i % 3 == 2 and i < 3 * section[2],
+				   else t; otherwise (Qwen2-VL) consecutive chunks t, h, w */
+	int qk_norm;		/* Qwen3: RMSNorm of each head of q and k (head_dim weights,
+				   rms_eps) after the projection, before RoPE */
 	int qkv_bias;		/* q/k/v have biases (from the tensors present) */
 	int tied_embeddings;	/* tie_word_embeddings */
 	/* where each value came from: "text_config.hidden_size",
@@ -88,6 +95,7 @@ typedef struct layer_weights {
 				   gate, up (inter, hidden), down (hidden, inter) */
 	float *b[LIN_COUNT];	/* biases (out) or NULL; q, k, v only in this family */
 	float *mlp_norm;	/* (hidden) post_attention_layernorm */
+	float *q_norm, *k_norm;	/* (head_dim) self_attn.q_norm, k_norm (cfg.qk_norm), else NULL */
 } layer_weights;
 
 /* 1 when float tensor t holds a value that is not finite: its index into
@@ -97,6 +105,9 @@ int model_tensor_check_finite(const st_tensor *t, int64_t *bad, double *value);
  * finite is MASQ_ERR_FORMAT naming the tensor and the element. */
 int layer_weights_load(layer_weights *w, const model *m, int layer, masq_err *err);
 void layer_weights_done(layer_weights *w);
+/* A calibration set with n deepstack features fits the model: only
+ * Qwen3-VL takes them, after layers 0 .. n-1, before the last. */
+int model_deepstack_check(const model_config *c, int n, masq_err *err);
 /* Output and input size of linear lin. */
 void layer_lin_shape(const model_config *c, int lin, int *out, int *in);
 

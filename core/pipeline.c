@@ -144,6 +144,10 @@ pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_
 		return -1;
 	if (pipe_check_rank(&m->cfg, o->rank, err) < 0)
 		return masq_err_prefix(err, "--rank");
+	if (m->cfg.qk_norm && method_learns(o->method) && o->epochs > 0)
+		return masq_err_set(err, MASQ_ERR_USAGE, PIPE_NO_QWEN3_LEARNING);
+	if (model_deepstack_check(&m->cfg, c->n_deepstack, err) < 0)
+		return -1;
 	p->m = m;
 	p->c = c;
 	p->opts = *o;
@@ -945,6 +949,8 @@ pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err)
 	if (!setting_learns(ls))
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d: %s with %d epochs learns nothing", p->layer,
 		    method_name(ls->method), ls->epochs);
+	if (c->qk_norm)
+		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d: " PIPE_NO_QWEN3_LEARNING, p->layer);
 	/* learning replaces whatever the layer had */
 	if (p->plan_valid)
 		qplan_layer_done(&p->plan);
@@ -1420,6 +1426,7 @@ pipe_spectra(pipeline *p, int cap, pipe_spectrum **out, int *nout, pipe_progress
 			wcache_free(wc);
 		}
 		float *t = sh.h_fp; sh.h_fp = sh.h_fp_out; sh.h_fp_out = t;
+		calib_deepstack_add(sh.c, l, sh.h_fp);
 		pipe_release_layer(&sh);
 		if (rc == 0 && progress != NULL && progress(ctx, l - from + 1, p->n_layers - from, NAN)) {
 			rc = masq_err_set(err, MASQ_ERR_USAGE, "interrupted");
@@ -1456,6 +1463,14 @@ pipe_next(pipeline *p, masq_err *err)
 	if (p->h_train != NULL) {
 		t = p->h_train; p->h_train = p->h_train_out; p->h_train_out = t;
 		t = p->h_fpe; p->h_fpe = p->h_fpe_out; p->h_fpe_out = t;
+	}
+	/* Qwen3-VL's deepstack: the same features join every chain after the
+	 * layer (its output was measured before, as the layer module's) */
+	calib_deepstack_add(p->c, p->layer, p->h_fp);
+	calib_deepstack_add(p->c, p->layer, p->h_q);
+	if (p->h_train != NULL) {
+		calib_deepstack_add(p->c, p->layer, p->h_train);
+		calib_deepstack_add(p->c, p->layer, p->h_fpe);
 	}
 	pipe_release_layer(p);
 	p->layer++;

@@ -193,6 +193,8 @@ typedef struct sess_view {
 	int search;		/* the session searches alpha at every layer */
 	int tokens;		/* calibration tokens */
 	int tokens_mod[MOD_COUNT];
+	int deepstack;		/* the calibration set's deepstack features (Qwen3-VL) */
+	int deepstack_missing;	/* a Qwen3-VL model, vision tokens, and no deepstack features */
 	const pipe_summary *summary;	/* valid when finished */
 	const pipe_opts *opts;	/* the session's options */
 } sess_view;

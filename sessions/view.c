@@ -44,6 +44,8 @@ sess_view_get(const sess *cs)
 	v->tokens = s->c.n_tokens;
 	for (int m = 0; m < MOD_COUNT; m++)
 		v->tokens_mod[m] = s->c.n_mod[m];
+	v->deepstack = s->c.n_deepstack;
+	v->deepstack_missing = s->m.cfg.mrope_interleaved && s->c.n_mod[MOD_VISION] > 0 && s->c.n_deepstack == 0;
 	v->summary = &s->p.summary;
 	return v;
 }

@@ -175,3 +175,11 @@ cli_default_inputs(char **model_dir, char **calib_path, masq_err *err)
 	free(dir);
 	return 0;
 }
+
+void
+cli_deepstack_warn(int n_vision)
+{
+	fprintf(stderr, "masq: warning: the calibration set has %d vision tokens but no deepstack features: "
+		    "Qwen3-VL adds its vision tower's intermediate features to them after its first layers, so from "
+		    "layer 1 on their hidden states are not the model's (capture them: masq-calib(5))\n", n_vision);
+}

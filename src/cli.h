@@ -38,6 +38,9 @@ void cli_cmd_help(const char *cmd);
 
 /* Print "masq: <msg>" for err on stderr and return its exit status. */
 int cli_fail(const masq_err *err);
+/* Warn on stderr that a Qwen3-VL model meets n_vision vision tokens without
+ * deepstack features (masq-calib(5)). */
+void cli_deepstack_warn(int n_vision);
 /* Print a usage error "masq CMD: msg" and a hint, return 2. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Parse a positive integer option value; -1 with a message on error. */

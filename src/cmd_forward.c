@@ -130,6 +130,14 @@ cmd_forward(int argc, char **argv)
 
 	const model_config *cfg = &m.cfg;
 	int n_layers = cfg->n_layers;
+	if (model_deepstack_check(cfg, cal.n_deepstack, &err) < 0) {
+		rc = cli_fail(&err);
+		calib_done(&cal);
+		model_close(&m);
+		goto done;
+	}
+	if (cfg->mrope_interleaved && cal.n_mod[MOD_VISION] > 0 && cal.n_deepstack == 0)
+		cli_deepstack_warn(cal.n_mod[MOD_VISION]);
 	size_t T = (size_t)cal.n_tokens, D = (size_t)cfg->hidden;
 	if (out != NULL) {
 		wr = st_writer_new();
@@ -187,6 +195,7 @@ cmd_forward(int argc, char **argv)
 		}
 		fwd_obs_reset(&obs);
 		engine_layer_forward(&eng, &w, &b, h, &ops);
+		calib_deepstack_add(&cal, l, h);	/* Qwen3-VL: the state layer l + 1 takes */
 		layer_weights_done(&w);
 		float amax[SITE_COUNT][MOD_COUNT], med[SITE_COUNT][MOD_COUNT];
 		for (int s = 0; s < SITE_COUNT; s++)

@@ -91,6 +91,8 @@ inspect_model(const char *dir, int json)
 			for (int i = 0; i < 3; i++)
 				json_array_append_new(a, json_integer(c->mrope_section[i]));
 		json_object_set_new(d, "mrope_section", a);
+		json_object_set_new(d, "mrope_interleaved", json_boolean(c->mrope_interleaved));
+		json_object_set_new(d, "qk_norm", json_boolean(c->qk_norm));
 		json_object_set_new(d, "qkv_bias", json_boolean(c->qkv_bias));
 		json_object_set_new(d, "tie_word_embeddings", json_boolean(c->tied_embeddings));
 		json_object_set_new(d, "shards", json_integer(m.st.nfiles));
@@ -129,11 +131,13 @@ inspect_model(const char *dir, int json)
 		    c->text_source);
 		printf("layers         %d under %s\n", c->n_layers, m.prefix);
 		printf("hidden         %d, intermediate %d, vocab %d\n", c->hidden, c->intermediate, c->vocab);
-		printf("attention      %d heads, %d KV heads, head dim %d, q/k/v bias %s\n", c->n_heads,
-		    c->n_kv_heads, c->head_dim, c->qkv_bias ? "yes" : "no");
+		printf("attention      %d heads, %d KV heads, head dim %d, q/k/v bias %s%s\n", c->n_heads,
+		    c->n_kv_heads, c->head_dim, c->qkv_bias ? "yes" : "no",
+		    c->qk_norm ? ", per-head q/k RMSNorm (Qwen3)" : "");
 		if (c->mrope)
-			printf("rope           theta %g, multimodal sections t %d, h %d, w %d\n", c->rope_theta,
-			    c->mrope_section[0], c->mrope_section[1], c->mrope_section[2]);
+			printf("rope           theta %g, multimodal sections t %d, h %d, w %d%s\n", c->rope_theta,
+			    c->mrope_section[0], c->mrope_section[1], c->mrope_section[2],
+			    c->mrope_interleaved ? ", interleaved (Qwen3-VL)" : "");
 		else
 			printf("rope           theta %g\n", c->rope_theta);
 		printf("norm eps       %g; embeddings %s\n", c->rms_eps, c->tied_embeddings ? "tied" : "untied");
@@ -193,6 +197,7 @@ inspect_calib(const char *path, int json)
 			json_array_append_new(lens, json_integer(c.seq_lens[s]));
 		json_object_set_new(d, "seq_lens", lens);
 		json_object_set_new(d, "position_rows", json_integer(c.has_pos ? c.pos_rows : 0));
+		json_object_set_new(d, "deepstack", json_integer(c.n_deepstack));
 		json_object_set_new(d, "format", c.format ? json_string(c.format) : json_null());
 		json_object_set_new(d, "version", c.version ? json_string(c.version) : json_null());
 		json_object_set_new(d, "source", c.source ? json_string(c.source) : json_null());
@@ -207,6 +212,9 @@ inspect_calib(const char *path, int json)
 			printf("  %-12s %6d tokens (%.1f%%)\n", modality_name(m), c.n_mod[m],
 			    100.0 * c.n_mod[m] / c.n_tokens);
 		printf("positions      %s\n", pos);
+		if (c.n_deepstack > 0)
+			printf("deepstack      %d features (Qwen3-VL), added after layers 0 to %d at the vision tokens\n",
+			    c.n_deepstack, c.n_deepstack - 1);
 		if (c.source)
 			printf("source         %s\n", c.source);
 		if (c.format)

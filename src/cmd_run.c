@@ -406,6 +406,8 @@ run_method_layers(sess **sp, sdb *db, struct run_args *a, int method, masq_err *
 	json_decref(args);
 	if (rc < 0)
 		return -1;
+	if (sess_view_get(s)->deepstack_missing)
+		cli_deepstack_warn(sess_view_get(s)->tokens_mod[MOD_VISION]);
 	if (method == METHOD_MAS_CMC && (a->rank_budget != NULL || isfinite(a->rank_target))) {
 		args = a->rank_budget != NULL ? json_pack("{s:s}", "budget", a->rank_budget) :
 		    json_pack("{s:f}", "target", a->rank_target);

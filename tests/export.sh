@@ -22,13 +22,6 @@ quiet() {
 	sed 's/^/#   /' "$w/log"
 	return 1
 }
-# refuse NEEDLE NAME -- CMD...: CMD exits 2 with NEEDLE on stderr.
-refuse() {
-	needle=$1 name=$2; shift 3
-	"$@" >"$w/out" 2>"$w/err"; got=$?
-	if [ "$got" -eq 2 ] && grep -q -- "$needle" "$w/err"; then ok "$name"
-	else not_ok "$name"; diag "status $got; stderr:"; sed 's/^/#   /' "$w/err"; fi
-}
 
 D=$w/demo
 quiet "$MASQ" demo "$D" --preset tiny
@@ -72,7 +65,7 @@ with open(sys.argv[2] + "/model.safetensors", "r+b") as f:
 EOF
 "$py" "$srcdir/ct_check.py" "$M" "$w/ct-broken" >"$w/broken.tap" 2>&1
 check "ct_check fails an export whose norm lost its factor" grep -q '^not ok - weight \* weight_scale reproduces' "$w/broken.tap"
-refuse "writes W8A8 int8 (int-quantized) or weight-only W4A16 and W8A16 (pack-quantized), the schemes vLLM serves from integer weights: this session is W4A8" \
+expect "writes W8A8 int8 (int-quantized) or weight-only W4A16 and W8A16 (pack-quantized), the schemes vLLM serves from integer weights: this session is W4A8" \
 	"compressed-tensors refuses a W4 session" -- "$drv" export "$M" "$w/plans-cmc" compressed-tensors "$w/ct-w4"
 check "and writes nothing" test ! -e "$w/ct-w4"
 check "masq eval runs the compressed-tensors export near the pipeline's sq numbers" quiet sh -c "
@@ -144,13 +137,13 @@ check "pipeline plans, W8A16 groups of 64, W4A16 groups of 16 and 128, W3A16" qu
 	'$drv' plan '$SM' '$SC' '$w/plans-w4g16' --method rtn --wbits 4 --abits 16 --wgroup 16 >/dev/null &&
 	'$drv' plan '$SM' '$SC' '$w/plans-w4g128' --method rtn --wbits 4 --abits 16 --wgroup 128 >/dev/null &&
 	'$drv' plan '$M' '$C' '$w/plans-w3' --method rtn --wbits 3 --abits 16 --wgroup 0 >/dev/null"
-refuse "Marlin kernels take zero points at 4 bits only" "compressed-tensors refuses W8A16 groups (asymmetric)" -- \
+expect "Marlin kernels take zero points at 4 bits only" "compressed-tensors refuses W8A16 groups (asymmetric)" -- \
 	"$drv" export "$SM" "$w/plans-w8g64" compressed-tensors "$w/ct-w8g64"
-refuse "groups of 32, 64 or 128" "compressed-tensors refuses groups of 16" -- \
+expect "groups of 32, 64 or 128" "compressed-tensors refuses groups of 16" -- \
 	"$drv" export "$SM" "$w/plans-w4g16" compressed-tensors "$w/ct-w4g16"
-refuse "do not divide down_proj's 704 inputs" "compressed-tensors refuses groups that do not divide a linear" -- \
+expect "do not divide down_proj's 704 inputs" "compressed-tensors refuses groups that do not divide a linear" -- \
 	"$drv" export "$SM" "$w/plans-w4g128" compressed-tensors "$w/ct-w4g128"
-refuse "at 4 or 8 bits: this session quantized weights to 3 bits" "compressed-tensors refuses W3A16" -- \
+expect "at 4 or 8 bits: this session quantized weights to 3 bits" "compressed-tensors refuses W3A16" -- \
 	"$drv" export "$M" "$w/plans-w3" compressed-tensors "$w/ct-w3"
 check "and none of them wrote anything" sh -c "! ls -d '$w'/ct-w8g64 '$w'/ct-w4g16 '$w'/ct-w4g128 '$w'/ct-w3 2>/dev/null"
 
@@ -219,9 +212,9 @@ for m in ('text', 'vision', 'audio', 'all'):
 sed 's/^/# /' "$w/log"
 check "masq eval prints a table and a summary" quiet sh -c "
 	'$MASQ' eval --model '$w/mq' --reference '$M' --calib '$C' | grep -q '^summary'"
-refuse "--calib FILE is required" "masq eval without --calib" -- "$MASQ" eval --model "$w/mq" --reference "$M"
+expect "--calib FILE is required" "masq eval without --calib" -- "$MASQ" eval --model "$w/mq" --reference "$M"
 quiet "$MASQ" demo "$w/other" --preset small
-refuse "not the reference's architecture" "masq eval against another architecture" -- \
+expect "not the reference's architecture" "masq eval against another architecture" -- \
 	"$MASQ" eval --model "$w/mq" --reference "$w/other/model" --calib "$w/other/calib.safetensors"
 check "an export is byte-identical when repeated" quiet sh -c "
 	'$drv' export '$M' '$w/plans-cmc' masquant '$w/mq2' >/dev/null && diff -r '$w/mq' '$w/mq2'"
@@ -278,14 +271,14 @@ check "... and ct_check finds every offset aligned" grep -q '^ok - every tensor.
 
 # ---- what an export never does ---------------------------------------------------
 mkdir -p "$w/taken" && echo keep > "$w/taken/keep"
-refuse "already exists" "an existing directory is refused" -- "$drv" export "$M" "$w/plans-cmc" fake "$w/taken"
+expect "already exists" "an existing directory is refused" -- "$drv" export "$M" "$w/plans-cmc" fake "$w/taken"
 check "and left untouched, with no temporary directory beside it" quiet sh -c "
 	test \"\$(ls -A '$w/taken')\" = keep && ! ls -A '$w' | grep -q '^\.taken\.tmp'"
 : > "$w/plainfile"
-refuse "not a directory" "a parent that is a file is refused" -- "$drv" export "$M" "$w/plans-cmc" fake "$w/plainfile/out"
+expect "not a directory" "a parent that is a file is refused" -- "$drv" export "$M" "$w/plans-cmc" fake "$w/plainfile/out"
 # a full disk: a file size limit makes the shard's write fail part-way
 mkdir -p "$w/full"
-refuse "write error" "a write error (full disk) fails the export" -- \
+expect "write error" "a write error (full disk) fails the export" -- \
 	sh -c "ulimit -f 200; trap '' XFSZ; exec '$drv' export '$M' '$w/plans-cmc' masquant '$w/full/mq'"
 check "and leaves nothing: no target, no temporary directory" test -z "$(ls -A "$w/full")"
 done_testing

@@ -9,6 +9,14 @@ check() { name=$1; shift; if "$@"; then ok "$name"; else not_ok "$name"; fi; }
 diag() { echo "# $*"; }
 skip_all() { echo "1..0 # SKIP $*"; exit 0; }
 done_testing() { echo "1..$n"; [ "$failed" -eq 0 ]; }
+# expect NEEDLE NAME -- CMD...: CMD exits 2 (refused) with NEEDLE on stderr
+# (its output in $w/out and $w/err).
+expect() {
+	needle=$1 name=$2; shift 3
+	"$@" >"$w/out" 2>"$w/err"; got=$?
+	if [ "$got" -eq 2 ] && grep -q -- "$needle" "$w/err"; then ok "$name"
+	else not_ok "$name"; diag "status $got; stderr:"; sed 's/^/#   /' "$w/err"; fi
+}
 # A fresh work directory for this test under $builddir/work.
 workdir() {
 	w="${builddir:-.}/work/$1"

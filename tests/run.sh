@@ -46,12 +46,6 @@ assert L[0]['method']=='sq' and L[1]['method']=='mas-cmc', (L[0]['method'], L[1]
 check "text table and summary" sh -c "'$MASQ' run $T --method mas | grep -q '^summary'"
 check "--method all prints the methods side by side" sh -c "'$MASQ' run $T --method all | grep -q 'rtn.*sq.*mas.*mas-cmc'"
 
-expect() {	# expect NEEDLE name -- cmd...
-	needle=$1 name=$2; shift 3
-	"$@" >"$w/out" 2>"$w/err"; got=$?
-	if [ "$got" -eq 2 ] && grep -q -- "$needle" "$w/err"; then ok "$name"
-	else not_ok "$name"; diag "status $got; stderr:"; sed 's/^/#   /' "$w/err"; fi
-}
 expect "unknown method 'gptq'" "unknown method" -- "$MASQ" run $T --method gptq
 expect "--wbits must be 2 to 8, or 16" "bad bits" -- "$MASQ" run $T --wbits 12
 expect "layer '9' is not in 0..1" "--set with a layer out of range" -- "$MASQ" run $T --set 9.q.alpha=0.5

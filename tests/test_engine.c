@@ -37,6 +37,10 @@ make_layer(rng *r, const model_config *c, layer_weights *w, int bias)
 	w->inter = c->intermediate;
 	w->attn_norm = randn(r, (size_t)c->hidden, 0.1, 1.0);
 	w->mlp_norm = randn(r, (size_t)c->hidden, 0.1, 1.0);
+	if (c->qk_norm) {
+		w->q_norm = randn(r, (size_t)c->head_dim, 0.3, 1.0);
+		w->k_norm = randn(r, (size_t)c->head_dim, 0.3, 1.0);
+	}
 	for (int k = 0; k < LIN_COUNT; k++) {
 		int out, in;
 		layer_lin_shape(c, k, &out, &in);
@@ -218,5 +222,71 @@ main(void)
 	};
 	int32_t lens2[] = {1, 270, 2};
 	run_case("head_dim != hidden/heads, MQA, block boundary", &c2, lens2, 3, 1, 3);
+
+	/* Qwen3-VL: per-head q/k norms, interleaved M-RoPE */
+	model_config c3 = {
+		.hidden = 64, .n_layers = 1, .n_heads = 4, .n_kv_heads = 2, .head_dim = 32,
+		.intermediate = 176, .rms_eps = 1e-6f, .rope_theta = 5e6, .mrope = 1,
+		.mrope_section = {6, 5, 5}, .mrope_interleaved = 1, .qk_norm = 1,
+	};
+	run_case("Qwen3-VL: q/k norms, interleaved mrope, head_dim 32", &c3, lens, 4, 0, 4);
+	{
+		/* the layout matters: frequency rows as apply_interleaved_mrope
+		 * assigns them (1, 4, 7, 10, 13 take h; 2, 5, 8, 11, 14 take w) ... */
+		int rows[16], want[16] = {0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0};
+		int ok = 1;
+		for (int i = 0; i < 16; i++)
+			ok &= (rows[i] = engine_freq_row(&c3, i)) == want[i];
+		tap_ok(ok, "interleaved mrope [6, 5, 5]: h at 1, 4, ..., 13, w at 2, 5, ..., 14, t elsewhere");
+		model_config c4 = c3;
+		c4.mrope_section[0] = 8;
+		c4.mrope_section[1] = 4;
+		c4.mrope_section[2] = 4;
+		int w4[16] = {0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 0, 0, 0};
+		ok = 1;
+		for (int i = 0; i < 16; i++)
+			ok &= engine_freq_row(&c4, i) == w4[i];
+		tap_ok(ok, "interleaved mrope [8, 4, 4]: h and w stop at 3 * section, t takes the rest");
+		/* ... and the engine uses them: chunked sections give another layer */
+		rng r;
+		layer_weights w;
+		engine e3, e5;
+		rng_init(&r, 5);
+		make_layer(&r, &c3, &w, 0);
+		int n = lens[0] + lens[1];
+		int64_t *pos = xmalloc((size_t)3 * n * sizeof(int64_t));
+		make_positions(lens, 2, pos, n, 4);
+		float *h0 = randn(&r, (size_t)n * c3.hidden, 1.0, 0.0);
+		float *h1 = xmalloc((size_t)n * c3.hidden * sizeof(float));
+		memcpy(h1, h0, (size_t)n * c3.hidden * sizeof(float));
+		engine_batch b = {.n_tokens = n, .n_seqs = 2, .seq_lens = lens, .pos = pos};
+		model_config c5 = c3;
+		c5.mrope_interleaved = 0;
+		engine_init(&e3, &c3);
+		engine_init(&e5, &c5);
+		engine_layer_forward(&e3, &w, &b, h0, NULL);
+		engine_layer_forward(&e5, &w, &b, h1, NULL);
+		double d = rel_err(h0, h1, (size_t)n * c3.hidden);
+		tap_ok(d > 1e-4, "interleaved and chunked mrope differ on a multimodal batch (%.2e)", d);
+		model_config c6 = c3;
+		c6.qk_norm = 0;
+		engine e6;
+		engine_init(&e6, &c6);
+		memcpy(h1, h0, (size_t)n * c3.hidden * sizeof(float));
+		float *h2 = xmalloc((size_t)n * c3.hidden * sizeof(float));
+		memcpy(h2, h0, (size_t)n * c3.hidden * sizeof(float));
+		engine_layer_forward(&e3, &w, &b, h1, NULL);
+		engine_layer_forward(&e6, &w, &b, h2, NULL);
+		d = rel_err(h1, h2, (size_t)n * c3.hidden);
+		tap_ok(d > 1e-4, "the q/k norms change the layer (%.2e)", d);
+		engine_done(&e3);
+		engine_done(&e5);
+		engine_done(&e6);
+		layer_weights_done(&w);
+		free(pos);
+		free(h0);
+		free(h1);
+		free(h2);
+	}
 	return tap_done();
 }

@@ -330,7 +330,9 @@ def main():
                                                              if k not in ("hidden_size", "model_type")}))
     # qwen2 leaves out what equals Qwen2Config's defaults: hidden_size 4096
     model_dir("model-config-default-hidden", cfg_text=json.dumps({k: v for k, v in CONFIG.items() if k != "hidden_size"}))
-    model_dir("model-config-qwen3", cfg_text=json.dumps(dict(CONFIG, model_type="qwen3_vl_text")))
+    model_dir("model-config-qwen3-moe", cfg_text=json.dumps(dict(CONFIG, model_type="qwen3_vl_moe_text")))
+    # Qwen3's config classes default head_dim to 128, not hidden / heads
+    model_dir("model-config-qwen3-head-dim", cfg_text=json.dumps(dict(CONFIG, model_type="qwen3_vl_text")))
     model_dir("model-config-unknown-type", cfg_text=json.dumps(dict(CONFIG, model_type="internlm2")))
     model_dir("model-config-yarn", cfg_text=json.dumps(dict(CONFIG, rope_scaling={"rope_type": "yarn", "factor": 4.0})))
     model_dir("model-config-rope-factor", cfg_text=json.dumps(dict(CONFIG, rope_scaling={"type": "default", "factor": 2.0})))
