@@ -340,6 +340,11 @@ plan_copies(xjob *j, masq_err *err)
 		if (!copied_file(names[i]))
 			continue;
 		p = masq_path_join(j->m->dir, names[i]);
+		if (masq_check_within(j->m->dir, p, err) < 0) {
+			free(p);
+			masq_dir_list_free(names, n);
+			return -1;
+		}
 		if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode)) {
 			if (j->ncopies == cap) {
 				cap = cap ? 2 * cap : 16;

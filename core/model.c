@@ -550,7 +550,7 @@ model_open(model *m, const char *dir, masq_err *err)
 	memset(m, 0, sizeof *m);
 	m->dir = xstrdup(dir);
 	cfgpath = masq_path_join(dir, "config.json");
-	if (model_config_load(&m->cfg, cfgpath, err) < 0) {
+	if (masq_check_within(dir, cfgpath, err) < 0 || model_config_load(&m->cfg, cfgpath, err) < 0) {
 		free(cfgpath);
 		free(m->dir);
 		m->dir = NULL;

@@ -768,7 +768,7 @@ set_open_index(st_set *s, const char *ipath, masq_err *err)
 			free(p);
 			goto out;
 		}
-		if (st_open(&s->files[i], p, err) < 0) {
+		if (masq_check_within(s->dir, p, err) < 0 || st_open(&s->files[i], p, err) < 0) {
 			free(p);
 			goto out;
 		}
@@ -834,10 +834,10 @@ st_set_open_dir(st_set *s, const char *dir, masq_err *err)
 	ipath = masq_path_join(dir, "model.safetensors.index.json");
 	spath = masq_path_join(dir, "model.safetensors");
 	if (stat(ipath, &sb) == 0) {
-		rc = set_open_index(s, ipath, err);
+		rc = masq_check_within(dir, ipath, err) < 0 ? -1 : set_open_index(s, ipath, err);
 	} else if (stat(spath, &sb) == 0) {
 		s->files = xcalloc(1, sizeof *s->files);
-		rc = st_open(&s->files[0], spath, err);
+		rc = masq_check_within(dir, spath, err) < 0 ? -1 : st_open(&s->files[0], spath, err);
 		if (rc == 0) {
 			s->nfiles = 1;
 			rc = set_index_build(s, err);

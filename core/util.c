@@ -201,6 +201,53 @@ masq_open_regular(const char *path, masq_err *err)
 	return fd;
 }
 
+/* p starts with the directory d (a prefix that ends at a '/'). */
+static int
+path_under(const char *p, const char *d)
+{
+	size_t n = strlen(d);
+	return strncmp(p, d, n) == 0 && (p[n] == '/' || (n > 0 && d[n - 1] == '/'));
+}
+
+int
+masq_check_within(const char *dir, const char *path, masq_err *err)
+{
+	struct stat sb;
+	if (lstat(path, &sb) < 0 || !S_ISLNK(sb.st_mode))
+		return 0;	/* absent (the caller says so) or not a link */
+	const char *follow = getenv("MASQ_FOLLOW_SYMLINKS");
+	if (follow != NULL && strcmp(follow, "1") == 0)
+		return 0;
+	char *rd = realpath(dir, NULL), *rt = realpath(path, NULL);
+	int ok = 0;
+	if (rd != NULL && rt != NULL) {
+		ok = path_under(rt, rd);
+		/* a Hugging Face cache: REPO/snapshots/REV/name -> REPO/blobs/HASH */
+		char *s = strrchr(rd, '/');
+		if (!ok && s != NULL && s > rd) {
+			char *snap = s;
+			while (snap > rd && snap[-1] != '/')
+				snap--;
+			if (s - snap == 9 && strncmp(snap, "snapshots", 9) == 0 && snap > rd) {
+				size_t root = (size_t)(snap - rd);	/* REPO/ */
+				char *blobs = xmalloc(root + 8);
+				memcpy(blobs, rd, root);
+				strcpy(blobs + root, "blobs");
+				ok = path_under(rt, blobs);
+				free(blobs);
+			}
+		}
+	}
+	int rc = 0;
+	if (!ok)
+		rc = masq_err_set(err, MASQ_ERR_USAGE, "%s is a symbolic link to %s, outside the model directory: masq "
+		    "follows links only within it or into a Hugging Face cache's blobs/ (set MASQ_FOLLOW_SYMLINKS=1 to "
+		    "follow it)", path, rt != NULL ? rt : "a file that does not exist");
+	free(rd);
+	free(rt);
+	return rc;
+}
+
 char *
 masq_read_file(const char *path, size_t max, size_t *len, masq_err *err)
 {

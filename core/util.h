@@ -73,6 +73,11 @@ char *masq_path_join(const char *dir, const char *name);
  * wait forever for a writer), the check is on the opened file (fstat).
  * Returns the descriptor. */
 int masq_open_regular(const char *path, masq_err *err);
+/* A file of a model directory that is a symbolic link must resolve inside
+ * dir, or into a Hugging Face cache's blobs/ (dir being
+ * .../snapshots/REV); else it is refused (a usage error naming both ends),
+ * unless MASQ_FOLLOW_SYMLINKS=1.  A file that is not a link passes. */
+int masq_check_within(const char *dir, const char *path, masq_err *err);
 /* Read a whole (small) file into a NUL-terminated buffer; *len gets its size. */
 char *masq_read_file(const char *path, size_t max, size_t *len, masq_err *err);
 /* mkdir -p; returns -1 with err filled on failure. */

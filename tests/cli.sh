@@ -72,4 +72,28 @@ if command -v mkfifo > /dev/null && command -v timeout > /dev/null; then
 	timeout 20 "$MASQ" sessions list --db "$w/db.fifo" > /dev/null 2> "$w/fifo4.err"; rc=$?
 	check "a FIFO as the session database is refused" sh -c "test $rc -eq 2 && grep -q 'not a regular file' '$w/fifo4.err'"
 fi
+# Symbolic links: within the model directory or into a Hugging Face cache's
+# blobs/ they are followed; out of it they are refused, naming both ends,
+# unless MASQ_FOLLOW_SYMLINKS=1.
+mkdir -p "$w/out-of-dir" "$w/elsewhere" && cp "$w/d/model/"* "$w/out-of-dir/" &&
+	mv "$w/out-of-dir/model.safetensors" "$w/elsewhere/weights.safetensors" &&
+	ln -s "$w/elsewhere/weights.safetensors" "$w/out-of-dir/model.safetensors"
+expect 2 "model.safetensors is a symbolic link to $w/elsewhere/weights.safetensors, outside the model directory" \
+	"a model.safetensors linked out of the model directory is refused, naming the target" -- "$MASQ" inspect "$w/out-of-dir"
+check "... and followed with MASQ_FOLLOW_SYMLINKS=1" env MASQ_FOLLOW_SYMLINKS=1 "$MASQ" inspect "$w/out-of-dir"
+rm -f "$w/out-of-dir/model.safetensors" && ln -s /etc/passwd "$w/out-of-dir/model.safetensors"
+expect 2 "is a symbolic link to /etc/passwd, outside the model directory" \
+	"a weights file linked to /etc/passwd is refused as a link, its bytes never read" -- "$MASQ" inspect "$w/out-of-dir"
+hf=$w/hub/models--demo/snapshots/0123abc
+mkdir -p "$hf" "$w/hub/models--demo/blobs"
+for f in "$w/d/model/"*; do
+	b=$(cksum < "$f" | cut -d' ' -f1)
+	cp "$f" "$w/hub/models--demo/blobs/$b" && ln -s "../../blobs/$b" "$hf/$(basename "$f")"
+done
+check "a Hugging Face cache snapshot (every file a link into blobs/) opens" "$MASQ" inspect "$hf"
+cp -r "$w/d/model" "$w/tok-link" && ln -s /etc/passwd "$w/tok-link/tokenizer.json"
+expect 2 "tokenizer.json is a symbolic link to /etc/passwd" "an export refuses to copy a file linked out of the model" -- \
+	sh -c "'$MASQ' run --model '$w/tok-link' --calib '$w/d/calib.safetensors' --method rtn --db '$w/tl.db' >/dev/null 2>&1;
+	'$MASQ' export --db '$w/tl.db' --format fake --out '$w/tl-export'"
+check "... and writes nothing" test ! -e "$w/tl-export"
 done_testing
