@@ -49,6 +49,8 @@ struct learn_ws {
 	float *q, *k, *v, *att, *lse;	/* q, k after RoPE; lse (heads, cap) */
 	float *G, *U, *A, *out;
 	float *cs;		/* (cap, head_dim): cos | sin per token */
+	float *qp, *kp, *rq, *rk;	/* Qwen3: q, k before their per-head norms; inverse RMS per head */
+	float *gqp, *gkp;
 	float *gout, *gh1, *gA, *gG, *gU, *gn2, *gatt, *gq, *gk, *gv, *dsum;
 	/* per linear, rows of one group: (cap, widest) each */
 	float *X, *Aq, *Ad, *GY, *Ga, *P, *GP;
@@ -64,7 +66,7 @@ ws_free(struct learn_ws *ws)
 	float **f[] = {&ws->h1, &ws->n1, &ws->n2, &ws->r1, &ws->r2, &ws->q, &ws->k, &ws->v, &ws->att,
 	    &ws->lse, &ws->G, &ws->U, &ws->A, &ws->out, &ws->cs, &ws->gout, &ws->gh1, &ws->gA, &ws->gG,
 	    &ws->gU, &ws->gn2, &ws->gatt, &ws->gq, &ws->gk, &ws->gv, &ws->dsum, &ws->X, &ws->Aq, &ws->Ad,
-	    &ws->GY, &ws->Ga, &ws->P, &ws->GP};
+	    &ws->GY, &ws->Ga, &ws->P, &ws->GP, &ws->qp, &ws->kp, &ws->rq, &ws->rk, &ws->gqp, &ws->gkp};
 	for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
 		free(*f[i]);
 		*f[i] = NULL;
@@ -100,6 +102,10 @@ ws_reserve(learn_state *L, int n)
 	ws->lse = fbuf((size_t)c->n_heads, N);
 	ws->G = fbuf(N, NI); ws->U = fbuf(N, NI); ws->A = fbuf(N, NI); ws->out = fbuf(N, D);
 	ws->cs = fbuf(N, (size_t)c->head_dim);
+	if (c->qk_norm) {
+		ws->qp = fbuf(N, qd); ws->kp = fbuf(N, kd); ws->gqp = fbuf(N, qd); ws->gkp = fbuf(N, kd);
+		ws->rq = fbuf(N, (size_t)c->n_heads); ws->rk = fbuf(N, (size_t)c->n_kv_heads);
+	}
 	ws->gout = fbuf(N, D); ws->gh1 = fbuf(N, D); ws->gA = fbuf(N, NI); ws->gG = fbuf(N, NI);
 	ws->gU = fbuf(N, NI); ws->gn2 = fbuf(N, D); ws->gatt = fbuf(N, qd);
 	ws->gq = fbuf(N, qd); ws->gk = fbuf(N, kd); ws->gv = fbuf(N, kd);
@@ -809,8 +815,16 @@ learn_step_grad(learn_state *L, const learn_seq *q, float *out, int grad)
 	/* forward */
 	rope_tables(L, q, ws->cs);
 	rms_fwd(ws->n1, ws->r1, q->h, w->attn_norm, n, D, c->rms_eps);
-	slin_fwd(L, q, LIN_Q, ws->n1, ws->q);
-	slin_fwd(L, q, LIN_K, ws->n1, ws->k);
+	if (c->qk_norm) {
+		/* Qwen3: each head of q and k RMS-normalised before RoPE */
+		slin_fwd(L, q, LIN_Q, ws->n1, ws->qp);
+		slin_fwd(L, q, LIN_K, ws->n1, ws->kp);
+		rms_fwd(ws->q, ws->rq, ws->qp, w->q_norm, n * c->n_heads, c->head_dim, c->rms_eps);
+		rms_fwd(ws->k, ws->rk, ws->kp, w->k_norm, n * c->n_kv_heads, c->head_dim, c->rms_eps);
+	} else {
+		slin_fwd(L, q, LIN_Q, ws->n1, ws->q);
+		slin_fwd(L, q, LIN_K, ws->n1, ws->k);
+	}
 	slin_fwd(L, q, LIN_V, ws->n1, ws->v);
 	rope(L, ws->q, n, c->n_heads, ws->cs, 0);
 	rope(L, ws->k, n, c->n_kv_heads, ws->cs, 0);
@@ -875,9 +889,17 @@ learn_step_grad(learn_state *L, const learn_seq *q, float *out, int grad)
 	att_bwd(L, n);
 	rope(L, ws->gq, n, c->n_heads, ws->cs, 1);
 	rope(L, ws->gk, n, c->n_kv_heads, ws->cs, 1);
-	(void)kd;
-	slin_bwd(L, q, LIN_Q, ws->n1, ws->gq, NULL);
-	slin_bwd(L, q, LIN_K, ws->n1, ws->gk, NULL);
+	float *gq = ws->gq, *gk = ws->gk;
+	if (c->qk_norm) {
+		memset(ws->gqp, 0, (size_t)n * qd * sizeof(float));
+		memset(ws->gkp, 0, (size_t)n * kd * sizeof(float));
+		rms_bwd(ws->gqp, ws->gq, ws->qp, ws->rq, w->q_norm, n * c->n_heads, c->head_dim);
+		rms_bwd(ws->gkp, ws->gk, ws->kp, ws->rk, w->k_norm, n * c->n_kv_heads, c->head_dim);
+		gq = ws->gqp;
+		gk = ws->gkp;
+	}
+	slin_bwd(L, q, LIN_Q, ws->n1, gq, NULL);
+	slin_bwd(L, q, LIN_K, ws->n1, gk, NULL);
 	slin_bwd(L, q, LIN_V, ws->n1, ws->gv, NULL);
 	return loss;
 }

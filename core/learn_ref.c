@@ -354,13 +354,34 @@ ref_rms(struct ref *r, const double *x, const float *wt, int n, int d, double *y
 	}
 }
 
+/* gx (n, d) = d loss / d x of ref_rms (y = x rr wt) from gy:
+ * rr (wt gy) - rr^3 x mean(x wt gy). */
+static void
+ref_rms_bwd(const double *x, const float *wt, const double *rr, const double *gy, int n, int d, double *gx)
+{
+	for (int t = 0; t < n; t++) {
+		double dot = 0.0, rt = rr[t];
+		for (int j = 0; j < d; j++)
+			dot += x[(size_t)t * d + j] * wt[j] * gy[(size_t)t * d + j];
+		for (int j = 0; j < d; j++)
+			gx[(size_t)t * d + j] = rt * wt[j] * gy[(size_t)t * d + j] - rt * rt * rt * x[(size_t)t * d + j] * dot / d;
+	}
+}
+
 /* The angle of frequency i at token t. */
 static double
 ref_angle(const struct ref *r, int t, int i)
 {
 	const model_config *c = &r->L->cfg;
 	int row = 0;
-	if (c->mrope) {
+	if (c->mrope && c->mrope_interleaved) {
+		/* Qwen3-VL: h at 1, 4, 7, ... below 3 * section[1], w at 2, 5, ...
+		 * below 3 * section[2] */
+		if (i % 3 == 1 && i < 3 * c->mrope_section[1])
+			row = 1;
+		else if (i % 3 == 2 && i < 3 * c->mrope_section[2])
+			row = 2;
+	} else if (c->mrope) {
 		if (i >= c->mrope_section[0] + c->mrope_section[1])
 			row = 2;
 		else if (i >= c->mrope_section[0])
@@ -422,6 +443,18 @@ learn_step_grad_ref(const learn_state *L, const learn_seq *q, int mode, learn_fr
 	ref_lin(&r, LIN_Q, n1, Q, &lr[LIN_Q]);
 	ref_lin(&r, LIN_K, n1, K, &lr[LIN_K]);
 	ref_lin(&r, LIN_V, n1, V, &lr[LIN_V]);
+	double *Qp = NULL, *Kp = NULL, *rq = NULL, *rk = NULL;
+	if (c->qk_norm) {
+		/* Qwen3: each head of q and k RMS-normalised before RoPE */
+		Qp = dalloc(N, qd);
+		Kp = dalloc(N, kd);
+		rq = dalloc(N, H);
+		rk = dalloc(N, KV);
+		memcpy(Qp, Q, N * qd * sizeof(double));
+		memcpy(Kp, K, N * kd * sizeof(double));
+		ref_rms(&r, Qp, w->q_norm, n * H, hd, Q, rq);
+		ref_rms(&r, Kp, w->k_norm, n * KV, hd, K, rk);
+	}
 	ref_rope(&r, Q, n, H, 1);
 	ref_rope(&r, K, n, KV, 1);
 	for (int hh = 0; hh < H; hh++)
@@ -529,6 +562,15 @@ learn_step_grad_ref(const learn_state *L, const learn_seq *q, int mode, learn_fr
 	/* the rotation's transpose */
 	ref_rope(&r, gQ, n, H, -1);
 	ref_rope(&r, gK, n, KV, -1);
+	if (c->qk_norm) {
+		double *gp = dalloc(N, qd > kd ? qd : kd);
+		ref_rms_bwd(Qp, w->q_norm, rq, gQ, n * H, hd, gp);
+		memcpy(gQ, gp, N * qd * sizeof(double));
+		ref_rms_bwd(Kp, w->k_norm, rk, gK, n * KV, hd, gp);
+		memcpy(gK, gp, N * kd * sizeof(double));
+		free(gp);
+	}
+	free(Qp); free(Kp); free(rq); free(rk);
 	ref_lin_bwd(&r, &lr[LIN_Q], gQ, NULL, gl[LIN_Q]);
 	ref_lin_bwd(&r, &lr[LIN_K], gK, NULL, gl[LIN_K]);
 	ref_lin_bwd(&r, &lr[LIN_V], gV, NULL, gl[LIN_V]);

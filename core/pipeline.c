@@ -144,8 +144,6 @@ pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_
 		return -1;
 	if (pipe_check_rank(&m->cfg, o->rank, err) < 0)
 		return masq_err_prefix(err, "--rank");
-	if (m->cfg.qk_norm && method_learns(o->method) && o->epochs > 0)
-		return masq_err_set(err, MASQ_ERR_USAGE, PIPE_NO_QWEN3_LEARNING);
 	if (model_deepstack_check(&m->cfg, c->n_deepstack, err) < 0)
 		return -1;
 	p->m = m;
@@ -949,8 +947,6 @@ pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err)
 	if (!setting_learns(ls))
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d: %s with %d epochs learns nothing", p->layer,
 		    method_name(ls->method), ls->epochs);
-	if (c->qk_norm)
-		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d: " PIPE_NO_QWEN3_LEARNING, p->layer);
 	/* learning replaces whatever the layer had */
 	if (p->plan_valid)
 		qplan_layer_done(&p->plan);

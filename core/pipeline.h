@@ -92,10 +92,6 @@ typedef struct pipe_opts {
 	int cmc_dtype;
 } pipe_opts;
 #define PIPE_SPLIT_MAX 0.9
-/* Learned smoothing's backward does not run through Qwen3's per-head q/k
- * norms (nor its interleaved M-RoPE) yet. */
-#define PIPE_NO_QWEN3_LEARNING "learned smoothing does not yet carry its backward through Qwen3's per-head q/k " \
-	"norms: quantize with the closed-form factors (--epochs 0)"
 
 /* The reference's defaults: W4A8, alpha 0.5, rank 0.05 with floor 32. */
 void pipe_opts_default(pipe_opts *o);

@@ -20,9 +20,18 @@ check "inspect: per-head q/k norms, interleaved M-RoPE, where each value came fr
 	grep -q 'head_dim  *text_config.head_dim' '$w/inspect.txt'"
 check "inspect of the calibration set counts its deepstack features" sh -c "
 	'$MASQ' inspect '$C' | grep -q '^deepstack      2 features (Qwen3-VL), added after layers 0 to 1'"
-expect "learned smoothing does not yet carry its backward through Qwen3's per-head q/k norms" \
-	"learning (the default --epochs 2 of mas-cmc) is refused before any work" -- \
-	"$MASQ" run --model "$M" --calib "$C" --method mas-cmc --no-db
+check "learned mas-cmc (2 epochs, through the q/k norms) runs, and learning never loses SQNR" sh -c "
+	'$MASQ' run --model '$M' --calib '$C' --method mas-cmc --db '$w/learn.db' --json > '$w/learn.json' 2>/dev/null &&
+	'$py' -c \"
+import json, sqlite3
+db = sqlite3.connect('$w/learn.db')
+rows = [json.loads(p) for (p,) in db.execute(\\\"select payload from events where name = 'train-layer' and kind = 'result'\\\")]
+assert len(rows) == 3, len(rows)
+for r in rows:
+    for m in ('text', 'vision'):
+        assert r['sqnr_learned_db'][m] >= r['sqnr_init_db'][m] - 1e-9, (m, r['sqnr_learned_db'], r['sqnr_init_db'])
+\""
+check "... and its session replays exactly" "$MASQ" replay --db "$w/learn.db"
 check "mas-cmc W4A8 with the closed form runs, records and finishes" sh -c "
 	'$MASQ' run --model '$M' --calib '$C' --method mas-cmc --epochs 0 --cmc-dtype f32 --db '$w/q.db' --json \
 	> '$w/run.json' 2> '$w/run.err'"

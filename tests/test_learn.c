@@ -540,6 +540,46 @@ main(void)
 	v.unified = 1;
 	check_fd(&S, &v, ginit, 1, 1, "W4A8 frozen rounding, unified");
 
+	/* Qwen3-VL: the same layer with per-head q/k norms (weights drawn
+	 * around 1) and interleaved M-RoPE; the target recomputed by the
+	 * engine under that config */
+	{
+		rng qr;
+		rng_init(&qr, 31);
+		int hd = S.m.cfg.head_dim;
+		S.w.q_norm = xmalloc((size_t)hd * sizeof(float));
+		S.w.k_norm = xmalloc((size_t)hd * sizeof(float));
+		for (int i = 0; i < hd; i++) {
+			S.w.q_norm[i] = (float)exp(0.4 * rng_normal(&qr));
+			S.w.k_norm[i] = (float)(1.3 * exp(0.4 * rng_normal(&qr)));
+		}
+		S.m.cfg.qk_norm = 1;
+		S.m.cfg.mrope_interleaved = 1;
+		engine e3;
+		engine_init(&e3, &S.m.cfg);
+		memcpy(S.target, S.c.embeds, (size_t)T * D * sizeof(float));
+		engine_layer_forward(&e3, &S.w, &batch, S.target, &tops);
+		engine_done(&e3);
+		/* the train-mode forward with quantization off is the engine's layer */
+		{
+			learn_state Lq;
+			learn_opts vq = o;
+			vq.wbits = vq.abits = 16;
+			make_state(&Lq, &S, &vq, ginit);
+			float *out = xmalloc((size_t)S.seq[1].n * D * sizeof(float));
+			learn_forward(&Lq, &S.seq[1], out);
+			double e = relerr_f(out, S.seq[1].target, S.seq[1].n * D);
+			tap_ok(e <= 1e-5, "Qwen3-VL: the train-mode forward, quantization off, is the engine's layer (%.2e)", e);
+			free(out);
+			learn_done(&Lq);
+		}
+		check_twin(&S, &o, ginit, "Qwen3-VL q/k norms, W4A8 MAE");
+		v = o;
+		v.wbits = v.abits = 16;
+		check_fd(&S, &v, ginit, 1, 0, "Qwen3-VL q/k norms, no quantization");
+		check_fd(&S, &o, ginit, 1, 1, "Qwen3-VL q/k norms, W4A8 frozen rounding");
+	}
+
 	engine_done(&eng);
 	free(S.target);
 	layer_weights_done(&S.w);
