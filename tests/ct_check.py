@@ -626,6 +626,12 @@ def main():
           not HEADER_PROBLEMS, "; ".join(f"{f}: {n}: {p}" for f, n, p in HEADER_PROBLEMS[:5]))
 
     prefix = next((p for p in PREFIXES if p + "0.input_layernorm.weight" in orig), None)
+    if prefix is None:
+        # other layouts (Idefics3's model.text_model., MiniCPM-V's llm.model.):
+        # wherever a single layers.0.input_layernorm.weight is
+        found = [n[:-len("0.input_layernorm.weight")] for n in orig
+                 if n.endswith("layers.0.input_layernorm.weight")]
+        prefix = found[0] if len(found) == 1 else None
     check("the original has decoder layers", prefix is not None)
     prefix = prefix or ""
     pat = re.compile(re.escape(prefix) + r"(\d+)\.(" + "|".join(re.escape(x) for x in LINEARS) + r")\.weight$")

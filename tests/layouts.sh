@@ -9,6 +9,7 @@
 . "$srcdir/lib.sh"
 w=$(workdir layouts)
 py=${PYTHON3:-}
+export PYTHONDONTWRITEBYTECODE=1
 [ -n "$py" ] && [ -x "$py" ] || skip_all "no python3"
 "$MASQ" demo "$w/d" --preset tiny >/dev/null || exit 99
 C="$w/d/calib.safetensors"
@@ -37,4 +38,28 @@ check "decoder layers under two unknown prefixes are refused, naming both (exit 
 check "llava: what the Llama text config leaves out takes LlamaConfig's defaults (eps 1e-6, theta 10000, silu)" sh -c "'$MASQ' inspect --json '$w/llava' | '$py' -c 'import json,sys; d=json.load(sys.stdin); assert d[\"rope_theta\"] == 10000 and abs(d[\"rms_norm_eps\"] - 1e-6) < 1e-12 and d[\"model_type\"] == \"llama\", d'"
 check "inspect says where each value came from (v5: rope_parameters; llava: llama's defaults)" sh -c "'$MASQ' inspect --json '$w/v5' | '$py' -c 'import json,sys; s=json.load(sys.stdin)[\"sources\"]; assert s[\"rope_theta\"] == \"text_config.rope_parameters.rope_theta\" and s[\"mrope_section\"] == \"text_config.rope_parameters.mrope_section\", s' && '$MASQ' inspect --json '$w/llava' | '$py' -c 'import json,sys; s=json.load(sys.stdin)[\"sources\"]; assert s[\"rope_theta\"] == \"the default of model_type llama\" and s[\"hidden_size\"] == \"text_config.hidden_size\", s'"
 check "llava: and it runs" sh -c "'$MASQ' forward --model '$w/llava' --calib '$C' --out '$w/llava.safetensors' > /dev/null 2>&1"
+# every layout through run and the three exports: compressed-tensors passes
+# ct_check (its ignore list and prefixes), fake loads, masquant reproduces
+# the session in masq eval
+for style in v5 released internvl idefics3 minicpmv llava; do
+	bad=
+	rm -rf "$w/$style.db"* "$w/$style-fake" "$w/$style-ct" "$w/$style-mq"
+	"$MASQ" run --model "$w/$style" --calib "$C" --method mas-cmc --epochs 0 --wbits 8 --abits 8 --cmc-dtype f32 \
+		--db "$w/$style.db" --json > "$w/$style.run.json" 2>"$w/$style.err" || bad="run: $(head -c 200 "$w/$style.err")"
+	for f in fake compressed-tensors masquant; do
+		[ -n "$bad" ] || "$MASQ" export --db "$w/$style.db" --format $f --out "$w/$style-$f" >/dev/null 2>"$w/$style.err" ||
+			bad="export $f: $(head -c 200 "$w/$style.err")"
+	done
+	[ -n "$bad" ] || "$py" "$srcdir/ct_check.py" "$w/$style" "$w/$style-compressed-tensors" > "$w/$style.tap" 2>&1 ||
+		bad="ct_check: $(grep '^not ok' "$w/$style.tap" | head -3 | tr '\n' ' ')"
+	[ -n "$bad" ] || "$MASQ" inspect "$w/$style-fake" >/dev/null 2>&1 || bad="the fake export does not load"
+	[ -n "$bad" ] || { "$MASQ" eval --model "$w/$style-masquant" --reference "$w/$style" --calib "$C" --json \
+		> "$w/$style.eval.json" 2>"$w/$style.err" && "$py" -c "
+import json, sys
+e = json.load(open('$w/$style.eval.json'))['summary']['sqnr_db']; r = json.load(open('$w/$style.run.json'))['summary']['sqnr_db']
+sys.exit(0 if all(abs(e[m] - r[m]) <= 1e-6 * abs(r[m]) for m in ('text', 'vision', 'audio')) else 1)
+"; } || bad="masq eval of the masquant export does not reproduce the session"
+	check "$style: run, the three exports (ct_check passes), masq eval reproduces the session" test -z "$bad"
+	[ -z "$bad" ] || diag "$bad"
+done
 done_testing
