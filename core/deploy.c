@@ -641,7 +641,8 @@ text_kl(const dexport *e, const calib *c, const float *h_fp, const float *h_q)
 }
 
 int
-deploy_eval(const char *export_dir, const char *reference_dir, const calib *c, deploy_result *out,
+deploy_eval(const char *export_dir, const char *reference_dir, const char *layer_prefix, const calib *c,
+    deploy_result *out,
     masq_err *err)
 {
 	model ref;
@@ -653,7 +654,7 @@ deploy_eval(const char *export_dir, const char *reference_dir, const calib *c, d
 
 	memset(out, 0, sizeof *out);
 	out->kl_text = NAN;
-	if (model_open(&ref, reference_dir, err) < 0)
+	if (model_open_prefix(&ref, reference_dir, layer_prefix, err) < 0)
 		return masq_err_prefix(err, "the reference model");
 	if (c->hidden != ref.cfg.hidden) {
 		masq_err_set(err, MASQ_ERR_USAGE,

@@ -32,7 +32,7 @@
  *
  *	calib c;  calib_load(&c, "calib.safetensors", 0, &err);
  *	deploy_result r;
- *	if (deploy_eval("out/masquant", "demo/model", &c, &r, &err) < 0) ...
+ *	if (deploy_eval("out/masquant", "demo/model", NULL, &c, &r, &err) < 0) ...
  *	printf("%.2f dB\n", r.sqnr[MOD_VISION]);
  *	deploy_result_done(&r);
  *
@@ -63,7 +63,8 @@ typedef struct deploy_result {
 } deploy_result;
 
 /* Run export_dir and reference_dir on c and compare (see above). */
-int deploy_eval(const char *export_dir, const char *reference_dir, const calib *c,
+/* layer_prefix: the reference's decoder prefix (model_open_prefix), or NULL. */
+int deploy_eval(const char *export_dir, const char *reference_dir, const char *layer_prefix, const calib *c,
     deploy_result *out, masq_err *err);
 void deploy_result_done(deploy_result *r);
 

@@ -544,6 +544,12 @@ check_tensor(const model *m, const char *name, int ndim, int64_t a, int64_t b, c
 int
 model_open(model *m, const char *dir, masq_err *err)
 {
+	return model_open_prefix(m, dir, NULL, err);
+}
+
+int
+model_open_prefix(model *m, const char *dir, const char *given, masq_err *err)
+{
 	char name[256], why[160], *cfgpath;
 	const model_config *c = &m->cfg;
 
@@ -562,7 +568,20 @@ model_open(model *m, const char *dir, masq_err *err)
 		m->dir = NULL;
 		return -1;
 	}
-	for (int i = 0; layer_prefixes[i] != NULL; i++) {
+	if (given != NULL) {
+		size_t gl = strlen(given);
+		if (gl == 0 || gl + 2 > sizeof m->prefix) {
+			masq_err_set(err, MASQ_ERR_USAGE, "--layer-prefix: '%s' is not a tensor prefix", given);
+			goto fail;
+		}
+		snprintf(m->prefix, sizeof m->prefix, "%s%s", given, given[gl - 1] == '.' ? "" : ".");
+		snprintf(name, sizeof name, "%s0.input_layernorm.weight", m->prefix);
+		if (st_set_find(&m->st, name) == NULL) {
+			masq_err_set(err, MASQ_ERR_USAGE, "--layer-prefix %s: %s has no tensor %s", given, dir, name);
+			goto fail;
+		}
+	}
+	for (int i = 0; m->prefix[0] == '\0' && layer_prefixes[i] != NULL; i++) {
 		snprintf(name, sizeof name, "%s0.input_layernorm.weight", layer_prefixes[i]);
 		if (st_set_find(&m->st, name) != NULL) {
 			snprintf(m->prefix, sizeof m->prefix, "%s", layer_prefixes[i]);
@@ -588,7 +607,7 @@ model_open(model *m, const char *dir, masq_err *err)
 		}
 		if (found > 1) {
 			masq_err_set(err, MASQ_ERR_FORMAT, "%s: decoder layers under two prefixes, %s and %s: which is the "
-			    "language model is not clear", dir, m->prefix, other);
+			    "language model is not clear (name it with --layer-prefix)", dir, m->prefix, other);
 			goto fail;
 		}
 	}

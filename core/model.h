@@ -80,6 +80,9 @@ typedef struct model {
  * every layer has every tensor of the declared architecture with a float
  * dtype and the shape the config implies. */
 int model_open(model *m, const char *dir, masq_err *err);
+/* The same with the decoder layers' prefix given ("model.text_model.layers.";
+ * a trailing '.' is added when missing), or found as model_open does (NULL). */
+int model_open_prefix(model *m, const char *dir, const char *prefix, masq_err *err);
 void model_close(model *m);
 /* Full tensor name of a layer tensor: prefix + N + "." + suffix. */
 void model_tensor_name(const model *m, int layer, const char *suffix, char *buf, size_t n);

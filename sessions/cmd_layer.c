@@ -204,11 +204,10 @@ stats_blob_write(sess *s, char sha[65], masq_err *err)
 sess_retval
 scmd_open(sess *s, json_t *args, json_t *res, masq_err *err)
 {
-	(void)args;
 	if (s->opened)
 		return masq_err_set(err, MASQ_ERR_USAGE, "the session is already open");
 	masq_blas_set_threads(s->threads);
-	if (model_open(&s->m, s->model_dir, err) < 0)
+	if (model_open_prefix(&s->m, s->model_dir, sess_arg_str(args, "prefix", NULL), err) < 0)
 		return SESS_ERROR;
 	if (calib_load(&s->c, s->calib_path, s->m.cfg.hidden, err) < 0) {
 		model_close(&s->m);

@@ -19,7 +19,7 @@
 static const sess_arg no_args[] = {{NULL, 0, 0, NULL}};
 static const sess_arg open_args[] = {
 	{"model", SARG_STR, 0, "model directory"}, {"calib", SARG_STR, 0, "calibration set"},
-	{NULL, 0, 0, NULL}};
+	{"prefix", SARG_STR, 0, "the decoder layers' tensor prefix (--layer-prefix), when not found"}, {NULL, 0, 0, NULL}};
 static const sess_arg layer_args[] = {{"layer", SARG_INT, 0, "the cursor's layer (checked)"}, {NULL, 0, 0, NULL}};
 static const sess_arg method_args[] = {
 	{"layer", SARG_STR, 1, "layer number or *"}, {"method", SARG_STR, 1, "rtn, sq, mas, mas-cmc, usq"},

@@ -24,13 +24,14 @@ const cli_subcmd cli_subcmds[] = {
 	    "demo DIR [--preset tiny|small|3b] [--seed N]",
 	    "write the embedded demo: DIR/model and DIR/calib.safetensors"},
 	{"inspect",
-	    "inspect PATH [--json]",
+	    "inspect PATH [--layer-prefix P] [--json]",
 	    "summarise a model directory, a calibration set or a safetensors file"},
 	{"run",
 	    "run [--model DIR --calib FILE] [--method rtn|sq|mas|mas-cmc|usq|all] [--wbits N] [--abits N]\n"
 	    "           [--alpha X|search] [--epochs N] [--lr X] [--loss mae|mse] [--loss-weights T,V,A] [--tie]\n"
 	    "           [--rank R | --rank-budget SIZE | --rank-target DB] [--rank-objective relative|absolute]\n"
-	    "           [--eval-split SHARE] [--cmc-dtype f16|bf16|f32] [--set LAYER.LINEAR.KEY=VALUE ...] [--json]",
+	    "           [--eval-split SHARE] [--cmc-dtype f16|bf16|f32] [--layer-prefix P]\n"
+	    "           [--set LAYER.LINEAR.KEY=VALUE ...] [--json]",
 	    "quantize every layer with a method (mas, mas-cmc, usq learn their factors: 2 epochs unless --epochs 0)\n"
 	    "      and measure it per modality against the FP model"},
 	{"sessions",
@@ -47,14 +48,14 @@ const cli_subcmd cli_subcmds[] = {
 	    "export [--db FILE] [--session ID] --format fake|compressed-tensors|masquant --out DIR",
 	    "write a session's quantized model"},
 	{"eval",
-	    "eval --model EXPORT_DIR --reference FP_MODEL_DIR --calib FILE [--threads N] [--json]",
+	    "eval --model EXPORT_DIR --reference FP_MODEL_DIR --calib FILE [--layer-prefix P] [--threads N] [--json]",
 	    "run an export with deployment semantics; SQNR per layer and modality against the FP model"},
 	{"tui",
 	    "tui [--model DIR --calib FILE] [--db FILE] [--session ID] [--method M] [--wbits N] [--abits N]\n"
 	    "           [--threads N] [--ascii]",
 	    "the interactive workbench: step through the layers, see the statistics, tune alpha, export"},
 	{"forward",
-	    "forward [--model DIR] [--calib FILE] [--out FILE] [--threads N] [--json]",
+	    "forward [--model DIR] [--calib FILE] [--out FILE] [--layer-prefix P] [--threads N] [--json]",
 	    "run the full-precision decoder layer by layer; write every layer's output"},
 	{NULL, NULL, NULL},
 };

@@ -91,10 +91,11 @@ cmd_eval(int argc, char **argv)
 		{"calib", required_argument, NULL, 'c'},
 		{"threads", required_argument, NULL, 't'},
 		{"json", no_argument, NULL, 'j'},
+		{"layer-prefix", required_argument, NULL, 'p'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
-	const char *model_dir = NULL, *ref_dir = NULL, *calib_path = NULL;
+	const char *model_dir = NULL, *ref_dir = NULL, *calib_path = NULL, *prefix = NULL;
 	long threads = 0;
 	int json = 0, c;
 	masq_err err = {0};
@@ -113,6 +114,7 @@ cmd_eval(int argc, char **argv)
 				return 2;
 			break;
 		case 'j': json = 1; break;
+		case 'p': prefix = optarg; break;
 		case 'h': cli_cmd_help("eval"); return 0;
 		default:
 			return cli_usage("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -129,7 +131,7 @@ cmd_eval(int argc, char **argv)
 	cli_set_threads(threads);
 	if (calib_load(&cal, calib_path, 0, &err) < 0)
 		return cli_fail(&err);
-	if (deploy_eval(model_dir, ref_dir, &cal, &r, &err) < 0) {
+	if (deploy_eval(model_dir, ref_dir, prefix, &cal, &r, &err) < 0) {
 		calib_done(&cal);
 		return cli_fail(&err);
 	}

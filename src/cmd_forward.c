@@ -75,11 +75,12 @@ cmd_forward(int argc, char **argv)
 		{"out", required_argument, NULL, 'o'},
 		{"threads", required_argument, NULL, 't'},
 		{"json", no_argument, NULL, 'j'},
+		{"layer-prefix", required_argument, NULL, 'p'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
 	char *model_dir = NULL, *calib_path = NULL, *tmp = NULL;
-	const char *out = NULL;
+	const char *out = NULL, *prefix = NULL;
 	long threads = 0;
 	int json = 0, c, rc = 2;
 	masq_err err = {0};
@@ -103,6 +104,7 @@ cmd_forward(int argc, char **argv)
 				goto done;
 			break;
 		case 'j': json = 1; break;
+		case 'p': prefix = optarg; break;
 		case 'h': cli_cmd_help("forward"); rc = 0; goto done;
 		default:
 			rc = cli_usage("forward", "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -118,7 +120,7 @@ cmd_forward(int argc, char **argv)
 		rc = cli_fail(&err);
 		goto done;
 	}
-	if (model_open(&m, model_dir, &err) < 0) {
+	if (model_open_prefix(&m, model_dir, prefix, &err) < 0) {
 		rc = cli_fail(&err);
 		goto done;
 	}

@@ -38,14 +38,14 @@ shape_print(const st_tensor *t)
 }
 
 static int
-inspect_model(const char *dir, int json)
+inspect_model(const char *dir, const char *prefix, int json)
 {
 	model m;
 	masq_err err = {0};
 	uint64_t dt_count[ST_DTYPE_COUNT] = {0}, decoder = 0, other = 0;
 	int n_other = 0;
 
-	if (model_open(&m, dir, &err) < 0)
+	if (model_open_prefix(&m, dir, prefix, &err) < 0)
 		return cli_fail(&err);
 	const model_config *c = &m.cfg;
 	/* every value, once: a NaN or an infinity is a corrupt checkpoint */
@@ -278,10 +278,12 @@ cmd_inspect(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"json", no_argument, NULL, 'j'},
+		{"layer-prefix", required_argument, NULL, 'p'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
 	int json = 0, c;
+	const char *prefix = NULL;
 	struct stat sb;
 
 	optind = 0;
@@ -289,6 +291,7 @@ cmd_inspect(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j': json = 1; break;
+		case 'p': prefix = optarg; break;
 		case 'h': cli_cmd_help("inspect"); return 0;
 		default:
 			return cli_usage("inspect", "unknown option '%s'", argv[optind - 1]);
@@ -301,5 +304,5 @@ cmd_inspect(int argc, char **argv)
 		fprintf(stderr, "masq: %s: no such file or directory\n", path);
 		return 2;
 	}
-	return S_ISDIR(sb.st_mode) ? inspect_model(path, json) : inspect_file(path, json);
+	return S_ISDIR(sb.st_mode) ? inspect_model(path, prefix, json) : inspect_file(path, json);
 }

@@ -26,6 +26,7 @@
 
 struct run_args {
 	char *model_dir, *calib_path;
+	const char *layer_prefix;	/* --layer-prefix, or NULL */
 	const char *db_path;	/* NULL: not recorded */
 	pipe_opts o;
 	int all;		/* --method all */
@@ -402,6 +403,8 @@ run_method_layers(sess **sp, sdb *db, struct run_args *a, int method, masq_err *
 		return -1;
 	sess *s = *sp;
 	args = json_pack("{s:s, s:s}", "model", a->model_dir, "calib", a->calib_path);
+	if (a->layer_prefix != NULL)
+		json_object_set_new(args, "prefix", json_string(a->layer_prefix));
 	int rc = sess_dispatch(s, SC_OPEN, args, NULL, err);
 	json_decref(args);
 	if (rc < 0)
@@ -469,7 +472,7 @@ cmd_run(int argc, char **argv)
 	enum { O_MODEL = 256, O_CALIB, O_METHOD, O_WBITS, O_ABITS, O_ALPHA, O_RANK, O_SET, O_JSON,
 	    O_THREADS, O_SEED, O_WGROUP, O_RANK_FLOOR, O_SVD, O_NO_WHITEN, O_CMC_TARGET, O_CMC_DIAG,
 	    O_GRID, O_SEARCH_TOKENS, O_VERBOSE, O_DB, O_NO_DB, O_EPOCHS, O_LR, O_LOSS, O_LOSS_WEIGHTS, O_TIE,
-	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE, O_EVAL_SPLIT, O_CMC_DTYPE };
+	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE, O_EVAL_SPLIT, O_CMC_DTYPE, O_LAYER_PREFIX };
 	static const struct option opts[] = {
 		{"model", required_argument, NULL, O_MODEL},
 		{"calib", required_argument, NULL, O_CALIB},
@@ -501,6 +504,7 @@ cmd_run(int argc, char **argv)
 		{"rank-objective", required_argument, NULL, O_RANK_OBJECTIVE},
 		{"eval-split", required_argument, NULL, O_EVAL_SPLIT},
 		{"cmc-dtype", required_argument, NULL, O_CMC_DTYPE},
+		{"layer-prefix", required_argument, NULL, O_LAYER_PREFIX},
 		{"db", required_argument, NULL, O_DB},
 		{"no-db", no_argument, NULL, O_NO_DB},
 		{"help", no_argument, NULL, 'h'},
@@ -604,6 +608,9 @@ cmd_run(int argc, char **argv)
 			if (parse_float("--eval-split", optarg, 1e-9, PIPE_SPLIT_MAX, &x) < 0)
 				goto done;
 			a.o.eval_split = x;
+			break;
+		case O_LAYER_PREFIX:
+			a.layer_prefix = optarg;
 			break;
 		case O_CMC_DTYPE:
 			if (strcasecmp(optarg, "f32") == 0)

@@ -34,6 +34,14 @@ check "minicpmv: the prefix is found from the tensor names" sh -c "'$MASQ' inspe
 "$py" "$srcdir/layouts.py" "$w/d/model" "$w/twice" twice || exit 99
 "$MASQ" inspect "$w/twice" > /dev/null 2> "$w/twice.err"; rc=$?
 check "decoder layers under two unknown prefixes are refused, naming both (exit 2)" sh -c "test $rc -eq 2 && grep -q 'decoder layers under two prefixes, a.layers. and b.layers.' '$w/twice.err'"
+check "--layer-prefix names which of two prefixes is the decoder: inspect, forward" sh -c "
+	'$MASQ' inspect --json --layer-prefix b.layers '$w/twice' | grep -q '\"layer_prefix\": \"b.layers.\"' &&
+	'$MASQ' forward --model '$w/twice' --calib '$C' --layer-prefix a.layers. --out '$w/twice.safetensors' > /dev/null 2>&1"
+check "... run records it, and the session replays" sh -c "
+	'$MASQ' run --model '$w/twice' --calib '$C' --method sq --layer-prefix a.layers. --db '$w/twice.db' > /dev/null 2>&1 &&
+	'$MASQ' replay --db '$w/twice.db' > /dev/null 2>&1"
+"$MASQ" inspect --layer-prefix c.layers. "$w/twice" > /dev/null 2> "$w/lp.err"; rc=$?
+check "a --layer-prefix with no decoder under it is refused by name (exit 2)" sh -c "test $rc -eq 2 && grep -q 'layer-prefix c.layers.: .* has no tensor c.layers.0.input_layernorm.weight' '$w/lp.err'"
 "$py" "$srcdir/layouts.py" "$w/d/model" "$w/llava" llava || exit 99
 check "llava: what the Llama text config leaves out takes LlamaConfig's defaults (eps 1e-6, theta 10000, silu)" sh -c "'$MASQ' inspect --json '$w/llava' | '$py' -c 'import json,sys; d=json.load(sys.stdin); assert d[\"rope_theta\"] == 10000 and abs(d[\"rms_norm_eps\"] - 1e-6) < 1e-12 and d[\"model_type\"] == \"llama\", d'"
 check "inspect says where each value came from (v5: rope_parameters; llava: llama's defaults)" sh -c "'$MASQ' inspect --json '$w/v5' | '$py' -c 'import json,sys; s=json.load(sys.stdin)[\"sources\"]; assert s[\"rope_theta\"] == \"text_config.rope_parameters.rope_theta\" and s[\"mrope_section\"] == \"text_config.rope_parameters.mrope_section\", s' && '$MASQ' inspect --json '$w/llava' | '$py' -c 'import json,sys; s=json.load(sys.stdin)[\"sources\"]; assert s[\"rope_theta\"] == \"the default of model_type llama\" and s[\"hidden_size\"] == \"text_config.hidden_size\", s'"
