@@ -102,6 +102,22 @@ int sdb_blob_put_file(sdb *db, const char *src, char sha[65], masq_err *err);
  * missing. */
 char *sdb_blob_path(sdb *db, const char *sha, masq_err *err);
 
+/* What a garbage collection of the blobs found. */
+typedef struct sdb_gc_report {
+	int kept, removed;
+	uint64_t kept_bytes, removed_bytes;
+} sdb_gc_report;
+/* Garbage collection of the blobs: SDB_GC_SUPERSEDED removes the
+ * checkpoints a later next-layer of their session superseded (resume needs
+ * a session's latest only; replay recomputes), SDB_GC_ALL also every blob
+ * no event names that is older than SDB_GC_MIN_AGE seconds (younger ones
+ * may belong to a command of another process still being recorded),
+ * SDB_GC_DRY counts what SDB_GC_ALL would remove.  A blob that any event
+ * still needs stays, whichever session it came from. */
+enum { SDB_GC_SUPERSEDED, SDB_GC_ALL, SDB_GC_DRY };
+#define SDB_GC_MIN_AGE 3600
+int sdb_blob_gc(sdb *db, int mode, sdb_gc_report *rep, masq_err *err);
+
 /* Print SQL text that recreates the session (its row and its events) in
  * another masq database: plain INSERTs in one transaction. */
 int sdb_dump(sdb *db, int64_t session, FILE *out, masq_err *err);

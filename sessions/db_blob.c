@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+#include <ctype.h>
 
 #include <sqlite3.h>
 
@@ -212,4 +214,134 @@ sdb_blob_path(sdb *db, const char *sha, masq_err *err)
 		return NULL;
 	}
 	return p;
+}
+
+/* ---- what the blobs cost, and what may go -------------------------------------- */
+
+/* A set of sha256 names, sorted for bsearch. */
+struct shaset {
+	char (*v)[65];
+	int n, cap;
+};
+
+static void
+shaset_add(struct shaset *s, const char *sha)
+{
+	if (s->n == s->cap)
+		s->v = xrealloc(s->v, xmul((size_t)(s->cap = s->cap ? 2 * s->cap : 64), sizeof *s->v));
+	memcpy(s->v[s->n++], sha, 65);
+}
+
+static int
+sha_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static int
+shaset_has(const struct shaset *s, const char *sha)
+{
+	return s->n > 0 && bsearch(sha, s->v, (size_t)s->n, sizeof *s->v, sha_cmp) != NULL;
+}
+
+/* Every 64-hex run of every event's payload (the blobs the events name,
+ * whatever the key) into keep, except the checkpoints of next-layer results
+ * that a later next-layer of the same session superseded: resume needs a
+ * session's latest checkpoint only, and replay recomputes. */
+static int
+blob_refs(sdb *db, struct shaset *keep, struct shaset *gone, masq_err *err)
+{
+	sqlite3_stmt *st = sdb_prepare(db,
+	    "SELECT payload, kind = 'result' AND name = 'next-layer' AND seq < (SELECT max(seq) FROM events x "
+	    "WHERE x.session = e.session AND x.kind = 'result' AND x.name = 'next-layer') FROM events e", err);
+	if (st == NULL)
+		return -1;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *p = (const char *)sqlite3_column_text(st, 0);
+		int superseded = sqlite3_column_int(st, 1);
+		const char *ck = NULL;
+		size_t ckn = 0;
+		if (p == NULL)
+			continue;
+		if (superseded && (ck = strstr(p, "\"checkpoint\":\"")) != NULL) {
+			ck += 14;
+			ckn = 64;
+			if (strlen(ck) >= 64) {
+				char sha[65];
+				memcpy(sha, ck, 64);
+				sha[64] = '\0';
+				if (sdb_sha_valid(sha))
+					shaset_add(gone, sha);
+			}
+		}
+		for (const char *q = p; *q != '\0'; q++) {
+			size_t n = 0;
+			while (n < 65 && ((q[n] >= '0' && q[n] <= '9') || (q[n] >= 'a' && q[n] <= 'f')))
+				n++;
+			if (n == 64 && (q == p || !isxdigit((unsigned char)q[-1])) && !(ck != NULL && q == ck && ckn == 64)) {
+				char sha[65];
+				memcpy(sha, q, 64);
+				sha[64] = '\0';
+				shaset_add(keep, sha);
+			}
+			if (n > 0)
+				q += n - 1;
+		}
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return sdb_fail(db->h, db->path, "reading the events for their blobs", err);
+	if (keep->n > 0)
+		qsort(keep->v, (size_t)keep->n, sizeof *keep->v, sha_cmp);
+	if (gone->n > 0)
+		qsort(gone->v, (size_t)gone->n, sizeof *gone->v, sha_cmp);
+	return 0;
+}
+
+int
+sdb_blob_gc(sdb *db, int mode, sdb_gc_report *rep, masq_err *err)
+{
+	struct shaset keep = {0}, gone = {0};
+	int dry = mode == SDB_GC_DRY;
+	time_t now = time(NULL);
+	char **names;
+	int n, rc = -1;
+
+	memset(rep, 0, sizeof *rep);
+	if (blob_refs(db, &keep, &gone, err) < 0)
+		goto out;
+	struct stat sb;
+	if (stat(db->blobdir, &sb) < 0) {
+		rc = 0;	/* no blobs at all */
+		goto out;
+	}
+	if ((n = masq_dir_list(db->blobdir, &names, err)) < 0)
+		goto out;
+	for (int i = 0; i < n; i++) {
+		char *p = masq_path_join(db->blobdir, names[i]);
+		if (sdb_sha_valid(names[i]) && lstat(p, &sb) == 0 && S_ISREG(sb.st_mode)) {
+			/* superseded: a checkpoint only a superseded next-layer names;
+			 * else unnamed, and old enough not to be another process's
+			 * blob whose event is still being written */
+			int go = !shaset_has(&keep, names[i]) && (shaset_has(&gone, names[i]) ||
+			    (mode != SDB_GC_SUPERSEDED && now - sb.st_mtime > SDB_GC_MIN_AGE));
+			if (!go) {
+				rep->kept++;
+				rep->kept_bytes += (uint64_t)sb.st_size;
+			} else if (dry || unlink(p) == 0) {
+				rep->removed++;
+				rep->removed_bytes += (uint64_t)sb.st_size;
+			}
+		}
+		free(p);
+	}
+	masq_dir_list_free(names, n);
+	if (!dry && rep->removed > 0)
+		sdb_fsync_dir(db->blobdir, NULL);
+	rc = 0;
+out:
+	free(keep.v);
+	free(gone.v);
+	return rc;
 }

@@ -194,6 +194,14 @@ kill_hook(int64_t seq)
 		kill(getpid(), SIGKILL);
 }
 
+/* MASQ_KEEP_CHECKPOINTS=1 keeps every layer's checkpoint. */
+static int
+keep_checkpoints(void)
+{
+	const char *k = getenv("MASQ_KEEP_CHECKPOINTS");
+	return k != NULL && strcmp(k, "1") == 0;
+}
+
 /* Append an event of the dispatcher's (then the test hook). */
 static int
 append(sess *s, const char *kind, const char *name, const char *payload, masq_err *err)
@@ -259,6 +267,12 @@ sess_dispatch(sess *s, int id, json_t *args, json_t **result, masq_err *err)
 			if (append(s, "result", c->name, t, &e2) < 0) {
 				*err = e2;
 				rc = SESS_ERROR;
+			} else if (id == SC_NEXT && !keep_checkpoints()) {
+				/* the new checkpoint is recorded: the one it supersedes
+				 * is no longer needed (a failure here costs disk only) */
+				sdb_gc_report gr;
+				masq_err e3 = {0};
+				sdb_blob_gc(s->db, SDB_GC_SUPERSEDED, &gr, &e3);
 			}
 			free(t);
 		}

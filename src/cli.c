@@ -35,8 +35,9 @@ const cli_subcmd cli_subcmds[] = {
 	    "quantize every layer with a method (mas, mas-cmc, usq learn their factors: 2 epochs unless --epochs 0)\n"
 	    "      and measure it per modality against the FP model"},
 	{"sessions",
-	    "sessions [list | show ID | diff A B | dump ID | load FILE] [--db FILE] [--json]",
-	    "list the recorded sessions, show one's events, compare two layer by layer, dump one as SQL, load a dump"},
+	    "sessions [list | show ID | diff A B | dump ID | load FILE | gc [--dry-run]] [--db FILE] [--json]",
+	    "list the recorded sessions, show one's events, compare two layer by layer, dump one as SQL, load a dump,\n"
+	    "      remove the blobs no session needs"},
 	{"replay",
 	    "replay [--db FILE] [--session ID] [--exact | --tolerance] [--export DIR]\n"
 	    "           [--model DIR --calib FILE] [--json] [--verbose]",

@@ -29,6 +29,7 @@ struct sopts {
 	const char *model, *calib, *export_dir, *format, *out;
 	int json, verbose;
 	int exact, tolerance;	/* replay: demand exactness / compare within tolerances */
+	int dry_run;		/* sessions gc: count only */
 };
 
 /* Common options; returns optind or -1 after printing a usage error. */
@@ -36,7 +37,7 @@ static int
 parse(const char *cmd, int argc, char **argv, struct sopts *o, int *rc)
 {
 	enum { O_DB = 256, O_SESSION, O_MODEL, O_CALIB, O_EXPORT, O_FORMAT, O_OUT, O_JSON, O_VERBOSE,
-	    O_EXACT, O_TOLERANCE };
+	    O_EXACT, O_TOLERANCE, O_DRY_RUN };
 	static const struct option opts[] = {
 		{"db", required_argument, NULL, O_DB},
 		{"session", required_argument, NULL, O_SESSION},
@@ -49,6 +50,7 @@ parse(const char *cmd, int argc, char **argv, struct sopts *o, int *rc)
 		{"verbose", no_argument, NULL, O_VERBOSE},
 		{"exact", no_argument, NULL, O_EXACT},
 		{"tolerance", no_argument, NULL, O_TOLERANCE},
+		{"dry-run", no_argument, NULL, O_DRY_RUN},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
@@ -73,6 +75,7 @@ parse(const char *cmd, int argc, char **argv, struct sopts *o, int *rc)
 		case O_FORMAT: o->format = optarg; break;
 		case O_OUT: o->out = optarg; break;
 		case O_JSON: o->json = 1; break;
+		case O_DRY_RUN: o->dry_run = 1; break;
 		case O_VERBOSE: o->verbose = 1; break;
 		case O_EXACT: o->exact = 1; break;
 		case O_TOLERANCE: o->tolerance = 1; break;
@@ -353,6 +356,30 @@ cmd_sessions(int argc, char **argv)
 		sdb_close(db);
 		return rc;
 	}
+	if (strcmp(what, "gc") == 0) {
+		/* masq sessions gc: the blobs no session needs any more */
+		if (i != argc)
+			return cli_usage("sessions", "gc takes no argument");
+		if ((rc = open_db(&o, &db)) != 0)
+			return rc;
+		sdb_gc_report gr;
+		if (sdb_blob_gc(db, o.dry_run ? SDB_GC_DRY : SDB_GC_ALL, &gr, &err) < 0) {
+			rc = cli_fail(&err);
+		} else {
+			char b1[32], b2[32];
+			if (o.json)
+				printf("{\"removed\": %d, \"removed_bytes\": %llu, \"kept\": %d, \"kept_bytes\": %llu, "
+				    "\"dry_run\": %s}\n", gr.removed, (unsigned long long)gr.removed_bytes, gr.kept,
+				    (unsigned long long)gr.kept_bytes, o.dry_run ? "true" : "false");
+			else
+				printf("%s %d blob%s (%s) no session needs; kept %d (%s)\n", o.dry_run ? "would remove" :
+				    "removed", gr.removed, gr.removed == 1 ? "" : "s", masq_fmt_bytes(gr.removed_bytes, b1,
+				    sizeof b1), gr.kept, masq_fmt_bytes(gr.kept_bytes, b2, sizeof b2));
+			rc = 0;
+		}
+		sdb_close(db);
+		return rc;
+	}
 	if (strcmp(what, "diff") == 0) {
 		long ia, ib;
 		if (argc - i != 2)
@@ -371,7 +398,7 @@ cmd_sessions(int argc, char **argv)
 	if (i != argc)
 		return cli_usage("sessions", "unexpected argument '%s'", argv[i]);
 	if (strcmp(what, "list") != 0 && strcmp(what, "show") != 0 && strcmp(what, "dump") != 0)
-		return cli_usage("sessions", "expected list, show ID, dump ID, diff A B or load FILE, not '%s'", what);
+		return cli_usage("sessions", "expected list, show ID, dump ID, diff A B, load FILE or gc, not '%s'", what);
 	if ((rc = open_db(&o, &db)) != 0)
 		return rc;
 	if (strcmp(what, "list") == 0) {

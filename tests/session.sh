@@ -146,4 +146,24 @@ for which in 0 1; do
 	check "... and so does every layer's learning (losses, factors)" test -n "$a" -a "$a" = "$b"
 	check "... the resumed session replays (exit 0)" sh -c "'$MASQ' replay --db lk$which.db >/dev/null 2>&1"
 done
+# Disk: a session keeps its latest checkpoint only; gc removes what no
+# session needs; replay and export do not depend on what was removed.
+rm -rf gc.db gc.db.blobs gc.db-wal gc.db-shm
+"$MASQ" run $T --method sq --db gc.db > /dev/null 2>&1
+ck=$(sql gc.db "select count(distinct json_extract(payload, '\$.checkpoint')) from events where name = 'next-layer' and kind = 'result'")
+kept=$(for c in $(sql gc.db "select json_extract(payload, '\$.checkpoint') from events where name = 'next-layer' and kind = 'result'"); do
+	test -f gc.db.blobs/$c && echo $c; done | wc -l)
+check "of the session's $ck checkpoints only the latest is kept beside the database" test "$ck" -ge 2 -a "$kept" -eq 1
+MASQ_KEEP_CHECKPOINTS=1 "$MASQ" run $T --method rtn --db gc.db > /dev/null 2>&1
+check "MASQ_KEEP_CHECKPOINTS=1 keeps every one" sh -c "
+	for c in \$(sqlite3 gc.db \"select json_extract(payload, '\\\$.checkpoint') from events where session = 2 and name = 'next-layer' and kind = 'result'\"); do
+		test -f gc.db.blobs/\$c || exit 1; done"
+check "sessions gc --dry-run counts the superseded ones and removes nothing" sh -c "
+	n=\$(ls gc.db.blobs | wc -l) && '$MASQ' sessions gc --db gc.db --dry-run --json | grep -q '\"removed\": 1,' &&
+	test \$(ls gc.db.blobs | wc -l) -eq \$n"
+check "sessions gc removes them" sh -c "'$MASQ' sessions gc --db gc.db | grep -q '^removed 1 blob'"
+check "... and both sessions still replay exactly, export, and resume says they are finished" sh -c "
+	'$MASQ' replay --db gc.db --session 1 > /dev/null 2>&1 && '$MASQ' replay --db gc.db --session 2 > /dev/null 2>&1 &&
+	'$MASQ' export --db gc.db --session 2 --format fake --out gc-export > /dev/null &&
+	'$MASQ' resume --db gc.db --session 1 2>&1 | grep -q 'already finished'"
 done_testing
