@@ -25,6 +25,13 @@ def rename(name):
         return name.replace("model.language_model.", "llm.model.", 1)
     if style == "released":
         return name.replace("model.language_model.", "model.", 1)
+    if style == "omni":
+        # Qwen2.5-Omni: everything under the thinker (talker tensors added below)
+        if name == "lm_head.weight":
+            return "thinker.lm_head.weight"
+        if name.startswith("model.visual."):
+            return name.replace("model.visual.", "thinker.visual.", 1)
+        return name.replace("model.language_model.", "thinker.model.", 1)
     if style == "internvl":
         if name == "lm_head.weight":
             return "language_model.lm_head.weight"
@@ -39,6 +46,16 @@ for f in sorted(os.listdir(src)):
         h = json.loads(b[8:8 + n])
         h2 = {(k if k == "__metadata__" else rename(k)): v for k, v in h.items()}
         body = b[8 + n:]
+        if style == "omni":
+            # a talker with a decoder layer of its own, and a codec weight:
+            # carried through, never taken for the thinker's
+            extra = b""
+            for k in ("talker.model.layers.0.self_attn.q_proj.weight", "token2wav.code2wav_dit_model.proj.weight"):
+                raw = struct.pack("<256H", *[0x3c00 + (i % 64) for i in range(256)])  # small finite BF16
+                off = len(body) + len(extra)
+                h2[k] = {"dtype": "BF16", "shape": [16, 16], "data_offsets": [off, off + len(raw)]}
+                extra += raw
+            body += extra
         if style == "twice":
             # the decoder's tensors under two unknown prefixes, each with its own copy of the data
             h2, extra = {}, b""
@@ -83,6 +100,14 @@ elif style == "internvl":
     del cfg["text_config"]
     cfg = {"architectures": ["InternVLChatModel"], "model_type": "internvl_chat", "llm_config": tc,
            "vision_config": cfg["vision_config"]}
+elif style == "omni":
+    tc = dict(tc, model_type="qwen2_5_omni_text")
+    del cfg["text_config"]
+    cfg = {"architectures": ["Qwen2_5OmniForConditionalGeneration"], "model_type": "qwen2_5_omni",
+           "thinker_config": {"model_type": "qwen2_5_omni_thinker", "text_config": tc,
+                              "audio_token_index": 151646, "image_token_index": 151655},
+           "talker_config": {"model_type": "qwen2_5_omni_talker", "hidden_size": 16, "num_hidden_layers": 1},
+           "token2wav_config": {"model_type": "qwen2_5_omni_token2wav"}}
 elif style == "llava":
     tc = {k: v for k, v in tc.items() if k not in ("rms_norm_eps", "rope_theta", "hidden_act", "model_type")}
     tc["model_type"] = "llama"

@@ -23,7 +23,7 @@ def data(p):
 a, b = data(sys.argv[1]), data(sys.argv[2])
 assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), sorted(k for k in a if a.get(k) != b.get(k))[:3]
 EOF
-for style in v5 released internvl idefics3 minicpmv; do
+for style in v5 released internvl idefics3 minicpmv omni; do
 	"$py" "$srcdir/layouts.py" "$w/d/model" "$w/$style" $style || exit 99
 	check "$style: the forward is the demo's, byte for byte" sh -c "'$MASQ' forward --model '$w/$style' --calib '$C' --out '$w/$style.safetensors' > '$w/$style.out' 2>&1 && '$py' '$w/same.py' '$w/ref.safetensors' '$w/$style.safetensors'"
 done
@@ -49,7 +49,7 @@ check "llava: and it runs" sh -c "'$MASQ' forward --model '$w/llava' --calib '$C
 # every layout through run and the three exports: compressed-tensors passes
 # ct_check (its ignore list and prefixes), fake loads, masquant reproduces
 # the session in masq eval
-for style in v5 released internvl idefics3 minicpmv llava; do
+for style in v5 released internvl idefics3 minicpmv omni llava; do
 	bad=
 	rm -rf "$w/$style.db"* "$w/$style-fake" "$w/$style-ct" "$w/$style-mq"
 	"$MASQ" run --model "$w/$style" --calib "$C" --method mas-cmc --epochs 0 --wbits 8 --abits 8 --cmc-dtype f32 \
