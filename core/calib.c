@@ -175,7 +175,9 @@ calib_load(calib *c, const char *path, int hidden, masq_err *err)
 			continue;
 		char *end;
 		long k = strtol(nm + 10, &end, 10);
-		if (end == nm + 10 || *end != '\0' || k < 0 || k >= 1024) {
+		/* N in its plain form: digits, no sign, no leading zero */
+		int plain = nm[10] >= '0' && nm[10] <= '9' && (nm[10] != '0' || nm[11] == '\0');
+		if (!plain || end == nm + 10 || *end != '\0' || k < 0 || k >= 1024) {
 			masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' is not deepstack.N with N a layer number "
 			    "(see masq-calib(5))", path, nm);
 			goto fail_free;
@@ -195,7 +197,8 @@ calib_load(calib *c, const char *path, int hidden, masq_err *err)
 			    "features are added after layers 0, 1, ... in turn", path, k, c->n_deepstack - 1);
 			goto fail_free;
 		}
-		if (!st_dtype_is_float(t->dtype) || t->ndim != 2 || t->shape[0] != V || t->shape[1] != H) {
+		if ((t->dtype != ST_F32 && t->dtype != ST_BF16 && t->dtype != ST_F16) || t->ndim != 2 || t->shape[0] != V ||
+		    t->shape[1] != H) {
 			masq_err_set(err, MASQ_ERR_FORMAT, "%s: tensor '%s' must be a float [%lld, %lld] (a row per vision "
 			    "token, in token order)", path, nm, (long long)V, (long long)H);
 			goto fail_free;

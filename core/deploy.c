@@ -109,6 +109,11 @@ ct_parse(dexport *e, json_t *qc, const char *path, masq_err *err)
 	w = json_object_get(g, "weights");
 	a = json_object_get(g, "input_activations");
 	if (e->packed) {
+		json_t *ty = json_object_get(w, "type"), *ao = json_object_get(w, "actorder");
+		if (!json_is_string(ty) || strcmp(json_string_value(ty), "int") != 0 || (ao != NULL && !json_is_null(ao)))
+			return masq_err_set(err, MASQ_ERR_FORMAT,
+			    "%s: config group '%s': masq eval runs integer weights in their natural column order only "
+			    "(weights.type \"int\", actorder null)", path, key);
 		json_t *nb = json_object_get(w, "num_bits"), *st = json_object_get(w, "strategy");
 		json_t *gs = json_object_get(w, "group_size"), *sy = json_object_get(w, "symmetric");
 		int group = json_is_string(st) && strcmp(json_string_value(st), "group") == 0;
@@ -337,6 +342,11 @@ load_packed(const dexport *e, const char *name, int out, int in, float **W, masq
 	if (in % group != 0 || in % per != 0)
 		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: '%s' has %d inputs: not whole groups of %d or words of %d",
 		    e->dir, n1, in, group, per);
+	char n4[400];
+	snprintf(n4, sizeof n4, "%.*s.weight_g_idx", (int)bl, name);
+	if (st_set_find(&e->st, n4) != NULL)
+		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: '%s': columns reordered by activation order are not "
+		    "supported", e->dir, n4);
 	if (tp == NULL || tp->dtype != ST_I32 || tp->ndim != 2 || tp->shape[0] != out || tp->shape[1] != in / per)
 		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: '%s' must be I32 [%d, %d]", e->dir, n1, out, in / per);
 	if (ts == NULL || !st_dtype_is_float(ts->dtype) || ts->ndim != 2 || ts->shape[0] != out || ts->shape[1] != ng)

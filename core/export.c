@@ -536,7 +536,8 @@ export_align(otensor *v, int n)
 {
 	for (int i = 0; i < n; i++)
 		v[i].seq = i;
-	qsort(v, (size_t)n, sizeof *v, align_cmp);
+	if (n > 1)
+		qsort(v, (size_t)n, sizeof *v, align_cmp);
 }
 
 /* Pass 1: summarise the plans, lay out every output file. */

@@ -93,6 +93,8 @@ plan_manifest(xjob *j)
 	    "one, each nibble level + 8 (4 bits and fewer; an odd row's last high nibble is 8, level 0)",
 	    "scale", "F32 [out, 1] per output channel", "symmetric", 1, "levels", "[-(2^(bits-1)-1), 2^(bits-1)-1]"));
 	json_object_set_new(doc, "compensation_dtype", json_string(st_dtype_name(j->cmc_dtype)));
+	/* the factors F16 could not hold, kept in F32 (each tensor's header says which) */
+	json_object_set_new(doc, "compensation_f32_fallback", json_integer(j->cmc_wide));
 	json_object_set_new(doc, "activations", json_pack("{s:s, s:b, s:b}", "strategy", "token",
 	    "symmetric", 1, "dynamic", 1));
 	json_object_set_new(doc, "semantics", json_string(

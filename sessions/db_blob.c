@@ -158,7 +158,16 @@ sdb_blob_put_file(sdb *db, const char *src, char sha[65], masq_err *err)
 	fd = -1;
 	dst = masq_path_join(db->blobdir, sha);
 	if (stat(dst, &sb) == 0 && sha256_file(dst, have, NULL) == 0 && strcmp(have, sha) == 0) {
-		r = 0;		/* already stored and intact; tmp is removed below */
+		/* already stored and intact; tmp is removed below.  Marked as
+		 * in use again (its time set SDB_GC_HOLD seconds ahead): a
+		 * collection in another process must not take it before this
+		 * command's event names it */
+		struct timespec ts[2];
+		clock_gettime(CLOCK_REALTIME, &ts[0]);
+		ts[1] = ts[0];
+		ts[1].tv_sec += SDB_GC_HOLD;
+		utimensat(AT_FDCWD, dst, ts, 0);
+		r = 0;
 		goto out;
 	}
 	if (rename(tmp, dst) < 0) {
@@ -249,13 +258,15 @@ shaset_has(const struct shaset *s, const char *sha)
  * that a later next-layer of the same session superseded: resume needs a
  * session's latest checkpoint only, and replay recomputes. */
 static int
-blob_refs(sdb *db, struct shaset *keep, struct shaset *gone, masq_err *err)
+blob_refs(sdb *db, int64_t only, struct shaset *keep, struct shaset *gone, masq_err *err)
 {
 	sqlite3_stmt *st = sdb_prepare(db,
-	    "SELECT payload, kind = 'result' AND name = 'next-layer' AND seq < (SELECT max(seq) FROM events x "
-	    "WHERE x.session = e.session AND x.kind = 'result' AND x.name = 'next-layer') FROM events e", err);
+	    "SELECT payload, kind = 'result' AND name = 'next-layer' AND (?1 = 0 OR session = ?1) AND seq < "
+	    "(SELECT max(seq) FROM events x WHERE x.session = e.session AND x.kind = 'result' AND "
+	    "x.name = 'next-layer') FROM events e", err);
 	if (st == NULL)
 		return -1;
+	sqlite3_bind_int64(st, 1, only);
 	int rc;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *p = (const char *)sqlite3_column_text(st, 0);
@@ -300,7 +311,7 @@ blob_refs(sdb *db, struct shaset *keep, struct shaset *gone, masq_err *err)
 }
 
 int
-sdb_blob_gc(sdb *db, int mode, sdb_gc_report *rep, masq_err *err)
+sdb_blob_gc(sdb *db, int mode, int64_t session, sdb_gc_report *rep, masq_err *err)
 {
 	struct shaset keep = {0}, gone = {0};
 	int dry = mode == SDB_GC_DRY;
@@ -309,7 +320,7 @@ sdb_blob_gc(sdb *db, int mode, sdb_gc_report *rep, masq_err *err)
 	int n, rc = -1;
 
 	memset(rep, 0, sizeof *rep);
-	if (blob_refs(db, &keep, &gone, err) < 0)
+	if (blob_refs(db, mode == SDB_GC_SUPERSEDED ? session : 0, &keep, &gone, err) < 0)
 		goto out;
 	struct stat sb;
 	if (stat(db->blobdir, &sb) < 0) {
@@ -324,7 +335,7 @@ sdb_blob_gc(sdb *db, int mode, sdb_gc_report *rep, masq_err *err)
 			/* superseded: a checkpoint only a superseded next-layer names;
 			 * else unnamed, and old enough not to be another process's
 			 * blob whose event is still being written */
-			int go = !shaset_has(&keep, names[i]) && (shaset_has(&gone, names[i]) ||
+			int go = !shaset_has(&keep, names[i]) && sb.st_mtime <= now && (shaset_has(&gone, names[i]) ||
 			    (mode != SDB_GC_SUPERSEDED && now - sb.st_mtime > SDB_GC_MIN_AGE));
 			if (!go) {
 				rep->kept++;

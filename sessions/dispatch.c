@@ -272,7 +272,7 @@ sess_dispatch(sess *s, int id, json_t *args, json_t **result, masq_err *err)
 				 * is no longer needed (a failure here costs disk only) */
 				sdb_gc_report gr;
 				masq_err e3 = {0};
-				sdb_blob_gc(s->db, SDB_GC_SUPERSEDED, &gr, &e3);
+				sdb_blob_gc(s->db, SDB_GC_SUPERSEDED, s->id, &gr, &e3);
 			}
 			free(t);
 		}

@@ -40,6 +40,7 @@ struct sess {
 	int threads;
 	char *model_dir, *calib_path;
 	char *model_fp, *calib_fp;	/* fingerprints pinned in the session row */
+	char *recorded_version;		/* the masq that recorded the session (NULL: this one) */
 	char *status;		/* the row's status when attached */
 	char **plan_sha;	/* (n_layers) sha256 of each layer's latest plan blob, or NULL */
 	unsigned char *live;	/* (n_layers) SLIVE_* flags */

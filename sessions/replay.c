@@ -423,12 +423,24 @@ sess_replay(sess *s, const replay_opts *ro, replay_report *rep, masq_err *err)
 		if (progress != NULL)
 			fprintf(progress, "event %lld %s: %s\n", (long long)e->seq, e->name,
 			    r < 0 ? "error" : r == 1 ? "checked (not written)" : "ok");
-		if (strcmp(out->kind, "error") == 0) {
+		/* a session another masq version recorded: its exports' files
+		 * follow that version's formats, and its messages that version's
+		 * wording; what they computed is compared all the same */
+		const sess_cmd *cc = sess_cmd_find(e->name);
+		int older = s->recorded_version != NULL && strcmp(s->recorded_version, PACKAGE_VERSION) != 0;
+		if (older && (cc->flags & SCF_FILES)) {
+			rep->other_version++;
+			if (progress != NULL)
+				fprintf(progress, "event %lld %s: written by masq %s, whose export formats differ from %s's: "
+				    "not compared\n", (long long)e->seq, e->name, s->recorded_version, PACKAGE_VERSION);
+		} else if (strcmp(out->kind, "error") == 0) {
 			char msg[1024], st[32];
 			error_of(out->payload, msg, sizeof msg, st, sizeof st);
-			const sess_cmd *c = sess_cmd_find(e->name);
+			const sess_cmd *c = cc;
 			if ((c->flags & SCF_FILES) && strcmp(st, masq_status_name(MASQ_ERR_IO)) == 0) {
 				rep->fs_errors++;	/* the file system is not replayed */
+			} else if (older && r < 0 && strcmp(st, masq_status_name(e2.status)) == 0) {
+				rep->errors_matched++;	/* the same refusal in another version's words */
 			} else if (r >= 0) {
 				rc = 1;
 				diverge(rep, out->seq, e->name, "recorded an error, the replay succeeded; recorded: %s", msg);
@@ -516,6 +528,7 @@ replay_report_json(const replay_report *rep)
 	json_object_set_new(j, "commands", json_integer(rep->commands));
 	json_object_set_new(j, "interrupted", json_integer(rep->interrupted));
 	json_object_set_new(j, "errors_matched", json_integer(rep->errors_matched));
+	json_object_set_new(j, "exports_of_another_version", json_integer(rep->other_version));
 	json_object_set_new(j, "file_system_errors", json_integer(rep->fs_errors));
 	json_object_set_new(j, "exports_checked", json_integer(rep->exports_checked));
 	json_object_set_new(j, "uncompared", json_integer(rep->uncompared));

@@ -69,6 +69,7 @@ typedef struct replay_report {
 	int interrupted;	/* commands with no recorded outcome (the process died): skipped */
 	int errors_matched;	/* recorded errors met again */
 	int fs_errors;		/* recorded file-system errors of exports: not replayed */
+	int other_version;	/* exports of a session another masq version recorded: not compared */
 	int exports_checked;	/* exports checked without writing (no --export) */
 	int uncompared;		/* hashes with no content to compare in tolerance mode */
 	int new_fields;		/* fields the replay gives that the recording lacks */

@@ -99,7 +99,8 @@ sess_opts_json(const pipe_opts *o)
 	json_object_set_new(j, "sqnr_floor", json_string(o->sqnr_floor == METRICS_FLOOR_SUM ? "sum" : "mean"));
 	if (o->eval_split > 0)
 		json_object_set_new(j, "eval_split", json_real(o->eval_split));
-	json_object_set_new(j, "cmc_dtype", json_string(st_dtype_name(o->cmc_dtype)));
+	if (o->cmc_dtype != ST_F32)	/* absent reads back as F32, as sessions recorded before it */
+		json_object_set_new(j, "cmc_dtype", json_string(st_dtype_name(o->cmc_dtype)));
 	return j;
 }
 
@@ -354,6 +355,7 @@ sess_attach(sess **out, sdb *db, int64_t id, const char *model_dir, const char *
 	s->calib_path = xstrdup(calib_path ? calib_path : row.calib_path ? row.calib_path : "");
 	s->model_fp = xstrdup(row.model_fp);
 	s->calib_fp = xstrdup(row.calib_fp);
+	s->recorded_version = row.masq_version != NULL ? xstrdup(row.masq_version) : NULL;
 	s->status = xstrdup(row.status);
 	j = json_loads(row.settings, 0, &je);
 	int rc = sess_opts_from_json(&s->opts, j, err);
@@ -414,6 +416,7 @@ sess_free(sess *s)
 	free(s->model_dir);
 	free(s->calib_path);
 	free(s->model_fp);
+	free(s->recorded_version);
 	free(s->calib_fp);
 	free(s->status);
 	free(s->export_redirect);

@@ -305,6 +305,8 @@ int sess_preview_method(sess *s, int method, int grp, int mod, pipe_preview *out
 /* What exporting the session in format f would write: export_preview's
  * tensor list (JSON text, a new string) and report, or NULL with err. */
 char *sess_export_preview(sess *s, int format, export_report *rep, masq_err *err);
+/* The masq version that recorded s. */
+const char *sess_recorded_version(const sess *s);
 /* The sizes an export command's result records ("bytes"), as a report. */
 void sess_export_sizes(const json_t *res, export_report *r);
 

@@ -664,3 +664,9 @@ sess_db(const sess *s)
 {
 	return s->db;
 }
+
+const char *
+sess_recorded_version(const sess *s)
+{
+	return s->recorded_version != NULL ? s->recorded_version : PACKAGE_VERSION;
+}

@@ -363,7 +363,7 @@ cmd_sessions(int argc, char **argv)
 		if ((rc = open_db(&o, &db)) != 0)
 			return rc;
 		sdb_gc_report gr;
-		if (sdb_blob_gc(db, o.dry_run ? SDB_GC_DRY : SDB_GC_ALL, &gr, &err) < 0) {
+		if (sdb_blob_gc(db, o.dry_run ? SDB_GC_DRY : SDB_GC_ALL, 0, &gr, &err) < 0) {
 			rc = cli_fail(&err);
 		} else {
 			char b1[32], b2[32];
@@ -664,6 +664,9 @@ cmd_replay(int argc, char **argv)
 			printf(", %d recorded error%s met again", rep.errors_matched, rep.errors_matched == 1 ? "" : "s");
 		if (rep.fs_errors)
 			printf(", %d export error%s of the file system not replayed", rep.fs_errors, rep.fs_errors == 1 ? "" : "s");
+		if (rep.other_version)
+			printf(", %d export%s of masq %s not compared (its formats differ from this masq's)", rep.other_version,
+			    rep.other_version == 1 ? "" : "s", sess_recorded_version(s));
 		if (rep.exports_checked)
 			printf(", %d export%s checked, not written (--export DIR writes them)", rep.exports_checked,
 			    rep.exports_checked == 1 ? "" : "s");
