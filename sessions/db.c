@@ -412,6 +412,13 @@ sdb_setup(sdb *db, masq_err *err)
 	if (!ok)
 		masq_err_set(err, MASQ_ERR_IO, "%s: cannot switch to WAL mode (journal_mode stays %s)",
 		    db->path, mode ? mode : "unknown");
+	/* The row comes before the switch commits: on a new database the
+	 * commit (a rollback journal's writes and syncs) happens when the
+	 * statement completes, and a failed one leaves the file as it was. */
+	else if (sqlite3_step(st) != SQLITE_DONE) {
+		sdb_fail(db->h, db->path, "cannot switch to WAL mode", err);
+		ok = 0;
+	}
 	sqlite3_finalize(st);
 	if (!ok)
 		return -1;
