@@ -559,8 +559,10 @@ scmd_finish(sess *s, json_t *args, json_t *res, masq_err *err)
 		json_object_set_new(res, "held_out", json_pack("{s:o, s:o, s:o}", "sqnr_db",
 		    sess_json_mods(s, s->p.summary.sqnr_held, 1), "mae", sess_json_mods(s, s->p.summary.mae_held, 1),
 		    "kl_text", sess_json_num(s->p.summary.kl_text_held)));
-	if (s->db != NULL && s->record)
-		sdb_session_set_status(s->db, s->id, "finished", NULL);
+	/* a status that cannot be written is this command's failure: a run
+	 * must not report success while its session still reads "open" */
+	if (s->db != NULL && s->record && sdb_session_set_status(s->db, s->id, "finished", err) < 0)
+		return SESS_ERROR;
 	return SESS_OK;
 }
 

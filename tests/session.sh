@@ -172,4 +172,19 @@ rm -rf old.db old.db.blobs old.db-wal old.db-shm && cp a.db old.db && cp -r a.db
 sql old.db "update sessions set masq_version = '0.1.0' where id = 1" >/dev/null
 check "a session of masq 0.1.0 replays, its export counted as not compared" sh -c "
 	'$MASQ' replay --db old.db --session 1 > old.out 2>&1 && grep -q '1 export of masq 0.1.0 not compared' old.out"
+
+# A run whose session cannot be marked finished (a full disk did it in
+# tests/faults.sh; a trigger here) fails, rather than exit 0 over a session
+# that still reads "open"; resume then finishes it.
+"$MASQ" run $T --method rtn --db st.db >/dev/null 2>&1
+sql st.db "create trigger no_finish before update of status on sessions when new.status = 'finished'
+	begin select raise(abort, 'no status now'); end"
+"$MASQ" run $T --method rtn --db st.db >/dev/null 2>st.err
+rc=$?
+check "a run whose session cannot be marked finished fails (exit $rc)" \
+	sh -c "test $rc -eq 2 && grep -q \"cannot set the session's status: no status now\" st.err"
+check "... its session reads open" test "$(sql st.db 'select status from sessions where id = 2')" = open
+sql st.db "drop trigger no_finish"
+"$MASQ" resume --db st.db --session 2 >/dev/null 2>&1
+check "... and resume finishes it" test "$(sql st.db 'select status from sessions where id = 2')" = finished
 done_testing
