@@ -763,6 +763,11 @@ cmd_export(int argc, char **argv)
 	json_decref(args);
 	if (rc < 0) {
 		rc = cli_fail(&err);
+		/* it was not there before, and an export is renamed into place
+		 * only once complete: what failed came after (recording it) */
+		if (access(o.out, F_OK) == 0)
+			fprintf(stderr, "masq: %s is complete, but session %lld does not record it;"
+			    " remove it to export again\n", o.out, (long long)sess_view_get(s)->id);
 		goto out;
 	}
 	printf("session %lld exported as %s to %s (%zu files)\n", (long long)sess_view_get(s)->id, o.format, o.out,

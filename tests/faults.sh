@@ -35,4 +35,24 @@ check "... and leaves no database behind" test ! -e "$w/r/wal.db"
 check "... and the run again records in WAL mode" sh -c "'$MASQ' $RUN --db '$w/r/wal.db' >/dev/null 2>&1 &&
 	test \"\$(sqlite3 '$w/r/wal.db' 'PRAGMA journal_mode')\" = wal"
 
+# An export whose result cannot be recorded is complete in its directory
+# (renamed into place, then the result's commit failed): the message says
+# so, since a user would otherwise retry and meet "exists".  The last
+# write of the WAL is that commit's; two copies of one database make the
+# same calls.
+"$MASQ" $RUN --db "$w/r/x.db" >/dev/null 2>&1 && cp "$w/r/x.db" "$w/r/a.db" && cp "$w/r/x.db" "$w/r/b.db" &&
+	ln -s x.db.blobs "$w/r/a.db.blobs" && ln -s x.db.blobs "$w/r/b.db.blobs" || exit 99
+env LD_PRELOAD="$shim" ASAN_OPTIONS="$asan" FAULT_OPS=write FAULT_PATHS="$w/r/a.db-wal" FAULT_COUNT_FILE="$w/r/count" \
+    "$MASQ" export --db "$w/r/a.db" --session 1 --format masquant --out "$w/r/ea" >/dev/null 2>&1 || exit 99
+C=$(sed -n 's/^calls //p' "$w/r/count")
+env LD_PRELOAD="$shim" ASAN_OPTIONS="$asan" FAULT_OPS=write FAULT_AT="$C" FAULT_PATHS="$w/r/b.db-wal" \
+    "$MASQ" export --db "$w/r/b.db" --session 1 --format masquant --out "$w/r/eb" >/dev/null 2>"$w/r/eb.err"
+rc=$?
+check "an export whose result cannot be recorded fails (exit $rc) and says the export is there" \
+	sh -c "test $rc -eq 2 && grep -q 'eb is complete, but session 1 does not record it' '$w/r/eb.err'"
+sums() { (cd "$1" && sha256sum $(ls | grep -v provenance)); }
+check "... and it is complete" test "$(sums "$w/r/ea")" = "$(sums "$w/r/eb")"
+check "... and the session records no export" \
+	test "$(q "$w/r/b.db" "SELECT count(*) FROM events WHERE name = 'export' AND kind = 'result'")" = 0
+
 done_testing
