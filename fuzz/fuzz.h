@@ -2,7 +2,10 @@
  * fuzz.h: what the libFuzzer harnesses of fuzz/ share (HACKING.md,
  * Fuzzing): a per-process scratch directory, removed at exit; writing the
  * input as a real file (the readers mmap files and refuse anything that is
- * not regular); the tiny demo, written once per process.
+ * not regular); the tiny demo, written once per process; and the recorded
+ * sessions the session targets start from (recipes.c), which the seed
+ * writer (make_seeds.c) records the same way, so that the blobs their
+ * events name exist in every harness's own blob directory.
  *
  *	int LLVMFuzzerInitialize(int *argc, char ***argv) { fz_init(); return 0; }
  *	int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
@@ -15,7 +18,7 @@
  *	}
  *
  * Nothing here keeps state that one input could leave for the next: the
- * demo is written at start-up and only read.
+ * demo and the template files are written at start-up and only read.
  */
 #ifndef MASQ_FUZZ_H
 #define MASQ_FUZZ_H
@@ -56,5 +59,31 @@ const char *fz_demo_model(void);
 const char *fz_demo_calib(void);
 /* Its config.json, loaded. */
 const model_config *fz_demo_config(void);
+
+/* The recorded sessions every session target starts from, on the tiny
+ * demo at model_dir/calib_path (the paths are recorded as given):
+ * FZ_RECIPES sessions, each a different walk through the command table,
+ * recorded into the database at db_path with their blobs beside it. */
+#define FZ_RECIPES 6
+extern const char *const fz_recipe_names[FZ_RECIPES];
+void fz_recipes_record(const char *db_path, const char *model_dir, const char *calib_path);
+
+/* Structure-aware mutations (mutate.c), for LLVMFuzzerCustomMutator: one
+ * value of a JSON text changed, removed or repeated (a new string, NULL
+ * when text is not JSON); one line of a fuzz_events input changed, left
+ * out, repeated or moved; one change to a session database through SQLite
+ * (a payload's value, an event's name or kind, an event left out, a
+ * session's column or settings, a session copied).  Each falls back to
+ * libFuzzer's byte mutations a third of the time and whenever the result
+ * would not fit max. */
+size_t LLVMFuzzerMutate(uint8_t *data, size_t size, size_t max);
+unsigned fz_rand(unsigned *state);
+char *fz_json_mutate(const char *text, size_t len, unsigned *state);
+size_t fz_events_mutate(uint8_t *data, size_t size, size_t max, unsigned seed);
+size_t fz_db_mutate(uint8_t *data, size_t size, size_t max, unsigned seed);
+
+/* The events input of fuzz_events (one line each, see fuzz_events.c):
+ * session sid of db_path as text, a new string. */
+char *fz_events_text(const char *db_path, int64_t sid);
 
 #endif
