@@ -56,8 +56,11 @@ pipe_opts_check(const pipe_opts *o, masq_err *err)
 		    1 << 20, o->wgroup);
 	if (setting_check_alpha(o->alpha, err) < 0)
 		return -1;
+	/* the grid's points as pipe_search_alpha counts them, compared before
+	 * the conversion to int: a tiny step makes a count no int holds */
+	float points = (o->alpha_hi - o->alpha_lo) / o->alpha_step + 1.5f;
 	if (!(o->alpha_step > 0.0f) || !(o->alpha_lo >= 0.0f) || !(o->alpha_hi <= 1.0f) || o->alpha_lo > o->alpha_hi ||
-	    (int)((o->alpha_hi - o->alpha_lo) / o->alpha_step + 1.5f) > PIPE_ALPHA_MAX)
+	    !(points < PIPE_ALPHA_MAX + 1))
 		return masq_err_set(err, MASQ_ERR_USAGE,
 		    "the alpha grid %g:%g:%g is not within [0, 1], is empty or has more than %d points", o->alpha_lo,
 		    o->alpha_step, o->alpha_hi, PIPE_ALPHA_MAX);

@@ -61,6 +61,8 @@ expect "--alpha has no effect with --method rtn" "--alpha with rtn" -- "$MASQ" r
 expect "--rank has no effect with --method rtn: only mas-cmc" "--rank with rtn" -- "$MASQ" run $T --method rtn --rank 8
 expect "--no-whiten has no effect with --method mas:" "--no-whiten with mas" -- "$MASQ" run $T --method mas --no-whiten
 expect "--alpha-grid has no effect .* --alpha search" "--alpha-grid without search" -- "$MASQ" run $T --alpha-grid 0:0.1:1
+expect "the alpha grid 0.2:1e-30:0.9 .* has more than 64 points" "--alpha-grid with a step no int counts" -- \
+    "$MASQ" run $T --method sq --alpha search --alpha-grid 0.2:1e-30:0.9
 expect "--search-tokens has no effect" "--search-tokens without search" -- "$MASQ" run $T --search-tokens 64
 expect "--epochs has no effect with --method sq" "--epochs with sq" -- "$MASQ" run $T --method sq --epochs 2
 expect "--lr has no effect with --method mas-cmc --epochs 0" "--lr with --epochs 0" -- "$MASQ" run $T --epochs 0 --lr 0.1

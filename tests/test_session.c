@@ -195,6 +195,20 @@ test_settings(void)
 	tap_ok(sess_dispatch(a, SC_SET_BITS, x, NULL, &err) == SESS_ERROR && strstr(err.msg, "not W12 A8"),
 	    "set-bits 12 8 is refused");
 	json_decref(x);
+	/* settings read back: an alpha grid whose point count no int holds
+	 * (fuzz_events: the count overflowed its conversion to int) */
+	pipe_opts ro;
+	x = json_pack("{s:f}", "alpha_step", 5e-31);
+	tap_ok(sess_opts_from_json(&ro, x, &err) < 0 && strstr(err.msg, "has more than 64 points") != NULL,
+	    "settings with an alpha step of 5e-31 are refused: %s", err.msg);
+	json_decref(x);
+	x = json_pack("{s:f, s:f, s:f}", "alpha_lo", 0.0, "alpha_step", 1.0 / 63, "alpha_hi", 1.0);
+	tap_ok(sess_opts_from_json(&ro, x, &err) == 0, "a grid of 64 points is accepted");
+	json_decref(x);
+	x = json_pack("{s:f, s:f, s:f}", "alpha_lo", 0.0, "alpha_step", 1.0 / 64, "alpha_hi", 1.0);
+	tap_ok(sess_opts_from_json(&ro, x, &err) < 0 && strstr(err.msg, "has more than 64 points") != NULL,
+	    "one of 65 points is refused: %s", err.msg);
+	json_decref(x);
 	sess_free(a);
 	sess_free(b);
 }
