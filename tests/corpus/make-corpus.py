@@ -2,6 +2,7 @@
 """Write the malformed-safetensors corpus into OUTDIR.
 
 Usage: make-corpus.py OUTDIR
+       make-corpus.py --events-db TEMPLATE.db EVENTS OUT.db
 
 Every case is one file (or one model directory for the sharded cases)
 that `masq inspect` must reject with exit status 2 and a message that
@@ -9,6 +10,15 @@ names the file, the tensor and the fault; tests/corpus/expected.txt lists
 each case with a substring its message must contain.  Two valid files
 (one laid out exactly as Hugging Face's writer lays it out) must be
 accepted.  Standard library only: the files are built byte by byte.
+
+A case named events-*.txt is a session's settings and events as the fuzz
+target fuzz_events reads them (a line per event, KIND<TAB>NAME<TAB>PAYLOAD,
+and a first line settings<TAB>JSON; fuzz/fuzz_events.c): the reproducer
+of a finding, as bytes.  tests/corpus.sh records a session of the tiny
+demo and puts each such case into a copy of its database with
+--events-db (in place of session 1's settings and events, in tables
+without their CHECK constraints, as a hostile file can have them), then
+runs `masq resume` on it.
 """
 
 import json
@@ -208,8 +218,65 @@ def calib_file(name, T=6, H=8, lens=(4, 2), mods=(0, 1, 1, 2, 0, 0), emb=None,
     put(name, st_bytes(header, data))
 
 
+# -- reproducers of fuzz findings (HACKING.md, Fuzzing): the inputs, as bytes
+EVENTS_CASES = {
+    # fuzz_events: an alpha grid whose point count no int holds overflowed
+    # the float-to-int conversion in pipe_opts_check (UBSan), and on x86
+    # passed the 64-point limit as INT_MIN: a search of no points at all
+    "events-alpha-grid-overflow.txt": b'settings\t{"alpha_step":50e-32}',
+}
+
+
+def events_db(template, events, out):
+    """Copy TEMPLATE (a masq database) to OUT with session 1's settings and
+    events replaced by those of the file EVENTS, as fuzz_events writes them."""
+    import sqlite3
+    if os.path.exists(out):
+        os.unlink(out)
+    src = sqlite3.connect(template)
+    dst = sqlite3.connect(out)
+    src.backup(dst)
+    src.close()
+    dst.execute("PRAGMA journal_mode = DELETE")
+    dst.execute("PRAGMA writable_schema = ON")
+    dst.execute("UPDATE sqlite_schema SET sql = replace(sql, ' CHECK (json_valid(settings))', '')"
+                " WHERE name = 'sessions'")
+    dst.execute("UPDATE sqlite_schema SET sql = replace(replace(replace(sql, ' CHECK (seq > 0)', ''),"
+                " ' CHECK (kind IN (''command'', ''result'', ''error'', ''note''))', ''),"
+                " ' CHECK (json_valid(payload))', '') WHERE name = 'events'")
+    dst.execute("PRAGMA writable_schema = OFF")
+    dst.commit()
+    dst.close()
+    db = sqlite3.connect(out)
+    trig = db.execute("SELECT sql FROM sqlite_schema WHERE name = 'events_no_delete'").fetchone()[0]
+    db.execute("DROP TRIGGER events_no_delete")
+    db.execute("DELETE FROM events WHERE session = 1")
+    db.execute(trig)
+    with open(events, "rb") as f:
+        data = f.read()
+    seq = 0
+    for i, line in enumerate(data.split(b"\n")):
+        if not line:
+            continue
+        parts = line.split(b"\t", 2)
+        if i == 0 and parts[0] == b"settings":
+            db.execute("UPDATE sessions SET settings = CAST(? AS TEXT) WHERE id = 1",
+                       (parts[1] if len(parts) > 1 else b"",))
+            continue
+        parts += [b""] * (3 - len(parts))
+        seq += 1
+        db.execute("INSERT INTO events (session, seq, kind, name, payload, created) VALUES"
+                   " (1, ?, CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), '2026-03-05T00:00:00.000Z')",
+                   (seq, parts[0], parts[1], parts[2]))
+    db.commit()
+    db.close()
+    return 0
+
+
 def main():
     global OUT
+    if len(sys.argv) == 5 and sys.argv[1] == "--events-db":
+        return events_db(sys.argv[2], sys.argv[3], sys.argv[4])
     if len(sys.argv) != 2:
         sys.stderr.write("usage: make-corpus.py OUTDIR\n")
         return 2
@@ -360,6 +427,9 @@ def main():
     calib_file("calib-modality-i32.safetensors", mod_dtype="I32")
     calib_file("calib-modality-short.safetensors", mods=(0, 1, 1))
     calib_file("calib-zero-length.safetensors", lens=(6, 0))
+    # -- fuzz findings
+    for name, blob in EVENTS_CASES.items():
+        put(name, blob)
     return 0
 
 
