@@ -464,15 +464,16 @@ fail:
 }
 
 void
-export_plan_levels(xjob *j, const st_tensor *t, int l, int lin)
+export_plan_levels(xjob *j, const st_tensor *t, int l, int lin, int u4x2)
 {
 	int out, in;
-	int64_t sh[2];
+	int64_t sh[2], wsh[2];
 	layer_lin_shape(&j->m->cfg, lin, &out, &in);
-	sh[0] = out;
+	sh[0] = wsh[0] = out;
 	sh[1] = 1;
+	wsh[1] = u4x2 ? (in + 1) / 2 : in;
 	char *sn = xmalloc(strlen(t->name) + 8);
-	otensor *o = otensor_push(&j->t, &j->nt, &j->tcap, t->name, ST_I8, t->ndim, t->shape, OK_WEIGHT);
+	otensor *o = otensor_push(&j->t, &j->nt, &j->tcap, t->name, u4x2 ? ST_U8 : ST_I8, 2, wsh, OK_WEIGHT);
 	o->src = t;
 	o->layer = l;
 	o->lin = lin;
@@ -553,7 +554,8 @@ job_plan(xjob *j, masq_err *err)
 		qplan_layer q;
 		if (export_plan_get(j, l, &q, err) < 0)
 			return -1;
-		lsum_fill(&j->ls[l], &q, j->cmc_dtype);
+		/* only the masquant export stores L1/L2: the others need not scan them */
+		lsum_fill(&j->ls[l], &q, j->format == EXPORT_MASQUANT ? j->cmc_dtype : ST_F32);
 		qplan_layer_done(&q);
 		if (j->fmt->check != NULL && j->fmt->check(j, l, &j->ls[l], err) < 0)
 			return -1;

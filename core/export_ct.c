@@ -121,7 +121,7 @@ ct_plan_tensor(xjob *j, const st_tensor *t, int l, int lin, int nm)
 	if (lin >= 0 && ct_packed(j)) {
 		ct_plan_packed(j, t, l, lin);
 	} else if (lin >= 0) {
-		export_plan_levels(j, t, l, lin);
+		export_plan_levels(j, t, l, lin, 0);
 	} else if (nm >= 0) {
 		otensor *o = otensor_push(&j->t, &j->nt, &j->tcap, t->name, t->dtype, t->ndim, t->shape, OK_NORM);
 		o->src = t;

@@ -155,8 +155,9 @@ st_writer *export_declare(const otensor *v, int n, int shard, masq_err *err);
 void export_round_to_dtype(float *x, size_t n, st_dtype dt);
 /* Write text to dir/name, fsync'd. */
 int export_write_text(const char *dir, const char *name, const char *text, size_t n, masq_err *err);
-/* The decoder linear's weight as levels and scales (int8 container): the
- * tensors compressed-tensors and masquant write for input t. */
-void export_plan_levels(xjob *j, const st_tensor *t, int l, int lin);
+/* The decoder linear's weight as levels and scales: the tensors
+ * compressed-tensors W8A8 and masquant write for input t; levels one per
+ * byte (I8 [out, in]) or, u4x2, two per byte (U8 [out, ceil(in / 2)]). */
+void export_plan_levels(xjob *j, const st_tensor *t, int l, int lin, int u4x2);
 
 #endif

@@ -53,15 +53,7 @@ masquant_plan_tensor(xjob *j, const st_tensor *t, int l, int lin, int nm)
 {
 	(void)nm;
 	if (lin >= 0) {
-		export_plan_levels(j, t, l, lin);
-		if (packs4(j->ls[l].wbits)) {
-			/* U4x2: [out, ceil(in / 2)] bytes */
-			otensor *o = &j->t[j->nt - 2];
-			MASQ_ASSERT(o->kind == OK_WEIGHT);
-			o->dtype = ST_U8;
-			o->shape[1] = (o->shape[1] + 1) / 2;
-			o->nbytes = (uint64_t)o->shape[0] * (uint64_t)o->shape[1];
-		}
+		export_plan_levels(j, t, l, lin, packs4(j->ls[l].wbits));
 	} else {
 		otensor *o = otensor_push(&j->t, &j->nt, &j->tcap, t->name, t->dtype, t->ndim, t->shape, OK_COPY);
 		o->src = t;

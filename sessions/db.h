@@ -107,20 +107,21 @@ typedef struct sdb_gc_report {
 	int kept, removed;
 	uint64_t kept_bytes, removed_bytes;
 } sdb_gc_report;
-/* Garbage collection of the blobs: SDB_GC_SUPERSEDED removes the
- * checkpoints a later next-layer of session `session` superseded (resume
- * needs a session's latest only; replay recomputes), SDB_GC_ALL those of
- * every session and every blob no event names that is older than
- * SDB_GC_MIN_AGE seconds (younger ones may belong to a command of another
- * process still being recorded), SDB_GC_DRY counts what SDB_GC_ALL would
- * remove.  A blob that any event still needs stays, whichever session it
- * came from, and so does one stored again within the last SDB_GC_HOLD
- * seconds (its time is set that far ahead): another process may be about
- * to name it. */
-enum { SDB_GC_SUPERSEDED, SDB_GC_ALL, SDB_GC_DRY };
+/* Garbage collection of the blobs (dry: only count): the checkpoints a
+ * later next-layer of their session superseded (resume needs a session's
+ * latest only; replay recomputes), and every blob no event names that is
+ * older than SDB_GC_MIN_AGE seconds (younger ones may belong to a command
+ * of another process still being recorded).  A blob any event still needs
+ * stays, whichever session it came from, and so does one stored again
+ * within the last SDB_GC_HOLD seconds (its time is set that far ahead):
+ * another process may be about to name it. */
 #define SDB_GC_MIN_AGE 3600
 #define SDB_GC_HOLD 600
-int sdb_blob_gc(sdb *db, int mode, int64_t session, sdb_gc_report *rep, masq_err *err);
+int sdb_blob_gc(sdb *db, int dry, sdb_gc_report *rep, masq_err *err);
+/* After a next-layer result of session is recorded: remove the checkpoint
+ * it superseded (the session's previous one) unless another event names it
+ * or it is held (SDB_GC_HOLD).  Costs one query over the events. */
+int sdb_checkpoint_release(sdb *db, int64_t session, masq_err *err);
 
 /* Print SQL text that recreates the session (its row and its events) in
  * another masq database: plain INSERTs in one transaction. */

@@ -258,26 +258,23 @@ shaset_has(const struct shaset *s, const char *sha)
  * that a later next-layer of the same session superseded: resume needs a
  * session's latest checkpoint only, and replay recomputes. */
 static int
-blob_refs(sdb *db, int64_t only, struct shaset *keep, struct shaset *gone, masq_err *err)
+blob_refs(sdb *db, struct shaset *keep, struct shaset *gone, masq_err *err)
 {
 	sqlite3_stmt *st = sdb_prepare(db,
-	    "SELECT payload, kind = 'result' AND name = 'next-layer' AND (?1 = 0 OR session = ?1) AND seq < "
+	    "SELECT payload, kind = 'result' AND name = 'next-layer' AND seq < "
 	    "(SELECT max(seq) FROM events x WHERE x.session = e.session AND x.kind = 'result' AND "
 	    "x.name = 'next-layer') FROM events e", err);
 	if (st == NULL)
 		return -1;
-	sqlite3_bind_int64(st, 1, only);
 	int rc;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *p = (const char *)sqlite3_column_text(st, 0);
 		int superseded = sqlite3_column_int(st, 1);
 		const char *ck = NULL;
-		size_t ckn = 0;
 		if (p == NULL)
 			continue;
 		if (superseded && (ck = strstr(p, "\"checkpoint\":\"")) != NULL) {
 			ck += 14;
-			ckn = 64;
 			if (strlen(ck) >= 64) {
 				char sha[65];
 				memcpy(sha, ck, 64);
@@ -290,7 +287,7 @@ blob_refs(sdb *db, int64_t only, struct shaset *keep, struct shaset *gone, masq_
 			size_t n = 0;
 			while (n < 65 && ((q[n] >= '0' && q[n] <= '9') || (q[n] >= 'a' && q[n] <= 'f')))
 				n++;
-			if (n == 64 && (q == p || !isxdigit((unsigned char)q[-1])) && !(ck != NULL && q == ck && ckn == 64)) {
+			if (n == 64 && (q == p || !isxdigit((unsigned char)q[-1])) && q != ck) {
 				char sha[65];
 				memcpy(sha, q, 64);
 				sha[64] = '\0';
@@ -311,16 +308,15 @@ blob_refs(sdb *db, int64_t only, struct shaset *keep, struct shaset *gone, masq_
 }
 
 int
-sdb_blob_gc(sdb *db, int mode, int64_t session, sdb_gc_report *rep, masq_err *err)
+sdb_blob_gc(sdb *db, int dry, sdb_gc_report *rep, masq_err *err)
 {
 	struct shaset keep = {0}, gone = {0};
-	int dry = mode == SDB_GC_DRY;
 	time_t now = time(NULL);
 	char **names;
 	int n, rc = -1;
 
 	memset(rep, 0, sizeof *rep);
-	if (blob_refs(db, mode == SDB_GC_SUPERSEDED ? session : 0, &keep, &gone, err) < 0)
+	if (blob_refs(db, &keep, &gone, err) < 0)
 		goto out;
 	struct stat sb;
 	if (stat(db->blobdir, &sb) < 0) {
@@ -336,7 +332,7 @@ sdb_blob_gc(sdb *db, int mode, int64_t session, sdb_gc_report *rep, masq_err *er
 			 * else unnamed, and old enough not to be another process's
 			 * blob whose event is still being written */
 			int go = !shaset_has(&keep, names[i]) && sb.st_mtime <= now && (shaset_has(&gone, names[i]) ||
-			    (mode != SDB_GC_SUPERSEDED && now - sb.st_mtime > SDB_GC_MIN_AGE));
+			    now - sb.st_mtime > SDB_GC_MIN_AGE);
 			if (!go) {
 				rep->kept++;
 				rep->kept_bytes += (uint64_t)sb.st_size;
@@ -355,4 +351,50 @@ out:
 	free(keep.v);
 	free(gone.v);
 	return rc;
+}
+
+int
+sdb_checkpoint_release(sdb *db, int64_t session, masq_err *err)
+{
+	/* the checkpoint of the session's last next-layer but one */
+	sqlite3_stmt *st = sdb_prepare(db,
+	    "SELECT seq, json_extract(payload, '$.checkpoint') FROM events WHERE session = ?1 AND kind = 'result' "
+	    "AND name = 'next-layer' ORDER BY seq DESC LIMIT 1 OFFSET 1", err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, session);
+	char sha[65] = "";
+	int64_t seq = 0;
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && sqlite3_column_text(st, 1) != NULL) {
+		seq = sqlite3_column_int64(st, 0);
+		snprintf(sha, sizeof sha, "%s", (const char *)sqlite3_column_text(st, 1));
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sdb_fail(db->h, db->path, "finding the superseded checkpoint", err);
+	if (!sdb_sha_valid(sha))
+		return 0;
+	/* any other event naming it keeps it (another session reached the
+	 * same hidden states) */
+	int64_t others = 0;
+	st = sdb_prepare(db, "SELECT count(*) FROM events WHERE instr(payload, ?1) > 0 AND NOT (session = ?2 AND seq = ?3)",
+	    err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, session);
+	sqlite3_bind_int64(st, 3, seq);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		others = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW)
+		return sdb_fail(db->h, db->path, "checking who needs the superseded checkpoint", err);
+	char *p = masq_path_join(db->blobdir, sha);
+	struct stat sb;
+	/* a time ahead of now: stored again by a command not recorded yet */
+	if (others == 0 && stat(p, &sb) == 0 && sb.st_mtime <= time(NULL))
+		unlink(p);
+	free(p);
+	return 0;
 }

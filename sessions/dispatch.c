@@ -270,9 +270,8 @@ sess_dispatch(sess *s, int id, json_t *args, json_t **result, masq_err *err)
 			} else if (id == SC_NEXT && !keep_checkpoints()) {
 				/* the new checkpoint is recorded: the one it supersedes
 				 * is no longer needed (a failure here costs disk only) */
-				sdb_gc_report gr;
 				masq_err e3 = {0};
-				sdb_blob_gc(s->db, SDB_GC_SUPERSEDED, s->id, &gr, &e3);
+				sdb_checkpoint_release(s->db, s->id, &e3);
 			}
 			free(t);
 		}

@@ -363,7 +363,7 @@ cmd_sessions(int argc, char **argv)
 		if ((rc = open_db(&o, &db)) != 0)
 			return rc;
 		sdb_gc_report gr;
-		if (sdb_blob_gc(db, o.dry_run ? SDB_GC_DRY : SDB_GC_ALL, 0, &gr, &err) < 0) {
+		if (sdb_blob_gc(db, o.dry_run, &gr, &err) < 0) {
 			rc = cli_fail(&err);
 		} else {
 			char b1[32], b2[32];

@@ -435,7 +435,9 @@ def ignore_matcher(ignore):
     without its leading 'model.' (e.g. Qwen2.5-VL's visual.*)."""
     pats = [p for p in ignore if isinstance(p, str)]
 
-    def match(name):
+    def hits(name, both):
+        """Whether a pattern hits name: with both, a regex must match the name
+        and its short form (vLLM's rule); else either."""
         short = name[len("model."):] if name.startswith("model.") else name
         for p in pats:
             if p.startswith("re:"):
@@ -443,25 +445,17 @@ def ignore_matcher(ignore):
                     rx = re.compile(p[3:])
                 except re.error:
                     continue
-                if rx.match(name) and rx.match(short):
+                if (rx.match(name) and rx.match(short)) if both else (rx.match(name) or rx.match(short)):
                     return True
-            elif p == name:
+            elif p == name or (not both and p == short):
                 return True
         return False
 
+    def match(name):
+        return hits(name, True)
+
     def touches(name):
-        short = name[len("model."):] if name.startswith("model.") else name
-        for p in pats:
-            if p.startswith("re:"):
-                try:
-                    rx = re.compile(p[3:])
-                except re.error:
-                    continue
-                if rx.match(name) or rx.match(short):
-                    return True
-            elif p in (name, short):
-                return True
-        return False
+        return hits(name, False)
 
     return match, touches
 
