@@ -121,10 +121,9 @@ engine_linear(const float *x, int n, int in, const float *W, const float *bias, 
 		}
 }
 
-void
-engine_qlinear_rows(const float *x, int in, const int *rows, int k, const float *s, int abits,
-    const float *W, const float *bias, int out, int rank, const float *L1, const float *L2,
-    float *xs, float *xq, float *y)
+/* xs (k, in) = x[rows] / s, the smoothed rows both linears start from. */
+static void
+smooth_rows(const float *x, int in, const int *rows, int k, const float *s, float *xs)
 {
 	for (int r = 0; r < k; r++) {
 		const float *src = x + (size_t)(rows ? rows[r] : r) * in;
@@ -135,17 +134,62 @@ engine_qlinear_rows(const float *x, int in, const int *rows, int k, const float 
 		else
 			memcpy(dst, src, (size_t)in * sizeof(float));
 	}
+}
+
+/* y (k, out) += (xs L1) L2, the compensation branch on the unquantized rows. */
+static void
+lowrank_add(const float *xs, int k, int in, int rank, const float *L1, const float *L2, int out,
+    float *y)
+{
+	float *t = xmalloc(xmul((size_t)k * rank, sizeof(float)));
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, rank, in, 1.0f, xs, in, L1, rank,
+	    0.0f, t, rank);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, out, rank, 1.0f, t, rank, L2, out,
+	    1.0f, y, out);
+	free(t);
+}
+
+void
+engine_qlinear_rows(const float *x, int in, const int *rows, int k, const float *s, int abits,
+    const float *W, const float *bias, int out, int rank, const float *L1, const float *L2,
+    float *xs, float *xq, float *y)
+{
+	smooth_rows(x, in, rows, k, s, xs);
 	if (abits < 16)
 		quant_act_rows(xq, xs, k, in, abits);
 	engine_linear(abits < 16 ? xq : xs, k, in, W, bias, out, y);
-	if (rank > 0) {
-		float *t = xmalloc(xmul((size_t)k * rank, sizeof(float)));
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, rank, in, 1.0f, xs, in, L1, rank,
-		    0.0f, t, rank);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, out, rank, 1.0f, t, rank, L2, out,
-		    1.0f, y, out);
-		free(t);
+	if (rank > 0)
+		lowrank_add(xs, k, in, rank, L1, L2, out, y);
+}
+
+void
+engine_qlinear_rows_int(const float *x, int in, const int *rows, int k, const float *s,
+    int abits, const igemm_b *Wi, const float *wscale, const float *bias, int out, int rank,
+    const float *L1, const float *L2, float *xs, float *y, int threads)
+{
+	MASQ_ASSERT(abits >= 2 && abits <= 8 && Wi->n == out && Wi->k == in);
+	if (k == 0)
+		return;
+	smooth_rows(x, in, rows, k, s, xs);
+	int8_t *qa = xmalloc(xmul((size_t)k, (size_t)in));
+	float *sa = xmalloc(xmul((size_t)k, sizeof(float)));
+	int32_t *acc = xmalloc(xmul(xmul((size_t)k, (size_t)out), sizeof(int32_t)));
+	quant_act_rows_int(qa, sa, xs, k, in, abits);
+	igemm(acc, qa, k, in, Wi, threads);
+	for (int t = 0; t < k; t++) {
+		float *row = y + (size_t)t * out;
+		const int32_t *ar = acc + (size_t)t * out;
+		double st = sa[t];
+		for (int j = 0; j < out; j++) {
+			float v = (float)((double)ar[j] * (st * (double)wscale[j]));
+			row[j] = bias != NULL ? v + bias[j] : v;
+		}
 	}
+	free(acc);
+	free(sa);
+	free(qa);
+	if (rank > 0)
+		lowrank_add(xs, k, in, rank, L1, L2, out, y);
 }
 
 float *

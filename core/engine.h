@@ -23,6 +23,7 @@
 
 #include <stdint.h>
 
+#include "core/igemm.h"
 #include "core/model.h"
 
 /* Linear-input sites, in forward order. */
@@ -84,6 +85,18 @@ void engine_layer_forward_ref(const model_config *cfg, const layer_weights *w,
 void engine_qlinear_rows(const float *x, int in, const int *rows, int k, const float *s, int abits,
     const float *W, const float *bias, int out, int rank, const float *L1, const float *L2,
     float *xs, float *xq, float *y);
+
+/* The same linear with the integer GEMM (igemm.h): W given as its packed
+ * levels Wi and per-row scales wscale (y uses W = levels * wscale, exactly
+ * the fake-quant weight), the activations quantized to levels per token at
+ * abits <= 8; y = (levels_a levels_w^T) * scale_a * scale_w + bias, the
+ * integer sums exact and the rescale in double, rounded once to float.
+ * Agrees with engine_qlinear_rows on the same weight to the float
+ * rounding of its sums (tests/test_engine.c names the bound).  threads:
+ * the integer GEMM's (<= 0: one). */
+void engine_qlinear_rows_int(const float *x, int in, const int *rows, int k, const float *s,
+    int abits, const igemm_b *Wi, const float *wscale, const float *bias, int out, int rank,
+    const float *L1, const float *L2, float *xs, float *y, int threads);
 
 /* logits (k, V), a new array, of rows idx of h (n, D): RMSNorm with norm
  * and eps, then the head W (V, D). */

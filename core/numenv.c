@@ -13,6 +13,7 @@
 
 #include "core/blas.h"
 #include "core/engine.h"
+#include "core/igemm.h"
 #include "core/numenv.h"
 #include "core/sha256.h"
 #include "core/util.h"
@@ -451,6 +452,8 @@ numenv_collect(int threads)
 			json_array_append_new(feat, json_string(cpu_feature_names[i]));
 	json_object_set_new(cpu, "features", feat);
 	json_object_set_new(j, "cpu", cpu);
+	/* the quantized linears' product: exact integer sums, or float */
+	json_object_set_new(j, "qgemm", json_string(igemm_enabled() ? "int8" : "float"));
 	json_object_set_new(j, "probe", json_string(probe));
 	return j;
 }
@@ -459,7 +462,7 @@ numenv_collect(int threads)
 static const char *const key_fields[][2] = {
 	{"masq", NULL}, {"build", "compiler"}, {"build", "fp"}, {"build", "isa"}, {"libc", NULL},
 	{"blas", "config"}, {"blas", "corename"}, {"blas", "parallel"}, {"blas", "threads"},
-	{"probe", NULL},
+	{"probe", NULL}, {"qgemm", NULL},
 };
 
 static json_t *

@@ -28,7 +28,8 @@
  *    "blas": {library, version, config, corename, parallel, threads,
  *             coretype_env},
  *    "cpu": {vendor, model, features: [...]},
- *    "probe": "<16 hex digits>"}
+ *    "probe": "<16 hex digits>",
+ *    "qgemm": "int8" | "float"}   (the quantized linears' product, igemm.h)
  * threads > 0 pins the BLAS threads before the probe runs. */
 json_t *numenv_collect(int threads);
 

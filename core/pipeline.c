@@ -465,6 +465,80 @@ quant_weight(const pipeline *p, float *Wq, const float *W, const float *s, int o
 		quant_weight_rows(Wq, Wq, out, in, p->opts.wbits);
 }
 
+/*
+ * The integer GEMM (igemm.h) runs a quantized linear whenever its grids are
+ * integer ones it can take: activations quantized per token at 8 bits or
+ * fewer, weights per output channel at 8 bits or fewer.  Groups (their
+ * zero points) and weight-only sessions keep the float product.
+ * MASQ_QGEMM=float forces the float product everywhere (igemm_enabled;
+ * the numeric environment records it as "qgemm").
+ */
+int
+pipe_qgemm_int(const pipe_opts *o)
+{
+	return igemm_enabled() && o->abits <= 8 && o->wbits <= 8 && o->wgroup == 0;
+}
+
+/* A quantized weight in the forms the forward takes: Wq (out, in), the
+ * fake-quant float weight, always; where the integer GEMM runs, also its
+ * levels packed (ib.b != NULL) and per-row scales. */
+struct qweight {
+	float *Wq;
+	igemm_b ib;
+	float *scale;
+};
+
+/* w = Q(W diag(s)) (s NULL: W); Wq is the caller's (out, in) array. */
+static void
+qweight_make(const pipeline *p, struct qweight *w, float *Wq, const float *W, const float *s,
+    int out, int in)
+{
+	memset(w, 0, sizeof *w);
+	w->Wq = Wq;
+	if (!(pipe_qgemm_int(&p->opts) && p->opts.wbits <= 8)) {
+		quant_weight(p, Wq, W, s, out, in);
+		return;
+	}
+	if (s != NULL) {
+		for (int o = 0; o < out; o++)
+			for (int j = 0; j < in; j++)
+				Wq[(size_t)o * in + j] = W[(size_t)o * in + j] * s[j];
+	} else {
+		memcpy(Wq, W, (size_t)out * in * sizeof(float));
+	}
+	int8_t *lv = xmalloc(xmul((size_t)out, (size_t)in));
+	w->scale = xmalloc(xmul((size_t)out, sizeof(float)));
+	quant_weight_rows_int(lv, w->scale, Wq, out, in, p->opts.wbits);
+	/* the float weight from the same levels: what quant_weight_rows gives */
+	for (int o = 0; o < out; o++)
+		for (int j = 0; j < in; j++)
+			Wq[(size_t)o * in + j] = (float)lv[(size_t)o * in + j] * w->scale[o];
+	igemm_b_pack(&w->ib, lv, out, in);
+	free(lv);
+}
+
+static void
+qweight_done(struct qweight *w)
+{
+	igemm_b_done(&w->ib);
+	free(w->scale);
+	w->scale = NULL;
+}
+
+/* engine_qlinear_rows on w, through the integer GEMM where w has levels. */
+static void
+qweight_rows(const pipeline *p, const struct qweight *w, const float *x, int in, const int *rows,
+    int k, const float *s, const float *bias, int out, int rank, const float *L1, const float *L2,
+    float *xs, float *xq, float *y)
+{
+	if (w->ib.b != NULL && p->opts.abits <= 8)
+		engine_qlinear_rows_int(x, in, rows, k, s, p->opts.abits, &w->ib, w->scale, bias, out,
+		    rank, L1, L2, xs, y, masq_blas_get_threads());
+	else
+		engine_qlinear_rows(x, in, rows, k, s, p->opts.abits, w->Wq, bias, out, rank, L1, L2,
+		    xs, xq, y);
+}
+
 static cmc_whitener *
 get_whitener(struct qctx *q, int grp, int mod, const float *s, int d)
 {
@@ -602,7 +676,6 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	struct qctx *q = ctx;
 	pipeline *p = q->p;
 	int method = q->method, out, in;
-	int abits = p->opts.abits;
 
 	if (q->failed)
 		return 1;	/* the result is discarded; let the engine finish the layer */
@@ -620,8 +693,10 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	if (!per_mod) {
 		/* one factor (or none) and one weight for every token */
 		const float *sf = lin_factor(q, lin, method, ALPHA_UNIFIED, s);
-		quant_weight(p, Wq, w->w[lin], sf, out, in);
-		engine_qlinear_rows(x, in, NULL, n, sf, abits, Wq, w->b[lin], out, 0, NULL, NULL, xs, xq, y);
+		struct qweight qw;
+		qweight_make(p, &qw, Wq, w->w[lin], sf, out, in);
+		qweight_rows(p, &qw, x, in, NULL, n, sf, w->b[lin], out, 0, NULL, NULL, xs, xq, y);
+		qweight_done(&qw);
 		if (q->plan != NULL && sf != NULL)
 			for (int m = 0; m < MOD_COUNT; m++)
 				if (p->c->n_mod[m])
@@ -631,6 +706,9 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 				lr->alpha[m] = sf ? q->ls->alpha[smooth_lin_group(lin)][ALPHA_UNIFIED] : NAN;
 	} else {
 		float *s_t = NULL, *Wbase = NULL;
+		struct qweight qbase, qm;
+		memset(&qbase, 0, sizeof qbase);
+		memset(&qm, 0, sizeof qm);
 		if (method == METHOD_MAS_CMC && q->measure &&
 		    cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out) > 0)
 			y0 = xmalloc(xmul((size_t)n * out, sizeof(float)));
@@ -639,7 +717,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			s_t = xmalloc(xmul((size_t)in, sizeof(float)));
 			lin_factor(q, lin, method, MOD_TEXT, s_t);
 			Wbase = xmalloc(xmul((size_t)out * in, sizeof(float)));
-			quant_weight(p, Wbase, w->w[lin], s_t, out, in);
+			qweight_make(p, &qbase, Wbase, w->w[lin], s_t, out, in);
 			if (q->plan != NULL) {
 				q->plan->lin[lin].base = MOD_TEXT;
 				q->plan->lin[lin].smooth[MOD_TEXT] = fdup(s_t, (size_t)in);
@@ -659,18 +737,19 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 				memcpy(s, s_t, (size_t)in * sizeof(float));
 			if (q->plan != NULL && q->plan->lin[lin].smooth[m] == NULL)
 				q->plan->lin[lin].smooth[m] = fdup(s, (size_t)in);
-			const float *Wm = Wbase;
+			const struct qweight *Wm = &qbase;
 			if (method == METHOD_MAS) {
-				quant_weight(p, Wq, w->w[lin], s, out, in);
-				Wm = Wq;
+				qweight_done(&qm);
+				qweight_make(p, &qm, Wq, w->w[lin], s, out, in);
+				Wm = &qm;
 			}
 			cmc_result res;
 			memset(&res, 0, sizeof res);
 			if (method == METHOD_MAS_CMC && m != MOD_TEXT &&
 			    lin_cmc(q, lin, m, Wbase, s, out, in, &res, lr ? &lr->cmc[m] : NULL) < 0)
 				q->failed = 1;
-			engine_qlinear_rows(x, in, q->rows[m], k, s, abits, Wm, w->b[lin], out, res.rank,
-			    res.L1, res.L2, xs, xq, yr);
+			qweight_rows(p, Wm, x, in, q->rows[m], k, s, w->b[lin], out, res.rank, res.L1, res.L2,
+			    xs, xq, yr);
 			if (q->plan != NULL && res.rank > 0) {
 				/* the plan keeps the factors */
 				q->plan->lin[lin].rank[m] = res.rank;
@@ -690,13 +769,15 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 				/* the alternative: these tokens through x / s_text and the
 				 * stored weight, as rank 0 runs them */
 				if (m != MOD_TEXT)
-					engine_qlinear_rows(x, in, q->rows[m], k, s_t, abits, Wbase, w->b[lin], out, 0,
-					    NULL, NULL, xs, xq, yr);
+					qweight_rows(p, &qbase, x, in, q->rows[m], k, s_t, w->b[lin], out, 0, NULL,
+					    NULL, xs, xq, yr);
 				for (int r = 0; r < k; r++)
 					memcpy(y0 + (size_t)q->rows[m][r] * out, yr + (size_t)r * out,
 					    (size_t)out * sizeof(float));
 			}
 		}
+		qweight_done(&qbase);
+		qweight_done(&qm);
 		free(s_t);
 		free(Wbase);
 	}

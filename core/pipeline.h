@@ -99,6 +99,10 @@ void pipe_opts_default(pipe_opts *o);
  * err naming the field and the value.  pipe_init checks with it, and so
  * does a session read back from its database. */
 int pipe_opts_check(const pipe_opts *o, masq_err *err);
+/* 1 when the quantized linears of a pipeline with these options run as
+ * integer GEMMs (igemm.h): abits and wbits <= 8, per-channel weights, and
+ * MASQ_QGEMM not "float". */
+int pipe_qgemm_int(const pipe_opts *o);
 
 typedef struct pipe_cmc_diag {
 	int rank;			/* rank used, 0 when no compensation */

@@ -127,6 +127,34 @@ quant_act_rows(float *y, const float *x, int n, int d, int bits)
 	quant_rows_sym(y, x, n, d, bits);
 }
 
+/*
+ * q (n, d) levels and scale (n) of the per-token symmetric quantizer, with
+ * q * scale == quant_act_rows() exactly: the same clamp and rounding as
+ * quant_row_sym, the levels kept instead of multiplied back.  A NaN row
+ * gets levels 0 and a NaN scale (its outputs are NaN either way).
+ */
+void
+quant_act_rows_int(int8_t *q, float *scale, const float *x, int n, int d, int bits)
+{
+	MASQ_ASSERT(bits >= 2 && bits <= 8 && n >= 0 && d >= 0);
+	float qmax = (float)quant_qmax(bits), lim = qmax + 1.0f;
+	for (int r = 0; r < n; r++) {
+		const float *xr = x + (size_t)r * (size_t)d;
+		int8_t *qr = q + (size_t)r * (size_t)d;
+		float s = quant_scale_sym(quant_absmax(xr, d), bits);
+		for (int j = 0; j < d; j++) {
+			float v = xr[j] / s;
+			v = v < -lim ? -lim : v;
+			v = v > lim ? lim : v;
+			v = rint_small(v);
+			v = v < -qmax ? -qmax : v;
+			v = v > qmax ? qmax : v;
+			qr[j] = (int8_t)(v == v ? v : 0.0f);
+		}
+		scale[r] = s;
+	}
+}
+
 /* y (out, in) = per-output-channel symmetric fake quant of W (out, in). */
 void
 quant_weight_rows(float *y, const float *W, int out, int in, int bits)

@@ -35,6 +35,10 @@ float quant_scale_sym(float absmax, int bits);
 void quant_act_rows(float *y, const float *x, int n, int d, int bits);
 void quant_act_rows_ref(float *y, const float *x, int n, int d, int bits);
 
+/* Integer form of quant_act_rows for the integer GEMM: q (n, d) levels and
+ * scale (n) with q * scale == quant_act_rows() exactly; bits <= 8. */
+void quant_act_rows_int(int8_t *q, float *scale, const float *x, int n, int d, int bits);
+
 /* y (out, in) = per-output-channel (per-row) symmetric fake quant of W. */
 void quant_weight_rows(float *y, const float *W, int out, int in, int bits);
 void quant_weight_rows_ref(float *y, const float *W, int out, int in, int bits);
