@@ -91,10 +91,13 @@ cmc_whitener_init(cmc_whitener *w, const double *G, const float *s, int d, doubl
 	/* dsyevd sorts ascending; store descending. */
 	w->d = d;
 	w->P = xmalloc(xmul(dd, sizeof(double)));
+	w->Pf = xmalloc(xmul(dd, sizeof(float)));
 	w->sqrt_lambda = xmalloc(xmul((size_t)d, sizeof(double)));
 	for (int i = 0; i < d; i++)
 		for (int j = 0; j < d; j++)
 			w->P[(size_t)i * d + j] = C[(size_t)i * d + (d - 1 - j)];
+	for (size_t i = 0; i < dd; i++)
+		w->Pf[i] = (float)w->P[i];
 	double lmax = lam[d - 1];
 	if (!(lmax > 0)) {
 		free(C);
@@ -121,6 +124,7 @@ void
 cmc_whitener_done(cmc_whitener *w)
 {
 	free(w->P);
+	free(w->Pf);
 	free(w->sqrt_lambda);
 	memset(w, 0, sizeof *w);
 }
@@ -350,9 +354,158 @@ out:
 	return rc;
 }
 
-int
-cmc_compute(cmc_result *r, const float *dWt, int in, int out, const cmc_whitener *w, int rank,
-    enum cmc_svd_mode mode, rng *g, masq_err *err)
+/* ---- single precision ----------------------------------------------------------- */
+
+/* Sum of squares of x (n) floats, accumulated in double. */
+static double
+cmc_sumsq_f(const float *x, size_t n)
+{
+	double acc = 0;
+	for (size_t i = 0; i < n; i++)
+		acc += (double)x[i] * x[i];
+	return acc;
+}
+
+/* Mf (in, out) = T dWt in float: sgemm with P in float, then the rows
+ * scaled by sqrt(lambda); a copy of dWt without w. */
+static float *
+cmc_whiten_f32(const cmc_whitener *w, const float *dWt, int in, int out)
+{
+	size_t n = xmul((size_t)in, (size_t)out);
+	float *M = xmalloc(xmul(n, sizeof(float)));
+	if (w == NULL) {
+		memcpy(M, dWt, n * sizeof(float));
+		return M;
+	}
+	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, out, in, 1.0f, w->Pf, in, dWt, out,
+	    0.0f, M, out);
+	for (int i = 0; i < in; i++) {
+		float sl = (float)w->sqrt_lambda[i];
+		float *row = M + (size_t)i * out;
+		for (int j = 0; j < out; j++)
+			row[j] *= sl;
+	}
+	return M;
+}
+
+/* A (m, n) float replaced by the Q of its thin QR, computed in double. */
+static int
+cmc_orthonormalize_f(float *A, int m, int n, masq_err *err)
+{
+	size_t len = xmul((size_t)m, (size_t)n);
+	double *D = cmc_dup_double(A, len);
+	int rc = cmc_orthonormalize(D, m, n, err);
+	if (rc == 0)
+		for (size_t i = 0; i < len; i++)
+			A[i] = (float)D[i];
+	free(D);
+	return rc;
+}
+
+/* cmc_svd_randomized with the products against M (in, out) in sgemm; the
+ * test matrix, the QR steps and the small SVD as there. */
+static int
+cmc_svd_randomized_f32(cmc_result *r, const cmc_whitener *w, const float *M, rng *g,
+    masq_err *err)
+{
+	int in = r->in, out = r->out, mn = in < out ? in : out;
+	int k = r->rank + CMC_OVERSAMPLE < mn ? r->rank + CMC_OVERSAMPLE : mn;
+	float *Om = xmalloc(xmul(xmul((size_t)out, (size_t)k), sizeof(float)));	/* (out, k) */
+	float *Y = xmalloc(xmul(xmul((size_t)in, (size_t)k), sizeof(float)));	/* (in, k) */
+	float *Bf = xmalloc(xmul(xmul((size_t)k, (size_t)out), sizeof(float)));	/* (k, out) */
+	double *B = NULL, *UB = NULL, *Vt = NULL, *Yd = NULL, *U = NULL;
+	rng local;
+	int rc = -1;
+
+	if (g == NULL) {
+		rng_init(&local, CMC_DEFAULT_SEED);
+		g = &local;
+	}
+	for (size_t i = 0; i < (size_t)out * k; i++)
+		Om[i] = (float)rng_normal(g);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, k, out, 1.0f, M, out, Om, k,
+	    0.0f, Y, k);
+	for (int it = 0; it < CMC_POWER_ITERS; it++) {
+		if (cmc_orthonormalize_f(Y, in, k, err) < 0)
+			goto out;
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, k, in, 1.0f, M, out, Y,
+		    k, 0.0f, Om, k);
+		if (cmc_orthonormalize_f(Om, out, k, err) < 0)
+			goto out;
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, k, out, 1.0f, M, out,
+		    Om, k, 0.0f, Y, k);
+	}
+	if (cmc_orthonormalize_f(Y, in, k, err) < 0)
+		goto out;
+	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, out, in, 1.0f, Y, k, M, out, 0.0f,
+	    Bf, out);
+	B = cmc_dup_double(Bf, xmul((size_t)k, (size_t)out));
+	UB = xmalloc(xmul(xmul((size_t)k, (size_t)k), sizeof(double)));
+	Vt = xmalloc(xmul(xmul((size_t)k, (size_t)out), sizeof(double)));
+	r->n_sv = k;
+	r->sv = xmalloc(xmul((size_t)k, sizeof(double)));
+	lapack_int info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'S', k, out, B, out, r->sv, UB, k,
+	    Vt, out);
+	if (info != 0) {
+		masq_err_set(err, MASQ_ERR_INTERNAL,
+		    "cmc: LAPACKE_dgesdd failed on a %d x %d matrix (info %d)", k, out, (int)info);
+		goto out;
+	}
+	rc = 0;
+	if (r->rank > 0) {
+		Yd = cmc_dup_double(Y, xmul((size_t)in, (size_t)k));
+		U = xmalloc(xmul(xmul((size_t)in, (size_t)r->rank), sizeof(double)));
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, r->rank, k, 1.0, Yd, k,
+		    UB, k, 0.0, U, r->rank);
+		rc = cmc_store_factors(r, w, U, r->rank, r->sv, Vt, err);
+	}
+out:
+	free(Om);
+	free(Y);
+	free(Bf);
+	free(B);
+	free(UB);
+	free(Vt);
+	free(Yd);
+	free(U);
+	return rc;
+}
+
+/* |M - (T L1) L2|_F^2 for the float M = T dWt, the product in sgemm and the
+ * sum in double. */
+static double
+cmc_residual_whitened_f32(const cmc_whitener *w, const float *M, int in, int out,
+    const float *L1, const float *L2, int rank)
+{
+	size_t n = xmul((size_t)in, (size_t)out), n1 = xmul((size_t)in, (size_t)rank);
+	if (rank <= 0 || L1 == NULL || L2 == NULL)
+		return cmc_sumsq_f(M, n);
+	float *TL1 = xmalloc(xmul(n1, sizeof(float)));
+	if (w != NULL) {
+		double *L1d = cmc_dup_double(L1, n1);
+		double *T = xmalloc(xmul(n1, sizeof(double)));
+		cmc_whiten(w, L1d, rank, T);
+		for (size_t i = 0; i < n1; i++)
+			TL1[i] = (float)T[i];
+		free(T);
+		free(L1d);
+	} else {
+		memcpy(TL1, L1, n1 * sizeof(float));
+	}
+	float *E = xmalloc(xmul(n, sizeof(float)));
+	memcpy(E, M, n * sizeof(float));
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, out, rank, -1.0f, TL1, rank, L2,
+	    out, 1.0f, E, out);
+	double res = cmc_sumsq_f(E, n);
+	free(E);
+	free(TL1);
+	return res;
+}
+
+/* The argument checks both precisions share; fills r's shape. */
+static int
+cmc_check_args(cmc_result *r, const float *dWt, int in, int out, const cmc_whitener *w,
+    int rank, masq_err *err)
 {
 	memset(r, 0, sizeof *r);
 	if (in <= 0 || out <= 0)
@@ -370,12 +523,92 @@ cmc_compute(cmc_result *r, const float *dWt, int in, int out, const cmc_whitener
 		return masq_err_set(err, MASQ_ERR_FORMAT,
 		    "cmc: residual entry (%zu, %zu) is %g", bad / (size_t)out,
 		    bad % (size_t)out, (double)dWt[bad]);
-
 	int mn = in < out ? in : out;
 	r->in = in;
 	r->out = out;
 	r->rank = rank < mn ? rank : mn;
 	r->whitened = w != NULL;
+	return 0;
+}
+
+/* The single-precision computation: 0, or 1 when it failed or its check
+ * did (r emptied; the caller reruns it in double). */
+static int
+cmc_compute_f32(cmc_result *r, const float *dWt, const cmc_whitener *w, enum cmc_svd_mode mode,
+    rng *g, masq_err *err)
+{
+	int in = r->in, out = r->out, mn = in < out ? in : out;
+	size_t n = xmul((size_t)in, (size_t)out);
+	float *M = cmc_whiten_f32(w, dWt, in, out);
+	r->total_energy = cmc_sumsq_f(M, n);
+	r->precision = 32;
+	if (mode == CMC_SVD_AUTO)
+		mode = r->rank + CMC_OVERSAMPLE < mn / 4 ? CMC_SVD_RANDOMIZED : CMC_SVD_FULL;
+	int rc;
+	if (mode == CMC_SVD_RANDOMIZED) {
+		rc = cmc_svd_randomized_f32(r, w, M, g, err);
+	} else {
+		double *Md = cmc_dup_double(M, n);
+		rc = cmc_svd_full(r, w, Md, err);
+		free(Md);
+	}
+	if (rc == 0)
+		r->resid_energy = r->rank > 0
+		    ? cmc_residual_whitened_f32(w, M, in, out, r->L1, r->L2, r->rank)
+		    : r->total_energy;
+	free(M);
+	if (rc < 0) {
+		/* LAPACK on what float overflowed to, or factors float cannot
+		 * hold: the double path decides (and reports what still fails) */
+		cmc_result_done(r);
+		return 1;
+	}
+	/* the residual the singular values promise: exact for both SVDs */
+	double kept = 0;
+	for (int i = 0; i < r->rank && i < r->n_sv; i++)
+		kept += r->sv[i] * r->sv[i];
+	double promised = r->total_energy - kept;
+	if (promised < 0)
+		promised = 0;
+	int finite = isfinite(r->total_energy) && isfinite(r->resid_energy);
+	for (int i = 0; i < r->n_sv && finite; i++)
+		finite = isfinite(r->sv[i]);
+	if (!finite || !(r->resid_energy <= promised * (1 + CMC_F32_CHECK) + 1e-9 * r->total_energy)) {
+		cmc_result_done(r);
+		return 1;
+	}
+	return 0;
+}
+
+int
+cmc_compute_prec(cmc_result *r, const float *dWt, int in, int out, const cmc_whitener *w,
+    int rank, enum cmc_svd_mode mode, enum cmc_precision prec, rng *g, masq_err *err)
+{
+	if (prec != CMC_F32)
+		return cmc_compute(r, dWt, in, out, w, rank, mode, g, err);
+	if (cmc_check_args(r, dWt, in, out, w, rank, err) < 0)
+		return -1;
+	/* the double rerun draws the same test matrix */
+	rng saved = g != NULL ? *g : (rng){0};
+	if (cmc_compute_f32(r, dWt, w, mode, g, err) == 0)
+		return 0;
+	if (g != NULL)
+		*g = saved;
+	int rc = cmc_compute(r, dWt, in, out, w, rank, mode, g, err);
+	if (rc == 0)
+		r->fell_back = 1;
+	return rc;
+}
+
+int
+cmc_compute(cmc_result *r, const float *dWt, int in, int out, const cmc_whitener *w, int rank,
+    enum cmc_svd_mode mode, rng *g, masq_err *err)
+{
+	if (cmc_check_args(r, dWt, in, out, w, rank, err) < 0)
+		return -1;
+	size_t n = xmul((size_t)in, (size_t)out);
+	int mn = in < out ? in : out;
+	r->precision = 64;
 
 	double *M = cmc_dup_double(dWt, n);
 	if (w != NULL) {

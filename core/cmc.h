@@ -43,6 +43,7 @@ typedef struct cmc_whitener {
 	int d;
 	double *P;		/* (d, d) row-major, column j = eigenvector j, lambda descending */
 	double *sqrt_lambda;	/* (d) square roots of the floored eigenvalues, descending */
+	float *Pf;		/* (d, d) P in float, for the single-precision products */
 	int n_floored;		/* eigenvalues raised to the floor */
 } cmc_whitener;
 
@@ -72,7 +73,18 @@ typedef struct cmc_result {
 	double total_energy;	/* |T dWt|_F^2 */
 	double resid_energy;	/* |T (dWt - L1 L2)|_F^2, computed, not inferred */
 	int whitened;		/* 1 when a whitener was used */
+	int precision;		/* 32 or 64: the products it was computed with */
+	int fell_back;		/* 1 when single precision was asked for and failed its check */
 } cmc_result;
+
+/* The products' precision (cmc_compute_prec). */
+enum cmc_precision { CMC_F64, CMC_F32 };
+
+/* How far the single-precision result's computed residual may exceed the
+ * residual its own singular values promise, relative to that residual,
+ * before cmc_compute_prec redoes the linear in double (see HACKING.md,
+ * "CMC in single precision"): 1%, the issue's bound on the factors. */
+#define CMC_F32_CHECK 0.01
 
 /* Low-rank factors of dWt (in, out) at rank (clamped to min(in, out); 0
  * gives no factors, L1 = L2 = NULL, and resid_energy = total_energy; the
@@ -84,6 +96,16 @@ typedef struct cmc_result {
  * left empty on error. */
 int cmc_compute(cmc_result *r, const float *dWt, int in, int out, const cmc_whitener *w, int rank,
     enum cmc_svd_mode mode, rng *g, masq_err *err);
+/* The same with the precision of the large products chosen: CMC_F64 is
+ * cmc_compute; CMC_F32 forms T dWt and runs the randomized SVD's products
+ * with sgemm (the eigendecomposition, the QR steps, the small SVD, the
+ * factors' back-transformation and every energy sum stay double), then
+ * checks that the residual it measures is within CMC_F32_CHECK of
+ * total_energy - sum of the kept sv^2 (the two agree in exact arithmetic)
+ * and redoes the linear in double when not (fell_back = 1).  The test
+ * matrix is drawn the same way in both, so the two are comparable. */
+int cmc_compute_prec(cmc_result *r, const float *dWt, int in, int out, const cmc_whitener *w,
+    int rank, enum cmc_svd_mode mode, enum cmc_precision prec, rng *g, masq_err *err);
 void cmc_result_done(cmc_result *r);
 
 /* How L1 (in, r) and L2 (r, out) are stored when dtype `want` (st_dtype:

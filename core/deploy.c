@@ -32,6 +32,8 @@ typedef struct dlin {
 	int rank[MOD_COUNT];
 	float *L1[MOD_COUNT];		/* (in, rank) */
 	float *L2[MOD_COUNT];		/* (rank, out) */
+	igemm_b ib;			/* the stored levels packed for the integer GEMM (ib.b NULL: none) */
+	float *wscale;			/* (out) their per-channel scales */
 } dlin;
 
 /* One layer of the export. */
@@ -68,6 +70,10 @@ dlayer_done(dlayer *d)
 			free(d->lin[k].L1[m]);
 			free(d->lin[k].L2[m]);
 		}
+	for (int k = 0; k < LIN_COUNT; k++) {
+		igemm_b_done(&d->lin[k].ib);
+		free(d->lin[k].wscale);
+	}
 	memset(d, 0, sizeof *d);
 }
 
@@ -372,9 +378,12 @@ load_packed(const dexport *e, const char *name, int out, int in, float **W, masq
 }
 
 /* The stored weight of a linear: I8 levels (or U4x2 pairs of them, u4x2)
- * times weight_scale, a pack-quantized weight, or a float tensor. */
+ * times weight_scale, a pack-quantized weight, or a float tensor.  Levels
+ * with per-channel scales are also packed into L->ib with their scales in
+ * L->wscale, so that the integer GEMM runs them as the pipeline did. */
 static int
-load_weight(const dexport *e, const char *name, int out, int in, int u4x2, float **W, masq_err *err)
+load_weight(const dexport *e, const char *name, int out, int in, int u4x2, float **W, dlin *L,
+    masq_err *err)
 {
 	const st_tensor *t = st_set_find(&e->st, name), *ts;
 	char sn[340];
@@ -404,20 +413,33 @@ load_weight(const dexport *e, const char *name, int out, int in, int u4x2, float
 		    st_dtype_name(t->dtype), name, sn, out);
 	float *sc = st_tensor_to_f32(ts);
 	float *w = xmalloc(xmul((size_t)out * in, sizeof(float)));
+	int8_t *lv = xmalloc(xmul((size_t)out, (size_t)in));
+	int ok = 1;	/* every level within +-127, as the integer GEMM takes them */
 	if (u4x2) {
 		const uint8_t *b = t->data;
 		for (int o = 0; o < out; o++)
 			for (int i = 0; i < in; i++) {
 				unsigned v = b[(size_t)o * cols + i / 2] >> (4 * (i & 1)) & 15u;
+				lv[(size_t)o * in + i] = (int8_t)((int)v - 8);
 				w[(size_t)o * in + i] = (float)((int)v - 8) * sc[o];
 			}
 	} else {
 		const int8_t *q = t->data;
 		for (int o = 0; o < out; o++)
-			for (int i = 0; i < in; i++)
-				w[(size_t)o * in + i] = (float)q[(size_t)o * in + i] * sc[o];
+			for (int i = 0; i < in; i++) {
+				int8_t v = q[(size_t)o * in + i];
+				ok &= v != -128;
+				lv[(size_t)o * in + i] = v;
+				w[(size_t)o * in + i] = (float)v * sc[o];
+			}
 	}
-	free(sc);
+	if (ok && igemm_enabled()) {
+		igemm_b_pack(&L->ib, lv, out, in);
+		L->wscale = sc;
+	} else {
+		free(sc);
+	}
+	free(lv);
 	*W = w;
 	return 0;
 }
@@ -538,7 +560,7 @@ dlayer_load(dlayer *d, const dexport *e, int l, masq_err *err)
 		layer_lin_shape(c, k, &out, &in);
 		snprintf(sfx, sizeof sfx, "%s.weight", lin_path(k));
 		model_tensor_name(ref, l, sfx, name, sizeof name);
-		if (load_weight(e, name, out, in, u4x2, &w->w[k], err) < 0)
+		if (load_weight(e, name, out, in, u4x2, &w->w[k], &d->lin[k], err) < 0)
 			goto fail;
 		snprintf(sfx, sizeof sfx, "%s.bias", lin_path(k));
 		model_tensor_name(ref, l, sfx, name, sizeof name);
@@ -586,9 +608,15 @@ dlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	MASQ_ASSERT(n == d->n);
 	float *xs = xmalloc(xmul((size_t)n * in, sizeof(float)));
 	float *xq = xmalloc(xmul((size_t)n * in, sizeof(float)));
+	/* the integer GEMM where the pipeline ran one (pipe_qgemm_int) */
+	int integer = L->ib.b != NULL && abits <= 8;
 	if (L->unified) {
-		engine_qlinear_rows(x, in, NULL, n, L->s[MOD_TEXT], abits, w->w[lin], w->b[lin], out, 0,
-		    NULL, NULL, xs, xq, y);
+		if (integer)
+			engine_qlinear_rows_int(x, in, NULL, n, L->s[MOD_TEXT], abits, &L->ib, L->wscale, w->b[lin],
+			    out, 0, NULL, NULL, xs, y, masq_blas_get_threads());
+		else
+			engine_qlinear_rows(x, in, NULL, n, L->s[MOD_TEXT], abits, w->w[lin], w->b[lin], out, 0,
+			    NULL, NULL, xs, xq, y);
 	} else {
 		float *yr = xmalloc(xmul((size_t)n * out, sizeof(float)));
 		for (int m = 0; m < MOD_COUNT; m++) {
@@ -597,8 +625,12 @@ dlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 				continue;
 			const float *s = L->s[m] != NULL ? L->s[m] : L->s[MOD_TEXT];
 			int rank = m != MOD_TEXT ? L->rank[m] : 0;
-			engine_qlinear_rows(x, in, d->rows[m], k, s, abits, w->w[lin], w->b[lin], out, rank,
-			    L->L1[m], L->L2[m], xs, xq, yr);
+			if (integer)
+				engine_qlinear_rows_int(x, in, d->rows[m], k, s, abits, &L->ib, L->wscale, w->b[lin],
+				    out, rank, L->L1[m], L->L2[m], xs, yr, masq_blas_get_threads());
+			else
+				engine_qlinear_rows(x, in, d->rows[m], k, s, abits, w->w[lin], w->b[lin], out, rank,
+				    L->L1[m], L->L2[m], xs, xq, yr);
 			for (int r = 0; r < k; r++)
 				memcpy(y + (size_t)d->rows[m][r] * out, yr + (size_t)r * out,
 				    (size_t)out * sizeof(float));

@@ -42,6 +42,7 @@ pipe_opts_default(pipe_opts *o)
 	o->lambda[MOD_VISION] = 0.5f;
 	o->lambda[MOD_AUDIO] = 1.0f;
 	o->cmc_dtype = ST_F16;
+	o->cmc_precision = CMC_F32;
 }
 
 int
@@ -82,6 +83,9 @@ pipe_opts_check(const pipe_opts *o, masq_err *err)
 	if (o->cmc_dtype != ST_F32 && o->cmc_dtype != ST_F16 && o->cmc_dtype != ST_BF16)
 		return masq_err_set(err, MASQ_ERR_USAGE, "the compensation is stored as F32, F16 or BF16, not dtype %d",
 		    o->cmc_dtype);
+	if (o->cmc_precision != CMC_F32 && o->cmc_precision != CMC_F64)
+		return masq_err_set(err, MASQ_ERR_USAGE, "CMC's products are in f32 or f64, not precision %d",
+		    o->cmc_precision);
 	if (setting_check_epochs(o->epochs, err) < 0 || setting_check_lr(o->lr, err) < 0 ||
 	    setting_check_lambda(o->lambda, err) < 0)
 		return -1;
@@ -609,7 +613,7 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 		}
 	}
 	int mode = q->measure && p->opts.cmc_diag ? CMC_SVD_FULL : p->opts.svd_mode;
-	if (cmc_compute(res, dWt, in, out, wh, rank, mode, q->g, q->err) < 0) {
+	if (cmc_compute_prec(res, dWt, in, out, wh, rank, mode, p->opts.cmc_precision, q->g, q->err) < 0) {
 		free(dWt);
 		return -1;
 	}
@@ -1435,7 +1439,8 @@ lin_spectrum(pipeline *sh, struct qctx *q, int lin, int cap, pipe_spectrum *o, m
 			rc = -1;
 		cmc_result res;
 		memset(&res, 0, sizeof res);
-		if (rc == 0 && cmc_compute(&res, dWt, in, out, wh, o->cap, CMC_SVD_AUTO, q->g, err) < 0)
+		if (rc == 0 && cmc_compute_prec(&res, dWt, in, out, wh, o->cap, CMC_SVD_AUTO, sh->opts.cmc_precision,
+		    q->g, err) < 0)
 			rc = -1;
 		if (rc == 0) {
 			if (res.n_sv < o->cap)

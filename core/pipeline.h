@@ -90,6 +90,10 @@ typedef struct pipe_opts {
 	 * default, F32 for sessions that predate the setting): what the
 	 * compensation costs.  The pipeline computes them in F32. */
 	int cmc_dtype;
+	/* the precision of CMC's large products (enum cmc_precision): F32 by
+	 * default, with a check that falls back to F64 per linear; F64 for
+	 * sessions that predate the setting (cmc_compute_prec) */
+	int cmc_precision;
 } pipe_opts;
 #define PIPE_SPLIT_MAX 0.9
 

@@ -99,6 +99,8 @@ sess_opts_json(const pipe_opts *o)
 	json_object_set_new(j, "sqnr_floor", json_string(o->sqnr_floor == METRICS_FLOOR_SUM ? "sum" : "mean"));
 	if (o->eval_split > 0)
 		json_object_set_new(j, "eval_split", json_real(o->eval_split));
+	if (o->cmc_precision == CMC_F32)	/* absent reads back as f64, as sessions recorded before it */
+		json_object_set_new(j, "cmc_precision", json_string("f32"));
 	if (o->cmc_dtype != ST_F32)	/* absent reads back as F32, as sessions recorded before it */
 		json_object_set_new(j, "cmc_dtype", json_string(st_dtype_name(o->cmc_dtype)));
 	return j;
@@ -144,6 +146,7 @@ sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err)
 	o->epochs = 0;	/* sessions that do not say predate learning: they did not learn */
 	o->sqnr_floor = METRICS_FLOOR_SUM;	/* ... and floored the SQNR's sum of squares */
 	o->cmc_dtype = ST_F32;	/* ... and stored the compensation in F32 */
+	o->cmc_precision = CMC_F64;	/* ... and computed it in double */
 	if (!json_is_object(j))
 		return masq_err_set(err, MASQ_ERR_FORMAT, "its settings are not a JSON object");
 	json_object_foreach(j, k, v) {
@@ -170,6 +173,11 @@ sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err)
 			if (d == NULL || (strcmp(d, "F32") != 0 && strcmp(d, "F16") != 0 && strcmp(d, "BF16") != 0))
 				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"cmc_dtype\" is not F32, F16 or BF16");
 			o->cmc_dtype = strcmp(d, "F32") == 0 ? ST_F32 : strcmp(d, "F16") == 0 ? ST_F16 : ST_BF16;
+		} else if (strcmp(k, "cmc_precision") == 0) {
+			const char *d = json_string_value(v);
+			if (d == NULL || (strcmp(d, "f32") != 0 && strcmp(d, "f64") != 0))
+				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"cmc_precision\" is not f32 or f64");
+			o->cmc_precision = strcmp(d, "f32") == 0 ? CMC_F32 : CMC_F64;
 		} else if (strcmp(k, "loss") == 0) {
 			if (!json_is_string(v) || (o->loss = learn_loss_parse(json_string_value(v))) < 0)
 				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"loss\" is not mae or mse");

@@ -472,7 +472,7 @@ cmd_run(int argc, char **argv)
 	enum { O_MODEL = 256, O_CALIB, O_METHOD, O_WBITS, O_ABITS, O_ALPHA, O_RANK, O_SET, O_JSON,
 	    O_THREADS, O_SEED, O_WGROUP, O_RANK_FLOOR, O_SVD, O_NO_WHITEN, O_CMC_TARGET, O_CMC_DIAG,
 	    O_GRID, O_SEARCH_TOKENS, O_VERBOSE, O_DB, O_NO_DB, O_EPOCHS, O_LR, O_LOSS, O_LOSS_WEIGHTS, O_TIE,
-	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE, O_EVAL_SPLIT, O_CMC_DTYPE, O_LAYER_PREFIX };
+	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE, O_EVAL_SPLIT, O_CMC_DTYPE, O_LAYER_PREFIX, O_CMC_PRECISION };
 	static const struct option opts[] = {
 		{"model", required_argument, NULL, O_MODEL},
 		{"calib", required_argument, NULL, O_CALIB},
@@ -504,6 +504,7 @@ cmd_run(int argc, char **argv)
 		{"rank-objective", required_argument, NULL, O_RANK_OBJECTIVE},
 		{"eval-split", required_argument, NULL, O_EVAL_SPLIT},
 		{"cmc-dtype", required_argument, NULL, O_CMC_DTYPE},
+		{"cmc-precision", required_argument, NULL, O_CMC_PRECISION},
 		{"layer-prefix", required_argument, NULL, O_LAYER_PREFIX},
 		{"db", required_argument, NULL, O_DB},
 		{"no-db", no_argument, NULL, O_NO_DB},
@@ -611,6 +612,16 @@ cmd_run(int argc, char **argv)
 			break;
 		case O_LAYER_PREFIX:
 			a.layer_prefix = optarg;
+			break;
+		case O_CMC_PRECISION:
+			if (strcasecmp(optarg, "f32") == 0)
+				a.o.cmc_precision = CMC_F32;
+			else if (strcasecmp(optarg, "f64") == 0)
+				a.o.cmc_precision = CMC_F64;
+			else {
+				rc = cli_usage("run", "--cmc-precision is f32 or f64, not '%s'", optarg);
+				goto done;
+			}
 			break;
 		case O_CMC_DTYPE:
 			if (strcasecmp(optarg, "f32") == 0)

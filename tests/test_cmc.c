@@ -28,6 +28,9 @@
 #define TOL_RAND_RESID 0.01	/* randomized vs full residual, relative */
 #define TOL_RAND_SV 1e-6	/* randomized vs full top singular values */
 #define TOL_ORACLE 1e-6		/* masq vs numpy */
+#define TOL_F32_RESID 0.01	/* single vs double precision whitened residual, relative (the
+				 * issue's 1%); measured ~1e-6 */
+#define TOL_F32_SV 1e-4		/* single vs double top singular values, relative */
 
 /* "ok N # SKIP reason", counted in the plan. */
 static void
@@ -463,6 +466,73 @@ test_randomized(void)
 	free(X), free(s), free(G);
 }
 
+/* cmc_compute_prec in single precision against double: the same draws, the
+ * whitened residual (measured in double by cmc_residual on the stored
+ * factors) and the output error on the tokens within TOL_F32_RESID, the
+ * top singular values within TOL_F32_SV; a wide activation spectrum
+ * (lambda spread 1e8) so the whitening is ill-conditioned; both SVD
+ * modes.  Then a residual float cannot hold falls back to double. */
+static void
+test_single(void)
+{
+	const int n = 500, in = 160, out = 224, rank = 12;
+	rng g;
+	rng_init(&g, 77);
+	double *X = make_acts(&g, n, in, -2.0, 2.0);
+	float *s = rand_scales(&g, in, 0.2, 5.0);
+	double *G = make_gram(X, n, in);
+	masq_err err = {0};
+	cmc_whitener wh;
+
+	MASQ_ASSERT(cmc_whitener_init(&wh, G, s, in, CMC_EIG_FLOOR, &err) == 0);
+	float *dWt = make_decaying(&g, &wh, in, out, 0.93);
+	for (int mode = CMC_SVD_FULL; mode <= CMC_SVD_RANDOMIZED; mode++) {
+		const char *tag = mode == CMC_SVD_FULL ? "full" : "randomized";
+		cmc_result rd, rs;
+		rng g1, g2;
+		rng_init(&g1, 5);
+		rng_init(&g2, 5);
+		int ok = cmc_compute_prec(&rd, dWt, in, out, &wh, rank, mode, CMC_F64, &g1, &err) == 0;
+		ok = ok && cmc_compute_prec(&rs, dWt, in, out, &wh, rank, mode, CMC_F32, &g2, &err) == 0;
+		MASQ_ASSERT(ok);
+		tap_ok(rd.precision == 64 && rs.precision == 32 && !rs.fell_back,
+		    "%s: f32 computed in single precision, no fallback (precision %d)", tag, rs.precision);
+		double ed = cmc_residual(&wh, dWt, in, out, rd.L1, rd.L2, rank);
+		double es = cmc_residual(&wh, dWt, in, out, rs.L1, rs.L2, rank);
+		tap_ok(rel(es, ed) < TOL_F32_RESID,
+		    "%s: f32 whitened residual within %g of f64 (%.6g vs %.6g of the total, rel %.2g)", tag,
+		    TOL_F32_RESID, es / rd.total_energy, ed / rd.total_energy, rel(es, ed));
+		tap_ok(rel(rs.resid_energy, es) < 1e-3,
+		    "%s: f32 reports the residual its factors have (rel %.2g)", tag, rel(rs.resid_energy, es));
+		double od = output_error(X, s, n, dWt, in, out, rd.L1, rd.L2, rank);
+		double os = output_error(X, s, n, dWt, in, out, rs.L1, rs.L2, rank);
+		tap_ok(rel(os, od) < TOL_F32_RESID, "%s: f32 output error on the tokens within %g of f64 (rel %.2g)",
+		    tag, TOL_F32_RESID, rel(os, od));
+		double worst = 0;
+		for (int i = 0; i < rank; i++)
+			worst = fmax(worst, rel(rs.sv[i], rd.sv[i]));
+		tap_ok(worst < TOL_F32_SV, "%s: top %d singular values agree (rel %.2g)", tag, rank, worst);
+		cmc_result_done(&rd);
+		cmc_result_done(&rs);
+	}
+	/* entries near float's largest: its products overflow, double's do not */
+	for (size_t i = 0; i < (size_t)in * out; i++)
+		dWt[i] = (float)(2e38 * (0.5 + 0.5 * rng_uniform(&g)));
+	cmc_result rs;
+	int rc = cmc_compute_prec(&rs, dWt, in, out, NULL, 0, CMC_SVD_RANDOMIZED, CMC_F32, &g, &err);
+	int finite = rc == 0 && rs.n_sv > 0;
+	for (int i = 0; finite && i < rs.n_sv; i++)
+		finite = isfinite(rs.sv[i]);
+	tap_ok(rc == 0 && rs.fell_back && rs.precision == 64 && finite,
+	    "products float cannot hold: f32 falls back to f64 (rc %d, fell_back %d, precision %d, finite sv %d)", rc,
+	    rs.fell_back, rs.precision, finite);
+	if (rc == 0)
+		cmc_result_done(&rs);
+	free(dWt);
+	cmc_whitener_done(&wh);
+	free(X), free(s), free(G);
+}
+
 static void
 test_floor_and_absent(void)
 {
@@ -671,6 +741,7 @@ main(void)
 	test_whitener();
 	test_theorem2();
 	test_randomized();
+	test_single();
 	test_floor_and_absent();
 	test_oracle();
 	test_effective_rank();
