@@ -472,9 +472,9 @@ out:
 }
 
 /* |M - (T L1) L2|_F^2 for the float M = T dWt, the product in sgemm and the
- * sum in double. */
+ * sum in double; M is overwritten by the residual (its last use). */
 static double
-cmc_residual_whitened_f32(const cmc_whitener *w, const float *M, int in, int out,
+cmc_residual_whitened_f32(const cmc_whitener *w, float *M, int in, int out,
     const float *L1, const float *L2, int rank)
 {
 	size_t n = xmul((size_t)in, (size_t)out), n1 = xmul((size_t)in, (size_t)rank);
@@ -492,12 +492,9 @@ cmc_residual_whitened_f32(const cmc_whitener *w, const float *M, int in, int out
 	} else {
 		memcpy(TL1, L1, n1 * sizeof(float));
 	}
-	float *E = xmalloc(xmul(n, sizeof(float)));
-	memcpy(E, M, n * sizeof(float));
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, out, rank, -1.0f, TL1, rank, L2,
-	    out, 1.0f, E, out);
-	double res = cmc_sumsq_f(E, n);
-	free(E);
+	    out, 1.0f, M, out);
+	double res = cmc_sumsq_f(M, n);
 	free(TL1);
 	return res;
 }

@@ -767,6 +767,7 @@ load_f32(const model *m, int layer, const char *suffix, int64_t *bad)
 	if (t == NULL)
 		return NULL;
 	float *x = st_tensor_to_f32(t);
+	st_tensor_release(t);	/* the float copy is what the layer uses */
 	for (uint64_t i = 0; i < t->nelem; i++)
 		if (!isfinite(x[i])) {
 			*bad = (int64_t)i;
@@ -795,6 +796,7 @@ model_tensor_check_finite(const st_tensor *t, int64_t *bad, double *value)
 				return 1;
 			}
 	}
+	st_tensor_release(t);	/* a scan of the whole checkpoint keeps none of it resident */
 	return 0;
 }
 

@@ -571,19 +571,21 @@ get_whitener(struct qctx *q, int grp, int mod, const float *s, int d)
 static float *
 cmc_dwt(const pipeline *p, int lin, const float *Wbase, const float *s_m, int out, int in)
 {
-	float *target = xmalloc(xmul((size_t)out * in, sizeof(float)));
+	float *dWt = xmalloc(xmul((size_t)out * in, sizeof(float)));
 	if (p->opts.cmc_quant_target) {
+		float *target = xmalloc(xmul((size_t)out * in, sizeof(float)));
 		quant_weight(p, target, p->w.w[lin], s_m, out, in);
-	} else {
 		for (int o = 0; o < out; o++)
 			for (int j = 0; j < in; j++)
-				target[(size_t)o * in + j] = p->w.w[lin][(size_t)o * in + j] * s_m[j];
+				dWt[(size_t)j * out + o] = target[(size_t)o * in + j] - Wbase[(size_t)o * in + j];
+		free(target);
+	} else {
+		/* no (out, in) temporary: the target is formed as it is read */
+		for (int o = 0; o < out; o++)
+			for (int j = 0; j < in; j++)
+				dWt[(size_t)j * out + o] = p->w.w[lin][(size_t)o * in + j] * s_m[j] -
+				    Wbase[(size_t)o * in + j];
 	}
-	float *dWt = xmalloc(xmul((size_t)out * in, sizeof(float)));
-	for (int o = 0; o < out; o++)
-		for (int j = 0; j < in; j++)
-			dWt[(size_t)j * out + o] = target[(size_t)o * in + j] - Wbase[(size_t)o * in + j];
-	free(target);
 	return dWt;
 }
 
@@ -808,6 +810,20 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	free(xq);
 	free(yr);
 	free(s);
+	/* the last linear of its group: its whiteners are not needed again in
+	 * this forward (a preview's cache lives on for the next preview) */
+	int grp = smooth_lin_group(lin), last = grp >= 0;
+	for (int k = lin + 1; k < LIN_COUNT && last; k++)
+		last = smooth_lin_group(k) != grp;
+	if (last && q->wc != p->pv_wc)
+		for (int m = 0; m < MOD_COUNT; m++) {
+			struct wcache *c = &q->wc[grp * MOD_COUNT + m];
+			if (c->valid) {
+				cmc_whitener_done(&c->wh);
+				free(c->s);
+				c->valid = 0;
+			}
+		}
 	return 0;
 }
 
@@ -1584,6 +1600,7 @@ pipe_finish(pipeline *p, masq_err *err)
 		int V = (int)th->shape[0];
 		int *idx = xmalloc(xmul((size_t)p->c->n_mod[MOD_TEXT], sizeof(int)));
 		float *norm = st_tensor_to_f32(tn), *W = st_tensor_to_f32(th);
+		st_tensor_release(th);
 		/* the fitted text positions (all without a split), then the held-out ones */
 		for (int part = 0; part < (p->mod_held != NULL ? 2 : 1); part++) {
 			const uint8_t *mod = part == 0 ? (p->mod_fit ? p->mod_fit : p->c->modality) : p->mod_held;

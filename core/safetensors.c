@@ -899,3 +899,19 @@ st_tensor_to_f32(const st_tensor *t)
 		st_to_f32(x, t->data, t->dtype, (size_t)t->nelem);
 	return x;
 }
+
+void
+st_tensor_release(const st_tensor *t)
+{
+	if (t == NULL || t->data == NULL || t->end <= t->begin)
+		return;
+	long pg = sysconf(_SC_PAGESIZE);
+	if (pg <= 0)
+		return;
+	uintptr_t a = (uintptr_t)t->data, b = a + (uintptr_t)(t->end - t->begin);
+	uintptr_t lo = (a + (uintptr_t)pg - 1) / (uintptr_t)pg * (uintptr_t)pg;
+	uintptr_t hi = b / (uintptr_t)pg * (uintptr_t)pg;
+	/* only whole pages: a page shared with a neighbour stays */
+	if (hi > lo)
+		(void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}

@@ -87,6 +87,12 @@ const char *st_set_file_path(const st_set *s, const st_tensor *t);
 
 /* Convert a float tensor (F32/F16/BF16/F64) to a new float32 array. */
 float *st_tensor_to_f32(const st_tensor *t);
+/* Drop the mapped pages that hold only t's bytes from this process's
+ * memory (madvise MADV_DONTNEED on a read-only private mapping: the next
+ * read brings them back from the file).  Called once a tensor is converted,
+ * so that streaming a model layer by layer never keeps more than a layer of
+ * the file resident, whatever the model's size. */
+void st_tensor_release(const st_tensor *t);
 
 typedef struct st_writer st_writer;
 
