@@ -152,4 +152,49 @@ else
 	echo "== summary (training step; target <= 4x the FP forward; no python3-torch: no PyTorch baseline) =="
 	printf 'threads=2 %s\n' "$(grep '^bench_learn: tokens=' "$log")"
 fi
+
+# ---- bench_igemm: the quantized linears as integer GEMMs ---------------------
+# The seven linears of a 3b layer, integer path against the float fake-quant
+# path (same run), and PyTorch's dynamic int8 Linear where torch is there.
+igemm=$builddir/bench/bench_igemm
+if [ ! -x "$igemm" ]; then
+	echo "bench/run.sh: $igemm is missing; run 'make bench' in the build directory" >&2
+	exit 2
+fi
+torch=
+if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import torch" 2>/dev/null; then
+	torch=--torch
+fi
+echo
+echo "== bench_igemm, threads 2 =="
+log=$work/bench_igemm-threads2.txt
+OPENBLAS_NUM_THREADS=2 srcdir=$(dirname "$0")/.. "$igemm" --threads 2 $torch | tee "$log"
+grep -q '^bench_igemm: tokens=' "$log" || { echo "bench/run.sh: bench_igemm failed" >&2; exit 1; }
+
+# ---- the whole pipeline per layer against the layer's FP forward --------------
+# masq run, mas-cmc with the defaults, closed form (--epochs 0: what the
+# target counts), then learned (the default 2 epochs) beside it unless
+# BENCH_LEARNED=0; each layer's seconds from the run's JSON against
+# bench_forward's 2-thread layer time measured above.
+fwd_ms=$(sed -n 's/^bench_forward: .* layer_ms=\([0-9.]*\) .*/\1/p' "$work/bench_forward-threads2.txt")
+for ep in 0 2; do
+	[ "$ep" = 2 ] && [ "${BENCH_LEARNED:-1}" = 0 ] && continue
+	echo
+	echo "== masq run --method mas-cmc --epochs $ep, threads 2 =="
+	log=$work/run-epochs$ep.json
+	OPENBLAS_NUM_THREADS=2 /usr/bin/time -f "wall %e s, max RSS %M KB" "$masq" run --model "$work/$preset/model" \
+	    --calib "$work/$preset/calib.safetensors" --method mas-cmc --epochs "$ep" --no-db --json \
+	    >"$log" 2>"$log.err" || { cat "$log.err" >&2; echo "bench/run.sh: masq run failed" >&2; exit 1; }
+	tail -1 "$log.err"
+	/usr/bin/python3 - "$log" "$fwd_ms" "$ep" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+fwd = float(sys.argv[2]) / 1e3
+secs = [l["seconds"] for l in r["layers"]]
+print("per layer: " + " ".join("%.1f s" % t for t in secs))
+mean = sum(secs) / len(secs)
+print("pipeline: epochs=%s layers=%d mean_layer_s=%.2f fp_forward_s=%.3f ratio=%.1f target=4.0 %s"
+      % (sys.argv[3], len(secs), mean, fwd, mean / fwd, "PASS" if mean / fwd <= 4.0 else "BELOW"))
+PY
+done
 exit 0
