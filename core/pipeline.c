@@ -815,7 +815,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	int grp = smooth_lin_group(lin), last = grp >= 0;
 	for (int k = lin + 1; k < LIN_COUNT && last; k++)
 		last = smooth_lin_group(k) != grp;
-	if (last && q->wc != p->pv_wc)
+	if (last && q->wc != NULL && q->wc != p->pv_wc)
 		for (int m = 0; m < MOD_COUNT; m++) {
 			struct wcache *c = &q->wc[grp * MOD_COUNT + m];
 			if (c->valid) {
