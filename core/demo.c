@@ -31,12 +31,16 @@
 #include "core/safetensors.h"
 #include "core/util.h"
 
-const char *const demo_preset_names[] = {"tiny", "small", "3b", NULL};
+const char *const demo_preset_names[] = {"tiny", "small", "3b", "7b", "72b", NULL};
 
 static const demo_preset demo_presets[] = {
 	{"tiny", 64, 176, 2, 4, 2, 16, {2, 3, 3}, 256, 4, 240, 0},
 	{"small", 256, 704, 4, 8, 2, 32, {4, 6, 6}, 1024, 8, 1200, 4u << 20},
 	{"3b", 2048, 11008, 4, 16, 2, 128, {16, 24, 24}, 4096, 8, 2048, 512u << 20},
+	/* the memory benchmarks' shapes: Qwen2.5-VL-7B's layers (2 of them)
+	 * and one Qwen2-72B layer (bench/memory.sh) */
+	{"7b", 3584, 18944, 2, 28, 4, 128, {16, 24, 24}, 4096, 8, 2048, 1024u << 20},
+	{"72b", 8192, 29568, 1, 64, 8, 128, {16, 24, 24}, 4096, 8, 2048, 1024u << 20},
 };
 
 /* Qwen2.5-VL's special token ids (config.json only: the demo has no tokenizer). */

@@ -25,7 +25,7 @@ typedef struct demo_preset {
 	uint64_t shard_bytes;	/* shard the weights above this size (0: one file) */
 } demo_preset;
 
-/* Fill p with the named preset (tiny, small, 3b); -1 when unknown. */
+/* Fill p with the named preset (tiny, small, 3b, 7b, 72b); -1 when unknown. */
 int demo_preset_get(const char *name, demo_preset *p);
 /* Names of the presets, NULL-terminated. */
 extern const char *const demo_preset_names[];

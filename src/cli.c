@@ -21,7 +21,7 @@ char **cli_argv;
 
 const cli_subcmd cli_subcmds[] = {
 	{"demo",
-	    "demo DIR [--preset tiny|small|3b] [--seed N]",
+	    "demo DIR [--preset tiny|small|3b|7b|72b] [--seed N]",
 	    "write the embedded demo: DIR/model and DIR/calib.safetensors"},
 	{"inspect",
 	    "inspect PATH [--layer-prefix P] [--json]",
