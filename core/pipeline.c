@@ -688,10 +688,15 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	layer_lin_shape(&p->m->cfg, lin, &out, &in);
 	MASQ_ASSERT(n == q->n);
 	int per_mod = method_per_modality(method) && smooth_lin_group(lin) >= 0;
-	float *Wq = xmalloc(xmul((size_t)out * in, sizeof(float)));
+	/* what this method needs: a weight of its own (mas-cmc's lives in
+	 * Wbase), per-modality rows, the float path's quantized copy; every
+	 * one of them is out x in or tokens x in, a layer's worth on 7B shapes */
+	int need_wq = !per_mod || method == METHOD_MAS;
+	int int_path = pipe_qgemm_int(&p->opts);
+	float *Wq = need_wq ? xmalloc(xmul((size_t)out * in, sizeof(float))) : NULL;
 	float *xs = xmalloc(xmul((size_t)n * in, sizeof(float)));
-	float *xq = xmalloc(xmul((size_t)n * in, sizeof(float)));
-	float *yr = xmalloc(xmul((size_t)n * out, sizeof(float)));
+	float *xq = int_path ? NULL : xmalloc(xmul((size_t)n * in, sizeof(float)));
+	float *yr = per_mod || q->measure ? xmalloc(xmul((size_t)n * out, sizeof(float))) : NULL;
 	float *s = xmalloc(xmul((size_t)in, sizeof(float)));
 	pipe_lin_result *lr = q->lr ? &q->lr[lin] : NULL;
 	float *y0 = NULL;	/* measure, mas-cmc with a rank: y with vision and audio uncompensated */
