@@ -197,4 +197,24 @@ print("pipeline: epochs=%s layers=%d mean_layer_s=%.2f fp_forward_s=%.3f ratio=%
       % (sys.argv[3], len(secs), mean, fwd, mean / fwd, "PASS" if mean / fwd <= 4.0 else "BELOW"))
 PY
 done
+
+# ---- disk: checkpoints beside the database --------------------------------------
+# An sq session over every layer, keeping every checkpoint
+# (MASQ_KEEP_CHECKPOINTS=1, what masq did before it pruned) and keeping the
+# latest only (the default); then what zstd would save on the one kept.
+echo
+echo "== disk beside the database, sq over $preset =="
+for keep in 1 0; do
+	rm -rf "$work/disk$keep.db" "$work/disk$keep.db"-* "$work/disk$keep.db.blobs"
+	MASQ_KEEP_CHECKPOINTS=$keep OPENBLAS_NUM_THREADS=2 "$masq" run --model "$work/$preset/model" \
+	    --calib "$work/$preset/calib.safetensors" --method sq --db "$work/disk$keep.db" > /dev/null 2>&1 ||
+	    { echo "bench/run.sh: masq run --method sq failed" >&2; exit 1; }
+	bytes=$(du -sb "$work/disk$keep.db.blobs" | cut -f1)
+	echo "disk: keep_all=$keep blob_bytes=$bytes"
+done
+big=$(ls -S "$work/disk0.db.blobs"/* | head -1)
+if command -v zstd > /dev/null; then
+	z=$(zstd -q -c -3 "$big" | wc -c)
+	awk -v a="$(wc -c < "$big")" -v z="$z" 'BEGIN { printf "disk: largest kept blob %d bytes, zstd -3 %d (%.3f)\n", a, z, z / a }'
+fi
 exit 0
