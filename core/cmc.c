@@ -287,6 +287,35 @@ cmc_svd_full(cmc_result *r, const cmc_whitener *w, const double *M, masq_err *er
 	return rc;
 }
 
+/* The randomized SVD's last step, shared by both precisions: the exact SVD
+ * of the small projection B (k, out) (overwritten), then U = Y U_B with the
+ * orthonormal range basis Y (in, k), and the factors.  Fills r->sv. */
+static int
+cmc_randomized_finish(cmc_result *r, const cmc_whitener *w, double *B, const double *Y, int k,
+    masq_err *err)
+{
+	int in = r->in, out = r->out, rc = 0;
+	double *UB = xmalloc(xmul(xmul((size_t)k, (size_t)k), sizeof(double)));
+	double *Vt = xmalloc(xmul(xmul((size_t)k, (size_t)out), sizeof(double)));
+	r->n_sv = k;
+	r->sv = xmalloc(xmul((size_t)k, sizeof(double)));
+	lapack_int info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'S', k, out, B, out, r->sv, UB, k,
+	    Vt, out);
+	if (info != 0) {
+		rc = masq_err_set(err, MASQ_ERR_INTERNAL,
+		    "cmc: LAPACKE_dgesdd failed on a %d x %d matrix (info %d)", k, out, (int)info);
+	} else if (r->rank > 0) {
+		double *U = xmalloc(xmul(xmul((size_t)in, (size_t)r->rank), sizeof(double)));
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, r->rank, k, 1.0, Y, k,
+		    UB, k, 0.0, U, r->rank);
+		rc = cmc_store_factors(r, w, U, r->rank, r->sv, Vt, err);
+		free(U);
+	}
+	free(UB);
+	free(Vt);
+	return rc;
+}
+
 /* Randomized truncated SVD of M (in, out) (Halko, Martinsson and Tropp 2011,
  * algorithms 4.4 and 5.1): k = rank + oversample Gaussian test vectors, a few
  * subspace iterations, then the exact SVD of the small (k, out) projection. */
@@ -299,9 +328,6 @@ cmc_svd_randomized(cmc_result *r, const cmc_whitener *w, const double *M, rng *g
 	double *Om = xmalloc(xmul(xmul((size_t)out, (size_t)k), sizeof(double)));	/* (out, k) */
 	double *Y = xmalloc(xmul(xmul((size_t)in, (size_t)k), sizeof(double)));	/* (in, k) */
 	double *B = xmalloc(xmul(xmul((size_t)k, (size_t)out), sizeof(double)));	/* (k, out) */
-	double *UB = xmalloc(xmul(xmul((size_t)k, (size_t)k), sizeof(double)));	/* (k, k) */
-	double *Vt = xmalloc(xmul(xmul((size_t)k, (size_t)out), sizeof(double)));	/* (k, out) */
-	double *U = NULL;
 	rng local;
 	int rc = -1;
 
@@ -328,29 +354,11 @@ cmc_svd_randomized(cmc_result *r, const cmc_whitener *w, const double *M, rng *g
 		goto out;
 	cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, out, in, 1.0, Y, k, M, out, 0.0,
 	    B, out);
-	r->n_sv = k;
-	r->sv = xmalloc(xmul((size_t)k, sizeof(double)));
-	lapack_int info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'S', k, out, B, out, r->sv, UB, k,
-	    Vt, out);
-	if (info != 0) {
-		masq_err_set(err, MASQ_ERR_INTERNAL,
-		    "cmc: LAPACKE_dgesdd failed on a %d x %d matrix (info %d)", k, out, (int)info);
-		goto out;
-	}
-	rc = 0;
-	if (r->rank > 0) {
-		U = xmalloc(xmul(xmul((size_t)in, (size_t)r->rank), sizeof(double)));
-		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, r->rank, k, 1.0, Y, k,
-		    UB, k, 0.0, U, r->rank);
-		rc = cmc_store_factors(r, w, U, r->rank, r->sv, Vt, err);
-	}
+	rc = cmc_randomized_finish(r, w, B, Y, k, err);
 out:
 	free(Om);
 	free(Y);
 	free(B);
-	free(UB);
-	free(Vt);
-	free(U);
 	return rc;
 }
 
@@ -413,7 +421,7 @@ cmc_svd_randomized_f32(cmc_result *r, const cmc_whitener *w, const float *M, rng
 	float *Om = xmalloc(xmul(xmul((size_t)out, (size_t)k), sizeof(float)));	/* (out, k) */
 	float *Y = xmalloc(xmul(xmul((size_t)in, (size_t)k), sizeof(float)));	/* (in, k) */
 	float *Bf = xmalloc(xmul(xmul((size_t)k, (size_t)out), sizeof(float)));	/* (k, out) */
-	double *B = NULL, *UB = NULL, *Vt = NULL, *Yd = NULL, *U = NULL;
+	double *B = NULL, *Yd = NULL;
 	rng local;
 	int rc = -1;
 
@@ -440,34 +448,14 @@ cmc_svd_randomized_f32(cmc_result *r, const cmc_whitener *w, const float *M, rng
 	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, out, in, 1.0f, Y, k, M, out, 0.0f,
 	    Bf, out);
 	B = cmc_dup_double(Bf, xmul((size_t)k, (size_t)out));
-	UB = xmalloc(xmul(xmul((size_t)k, (size_t)k), sizeof(double)));
-	Vt = xmalloc(xmul(xmul((size_t)k, (size_t)out), sizeof(double)));
-	r->n_sv = k;
-	r->sv = xmalloc(xmul((size_t)k, sizeof(double)));
-	lapack_int info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'S', k, out, B, out, r->sv, UB, k,
-	    Vt, out);
-	if (info != 0) {
-		masq_err_set(err, MASQ_ERR_INTERNAL,
-		    "cmc: LAPACKE_dgesdd failed on a %d x %d matrix (info %d)", k, out, (int)info);
-		goto out;
-	}
-	rc = 0;
-	if (r->rank > 0) {
-		Yd = cmc_dup_double(Y, xmul((size_t)in, (size_t)k));
-		U = xmalloc(xmul(xmul((size_t)in, (size_t)r->rank), sizeof(double)));
-		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, r->rank, k, 1.0, Yd, k,
-		    UB, k, 0.0, U, r->rank);
-		rc = cmc_store_factors(r, w, U, r->rank, r->sv, Vt, err);
-	}
+	Yd = cmc_dup_double(Y, xmul((size_t)in, (size_t)k));
+	rc = cmc_randomized_finish(r, w, B, Yd, k, err);
 out:
 	free(Om);
 	free(Y);
 	free(Bf);
 	free(B);
-	free(UB);
-	free(Vt);
 	free(Yd);
-	free(U);
 	return rc;
 }
 

@@ -210,6 +210,7 @@ pipe_learned_drop(pipeline *p)
 }
 
 static void wcache_free(struct wcache *wc);
+static void wcache_release(struct wcache *wc, int grp);
 
 int
 pipe_rank_max(const model_config *c)
@@ -399,7 +400,8 @@ struct qctx {
 	int have0[LIN_COUNT];
 	pipe_lin_result *lr;		/* (LIN_COUNT) where diagnostics go, or NULL */
 	qplan_layer *plan;		/* where factors and CMC factors go, or NULL */
-	struct wcache *wc;		/* (GRP_COUNT * MOD_COUNT) */
+	struct wcache *wc;		/* (GRP_COUNT * MOD_COUNT), or NULL: no CMC */
+	int keep_whiteners;		/* previews: the cache outlives the forward */
 	rng *g;				/* the randomized SVD's draws: the pipeline's, or a preview's copy */
 	masq_err *err;
 	int failed;
@@ -820,15 +822,8 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	int grp = smooth_lin_group(lin), last = grp >= 0;
 	for (int k = lin + 1; k < LIN_COUNT && last; k++)
 		last = smooth_lin_group(k) != grp;
-	if (last && q->wc != NULL && q->wc != p->pv_wc)
-		for (int m = 0; m < MOD_COUNT; m++) {
-			struct wcache *c = &q->wc[grp * MOD_COUNT + m];
-			if (c->valid) {
-				cmc_whitener_done(&c->wh);
-				free(c->s);
-				c->valid = 0;
-			}
-		}
+	if (last && q->wc != NULL && !q->keep_whiteners)
+		wcache_release(q->wc, grp);
 	return 0;
 }
 
@@ -864,14 +859,25 @@ qctx_done(struct qctx *q)
 		free(q->rows[m]);
 }
 
+/* Free the whiteners of group grp. */
+static void
+wcache_release(struct wcache *wc, int grp)
+{
+	for (int m = 0; m < MOD_COUNT; m++) {
+		struct wcache *c = &wc[grp * MOD_COUNT + m];
+		if (c->valid) {
+			cmc_whitener_done(&c->wh);
+			free(c->s);
+			c->valid = 0;
+		}
+	}
+}
+
 static void
 wcache_free(struct wcache *wc)
 {
-	for (int i = 0; i < GRP_COUNT * MOD_COUNT; i++)
-		if (wc[i].valid) {
-			cmc_whitener_done(&wc[i].wh);
-			free(wc[i].s);
-		}
+	for (int g = 0; g < GRP_COUNT; g++)
+		wcache_release(wc, g);
 }
 
 /* ---- learning -------------------------------------------------------------------- */
@@ -1392,6 +1398,7 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 		}
 		struct qctx q;
 		qctx_init(&q, p, ls, mods, n, p->pv_wc, err);
+		q.keep_whiteners = 1;
 		q.g = &g;
 		q.measure = 1;
 		for (int k = 0; k < LIN_COUNT && !q.failed; k++) {
