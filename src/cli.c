@@ -59,6 +59,9 @@ const cli_subcmd cli_subcmds[] = {
 	{"forward",
 	    "forward [--model DIR] [--calib FILE] [--out FILE] [--layer-prefix P] [--threads N] [--json]",
 	    "run the full-precision decoder layer by layer; write every layer's output"},
+	{"tokenize",
+	    "tokenize --model DIR | --tokenizer FILE [--split-special] [--json] [--stats]",
+	    "token ids of each line of standard input, one line out per line in, by the model's tokenizer.json"},
 	{NULL, NULL, NULL},
 };
 

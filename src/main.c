@@ -30,6 +30,7 @@ static const struct {
 	{"eval", cmd_eval},
 	{"tui", cmd_tui},
 	{"forward", cmd_forward},
+	{"tokenize", cmd_tokenize},
 };
 #define NSUBCMDS (sizeof subcmds / sizeof subcmds[0])
 
