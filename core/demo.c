@@ -25,22 +25,26 @@
 #include <jansson.h>
 
 #include "core/calib.h"
+#include "core/chat.h"
 #include "core/demo.h"
 #include "core/dtype.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "core/tokenizer.h"
 #include "core/util.h"
 
-const char *const demo_preset_names[] = {"tiny", "small", "3b", "7b", "72b", NULL};
+const char *const demo_preset_names[] = {"tiny", "tiny-vl", "small", "3b", "7b", "72b", NULL};
 
 static const demo_preset demo_presets[] = {
-	{"tiny", 64, 176, 2, 4, 2, 16, {2, 3, 3}, 256, 4, 240, 0},
-	{"small", 256, 704, 4, 8, 2, 32, {4, 6, 6}, 1024, 8, 1200, 4u << 20},
-	{"3b", 2048, 11008, 4, 16, 2, 128, {16, 24, 24}, 4096, 8, 2048, 512u << 20},
+	{"tiny", 64, 176, 2, 4, 2, 16, {2, 3, 3}, 256, 4, 240, 0, 0},
+	/* tiny's shapes with a vision tower and a vocabulary: masq calib's demo */
+	{"tiny-vl", 64, 176, 2, 4, 2, 16, {2, 3, 3}, 512, 4, 240, 0, 1},
+	{"small", 256, 704, 4, 8, 2, 32, {4, 6, 6}, 1024, 8, 1200, 4u << 20, 0},
+	{"3b", 2048, 11008, 4, 16, 2, 128, {16, 24, 24}, 4096, 8, 2048, 512u << 20, 0},
 	/* the memory benchmarks' shapes: Qwen2.5-VL-7B's layers (2 of them)
 	 * and one Qwen2-72B layer (bench/memory.sh) */
-	{"7b", 3584, 18944, 2, 28, 4, 128, {16, 24, 24}, 4096, 8, 2048, 1024u << 20},
-	{"72b", 8192, 29568, 1, 64, 8, 128, {16, 24, 24}, 4096, 8, 2048, 1024u << 20},
+	{"7b", 3584, 18944, 2, 28, 4, 128, {16, 24, 24}, 4096, 8, 2048, 1024u << 20, 0},
+	{"72b", 8192, 29568, 1, 64, 8, 128, {16, 24, 24}, 4096, 8, 2048, 1024u << 20, 0},
 };
 
 /* Qwen2.5-VL's special token ids (config.json only: the demo has no tokenizer). */
@@ -55,6 +59,136 @@ static const demo_preset demo_presets[] = {
 #define VIS_HIDDEN 32
 #define VIS_INTER 64
 #define VIS_MERGE 4		/* spatial_merge_size^2 */
+
+/* The vision tower: tiny-vl's has window attention (56 pixels: 2 x 2
+ * merge units) in blocks 0 and 2, full attention in 1 and 3. */
+typedef struct demo_vis {
+	int depth, hidden, inter, heads, window, nfull, full[4];
+} demo_vis;
+
+static demo_vis
+demo_vis_of(const demo_preset *p)
+{
+	if (p->vl)
+		return (demo_vis){4, 64, 96, 4, 56, 2, {1, 3}};
+	return (demo_vis){1, VIS_HIDDEN, VIS_INTER, 2, 112, 1, {0}};
+}
+
+/* ---- tiny-vl's tokenizer ------------------------------------------------ */
+
+/* What the demo's BPE merges are learnt from. */
+static const char demo_corpus[] =
+    "You are a helpful assistant. What is in this picture? Describe the image in one sentence. "
+    "What is the cat doing? The picture shows a cat sitting on a chair in the sun. What colour is the "
+    "rocket? The rocket is white and stands on the launch pad. Compare the two images. The first image "
+    "shows a coffee cup on a table; the second shows a motorcycle in a street. How many people are in "
+    "the image? There is one astronaut in a white suit holding a helmet. Read the text in the image. "
+    "The quantized model should answer the same question with the same words as the original model. "
+    "Activations of vision tokens are larger than those of text tokens, so one smoothing factor for "
+    "all of them fits neither. Describe what you see, then say what is unusual about it. The image is "
+    "a photograph taken outside on a bright day; the colours are natural and the scene is calm. ";
+
+#define DEMO_MERGES 240	/* byte symbols 0..255, merges 256..495, specials after */
+
+typedef struct demo_tok {
+	int n_merges;
+	int ma[DEMO_MERGES], mb[DEMO_MERGES];
+	char *str[256 + DEMO_MERGES];	/* byte-level spelling of each id */
+	int32_t id_endoftext, id_im_start, id_im_end, id_vstart, id_vend, id_vpad, id_image, id_video;
+} demo_tok;
+
+static const char *const demo_specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>",
+	"<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"};
+#define DEMO_NSPECIAL 8
+
+/* BPE learnt on demo_corpus: words cut at spaces (a space starts a word)
+ * and at punctuation, the most frequent pair merged first, ties to the
+ * smallest ids; deterministic, no random draws. */
+static void
+demo_tok_build(demo_tok *t)
+{
+	memset(t, 0, sizeof *t);
+	for (int b = 0; b < 256; b++) {
+		char u[4] = {0};
+		tok_byte_symbol(b, u);
+		t->str[b] = xstrdup(u);
+	}
+	size_t n = sizeof demo_corpus - 1;
+	int *sym = xmalloc(xmul(n, sizeof *sym)), *wstart = xmalloc(xmul(n, sizeof *wstart));
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)demo_corpus[i];
+		sym[i] = c;
+		/* a pair never crosses into a word that starts here */
+		wstart[i] = i == 0 || c == ' ' || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'));
+	}
+	int m = (int)n;
+	int *cnt = xmalloc(xmul((size_t)(256 + DEMO_MERGES) * (256 + DEMO_MERGES), sizeof *cnt));
+	const int V = 256 + DEMO_MERGES;
+	while (t->n_merges < DEMO_MERGES) {
+		memset(cnt, 0, (size_t)V * V * sizeof *cnt);
+		for (int i = 0; i + 1 < m; i++)
+			if (!wstart[i + 1])
+				cnt[sym[i] * V + sym[i + 1]]++;
+		int best = -1, bc = 1;
+		for (int k = 0; k < V * V; k++)
+			if (cnt[k] > bc)
+				bc = cnt[k], best = k;
+		if (best < 0)
+			break;
+		int a = best / V, b = best % V, id = 256 + t->n_merges;
+		t->ma[t->n_merges] = a;
+		t->mb[t->n_merges] = b;
+		size_t la = strlen(t->str[a]), lb = strlen(t->str[b]);
+		t->str[id] = xmalloc(la + lb + 1);
+		memcpy(t->str[id], t->str[a], la);
+		memcpy(t->str[id] + la, t->str[b], lb + 1);
+		t->n_merges++;
+		int w = 0;
+		for (int i = 0; i < m; i++) {
+			if (i + 1 < m && sym[i] == a && sym[i + 1] == b && !wstart[i + 1]) {
+				wstart[w] = wstart[i];
+				sym[w++] = id;
+				i++;
+			} else {
+				wstart[w] = wstart[i];
+				sym[w++] = sym[i];
+			}
+		}
+		m = w;
+	}
+	free(cnt);
+	free(sym);
+	free(wstart);
+	int32_t *ids[DEMO_NSPECIAL] = {&t->id_endoftext, &t->id_im_start, &t->id_im_end, &t->id_vstart,
+		&t->id_vend, &t->id_vpad, &t->id_image, &t->id_video};
+	for (int k = 0; k < DEMO_NSPECIAL; k++)
+		*ids[k] = 256 + t->n_merges + k;
+}
+
+static void
+demo_tok_free(demo_tok *t)
+{
+	for (int i = 0; i < 256 + t->n_merges; i++)
+		free(t->str[i]);
+}
+
+/* The media and special token ids config.json names. */
+typedef struct demo_ids {
+	int32_t image, video, vstart, vend, vision, bos, eos;
+} demo_ids;
+
+static demo_ids
+demo_ids_of(const demo_preset *p)
+{
+	if (!p->vl)
+		return (demo_ids){DEMO_IMAGE_TOKEN, DEMO_VIDEO_TOKEN, DEMO_VISION_START, DEMO_VISION_END, 151654,
+			DEMO_BOS, DEMO_EOS};
+	demo_tok t;
+	demo_tok_build(&t);
+	demo_ids d = {t.id_image, t.id_video, t.id_vstart, t.id_vend, t.id_vpad, t.id_endoftext, t.id_im_end};
+	demo_tok_free(&t);
+	return d;
+}
 
 /* Floats generated per piece handed to the writer. */
 #define DEMO_CHUNK 65536
@@ -185,6 +319,77 @@ demo_json_seed(uint64_t seed)
 	return json_string(buf);
 }
 
+/* Qwen2's pre-tokenizer pattern, as its tokenizer.json gives it. */
+static const char demo_split_pattern[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/* tiny-vl: tokenizer.json (byte-level BPE as Qwen2's, its own merges),
+ * tokenizer_config.json, chat_template.json (Qwen2-VL's template) and
+ * preprocessor_config.json (Qwen2-VL's processor, at most 224 x 224). */
+static int
+demo_write_vl_files(const char *mdir, size_t fl, masq_err *err)
+{
+	demo_tok t;
+	demo_tok_build(&t);
+	json_t *vocab = json_object(), *merges = json_array(), *added = json_array();
+	for (int i = 0; i < 256 + t.n_merges; i++)
+		json_object_set_new(vocab, t.str[i], json_integer(i));
+	for (int k = 0; k < t.n_merges; k++)
+		json_array_append_new(merges, json_pack("[ss]", t.str[t.ma[k]], t.str[t.mb[k]]));
+	for (int k = 0; k < DEMO_NSPECIAL; k++)
+		json_array_append_new(added, json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id",
+		    256 + t.n_merges + k, "content", demo_specials[k], "single_word", 0, "lstrip", 0, "rstrip", 0,
+		    "normalized", 0, "special", 1));
+	json_t *bl = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 0,
+	    "use_regex", 0);
+	json_t *root = json_pack("{s:s, s:n, s:n, s:o, s:{s:s}, s:{s:s, s:[{s:s, s:{s:s}, s:s, s:b}, O]}, s:O, s:O,"
+	    " s:{s:s, s:n, s:n, s:s, s:s, s:b, s:b, s:b, s:o, s:o}}",
+	    "version", "1.0", "truncation", "padding", "added_tokens", added,
+	    "normalizer", "type", "NFC",
+	    "pre_tokenizer", "type", "Sequence", "pretokenizers", "type", "Split", "pattern", "Regex",
+	    demo_split_pattern, "behavior", "Isolated", "invert", 0, bl,
+	    "post_processor", bl, "decoder", bl,
+	    "model", "type", "BPE", "dropout", "unk_token", "continuing_subword_prefix", "", "end_of_word_suffix", "",
+	    "fuse_unk", 0, "byte_fallback", 0, "ignore_merges", 0, "vocab", vocab, "merges", merges);
+	json_decref(bl);
+	char *path = masq_path_join(mdir, "tokenizer.json");
+	int rc = demo_json_write(root, path, JSON_COMPACT | JSON_PRESERVE_ORDER, err);
+	free(path);
+	demo_tok_free(&t);
+	if (rc < 0)
+		return -1;
+	root = json_pack("{s:s, s:i, s:s, s:s, s:n, s:b, s:s}",
+	    "tokenizer_class", "Qwen2Tokenizer",
+	    "model_max_length", 32768,
+	    "eos_token", "<|im_end|>",
+	    "pad_token", "<|endoftext|>",
+	    "bos_token",
+	    "split_special_tokens", 0,
+	    "masq_demo", "synthetic vocabulary of 256 bytes and 240 merges learnt from a paragraph of English");
+	path = masq_path_join(mdir, "tokenizer_config.json");
+	rc = demo_json_write(root, path, fl, err);
+	free(path);
+	if (rc < 0)
+		return -1;
+	root = json_pack("{s:s}", "chat_template", chat_qwen2vl_template);
+	path = masq_path_join(mdir, "chat_template.json");
+	rc = demo_json_write(root, path, fl, err);
+	free(path);
+	if (rc < 0)
+		return -1;
+	root = json_pack("{s:i, s:i, s:i, s:i, s:i, s:[f,f,f], s:[f,f,f], s:b, s:b, s:b, s:b, s:i, s:f, s:s, s:s}",
+	    "min_pixels", 56 * 56, "max_pixels", 224 * 224, "patch_size", 14, "temporal_patch_size", 2,
+	    "merge_size", 2, "image_mean", 0.48145466, 0.4578275, 0.40821073,
+	    "image_std", 0.26862954, 0.26130258, 0.27577711, "do_resize", 1, "do_rescale", 1, "do_normalize", 1,
+	    "do_convert_rgb", 1, "resample", 3, "rescale_factor", 1.0 / 255,
+	    "image_processor_type", "Qwen2VLImageProcessor", "processor_class", "Qwen2_5_VLProcessor");
+	path = masq_path_join(mdir, "preprocessor_config.json");
+	rc = demo_json_write(root, path, fl, err);
+	free(path);
+	return rc;
+}
+
 /* Write mdir/config.json, generation_config.json and tokenizer_config.json. */
 static int
 demo_write_configs(const char *mdir, const demo_preset *p, uint64_t seed, masq_err *err)
@@ -194,18 +399,23 @@ demo_write_configs(const char *mdir, const demo_preset *p, uint64_t seed, masq_e
 	json_t *root;
 	int rc;
 
+	const demo_vis vis = demo_vis_of(p);
+	const demo_ids ids = demo_ids_of(p);
+	json_t *full = json_array();
+	for (int i = 0; i < vis.nfull; i++)
+		json_array_append_new(full, json_integer(vis.full[i]));
 	root = json_pack("{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:s, s:b,"
 	    " s:{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:i, s:i, s:s,"
 	    "    s:{s:s, s:s, s:[i,i,i]}, s:b, s:s, s:f, s:f, s:b},"
-	    " s:{s:s, s:i, s:i, s:i, s:i, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:[i]},"
+	    " s:{s:s, s:i, s:i, s:i, s:i, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:o},"
 	    " s:{s:s, s:o, s:s}}",
 	    "architectures", "Qwen2_5_VLForConditionalGeneration",
 	    "model_type", "qwen2_5_vl",
-	    "image_token_id", DEMO_IMAGE_TOKEN,
-	    "video_token_id", DEMO_VIDEO_TOKEN,
-	    "vision_start_token_id", DEMO_VISION_START,
-	    "vision_end_token_id", DEMO_VISION_END,
-	    "vision_token_id", 151654,
+	    "image_token_id", ids.image,
+	    "video_token_id", ids.video,
+	    "vision_start_token_id", ids.vstart,
+	    "vision_end_token_id", ids.vend,
+	    "vision_token_id", ids.vision,
 	    "torch_dtype", "bfloat16",
 	    "tie_word_embeddings", 0,
 	    "text_config",
@@ -230,18 +440,18 @@ demo_write_configs(const char *mdir, const demo_preset *p, uint64_t seed, masq_e
 	    "use_sliding_window", 0,
 	    "vision_config",
 	    "model_type", "qwen2_5_vl",
-	    "depth", 1,
-	    "hidden_size", VIS_HIDDEN,
-	    "intermediate_size", VIS_INTER,
-	    "num_heads", 2,
+	    "depth", vis.depth,
+	    "hidden_size", vis.hidden,
+	    "intermediate_size", vis.inter,
+	    "num_heads", vis.heads,
 	    "hidden_act", "silu",
 	    "in_chans", 3,
 	    "out_hidden_size", p->hidden,
 	    "patch_size", 14,
 	    "spatial_merge_size", 2,
 	    "temporal_patch_size", 2,
-	    "window_size", 112,
-	    "fullatt_block_indexes", 0,
+	    "window_size", vis.window,
+	    "fullatt_block_indexes", full,
 	    "masq_demo",
 	    "preset", p->name != NULL ? p->name : "custom",
 	    "seed", demo_json_seed(seed),
@@ -253,9 +463,9 @@ demo_write_configs(const char *mdir, const demo_preset *p, uint64_t seed, masq_e
 		return -1;
 
 	root = json_pack("{s:i, s:[i,i], s:i, s:b, s:i}",
-	    "bos_token_id", DEMO_BOS,
-	    "eos_token_id", DEMO_EOS, DEMO_BOS,
-	    "pad_token_id", DEMO_BOS,
+	    "bos_token_id", ids.bos,
+	    "eos_token_id", ids.eos, ids.bos,
+	    "pad_token_id", ids.bos,
 	    "do_sample", 0,
 	    "max_new_tokens", 128);
 	path = masq_path_join(mdir, "generation_config.json");
@@ -264,6 +474,8 @@ demo_write_configs(const char *mdir, const demo_preset *p, uint64_t seed, masq_e
 	if (rc < 0)
 		return -1;
 
+	if (p->vl)
+		return demo_write_vl_files(mdir, fl, err);
 	root = json_pack("{s:s, s:i, s:s, s:s, s:n, s:s}",
 	    "tokenizer_class", "Qwen2Tokenizer",
 	    "model_max_length", 128000,
@@ -341,24 +553,27 @@ demo_wlist_build(demo_wlist *l, const demo_preset *p)
 {
 	const int64_t h = p->hidden, qd = (int64_t)p->n_heads * p->head_dim;
 	const int64_t kvd = (int64_t)p->n_kv_heads * p->head_dim, in = p->intermediate;
-	const int64_t vh = VIS_HIDDEN, vm = VIS_HIDDEN * VIS_MERGE;
+	const demo_vis vis = demo_vis_of(p);
+	const int64_t vh = vis.hidden, vm = vis.hidden * VIS_MERGE, vi = vis.inter;
 	const char *vb = "model.visual.blocks.", *lp = "model.language_model.layers.";
 	const char *vm_ = "model.visual.merger.mlp.";
 
 	demo_wlist_add(l, W_LINEAR, 5, (const int64_t[]){vh, 3, 2, 14, 14},
 	    "model.visual.patch_embed.proj.weight", -1, "");
-	DEMO_ADD1(l, W_NORM, vh, vb, 0, "norm1.weight");
-	DEMO_ADD2(l, W_LINEAR, 3 * vh, vh, vb, 0, "attn.qkv.weight");
-	DEMO_ADD1(l, W_BIAS, 3 * vh, vb, 0, "attn.qkv.bias");
-	DEMO_ADD2(l, W_LINEAR, vh, vh, vb, 0, "attn.proj.weight");
-	DEMO_ADD1(l, W_BIAS, vh, vb, 0, "attn.proj.bias");
-	DEMO_ADD1(l, W_NORM, vh, vb, 0, "norm2.weight");
-	DEMO_ADD2(l, W_LINEAR, VIS_INTER, vh, vb, 0, "mlp.gate_proj.weight");
-	DEMO_ADD1(l, W_BIAS, VIS_INTER, vb, 0, "mlp.gate_proj.bias");
-	DEMO_ADD2(l, W_LINEAR, VIS_INTER, vh, vb, 0, "mlp.up_proj.weight");
-	DEMO_ADD1(l, W_BIAS, VIS_INTER, vb, 0, "mlp.up_proj.bias");
-	DEMO_ADD2(l, W_LINEAR, vh, VIS_INTER, vb, 0, "mlp.down_proj.weight");
-	DEMO_ADD1(l, W_BIAS, vh, vb, 0, "mlp.down_proj.bias");
+	for (int b = 0; b < vis.depth; b++) {
+		DEMO_ADD1(l, W_NORM, vh, vb, b, "norm1.weight");
+		DEMO_ADD2(l, W_LINEAR, 3 * vh, vh, vb, b, "attn.qkv.weight");
+		DEMO_ADD1(l, W_BIAS, 3 * vh, vb, b, "attn.qkv.bias");
+		DEMO_ADD2(l, W_LINEAR, vh, vh, vb, b, "attn.proj.weight");
+		DEMO_ADD1(l, W_BIAS, vh, vb, b, "attn.proj.bias");
+		DEMO_ADD1(l, W_NORM, vh, vb, b, "norm2.weight");
+		DEMO_ADD2(l, W_LINEAR, vi, vh, vb, b, "mlp.gate_proj.weight");
+		DEMO_ADD1(l, W_BIAS, vi, vb, b, "mlp.gate_proj.bias");
+		DEMO_ADD2(l, W_LINEAR, vi, vh, vb, b, "mlp.up_proj.weight");
+		DEMO_ADD1(l, W_BIAS, vi, vb, b, "mlp.up_proj.bias");
+		DEMO_ADD2(l, W_LINEAR, vh, vi, vb, b, "mlp.down_proj.weight");
+		DEMO_ADD1(l, W_BIAS, vh, vb, b, "mlp.down_proj.bias");
+	}
 	DEMO_ADD1(l, W_NORM, vh, "model.visual.merger.ln_q.weight", -1, "");
 	DEMO_ADD2(l, W_LINEAR, vm, vm, vm_, 0, "weight");
 	DEMO_ADD1(l, W_BIAS, vm, vm_, 0, "bias");

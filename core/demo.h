@@ -23,9 +23,12 @@ typedef struct demo_preset {
 	int n_seqs;		/* calibration sequences */
 	int target_tokens;	/* approximate calibration tokens in all */
 	uint64_t shard_bytes;	/* shard the weights above this size (0: one file) */
+	int vl;			/* a vision tower of 4 blocks (window and full attention),
+				   a tokenizer, a chat template and an image processor:
+				   what masq calib needs (tiny-vl) */
 } demo_preset;
 
-/* Fill p with the named preset (tiny, small, 3b, 7b, 72b); -1 when unknown. */
+/* Fill p with the named preset (tiny, tiny-vl, small, 3b, 7b, 72b); -1 when unknown. */
 int demo_preset_get(const char *name, demo_preset *p);
 /* Names of the presets, NULL-terminated. */
 extern const char *const demo_preset_names[];

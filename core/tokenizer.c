@@ -255,6 +255,14 @@ byte_alphabet(uint32_t cp[256])
 	}
 }
 
+int
+tok_byte_symbol(int b, char *out)
+{
+	uint32_t cp[256];
+	byte_alphabet(cp);
+	return utf8_put(cp[b & 0xff], out);
+}
+
 /* Rust's char::is_whitespace (Unicode White_Space), what lstrip and rstrip
  * of an added token strip. */
 static int

@@ -79,6 +79,10 @@ int32_t tok_n_ids(const masq_tok *t);
 /* 1 when id is an added token marked special. */
 int tok_is_special(const masq_tok *t, int32_t id);
 
+/* The byte-level alphabet's symbol of byte b (GPT-2's bytes_to_unicode),
+ * UTF-8 into out (at least 3 bytes); returns its length. */
+int tok_byte_symbol(int b, char *out);
+
 void tok_ids_push(tok_ids *ids, int32_t id);
 void tok_ids_free(tok_ids *ids);
 

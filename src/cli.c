@@ -21,7 +21,7 @@ char **cli_argv;
 
 const cli_subcmd cli_subcmds[] = {
 	{"demo",
-	    "demo DIR [--preset tiny|small|3b|7b|72b] [--seed N]",
+	    "demo DIR [--preset tiny|tiny-vl|small|3b|7b|72b] [--seed N]",
 	    "write the embedded demo: DIR/model and DIR/calib.safetensors"},
 	{"inspect",
 	    "inspect PATH [--layer-prefix P] [--json]",
@@ -59,6 +59,11 @@ const cli_subcmd cli_subcmds[] = {
 	{"forward",
 	    "forward [--model DIR] [--calib FILE] [--out FILE] [--layer-prefix P] [--threads N] [--json]",
 	    "run the full-precision decoder layer by layer; write every layer's output"},
+	{"calib",
+	    "calib --model DIR --prompts FILE --out FILE [--images DIR] [--min-pixels N] [--max-pixels N]\n"
+	    "           [--threads N] [--dry-run] [--json]",
+	    "a calibration set from prompts and images (Qwen2.5-VL): chat template, tokenizer, image processor,\n"
+	    "      vision tower and positions in masq itself"},
 	{"tokenize",
 	    "tokenize --model DIR | --tokenizer FILE [--split-special] [--json] [--stats]",
 	    "token ids of each line of standard input, one line out per line in, by the model's tokenizer.json"},

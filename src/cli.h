@@ -22,6 +22,7 @@ int cmd_export(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_tui(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_calib(int argc, char **argv);
 
 /* main's argv (NULL-terminated), for masq replay running itself again. */
 extern char **cli_argv;

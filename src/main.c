@@ -31,6 +31,7 @@ static const struct {
 	{"tui", cmd_tui},
 	{"forward", cmd_forward},
 	{"tokenize", cmd_tokenize},
+	{"calib", cmd_calib},
 };
 #define NSUBCMDS (sizeof subcmds / sizeof subcmds[0])
 
@@ -57,7 +58,8 @@ usage(FILE *fp)
 	    "  --out FILE     forward: write layers.N.output [tokens, hidden] F32 to FILE\n"
 	    "  --threads N    BLAS threads (default: OPENBLAS_NUM_THREADS or all cores)\n"
 	    "  --json         print one JSON document instead of tables\n"
-	    "  --preset NAME  demo size: tiny (tests), small, 3b (Qwen2.5-VL-3B shapes)\n"
+	    "  --preset NAME  demo size: tiny (tests), tiny-vl (with what masq calib needs), small,\n"
+	    "                 3b (Qwen2.5-VL-3B shapes), 7b, 72b (memory benchmarks)\n"
 	    "  --seed N       demo: its seed (default %u); run: the generator's seed\n"
 	    "\n"
 	    "run options (defaults are the reference implementation's):\n"
