@@ -295,8 +295,6 @@ embed_row(const st_tensor *t, int64_t row, int hidden, float *out)
 static void
 progress(const calib_job *j, int done, double t0, int tty, int final)
 {
-	if (j->a.json && !tty)
-		return;
 	double dt = masq_now() - t0, rate = dt > 0 ? done / dt : 0;
 	double left = rate > 0 ? (j->n_img_total - done) / rate : 0;
 	fprintf(stderr, "%smasq calib: %d/%d images, %.2f images/s, %d:%02d left%s", tty ? "\r" : "", done,

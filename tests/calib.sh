@@ -98,10 +98,10 @@ cat > "$ph/prompts.jsonl" <<'EOF'
 EOF
 "$MASQ" calib --model "$m" --prompts "$ph/prompts.jsonl" --out "$w/calib.safetensors" --json > "$w/calib.json" 2> "$w/calib.err"
 check "masq calib writes the set (exit 0)" test $? -eq 0
-check "--json: 6 samples, 8 images, tokens by modality" "$py" -c "
+check "--json: 6 samples, 7 images, tokens by modality" "$py" -c "
 import json, sys
 d = json.load(open(sys.argv[1]))
-assert d['samples'] == 6 and d['images'] == 8, d
+assert d['samples'] == 6 and d['images'] == 7, d
 t = d['tokens']
 assert t['text'] > 0 and t['vision'] > 0 and t['total'] == t['text'] + t['vision'], t
 assert d['images_per_second'] > 0
