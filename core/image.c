@@ -592,9 +592,10 @@ done:
 	return rc;
 }
 
-/* Python's round(): half to even, as nearbyint in the default mode. */
+/* Python's built-in rounding of a float: half to even, as nearbyint in the
+ * default mode. */
 static double
-py_round(double x)
+py_half_even(double x)
 {
 	return nearbyint(x);
 }
@@ -610,7 +611,7 @@ vl_smart_resize(const vl_preproc *p, int h, int w, int *out_h, int *out_w, masq_
 	if ((double)hi / lo > 200)
 		return masq_err_set(err, MASQ_ERR_FORMAT, "an image of %d x %d pixels: its aspect ratio %.1f is above "
 		    "200, which the processor refuses", w, h, (double)hi / lo);
-	double hb = py_round(h / factor) * factor, wb = py_round(w / factor) * factor;
+	double hb = py_half_even(h / factor) * factor, wb = py_half_even(w / factor) * factor;
 	if (hb * wb > (double)p->max_pixels) {
 		double beta = sqrt((double)h * w / (double)p->max_pixels);
 		/* no floor at the factor in this version: a side can reach 0 */

@@ -8,7 +8,9 @@ not from the C implementation it is meant to test.
 Usage:
   ref_vision.py MODEL_DIR PIXELS.safetensors OUT.safetensors [--blocks] [--batch] [--f64]
   ref_vision.py --make-model DIR --seed N [--window-size W] [--fullatt 1,3] [--depth D]
+               [--set key=json ...] [--dtype BF16|F16|F32] [--prefix visual.|model.visual.] [--shards K]
   ref_vision.py --make-pixels OUT.safetensors --grids "1,4,6;1,8,8" --seed N [--still]
+               (--still: both temporal slices equal, as the processor makes them for a still image)
 
 Only numpy is needed (/usr/bin/python3).
 """
@@ -526,6 +528,11 @@ def make_model(out_dir, seed, overrides=None, dtype="BF16", prefix="visual.", sh
     H = E * m * m
 
     def normal(shape, std):
+        # std is tuned for the tiny shapes (hidden 64, intermediate 96, merger 256); larger
+        # towers scale it by sqrt(tiny_fan_in / fan_in) so activations stay O(1).
+        if len(shape) == 2:
+            tiny_fan = {E: 64, I: 96, H: 256}.get(shape[1], shape[1])
+            std = std * math.sqrt(tiny_fan / shape[1])
         return (rng.standard_normal(shape) * std).astype(np.float32)
 
     t = {}
@@ -676,6 +683,10 @@ def main(argv):
             dp = opt("--depth")
             if dp:
                 over["depth"] = int(dp)
+            while "--set" in args:          # --set key=value (JSON value), e.g. --set hidden_size=1280
+                kv = opt("--set")
+                k, v = kv.split("=", 1)
+                over[k] = json.loads(v)
             wdt = opt("--dtype", "BF16").upper()
             prefix = opt("--prefix", "visual.")
             shards = int(opt("--shards", "1"))
