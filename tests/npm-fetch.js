@@ -3,17 +3,32 @@
 // sha512 integrity (as package-lock.json records it), with node's own https
 // and the system's tar, so the tests need Debian's nodejs but not npm.
 // A package already unpacked with the same integrity is left as it is.
-// Exits 0 when every package is there, 1 (with a message) otherwise.
+// Certificates: node's own and the system's bundle (SSL_CERT_FILE, else
+// /etc/ssl/certs/ca-certificates.crt), so a machine whose TLS goes through
+// a proxy with a locally installed CA works without NODE_EXTRA_CA_CERTS.
+// Exits 0 when every package is there; 3 when the registry cannot be
+// reached (network, TLS); 1 for anything else, an integrity mismatch first.
 'use strict';
 const fs = require('fs');
 const https = require('https');
 const path = require('path');
 const crypto = require('crypto');
+const tls = require('tls');
 const { execFileSync } = require('child_process');
+
+const ca = [...tls.rootCertificates];
+for (const f of [process.env.SSL_CERT_FILE, '/etc/ssl/certs/ca-certificates.crt']) {
+	try {
+		if (f)
+			ca.push(fs.readFileSync(f, 'utf8'));
+	} catch (e) { /* not there */ }
+}
+
+class Unreachable extends Error {}
 
 function get(url, redirects) {
 	return new Promise((resolve, reject) => {
-		https.get(url, { timeout: 60000 }, (res) => {
+		https.get(url, { timeout: 60000, ca }, (res) => {
 			if (res.statusCode >= 300 && res.statusCode < 400 && res.headers.location && redirects > 0) {
 				res.resume();
 				resolve(get(new URL(res.headers.location, url).toString(), redirects - 1));
@@ -21,14 +36,15 @@ function get(url, redirects) {
 			}
 			if (res.statusCode !== 200) {
 				res.resume();
-				reject(new Error(`${url}: HTTP ${res.statusCode}`));
+				reject(new Unreachable(`${url}: HTTP ${res.statusCode}`));
 				return;
 			}
 			const parts = [];
 			res.on('data', (d) => parts.push(d));
 			res.on('end', () => resolve(Buffer.concat(parts)));
 			res.on('error', reject);
-		}).on('error', reject).on('timeout', function () { this.destroy(new Error(`${url}: timed out`)); });
+		}).on('error', (e) => reject(new Unreachable(`${url}: ${e.message}`)))
+			.on('timeout', function () { this.destroy(new Error(`${url}: timed out`)); });
 	});
 }
 
@@ -61,6 +77,6 @@ async function fetchOne(dir, spec) {
 			await fetchOne(dir, s);
 	} catch (e) {
 		process.stderr.write(`npm-fetch: ${e.message}\n`);
-		process.exit(1);
+		process.exit(e instanceof Unreachable ? 3 : 1);
 	}
 })();
