@@ -254,6 +254,8 @@ vit_window_index(const vit_config *c, const int grid[3], int *order, int *cu)
 
 /* ---- kernels: fast and plain ------------------------------------------- */
 
+#define VIT_QBLOCK 1024	/* attention queries a pass of the fast path */
+
 /* y (n, out) = x (n, in) W^T (W: out, in) + b */
 static void
 linear(const float *x, int n, int in, const float *w, const float *b, int out, float *y, int plain)
@@ -348,20 +350,27 @@ attend(const vit_config *c, const float *qkv, int s0, int s1, float *o, float *s
 			}
 			continue;
 		}
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, hd, scale, Q, ld, K, ld, 0.0f, scores, S);
-		for (int i = 0; i < S; i++) {
-			float *r = scores + (size_t)i * S, mx = r[0], sum = 0;
-			for (int j = 1; j < S; j++)
-				mx = r[j] > mx ? r[j] : mx;
-			for (int j = 0; j < S; j++) {
-				r[j] = expf(r[j] - mx);
-				sum += r[j];
+		/* VIT_QBLOCK queries at a time: the scores of a whole large image
+		 * (16k patches at Qwen's max_pixels) would take a gigabyte */
+		for (int i0 = 0; i0 < S; i0 += VIT_QBLOCK) {
+			int nq = S - i0 < VIT_QBLOCK ? S - i0 : VIT_QBLOCK;
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, S, hd, scale, Q + (size_t)i0 * ld, ld, K, ld,
+			    0.0f, scores, S);
+			for (int i = 0; i < nq; i++) {
+				float *r = scores + (size_t)i * S, mx = r[0], sum = 0;
+				for (int j = 1; j < S; j++)
+					mx = r[j] > mx ? r[j] : mx;
+				for (int j = 0; j < S; j++) {
+					r[j] = expf(r[j] - mx);
+					sum += r[j];
+				}
+				float inv = 1.0f / sum;
+				for (int j = 0; j < S; j++)
+					r[j] *= inv;
 			}
-			float inv = 1.0f / sum;
-			for (int j = 0; j < S; j++)
-				r[j] *= inv;
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, S, 1.0f, scores, S, V, ld, 0.0f,
+			    O + (size_t)i0 * D, D);
 		}
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, hd, S, 1.0f, scores, S, V, ld, 0.0f, O, D);
 	}
 }
 
@@ -440,7 +449,8 @@ block_run(const vit_config *c, const vblock *b, int bi, vimg *im, int plain)
 		int len = c->full[bi] ? n / im->frames : im->cu[s + 1] - im->cu[s];
 		maxs = len > maxs ? len : maxs;
 	}
-	float *scores = xmalloc(xmul(xmul((size_t)maxs, plain ? 1 : (size_t)maxs), sizeof *scores));
+	size_t rows = plain ? 1 : (size_t)(maxs < VIT_QBLOCK ? maxs : VIT_QBLOCK);
+	float *scores = xmalloc(xmul(xmul((size_t)maxs, rows), sizeof *scores));
 	for (int s = 0; s < nseg; s++) {
 		int s0 = c->full[bi] ? s * (n / im->frames) : im->cu[s];
 		int s1 = c->full[bi] ? (s + 1) * (n / im->frames) : im->cu[s + 1];

@@ -77,7 +77,7 @@ tap_run "the demo's tower against the reference" "$w/vit-cmp.txt" \
 	"$py" "$srcdir/calib_check.py" vision "$w/vit-ours.safetensors" "$w/vit-ref.safetensors" "$w/vit-plain.safetensors"
 # a second tower, random, of other sizes, written by the reference script
 "$py" "$srcdir/ref_vision.py" --make-model "$w/t2" --seed 7 2> "$w/refvit2.err" &&
-"$py" "$srcdir/ref_vision.py" --make-pixels "$w/px2.safetensors" --grids "1,4,6;1,8,8;1,10,14" --seed 3 \
+"$py" "$srcdir/ref_vision.py" --make-pixels "$w/px2.safetensors" --grids "1,4,6;1,8,8;1,10,14;1,40,56" --seed 3 \
 	2>> "$w/refvit2.err" &&
 "$VIT" "$w/t2" "$w/px2.safetensors" "$w/vit2-ours.safetensors" --blocks 2>> "$w/vit.err" &&
 "$VIT" "$w/t2" "$w/px2.safetensors" "$w/vit2-plain.safetensors" --blocks --plain 2>> "$w/vit.err" &&
