@@ -142,7 +142,8 @@ struct masq_tok {
 	const char **piece;	/* [n_ids]: string of each id, or NULL */
 	uint32_t *piece_len;
 	unsigned char *special;	/* [n_ids] */
-	strmap vocab;
+	strmap vocab;		/* model.vocab */
+	strmap addmap;		/* added_tokens' contents */
 	merge_ent *merges;
 	uint32_t merge_mask;
 	int32_t byte_id[256];	/* the vocabulary id of each byte's symbol */
@@ -154,6 +155,8 @@ struct masq_tok {
 	pcre2_code *re[TOK_MAX_SPLITS];
 	int n_re;
 	pcre2_match_data *md;
+	pcre2_match_context *mctx;
+	pcre2_jit_stack *jit;	/* 8 MiB at most: long lines of backtracking patterns */
 
 	added_tok *added;	/* longest first */
 	int n_added;
@@ -214,6 +217,8 @@ tok_free(masq_tok *t)
 	for (int i = 0; i < t->n_re; i++)
 		pcre2_code_free(t->re[i]);
 	pcre2_match_data_free(t->md);
+	pcre2_match_context_free(t->mctx);
+	pcre2_jit_stack_free(t->jit);
 	for (int i = 0; i < t->n_added; i++)
 		free(t->added[i].s);
 	free(t->added);
@@ -223,6 +228,7 @@ tok_free(masq_tok *t)
 	free(t->piece_len);
 	free(t->special);
 	free(t->vocab.e);
+	free(t->addmap.e);
 	free(t->merges);
 	free(t->cache);
 	free(t->ckeys);
@@ -433,15 +439,19 @@ add_regex(masq_tok *t, const char *src, size_t src_len, int literal, const char 
 	int ec;
 	PCRE2_SIZE eo;
 	size_t len = src_len;
-	char *pat = literal ? xstrdup(src) : onig_spaces(src, src_len, &len, name, err);
-	if (pat == NULL)
-		return -1;
-
 	if (t->n_re == TOK_MAX_SPLITS)
 		return masq_err_set(err, MASQ_ERR_FORMAT, "%s: pre_tokenizer: more than %d Split steps", name,
 		    TOK_MAX_SPLITS);
-	pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, len,
-	    PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0), &ec, &eo, NULL);
+	char *pat;
+	if (literal) {
+		pat = xmalloc(src_len + 1);
+		memcpy(pat, src, src_len + 1);
+	} else if ((pat = onig_spaces(src, src_len, &len, name, err)) == NULL) {
+		return -1;
+	}
+	/* PCRE2 takes no UCP with a literal */
+	pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, len, PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP), &ec,
+	    &eo, NULL);
 	free(pat);
 	if (re == NULL) {
 		PCRE2_UCHAR msg[256];
@@ -563,8 +573,9 @@ load_added(masq_tok *t, json_t *list, const char *name, masq_err *err)
 		int sp = jbool(a, "special", 0), nm = jbool(a, "normalized", 0);
 		int ls = jbool(a, "lstrip", 0), rs = jbool(a, "rstrip", 0), sw = jbool(a, "single_word", 0);
 		if (sp < 0 || nm < 0 || ls < 0 || rs < 0 || sw < 0)
-			return masq_err_set(err, MASQ_ERR_FORMAT, "%s: added_tokens[%zu] ('%s'): a flag is not a boolean",
-			    name, i, json_string_value(c));
+			return masq_err_set(err, MASQ_ERR_FORMAT, "%s: added_tokens[%zu] ('%s'): %s is not a boolean",
+			    name, i, json_string_value(c), sp < 0 ? "special" : nm < 0 ? "normalized" : ls < 0 ? "lstrip" :
+			    rs < 0 ? "rstrip" : "single_word");
 		if (sw)
 			return masq_err_set(err, MASQ_ERR_FORMAT,
 			    "%s: added_tokens[%zu] ('%s') is single_word, which masq does not match", name, i,
@@ -687,8 +698,13 @@ load_model(masq_tok *t, json_t *model, json_t *added_list, const char *name, mas
 	/* an added token's id spells its content, in or beside the vocabulary */
 	for (int i = 0; i < t->n_added; i++) {
 		added_tok *a = &t->added[i];
-		if (off[a->id] == SIZE_MAX || t->piece_len[a->id] != a->len ||
-		    memcmp(t->arena + off[a->id], a->s, a->len) != 0) {
+		if (off[a->id] != SIZE_MAX && (t->piece_len[a->id] != a->len ||
+		    memcmp(t->arena + off[a->id], a->s, a->len) != 0)) {
+			free(off);
+			return masq_err_set(err, MASQ_ERR_FORMAT, "%s: added_tokens[%d] ('%s') has id %d, which the "
+			    "vocabulary gives to another string", name, i, a->s, a->id);
+		}
+		if (off[a->id] == SIZE_MAX) {
 			off[a->id] = arena_add(t, a->s, a->len);
 			t->piece_len[a->id] = (uint32_t)a->len;
 		}
@@ -699,14 +715,17 @@ load_model(masq_tok *t, json_t *model, json_t *added_list, const char *name, mas
 		t->piece[i] = off[i] == SIZE_MAX ? NULL : t->arena + off[i];
 	free(off);
 
-	/* vocab map: the vocabulary's own strings (the arena no longer moves) */
-	strmap_init(&t->vocab, json_object_size(vocab) + (size_t)t->n_added);
+	/* the model's vocabulary alone (merges, bytes and ignore_merges look
+	 * there, as the tokenizers library's BPE does), the added tokens apart
+	 * (the arena no longer moves) */
+	strmap_init(&t->vocab, json_object_size(vocab));
 	json_object_foreach(vocab, key, v) {
 		id_ok(v, &id);
 		strmap_put(&t->vocab, t->piece[id], t->piece_len[id], (int32_t)id);
 	}
+	strmap_init(&t->addmap, (size_t)t->n_added);
 	for (int i = 0; i < t->n_added; i++)
-		strmap_put(&t->vocab, t->piece[t->added[i].id], t->piece_len[t->added[i].id], t->added[i].id);
+		strmap_put(&t->addmap, t->piece[t->added[i].id], t->piece_len[t->added[i].id], t->added[i].id);
 
 	/* the byte alphabet */
 	byte_alphabet(t->byte_cp);
@@ -767,7 +786,8 @@ load_model(masq_tok *t, json_t *model, json_t *added_list, const char *name, mas
 static void
 index_added(masq_tok *t)
 {
-	qsort(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added);
+	if (t->n_added > 0)
+		qsort(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added);
 	size_t w = (size_t)t->n_added + 1;
 	t->first = xmalloc(xmul(256 * w, sizeof *t->first));
 	for (int b = 0; b < 256; b++) {
@@ -806,8 +826,11 @@ tok_load_buf(masq_tok **out, const char *buf, size_t len, const char *name, masq
 		goto done;
 	index_added(t);
 	t->md = pcre2_match_data_create(1, NULL);
-	if (t->md == NULL)
+	t->mctx = pcre2_match_context_create(NULL);
+	t->jit = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, NULL);
+	if (t->md == NULL || t->mctx == NULL || t->jit == NULL)
 		fatal("out of memory (pcre2 match data)");
+	pcre2_jit_stack_assign(t->mctx, NULL, t->jit);
 	rc = 0;
 done:
 	json_decref(root);
@@ -1032,7 +1055,10 @@ split_level(masq_tok *t, int level, const char *s, size_t n, tok_ids *ids, masq_
 	}
 	size_t off = 0, done = 0;
 	while (off < n) {
-		int rc = pcre2_match(t->re[level], (PCRE2_SPTR)s, n, off, PCRE2_NO_UTF_CHECK, t->md, NULL);
+		int rc = pcre2_match(t->re[level], (PCRE2_SPTR)s, n, off, PCRE2_NO_UTF_CHECK, t->md, t->mctx);
+		if (rc == PCRE2_ERROR_JIT_STACKLIMIT)	/* the interpreter, whose heap grows */
+			rc = pcre2_match(t->re[level], (PCRE2_SPTR)s, n, off, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, t->md,
+			    t->mctx);
 		if (rc == PCRE2_ERROR_NOMATCH)
 			break;
 		if (rc < 0) {
@@ -1073,7 +1099,8 @@ added_find(const masq_tok *t, const char *s, size_t n, size_t from, int normaliz
 		const int16_t *row = t->first + (size_t)(unsigned char)s[i] * w;
 		for (; *row >= 0; row++) {
 			const added_tok *a = &t->added[*row];
-			if (a->normalized != normalized || (a->special && (flags & TOK_SPLIT_SPECIAL)))
+			(void)flags;
+			if (a->normalized != normalized)
 				continue;
 			if (a->len <= n - i && memcmp(s + i, a->s, a->len) == 0) {
 				*at = i;
@@ -1102,13 +1129,19 @@ static int
 split_added(masq_tok *t, const char *s, size_t n, int normalized, int flags, tok_ids *ids, masq_err *err,
     int (*next)(masq_tok *, const char *, size_t, int, tok_ids *, masq_err *))
 {
-	size_t pos = 0;
+	size_t pos = 0, from = 0;
 	for (;;) {
-		size_t at, from = pos;
+		size_t at;
 		int k = added_find(t, s, n, from, normalized, flags, &at);
 		if (k < 0)
 			break;
 		const added_tok *a = &t->added[k];
+		if (a->special && (flags & TOK_SPLIT_SPECIAL)) {
+			/* text, but its span is taken: the library matches it and
+			 * then leaves it to the text, so nothing inside it matches */
+			from = at + a->len;
+			continue;
+		}
 		size_t ms = at, me = at + a->len;
 		if (a->lstrip) {
 			size_t st;
@@ -1125,7 +1158,7 @@ split_added(masq_tok *t, const char *s, size_t n, int normalized, int flags, tok
 		if (ms > pos && next(t, s + pos, ms - pos, flags, ids, err) < 0)
 			return -1;
 		tok_ids_push(ids, a->id);
-		pos = me;
+		pos = from = me;
 	}
 	if (pos < n)
 		return next(t, s + pos, n - pos, flags, ids, err);
@@ -1246,7 +1279,8 @@ tok_bytes(const masq_tok *t, int32_t id, char *buf, size_t cap)
 int32_t
 tok_id(const masq_tok *t, const char *s)
 {
-	return strmap_get(&t->vocab, s, strlen(s));
+	int32_t id = strmap_get(&t->vocab, s, strlen(s));
+	return id >= 0 || t->addmap.e == NULL ? id : strmap_get(&t->addmap, s, strlen(s));
 }
 
 int32_t

@@ -56,7 +56,7 @@ cmd_tokenize(int argc, char **argv)
 
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'm': model = optarg; break;
 		case 't': file = optarg; break;
@@ -64,6 +64,8 @@ cmd_tokenize(int argc, char **argv)
 		case 's': flags |= TOK_SPLIT_SPECIAL; break;
 		case 'S': stats = 1; break;
 		case 'h': cli_cmd_help("tokenize"); return 0;
+		case ':':
+			return cli_usage("tokenize", "%s needs a value", argv[optind - 1]);
 		default:
 			return cli_usage("tokenize", "unknown option '%s'", argv[optind - 1]);
 		}

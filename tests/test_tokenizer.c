@@ -323,6 +323,8 @@ test_refusals(void)
 		{"merge of an unknown symbol", "model.merges", "[\"a zz\"]", "'zz' is not in the vocabulary"},
 		{"merge of three", "model.merges", "[\"a b c\"]", "model.merges[0]"},
 		{"merges not a list", "model.merges", "{}", "model.merges is not a list"},
+		{"an added token on a vocabulary id", "added_tokens", "[{\"id\":0,\"content\":\"zz\"}]",
+		    "gives to another string"},
 	};
 	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
 		json_t *doc = json_deep_copy(base), *at = doc;
@@ -340,6 +342,30 @@ test_refusals(void)
 		free(s);
 		json_decref(doc);
 	}
+	/* what loads: a literal Split, no added tokens at all */
+	json_t *doc = json_deep_copy(base);
+	json_object_del(doc, "added_tokens");
+	json_object_set_new(doc, "pre_tokenizer", json_loads("{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":"
+	    "\"Split\",\"pattern\":{\"String\":\" \"},\"behavior\":\"Isolated\",\"invert\":false},{\"type\":"
+	    "\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]}", 0, NULL));
+	char *js = json_dumps(doc, JSON_COMPACT);
+	masq_err err = {0};
+	masq_tok *t = NULL;
+	int rc = tok_load_buf(&t, js, strlen(js), "tok.json", &err);
+	tok_ids ids = {0}, parts = {0};
+	if (rc == 0)
+		rc = tok_encode(t, "ab ab", 5, 0, &ids, &err);
+	/* split at the space: the ids of "ab", " ", "ab" one after the other */
+	if (rc == 0)
+		rc = tok_encode(t, "ab", 2, 0, &parts, &err) | tok_encode(t, " ", 1, 0, &parts, &err) |
+		    tok_encode(t, "ab", 2, 0, &parts, &err);
+	tap_ok(rc == 0 && ids.n == parts.n && memcmp(ids.v, parts.v, ids.n * sizeof *ids.v) == 0,
+	    "a literal Split and no added_tokens load and cut the text at the literal (%s)", err.msg);
+	tok_ids_free(&ids);
+	tok_ids_free(&parts);
+	tok_free(t);
+	free(js);
+	json_decref(doc);
 	json_decref(base);
 	refuse("not JSON", "{\"model\": ", "not a JSON document");
 	refuse("no model", "{\"added_tokens\": []}", "no model object");
