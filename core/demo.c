@@ -178,16 +178,13 @@ typedef struct demo_ids {
 } demo_ids;
 
 static demo_ids
-demo_ids_of(const demo_preset *p)
+demo_ids_of(const demo_preset *p, const demo_tok *t)
 {
 	if (!p->vl)
 		return (demo_ids){DEMO_IMAGE_TOKEN, DEMO_VIDEO_TOKEN, DEMO_VISION_START, DEMO_VISION_END, 151654,
 			DEMO_BOS, DEMO_EOS};
-	demo_tok t;
-	demo_tok_build(&t);
-	demo_ids d = {t.id_image, t.id_video, t.id_vstart, t.id_vend, t.id_vpad, t.id_endoftext, t.id_im_end};
-	demo_tok_free(&t);
-	return d;
+	return (demo_ids){t->id_image, t->id_video, t->id_vstart, t->id_vend, t->id_vpad, t->id_endoftext,
+		t->id_im_end};
 }
 
 /* Floats generated per piece handed to the writer. */
@@ -327,11 +324,20 @@ static const char demo_split_pattern[] =
 /* tiny-vl: tokenizer.json (byte-level BPE as Qwen2's, its own merges),
  * tokenizer_config.json, chat_template.json (Qwen2-VL's template) and
  * preprocessor_config.json (Qwen2-VL's processor, at most 224 x 224). */
+/* demo_json_write to mdir/name. */
 static int
-demo_write_vl_files(const char *mdir, size_t fl, masq_err *err)
+demo_json_write_in(const char *mdir, const char *name, json_t *root, size_t flags, masq_err *err)
 {
-	demo_tok t;
-	demo_tok_build(&t);
+	char *path = masq_path_join(mdir, name);
+	int rc = demo_json_write(root, path, flags, err);
+	free(path);
+	return rc;
+}
+
+static int
+demo_write_vl_files(const char *mdir, const demo_tok *tk, size_t fl, masq_err *err)
+{
+	const demo_tok t = *tk;
 	json_t *vocab = json_object(), *merges = json_array(), *added = json_array();
 	for (int i = 0; i < 256 + t.n_merges; i++)
 		json_object_set_new(vocab, t.str[i], json_integer(i));
@@ -353,11 +359,7 @@ demo_write_vl_files(const char *mdir, size_t fl, masq_err *err)
 	    "model", "type", "BPE", "dropout", "unk_token", "continuing_subword_prefix", "", "end_of_word_suffix", "",
 	    "fuse_unk", 0, "byte_fallback", 0, "ignore_merges", 0, "vocab", vocab, "merges", merges);
 	json_decref(bl);
-	char *path = masq_path_join(mdir, "tokenizer.json");
-	int rc = demo_json_write(root, path, JSON_COMPACT | JSON_PRESERVE_ORDER, err);
-	free(path);
-	demo_tok_free(&t);
-	if (rc < 0)
+	if (demo_json_write_in(mdir, "tokenizer.json", root, JSON_COMPACT | JSON_PRESERVE_ORDER, err) < 0)
 		return -1;
 	root = json_pack("{s:s, s:i, s:s, s:s, s:n, s:b, s:s}",
 	    "tokenizer_class", "Qwen2Tokenizer",
@@ -367,16 +369,10 @@ demo_write_vl_files(const char *mdir, size_t fl, masq_err *err)
 	    "bos_token",
 	    "split_special_tokens", 0,
 	    "masq_demo", "synthetic vocabulary of 256 bytes and 240 merges learnt from a paragraph of English");
-	path = masq_path_join(mdir, "tokenizer_config.json");
-	rc = demo_json_write(root, path, fl, err);
-	free(path);
-	if (rc < 0)
+	if (demo_json_write_in(mdir, "tokenizer_config.json", root, fl, err) < 0)
 		return -1;
 	root = json_pack("{s:s}", "chat_template", chat_qwen2vl_template);
-	path = masq_path_join(mdir, "chat_template.json");
-	rc = demo_json_write(root, path, fl, err);
-	free(path);
-	if (rc < 0)
+	if (demo_json_write_in(mdir, "chat_template.json", root, fl, err) < 0)
 		return -1;
 	root = json_pack("{s:i, s:i, s:i, s:i, s:i, s:[f,f,f], s:[f,f,f], s:b, s:b, s:b, s:b, s:i, s:f, s:s, s:s}",
 	    "min_pixels", 56 * 56, "max_pixels", 224 * 224, "patch_size", 14, "temporal_patch_size", 2,
@@ -384,10 +380,7 @@ demo_write_vl_files(const char *mdir, size_t fl, masq_err *err)
 	    "image_std", 0.26862954, 0.26130258, 0.27577711, "do_resize", 1, "do_rescale", 1, "do_normalize", 1,
 	    "do_convert_rgb", 1, "resample", 3, "rescale_factor", 1.0 / 255,
 	    "image_processor_type", "Qwen2VLImageProcessor", "processor_class", "Qwen2_5_VLProcessor");
-	path = masq_path_join(mdir, "preprocessor_config.json");
-	rc = demo_json_write(root, path, fl, err);
-	free(path);
-	return rc;
+	return demo_json_write_in(mdir, "preprocessor_config.json", root, fl, err);
 }
 
 /* Write mdir/config.json, generation_config.json and tokenizer_config.json. */
@@ -400,7 +393,10 @@ demo_write_configs(const char *mdir, const demo_preset *p, uint64_t seed, masq_e
 	int rc;
 
 	const demo_vis vis = demo_vis_of(p);
-	const demo_ids ids = demo_ids_of(p);
+	demo_tok tok = {0};
+	if (p->vl)
+		demo_tok_build(&tok);	/* the ids config.json names come from it */
+	const demo_ids ids = demo_ids_of(p, &tok);
 	json_t *full = json_array();
 	for (int i = 0; i < vis.nfull; i++)
 		json_array_append_new(full, json_integer(vis.full[i]));
@@ -459,8 +455,10 @@ demo_write_configs(const char *mdir, const demo_preset *p, uint64_t seed, masq_e
 	path = masq_path_join(mdir, "config.json");
 	rc = demo_json_write(root, path, fl, err);
 	free(path);
-	if (rc < 0)
+	if (rc < 0) {
+		demo_tok_free(&tok);
 		return -1;
+	}
 
 	root = json_pack("{s:i, s:[i,i], s:i, s:b, s:i}",
 	    "bos_token_id", ids.bos,
@@ -471,11 +469,16 @@ demo_write_configs(const char *mdir, const demo_preset *p, uint64_t seed, masq_e
 	path = masq_path_join(mdir, "generation_config.json");
 	rc = demo_json_write(root, path, fl, err);
 	free(path);
-	if (rc < 0)
+	if (rc < 0) {
+		demo_tok_free(&tok);
 		return -1;
+	}
 
-	if (p->vl)
-		return demo_write_vl_files(mdir, fl, err);
+	if (p->vl) {
+		rc = demo_write_vl_files(mdir, &tok, fl, err);
+		demo_tok_free(&tok);
+		return rc;
+	}
 	root = json_pack("{s:s, s:i, s:s, s:s, s:n, s:s}",
 	    "tokenizer_class", "Qwen2Tokenizer",
 	    "model_max_length", 128000,

@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <jpeglib.h>
 #include <jerror.h>
@@ -63,7 +62,7 @@ png_warn(png_structp png, png_const_charp msg)
 }
 
 static int
-load_png(masq_image *im, FILE *fp, const char *path, masq_err *err)
+load_png(masq_image *im, FILE *fp, const char *path, int header_only, masq_err *err)
 {
 	struct png_ctx c = {0};
 	png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &c, png_fail, png_warn);
@@ -86,6 +85,12 @@ load_png(masq_image *im, FILE *fp, const char *path, masq_err *err)
 	if (size_ok(path, (long)w, (long)h, err) < 0) {
 		png_destroy_read_struct(&png, &info, NULL);
 		return -1;
+	}
+	if (header_only) {
+		png_destroy_read_struct(&png, &info, NULL);
+		im->w = (int)w;
+		im->h = (int)h;
+		return 0;
 	}
 	if (depth == 16 && type == PNG_COLOR_TYPE_GRAY) {
 		png_destroy_read_struct(&png, &info, NULL);
@@ -148,7 +153,7 @@ jpg_message(j_common_ptr ci, int level)
 }
 
 static int
-load_jpeg(masq_image *im, FILE *fp, const char *path, masq_err *err)
+load_jpeg(masq_image *im, FILE *fp, const char *path, int header_only, masq_err *err)
 {
 	struct jpeg_decompress_struct ci;
 	struct jpg_ctx c;
@@ -174,6 +179,12 @@ load_jpeg(masq_image *im, FILE *fp, const char *path, masq_err *err)
 	if (size_ok(path, (long)ci.image_width, (long)ci.image_height, err) < 0) {
 		jpeg_destroy_decompress(&ci);
 		return -1;
+	}
+	if (header_only) {
+		im->w = (int)ci.image_width;
+		im->h = (int)ci.image_height;
+		jpeg_destroy_decompress(&ci);
+		return 0;
 	}
 	/* Pillow's decoder settings: libjpeg's defaults (islow DCT, fancy
 	 * upsampling), RGB out; grey comes out replicated as convert("RGB")
@@ -201,8 +212,9 @@ load_jpeg(masq_image *im, FILE *fp, const char *path, masq_err *err)
 	return 0;
 }
 
-int
-image_load(masq_image *im, const char *path, masq_err *err)
+/* Decode path, or with header_only read its size alone. */
+static int
+image_read(masq_image *im, const char *path, int header_only, masq_err *err)
 {
 	memset(im, 0, sizeof *im);
 	int fd = masq_open_regular(path, err);
@@ -216,9 +228,9 @@ image_load(masq_image *im, const char *path, masq_err *err)
 	rewind(fp);
 	int rc;
 	if (n == 8 && png_sig_cmp(sig, 0, 8) == 0)
-		rc = load_png(im, fp, path, err);
+		rc = load_png(im, fp, path, header_only, err);
 	else if (n >= 3 && sig[0] == 0xff && sig[1] == 0xd8 && sig[2] == 0xff)
-		rc = load_jpeg(im, fp, path, err);
+		rc = load_jpeg(im, fp, path, header_only, err);
 	else
 		rc = masq_err_set(err, MASQ_ERR_FORMAT, "%s: neither a PNG nor a JPEG (masq reads those two)", path);
 	fclose(fp);
@@ -226,52 +238,19 @@ image_load(masq_image *im, const char *path, masq_err *err)
 }
 
 int
+image_load(masq_image *im, const char *path, masq_err *err)
+{
+	return image_read(im, path, 0, err);
+}
+
+int
 image_probe(const char *path, int *w, int *h, masq_err *err)
 {
-	int fd = masq_open_regular(path, err);
-	if (fd < 0)
-		return -1;
-	unsigned char b[64 * 1024];
-	ssize_t n = read(fd, b, sizeof b);
-	close(fd);
-	if (n >= 24 && png_sig_cmp(b, 0, 8) == 0 && memcmp(b + 12, "IHDR", 4) == 0) {
-		long ww = (long)b[16] << 24 | b[17] << 16 | b[18] << 8 | b[19];
-		long hh = (long)b[20] << 24 | b[21] << 16 | b[22] << 8 | b[23];
-		if (size_ok(path, ww, hh, err) < 0)
-			return -1;
-		*w = (int)ww, *h = (int)hh;
-		return 0;
-	}
-	if (n >= 4 && b[0] == 0xff && b[1] == 0xd8) {
-		/* the first start-of-frame marker gives the size */
-		ssize_t i = 2;
-		while (i + 9 < n) {
-			if (b[i] != 0xff) {
-				i++;
-				continue;
-			}
-			int mk = b[i + 1];
-			if (mk == 0xff || mk == 0x01 || (mk >= 0xd0 && mk <= 0xd7)) {
-				i += mk == 0xff ? 1 : 2;
-				continue;
-			}
-			int len = b[i + 2] << 8 | b[i + 3];
-			if (mk >= 0xc0 && mk <= 0xcf && mk != 0xc4 && mk != 0xc8 && mk != 0xcc) {
-				long hh = b[i + 5] << 8 | b[i + 6], ww = b[i + 7] << 8 | b[i + 8];
-				if (size_ok(path, ww, hh, err) < 0)
-					return -1;
-				*w = (int)ww, *h = (int)hh;
-				return 0;
-			}
-			i += 2 + len;
-		}
-		/* a size past the first 64 KiB of markers: decode it */
-	}
 	masq_image im;
-	if (image_load(&im, path, err) < 0)
+	if (image_read(&im, path, 1, err) < 0)
 		return -1;
-	*w = im.w, *h = im.h;
-	image_free(&im);
+	*w = im.w;
+	*h = im.h;
 	return 0;
 }
 

@@ -43,8 +43,8 @@ typedef struct masq_image {
  * images above IMAGE_MAX_PIXELS. */
 int image_load(masq_image *im, const char *path, masq_err *err);
 void image_free(masq_image *im);
-/* The size of a PNG or JPEG from its header (decoding only when the
- * header does not tell), with image_load's limits. */
+/* The size of a PNG or JPEG from its header (libpng's and libjpeg's
+ * header reads, nothing decoded), with image_load's limits. */
 int image_probe(const char *path, int *w, int *h, masq_err *err);
 
 /* Pillow's filters, by the numbers Pillow gives them. */
