@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,6 +163,31 @@ engine_qlinear_rows(const float *x, int in, const int *rows, int k, const float 
 		lowrank_add(xs, k, in, rank, L1, L2, out, y);
 }
 
+/* One thread's rows of the integer linear's input: smoothed, then
+ * quantized to levels (both row by row, so any split gives the same). */
+struct prep_job {
+	const float *x;
+	const int *rows;
+	const float *s;
+	float *xs, *sa;
+	int8_t *qa;
+	int r0, r1, in, abits;
+};
+
+static void *
+prep_main(void *arg)
+{
+	struct prep_job *j = arg;
+	size_t off = (size_t)j->r0 * j->in;
+	/* with a row list, its entries r0..; without, x's rows r0.. */
+	if (j->rows != NULL)
+		smooth_rows(j->x, j->in, j->rows + j->r0, j->r1 - j->r0, j->s, j->xs + off);
+	else
+		smooth_rows(j->x + off, j->in, NULL, j->r1 - j->r0, j->s, j->xs + off);
+	quant_act_rows_int(j->qa + off, j->sa + j->r0, j->xs + off, j->r1 - j->r0, j->in, j->abits);
+	return NULL;
+}
+
 void
 engine_qlinear_rows_int(const float *x, int in, const int *rows, int k, const float *s,
     int abits, const igemm_b *Wi, const float *wscale, const float *bias, int out, int rank,
@@ -170,22 +196,27 @@ engine_qlinear_rows_int(const float *x, int in, const int *rows, int k, const fl
 	MASQ_ASSERT(abits >= 2 && abits <= 8 && Wi->n == out && Wi->k == in);
 	if (k == 0)
 		return;
-	smooth_rows(x, in, rows, k, s, xs);
 	int8_t *qa = xmalloc(xmul((size_t)k, (size_t)in));
 	float *sa = xmalloc(xmul((size_t)k, sizeof(float)));
-	int32_t *acc = xmalloc(xmul(xmul((size_t)k, (size_t)out), sizeof(int32_t)));
-	quant_act_rows_int(qa, sa, xs, k, in, abits);
-	igemm(acc, qa, k, in, Wi, threads);
-	for (int t = 0; t < k; t++) {
-		float *row = y + (size_t)t * out;
-		const int32_t *ar = acc + (size_t)t * out;
-		double st = sa[t];
-		for (int j = 0; j < out; j++) {
-			float v = (float)((double)ar[j] * (st * (double)wscale[j]));
-			row[j] = bias != NULL ? v + bias[j] : v;
-		}
+	int nt = threads < 1 ? 1 : threads > 16 ? 16 : threads;
+	if (nt > k)
+		nt = k;
+	struct prep_job jobs[16];
+	pthread_t th[16];
+	int started[16] = {0};
+	for (int t = 0; t < nt; t++)
+		jobs[t] = (struct prep_job){x, rows, s, xs, sa, qa, (int)((long)k * t / nt),
+		    (int)((long)k * (t + 1) / nt), in, abits};
+	for (int t = 1; t < nt; t++)
+		started[t] = pthread_create(&th[t], NULL, prep_main, &jobs[t]) == 0;
+	prep_main(&jobs[0]);
+	for (int t = 1; t < nt; t++) {
+		if (started[t])
+			pthread_join(th[t], NULL);
+		else
+			prep_main(&jobs[t]);
 	}
-	free(acc);
+	igemm_scaled(y, qa, k, in, Wi, sa, wscale, bias, threads);
 	free(sa);
 	free(qa);
 	if (rank > 0)

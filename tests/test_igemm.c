@@ -4,12 +4,15 @@
  *
  *   - igemm equals its plain twin igemm_ref exactly (the sums are integers:
  *     the error budget is zero) on every shape class the blocking has:
- *     m and n around the tile sizes (4 and 3), k around the 32-byte step,
+ *     m and n around the tile sizes (3 and 6 rows, 3, 16 and 64 columns),
+ *     k around the 4- and 32-byte steps and the 512-k blocks,
  *     long k, one to three threads, weight grids from 2 to 8 bits (the
  *     offset kernel up to |level| 63, the sign kernel above), and the
  *     extremes that would saturate vpmaddubsw's int16 pairs if the chunking
  *     were wrong (every level at +-qmax);
- *   - MASQ_IGEMM=plain runs the plain loops and agrees too;
+ *   - every kernel this CPU runs (MASQ_IGEMM names each in turn: plain,
+ *     avx2, avxvnni, avx512vnni; the others are skipped) on all of that,
+ *     and at IGEMM_MAX_K, where the VNNI lanes' offset sums wrap;
  *   - quant_act_rows_int: levels * scale == quant_act_rows bit for bit;
  *   - engine_qlinear_rows_int against an exact reference (the integer sum
  *     in int64, the scales applied in double): within QLIN_RESCALE_ULPS
@@ -80,41 +83,122 @@ same_as_ref(int m, int n, int k, int aq, int wq, int extreme, int threads, rng *
 	return ok;
 }
 
-static void
-test_shapes(void)
+/* igemm_scaled against igemm_ref and igemm_rescale_ref on one shape, bit
+ * for bit (the same operations in the same order: tolerance zero); row 1
+ * has a NaN scale, as a row below the quantizer's clamp can. */
+static int
+scaled_same(int m, int n, int k, int wq, int with_bias, int threads, rng *g)
 {
-	static const int ms[] = {1, 3, 4, 5, 17, 64};
-	static const int ns[] = {1, 2, 3, 4, 7, 100};
-	static const int ks[] = {1, 31, 32, 33, 100, 1000};
-	rng g;
+	int8_t *A = xmalloc((size_t)m * k + 1), *B = xmalloc((size_t)n * k + 1);
+	int32_t *R = xmalloc(((size_t)m * n + 1) * sizeof(int32_t));
+	float *y = xmalloc(((size_t)m * n + 1) * sizeof(float)), *yr = xmalloc(((size_t)m * n + 1) * sizeof(float));
+	float *sa = xmalloc(((size_t)m + 1) * sizeof(float)), *ws = xmalloc(((size_t)n + 1) * sizeof(float));
+	float *bias = xmalloc(((size_t)n + 1) * sizeof(float));
+	fill_levels(A, (size_t)m * k, 127, g);
+	fill_levels(B, (size_t)n * k, wq, g);
+	for (int i = 0; i < m; i++)
+		sa[i] = (float)(rng_uniform(g) * 0.1 + 1e-4);
+	if (m > 1)
+		sa[1] = NAN;
+	for (int j = 0; j < n; j++) {
+		ws[j] = (float)(rng_uniform(g) * 0.02 + 1e-5);
+		bias[j] = (float)rng_normal(g);
+	}
+	igemm_b pb;
+	igemm_b_pack(&pb, B, n, k);
+	igemm_scaled(y, A, m, k, &pb, sa, ws, with_bias ? bias : NULL, threads);
+	igemm_ref(R, A, m, k, B, n);
+	igemm_rescale_ref(yr, R, m, n, sa, ws, with_bias ? bias : NULL);
+	int ok = memcmp(y, yr, (size_t)m * n * sizeof(float)) == 0;
+	igemm_b_done(&pb);
+	free(A), free(B), free(R), free(y), free(yr), free(sa), free(ws), free(bias);
+	return ok;
+}
 
-	rng_init(&g, 0x19e11);
-	tap_diag("igemm kernel here: %s", igemm_kernel());
+/* The checks of one kernel: CHECKS_PER_KERNEL results, or as many skips
+ * when the CPU does not run it. */
+#define CHECKS_PER_KERNEL 7
+
+static void
+test_kernel(const char *name, rng *g)
+{
+	static const int ms[] = {1, 3, 4, 5, 6, 7, 17, 64};
+	static const int ns[] = {1, 2, 3, 4, 7, 16, 17, 65, 100};
+	static const int ks[] = {1, 3, 4, 5, 31, 32, 33, 100, 1000};
+
+	setenv("MASQ_IGEMM", name, 1);
+	if (strcmp(igemm_kernel(), name) != 0) {
+		for (int i = 0; i < CHECKS_PER_KERNEL; i++)
+			tap_ok(1, "igemm kernel %s, check %d # SKIP this CPU does not run it", name, i + 1);
+		unsetenv("MASQ_IGEMM");
+		return;
+	}
+	/* every shape class of the tiles: rows around 3 (AVX2) and 6 (VNNI),
+	 * columns around 3, 16 and 64 (the panels), k around 4 and 32 */
+	int bad = 0, cases = 0;
 	for (int bits = 2; bits <= 8; bits++) {
-		int wq = quant_qmax(bits), bad = 0, cases = 0;
+		int wq = quant_qmax(bits);
 		for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
 			for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++)
 				for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++) {
 					cases++;
-					if (!same_as_ref(ms[a], ns[b], ks[c], 127, wq, 0, 1 + (int)(c % 3), &g))
-						bad++;
+					if (!same_as_ref(ms[a], ns[b], ks[c], 127, wq, 0, 1 + (int)(c % 3), g)) {
+						if (bad++ < 5)
+							tap_diag("differs: W%d, %d x %d x %d", bits, ms[a], ns[b], ks[c]);
+					}
 				}
-		tap_ok(bad == 0, "igemm == igemm_ref, W%d x A8 levels: %d shapes, %d differ", bits, cases, bad);
 	}
+	tap_ok(bad == 0, "%s: igemm == igemm_ref, W2..W8 x A8 levels: %d shapes, %d differ", name, cases, bad);
 	/* saturation bounds: every pair at its extreme, long k (many chunks) */
+	bad = 0;
 	for (int bits = 2; bits <= 8; bits++) {
 		int wq = quant_qmax(bits);
-		tap_ok(same_as_ref(9, 7, 2049, 127, wq, 1, 2, &g) && same_as_ref(9, 7, 2049, 127, wq, -1, 2, &g),
-		    "igemm == igemm_ref with every level at +-qmax, W%d x A8, k 2049", bits);
+		if (!same_as_ref(9, 7, 2049, 127, wq, 1, 2, g) || !same_as_ref(9, 7, 2049, 127, wq, -1, 2, g))
+			bad++;
 	}
-	tap_ok(same_as_ref(130, 67, 4099, 127, 7, 0, 2, &g), "igemm == igemm_ref, 130 x 67 x 4099 (blocks of A), 2 threads");
-	tap_ok(same_as_ref(5, 11, 11008, 127, 127, 0, 3, &g), "igemm == igemm_ref, k 11008 (a down_proj row), 3 threads");
+	tap_ok(bad == 0, "%s: igemm == igemm_ref with every level at +-qmax, W2..W8 x A8, k 2049", name);
+	tap_ok(same_as_ref(130, 67, 4099, 127, 7, 0, 2, g) && same_as_ref(401, 200, 1100, 127, 127, 0, 3, g),
+	    "%s: igemm == igemm_ref across blocks of A, k and B: 130 x 67 x 4099, 401 x 200 x 1100", name);
+	tap_ok(same_as_ref(5, 11, 11008, 127, 127, 0, 3, g), "%s: igemm == igemm_ref, k 11008 (a down_proj row), 3 threads", name);
+	/* the longest k: sums near 2^31 (an offset form's lanes wrap past it) */
+	tap_ok(same_as_ref(2, 3, IGEMM_MAX_K, 127, 127, 1, 2, g) && same_as_ref(2, 3, IGEMM_MAX_K, 127, 127, -1, 1, g),
+	    "%s: igemm == igemm_ref at k %d with every level at +-127", name, IGEMM_MAX_K);
+	/* the rescale: tile edges, a k of one block and of several (16384 is
+	 * the VNNI kernels' longest block), with and without a bias */
+	static const int sm[] = {1, 5, 6, 7, 13}, sn[] = {1, 15, 16, 17, 64, 65, 130}, sk[] = {1, 4, 37, 1000};
+	bad = 0, cases = 0;
+	for (size_t a = 0; a < sizeof sm / sizeof sm[0]; a++)
+		for (size_t b = 0; b < sizeof sn / sizeof sn[0]; b++)
+			for (size_t c = 0; c < sizeof sk / sizeof sk[0]; c++) {
+				cases++;
+				if (!scaled_same(sm[a], sn[b], sk[c], c % 2 ? 7 : 127, (int)(b % 2), 1 + (int)(a % 2), g) &&
+				    bad++ < 5)
+					tap_diag("rescale differs: %d x %d x %d", sm[a], sn[b], sk[c]);
+			}
+	tap_ok(bad == 0, "%s: igemm_scaled == igemm_ref + igemm_rescale_ref bit for bit: %d shapes, %d differ",
+	    name, cases, bad);
+	tap_ok(scaled_same(13, 70, 20000, 127, 1, 2, g) && scaled_same(7, 17, 40000, 7, 0, 1, g) &&
+	    scaled_same(400, 200, 2048, 7, 1, 2, g),
+	    "%s: igemm_scaled bit for bit at k 20000 and 40000 (two and three blocks) and 400 x 200 x 2048", name);
+	unsetenv("MASQ_IGEMM");
+}
 
+static void
+test_shapes(void)
+{
+	static const char *const kernels[] = {"plain", "avx2", "avxvnni", "avx512vnni"};
+	rng g;
+
+	rng_init(&g, 0x19e11);
+	tap_diag("igemm kernel here: %s", igemm_kernel());
+	for (size_t i = 0; i < sizeof kernels / sizeof kernels[0]; i++)
+		test_kernel(kernels[i], &g);
 	setenv("MASQ_IGEMM", "plain", 1);
 	tap_ok(strcmp(igemm_kernel(), "plain") == 0, "MASQ_IGEMM=plain names the plain loops");
-	tap_ok(same_as_ref(17, 7, 100, 127, 7, 0, 2, &g) && same_as_ref(17, 7, 100, 127, 127, 0, 2, &g),
-	    "MASQ_IGEMM=plain: igemm == igemm_ref");
+	setenv("MASQ_IGEMM", "no-such-kernel", 1);
+	const char *best = igemm_kernel();
 	unsetenv("MASQ_IGEMM");
+	tap_ok(strcmp(best, igemm_kernel()) == 0, "MASQ_IGEMM with an unknown name runs the best kernel (%s)", best);
 	igemm_b pb;
 	int8_t one = 1;
 	igemm_b_pack(&pb, &one, 1, 1);
