@@ -13,9 +13,12 @@ py=${PYTHON3:-}
 M=$w/d/model C=$w/d/calib.safetensors
 
 # SQNR_TOL: the integer and float products differ by the float product's
-# rounding (1e-7 relative); through four quantized layers that moves an SQNR
-# by well under a thousandth of a dB (measured 2e-5 dB here).
-SQNR_TOL=0.001
+# rounding (1e-7 relative), and where that moves a value across a rounding
+# edge of the next quantizer, by one level.  Through the layers that moves
+# an SQNR by a few thousandths of a dB at most: measured 2e-5 dB with
+# OpenBLAS's AVX2 kernels (Zen 3, Zen 5 under Haswell), 1.6e-3 dB at W8A8
+# with its AVX-512 ones (Cooperlake, Zen 5), where one more W8 level flips.
+SQNR_TOL=0.005
 close() { # A.json B.json tol: every summary and per-layer SQNR within tol dB
 	"$py" - "$1" "$2" "$3" <<'PY'
 import json, sys
