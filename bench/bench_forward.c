@@ -71,7 +71,7 @@ typedef struct bench_prof {
 static void
 bench_usage(FILE *f)
 {
-	fprintf(f, "usage: bench_forward MODEL_DIR CALIB [--layer N] [--threads T] [--reps R]\n");
+	fprintf(f, "usage: bench_forward MODEL_DIR CALIB [--layer N] [--threads T] [--reps R] [--compute f32|bf16]\n");
 }
 
 
@@ -193,6 +193,7 @@ main(int argc, char **argv)
 	float *h, *x, *y;
 	size_t hn;
 	char dtname[32];
+	int compute = ENGINE_F32;
 
 	env = getenv("OPENBLAS_NUM_THREADS");
 	if (env != NULL && bench_parse_int(env, 1, 1024, &threads) < 0)
@@ -210,6 +211,13 @@ main(int argc, char **argv)
 		} else if (strcmp(a, "--reps") == 0) {
 			dst = &reps;
 			hi = BENCH_MAX_REPS;
+		} else if (strcmp(a, "--compute") == 0) {
+			if (i + 1 >= argc || (compute = engine_compute_parse(argv[i + 1])) < 0) {
+				fprintf(stderr, "bench_forward: --compute takes f32 or bf16\n");
+				return 2;
+			}
+			i++;
+			continue;
 		} else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
 			bench_usage(stdout);
 			return 0;
@@ -316,6 +324,8 @@ main(int argc, char **argv)
 	hn = xmul((size_t)c.n_tokens, (size_t)c.hidden);
 	h = xmalloc(xmul(hn, sizeof *h));
 	engine_init(&e, &m.cfg);
+	engine_set_compute(&e, compute);
+	printf("compute %s (bf16 GEMM kernel %s)\n", engine_compute_name(compute), bgemm_kernel());
 	b.n_tokens = c.n_tokens;
 	b.n_seqs = c.n_seqs;
 	b.seq_lens = c.seq_lens;
@@ -432,9 +442,9 @@ main(int argc, char **argv)
 	printf("  (median of per-rep ratios %.3f; ratio of best times %.3f)\n\n", rep_ratio,
 	    sg_min / lay_min);
 	printf("bench_forward: tokens=%d layer_ms=%.2f sgemm_ms=%.2f tokens_per_s=%.1f "
-	    "sgemm_gflops=%.1f ratio=%.3f target=%.2f %s\n", c.n_tokens, layer_s * 1e3,
+	    "sgemm_gflops=%.1f ratio=%.3f target=%.2f %s compute=%s\n", c.n_tokens, layer_s * 1e3,
 	    sgemm_s * 1e3, c.n_tokens / layer_s, flops / sgemm_s / 1e9, ratio,
-	    BENCH_TARGET, ratio >= BENCH_TARGET ? "PASS" : "BELOW");
+	    BENCH_TARGET, ratio >= BENCH_TARGET ? "PASS" : "BELOW", engine_compute_name(compute));
 
 	free(x);
 	free(y);

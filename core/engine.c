@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/blas.h"
+#include "core/dtype.h"
 #include "core/engine.h"
 #include "core/quant.h"
 
@@ -77,7 +78,41 @@ engine_done(engine *e)
 	free(e->scores);
 	free(e->inv_freq);
 	free(e->freq_row);
+	for (int k = 0; k < LIN_COUNT; k++)
+		bgemm_b_done(&e->wb[k]);
 	memset(e, 0, sizeof *e);
+}
+
+void
+engine_set_compute(engine *e, int compute)
+{
+	MASQ_ASSERT(compute == ENGINE_F32 || compute == ENGINE_BF16);
+	e->compute = compute;
+}
+
+const char *
+engine_compute_name(int compute)
+{
+	return compute == ENGINE_BF16 ? "bf16" : "f32";
+}
+
+int
+engine_compute_check(const model_config *cfg, int compute, masq_err *err)
+{
+	if (compute == ENGINE_BF16 && cfg->qk_norm)
+		return masq_err_set(err, MASQ_ERR_USAGE, "--compute bf16 does not cover this model's per-head q/k"
+		    " norms (Qwen3) yet; use --compute f32");
+	return 0;
+}
+
+int
+engine_compute_parse(const char *s)
+{
+	if (strcmp(s, "f32") == 0)
+		return ENGINE_F32;
+	if (strcmp(s, "bf16") == 0)
+		return ENGINE_BF16;
+	return -1;
 }
 
 /* Grow the scratch buffers to hold n tokens and sequences up to max_len.
@@ -358,10 +393,17 @@ observe(const engine_ops *ops, int layer, int site, const float *x, int n, int d
 		ops->observe(ops->ctx, layer, site, x, n, d);
 }
 
+static void layer_forward_bf16(engine *e, const layer_weights *w, const engine_batch *b, float *h,
+    const engine_ops *ops);
+
 void
 engine_layer_forward(engine *e, const layer_weights *w, const engine_batch *b, float *h,
     const engine_ops *ops)
 {
+	if (e->compute == ENGINE_BF16) {
+		layer_forward_bf16(e, w, b, h, ops);
+		return;
+	}
 	const model_config *c = &e->cfg;
 	int n = b->n_tokens, D = c->hidden, NI = c->intermediate;
 	int q_dim = w->q_dim, kv_dim = w->kv_dim, max_len = 0;
@@ -406,6 +448,273 @@ engine_layer_forward(engine *e, const layer_weights *w, const engine_batch *b, f
 	run_linear(ops, w, LIN_DOWN, e->gate, n, e->proj);
 	for (size_t i = 0; i < (size_t)n * D; i++)
 		h[i] += e->proj[i];
+}
+
+/* ---- the bf16 forward ------------------------------------------------------------- */
+
+/* The KV block of PyTorch's CPU flash attention (FlashAttentionKernel.cpp:
+ * kv_split_size 512): the online softmax rescales at its edges, and the
+ * probabilities are rounded to bf16 against each block's running maximum. */
+#define FLASH_KV_BLOCK 512
+
+/* v rounded to bf16, as f32_to_bf16 then bf16_to_f32 (core/dtype.c),
+ * written out here so that the loops over every element inline it. */
+static inline float
+b16(float v)
+{
+	uint32_t u;
+	memcpy(&u, &v, 4);
+	if ((u & 0x7fffffffu) > 0x7f800000u)
+		u = (u | 0x00400000u) & 0xffff0000u;
+	else
+		u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+	memcpy(&v, &u, 4);
+	return v;
+}
+
+/* A bf16-rounded copy of the parameter vector p (n), or NULL for NULL. */
+static float *
+b16_copy(const float *p, size_t n)
+{
+	if (p == NULL)
+		return NULL;
+	float *c = xmalloc(xmul(n, sizeof(float)) + 1);
+	for (size_t i = 0; i < n; i++)
+		c[i] = b16(p[i]);
+	return c;
+}
+
+/* Qwen2RMSNorm on bf16 rows: the mean of squares and the scaling in
+ * float32, rounded, times the bf16 weight, rounded. */
+static void
+rmsnorm_b16(float *out, const float *x, const float *wb, int n, int d, float eps)
+{
+	for (int t = 0; t < n; t++) {
+		const float *xr = x + (size_t)t * d;
+		float *o = out + (size_t)t * d;
+		double ss = 0.0;
+		for (int j = 0; j < d; j++)
+			ss += (double)xr[j] * xr[j];
+		float var = (float)ss / (float)d;
+		float r = 1.0f / sqrtf(var + eps);
+		for (int j = 0; j < d; j++)
+			o[j] = b16(wb[j] * b16(xr[j] * r));
+	}
+}
+
+/* RoPE as a bf16 model runs it: inv_freq = 1 / base^(2i / hd) in float32,
+ * the angle pos * inv_freq in float32, cos and sin rounded to bf16, then
+ * (x * cos) + (rotate_half(x) * sin) with each op rounded. */
+static void
+rope_b16(const engine *e, float *x, int n, int heads, const int64_t *pos, int n_total)
+{
+	int hd = e->cfg.head_dim, half = hd / 2;
+	float *cs = xmalloc(xmul((size_t)hd, sizeof(float)));
+	float *inv = xmalloc(xmul((size_t)half, sizeof(float)));
+	float base = (float)e->cfg.rope_theta;
+	for (int i = 0; i < half; i++)
+		inv[i] = 1.0f / (float)pow((double)base, (double)((float)(2 * i) / (float)hd));
+	for (int t = 0; t < n; t++) {
+		for (int i = 0; i < half; i++) {
+			float a = (float)pos[(size_t)e->freq_row[i] * n_total + t] * inv[i];
+			cs[i] = b16((float)cos((double)a));
+			cs[half + i] = b16((float)sin((double)a));
+		}
+		for (int h = 0; h < heads; h++) {
+			float *v = x + ((size_t)t * heads + h) * hd;
+			for (int i = 0; i < half; i++) {
+				float a = v[i], bb = v[i + half];
+				v[i] = b16(b16(a * cs[i]) + b16(-bb * cs[half + i]));
+				v[i + half] = b16(b16(bb * cs[i]) + b16(a * cs[half + i]));
+			}
+		}
+	}
+	free(inv);
+	free(cs);
+}
+
+/* Causal attention of one sequence as PyTorch's CPU flash kernel runs it
+ * on bf16 q, k, v: float32 scores times the scale, an online softmax over
+ * blocks of FLASH_KV_BLOCK keys (the running maximum and sum in float32),
+ * each block's probabilities rounded to bf16 for P v while the sum takes
+ * them unrounded, the output divided by the sum and rounded once. */
+static void
+attention_seq_b16(engine *e, const float *q, const float *k, const float *v, float *out, int L)
+{
+	const model_config *c = &e->cfg;
+	int hd = c->head_dim, H = c->n_heads, G = c->n_heads / c->n_kv_heads;
+	int q_dim = H * hd, kv_dim = c->n_kv_heads * hd;
+	float scale = (float)(1.0 / sqrt((double)hd));
+	float mx[ATT_BLOCK], tot[ATT_BLOCK];
+
+	for (int h = 0; h < H; h++) {
+		const float *kh = k + (size_t)(h / G) * hd, *vh = v + (size_t)(h / G) * hd;
+		for (int i0 = 0; i0 < L; i0 += ATT_BLOCK) {
+			int B = L - i0 < ATT_BLOCK ? L - i0 : ATT_BLOCK;
+			int K = i0 + B;
+			float *S = e->scores, *O = out + (size_t)i0 * q_dim + (size_t)h * hd;
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, K, hd, 1.0f,
+			    q + (size_t)i0 * q_dim + (size_t)h * hd, q_dim, kh, kv_dim, 0.0f, S, K);
+			for (int b0 = 0; b0 < K; b0 += FLASH_KV_BLOCK) {
+				int b1 = K - b0 < FLASH_KV_BLOCK ? K : b0 + FLASH_KV_BLOCK;
+				/* rows before b0 see none of this block's keys */
+				int r0 = b0 > i0 ? b0 - i0 : 0;
+				for (int r = r0; r < B; r++) {
+					float *row = S + (size_t)r * K;
+					int last = i0 + r < b1 - 1 ? i0 + r : b1 - 1;	/* causal */
+					float m = b0 == 0 ? -INFINITY : mx[r];
+					for (int j = b0; j <= last; j++) {
+						row[j] *= scale;
+						if (row[j] > m)
+							m = row[j];
+					}
+					double bsum = 0.0;
+					for (int j = b0; j < b1; j++) {
+						float ej = j <= last ? expf(row[j] - m) : 0.0f;
+						bsum += ej;
+						row[j] = b16(ej);
+					}
+					if (b0 == 0) {
+						tot[r] = (float)bsum;
+					} else {
+						float et = expf(mx[r] - m);
+						tot[r] = (float)bsum + et * tot[r];
+						float *o = O + (size_t)r * q_dim;
+						for (int d = 0; d < hd; d++)
+							o[d] *= et;
+					}
+					mx[r] = m;
+				}
+				if (r0 >= B)
+					continue;
+				/* P v of this block: the first block writes, the others add */
+				int nr = B - r0;
+				if (b0 == 0) {
+					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hd, b1 - b0, 1.0f,
+					    S + (size_t)r0 * K + b0, K, vh + (size_t)b0 * kv_dim, kv_dim, 0.0f,
+					    O + (size_t)r0 * q_dim, q_dim);
+				} else {
+					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hd, b1 - b0, 1.0f,
+					    S + (size_t)r0 * K + b0, K, vh + (size_t)b0 * kv_dim, kv_dim, 1.0f,
+					    O + (size_t)r0 * q_dim, q_dim);
+				}
+			}
+			for (int r = 0; r < B; r++) {
+				float *o = O + (size_t)r * q_dim, inv = 1.0f / tot[r];
+				for (int d = 0; d < hd; d++)
+					o[d] = b16(o[d] * inv);
+			}
+		}
+	}
+}
+
+/* g[i] = bf16(bf16(silu(g[i])) * u[i]) for i < n, on up to `threads`
+ * threads (each element on its own: any split gives the same). */
+struct silu_job {
+	float *g;
+	const float *u;
+	size_t i0, i1;
+};
+
+static void *
+silu_main(void *arg)
+{
+	struct silu_job *j = arg;
+	for (size_t i = j->i0; i < j->i1; i++) {
+		float x = j->g[i];
+		j->g[i] = b16(b16(x / (1.0f + expf(-x))) * j->u[i]);
+	}
+	return NULL;
+}
+
+static void
+silu_mul_b16(float *g, const float *u, size_t n, int threads)
+{
+	int nt = threads < 1 ? 1 : threads > 16 ? 16 : threads;
+	struct silu_job jobs[16];
+	pthread_t th[16];
+	int started[16] = {0};
+	for (int t = 0; t < nt; t++)
+		jobs[t] = (struct silu_job){g, u, n * (size_t)t / (size_t)nt, n * (size_t)(t + 1) / (size_t)nt};
+	for (int t = 1; t < nt; t++)
+		started[t] = pthread_create(&th[t], NULL, silu_main, &jobs[t]) == 0;
+	silu_main(&jobs[0]);
+	for (int t = 1; t < nt; t++) {
+		if (started[t])
+			pthread_join(th[t], NULL);
+		else
+			silu_main(&jobs[t]);
+	}
+}
+
+/* A linear of the bf16 forward: an ops hook's result rounded to bf16, or
+ * bgemm with the weight packed once per load. */
+static void
+run_linear_b16(engine *e, const engine_ops *ops, const layer_weights *w, int lin, const float *x, int n,
+    const float *bias_b16, float *y)
+{
+	int out, in;
+	lw_shape(w, lin, &out, &in);
+	if (ops != NULL && ops->linear != NULL && ops->linear(ops->ctx, w, lin, x, n, y) == 0) {
+		bf16_round_inplace(y, (size_t)n * out);
+		return;
+	}
+	if (e->wb_gen[lin] != w->gen || e->wb_src[lin] != w->w[lin] || e->wb[lin].n != out || e->wb[lin].k != in) {
+		bgemm_b_done(&e->wb[lin]);
+		bgemm_b_pack(&e->wb[lin], w->w[lin], out, in);
+		e->wb_gen[lin] = w->gen;
+		e->wb_src[lin] = w->w[lin];
+	}
+	bgemm(y, x, n, in, &e->wb[lin], bias_b16, 1, masq_blas_get_threads());
+}
+
+static void
+layer_forward_bf16(engine *e, const layer_weights *w, const engine_batch *b, float *h,
+    const engine_ops *ops)
+{
+	const model_config *c = &e->cfg;
+	int n = b->n_tokens, D = c->hidden, NI = c->intermediate;
+	int q_dim = w->q_dim, kv_dim = w->kv_dim, max_len = 0;
+
+	MASQ_ASSERT(w->hidden == D && q_dim == c->n_heads * c->head_dim);
+	MASQ_ASSERT(!c->qk_norm);	/* refused by the callers: see engine_compute_check */
+	for (int s = 0; s < b->n_seqs; s++)
+		if (b->seq_lens[s] > max_len)
+			max_len = b->seq_lens[s];
+	engine_reserve(e, n, max_len);
+	float *an = b16_copy(w->attn_norm, (size_t)D), *mn = b16_copy(w->mlp_norm, (size_t)D);
+	float *bq = b16_copy(w->b[LIN_Q], (size_t)q_dim), *bk = b16_copy(w->b[LIN_K], (size_t)kv_dim);
+	float *bv = b16_copy(w->b[LIN_V], (size_t)kv_dim);
+	float *bo = b16_copy(w->b[LIN_O], (size_t)D), *bg = b16_copy(w->b[LIN_GATE], (size_t)NI);
+	float *bu = b16_copy(w->b[LIN_UP], (size_t)NI), *bd = b16_copy(w->b[LIN_DOWN], (size_t)D);
+
+	/* the residual stream is bf16 */
+	bf16_round_inplace(h, (size_t)n * D);
+	rmsnorm_b16(e->n1, h, an, n, D, c->rms_eps);
+	observe(ops, w->layer, SITE_QKV, e->n1, n, D);
+	run_linear_b16(e, ops, w, LIN_Q, e->n1, n, bq, e->q);
+	run_linear_b16(e, ops, w, LIN_K, e->n1, n, bk, e->k);
+	run_linear_b16(e, ops, w, LIN_V, e->n1, n, bv, e->v);
+	rope_b16(e, e->q, n, c->n_heads, b->pos, n);
+	rope_b16(e, e->k, n, c->n_kv_heads, b->pos, n);
+	for (int s = 0, t0 = 0; s < b->n_seqs; t0 += b->seq_lens[s], s++)
+		attention_seq_b16(e, e->q + (size_t)t0 * q_dim, e->k + (size_t)t0 * kv_dim,
+		    e->v + (size_t)t0 * kv_dim, e->att + (size_t)t0 * q_dim, b->seq_lens[s]);
+	observe(ops, w->layer, SITE_O, e->att, n, q_dim);
+	run_linear_b16(e, ops, w, LIN_O, e->att, n, bo, e->proj);
+	for (size_t i = 0; i < (size_t)n * D; i++)
+		h[i] = b16(h[i] + e->proj[i]);
+
+	rmsnorm_b16(e->n1, h, mn, n, D, c->rms_eps);
+	observe(ops, w->layer, SITE_GATEUP, e->n1, n, D);
+	run_linear_b16(e, ops, w, LIN_GATE, e->n1, n, bg, e->gate);
+	run_linear_b16(e, ops, w, LIN_UP, e->n1, n, bu, e->up);
+	silu_mul_b16(e->gate, e->up, (size_t)n * NI, masq_blas_get_threads());
+	observe(ops, w->layer, SITE_DOWN, e->gate, n, NI);
+	run_linear_b16(e, ops, w, LIN_DOWN, e->gate, n, bd, e->proj);
+	for (size_t i = 0; i < (size_t)n * D; i++)
+		h[i] = b16(h[i] + e->proj[i]);
+	free(an), free(mn), free(bq), free(bk), free(bv), free(bo), free(bg), free(bu), free(bd);
 }
 
 /* ---- the plain reference ------------------------------------------------- */

@@ -23,6 +23,7 @@
 
 #include <stdint.h>
 
+#include "core/bgemm.h"
 #include "core/igemm.h"
 #include "core/model.h"
 
@@ -61,7 +62,34 @@ typedef struct engine {
 	float *scores;		/* (cap_seq, cap_seq) */
 	float *inv_freq;	/* (head_dim / 2) */
 	uint8_t *freq_row;	/* (head_dim / 2): position row (0 t, 1 h, 2 w) per frequency */
+	int compute;		/* enum engine_compute */
+	/* bf16: the weights packed for bgemm, of the load wb_gen */
+	bgemm_b wb[LIN_COUNT];
+	uint64_t wb_gen[LIN_COUNT];
+	const float *wb_src[LIN_COUNT];
 } engine;
+
+/*
+ * What the forward computes in.  F32: float32 throughout (BLAS sgemm),
+ * the default, exact against the float64 oracle.  BF16: as PyTorch runs a
+ * model loaded in bfloat16 (the MASQuant reference): the residual stream,
+ * every parameter and every op's output rounded to bf16; linears through
+ * bgemm (bf16 products summed in float32, rounded once after the bias);
+ * RMSNorm in float32, rounded, times the weight, rounded; RoPE tables in
+ * float32 rounded to bf16, each multiply and add rounded; attention as
+ * PyTorch's CPU flash kernel (float32 scores and online softmax over
+ * blocks of 512 keys, the probabilities rounded to bf16 before P v, the
+ * output rounded once); SiLU in float32, rounded, times up, rounded.  A
+ * linear an ops hook computes is rounded to bf16 after it.
+ */
+enum engine_compute { ENGINE_F32, ENGINE_BF16 };
+void engine_set_compute(engine *e, int compute);
+/* "f32" or "bf16"; engine_compute_parse returns -1 for another name. */
+const char *engine_compute_name(int compute);
+int engine_compute_parse(const char *s);
+/* 0 when the bf16 forward covers cfg, else MASQ_ERR_USAGE naming why
+ * (Qwen3's q/k norms are not written for it yet). */
+int engine_compute_check(const model_config *cfg, int compute, masq_err *err);
 
 void engine_init(engine *e, const model_config *cfg);
 /* The position row (0 t, 1 h, 2 w) frequency i of a head takes. */

@@ -809,6 +809,8 @@ layer_weights_load(layer_weights *w, const model *m, int layer, masq_err *err)
 	if (layer < 0 || layer >= c->n_layers)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is out of range (the model has %d)",
 		    layer, c->n_layers);
+	static uint64_t loads;	/* one thread loads weights */
+	w->gen = ++loads;
 	w->layer = layer;
 	w->hidden = c->hidden;
 	w->q_dim = c->n_heads * c->head_dim;

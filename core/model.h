@@ -92,6 +92,7 @@ uint64_t model_param_count(const model *m);
 /* One decoder layer's weights in float32, owned, HF layout [out, in]. */
 typedef struct layer_weights {
 	int layer;
+	uint64_t gen;		/* which load this is (a process-wide count): caches key on it */
 	int hidden, q_dim, kv_dim, inter;	/* q_dim = n_heads*head_dim, kv_dim = n_kv*head_dim */
 	float *attn_norm;	/* (hidden) input_layernorm */
 	float *w[LIN_COUNT];	/* q (q_dim, hidden), k,v (kv_dim, hidden), o (hidden, q_dim),

@@ -13,6 +13,7 @@
 
 #include "core/blas.h"
 #include "core/engine.h"
+#include "core/bgemm.h"
 #include "core/igemm.h"
 #include "core/numenv.h"
 #include "core/sha256.h"
@@ -454,6 +455,9 @@ numenv_collect(int threads)
 	json_object_set_new(j, "cpu", cpu);
 	/* the quantized linears' product: exact integer sums, or float */
 	json_object_set_new(j, "qgemm", json_string(igemm_enabled() ? "int8" : "float"));
+	/* the bf16 forward's GEMM (not part of the key: only a session that
+	 * computes in bf16 depends on it, and cmd_replay compares it there) */
+	json_object_set_new(j, "bgemm", json_string(bgemm_kernel()));
 	json_object_set_new(j, "probe", json_string(probe));
 	return j;
 }

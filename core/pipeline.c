@@ -43,6 +43,7 @@ pipe_opts_default(pipe_opts *o)
 	o->lambda[MOD_AUDIO] = 1.0f;
 	o->cmc_dtype = ST_F16;
 	o->cmc_precision = CMC_F32;
+	o->compute = ENGINE_F32;
 }
 
 int
@@ -86,6 +87,8 @@ pipe_opts_check(const pipe_opts *o, masq_err *err)
 	if (o->cmc_precision != CMC_F32 && o->cmc_precision != CMC_F64)
 		return masq_err_set(err, MASQ_ERR_USAGE, "CMC's products are in f32 or f64, not precision %d",
 		    o->cmc_precision);
+	if (o->compute != ENGINE_F32 && o->compute != ENGINE_BF16)
+		return masq_err_set(err, MASQ_ERR_USAGE, "the forward computes in f32 or bf16, not %d", o->compute);
 	if (setting_check_epochs(o->epochs, err) < 0 || setting_check_lr(o->lr, err) < 0 ||
 	    setting_check_lambda(o->lambda, err) < 0)
 		return -1;
@@ -151,7 +154,8 @@ pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_
 		return -1;
 	if (pipe_check_rank(&m->cfg, o->rank, err) < 0)
 		return masq_err_prefix(err, "--rank");
-	if (model_deepstack_check(&m->cfg, c->n_deepstack, err) < 0)
+	if (model_deepstack_check(&m->cfg, c->n_deepstack, err) < 0 ||
+	    engine_compute_check(&m->cfg, o->compute, err) < 0)
 		return -1;
 	p->m = m;
 	p->c = c;
@@ -181,6 +185,7 @@ pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_
 		memcpy(p->h_fpe, c->embeds, n * sizeof(float));
 	}
 	engine_init(&p->eng, &m->cfg);
+	engine_set_compute(&p->eng, o->compute);
 	p->batch = (engine_batch){.n_tokens = c->n_tokens, .n_seqs = c->n_seqs,
 	    .seq_lens = c->seq_lens, .pos = c->pos, .modality = c->modality};
 	rng_init(&p->g, o->seed);
@@ -1510,6 +1515,7 @@ pipe_spectra(pipeline *p, int cap, pipe_spectrum **out, int *nout, pipe_progress
 	sh.settings = p->settings;
 	sh.results = xcalloc((size_t)p->n_layers, sizeof *sh.results);
 	engine_init(&sh.eng, c);
+	engine_set_compute(&sh.eng, p->opts.compute);
 	sh.batch = p->batch;
 	sh.mod_fit = p->mod_fit;	/* the statistics of the fitted tokens (shared, not freed here) */
 	sh.h_fp = xmalloc(xmul(n, sizeof(float)));

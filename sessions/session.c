@@ -101,6 +101,8 @@ sess_opts_json(const pipe_opts *o)
 		json_object_set_new(j, "eval_split", json_real(o->eval_split));
 	if (o->cmc_precision == CMC_F32)	/* absent reads back as f64, as sessions recorded before it */
 		json_object_set_new(j, "cmc_precision", json_string("f32"));
+	if (o->compute != ENGINE_F32)	/* absent reads back as f32, as sessions recorded before it */
+		json_object_set_new(j, "compute", json_string(engine_compute_name(o->compute)));
 	if (o->cmc_dtype != ST_F32)	/* absent reads back as F32, as sessions recorded before it */
 		json_object_set_new(j, "cmc_dtype", json_string(st_dtype_name(o->cmc_dtype)));
 	return j;
@@ -173,6 +175,9 @@ sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err)
 			if (d == NULL || (strcmp(d, "F32") != 0 && strcmp(d, "F16") != 0 && strcmp(d, "BF16") != 0))
 				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"cmc_dtype\" is not F32, F16 or BF16");
 			o->cmc_dtype = strcmp(d, "F32") == 0 ? ST_F32 : strcmp(d, "F16") == 0 ? ST_F16 : ST_BF16;
+		} else if (strcmp(k, "compute") == 0) {
+			if (!json_is_string(v) || (o->compute = engine_compute_parse(json_string_value(v))) < 0)
+				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"compute\" is not f32 or bf16");
 		} else if (strcmp(k, "cmc_precision") == 0) {
 			const char *d = json_string_value(v);
 			if (d == NULL || (strcmp(d, "f32") != 0 && strcmp(d, "f64") != 0))

@@ -31,7 +31,7 @@ const cli_subcmd cli_subcmds[] = {
 	    "           [--alpha X|search] [--epochs N] [--lr X] [--loss mae|mse] [--loss-weights T,V,A] [--tie]\n"
 	    "           [--rank R | --rank-budget SIZE | --rank-target DB] [--rank-objective relative|absolute]\n"
 	    "           [--eval-split SHARE] [--cmc-dtype f16|bf16|f32] [--cmc-precision f32|f64]\n"
-	    "           [--layer-prefix P]\n"
+	    "           [--compute f32|bf16] [--layer-prefix P]\n"
 	    "           [--set LAYER.LINEAR.KEY=VALUE ...] [--json]",
 	    "quantize every layer with a method (mas, mas-cmc, usq learn their factors: 2 epochs unless --epochs 0)\n"
 	    "      and measure it per modality against the FP model"},
@@ -57,7 +57,8 @@ const cli_subcmd cli_subcmds[] = {
 	    "           [--threads N] [--ascii]",
 	    "the interactive workbench: step through the layers, see the statistics, tune alpha, export"},
 	{"forward",
-	    "forward [--model DIR] [--calib FILE] [--out FILE] [--layer-prefix P] [--threads N] [--json]",
+	    "forward [--model DIR] [--calib FILE] [--out FILE] [--layer-prefix P] [--compute f32|bf16]\n"
+	    "           [--threads N] [--json]",
 	    "run the full-precision decoder layer by layer; write every layer's output"},
 	{"calib",
 	    "calib --model DIR --prompts FILE --out FILE [--images DIR] [--min-pixels N] [--max-pixels N]\n"

@@ -76,13 +76,14 @@ cmd_forward(int argc, char **argv)
 		{"threads", required_argument, NULL, 't'},
 		{"json", no_argument, NULL, 'j'},
 		{"layer-prefix", required_argument, NULL, 'p'},
+		{"compute", required_argument, NULL, 'C'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
 	char *model_dir = NULL, *calib_path = NULL, *tmp = NULL;
 	const char *out = NULL, *prefix = NULL;
 	long threads = 0;
-	int json = 0, c, rc = 2;
+	int json = 0, c, rc = 2, compute = ENGINE_F32;
 	masq_err err = {0};
 	model m;
 	calib cal;
@@ -105,6 +106,12 @@ cmd_forward(int argc, char **argv)
 			break;
 		case 'j': json = 1; break;
 		case 'p': prefix = optarg; break;
+		case 'C':
+			if ((compute = engine_compute_parse(optarg)) < 0) {
+				rc = cli_usage("forward", "--compute takes f32 or bf16, not '%s'", optarg);
+				goto done;
+			}
+			break;
 		case 'h': cli_cmd_help("forward"); rc = 0; goto done;
 		default:
 			rc = cli_usage("forward", "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -132,7 +139,7 @@ cmd_forward(int argc, char **argv)
 
 	const model_config *cfg = &m.cfg;
 	int n_layers = cfg->n_layers;
-	if (model_deepstack_check(cfg, cal.n_deepstack, &err) < 0) {
+	if (model_deepstack_check(cfg, cal.n_deepstack, &err) < 0 || engine_compute_check(cfg, compute, &err) < 0) {
 		rc = cli_fail(&err);
 		calib_done(&cal);
 		model_close(&m);
@@ -152,7 +159,8 @@ cmd_forward(int argc, char **argv)
 		}
 		if (st_writer_meta(wr, "masq_model", model_dir, &err) < 0 ||
 		    st_writer_meta(wr, "masq_calib", calib_path, &err) < 0 ||
-		    st_writer_meta(wr, "masq_version", PACKAGE_VERSION, &err) < 0)
+		    st_writer_meta(wr, "masq_version", PACKAGE_VERSION, &err) < 0 ||
+		    st_writer_meta(wr, "masq_compute", engine_compute_name(compute), &err) < 0)
 			goto fail_open;
 		/* Written beside the target and renamed into place when complete. */
 		tmp = xmalloc(strlen(out) + 16);
@@ -169,12 +177,14 @@ cmd_forward(int argc, char **argv)
 	engine_batch b = {.n_tokens = cal.n_tokens, .n_seqs = cal.n_seqs, .seq_lens = cal.seq_lens,
 	    .pos = cal.pos, .modality = cal.modality};
 	engine_init(&eng, cfg);
+	engine_set_compute(&eng, compute);
 
 	if (json) {
 		doc = json_object();
 		json_object_set_new(doc, "model", json_string(model_dir));
 		json_object_set_new(doc, "calib", json_string(calib_path));
 		json_object_set_new(doc, "tokens", json_integer((json_int_t)T));
+		json_object_set_new(doc, "compute", json_string(engine_compute_name(compute)));
 		jl = json_array();
 		json_object_set_new(doc, "layers", jl);
 	} else {

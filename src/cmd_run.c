@@ -472,7 +472,8 @@ cmd_run(int argc, char **argv)
 	enum { O_MODEL = 256, O_CALIB, O_METHOD, O_WBITS, O_ABITS, O_ALPHA, O_RANK, O_SET, O_JSON,
 	    O_THREADS, O_SEED, O_WGROUP, O_RANK_FLOOR, O_SVD, O_NO_WHITEN, O_CMC_TARGET, O_CMC_DIAG,
 	    O_GRID, O_SEARCH_TOKENS, O_VERBOSE, O_DB, O_NO_DB, O_EPOCHS, O_LR, O_LOSS, O_LOSS_WEIGHTS, O_TIE,
-	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE, O_EVAL_SPLIT, O_CMC_DTYPE, O_LAYER_PREFIX, O_CMC_PRECISION };
+	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE, O_EVAL_SPLIT, O_CMC_DTYPE, O_LAYER_PREFIX, O_CMC_PRECISION,
+	    O_COMPUTE };
 	static const struct option opts[] = {
 		{"model", required_argument, NULL, O_MODEL},
 		{"calib", required_argument, NULL, O_CALIB},
@@ -505,6 +506,7 @@ cmd_run(int argc, char **argv)
 		{"eval-split", required_argument, NULL, O_EVAL_SPLIT},
 		{"cmc-dtype", required_argument, NULL, O_CMC_DTYPE},
 		{"cmc-precision", required_argument, NULL, O_CMC_PRECISION},
+		{"compute", required_argument, NULL, O_COMPUTE},
 		{"layer-prefix", required_argument, NULL, O_LAYER_PREFIX},
 		{"db", required_argument, NULL, O_DB},
 		{"no-db", no_argument, NULL, O_NO_DB},
@@ -612,6 +614,12 @@ cmd_run(int argc, char **argv)
 			break;
 		case O_LAYER_PREFIX:
 			a.layer_prefix = optarg;
+			break;
+		case O_COMPUTE:
+			if ((a.o.compute = engine_compute_parse(optarg)) < 0) {
+				rc = cli_usage("run", "--compute takes f32 or bf16, not '%s'", optarg);
+				goto done;
+			}
 			break;
 		case O_CMC_PRECISION:
 			if (strcasecmp(optarg, "f32") == 0)
