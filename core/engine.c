@@ -158,7 +158,7 @@ engine_linear(const float *x, int n, int in, const float *W, const float *bias, 
 }
 
 /* xs (k, in) = x[rows] / s, the smoothed rows both linears start from. */
-static void
+MASQ_VECTOR_CLONES static void
 smooth_rows(const float *x, int in, const int *rows, int k, const float *s, float *xs)
 {
 	for (int r = 0; r < k; r++) {

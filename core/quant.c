@@ -87,7 +87,7 @@ rint_small(float v)
 }
 
 /* y (d) = clamp(nearbyint(x / s), -qmax, qmax) * s; y may equal x. */
-static void
+MASQ_VECTOR_CLONES static void
 quant_row_sym(float *y, const float *x, int d, float s, float qmax)
 {
 	float lim = qmax + 1.0f;
@@ -133,7 +133,7 @@ quant_act_rows(float *y, const float *x, int n, int d, int bits)
  * quant_row_sym, the levels kept instead of multiplied back.  A NaN row
  * gets levels 0 and a NaN scale (its outputs are NaN either way).
  */
-void
+MASQ_VECTOR_CLONES void
 quant_act_rows_int(int8_t *q, float *scale, const float *x, int n, int d, int bits)
 {
 	MASQ_ASSERT(bits >= 2 && bits <= 8 && n >= 0 && d >= 0);

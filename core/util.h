@@ -60,6 +60,25 @@ void masq_set_fatal_hook(void (*hook)(void));
 
 void masq_assert_fail(const char *expr, const char *file, int line)
 	__attribute__((noreturn));
+/*
+ * MASQ_VECTOR_CLONES before a function with an elementwise loop: GCC
+ * compiles it also for AVX-512 and AVX2 and picks at load time (ifunc).
+ * Only for loops of exactly rounded IEEE operations (add, multiply,
+ * divide, compare, copysign: no sums whose order the width would change,
+ * no multiply-add GCC could fuse), so every clone gives the same bits.
+ * Not under ThreadSanitizer: its instrumented ifunc resolver runs before
+ * its runtime and crashes the loader.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__has_attribute) && \
+    !defined(__SANITIZE_THREAD__)
+#if __has_attribute(target_clones)
+#define MASQ_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef MASQ_VECTOR_CLONES
+#define MASQ_VECTOR_CLONES
+#endif
+
 #define MASQ_ASSERT(x) \
 	do { if (!(x)) masq_assert_fail(#x, __FILE__, __LINE__); } while (0)
 
