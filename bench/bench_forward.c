@@ -324,6 +324,10 @@ main(int argc, char **argv)
 	hn = xmul((size_t)c.n_tokens, (size_t)c.hidden);
 	h = xmalloc(xmul(hn, sizeof *h));
 	engine_init(&e, &m.cfg);
+	if (engine_compute_check(&m.cfg, compute, &err) < 0) {
+		fprintf(stderr, "bench_forward: %s\n", err.msg);
+		return 2;
+	}
 	engine_set_compute(&e, compute);
 	printf("compute %s (bf16 GEMM kernel %s)\n", engine_compute_name(compute), bgemm_kernel());
 	b.n_tokens = c.n_tokens;

@@ -23,9 +23,9 @@
  * pair broadcast to every lane.  A 6 x 64 tile keeps its 24 accumulators
  * in registers over a block of k (the whole k up to BK_Q pairs; longer k
  * in equal blocks whose partial sums go through y), then adds the bias,
- * rounds to bf16 and stores.  Each lane sums its pairs in k order, so the
- * result depends only on k and the block length, not on the thread count
- * or the tiling.
+ * rounds to bf16 and stores.  Each lane sums its pairs in a fixed order (k
+ * order by pairs, the odd element of a pair first), so the result depends
+ * only on k and the block length, not on the thread count or the tiling.
  */
 enum { BK_SGEMM, BK_AVX512BF16 };
 

@@ -13,8 +13,10 @@
  * the CPU has AVX512-BF16), else "sgemm" (the bf16 values as float32
  * through cblas_sgemm: the same products, summed in the BLAS's order).
  * MASQ_BGEMM=sgemm asks for the second.  The float32 sums differ between
- * kernels by their rounding (bounded in tests/test_bgemm.c); after the
- * bf16 rounding that is at most one bf16 unit in the last place.
+ * kernels by their rounding, bounded in tests/test_bgemm.c by Higham's
+ * gamma_k times the sum of |products|; after the bf16 rounding that is
+ * one bf16 unit where the sum is well away from zero, and can be more
+ * where it cancels (4096 * 4096 + 1 - 4096 * 4096 is 1 or 0).
  * bgemm_ref is the plain twin: three loops, float32 sums in k order.
  */
 #ifndef MASQ_BGEMM_H

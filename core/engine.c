@@ -84,6 +84,16 @@ engine_done(engine *e)
 }
 
 void
+engine_release_weights(engine *e)
+{
+	for (int k = 0; k < LIN_COUNT; k++) {
+		bgemm_b_done(&e->wb[k]);
+		e->wb_gen[k] = 0;
+		e->wb_src[k] = NULL;
+	}
+}
+
+void
 engine_set_compute(engine *e, int compute)
 {
 	MASQ_ASSERT(compute == ENGINE_F32 || compute == ENGINE_BF16);
@@ -645,6 +655,13 @@ silu_mul_b16(float *g, const float *u, size_t n, int threads)
 		else
 			silu_main(&jobs[t]);
 	}
+}
+
+void
+engine_attention_b16(engine *e, const float *q, const float *k, const float *v, float *out, int L)
+{
+	engine_reserve(e, L, L);
+	attention_seq_b16(e, q, k, v, out, L);
 }
 
 /* A linear of the bf16 forward: an ops hook's result rounded to bf16, or

@@ -90,6 +90,13 @@ int engine_compute_parse(const char *s);
 /* 0 when the bf16 forward covers cfg, else MASQ_ERR_USAGE naming why
  * (Qwen3's q/k norms are not written for it yet). */
 int engine_compute_check(const model_config *cfg, int compute, masq_err *err);
+/* Drop the weights the bf16 forward packed (the next forward packs them
+ * again): what a caller does when it releases the layer. */
+void engine_release_weights(engine *e);
+/* The bf16 forward's causal attention of one sequence of L tokens (q (L,
+ * q_dim), k and v (L, kv_dim), bf16 values; out (L, q_dim)), for tests;
+ * engine_reserve'd by the call. */
+void engine_attention_b16(engine *e, const float *q, const float *k, const float *v, float *out, int L);
 
 void engine_init(engine *e, const model_config *cfg);
 /* The position row (0 t, 1 h, 2 w) frequency i of a head takes. */

@@ -423,7 +423,9 @@ tile_vnni512_sums(const int8_t *A, size_t lda, const uint8_t *Bp, int nq, int32_
  * of B and the broadcast are 29 of the 32 zmm registers.
  */
 /* y[0..15] (the lanes in m) = float(c * (st * ws)) + bias: the scalar
- * rescale_row's operations, in the same order, eight doubles at a time. */
+ * rescale_row's operations, in the same order, eight doubles at a time
+ * (the same bits, but for which NaN payload wins when both scales are NaN:
+ * the compiler may swap a scalar product's operands). */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) static inline void
 store_scaled512(float *y, __m512i c, double st, const float *ws, const float *bias, uint16_t m)
 {

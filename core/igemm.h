@@ -46,7 +46,8 @@ void igemm(int32_t *C, const int8_t *A, int m, int k, const igemm_b *pb, int thr
  * y (m, n) = float(C[i][j] * (sa[i] * ws[j])) + bias[j] (bias NULL: none),
  * C = A B^T: the scales multiplied in double, the exact sum times them in
  * double, rounded once to float, then the float bias add, bit for bit what
- * igemm followed by igemm_rescale_ref gives.  The VNNI kernels rescale
+ * igemm followed by igemm_rescale_ref gives (NaN payloads aside: where both
+ * scales are NaN, which of the two comes out is the compiler's choice).  The VNNI kernels rescale
  * each tile as it completes (no int32 product in memory); the others
  * rescale after, on `threads` threads.
  */

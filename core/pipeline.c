@@ -249,6 +249,7 @@ pipe_release_layer(pipeline *p)
 {
 	if (!p->calibrated)
 		return;
+	engine_release_weights(&p->eng);
 	layer_weights_done(&p->w);
 	for (int s = 0; s < SITE_COUNT; s++)
 		stats_site_done(&p->st[s]);

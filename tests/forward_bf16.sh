@@ -6,9 +6,11 @@
 #   demo    the tiny demo: text, vision and audio, four sequences, mrope;
 #   rope1d  the same weights with plain RoPE and near-zero tokens;
 #   nopos   positions defaulted to 0..len-1;
-#   long    the small demo's 1199 tokens as one sequence: the flash
-#           kernel's online softmax crosses its 512-key blocks, and the
-#           query blocks of 256;
+#   long    the small demo's 1199 tokens as one sequence, across the flash
+#           kernel's 512-key blocks and the query blocks of 256 (at 0.1x
+#           this cannot tell a missing key blocking from the right one:
+#           test_engine.c holds the attention itself against a twin of the
+#           kernel, where it can);
 #   sgemm   the demo again with MASQ_BGEMM=sgemm (the kernel of a CPU
 #           without AVX512-BF16).
 # Each layer's output must be bf16 values and within 0.05 x the bf16

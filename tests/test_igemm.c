@@ -5,7 +5,8 @@
  *   - igemm equals its plain twin igemm_ref exactly (the sums are integers:
  *     the error budget is zero) on every shape class the blocking has:
  *     m and n around the tile sizes (3 and 6 rows, 3, 16 and 64 columns),
- *     k around the 4- and 32-byte steps and the 512-k blocks,
+ *     k around the 4- and 32-byte steps, k of several blocks (past
+ *     16384, the VNNI kernels' longest),
  *     long k, one to three threads, weight grids from 2 to 8 bits (the
  *     offset kernel up to |level| 63, the sign kernel above), and the
  *     extremes that would saturate vpmaddubsw's int16 pairs if the chunking
@@ -84,8 +85,10 @@ same_as_ref(int m, int n, int k, int aq, int wq, int extreme, int threads, rng *
 }
 
 /* igemm_scaled against igemm_ref and igemm_rescale_ref on one shape, bit
- * for bit (the same operations in the same order: tolerance zero); row 1
- * has a NaN scale, as a row below the quantizer's clamp can. */
+ * for bit (the same operations in the same order: tolerance zero), a NaN
+ * where the reference has a NaN (its payload is the compiler's choice when
+ * both scales are NaN); row 1 has a NaN scale, as a row below the
+ * quantizer's clamp can, and column 2 a NaN weight scale. */
 static int
 scaled_same(int m, int n, int k, int wq, int with_bias, int threads, rng *g)
 {
@@ -104,12 +107,16 @@ scaled_same(int m, int n, int k, int wq, int with_bias, int threads, rng *g)
 		ws[j] = (float)(rng_uniform(g) * 0.02 + 1e-5);
 		bias[j] = (float)rng_normal(g);
 	}
+	if (n > 2)
+		ws[2] = -NAN;
 	igemm_b pb;
 	igemm_b_pack(&pb, B, n, k);
 	igemm_scaled(y, A, m, k, &pb, sa, ws, with_bias ? bias : NULL, threads);
 	igemm_ref(R, A, m, k, B, n);
 	igemm_rescale_ref(yr, R, m, n, sa, ws, with_bias ? bias : NULL);
-	int ok = memcmp(y, yr, (size_t)m * n * sizeof(float)) == 0;
+	int ok = 1;
+	for (size_t i = 0; i < (size_t)m * n; i++)
+		ok &= isnan(yr[i]) ? isnan(y[i]) != 0 : memcmp(&y[i], &yr[i], sizeof(float)) == 0;
 	igemm_b_done(&pb);
 	free(A), free(B), free(R), free(y), free(yr), free(sa), free(ws), free(bias);
 	return ok;
@@ -158,7 +165,7 @@ test_kernel(const char *name, rng *g)
 	}
 	tap_ok(bad == 0, "%s: igemm == igemm_ref with every level at +-qmax, W2..W8 x A8, k 2049", name);
 	tap_ok(same_as_ref(130, 67, 4099, 127, 7, 0, 2, g) && same_as_ref(401, 200, 1100, 127, 127, 0, 3, g),
-	    "%s: igemm == igemm_ref across blocks of A, k and B: 130 x 67 x 4099, 401 x 200 x 1100", name);
+	    "%s: igemm == igemm_ref across blocks of rows and panels: 130 x 67 x 4099, 401 x 200 x 1100", name);
 	tap_ok(same_as_ref(5, 11, 11008, 127, 127, 0, 3, g), "%s: igemm == igemm_ref, k 11008 (a down_proj row), 3 threads", name);
 	/* the longest k: sums near 2^31 (an offset form's lanes wrap past it) */
 	tap_ok(same_as_ref(2, 3, IGEMM_MAX_K, 127, 127, 1, 2, g) && same_as_ref(2, 3, IGEMM_MAX_K, 127, 127, -1, 1, g),
