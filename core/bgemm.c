@@ -1,6 +1,5 @@
 #include "config.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,25 +68,6 @@ bgemm_kernel(void)
 	return kern_pick() == BK_AVX512BF16 ? "avx512bf16" : "sgemm";
 }
 
-/* f32_to_bf16 (core/dtype.c) written out, to inline in the loops. */
-static inline uint16_t
-to_bf16(float f)
-{
-	uint32_t u;
-	memcpy(&u, &f, 4);
-	if ((u & 0x7fffffffu) > 0x7f800000u)
-		return (uint16_t)((u >> 16) | 0x0040u);
-	return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-static inline float
-bf16_round(float v)
-{
-	uint32_t u = (uint32_t)to_bf16(v) << 16;
-	memcpy(&v, &u, 4);
-	return v;
-}
-
 void
 bf16_round_inplace(float *x, size_t n)
 {
@@ -114,7 +94,7 @@ bgemm_b_pack(bgemm_b *pb, const float *W, int n, int k)
 	pb->b = xcalloc(xmul((size_t)np, (size_t)(pb->kp ? pb->kp : 2)), sizeof(uint16_t));
 	for (int j = 0; j < n; j++)
 		for (int t = 0; t < k; t++)
-			pb->b[pack_index(pb->kp, j, t)] = to_bf16(W[(size_t)j * k + t]);
+			pb->b[pack_index(pb->kp, j, t)] = bf16_rne(W[(size_t)j * k + t]);
 }
 
 void
@@ -226,13 +206,14 @@ struct bjob {
 	const bgemm_b *pb;
 	const float *bias;
 	int round_out;
-	int p0, p1;
 };
 
-static void *
-bjob_main(void *arg)
+/* Panels [lo, hi) over every row of x and every block of k. */
+static void
+bjob_panels(void *ctx, int lo, int hi, int tid)
 {
-	struct bjob *jb = arg;
+	struct bjob *jb = ctx;
+	(void)tid;
 	const bgemm_b *pb = jb->pb;
 	int n = pb->n, nqt = pb->kp / 2;
 	size_t kp = (size_t)pb->kp;
@@ -244,7 +225,7 @@ bjob_main(void *arg)
 		int first = q0 == 0, last = q0 + nq == nqt;
 		for (int m0 = 0; m0 < jb->m; m0 += mc) {
 			int m1 = m0 + mc < jb->m ? m0 + mc : jb->m;
-			for (int p = jb->p0; p < jb->p1; p++) {
+			for (int p = lo; p < hi; p++) {
 				const uint16_t *Bp = pb->b + ((size_t)p * nqt + (size_t)q0) * BN * 2;
 				int j0 = p * BN, ncols = n - j0 < BN ? n - j0 : BN;
 				uint16_t mask[4];
@@ -260,42 +241,24 @@ bjob_main(void *arg)
 			}
 		}
 	}
-	return NULL;
 }
 
-/* Rows r0..r1-1 of x (m, k) as bf16 rows of kp (the padding stays zero). */
+/* x (m, k) as bf16 rows of kp (the padding stays zero). */
 struct cjob {
 	uint16_t *Ap;
 	const float *x;
-	int k, kp, r0, r1;
+	int k, kp;
 };
 
-static void *
-cjob_main(void *arg)
-{
-	struct cjob *j = arg;
-	for (int i = j->r0; i < j->r1; i++)
-		for (int t = 0; t < j->k; t++)
-			j->Ap[(size_t)i * j->kp + t] = to_bf16(j->x[(size_t)i * j->k + t]);
-	return NULL;
-}
-
-/* fn on n jobs of `size` bytes, job 0 here; a thread that cannot start has
- * its job run here. */
+/* Rows [lo, hi) of the conversion. */
 static void
-run_threads(void *(*fn)(void *), void *jobs, size_t size, int n)
+cjob_rows(void *ctx, int lo, int hi, int tid)
 {
-	pthread_t th[16];
-	int started[16] = {0};
-	for (int t = 1; t < n; t++)
-		started[t] = pthread_create(&th[t], NULL, fn, (char *)jobs + (size_t)t * size) == 0;
-	fn(jobs);
-	for (int t = 1; t < n; t++) {
-		if (started[t])
-			pthread_join(th[t], NULL);
-		else
-			fn((char *)jobs + (size_t)t * size);
-	}
+	struct cjob *j = ctx;
+	(void)tid;
+	for (int i = lo; i < hi; i++)
+		for (int t = 0; t < j->k; t++)
+			j->Ap[(size_t)i * j->kp + t] = bf16_rne(j->x[(size_t)i * j->k + t]);
 }
 
 static void
@@ -307,25 +270,10 @@ bgemm_bf16(float *y, const float *x, int m, int k, const bgemm_b *pb, const floa
 	int nblk = (nqt + BK_Q - 1) / BK_Q;
 	int kq = nblk > 0 ? (nqt + nblk - 1) / nblk : 1;
 	uint16_t *Ap = xcalloc(xmul((size_t)mp, kp), sizeof(uint16_t));
-	if (threads < 1)
-		threads = 1;
-	if (threads > 16)
-		threads = 16;
-	/* x to bf16 rows, split by rows */
-	struct cjob cj[16];
-	int nc = threads < m ? threads : m;
-	for (int t = 0; t < nc; t++)
-		cj[t] = (struct cjob){Ap, x, k, kp, (int)((long)m * t / nc), (int)((long)m * (t + 1) / nc)};
-	run_threads(cjob_main, cj, sizeof cj[0], nc);
-	/* the product, split by panels */
-	int npanels = (pb->n + BN - 1) / BN;
-	if (threads > npanels)
-		threads = npanels;
-	struct bjob jobs[16];
-	for (int t = 0; t < threads; t++)
-		jobs[t] = (struct bjob){y, Ap, m, kq, pb, bias, round_out, (int)((long)npanels * t / threads),
-		    (int)((long)npanels * (t + 1) / threads)};
-	run_threads(bjob_main, jobs, sizeof jobs[0], threads);
+	struct cjob cj = {Ap, x, k, (int)kp};
+	masq_parallel(m, threads, cjob_rows, &cj);
+	struct bjob jb = {y, Ap, m, kq, pb, bias, round_out};
+	masq_parallel((pb->n + BN - 1) / BN, threads, bjob_panels, &jb);
 	free(Ap);
 }
 

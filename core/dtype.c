@@ -77,12 +77,7 @@ bf16_to_f32(uint16_t h)
 uint16_t
 f32_to_bf16(float f)
 {
-	uint32_t u;
-	memcpy(&u, &f, 4);
-	if ((u & 0x7fffffffu) > 0x7f800000u)	/* NaN: keep it quiet and a NaN */
-		return (uint16_t)((u >> 16) | 0x0040u);
-	u += 0x7fffu + ((u >> 16) & 1u);	/* round to nearest even */
-	return (uint16_t)(u >> 16);
+	return bf16_rne(f);
 }
 
 float

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef enum st_dtype {
 	ST_F32, ST_F16, ST_BF16, ST_F64,
@@ -35,6 +36,27 @@ int st_dtype_is_float(st_dtype dt);
 
 float bf16_to_f32(uint16_t h);
 uint16_t f32_to_bf16(float f);
+
+/* f32_to_bf16, inline for the loops that round every element (the bf16
+ * forward, bgemm): nearest even, a NaN kept a quiet NaN. */
+static inline uint16_t
+bf16_rne(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	if ((u & 0x7fffffffu) > 0x7f800000u)
+		return (uint16_t)((u >> 16) | 0x0040u);
+	return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* v rounded to the nearest bf16 value, as a float. */
+static inline float
+bf16_round(float v)
+{
+	uint32_t u = (uint32_t)bf16_rne(v) << 16;
+	memcpy(&v, &u, 4);
+	return v;
+}
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 

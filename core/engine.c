@@ -1,7 +1,6 @@
 #include "config.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -208,29 +207,29 @@ engine_qlinear_rows(const float *x, int in, const int *rows, int k, const float 
 		lowrank_add(xs, k, in, rank, L1, L2, out, y);
 }
 
-/* One thread's rows of the integer linear's input: smoothed, then
- * quantized to levels (both row by row, so any split gives the same). */
-struct prep_job {
+/* The integer linear's input, rows lo..hi-1: smoothed, then quantized to
+ * levels (both row by row, so any split gives the same). */
+struct prep {
 	const float *x;
 	const int *rows;
 	const float *s;
 	float *xs, *sa;
 	int8_t *qa;
-	int r0, r1, in, abits;
+	int in, abits;
 };
 
-static void *
-prep_main(void *arg)
+static void
+prep_rows(void *ctx, int lo, int hi, int tid)
 {
-	struct prep_job *j = arg;
-	size_t off = (size_t)j->r0 * j->in;
-	/* with a row list, its entries r0..; without, x's rows r0.. */
+	struct prep *j = ctx;
+	size_t off = (size_t)lo * j->in;
+	(void)tid;
+	/* with a row list, its entries lo..; without, x's rows lo.. */
 	if (j->rows != NULL)
-		smooth_rows(j->x, j->in, j->rows + j->r0, j->r1 - j->r0, j->s, j->xs + off);
+		smooth_rows(j->x, j->in, j->rows + lo, hi - lo, j->s, j->xs + off);
 	else
-		smooth_rows(j->x + off, j->in, NULL, j->r1 - j->r0, j->s, j->xs + off);
-	quant_act_rows_int(j->qa + off, j->sa + j->r0, j->xs + off, j->r1 - j->r0, j->in, j->abits);
-	return NULL;
+		smooth_rows(j->x + off, j->in, NULL, hi - lo, j->s, j->xs + off);
+	quant_act_rows_int(j->qa + off, j->sa + lo, j->xs + off, hi - lo, j->in, j->abits);
 }
 
 void
@@ -243,24 +242,8 @@ engine_qlinear_rows_int(const float *x, int in, const int *rows, int k, const fl
 		return;
 	int8_t *qa = xmalloc(xmul((size_t)k, (size_t)in));
 	float *sa = xmalloc(xmul((size_t)k, sizeof(float)));
-	int nt = threads < 1 ? 1 : threads > 16 ? 16 : threads;
-	if (nt > k)
-		nt = k;
-	struct prep_job jobs[16];
-	pthread_t th[16];
-	int started[16] = {0};
-	for (int t = 0; t < nt; t++)
-		jobs[t] = (struct prep_job){x, rows, s, xs, sa, qa, (int)((long)k * t / nt),
-		    (int)((long)k * (t + 1) / nt), in, abits};
-	for (int t = 1; t < nt; t++)
-		started[t] = pthread_create(&th[t], NULL, prep_main, &jobs[t]) == 0;
-	prep_main(&jobs[0]);
-	for (int t = 1; t < nt; t++) {
-		if (started[t])
-			pthread_join(th[t], NULL);
-		else
-			prep_main(&jobs[t]);
-	}
+	struct prep pr = {x, rows, s, xs, sa, qa, in, abits};
+	masq_parallel(k, threads, prep_rows, &pr);
 	igemm_scaled(y, qa, k, in, Wi, sa, wscale, bias, threads);
 	free(sa);
 	free(qa);
@@ -467,21 +450,6 @@ engine_layer_forward(engine *e, const layer_weights *w, const engine_batch *b, f
  * probabilities are rounded to bf16 against each block's running maximum. */
 #define FLASH_KV_BLOCK 512
 
-/* v rounded to bf16, as f32_to_bf16 then bf16_to_f32 (core/dtype.c),
- * written out here so that the loops over every element inline it. */
-static inline float
-b16(float v)
-{
-	uint32_t u;
-	memcpy(&u, &v, 4);
-	if ((u & 0x7fffffffu) > 0x7f800000u)
-		u = (u | 0x00400000u) & 0xffff0000u;
-	else
-		u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-	memcpy(&v, &u, 4);
-	return v;
-}
-
 /* A bf16-rounded copy of the parameter vector p (n), or NULL for NULL. */
 static float *
 b16_copy(const float *p, size_t n)
@@ -490,7 +458,7 @@ b16_copy(const float *p, size_t n)
 		return NULL;
 	float *c = xmalloc(xmul(n, sizeof(float)) + 1);
 	for (size_t i = 0; i < n; i++)
-		c[i] = b16(p[i]);
+		c[i] = bf16_round(p[i]);
 	return c;
 }
 
@@ -508,7 +476,7 @@ rmsnorm_b16(float *out, const float *x, const float *wb, int n, int d, float eps
 		float var = (float)ss / (float)d;
 		float r = 1.0f / sqrtf(var + eps);
 		for (int j = 0; j < d; j++)
-			o[j] = b16(wb[j] * b16(xr[j] * r));
+			o[j] = bf16_round(wb[j] * bf16_round(xr[j] * r));
 	}
 }
 
@@ -527,15 +495,15 @@ rope_b16(const engine *e, float *x, int n, int heads, const int64_t *pos, int n_
 	for (int t = 0; t < n; t++) {
 		for (int i = 0; i < half; i++) {
 			float a = (float)pos[(size_t)e->freq_row[i] * n_total + t] * inv[i];
-			cs[i] = b16((float)cos((double)a));
-			cs[half + i] = b16((float)sin((double)a));
+			cs[i] = bf16_round((float)cos((double)a));
+			cs[half + i] = bf16_round((float)sin((double)a));
 		}
 		for (int h = 0; h < heads; h++) {
 			float *v = x + ((size_t)t * heads + h) * hd;
 			for (int i = 0; i < half; i++) {
 				float a = v[i], bb = v[i + half];
-				v[i] = b16(b16(a * cs[i]) + b16(-bb * cs[half + i]));
-				v[i + half] = b16(b16(bb * cs[i]) + b16(a * cs[half + i]));
+				v[i] = bf16_round(bf16_round(a * cs[i]) + bf16_round(-bb * cs[half + i]));
+				v[i + half] = bf16_round(bf16_round(bb * cs[i]) + bf16_round(a * cs[half + i]));
 			}
 		}
 	}
@@ -582,7 +550,7 @@ attention_seq_b16(engine *e, const float *q, const float *k, const float *v, flo
 					for (int j = b0; j < b1; j++) {
 						float ej = j <= last ? expf(row[j] - m) : 0.0f;
 						bsum += ej;
-						row[j] = b16(ej);
+						row[j] = bf16_round(ej);
 					}
 					if (b0 == 0) {
 						tot[r] = (float)bsum;
@@ -612,48 +580,28 @@ attention_seq_b16(engine *e, const float *q, const float *k, const float *v, flo
 			for (int r = 0; r < B; r++) {
 				float *o = O + (size_t)r * q_dim, inv = 1.0f / tot[r];
 				for (int d = 0; d < hd; d++)
-					o[d] = b16(o[d] * inv);
+					o[d] = bf16_round(o[d] * inv);
 			}
 		}
 	}
 }
 
-/* g[i] = bf16(bf16(silu(g[i])) * u[i]) for i < n, on up to `threads`
- * threads (each element on its own: any split gives the same). */
-struct silu_job {
+/* Rows lo..hi-1 of g (rows of d): g = bf16(bf16(silu(g)) * u), each
+ * element on its own (any split gives the same). */
+struct silu_mul {
 	float *g;
 	const float *u;
-	size_t i0, i1;
+	size_t d;
 };
 
-static void *
-silu_main(void *arg)
-{
-	struct silu_job *j = arg;
-	for (size_t i = j->i0; i < j->i1; i++) {
-		float x = j->g[i];
-		j->g[i] = b16(b16(x / (1.0f + expf(-x))) * j->u[i]);
-	}
-	return NULL;
-}
-
 static void
-silu_mul_b16(float *g, const float *u, size_t n, int threads)
+silu_mul_rows(void *ctx, int lo, int hi, int tid)
 {
-	int nt = threads < 1 ? 1 : threads > 16 ? 16 : threads;
-	struct silu_job jobs[16];
-	pthread_t th[16];
-	int started[16] = {0};
-	for (int t = 0; t < nt; t++)
-		jobs[t] = (struct silu_job){g, u, n * (size_t)t / (size_t)nt, n * (size_t)(t + 1) / (size_t)nt};
-	for (int t = 1; t < nt; t++)
-		started[t] = pthread_create(&th[t], NULL, silu_main, &jobs[t]) == 0;
-	silu_main(&jobs[0]);
-	for (int t = 1; t < nt; t++) {
-		if (started[t])
-			pthread_join(th[t], NULL);
-		else
-			silu_main(&jobs[t]);
+	struct silu_mul *j = ctx;
+	(void)tid;
+	for (size_t i = (size_t)lo * j->d; i < (size_t)hi * j->d; i++) {
+		float x = j->g[i];
+		j->g[i] = bf16_round(bf16_round(x / (1.0f + expf(-x))) * j->u[i]);
 	}
 }
 
@@ -720,17 +668,18 @@ layer_forward_bf16(engine *e, const layer_weights *w, const engine_batch *b, flo
 	observe(ops, w->layer, SITE_O, e->att, n, q_dim);
 	run_linear_b16(e, ops, w, LIN_O, e->att, n, bo, e->proj);
 	for (size_t i = 0; i < (size_t)n * D; i++)
-		h[i] = b16(h[i] + e->proj[i]);
+		h[i] = bf16_round(h[i] + e->proj[i]);
 
 	rmsnorm_b16(e->n1, h, mn, n, D, c->rms_eps);
 	observe(ops, w->layer, SITE_GATEUP, e->n1, n, D);
 	run_linear_b16(e, ops, w, LIN_GATE, e->n1, n, bg, e->gate);
 	run_linear_b16(e, ops, w, LIN_UP, e->n1, n, bu, e->up);
-	silu_mul_b16(e->gate, e->up, (size_t)n * NI, masq_blas_get_threads());
+	struct silu_mul sm = {e->gate, e->up, (size_t)NI};
+	masq_parallel(n, masq_blas_get_threads(), silu_mul_rows, &sm);
 	observe(ops, w->layer, SITE_DOWN, e->gate, n, NI);
 	run_linear_b16(e, ops, w, LIN_DOWN, e->gate, n, bd, e->proj);
 	for (size_t i = 0; i < (size_t)n * D; i++)
-		h[i] = b16(h[i] + e->proj[i]);
+		h[i] = bf16_round(h[i] + e->proj[i]);
 	free(an), free(mn), free(bq), free(bk), free(bv), free(bo), free(bg), free(bu), free(bd);
 }
 

@@ -1,6 +1,5 @@
 #include "config.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -544,8 +543,8 @@ tile_avxvnni(const int8_t *A, size_t lda, const uint8_t *Bp, int nq, int32_t *C,
 }
 #endif /* IGEMM_AVXVNNI */
 
-/* One thread's share of the VNNI product: panels [p0, p1) over every row
- * of A and every block of k. */
+/* The VNNI product's operands; vjob_panels computes panels [lo, hi) over
+ * every row of A and every block of k. */
 struct vjob {
 	int32_t *C;		/* (m, n): the partial sums, or the result without an epilogue */
 	const int8_t *A;	/* (mp, kp), zero padded */
@@ -553,13 +552,13 @@ struct vjob {
 	int m, kq;		/* rows; groups of four k per block */
 	const igemm_b *pb;
 	const struct epi *ep;
-	int p0, p1;
 };
 
-static void *
-vjob_main(void *arg)
+static void
+vjob_panels(void *ctx, int lo, int hi, int tid)
 {
-	struct vjob *jb = arg;
+	struct vjob *jb = ctx;
+	(void)tid;
 	const igemm_b *pb = jb->pb;
 	int n = pb->n, nb = pb->nb, nqt = pb->kp / 4;
 	size_t kp = (size_t)pb->kp;
@@ -574,7 +573,7 @@ vjob_main(void *arg)
 		int first = q0 == 0, last = q0 + nq == nqt;
 		for (int m0 = 0; m0 < jb->m; m0 += mc) {
 			int m1 = m0 + mc < jb->m ? m0 + mc : jb->m;
-			for (int p = jb->p0; p < jb->p1; p++) {
+			for (int p = lo; p < hi; p++) {
 				const uint8_t *Bp = (const uint8_t *)pb->b +
 				    ((size_t)p * nqt + (size_t)q0) * (size_t)nb * 4;
 				int j0 = p * nb, ncols = n - j0 < nb ? n - j0 : nb;
@@ -600,25 +599,6 @@ vjob_main(void *arg)
 				}
 			}
 		}
-	}
-	return NULL;
-}
-
-/* Run nthreads jobs (job 0 on this thread); a thread that cannot start has
- * its share run here. */
-static void
-run_jobs(void *(*fn)(void *), void *jobs, size_t size, int nthreads)
-{
-	pthread_t th[16];
-	int started[16] = {0};
-	for (int t = 1; t < nthreads; t++)
-		started[t] = pthread_create(&th[t], NULL, fn, (char *)jobs + (size_t)t * size) == 0;
-	fn(jobs);
-	for (int t = 1; t < nthreads; t++) {
-		if (started[t])
-			pthread_join(th[t], NULL);
-		else
-			fn((char *)jobs + (size_t)t * size);
 	}
 }
 
@@ -648,18 +628,8 @@ igemm_vnni(int32_t *C, const int8_t *A, int m, int k, const igemm_b *pb, const s
 			s += (uint32_t)(int32_t)src[t];
 		corr[i] = (int32_t)(s * 128u);	/* modulo 2^32, as the lanes add */
 	}
-	int npanels = (pb->n + pb->nb - 1) / pb->nb;
-	if (threads < 1)
-		threads = 1;
-	if (threads > 16)
-		threads = 16;
-	if (threads > npanels)
-		threads = npanels;
-	struct vjob jobs[16];
-	for (int t = 0; t < threads; t++)
-		jobs[t] = (struct vjob){C, Ap, corr, m, kq, pb, ep, (int)((long)npanels * t / threads),
-		    (int)((long)npanels * (t + 1) / threads)};
-	run_jobs(vjob_main, jobs, sizeof jobs[0], threads);
+	struct vjob jb = {C, Ap, corr, m, kq, pb, ep};
+	masq_parallel((pb->n + pb->nb - 1) / pb->nb, threads, vjob_panels, &jb);
 	free(Ap);
 	free(corr);
 	free(scratch);
@@ -673,21 +643,22 @@ struct job {
 	int m, mp, mc;
 	const igemm_b *pb;
 	int offset, chunk;
-	int nt0, nt1;		/* the B tiles [nt0, nt1) this thread computes */
 };
 
-static void *
-job_main(void *arg)
+/* The B tiles [lo, hi) over every row of A. */
+static void
+job_tiles(void *ctx, int lo, int hi, int tid)
 {
 #ifdef IGEMM_X86
-	struct job *jb = arg;
+	struct job *jb = ctx;
+	(void)tid;
 	const igemm_b *pb = jb->pb;
 	int kp = pb->kp, n = pb->n;
 	int32_t t[MR][NR];
 
 	for (int m0 = 0; m0 < jb->mp; m0 += jb->mc) {
 		int m1 = m0 + jb->mc < jb->mp ? m0 + jb->mc : jb->mp;
-		for (int nt = jb->nt0; nt < jb->nt1; nt++) {
+		for (int nt = lo; nt < hi; nt++) {
 			int j0 = nt * NR;
 			const int8_t *B = pb->b + (size_t)j0 * kp;
 			for (int i0 = m0; i0 < m1; i0 += MR) {
@@ -704,9 +675,8 @@ job_main(void *arg)
 		}
 	}
 #else
-	(void)arg;
+	(void)ctx, (void)lo, (void)hi, (void)tid;
 #endif
-	return NULL;
 }
 
 void
@@ -755,19 +725,8 @@ igemm(int32_t *C, const int8_t *A, int m, int k, const igemm_b *pb, int threads)
 	int mc = (int)((256 * 1024) / (size_t)kp) / MR * MR;
 	if (mc < MR)
 		mc = MR;
-	int ntiles = (n + NR - 1) / NR;
-	if (threads < 1)
-		threads = 1;
-	if (threads > 16)
-		threads = 16;
-	if (threads > ntiles)
-		threads = ntiles;
-	struct job jobs[16];
-	for (int t = 0; t < threads; t++) {
-		jobs[t] = (struct job){C, Ap, m, mp, mc, pb, offset, chunk,
-		    (int)((long)ntiles * t / threads), (int)((long)ntiles * (t + 1) / threads)};
-	}
-	run_jobs(job_main, jobs, sizeof jobs[0], threads);
+	struct job jb = {C, Ap, m, mp, mc, pb, offset, chunk};
+	masq_parallel((n + NR - 1) / NR, threads, job_tiles, &jb);
 	free(Ap);
 }
 
@@ -776,18 +735,19 @@ igemm(int32_t *C, const int8_t *A, int m, int k, const igemm_b *pb, int threads)
 struct rjob {
 	float *y;
 	const int32_t *C;
-	int r0, r1, n;
+	int n;
 	const float *sa, *ws, *bias;
 };
 
-static void *
-rjob_main(void *arg)
+/* Rows [lo, hi) of the rescale. */
+static void
+rjob_rows(void *ctx, int lo, int hi, int tid)
 {
-	struct rjob *jb = arg;
-	for (int i = jb->r0; i < jb->r1; i++)
+	struct rjob *jb = ctx;
+	(void)tid;
+	for (int i = lo; i < hi; i++)
 		rescale_row(jb->y + (size_t)i * jb->n, jb->C + (size_t)i * jb->n, jb->n, (double)jb->sa[i],
 		    jb->ws, jb->bias);
-	return NULL;
 }
 
 void
@@ -806,16 +766,7 @@ igemm_scaled(float *y, const int8_t *A, int m, int k, const igemm_b *pb, const f
 	}
 	int32_t *C = xmalloc(xmul(xmul((size_t)m, (size_t)n), sizeof(int32_t)));
 	igemm(C, A, m, k, pb, threads);
-	if (threads < 1)
-		threads = 1;
-	if (threads > 16)
-		threads = 16;
-	if (threads > m)
-		threads = m;
-	struct rjob jobs[16];
-	for (int t = 0; t < threads; t++)
-		jobs[t] = (struct rjob){y, C, (int)((long)m * t / threads), (int)((long)m * (t + 1) / threads), n,
-		    sa, ws, bias};
-	run_jobs(rjob_main, jobs, sizeof jobs[0], threads);
+	struct rjob jb = {y, C, n, sa, ws, bias};
+	masq_parallel(m, threads, rjob_rows, &jb);
 	free(C);
 }

@@ -1,7 +1,6 @@
 #include "config.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -306,45 +305,11 @@ groups(const learn_state *L, const learn_seq *q, int lin, int *gmod, int *gcount
  * the fly, exactly as quant_weight_rows computes it on the stored product.
  * Grouped (asymmetric) weights take the plain path below them.
  */
-typedef void (*rows_fn)(void *ctx, int lo, int hi, int tid);
-
-struct rows_job {
-	rows_fn fn;
-	void *ctx;
-	int lo, hi, tid;
-};
-
-static void *
-rows_main(void *arg)
-{
-	struct rows_job *j = arg;
-	j->fn(j->ctx, j->lo, j->hi, j->tid);
-	return NULL;
-}
-
-/* fn over rows 0..n-1 in nth contiguous blocks, block 0 on this thread. */
+/* fn over rows 0..n-1 in nth contiguous blocks (one block below 64 rows). */
 static void
-rows_par(int n, int nth, rows_fn fn, void *ctx)
+rows_par(int n, int nth, masq_range_fn fn, void *ctx)
 {
-	struct rows_job jobs[16];
-	pthread_t th[16];
-	int started[16] = {0};
-
-	if (nth > 16)
-		nth = 16;
-	if (nth < 1 || n < 64)
-		nth = 1;
-	for (int t = 0; t < nth; t++)
-		jobs[t] = (struct rows_job){fn, ctx, (int)((long long)n * t / nth), (int)((long long)n * (t + 1) / nth), t};
-	for (int t = 1; t < nth; t++)
-		started[t] = pthread_create(&th[t], NULL, rows_main, &jobs[t]) == 0;
-	fn(ctx, jobs[0].lo, jobs[0].hi, 0);
-	for (int t = 1; t < nth; t++) {
-		if (started[t])
-			pthread_join(th[t], NULL);
-		else
-			fn(ctx, jobs[t].lo, jobs[t].hi, t);	/* no thread: do it here */
-	}
+	masq_parallel(n, n < 64 ? 1 : nth, fn, ctx);
 }
 
 static int

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -419,4 +420,47 @@ masq_parse_bytes(const char *s, double *out, masq_err *err)
 			return 0;
 		}
 	return masq_err_set(err, MASQ_ERR_USAGE, "'%s': unknown unit '%s' (B, kB, MB, GB, KiB, MiB, GiB)", s, end);
+}
+
+struct range_job {
+	masq_range_fn fn;
+	void *ctx;
+	int lo, hi, tid;
+};
+
+static void *
+range_main(void *arg)
+{
+	struct range_job *j = arg;
+	j->fn(j->ctx, j->lo, j->hi, j->tid);
+	return NULL;
+}
+
+void
+masq_parallel(int n, int nthreads, masq_range_fn fn, void *ctx)
+{
+	struct range_job jobs[MASQ_MAX_THREADS];
+	pthread_t th[MASQ_MAX_THREADS];
+	int started[MASQ_MAX_THREADS] = {0};
+
+	if (n <= 0)
+		return;
+	if (nthreads > MASQ_MAX_THREADS)
+		nthreads = MASQ_MAX_THREADS;
+	if (nthreads > n)
+		nthreads = n;
+	if (nthreads < 1)
+		nthreads = 1;
+	for (int t = 0; t < nthreads; t++)
+		jobs[t] = (struct range_job){fn, ctx, (int)((long long)n * t / nthreads),
+		    (int)((long long)n * (t + 1) / nthreads), t};
+	for (int t = 1; t < nthreads; t++)
+		started[t] = pthread_create(&th[t], NULL, range_main, &jobs[t]) == 0;
+	range_main(&jobs[0]);
+	for (int t = 1; t < nthreads; t++) {
+		if (started[t])
+			pthread_join(th[t], NULL);
+		else
+			range_main(&jobs[t]);
+	}
 }

@@ -79,6 +79,17 @@ void masq_assert_fail(const char *expr, const char *file, int line)
 #define MASQ_VECTOR_CLONES
 #endif
 
+/*
+ * fn(ctx, lo, hi, tid) over 0..n-1 in nthreads contiguous ranges (at most
+ * MASQ_MAX_THREADS, at most n), range 0 on this thread; a thread that
+ * cannot start has its range run here.  The ranges depend only on n and
+ * the thread count, so a computation whose items are independent gives
+ * the same result for any split.
+ */
+#define MASQ_MAX_THREADS 16
+typedef void (*masq_range_fn)(void *ctx, int lo, int hi, int tid);
+void masq_parallel(int n, int nthreads, masq_range_fn fn, void *ctx);
+
 #define MASQ_ASSERT(x) \
 	do { if (!(x)) masq_assert_fail(#x, __FILE__, __LINE__); } while (0)
 

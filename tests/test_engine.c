@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dtype.h"
 #include "core/engine.h"
 #include "core/rng.h"
 #include "tests/tap.h"
@@ -214,19 +215,6 @@ run_case(const char *name, model_config *c, const int32_t *lens, int nseq, int b
  * more than 5x the engine's own distance away. */
 #define FLASH_TWIN_TOL 1e-4
 
-static float
-b16t(float v)
-{
-	uint32_t u;
-	memcpy(&u, &v, 4);
-	if ((u & 0x7fffffffu) > 0x7f800000u)
-		u = (u | 0x00400000u) & 0xffff0000u;
-	else
-		u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-	memcpy(&v, &u, 4);
-	return v;
-}
-
 /* One head of causal attention as FlashAttentionKernel.cpp computes it:
  * float32 scores times the scale; keys in blocks of `blk` with a running
  * maximum (mode 1: each block's own maximum instead, a wrong form kept to
@@ -259,7 +247,7 @@ flash_twin(const float *q, const float *k, const float *v, float *out, int L, in
 			for (int j = b0; j <= b1; j++) {
 				float e = expf(s[j] - nm);
 				bsum += e;
-				float p = b16t(e);
+				float p = bf16_round(e);
 				for (int t = 0; t < hd; t++)
 					pv[t] += (double)p * v[(size_t)j * ldk + t];
 			}
@@ -277,7 +265,7 @@ flash_twin(const float *q, const float *k, const float *v, float *out, int L, in
 		}
 		float inv = 1.0f / tot;
 		for (int t = 0; t < hd; t++)
-			out[(size_t)i * ldq + t] = b16t(dst[t] * inv);
+			out[(size_t)i * ldq + t] = bf16_round(dst[t] * inv);
 	}
 	free(s);
 	free(pv);
@@ -313,10 +301,10 @@ test_flash(void)
 		float *q = randn(&r, (size_t)L * qd, 2.5, 0.0), *k = randn(&r, (size_t)L * kd, 1.0, 0.0);
 		float *v = randn(&r, (size_t)L * kd, 1.0, 0.0);
 		for (size_t i = 0; i < (size_t)L * qd; i++)
-			q[i] = b16t(q[i]);
+			q[i] = bf16_round(q[i]);
 		for (size_t i = 0; i < (size_t)L * kd; i++) {
-			k[i] = b16t(k[i]);
-			v[i] = b16t(v[i]);
+			k[i] = bf16_round(k[i]);
+			v[i] = bf16_round(v[i]);
 		}
 		float *out = xmalloc((size_t)L * qd * sizeof(float)), *tw = xmalloc((size_t)L * qd * sizeof(float));
 		float *nb = xmalloc((size_t)L * qd * sizeof(float)), *lm = xmalloc((size_t)L * qd * sizeof(float));
@@ -333,7 +321,7 @@ test_flash(void)
 		}
 		int allb = 1;
 		for (size_t i = 0; i < (size_t)L * qd; i++)
-			allb &= b16t(out[i]) == out[i];
+			allb &= bf16_round(out[i]) == out[i];
 		double err = rel_rms(out, tw, (size_t)L * qd);
 		tap_ok(allb && err <= FLASH_TWIN_TOL, "bf16 attention, %d tokens: bf16 values, rel RMS %.2e from the flash twin (<= %g)",
 		    L, err, FLASH_TWIN_TOL);
