@@ -399,7 +399,7 @@ probe_run(char out[17])
 /* ---- the record ---------------------------------------------------------------------- */
 
 json_t *
-numenv_collect(int threads)
+numenv_collect(int threads, int compute)
 {
 	char fp[160], libc[64], ver[32], vendor[16], cpuname[64], probe[17];
 	json_t *j = json_object(), *b = json_object(), *blas = json_object(), *cpu = json_object();
@@ -455,9 +455,10 @@ numenv_collect(int threads)
 	json_object_set_new(j, "cpu", cpu);
 	/* the quantized linears' product: exact integer sums, or float */
 	json_object_set_new(j, "qgemm", json_string(igemm_enabled() ? "int8" : "float"));
-	/* the bf16 forward's GEMM (not part of the key: only a session that
-	 * computes in bf16 depends on it, and cmd_replay compares it there) */
-	json_object_set_new(j, "bgemm", json_string(bgemm_kernel()));
+	/* the bf16 forward's GEMM, for a session that computes in bf16 (the
+	 * others do not depend on it, and an absent field equals an absent one) */
+	if (compute == ENGINE_BF16)
+		json_object_set_new(j, "bgemm", json_string(bgemm_kernel()));
 	json_object_set_new(j, "probe", json_string(probe));
 	return j;
 }
@@ -466,7 +467,7 @@ numenv_collect(int threads)
 static const char *const key_fields[][2] = {
 	{"masq", NULL}, {"build", "compiler"}, {"build", "fp"}, {"build", "isa"}, {"libc", NULL},
 	{"blas", "config"}, {"blas", "corename"}, {"blas", "parallel"}, {"blas", "threads"},
-	{"probe", NULL}, {"qgemm", NULL},
+	{"probe", NULL}, {"qgemm", NULL}, {"bgemm", NULL},
 };
 
 static json_t *
@@ -506,8 +507,8 @@ numenv_key_diff(json_t *a, json_t *b, char **diff, int max)
 	for (size_t i = 0; i < sizeof key_fields / sizeof key_fields[0]; i++) {
 		json_t *x = field_get(a, key_fields[i][0], key_fields[i][1]);
 		json_t *y = field_get(b, key_fields[i][0], key_fields[i][1]);
-		if (x != NULL && y != NULL && json_equal(x, y))
-			continue;
+		if (x == NULL ? y == NULL : y != NULL && json_equal(x, y))
+			continue;	/* equal, or absent from both */
 		if (nd < max) {
 			char tx[256], ty[256], line[600];
 			field_text(x, tx, sizeof tx);

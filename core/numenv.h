@@ -8,7 +8,7 @@
  * it opens; replay compares it with the machine it runs on (masq(1),
  * REPLAY).
  *
- *	json_t *env = numenv_collect(threads);     // after the threads are set
+ *	json_t *env = numenv_collect(threads, compute);  // after the threads are set
  *	numenv_key_diff(recorded, env, diffs, 8);  // what keeps exactness away
  *	if (numenv_corename_runnable("Haswell")) ... OPENBLAS_CORETYPE=Haswell
  *
@@ -29,9 +29,12 @@
  *             coretype_env},
  *    "cpu": {vendor, model, features: [...]},
  *    "probe": "<16 hex digits>",
- *    "qgemm": "int8" | "float"}   (the quantized linears' product, igemm.h)
- * threads > 0 pins the BLAS threads before the probe runs. */
-json_t *numenv_collect(int threads);
+ *    "qgemm": "int8" | "float",   (the quantized linears' product, igemm.h)
+ *    "bgemm": "avx512bf16" | "sgemm"}   (the bf16 GEMM, bgemm.h: only when
+ *                                        compute is ENGINE_BF16)
+ * threads > 0 pins the BLAS threads before the probe runs; compute is the
+ * session's enum engine_compute (what its forwards depend on). */
+json_t *numenv_collect(int threads, int compute);
 
 /* The fields of the key that differ between a (recorded) and b (here), as
  * "name: recorded X, here Y" lines into diff[0..max) (new strings, the

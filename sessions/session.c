@@ -317,7 +317,7 @@ sess_create(sess **out, sdb *db, const pipe_opts *o, const char *model_dir, cons
 	s->calib_fp = xstrdup(cfp);
 	s->status = xstrdup("open");
 	/* the numeric environment, with the BLAS threads the session runs on */
-	s->env = numenv_collect(s->threads);
+	s->env = numenv_collect(s->threads, o->compute);
 	if (db != NULL) {
 		json_t *j = sess_opts_json(o);
 		char *settings = sess_json_text(j);

@@ -550,24 +550,6 @@ print_deviations(const replay_report *rep)
 		    "recorded ones\n", rep->adopted);
 }
 
-/* A session that computes in bf16 depends on the bf16 GEMM's kernel too:
- * one diff line (into diff, room for max) when it was recorded with
- * another, or did not record one; else 0. */
-static int
-bgemm_diff(sess *s, json_t *here, char **diff, int max)
-{
-	if (max <= 0 || sess_view_get(s)->opts->compute != ENGINE_BF16)
-		return 0;
-	const char *a = json_string_value(json_object_get(sess_environment(s), "bgemm"));
-	const char *b = json_string_value(json_object_get(here, "bgemm"));
-	if (a != NULL && b != NULL && strcmp(a, b) == 0)
-		return 0;
-	char buf[160];
-	snprintf(buf, sizeof buf, "bgemm: recorded %s, here %s", a != NULL ? a : "(none)", b != NULL ? b : "(none)");
-	diff[0] = xstrdup(buf);
-	return 1;
-}
-
 int
 cmd_replay(int argc, char **argv)
 {
@@ -582,9 +564,8 @@ cmd_replay(int argc, char **argv)
 
 	if (attach("replay", argc, argv, &o, &db, &s, 0, &rc) < 0)
 		return rc;
-	json_t *here = numenv_collect(sess_threads(s));
+	json_t *here = numenv_collect(sess_threads(s), sess_view_get(s)->opts->compute);
 	ndiff = numenv_key_diff(sess_environment(s), here, diffs, 16);
-	ndiff += bgemm_diff(s, here, diffs + ndiff, 16 - ndiff);
 	const char *rec_core = numenv_corename(sess_environment(s)), *here_core = numenv_corename(here);
 	/* A kernel set the CPU can run is chosen before OpenBLAS loads: run
 	 * masq again with it (once) and compare exactly. */
@@ -607,9 +588,8 @@ cmd_replay(int argc, char **argv)
 		fprintf(stderr, "masq: cannot run masq again (%s): replaying here as it is\n", strerror(errno));
 		if (attach("replay", argc, argv, &o, &db, &s, 0, &rc) < 0)
 			return rc;
-		here = numenv_collect(sess_threads(s));
+		here = numenv_collect(sess_threads(s), sess_view_get(s)->opts->compute);
 		ndiff = numenv_key_diff(sess_environment(s), here, diffs, 16);
-		ndiff += bgemm_diff(s, here, diffs + ndiff, 16 - ndiff);
 	}
 	tolerance = o.tolerance || ndiff > 0;
 	if (ndiff > 0 && o.exact) {

@@ -20,47 +20,25 @@
 # tables, attention weights) exceeds.  Then the oracle's own self-test and
 # the refusals of --compute.
 
-if [ -z "$PYTHON3" ] || [ ! -x "$PYTHON3" ] || ! "$PYTHON3" -c 'import numpy' 2>/dev/null; then
-	echo "1..0 # SKIP no python3 with numpy (PYTHON3=$PYTHON3)"
-	exit 0
-fi
-
-w=${builddir:?}/work/forward_bf16
+. "$srcdir/lib.sh"
+{ [ -n "$PYTHON3" ] && [ -x "$PYTHON3" ] && "$PYTHON3" -c 'import numpy' 2>/dev/null; } ||
+	skip_all "no python3 with numpy (PYTHON3=$PYTHON3)"
+w=$(workdir forward_bf16)
 src=${srcdir:?}
-if ! { rm -rf "$w" && mkdir -p "$w" && cd "$w"; }; then
-	echo "1..1"
-	echo "not ok 1 - cannot create $w"
-	exit 1
-fi
+cd "$w" || exit 99
 
-n=0
-out=tap.out
-: > "$out"
-# ok COND DESC
-ok() {
-	n=$((n + 1))
-	if [ "$1" -eq 0 ]; then echo "ok $n - $2" >> "$out"; else echo "not ok $n - $2" >> "$out"; fi
-}
-# oracle LABEL ARGS...: the oracle's TAP lines renumbered into ours
+# oracle LABEL ARGS...: ref_forward_bf16.py's TAP, each line under LABEL;
+# a crash or a missing plan is a failure of its own
 oracle() {
 	label=$1
 	shift
-	"$PYTHON3" "$src/ref_forward_bf16.py" "$@" > "$label.tap" 2> "$label.err"
+	"$PYTHON3" "$src/ref_forward_bf16.py" "$@" > "$label.raw" 2>&1
 	rc=$?
-	while IFS= read -r line; do
-		case $line in
-		"ok "*|"not ok "*)
-			n=$((n + 1))
-			st=${line%% [0-9]*}
-			desc=${line#* - }
-			echo "$st $n - $label: $desc" >> "$out" ;;
-		"#"*) echo "$line" >> "$out" ;;
-		esac
-	done < "$label.tap"
-	if ! grep -q '^1\.\.[1-9]' "$label.tap" || [ $rc -ne 0 ] && ! grep -q '^not ok' "$label.tap"; then
-		n=$((n + 1))
-		echo "not ok $n - $label: the oracle ran (exit $rc)" >> "$out"
-		sed 's/^/# /' "$label.err" >> "$out"
+	sed -e "s/^ok [0-9]* - /ok - $label: /" -e "s/^not ok [0-9]* - /not ok - $label: /" -e '/^1\.\./d' \
+		"$label.raw" > "$label.tap"
+	tap_include "$label.tap"
+	if [ $rc -ne 0 ] || ! grep -q '^1\.\.[1-9]' "$label.raw"; then
+		not_ok "$label: the oracle exited $rc or printed no plan"
 	fi
 }
 
@@ -90,66 +68,58 @@ meta["source"] = "one sequence of " + meta.get("source", "?")
 rf.st_write(sys.argv[2], out, meta)
 PY
 
+# run LOG CMD...: CMD with its output in LOG
+run() { log=$1; shift; "$@" > "$log" 2>&1; }
+
 for c in demo rope1d nopos long; do
-	env MASQ_FOLLOW_SYMLINKS=1 "$MASQ" forward --model "$c/model" --calib "$c/calib.safetensors" \
-		--out "$c/hb.safetensors" --compute bf16 > "$c.fwd.log" 2>&1
-	ok $? "$c: masq forward --compute bf16 runs"
+	check "$c: masq forward --compute bf16 runs" run "$c.fwd.log" env MASQ_FOLLOW_SYMLINKS=1 "$MASQ" forward \
+		--model "$c/model" --calib "$c/calib.safetensors" --out "$c/hb.safetensors" --compute bf16
 	# one sequence of 1199 tokens lets rare accumulation-order flips travel
 	# further (measured 0.016 to 0.042 on its first layer, across kernels):
 	# 0.1 there, still below flash-vs-math attention (0.35 at 600 tokens)
 	r=0.05; [ "$c" = long ] && r=0.1
 	oracle "$c" --ratio $r "$c/model" "$c/calib.safetensors" "$c/hb.safetensors"
 done
-env MASQ_BGEMM=sgemm "$MASQ" forward --model demo/model --calib demo/calib.safetensors \
-	--out demo/hs.safetensors --compute bf16 > sgemm.fwd.log 2>&1
-ok $? "sgemm: masq forward --compute bf16 runs with MASQ_BGEMM=sgemm"
+check "sgemm: masq forward --compute bf16 runs with MASQ_BGEMM=sgemm" run sgemm.fwd.log env MASQ_BGEMM=sgemm \
+	"$MASQ" forward --model demo/model --calib demo/calib.safetensors --out demo/hs.safetensors --compute bf16
 oracle sgemm --ratio 0.05 demo/model demo/calib.safetensors demo/hs.safetensors
 oracle self-test --self-test
 
 # the float32 forward is not the bf16 one: the oracle must tell them apart
-"$MASQ" forward --model demo/model --calib demo/calib.safetensors --out demo/hf.safetensors > f32.log 2>&1
-"$PYTHON3" "$src/ref_forward_bf16.py" --ratio 0.05 demo/model demo/calib.safetensors demo/hf.safetensors > f32.tap 2>&1
-grep -q '^not ok' f32.tap
-ok $? "the float32 forward fails the bf16 oracle (it is not a bf16 computation)"
+run f32.log "$MASQ" forward --model demo/model --calib demo/calib.safetensors --out demo/hf.safetensors
+run f32.tap "$PYTHON3" "$src/ref_forward_bf16.py" --ratio 0.05 demo/model demo/calib.safetensors demo/hf.safetensors
+check "the float32 forward fails the bf16 oracle (it is not a bf16 computation)" grep -q '^not ok' f32.tap
 
-"$MASQ" forward --model demo/model --calib demo/calib.safetensors --compute fp8 > bad.out 2> bad.err
-rc=$?
-[ $rc -eq 2 ] && grep -q "compute takes f32 or bf16, not 'fp8'" bad.err
-ok $? "--compute fp8 is refused by name, exit 2 (exit $rc)"
-"$MASQ" forward --model demo/model --calib demo/calib.safetensors --compute > bad.out 2> bad.err
-[ $? -eq 2 ]
-ok $? "--compute without a value is refused"
+expect "compute takes f32 or bf16, not 'fp8'" "--compute fp8 is refused by name" -- \
+	"$MASQ" forward --model demo/model --calib demo/calib.safetensors --compute fp8
+expect "unknown or incomplete option" "--compute without a value is refused" -- \
+	"$MASQ" forward --model demo/model --calib demo/calib.safetensors --compute
 
 # a session that computes in bf16: recorded, replayed, read back with care
-"$MASQ" run --model demo/model --calib demo/calib.safetensors --db s.db --compute bf16 --epochs 0 > run.log 2>&1
-ok $? "masq run --compute bf16 runs a session"
-"$MASQ" sessions show 1 --db s.db --json > show.json 2>&1
-grep -q '"compute": *"bf16"' show.json
-ok $? "the session's settings record compute bf16"
-"$MASQ" run --model demo/model --calib demo/calib.safetensors --db s.db --epochs 0 > run32.log 2>&1
+check "masq run --compute bf16 runs a session" run run.log \
+	"$MASQ" run --model demo/model --calib demo/calib.safetensors --db s.db --compute bf16 --epochs 0
+run show.json "$MASQ" sessions show 1 --db s.db --json
+check "the session's settings record compute bf16" grep -q '"compute": *"bf16"' show.json
+run run32.log "$MASQ" run --model demo/model --calib demo/calib.safetensors --db s.db --epochs 0
 a=$(sed -n 's/^  text .* all \([0-9.]*\)$/\1/p' run.log)
 b=$(sed -n 's/^  text .* all \([0-9.]*\)$/\1/p' run32.log)
-echo "# last layer's SQNR, all tokens: bf16 $a dB, f32 $b dB" >> "$out"
-[ -n "$a" ] && [ -n "$b" ] && [ "$a" != "$b" ]
-ok $? "the bf16 session measures something else than the f32 one ($a dB against $b dB)"
-"$MASQ" replay --db s.db --session 1 > rep.log 2>&1 && grep -q "exact" rep.log && grep -q "every recorded result matches" rep.log
-ok $? "the bf16 session replays exactly here"
-env MASQ_BGEMM=sgemm "$MASQ" replay --db s.db --session 1 > rep2.log 2>&1
+diag "last layer's SQNR, all tokens: bf16 $a dB, f32 $b dB"
+check "the bf16 session measures something else than the f32 one ($a dB against $b dB)" \
+	test -n "$a" -a -n "$b" -a "$a" != "$b"
+run rep.log "$MASQ" replay --db s.db --session 1
+check "the bf16 session replays exactly here" grep -q "every recorded result matches (exact" rep.log
+run rep2.log env MASQ_BGEMM=sgemm "$MASQ" replay --db s.db --session 1
 rc=$?
 if grep -q '"bgemm": *"avx512bf16"' show.json; then
-	[ $rc -eq 0 ] && grep -q "bgemm: recorded avx512bf16, here sgemm" rep2.log && grep -q "tolerance mode" rep2.log
-	ok $? "with another bf16 kernel it replays within tolerances and says why (bgemm)"
+	check "with another bf16 kernel it replays within tolerances and says why (bgemm)" sh -c \
+		"[ $rc -eq 0 ] && grep -q 'bgemm: recorded avx512bf16, here sgemm' rep2.log && grep -q 'tolerance mode' rep2.log"
 else
 	# recorded with sgemm already (a CPU without AVX512-BF16): nothing to switch
-	[ $rc -eq 0 ]
-	ok $? "replayed with MASQ_BGEMM=sgemm (exit $rc)"
+	check "replayed with MASQ_BGEMM=sgemm (exit $rc)" test "$rc" -eq 0
 fi
 cp s.db bad.db
-sqlite3 bad.db "UPDATE sessions SET settings = json_set(settings, '$.compute', 'fp8') WHERE id = 1" 2> sql.err
-"$MASQ" replay --db bad.db --session 1 > bad.out 2> bad.err
-rc=$?
-[ $rc -ne 0 ] && grep -q '"compute" is not f32 or bf16' bad.err
-ok $? "a database whose compute setting is not f32 or bf16 is refused by name (exit $rc)"
+sqlite3 bad.db "UPDATE sessions SET settings = json_set(settings, '$.compute', 'fp8') WHERE id = 1"
+expect '"compute" is not f32 or bf16' "a database whose compute setting is not f32 or bf16 is refused by name" -- \
+	"$MASQ" replay --db bad.db --session 1
 
-echo "1..$n"
-cat "$out"
+done_testing
