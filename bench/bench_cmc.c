@@ -356,7 +356,7 @@ main(int argc, char **argv)
 		printf(" %.3f", t_rand_v[k]);
 	printf("\n");
 	printf("\n");
-	printf("eigenvalues floored: %d of %d\n", wh.n_floored, d);
+	printf("eigenvalues floored: %d of %d\n", wh.b->n_floored, d);
 	printf("whitened effective rank: %.1f (%.3f of min(d, out))\n", er,
 	    er / (d < out ? d : out));
 	printf("whitened residual at rank %d: full %.6f, randomized %.6f (rel diff %.2e), "

@@ -41,21 +41,15 @@ cmc_find_nonfinite(const float *x, size_t n)
 	return n;
 }
 
-int
-cmc_whitener_init(cmc_whitener *w, const double *G, const float *s, int d, double floor_rel,
-    masq_err *err)
+/* Check G (d, d) as cmc_basis_init does. */
+static int
+cmc_basis_check(const double *G, int d, double floor_rel, masq_err *err)
 {
-	memset(w, 0, sizeof *w);
 	if (d <= 0)
 		return masq_err_set(err, MASQ_ERR_USAGE, "cmc: whitener of dimension %d", d);
 	if (!(floor_rel > 0 && floor_rel < 1))
 		return masq_err_set(err, MASQ_ERR_USAGE,
 		    "cmc: eigenvalue floor %g is not in (0, 1)", floor_rel);
-	for (int j = 0; j < d; j++)
-		if (!isfinite(s[j]) || s[j] <= 0)
-			return masq_err_set(err, MASQ_ERR_USAGE,
-			    "cmc: smoothing factor %d is %g, not a positive number", j,
-			    (double)s[j]);
 	/* Only the upper triangle is read, as dsyevd does with uplo 'U'. */
 	int nonzero = 0;
 	for (int i = 0; i < d; i++)
@@ -70,78 +64,172 @@ cmc_whitener_init(cmc_whitener *w, const double *G, const float *s, int d, doubl
 	if (!nonzero)
 		return masq_err_set(err, MASQ_ERR_USAGE,
 		    "cmc: the Gram matrix is zero: no tokens of this modality");
+	return 0;
+}
 
-	size_t dd = xmul((size_t)d, (size_t)d);
-	double *C = xcalloc(dd, sizeof(double));
+/* Eigendecompose C (d, d; upper triangle) in place into b, which owns C on
+ * success. */
+static int
+cmc_basis_eig(cmc_basis *b, double *C, int d, double floor_rel, masq_err *err)
+{
 	double *lam = xmalloc(xmul((size_t)d, sizeof(double)));
-	for (int i = 0; i < d; i++)
-		for (int j = i; j < d; j++)
-			C[(size_t)i * d + j] =
-			    G[(size_t)i * d + j] / ((double)s[i] * (double)s[j]);
 	/* dsyevd, not ssyevd: see DESIGN.md, "Known pitfalls". */
 	lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', d, C, d, lam);
 	if (info != 0) {
-		free(C);
 		free(lam);
 		return masq_err_set(err, MASQ_ERR_INTERNAL,
-		    "cmc: LAPACKE_dsyevd failed on the %d x %d whitening matrix (info %d)", d, d,
+		    "cmc: LAPACKE_dsyevd failed on the %d x %d Gram matrix (info %d)", d, d,
 		    (int)info);
 	}
-
-	/* dsyevd sorts ascending; store descending. */
-	w->d = d;
-	w->P = xmalloc(xmul(dd, sizeof(double)));
-	w->Pf = xmalloc(xmul(dd, sizeof(float)));
-	w->sqrt_lambda = xmalloc(xmul((size_t)d, sizeof(double)));
-	for (int i = 0; i < d; i++)
-		for (int j = 0; j < d; j++)
-			w->P[(size_t)i * d + j] = C[(size_t)i * d + (d - 1 - j)];
-	for (size_t i = 0; i < dd; i++)
-		w->Pf[i] = (float)w->P[i];
 	double lmax = lam[d - 1];
 	if (!(lmax > 0)) {
-		free(C);
 		free(lam);
-		cmc_whitener_done(w);
 		return masq_err_set(err, MASQ_ERR_USAGE,
-		    "cmc: the whitening matrix has no positive eigenvalue (largest %g)", lmax);
+		    "cmc: the Gram matrix has no positive eigenvalue (largest %g)", lmax);
 	}
+	/* dsyevd sorts ascending; store descending, reversing each row in place. */
+	for (int i = 0; i < d; i++) {
+		double *row = C + (size_t)i * d;
+		for (int j = 0, k = d - 1; j < k; j++, k--) {
+			double t = row[j];
+			row[j] = row[k];
+			row[k] = t;
+		}
+	}
+	b->d = d;
+	b->P = C;
+	b->sqrt_lambda = xmalloc(xmul((size_t)d, sizeof(double)));
 	double floor_val = floor_rel * lmax;
 	for (int j = 0; j < d; j++) {
 		double l = lam[d - 1 - j];
 		if (l < floor_val) {
 			l = floor_val;
-			w->n_floored++;
+			b->n_floored++;
 		}
-		w->sqrt_lambda[j] = sqrt(l);
+		b->sqrt_lambda[j] = sqrt(l);
 	}
-	free(C);
 	free(lam);
+	return 0;
+}
+
+int
+cmc_basis_init(cmc_basis *b, const double *G, int d, double floor_rel, masq_err *err)
+{
+	memset(b, 0, sizeof *b);
+	if (cmc_basis_check(G, d, floor_rel, err) < 0)
+		return -1;
+	size_t dd = xmul((size_t)d, (size_t)d);
+	double *C = xmalloc(xmul(dd, sizeof(double)));
+	memcpy(C, G, dd * sizeof(double));
+	if (cmc_basis_eig(b, C, d, floor_rel, err) < 0) {
+		free(C);
+		return -1;
+	}
+	return 0;
+}
+
+int
+cmc_basis_take(cmc_basis *b, double *G, int d, double floor_rel, masq_err *err)
+{
+	memset(b, 0, sizeof *b);
+	if (cmc_basis_check(G, d, floor_rel, err) < 0)
+		return -1;
+	return cmc_basis_eig(b, G, d, floor_rel, err);
+}
+
+void
+cmc_basis_done(cmc_basis *b)
+{
+	free(b->P);
+	free(b->sqrt_lambda);
+	memset(b, 0, sizeof *b);
+}
+
+int
+cmc_whitener_bind(cmc_whitener *w, const cmc_basis *b, const float *s, masq_err *err)
+{
+	cmc_basis own = w->own;
+
+	memset(w, 0, sizeof *w);
+	w->own = own;
+	for (int j = 0; j < b->d; j++)
+		if (!isfinite(s[j]) || s[j] <= 0)
+			return masq_err_set(err, MASQ_ERR_USAGE,
+			    "cmc: smoothing factor %d is %g, not a positive number", j,
+			    (double)s[j]);
+	w->d = b->d;
+	w->b = b;
+	w->s = xmalloc(xmul((size_t)b->d, sizeof(float)));
+	memcpy(w->s, s, (size_t)b->d * sizeof(float));
+	return 0;
+}
+
+int
+cmc_whitener_init(cmc_whitener *w, const double *G, const float *s, int d, double floor_rel,
+    masq_err *err)
+{
+	memset(w, 0, sizeof *w);
+	if (d > 0)
+		for (int j = 0; j < d; j++)
+			if (!isfinite(s[j]) || s[j] <= 0)
+				return masq_err_set(err, MASQ_ERR_USAGE,
+				    "cmc: smoothing factor %d is %g, not a positive number", j,
+				    (double)s[j]);
+	if (cmc_basis_init(&w->own, G, d, floor_rel, err) < 0)
+		return -1;
+	if (cmc_whitener_bind(w, &w->own, s, err) < 0) {
+		cmc_basis_done(&w->own);
+		return -1;
+	}
 	return 0;
 }
 
 void
 cmc_whitener_done(cmc_whitener *w)
 {
-	free(w->P);
-	free(w->Pf);
-	free(w->sqrt_lambda);
+	free(w->s);
+	cmc_basis_done(&w->own);
 	memset(w, 0, sizeof *w);
+}
+
+/* A (d, n) := D^-1 A, row i divided by s_i. */
+static void
+cmc_unsmooth_rows(const cmc_whitener *w, double *A, int n)
+{
+	for (int i = 0; i < w->d; i++) {
+		double si = w->s[i];
+		double *row = A + (size_t)i * n;
+		for (int j = 0; j < n; j++)
+			row[j] /= si;
+	}
+}
+
+/* M (d, n) = diag(sqrt lambda) P^T A for A already divided by s. */
+static void
+cmc_whiten_unsmoothed(const cmc_whitener *w, const double *A, int n, double *M)
+{
+	int d = w->d;
+
+	cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, n, d, 1.0, w->b->P, d, A, n, 0.0,
+	    M, n);
+	for (int i = 0; i < d; i++) {
+		double sl = w->b->sqrt_lambda[i];
+		double *row = M + (size_t)i * n;
+		for (int j = 0; j < n; j++)
+			row[j] *= sl;
+	}
 }
 
 void
 cmc_whiten(const cmc_whitener *w, const double *A, int n, double *M)
 {
-	int d = w->d;
+	size_t len = xmul((size_t)w->d, (size_t)n);
+	double *As = xmalloc(xmul(len, sizeof(double)));
 
-	cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, n, d, 1.0, w->P, d, A, n, 0.0,
-	    M, n);
-	for (int i = 0; i < d; i++) {
-		double sl = w->sqrt_lambda[i];
-		double *row = M + (size_t)i * n;
-		for (int j = 0; j < n; j++)
-			row[j] *= sl;
-	}
+	memcpy(As, A, len * sizeof(double));
+	cmc_unsmooth_rows(w, As, n);
+	cmc_whiten_unsmoothed(w, As, n, M);
+	free(As);
 }
 
 /* |M - (T L1) L2|_F^2 where M = T dWt (in, out) is already whitened (T = I
@@ -160,7 +248,8 @@ cmc_residual_whitened(const cmc_whitener *w, const double *M, int in, int out, c
 	double *TL1 = L1d;
 	if (w != NULL) {
 		TL1 = xmalloc(xmul(xmul((size_t)in, (size_t)rank), sizeof(double)));
-		cmc_whiten(w, L1d, rank, TL1);
+		cmc_unsmooth_rows(w, L1d, rank);
+		cmc_whiten_unsmoothed(w, L1d, rank, TL1);
 	}
 	double *E = xmalloc(xmul(n, sizeof(double)));
 	memcpy(E, M, n * sizeof(double));
@@ -194,7 +283,8 @@ cmc_residual(const cmc_whitener *w, const float *dWt, int in, int out, const flo
 	double res;
 	if (w != NULL) {
 		double *TE = xmalloc(xmul(n, sizeof(double)));
-		cmc_whiten(w, E, out, TE);
+		cmc_unsmooth_rows(w, E, out);
+		cmc_whiten_unsmoothed(w, E, out, TE);
 		res = cmc_sumsq(TE, n);
 		free(TE);
 	} else {
@@ -234,7 +324,7 @@ cmc_store_factors(cmc_result *r, const cmc_whitener *w, const double *U, int ldu
 	double *Ur = xmalloc(xmul(n1, sizeof(double)));
 
 	for (int i = 0; i < in; i++) {
-		double inv = w != NULL ? 1.0 / w->sqrt_lambda[i] : 1.0;
+		double inv = w != NULL ? 1.0 / w->b->sqrt_lambda[i] : 1.0;
 		for (int j = 0; j < rank; j++)
 			Ur[(size_t)i * rank + j] = U[(size_t)i * ldu + j] * inv;
 	}
@@ -242,10 +332,14 @@ cmc_store_factors(cmc_result *r, const cmc_whitener *w, const double *U, int ldu
 	r->L2 = xmalloc(xmul(n2, sizeof(float)));
 	if (w != NULL) {
 		double *L1d = xmalloc(xmul(n1, sizeof(double)));
-		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, rank, in, 1.0, w->P,
+		/* L1 = D P diag(1/sqrt lambda) U_r */
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, rank, in, 1.0, w->b->P,
 		    in, Ur, rank, 0.0, L1d, rank);
-		for (size_t i = 0; i < n1; i++)
-			r->L1[i] = (float)L1d[i];
+		for (int i = 0; i < in; i++) {
+			double si = w->s[i];
+			for (int j = 0; j < rank; j++)
+				r->L1[(size_t)i * rank + j] = (float)(L1d[(size_t)i * rank + j] * si);
+		}
 		free(L1d);
 	} else {
 		for (size_t i = 0; i < n1; i++)
@@ -374,7 +468,7 @@ cmc_sumsq_f(const float *x, size_t n)
 	return acc;
 }
 
-/* Mf (in, out) = T dWt in float: sgemm with P in float, then the rows
+/* Mf (in, out) = T dWt in float: sgemm with D^-1 P in float, then the rows
  * scaled by sqrt(lambda); a copy of dWt without w. */
 static float *
 cmc_whiten_f32(const cmc_whitener *w, const float *dWt, int in, int out)
@@ -385,10 +479,21 @@ cmc_whiten_f32(const cmc_whitener *w, const float *dWt, int in, int out)
 		memcpy(M, dWt, n * sizeof(float));
 		return M;
 	}
-	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, out, in, 1.0f, w->Pf, in, dWt, out,
-	    0.0f, M, out);
+	/* (D^-1 P) in float, d * d: smaller than a scaled copy of dWt
+	 * wherever out >= in, and the large linears are those */
+	float *Ps = xmalloc(xmul(xmul((size_t)in, (size_t)in), sizeof(float)));
 	for (int i = 0; i < in; i++) {
-		float sl = (float)w->sqrt_lambda[i];
+		double si = w->s[i];
+		const double *src = w->b->P + (size_t)i * in;
+		float *dst = Ps + (size_t)i * in;
+		for (int j = 0; j < in; j++)
+			dst[j] = (float)(src[j] / si);
+	}
+	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, out, in, 1.0f, Ps, in, dWt, out,
+	    0.0f, M, out);
+	free(Ps);
+	for (int i = 0; i < in; i++) {
+		float sl = (float)w->b->sqrt_lambda[i];
 		float *row = M + (size_t)i * out;
 		for (int j = 0; j < out; j++)
 			row[j] *= sl;
@@ -472,7 +577,8 @@ cmc_residual_whitened_f32(const cmc_whitener *w, float *M, int in, int out,
 	if (w != NULL) {
 		double *L1d = cmc_dup_double(L1, n1);
 		double *T = xmalloc(xmul(n1, sizeof(double)));
-		cmc_whiten(w, L1d, rank, T);
+		cmc_unsmooth_rows(w, L1d, rank);
+		cmc_whiten_unsmoothed(w, L1d, rank, T);
 		for (size_t i = 0; i < n1; i++)
 			TL1[i] = (float)T[i];
 		free(T);
@@ -598,7 +704,8 @@ cmc_compute(cmc_result *r, const float *dWt, int in, int out, const cmc_whitener
 	double *M = cmc_dup_double(dWt, n);
 	if (w != NULL) {
 		double *TM = xmalloc(xmul(n, sizeof(double)));
-		cmc_whiten(w, M, out, TM);
+		cmc_unsmooth_rows(w, M, out);
+		cmc_whiten_unsmoothed(w, M, out, TM);
 		free(M);
 		M = TM;
 	}

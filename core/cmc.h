@@ -7,26 +7,38 @@
  * the smoothed weight W diag(s).  For modality m:
  *
  *   dWt  = (W diag(s_m))^T - Q(W diag(s_t))^T          (in, out)
- *   C_m  = D_m^-1 G_m D_m^-1,  D_m = diag(s_m)          (in, in)
- *          G_m = sum of x^T x over modality-m tokens (the raw Gram matrix)
- *   C_m  = P diag(lambda) P^T                           (LAPACKE_dsyevd)
- *   T    = diag(sqrt(lambda)) P^T,  T^-1 = P diag(1/sqrt(lambda))
+ *   G_m  = sum of x^T x over modality-m tokens (the raw Gram matrix, in, in)
+ *   G_m  = P diag(lambda) P^T                           (LAPACKE_dsyevd)
+ *   T    = diag(sqrt(lambda)) P^T D_m^-1,  D_m = diag(s_m)
+ *   T^-1 = D_m P diag(1/sqrt(lambda))
  *   T dWt = U S V^T  (truncated at rank r)
  *   L1   = T^-1 U_r  (in, r),  L2 = S_r V_r^T  (r, out)
  *
  * so that sum over modality-m tokens of |(x/s_m) (dWt - L1 L2)|^2 =
- * |T (dWt - L1 L2)|_F^2 is minimal (the paper's Theorem 2).  Eigenvalues
- * below floor_rel * lambda_max are raised to it (the reference has no guard;
- * a rank-deficient Gram would otherwise divide by zero).  Without whitening
+ * |T (dWt - L1 L2)|_F^2 is minimal (the paper's Theorem 2).  T^T T =
+ * D^-1 G D^-1, the covariance of the smoothed inputs the reference
+ * eigendecomposes: the two whiteners differ by an orthogonal factor on the
+ * left, which changes neither the singular values nor L1 L2.  Whitening
+ * against G itself makes the eigendecomposition independent of the
+ * smoothing factors, so one basis serves every linear of an input site
+ * (q/k/v, gate/up, each with factors of its own under MAS) and every
+ * alpha (HACKING.md, "One whitening basis per site").  Eigenvalues below
+ * floor_rel * lambda_max are raised to it (the reference has no guard; a
+ * rank-deficient Gram would otherwise divide by zero).  Without whitening
  * (T = I) it is the plain truncated SVD of dWt.
  *
+ *	cmc_basis b;
+ *	cmc_basis_init(&b, gram, in, CMC_EIG_FLOOR, &err);
  *	cmc_whitener wh;
- *	cmc_whitener_init(&wh, gram, s_vision, in, CMC_EIG_FLOOR, &err);
+ *	cmc_whitener_bind(&wh, &b, s_vision, &err);
  *	cmc_result r;
  *	cmc_compute(&r, dWt, in, out, &wh, rank, CMC_SVD_AUTO, &g, &err);
  *	... r.L1, r.L2, r.resid_energy / r.total_energy ...
  *	cmc_result_done(&r);
  *	cmc_whitener_done(&wh);
+ *	cmc_basis_done(&b);
+ *
+ * cmc_whitener_init does both steps with a basis of its own.
  */
 #ifndef MASQ_CMC_H
 #define MASQ_CMC_H
@@ -39,19 +51,40 @@
 #define CMC_OVERSAMPLE 10	/* randomized SVD: extra columns */
 #define CMC_POWER_ITERS 4	/* randomized SVD: subspace iterations (2 missed 1% on slow spectra) */
 
+/* The eigendecomposition of one Gram matrix: what every linear reading the
+ * same input site and modality shares. */
+typedef struct cmc_basis {
+	int d;
+	double *P;		/* (d, d) row-major, column j = eigenvector j of G, lambda descending */
+	double *sqrt_lambda;	/* (d) square roots of the floored eigenvalues, descending */
+	int n_floored;		/* eigenvalues raised to the floor */
+} cmc_basis;
+
+/* Eigendecompose G (d, d) symmetric (upper triangle or full, row-major;
+ * only the upper triangle is read).  MASQ_ERR_INTERNAL if LAPACK fails; a G
+ * of all zeros (modality absent) or floor_rel outside (0, 1) is
+ * MASQ_ERR_USAGE; a non-finite G entry is MASQ_ERR_FORMAT.  b is zeroed
+ * first and left empty on error. */
+int cmc_basis_init(cmc_basis *b, const double *G, int d, double floor_rel, masq_err *err);
+/* The same in G's own storage (d * d doubles from malloc): on success b
+ * owns it (b->P == G, freed by cmc_basis_done).  On error G stays the
+ * caller's; its contents are intact unless the error is MASQ_ERR_INTERNAL
+ * (LAPACK overwrote them). */
+int cmc_basis_take(cmc_basis *b, double *G, int d, double floor_rel, masq_err *err);
+void cmc_basis_done(cmc_basis *b);
+
+/* One linear's whitener: a basis (not owned) and the linear's factors. */
 typedef struct cmc_whitener {
 	int d;
-	double *P;		/* (d, d) row-major, column j = eigenvector j, lambda descending */
-	double *sqrt_lambda;	/* (d) square roots of the floored eigenvalues, descending */
-	float *Pf;		/* (d, d) P in float, for the single-precision products */
-	int n_floored;		/* eigenvalues raised to the floor */
+	const cmc_basis *b;
+	float *s;		/* (d) a copy of the smoothing factors */
+	cmc_basis own;		/* cmc_whitener_init's basis */
 } cmc_whitener;
 
-/* Eigendecompose C = D^-1 G D^-1 for G (d, d) symmetric (upper triangle or
- * full, row-major; only the upper triangle is read) and D = diag(s).
- * MASQ_ERR_INTERNAL if LAPACK fails; a G of all zeros (modality absent), a
- * factor s_j <= 0 or floor_rel outside (0, 1) is MASQ_ERR_USAGE; a
- * non-finite G entry is MASQ_ERR_FORMAT. */
+/* w = basis b with factors s (d; copied); a factor s_j <= 0 or not finite
+ * is MASQ_ERR_USAGE.  b must outlive w. */
+int cmc_whitener_bind(cmc_whitener *w, const cmc_basis *b, const float *s, masq_err *err);
+/* cmc_basis_init into a basis of w's own, then cmc_whitener_bind. */
 int cmc_whitener_init(cmc_whitener *w, const double *G, const float *s, int d, double floor_rel,
     masq_err *err);
 void cmc_whitener_done(cmc_whitener *w);

@@ -215,7 +215,6 @@ pipe_learned_drop(pipeline *p)
 }
 
 static void wcache_free(struct wcache *wc);
-static void wcache_release(struct wcache *wc, int grp);
 
 int
 pipe_rank_max(const model_config *c)
@@ -247,6 +246,12 @@ pipe_check_rank(const model_config *c, double rank, masq_err *err)
 static void
 pipe_release_layer(pipeline *p)
 {
+	/* the bases hold the Gram matrices' storage: they go with the statistics */
+	if (p->wc != NULL) {
+		wcache_free(p->wc);
+		free(p->wc);
+		p->wc = NULL;
+	}
 	if (!p->calibrated)
 		return;
 	engine_release_weights(&p->eng);
@@ -266,11 +271,6 @@ pipe_release_layer(pipeline *p)
 	p->plan_valid = 0;
 	pipe_learned_drop(p);
 	p->train_out_valid = 0;
-	if (p->pv_wc != NULL) {
-		wcache_free(p->pv_wc);
-		free(p->pv_wc);
-		p->pv_wc = NULL;
-	}
 	p->calibrated = 0;
 }
 
@@ -384,12 +384,14 @@ pipe_calibrate(pipeline *p, masq_err *err)
 
 /* ---- the quantized linear ----------------------------------------------------- */
 
-/* A whitener kept while its factors do not change. */
+/* The whitening basis of one input site and modality: the
+ * eigendecomposition of its Gram matrix, built in the Gram's own storage
+ * the first time a linear of the site is compensated, and kept while the
+ * layer is calibrated (it does not depend on the smoothing factors, so
+ * every linear of the site, every alpha and every preview shares it). */
 struct wcache {
-	int valid;
-	int d;
-	float *s;		/* (d) the factors it was built for */
-	cmc_whitener wh;
+	int state;		/* 0 not built, 1 built, -1 LAPACK failed (the Gram is gone) */
+	cmc_basis b;
 };
 
 struct qctx {
@@ -406,8 +408,7 @@ struct qctx {
 	int have0[LIN_COUNT];
 	pipe_lin_result *lr;		/* (LIN_COUNT) where diagnostics go, or NULL */
 	qplan_layer *plan;		/* where factors and CMC factors go, or NULL */
-	struct wcache *wc;		/* (GRP_COUNT * MOD_COUNT), or NULL: no CMC */
-	int keep_whiteners;		/* previews: the cache outlives the forward */
+	struct wcache *wc;		/* (GRP_COUNT * MOD_COUNT): the pipeline's bases, or NULL: no CMC */
 	rng *g;				/* the randomized SVD's draws: the pipeline's, or a preview's copy */
 	masq_err *err;
 	int failed;
@@ -551,27 +552,37 @@ qweight_rows(const pipeline *p, const struct qweight *w, const float *x, int in,
 		    xs, xq, y);
 }
 
-static cmc_whitener *
-get_whitener(struct qctx *q, int grp, int mod, const float *s, int d)
+/* Bind wh to the basis of group grp's input site for modality mod with
+ * factors s (d); builds the basis on first use.  0, or -1 on error. */
+static int
+get_whitener(struct qctx *q, int grp, int mod, const float *s, int d, cmc_whitener *wh)
 {
+	pipeline *p = q->p;
 	struct wcache *c = &q->wc[grp * MOD_COUNT + mod];
-	if (c->valid && c->d == d && memcmp(c->s, s, (size_t)d * sizeof(float)) == 0)
-		return &c->wh;
-	if (c->valid) {
-		cmc_whitener_done(&c->wh);
-		free(c->s);
-		c->valid = 0;
+	site_stats *st = &p->st[grp];
+
+	if (c->state < 0)
+		return masq_err_set(q->err, MASQ_ERR_INTERNAL,
+		    "cmc: the whitening basis of the %s input for %s failed earlier; calibrate layer %d again",
+		    smooth_group_name(grp), modality_name(mod), p->layer);
+	if (c->state == 0) {
+		if (st->gram[mod] == NULL)
+			return masq_err_set(q->err, MASQ_ERR_INTERNAL,
+			    "cmc: layer %d has no Gram matrix of the %s input for %s", p->layer,
+			    smooth_group_name(grp), modality_name(mod));
+		MASQ_ASSERT(st->d == d);
+		int rc = cmc_basis_take(&c->b, st->gram[mod], d, CMC_EIG_FLOOR, q->err);
+		if (rc < 0 && q->err->status != MASQ_ERR_INTERNAL)
+			return -1;	/* the Gram is intact: the next call says the same */
+		st->gram[mod] = NULL;	/* the basis's now, or overwritten */
+		if (rc < 0) {
+			free(c->b.P);
+			c->state = -1;
+			return -1;
+		}
+		c->state = 1;
 	}
-	const double *G = q->p->st[grp].gram[mod];
-	if (G == NULL)
-		return NULL;
-	if (cmc_whitener_init(&c->wh, G, s, d, CMC_EIG_FLOOR, q->err) < 0)
-		return NULL;
-	c->s = xmalloc((size_t)d * sizeof(float));
-	memcpy(c->s, s, (size_t)d * sizeof(float));
-	c->d = d;
-	c->valid = 1;
-	return &c->wh;
+	return cmc_whitener_bind(wh, &c->b, s, q->err) < 0 ? -1 : 0;
 }
 
 /* dWt (in, out) = (target - base)^T with base = Wbase and target W diag(s_m)
@@ -614,16 +625,19 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 		return 0;
 	float *dWt = cmc_dwt(p, lin, Wbase, s_m, out, in);
 
+	cmc_whitener whb;
 	const cmc_whitener *wh = NULL;
+	memset(&whb, 0, sizeof whb);
 	if (p->opts.whiten) {
-		wh = get_whitener(q, grp, mod, s_m, in);
-		if (wh == NULL) {
+		if (get_whitener(q, grp, mod, s_m, in, &whb) < 0) {
 			free(dWt);
 			return -1;
 		}
+		wh = &whb;
 	}
 	int mode = q->measure && p->opts.cmc_diag ? CMC_SVD_FULL : p->opts.svd_mode;
 	if (cmc_compute_prec(res, dWt, in, out, wh, rank, mode, p->opts.cmc_precision, q->g, q->err) < 0) {
+		cmc_whitener_done(&whb);
 		free(dWt);
 		return -1;
 	}
@@ -633,7 +647,7 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 		diag->rank = res->rank;
 		diag->rel_err = res->total_energy > 0 ? res->resid_energy / res->total_energy : 0.0;
 		diag->erank = full ? cmc_effective_rank(res->sv, res->n_sv) : NAN;
-		diag->n_floored = wh ? wh->n_floored : 0;
+		diag->n_floored = wh ? wh->b->n_floored : 0;
 		/* With whitening the error at rank r is the spectrum's tail
 		 * (T is invertible, L1 = T^-1 U_r); known up to the values computed. */
 		for (int i = 0; i < PIPE_RANK_CURVE; i++) {
@@ -652,6 +666,7 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 			cmc_result plain;
 			int rmax = in < out ? in : out;
 			if (cmc_compute(&plain, dWt, in, out, NULL, rmax, CMC_SVD_FULL, q->g, q->err) < 0) {
+				cmc_whitener_done(&whb);
 				free(dWt);
 				cmc_result_done(res);
 				return -1;
@@ -668,6 +683,7 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 			cmc_result_done(&plain);
 		}
 	}
+	cmc_whitener_done(&whb);
 	free(dWt);
 	return 0;
 }
@@ -823,14 +839,16 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	free(xq);
 	free(yr);
 	free(s);
-	/* the last linear of its group: its whiteners are not needed again in
-	 * this forward (a preview's cache lives on for the next preview) */
-	int grp = smooth_lin_group(lin), last = grp >= 0;
-	for (int k = lin + 1; k < LIN_COUNT && last; k++)
-		last = smooth_lin_group(k) != grp;
-	if (last && q->wc != NULL && !q->keep_whiteners)
-		wcache_release(q->wc, grp);
 	return 0;
+}
+
+/* The pipeline's whitening bases, allocated on first use. */
+static struct wcache *
+pipe_wcache(pipeline *p)
+{
+	if (p->wc == NULL)
+		p->wc = xcalloc(GRP_COUNT * MOD_COUNT, sizeof *p->wc);
+	return p->wc;
 }
 
 static void
@@ -865,25 +883,15 @@ qctx_done(struct qctx *q)
 		free(q->rows[m]);
 }
 
-/* Free the whiteners of group grp. */
-static void
-wcache_release(struct wcache *wc, int grp)
-{
-	for (int m = 0; m < MOD_COUNT; m++) {
-		struct wcache *c = &wc[grp * MOD_COUNT + m];
-		if (c->valid) {
-			cmc_whitener_done(&c->wh);
-			free(c->s);
-			c->valid = 0;
-		}
-	}
-}
-
+/* Free the bases of wc (GRP_COUNT * MOD_COUNT). */
 static void
 wcache_free(struct wcache *wc)
 {
-	for (int g = 0; g < GRP_COUNT; g++)
-		wcache_release(wc, g);
+	for (int i = 0; i < GRP_COUNT * MOD_COUNT; i++) {
+		if (wc[i].state > 0)
+			cmc_basis_done(&wc[i].b);
+		wc[i].state = 0;
+	}
 }
 
 /* ---- learning -------------------------------------------------------------------- */
@@ -1159,7 +1167,6 @@ pipe_quantize(pipeline *p, masq_err *err)
 {
 	const model_config *c = &p->m->cfg;
 	pipe_layer_result *res = &p->results[p->layer];
-	struct wcache wc[GRP_COUNT * MOD_COUNT];
 	struct qctx q;
 	double t0 = masq_now();
 	size_t n = (size_t)p->c->n_tokens * c->hidden;
@@ -1172,9 +1179,8 @@ pipe_quantize(pipeline *p, masq_err *err)
 		    "layer %d: %s learns its factors (%d epochs) and they are not learned for this setting yet: "
 		    "train the layer first", p->layer, method_name(ls->method), ls->epochs);
 	}
-	memset(wc, 0, sizeof wc);
 	memset(res->lin, 0, sizeof res->lin);
-	qctx_init(&q, p, &p->settings[p->layer], p->c->modality, p->c->n_tokens, wc, err);
+	qctx_init(&q, p, &p->settings[p->layer], p->c->modality, p->c->n_tokens, pipe_wcache(p), err);
 	q.measure = 1;
 	q.lr = res->lin;
 	if (p->plan_valid)
@@ -1197,7 +1203,6 @@ pipe_quantize(pipeline *p, masq_err *err)
 			res->lin[k].sqnr_no_cmc[m] = q.have0[k] ? metrics_sqnr(&q.acc0[k], m) : NAN;
 		}
 	qctx_done(&q);
-	wcache_free(wc);
 	if (failed) {
 		qplan_layer_done(&p->plan);
 		p->plan_valid = 0;
@@ -1375,8 +1380,6 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 			out->sqnr[k][m] = out->mae[k][m] = out->sqnr_no_cmc[k][m] = NAN;
 	memset(out->rows, 0, sizeof out->rows);
 	const layer_setting *ls = &p->settings[p->layer];
-	if (p->pv_wc == NULL)
-		p->pv_wc = xcalloc(GRP_COUNT * MOD_COUNT, sizeof *p->pv_wc);
 	/* the randomized SVD draws from a copy: a preview leaves the
 	 * pipeline's generator, and so every recorded figure, as it was */
 	rng g = p->g;
@@ -1403,8 +1406,7 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 			out->rows[m] = st->sample_n[m];
 		}
 		struct qctx q;
-		qctx_init(&q, p, ls, mods, n, p->pv_wc, err);
-		q.keep_whiteners = 1;
+		qctx_init(&q, p, ls, mods, n, pipe_wcache(p), err);
 		q.g = &g;
 		q.measure = 1;
 		for (int k = 0; k < LIN_COUNT && !q.failed; k++) {
@@ -1468,9 +1470,15 @@ lin_spectrum(pipeline *sh, struct qctx *q, int lin, int cap, pipe_spectrum *o, m
 			continue;
 		lin_factor(q, lin, METHOD_MAS_CMC, m, s_m);
 		float *dWt = cmc_dwt(sh, lin, Wbase, s_m, out, in);
+		cmc_whitener whb;
 		const cmc_whitener *wh = NULL;
-		if (sh->opts.whiten && (wh = get_whitener(q, smooth_lin_group(lin), m, s_m, in)) == NULL)
-			rc = -1;
+		memset(&whb, 0, sizeof whb);
+		if (sh->opts.whiten) {
+			if (get_whitener(q, smooth_lin_group(lin), m, s_m, in, &whb) < 0)
+				rc = -1;
+			else
+				wh = &whb;
+		}
 		cmc_result res;
 		memset(&res, 0, sizeof res);
 		if (rc == 0 && cmc_compute_prec(&res, dWt, in, out, wh, o->cap, CMC_SVD_AUTO, sh->opts.cmc_precision,
@@ -1485,6 +1493,7 @@ lin_spectrum(pipeline *sh, struct qctx *q, int lin, int cap, pipe_spectrum *o, m
 			o->nmod++;
 		}
 		cmc_result_done(&res);
+		cmc_whitener_done(&whb);
 		free(dWt);
 	}
 	free(s_t);
@@ -1530,10 +1539,8 @@ pipe_spectra(pipeline *p, int cap, pipe_spectrum **out, int *nout, pipe_progress
 			break;
 		}
 		if (p->settings[l].method == METHOD_MAS_CMC) {
-			struct wcache wc[GRP_COUNT * MOD_COUNT];
 			struct qctx q;
-			memset(wc, 0, sizeof wc);
-			qctx_init(&q, &sh, &sh.settings[l], p->c->modality, p->c->n_tokens, wc, err);
+			qctx_init(&q, &sh, &sh.settings[l], p->c->modality, p->c->n_tokens, pipe_wcache(&sh), err);
 			for (int k = 0; k < LIN_COUNT && rc == 0; k++) {
 				if (smooth_lin_group(k) < 0)
 					continue;
@@ -1543,7 +1550,6 @@ pipe_spectra(pipeline *p, int cap, pipe_spectrum **out, int *nout, pipe_progress
 				cnt++;
 			}
 			qctx_done(&q);
-			wcache_free(wc);
 		}
 		float *t = sh.h_fp; sh.h_fp = sh.h_fp_out; sh.h_fp_out = t;
 		calib_deepstack_add(sh.c, l, sh.h_fp);

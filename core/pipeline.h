@@ -213,7 +213,7 @@ typedef struct pipeline {
 	float *learned[LEARN_LINS][MOD_COUNT];
 	int learned_valid;
 	layer_setting learned_for;
-	struct wcache *pv_wc;		/* the previews' whiteners, kept while the layer is calibrated */
+	struct wcache *wc;		/* the whitening bases (GRP_COUNT * MOD_COUNT), kept while the layer is calibrated */
 	/* the held-out split (opts.eval_split > 0), or NULL: per sequence
 	 * whether it is held out; the modalities with the held-out tokens
 	 * (fit) or the fitted ones (held) marked MOD_SKIP */

@@ -201,10 +201,10 @@ test_whitener(void)
 		free(X), free(s), free(G);
 		return;
 	}
-	tap_ok(wh.n_floored == 0, "no eigenvalue floored on a full-rank Gram");
+	tap_ok(wh.b->n_floored == 0, "no eigenvalue floored on a full-rank Gram");
 	int desc = 1;
 	for (int j = 1; j < d; j++)
-		if (wh.sqrt_lambda[j] > wh.sqrt_lambda[j - 1])
+		if (wh.b->sqrt_lambda[j] > wh.b->sqrt_lambda[j - 1])
 			desc = 0;
 	tap_ok(desc, "sqrt(lambda) descending");
 
@@ -223,27 +223,32 @@ test_whitener(void)
 			double c = G[(size_t)i * d + j] / ((double)s[i] * s[j]);
 			num += (tt - c) * (tt - c);
 			den += c * c;
-			/* Reference twin: T_ij = sqrt(lambda_i) P_ji. */
-			double tref = wh.sqrt_lambda[i] * wh.P[(size_t)j * d + i];
+			/* Reference twin: T_ij = sqrt(lambda_i) P_ji / s_j. */
+			double tref = wh.b->sqrt_lambda[i] * wh.b->P[(size_t)j * d + i] / s[j];
 			ref_err += (T[(size_t)i * d + j] - tref) * (T[(size_t)i * d + j] - tref);
 			ref_den += tref * tref;
 		}
-	tap_ok(sqrt(ref_err / ref_den) < 1e-14, "cmc_whiten matches diag(sqrt lambda) P^T (%.2g)",
+	tap_ok(sqrt(ref_err / ref_den) < 1e-14, "cmc_whiten matches diag(sqrt lambda) P^T D^-1 (%.2g)",
 	    sqrt(ref_err / ref_den));
 	double e = sqrt(num / den);
 	tap_ok(e < TOL_WHITEN, "T^T T == D^-1 G D^-1 (rel err %.2g < %g)", e, TOL_WHITEN);
 
-	/* Y = (X/s) T^-1 = (X/s) P diag(1/sqrt lambda) has orthonormal columns. */
+	/* Y = (X/s) T^-1 = (X/s) D P diag(1/sqrt lambda) has orthonormal columns. */
 	double *Xs = xmalloc((size_t)n * d * sizeof(double));
 	double *Y = xmalloc((size_t)n * d * sizeof(double));
+	double *DP = xmalloc((size_t)d * d * sizeof(double));
 	for (int t = 0; t < n; t++)
 		for (int i = 0; i < d; i++)
 			Xs[(size_t)t * d + i] = X[(size_t)t * d + i] / s[i];
-	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, d, 1.0, Xs, d, wh.P, d,
+	for (int i = 0; i < d; i++)
+		for (int j = 0; j < d; j++)
+			DP[(size_t)i * d + j] = s[i] * wh.b->P[(size_t)i * d + j];
+	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, d, 1.0, Xs, d, DP, d,
 	    0.0, Y, d);
+	free(DP);
 	for (int t = 0; t < n; t++)
 		for (int j = 0; j < d; j++)
-			Y[(size_t)t * d + j] /= wh.sqrt_lambda[j];
+			Y[(size_t)t * d + j] /= wh.b->sqrt_lambda[j];
 	double *YtY = xmalloc((size_t)d * d * sizeof(double));
 	cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, n, 1.0, Y, d, Y, d, 0.0, YtY,
 	    d);
@@ -266,7 +271,7 @@ test_whitener(void)
 	int ok = cmc_whitener_init(&wu, Gu, s, d, CMC_EIG_FLOOR, &err) == 0;
 	double dl = 0;
 	for (int j = 0; ok && j < d; j++)
-		dl = fmax(dl, rel(wu.sqrt_lambda[j], wh.sqrt_lambda[j]));
+		dl = fmax(dl, rel(wu.b->sqrt_lambda[j], wh.b->sqrt_lambda[j]));
 	tap_ok(ok && dl < 1e-12, "upper triangle only: same spectrum (%.2g)", dl);
 	if (ok)
 		cmc_whitener_done(&wu);
@@ -402,15 +407,18 @@ make_decaying(rng *g, const cmc_whitener *w, int in, int out, double decay)
 				v += U0[(size_t)i * in + k] * pow(decay, k) * V0[(size_t)j * out + k];
 			A[(size_t)i * out + j] = v;
 		}
-	/* T^-1 A = P diag(1/sqrt lambda) A. */
+	/* T^-1 A = D P diag(1/sqrt lambda) A. */
 	double *B = xmalloc((size_t)in * out * sizeof(double));
 	for (int i = 0; i < in; i++)
 		for (int j = 0; j < out; j++)
-			A[(size_t)i * out + j] /= w ? w->sqrt_lambda[i] : 1.0;
-	if (w)
-		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, out, in, 1.0, w->P,
+			A[(size_t)i * out + j] /= w ? w->b->sqrt_lambda[i] : 1.0;
+	if (w) {
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, out, in, 1.0, w->b->P,
 		    in, A, out, 0.0, B, out);
-	else
+		for (int i = 0; i < in; i++)
+			for (int j = 0; j < out; j++)
+				B[(size_t)i * out + j] *= w->s[i];
+	} else
 		memcpy(B, A, (size_t)in * out * sizeof(double));
 	float *dWt = xmalloc((size_t)in * out * sizeof(float));
 	for (size_t i = 0; i < (size_t)in * out; i++)
@@ -549,7 +557,7 @@ test_floor_and_absent(void)
 	int ok = cmc_whitener_init(&wh, G, s, d, CMC_EIG_FLOOR, &err) == 0;
 	tap_ok(ok, "whitener of a rank-deficient Gram (n %d < d %d)", n, d);
 	if (ok) {
-		tap_ok(wh.n_floored >= d - n, "eigenvalues floored: %d (>= %d)", wh.n_floored,
+		tap_ok(wh.b->n_floored >= d - n, "eigenvalues floored: %d (>= %d)", wh.b->n_floored,
 		    d - n);
 		cmc_result r;
 		ok = cmc_compute(&r, dWt, d, out, &wh, 16, CMC_SVD_FULL, &g, &err) == 0;
@@ -711,6 +719,127 @@ done:
 	free(X), free(s), free(G), free(dWt);
 }
 
+/* The data's error, without any floor: a rank-deficient Gram (fewer tokens
+ * than channels) is where the eigenvalue floor acts, and where whitening
+ * against G instead of D^-1 G D^-1 could differ.  numpy gives the optimum
+ * of sum over tokens |(x/s) (dWt - L1 L2)|^2 at each rank (the tail of the
+ * spectrum of C^1/2 dWt with C's eigenvalues clipped at zero); masq's
+ * factors must reach it. */
+static const char oracle_deficient_py[] =
+	"import sys\n"
+	"import numpy as np\n"
+	"dr, d, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])\n"
+	"ranks = [int(a) for a in sys.argv[4:]]\n"
+	"G = np.fromfile(dr + '/G.f64', '<f8').reshape(d, d)\n"
+	"s = np.fromfile(dr + '/s.f32', '<f4').astype(np.float64)\n"
+	"W = np.fromfile(dr + '/dwt.f32', '<f4').astype(np.float64).reshape(d, out)\n"
+	"lam, P = np.linalg.eigh(G / np.outer(s, s))\n"
+	"T = np.sqrt(np.maximum(lam, 0))[:, None] * P.T\n"
+	"sv = np.linalg.svd(T @ W, compute_uv=False)\n"
+	"print('total %r' % float((sv ** 2).sum()))\n"
+	"for r in ranks:\n"
+	"    print('opt %d %r' % (r, float((sv[r:] ** 2).sum())))\n";
+
+#define DEFICIENT_NRANK 3
+
+static void
+test_oracle_deficient(void)
+{
+	const int n = 60, d = 128, out = 96;
+	const int ranks[DEFICIENT_NRANK] = { 8, 32, 64 };
+	const int nchecks = DEFICIENT_NRANK + 1;
+	const char *py = getenv("PYTHON3");
+	const char *bd = getenv("builddir");
+	const char *what = "numpy oracle: the data's error on a rank-deficient Gram";
+
+	if (py == NULL || *py == '\0' || access(py, X_OK) != 0) {
+		for (int i = 0; i < nchecks; i++)
+			tap_skip(what, "PYTHON3 is not executable");
+		return;
+	}
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s/work/test_cmc_deficient", bd && *bd ? bd : ".");
+	masq_err err = {0};
+	if (masq_mkdir_p(dir, &err) < 0) {
+		tap_ok(0, "make %s: %s", dir, err.msg);
+		return;
+	}
+	rng g;
+	rng_init(&g, 77);
+	double *X = make_acts(&g, n, d, -1.5, 1.0);
+	float *s = rand_scales(&g, d, 0.2, 5.0);
+	double *G = make_gram(X, n, d);
+	float *dWt = randnf(&g, (size_t)d * out, 0.05);
+	int ok = write_raw(dir, "G.f64", G, (size_t)d * d * sizeof(double)) == 0 &&
+	    write_raw(dir, "s.f32", s, (size_t)d * sizeof(float)) == 0 &&
+	    write_raw(dir, "dwt.f32", dWt, (size_t)d * out * sizeof(float)) == 0 &&
+	    write_raw(dir, "oracle.py", oracle_deficient_py, sizeof oracle_deficient_py - 1) == 0;
+	if (!tap_ok(ok, "write the oracle's inputs to %s", dir))
+		goto done;
+#define DEFICIENT_CMD "'%s' '%s/oracle.py' '%s' %d %d %d %d %d"
+	int len = snprintf(NULL, 0, DEFICIENT_CMD, py, dir, dir, d, out, ranks[0], ranks[1], ranks[2]);
+	char *cmd = xmalloc((size_t)len + 1);
+	snprintf(cmd, (size_t)len + 1, DEFICIENT_CMD, py, dir, dir, d, out, ranks[0], ranks[1], ranks[2]);
+	FILE *p = popen(cmd, "r");
+	double o_total = -1, o_opt[DEFICIENT_NRANK];
+	int got = 0;
+	char line[512];
+	for (int i = 0; i < DEFICIENT_NRANK; i++)
+		o_opt[i] = -1;
+	while (p && fgets(line, sizeof line, p)) {
+		int rr;
+		double v;
+		if (sscanf(line, "total %lf", &v) == 1)
+			o_total = v, got++;
+		else if (sscanf(line, "opt %d %lf", &rr, &v) == 2)
+			for (int i = 0; i < DEFICIENT_NRANK; i++)
+				if (ranks[i] == rr)
+					o_opt[i] = v, got++;
+	}
+	int st = p ? pclose(p) : -1;
+	ok = tap_ok(st == 0 && got == DEFICIENT_NRANK + 1, "the oracle ran (%s)", cmd);
+	free(cmd);
+	if (!ok)
+		goto done;
+
+	cmc_whitener wh;
+	MASQ_ASSERT(cmc_whitener_init(&wh, G, s, d, CMC_EIG_FLOOR, &err) == 0);
+	double *E = xmalloc((size_t)d * out * sizeof(double));
+	double *R = xmalloc((size_t)n * out * sizeof(double));
+	double *Xs = xmalloc((size_t)n * d * sizeof(double));
+	for (int t = 0; t < n; t++)
+		for (int i = 0; i < d; i++)
+			Xs[(size_t)t * d + i] = X[(size_t)t * d + i] / s[i];
+	for (int i = 0; i < DEFICIENT_NRANK; i++) {
+		cmc_result r;
+		MASQ_ASSERT(cmc_compute(&r, dWt, d, out, &wh, ranks[i], CMC_SVD_FULL, &g, &err) == 0);
+		for (size_t k = 0; k < (size_t)d * out; k++)
+			E[k] = dWt[k];
+		for (int a = 0; a < d; a++)
+			for (int b = 0; b < out; b++) {
+				double v = 0;
+				for (int k = 0; k < r.rank; k++)
+					v += (double)r.L1[(size_t)a * r.rank + k] * r.L2[(size_t)k * out + b];
+				E[(size_t)a * out + b] -= v;
+			}
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, out, d, 1.0, Xs, d, E, out,
+		    0.0, R, out);
+		double data = 0;
+		for (size_t k = 0; k < (size_t)n * out; k++)
+			data += R[k] * R[k];
+		/* past the data's rank the optimum is zero: measure against the total */
+		double lim = ranks[i] < n ? TOL_ORACLE * o_opt[i] : TOL_ORACLE * o_total;
+		tap_ok(fabs(data - (ranks[i] < n ? o_opt[i] : 0.0)) <= lim,
+		    "rank-deficient Gram (n %d < d %d), rank %d: the data's error %.6g, optimum %.6g (of %.6g)",
+		    n, d, ranks[i], data, ranks[i] < n ? o_opt[i] : 0.0, o_total);
+		cmc_result_done(&r);
+	}
+	free(E), free(R), free(Xs);
+	cmc_whitener_done(&wh);
+done:
+	free(X), free(s), free(G), free(dWt);
+}
+
 static void
 test_effective_rank(void)
 {
@@ -744,6 +873,7 @@ main(void)
 	test_single();
 	test_floor_and_absent();
 	test_oracle();
+	test_oracle_deficient();
 	test_effective_rank();
 	test_rank_resolve();
 	return tap_done();
