@@ -243,6 +243,65 @@ calib_done(calib *c)
 	memset(c, 0, sizeof *c);
 }
 
+/* A copy of a heap string, or NULL. */
+static char *
+calib_strdup(const char *s)
+{
+	if (s == NULL)
+		return NULL;
+	size_t n = strlen(s) + 1;
+	char *d = xmalloc(n);
+	memcpy(d, s, n);
+	return d;
+}
+
+void
+calib_slice(const calib *c, int seq_lo, int seq_hi, calib *out)
+{
+	MASQ_ASSERT(0 <= seq_lo && seq_lo < seq_hi && seq_hi <= c->n_seqs);
+	int t0 = 0, t1;
+	for (int s = 0; s < seq_lo; s++)
+		t0 += c->seq_lens[s];
+	t1 = t0;
+	for (int s = seq_lo; s < seq_hi; s++)
+		t1 += c->seq_lens[s];
+	int v0 = 0, n = t1 - t0;
+	for (int t = 0; t < t0; t++)
+		v0 += c->modality[t] == MOD_VISION;
+	size_t H = (size_t)c->hidden;
+
+	memset(out, 0, sizeof *out);
+	out->n_tokens = n;
+	out->hidden = c->hidden;
+	out->n_seqs = seq_hi - seq_lo;
+	out->embeds = xmalloc(xmul(xmul((size_t)n, H), sizeof(float)));
+	memcpy(out->embeds, c->embeds + (size_t)t0 * H, (size_t)n * H * sizeof(float));
+	out->modality = xmalloc((size_t)n + 1);
+	memcpy(out->modality, c->modality + t0, (size_t)n);
+	out->seq_lens = xmalloc(xmul((size_t)out->n_seqs, sizeof(int32_t)));
+	memcpy(out->seq_lens, c->seq_lens + seq_lo, (size_t)out->n_seqs * sizeof(int32_t));
+	out->pos = xmalloc(xmul(3 * (size_t)n + 1, sizeof(int64_t)));
+	for (int r = 0; r < 3; r++)
+		memcpy(out->pos + (size_t)r * n, c->pos + (size_t)r * c->n_tokens + t0,
+		    (size_t)n * sizeof(int64_t));
+	out->has_pos = c->has_pos;
+	out->pos_rows = c->pos_rows;
+	for (int t = 0; t < n; t++)
+		out->n_mod[out->modality[t]]++;
+	out->n_deepstack = c->n_deepstack;
+	if (c->n_deepstack > 0) {
+		size_t nv = (size_t)out->n_mod[MOD_VISION];
+		out->deepstack = xcalloc((size_t)c->n_deepstack, sizeof *out->deepstack);
+		for (int k = 0; k < c->n_deepstack; k++) {
+			out->deepstack[k] = xmalloc(xmul(xmul(nv + 1, H), sizeof(float)));
+			memcpy(out->deepstack[k], c->deepstack[k] + (size_t)v0 * H, nv * H * sizeof(float));
+		}
+	}
+	out->format = calib_strdup(c->format);
+	out->version = calib_strdup(c->version);
+	out->source = calib_strdup(c->source);
+}
+
 void
 calib_deepstack_add(const calib *c, int layer, float *h)
 {

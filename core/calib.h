@@ -44,6 +44,9 @@ typedef struct calib {
 /* Load and validate path; if hidden > 0 the embedding width must match. */
 int calib_load(calib *c, const char *path, int hidden, masq_err *err);
 void calib_done(calib *c);
+/* out = sequences seq_lo .. seq_hi - 1 of c, a set of its own (positions,
+ * modalities and deepstack rows with them). */
+void calib_slice(const calib *c, int seq_lo, int seq_hi, calib *out);
 /* h (n_tokens, hidden) += deepstack feature `layer` at the vision tokens,
  * when the set has one (the output of decoder layer `layer` becomes the
  * next layer's input). */

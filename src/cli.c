@@ -59,7 +59,8 @@ const cli_subcmd cli_subcmds[] = {
 	{"forward",
 	    "forward [--model DIR] [--calib FILE] [--out FILE] [--layer-prefix P] [--compute f32|bf16]\n"
 	    "           [--threads N] [--json]",
-	    "run the full-precision decoder layer by layer; write every layer's output"},
+	    "run the full-precision decoder layer by layer; write every layer's output;\n"
+	    "      under mpirun (a --with-mpi build) the processes share the sequences"},
 	{"calib",
 	    "calib --model DIR --prompts FILE --out FILE [--images DIR] [--min-pixels N] [--max-pixels N]\n"
 	    "           [--threads N] [--dry-run] [--json]",

@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "core/calib.h"
+#include "core/dist.h"
 #include "core/engine.h"
 #include "core/model.h"
 #include "core/safetensors.h"
@@ -66,6 +67,31 @@ fwd_range(const struct fwd_obs *o, int s, int m, float *max, float *median)
 		stats_channel_range(&o->st[s], m, max, median);
 }
 
+/* Under mpirun, the maxima and counts of every rank's statistics, so that
+ * fwd_range reads what one process over every token reads. */
+static void
+fwd_obs_reduce(struct fwd_obs *o)
+{
+	for (int s = 0; s < SITE_COUNT; s++) {
+		if (!o->ready[s])
+			continue;
+		dist_max_f32(o->st[s].absmax, xmul((size_t)STATS_ROWS, (size_t)o->st[s].d));
+		dist_sum_i64(o->st[s].count, STATS_ROWS);
+	}
+}
+
+/* A failure before the layers: under mpirun every rank reports it at the
+ * same point (dist_stop), so none waits for the others; one process prints
+ * it as every command does. */
+static int
+fwd_fail(const masq_err *err)
+{
+	if (dist_size() == 1)
+		return cli_fail(err);
+	dist_stop(1, -1, err);
+	return masq_exit_code(err->status == MASQ_OK ? MASQ_ERR_INTERNAL : err->status);
+}
+
 int
 cmd_forward(int argc, char **argv)
 {
@@ -92,7 +118,14 @@ cmd_forward(int argc, char **argv)
 	st_writer *wr = NULL;
 	struct fwd_obs obs;
 	json_t *doc = NULL, *jl = NULL;
+	const int nr = dist_size(), me = dist_rank();
+	calib part, *lc = &cal;		/* the sequences this process runs */
+	int *first = NULL;		/* under mpirun: rank r runs sequences first[r] .. first[r + 1] - 1 */
+	size_t *counts = NULL;		/* floats of hidden state each rank holds */
+	float *hall = NULL;		/* rank 0 with --out: every rank's rows, in token order */
+	int reported = 0;		/* a failure dist_stop has printed */
 
+	memset(&part, 0, sizeof part);
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -124,31 +157,53 @@ cmd_forward(int argc, char **argv)
 	}
 	cli_set_threads(threads);
 	if (cli_default_inputs(&model_dir, &calib_path, &err) < 0) {
-		rc = cli_fail(&err);
+		rc = fwd_fail(&err);
 		goto done;
 	}
 	if (model_open_prefix(&m, model_dir, prefix, &err) < 0) {
-		rc = cli_fail(&err);
+		rc = fwd_fail(&err);
 		goto done;
 	}
 	if (calib_load(&cal, calib_path, m.cfg.hidden, &err) < 0) {
-		rc = cli_fail(&err);
+		rc = fwd_fail(&err);
 		model_close(&m);
 		goto done;
 	}
 
 	const model_config *cfg = &m.cfg;
 	int n_layers = cfg->n_layers;
-	if (model_deepstack_check(cfg, cal.n_deepstack, &err) < 0 || engine_compute_check(cfg, compute, &err) < 0) {
-		rc = cli_fail(&err);
+	if (model_deepstack_check(cfg, cal.n_deepstack, &err) < 0 || engine_compute_check(cfg, compute, &err) < 0 ||
+	    (nr > cal.n_seqs && masq_err_set(&err, MASQ_ERR_USAGE,
+	    "%s has %d sequences for %d processes: masq forward gives each process whole sequences",
+	    calib_path, cal.n_seqs, nr) < 0)) {
+		rc = fwd_fail(&err);
 		calib_done(&cal);
 		model_close(&m);
 		goto done;
 	}
-	if (cfg->mrope_interleaved && cal.n_mod[MOD_VISION] > 0 && cal.n_deepstack == 0)
+	if (cfg->mrope_interleaved && cal.n_mod[MOD_VISION] > 0 && cal.n_deepstack == 0 && me == 0)
 		cli_deepstack_warn(cal.n_mod[MOD_VISION]);
 	size_t T = (size_t)cal.n_tokens, D = (size_t)cfg->hidden;
-	if (out != NULL) {
+	size_t tok0 = 0;	/* this process's first token */
+	if (nr > 1) {
+		/* whole sequences, balanced by tokens; the set's own copy goes */
+		first = xmalloc(xmul((size_t)nr + 1, sizeof *first));
+		counts = xmalloc(xmul((size_t)nr, sizeof *counts));
+		dist_shard(cal.seq_lens, cal.n_seqs, nr, first);
+		for (int r = 0; r < nr; r++) {
+			size_t k = 0;
+			for (int q = first[r]; q < first[r + 1]; q++)
+				k += (size_t)cal.seq_lens[q];
+			counts[r] = k * D;
+			if (r < me)
+				tok0 += k;
+		}
+		calib_slice(&cal, first[me], first[me + 1], &part);
+		lc = &part;
+		free(cal.embeds);
+		cal.embeds = NULL;
+	}
+	if (out != NULL && me == 0) {
 		wr = st_writer_new();
 		int64_t shape[2] = {(int64_t)T, (int64_t)D};
 		char name[64];
@@ -169,13 +224,23 @@ cmd_forward(int argc, char **argv)
 			goto fail_open;
 	}
 
-	float *h = xmalloc(xmul(T * D, sizeof(float)));
-	memcpy(h, cal.embeds, T * D * sizeof(float));
+	/* every rank set up: from here a failure stops them all together */
+	if (nr > 1 && dist_stop(0, -1, &err)) {
+		rc = 2;
+		calib_done(&cal);
+		model_close(&m);
+		goto done;
+	}
+	size_t TL = (size_t)lc->n_tokens;	/* this process's tokens */
+	float *h = xmalloc(xmul(TL * D, sizeof(float)));
+	memcpy(h, lc->embeds, TL * D * sizeof(float));
+	if (nr > 1 && wr != NULL)
+		hall = xmalloc(xmul(T * D, sizeof(float)));
 	memset(&obs, 0, sizeof obs);
-	obs.modality = cal.modality;
+	obs.modality = lc->modality;
 	engine_ops ops = {.ctx = &obs, .observe = fwd_observe};
-	engine_batch b = {.n_tokens = cal.n_tokens, .n_seqs = cal.n_seqs, .seq_lens = cal.seq_lens,
-	    .pos = cal.pos, .modality = cal.modality};
+	engine_batch b = {.n_tokens = lc->n_tokens, .n_seqs = lc->n_seqs, .seq_lens = lc->seq_lens,
+	    .pos = lc->pos, .modality = lc->modality};
 	engine_init(&eng, cfg);
 	engine_set_compute(&eng, compute);
 
@@ -187,10 +252,16 @@ cmd_forward(int argc, char **argv)
 		json_object_set_new(doc, "compute", json_string(engine_compute_name(compute)));
 		jl = json_array();
 		json_object_set_new(doc, "layers", jl);
-	} else {
+		if (nr > 1)
+			json_object_set_new(doc, "processes", json_integer(nr));
+	} else if (me == 0) {
 		printf("model %s: %d layers, hidden %d; calibration %s: %d sequences, %d tokens "
-		    "(text %d, vision %d, audio %d)\n\n", model_dir, cfg->n_layers, cfg->hidden,
+		    "(text %d, vision %d, audio %d)\n", model_dir, cfg->n_layers, cfg->hidden,
 		    calib_path, cal.n_seqs, cal.n_tokens, cal.n_mod[0], cal.n_mod[1], cal.n_mod[2]);
+		if (nr > 1)
+			printf("%d processes, sequences balanced by tokens (rank 0: %d sequences, %zu tokens)\n", nr,
+			    first[1], counts[0] / D);
+		printf("\n");
 		printf("%-5s %8s %9s | %-26s | %-26s | %-26s\n", "", "", "",
 		    "qkv input: median ch. max", "down input: median ch. max", "hidden state RMS");
 		printf("%-5s %8s %9s | %8s %8s %8s | %8s %8s %8s | %8s %8s %8s\n", "layer", "ms",
@@ -201,43 +272,63 @@ cmd_forward(int argc, char **argv)
 	double t_all = masq_now();
 	for (int l = 0; l < cfg->n_layers; l++) {
 		double t0 = masq_now();
-		if (layer_weights_load(&w, &m, l, &err) < 0) {
+		if (dist_stop(layer_weights_load(&w, &m, l, &err) < 0, l, &err)) {
 			failed = 1;
+			reported = nr > 1;
 			break;
 		}
 		fwd_obs_reset(&obs);
 		engine_layer_forward(&eng, &w, &b, h, &ops);
-		calib_deepstack_add(&cal, l, h);	/* Qwen3-VL: the state layer l + 1 takes */
+		calib_deepstack_add(lc, l, h);	/* Qwen3-VL: the state layer l + 1 takes */
 		layer_weights_done(&w);
+		if (nr > 1)
+			fwd_obs_reduce(&obs);
 		float amax[SITE_COUNT][MOD_COUNT], med[SITE_COUNT][MOD_COUNT];
 		for (int s = 0; s < SITE_COUNT; s++)
 			for (int k = 0; k < MOD_COUNT; k++)
 				fwd_range(&obs, s, k, &amax[s][k], &med[s][k]);
-		double dt = masq_now() - t0;
 		double rms[MOD_COUNT] = {0};
-		for (size_t t = 0; t < T; t++) {
+		for (size_t t = 0; t < TL; t++) {
 			double s = 0;
 			for (size_t j = 0; j < D; j++)
 				s += (double)h[t * D + j] * h[t * D + j];
-			rms[cal.modality[t]] += s / (double)D;
+			rms[lc->modality[t]] += s / (double)D;
 		}
+		dist_sum_f64(rms, MOD_COUNT);
 		for (int k = 0; k < MOD_COUNT; k++)
 			rms[k] = cal.n_mod[k] ? sqrt(rms[k] / cal.n_mod[k]) : 0.0;
-		for (size_t i = 0; i < T * D; i++)
+		for (size_t i = 0; i < TL * D; i++)
 			if (!isfinite(h[i])) {
 				masq_err_set(&err, MASQ_ERR_FORMAT,
 				    "%s: layer %d produced a non-finite value at token %zu (the weights or "
-				    "inputs overflow float32)", model_dir, l, i / D);
+				    "inputs overflow float32)", model_dir, l, tok0 + i / D);
 				failed = 1;
 				break;
 			}
-		if (failed)
-			break;
-		if (wr != NULL && st_writer_write(wr, h, T * D * sizeof(float), &err) < 0) {
+		if (dist_stop(failed, l, &err)) {
 			failed = 1;
+			reported = nr > 1;
 			break;
 		}
-		if (json) {
+		if (out != NULL) {
+			/* rank 0 writes every rank's rows, in token order */
+			const float *rows = h;
+			if (nr > 1) {
+				dist_gather_f32(h, counts, hall);
+				rows = hall;
+			}
+			if (wr != NULL && st_writer_write(wr, rows, T * D * sizeof(float), &err) < 0)
+				failed = 1;
+			if (dist_stop(failed, l, &err)) {
+				failed = 1;
+				reported = nr > 1;
+				break;
+			}
+		}
+		double dt = masq_now() - t0;
+		if (me != 0) {
+			/* nothing to say */
+		} else if (json) {
 			json_t *jo = json_object();
 			json_object_set_new(jo, "layer", json_integer(l));
 			json_object_set_new(jo, "seconds", json_real(dt));
@@ -273,6 +364,10 @@ cmd_forward(int argc, char **argv)
 	model_close(&m);
 	if (failed)
 		goto fail;
+	if (me != 0) {
+		rc = 0;
+		goto done;
+	}
 	if (wr != NULL) {
 		if (st_writer_finish(wr, &err) < 0)
 			goto fail;
@@ -297,13 +392,24 @@ cmd_forward(int argc, char **argv)
 	rc = 0;
 	goto done;
 fail_open:
+	if (nr > 1) {
+		rc = fwd_fail(&err);
+		calib_done(&cal);
+		model_close(&m);
+		goto done_tmp;
+	}
 	calib_done(&cal);
 	model_close(&m);
 fail:
-	rc = cli_fail(&err);
+	rc = reported ? 2 : cli_fail(&err);
+done_tmp:
 	if (tmp != NULL)
 		unlink(tmp);
 done:
+	calib_done(&part);
+	free(first);
+	free(counts);
+	free(hall);
 	if (wr != NULL)
 		st_writer_free(wr);
 	json_decref(doc);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/demo.h"
+#include "core/dist.h"
 #include "core/engine.h"
 #include "src/cli.h"
 
@@ -111,8 +112,20 @@ usage(FILE *fp)
 	    "See masq(1).\n", DEMO_DEFAULT_SEED);
 }
 
+static int masq_main(int argc, char **argv);
+
 int
 main(int argc, char **argv)
+{
+	if (dist_init(&argc, &argv) < 0)
+		return 3;
+	int rc = masq_main(argc, argv);
+	dist_finalize();
+	return rc;
+}
+
+static int
+masq_main(int argc, char **argv)
 {
 	cli_argv = argv;
 	/* Progress and tables reach a pipe or a CI log line by line, so a job
@@ -141,7 +154,17 @@ main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
 		printf("masq %s\n", PACKAGE_VERSION);
+		if (dist_library() != NULL)
+			printf("built with %s: under mpirun, masq forward shards its sequences\n", dist_library());
 		return 0;
+	}
+	if (dist_size() > 1 && strcmp(argv[1], "forward") != 0) {
+		/* the one command that shards today; the rest would run N times
+		 * over and write beside each other */
+		if (dist_rank() == 0)
+			fprintf(stderr, "masq: under mpirun only masq forward runs in several processes "
+			    "(%d here); run masq %s as one process\n", dist_size(), argv[1]);
+		return 2;
 	}
 	for (size_t i = 0; i < NSUBCMDS; i++)
 		if (strcmp(argv[1], subcmds[i].name) == 0)

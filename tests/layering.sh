@@ -9,6 +9,8 @@ bad=$(inc 'n?curses|ncursesw/' "core sessions src/cmd_*.c")
 check "curses only in ui/ (and src/main.c): ${bad:-none}" test -z "$bad"
 bad=$(inc 'sqlite3' "core ui")
 check "sqlite3 only in sessions/: ${bad:-none}" test -z "$bad"
+bad=$(grep -rlE '#include *<mpi\.h>' core sessions ui src 2>/dev/null | grep -v '^core/dist\.c$')
+check "mpi.h only in core/dist.c: ${bad:-none}" test -z "$bad"
 bad=$(inc 'cblas|lapacke|core/blas.h' "ui sessions src")
 check "BLAS/LAPACK only in core/: ${bad:-none}" test -z "$bad"
 bad=$(grep -rlE '#include *"(sessions|ui|src)/' core 2>/dev/null)

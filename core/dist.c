@@ -1,0 +1,277 @@
+#include "config.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef HAVE_MPI
+#include <mpi.h>
+#endif
+
+#include "core/dist.h"
+
+#ifdef HAVE_MPI
+static int dist_on;		/* MPI_Init ran */
+#endif
+static int dist_me, dist_n = 1;
+
+/* Messages go in pieces of at most this many bytes (MPI counts are int). */
+#define DIST_CHUNK ((size_t)1 << 28)
+
+int
+dist_init(int *argc, char ***argv)
+{
+#ifdef HAVE_MPI
+	/* started by mpirun (Open MPI, or a PMI launcher): join the world;
+	 * started alone: one process, no MPI at all */
+	if (getenv("OMPI_COMM_WORLD_SIZE") == NULL && getenv("PMIX_RANK") == NULL &&
+	    getenv("PMI_RANK") == NULL)
+		return 0;
+	if (MPI_Init(argc, argv) != MPI_SUCCESS) {
+		fprintf(stderr, "masq: MPI_Init failed\n");
+		return -1;
+	}
+	dist_on = 1;
+	MPI_Comm_rank(MPI_COMM_WORLD, &dist_me);
+	MPI_Comm_size(MPI_COMM_WORLD, &dist_n);
+#else
+	(void)argc;
+	(void)argv;
+#endif
+	return 0;
+}
+
+void
+dist_finalize(void)
+{
+#ifdef HAVE_MPI
+	if (dist_on)
+		MPI_Finalize();
+	dist_on = 0;
+#endif
+}
+
+int
+dist_rank(void)
+{
+	return dist_me;
+}
+
+int
+dist_size(void)
+{
+	return dist_n;
+}
+
+const char *
+dist_library(void)
+{
+#ifdef HAVE_MPI
+	static char name[64];
+	if (name[0] == '\0') {
+#ifdef OMPI_MAJOR_VERSION
+		snprintf(name, sizeof name, "Open MPI %d.%d.%d", OMPI_MAJOR_VERSION, OMPI_MINOR_VERSION,
+		    OMPI_RELEASE_VERSION);
+#else
+		snprintf(name, sizeof name, "MPI %d.%d", MPI_VERSION, MPI_SUBVERSION);
+#endif
+	}
+	return name;
+#else
+	return NULL;
+#endif
+}
+
+void
+dist_shard(const int32_t *seq_lens, int n_seqs, int size, int *first)
+{
+	int64_t total = 0, run = 0;
+
+	MASQ_ASSERT(size >= 1 && n_seqs >= size);
+	for (int s = 0; s < n_seqs; s++)
+		total += seq_lens[s];
+	/* rank r starts at the first sequence whose start reaches r/size of the
+	 * tokens, kept at least one sequence past the rank before it and
+	 * leaving one for every rank after it */
+	first[0] = 0;
+	int s = 0;
+	for (int r = 1; r < size; r++) {
+		int64_t want = total * r / size;
+		while (s < n_seqs && run + seq_lens[s] <= want) {
+			run += seq_lens[s];
+			s++;
+		}
+		/* the nearer boundary of the two around `want` */
+		if (s < n_seqs && want - run > run + seq_lens[s] - want) {
+			run += seq_lens[s];
+			s++;
+		}
+		if (s < first[r - 1] + 1) {
+			while (s < first[r - 1] + 1)
+				run += seq_lens[s++];
+		}
+		if (s > n_seqs - (size - r)) {
+			while (s > n_seqs - (size - r))
+				run -= seq_lens[--s];
+		}
+		first[r] = s;
+	}
+	first[size] = n_seqs;
+}
+
+#ifdef HAVE_MPI
+/* Send or receive n bytes in pieces. */
+static void
+dist_send(const void *p, size_t n, int to)
+{
+	for (size_t off = 0; off < n; off += DIST_CHUNK) {
+		size_t k = n - off < DIST_CHUNK ? n - off : DIST_CHUNK;
+		MPI_Send((const char *)p + off, (int)k, MPI_BYTE, to, 0, MPI_COMM_WORLD);
+	}
+}
+
+static void
+dist_recv(void *p, size_t n, int from)
+{
+	for (size_t off = 0; off < n; off += DIST_CHUNK) {
+		size_t k = n - off < DIST_CHUNK ? n - off : DIST_CHUNK;
+		MPI_Recv((char *)p + off, (int)k, MPI_BYTE, from, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+	}
+}
+
+static void
+dist_bcast(void *p, size_t n)
+{
+	for (size_t off = 0; off < n; off += DIST_CHUNK) {
+		size_t k = n - off < DIST_CHUNK ? n - off : DIST_CHUNK;
+		MPI_Bcast((char *)p + off, (int)k, MPI_BYTE, 0, MPI_COMM_WORLD);
+	}
+}
+
+/* The fixed-order combination of every rank's x (n elements of size bytes)
+ * into rank 0's, then broadcast: rank 0 receives rank 1, 2, ... in turn. */
+static void
+dist_combine(void *x, size_t n, size_t size, void (*op)(void *acc, const void *part, size_t n))
+{
+	if (!dist_on || dist_n == 1)
+		return;
+	if (dist_me == 0) {
+		void *part = xmalloc(xmul(n, size));
+		for (int r = 1; r < dist_n; r++) {
+			dist_recv(part, n * size, r);
+			op(x, part, n);
+		}
+		free(part);
+	} else {
+		dist_send(x, n * size, 0);
+	}
+	dist_bcast(x, n * size);
+}
+
+static void
+op_max_f32(void *acc, const void *part, size_t n)
+{
+	float *a = acc;
+	const float *b = part;
+	for (size_t i = 0; i < n; i++)
+		if (b[i] > a[i])
+			a[i] = b[i];
+}
+
+static void
+op_sum_f64(void *acc, const void *part, size_t n)
+{
+	double *a = acc;
+	const double *b = part;
+	for (size_t i = 0; i < n; i++)
+		a[i] += b[i];
+}
+
+static void
+op_sum_i64(void *acc, const void *part, size_t n)
+{
+	int64_t *a = acc;
+	const int64_t *b = part;
+	for (size_t i = 0; i < n; i++)
+		a[i] += b[i];
+}
+#endif
+
+void
+dist_max_f32(float *x, size_t n)
+{
+#ifdef HAVE_MPI
+	dist_combine(x, n, sizeof *x, op_max_f32);
+#else
+	(void)x;
+	(void)n;
+#endif
+}
+
+void
+dist_sum_f64(double *x, size_t n)
+{
+#ifdef HAVE_MPI
+	dist_combine(x, n, sizeof *x, op_sum_f64);
+#else
+	(void)x;
+	(void)n;
+#endif
+}
+
+void
+dist_sum_i64(int64_t *x, size_t n)
+{
+#ifdef HAVE_MPI
+	dist_combine(x, n, sizeof *x, op_sum_i64);
+#else
+	(void)x;
+	(void)n;
+#endif
+}
+
+void
+dist_gather_f32(const float *local, const size_t *counts, float *all)
+{
+	if (dist_n == 1) {
+		if (all != local)
+			memcpy(all, local, counts[0] * sizeof(float));
+		return;
+	}
+#ifdef HAVE_MPI
+	if (dist_me == 0) {
+		size_t off = counts[0];
+		memcpy(all, local, counts[0] * sizeof(float));
+		for (int r = 1; r < dist_n; r++) {
+			dist_recv(all + off, counts[r] * sizeof(float), r);
+			off += counts[r];
+		}
+	} else {
+		dist_send(local, counts[dist_me] * sizeof(float), 0);
+	}
+#endif
+}
+
+int
+dist_stop(int failed, int layer, const masq_err *err)
+{
+	int first = failed ? dist_me : INT_MAX;
+#ifdef HAVE_MPI
+	if (dist_on && dist_n > 1)
+		MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+#endif
+	if (first == INT_MAX)
+		return 0;
+	if (dist_n == 1)
+		return 1;	/* one process: the caller reports err as always */
+	if (first == dist_me) {
+		const char *msg = err != NULL && err->msg[0] ? err->msg : "failed";
+		if (layer >= 0)
+			fprintf(stderr, "masq: rank %d of %d stopped the run at layer %d: %s\n", dist_me,
+			    dist_n, layer, msg);
+		else
+			fprintf(stderr, "masq: rank %d of %d stopped the run: %s\n", dist_me, dist_n, msg);
+	}
+	return 1;
+}

@@ -1,0 +1,60 @@
+/*
+ * dist.h: the processes of one masq run.  Built with --with-mpi and started
+ * by mpirun, masq runs as several ranks of MPI_COMM_WORLD; otherwise (the
+ * plain build, or an MPI build started without mpirun) it is one process of
+ * rank 0 and every call below is the identity.  core/dist.c is the only
+ * includer of mpi.h.
+ *
+ * Every reduction has a fixed order: rank 0 receives each rank's part in
+ * rank order and combines them in that order, so a result never depends on
+ * which rank finished first.  Maxima and counts are exact; sums of floats
+ * differ from one process's sum by their association only.
+ *
+ * Errors: a rank that fails must still reach the next dist_stop with the
+ * others, or they wait forever; dist_stop is where a run learns that some
+ * rank failed, and which.
+ *
+ *	dist_init(&argc, &argv);
+ *	... int first[size + 1]; dist_shard(seq_lens, n_seqs, dist_size(), first);
+ *	... dist_max_f32(absmax, n); dist_sum_f64(sums, n);
+ *	if (dist_stop(failed, layer, &err)) ...
+ *	dist_finalize();
+ */
+#ifndef MASQ_DIST_H
+#define MASQ_DIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/util.h"
+
+/* MPI_Init when built with MPI and started by mpirun (its environment says
+ * so); 0, or -1 with a message on stderr when MPI fails to start. */
+int dist_init(int *argc, char ***argv);
+void dist_finalize(void);
+int dist_rank(void);
+int dist_size(void);
+/* "Open MPI 4.1.4" in an MPI build, NULL in the plain one. */
+const char *dist_library(void);
+
+/* Whole sequences to ranks, balanced by token count and in order: rank r
+ * takes sequences first[r] .. first[r + 1] - 1 (first has size + 1
+ * entries).  Every rank gets at least one sequence; n_seqs >= size. */
+void dist_shard(const int32_t *seq_lens, int n_seqs, int size, int *first);
+
+/* x (n) becomes the elementwise maximum over ranks, on every rank. */
+void dist_max_f32(float *x, size_t n);
+/* x (n) becomes rank 0's + rank 1's + ... in that order, on every rank. */
+void dist_sum_f64(double *x, size_t n);
+void dist_sum_i64(int64_t *x, size_t n);
+/* Rank 0's all (sum of counts[r] floats) = every rank's local part
+ * (counts[rank] floats) in rank order; other ranks pass all = NULL. */
+void dist_gather_f32(const float *local, const size_t *counts, float *all);
+
+/* Whether any rank failed (failed != 0 on it), on every rank.  When one
+ * did among several, the lowest such rank prints its err on stderr, naming
+ * itself and `layer` (when >= 0), and every rank returns 1; one process
+ * prints nothing (its caller reports err as it always does). */
+int dist_stop(int failed, int layer, const masq_err *err);
+
+#endif

@@ -1,0 +1,72 @@
+#!/bin/sh
+# masq forward under mpirun (configure --with-mpi): 1, 2 and 3 processes
+# (oversubscribed on a 2-core machine) against one process on the tiny demo;
+# a rank that fails stops every rank with a message naming it; the commands
+# that do not shard yet refuse to run in several processes.  Skipped, with
+# the reason, in a build without MPI or without mpirun.
+. "$srcdir/lib.sh"
+w=$(workdir mpi)
+py=${PYTHON3:-/usr/bin/python3}
+if ! "$MASQ" --version | grep -q "built with.*MPI"; then
+	skip_all "masq was built without --with-mpi (configure --with-mpi builds the MPI flavour)"
+fi
+mpirun=$(command -v mpirun) || skip_all "mpirun is not installed (Debian: openmpi-bin)"
+# CI and these machines run as root; each rank gets every core and one BLAS
+# thread, as the one-process run below does
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+run_np() { np=$1; shift; timeout 300 "$mpirun" -np "$np" --bind-to none "$@"; }
+
+"$MASQ" demo "$w/d" --preset tiny >/dev/null || { not_ok "masq demo"; done_testing; exit; }
+M="--model $w/d/model --calib $w/d/calib.safetensors --threads 1"
+"$MASQ" forward $M --out "$w/one.safetensors" --json >"$w/one.json" 2>"$w/one.err"
+check "one process: masq forward exits 0" test $? -eq 0
+
+# Tolerance: OpenBLAS's sgemm rounds a row differently with the number of
+# rows it is given (its blocking), so a rank's share of the tokens comes out
+# within a few units in the last place of one process's, and so does what
+# is computed from it; measured 5e-8 relative on this demo.
+tol=1e-6
+for np in 1 2 3; do
+	run_np "$np" "$MASQ" forward $M --out "$w/np$np.safetensors" --json >"$w/np$np.json" 2>"$w/np$np.err"
+	rc=$?
+	check "mpirun -np $np masq forward exits 0 ($rc)" test "$rc" -eq 0
+	[ "$rc" -eq 0 ] || sed 's/^/#   /' "$w/np$np.err"
+	if [ -s "$w/np$np.safetensors" ]; then
+		tap_run "np $np against one process" "$w/np$np.tap" "$py" "$srcdir/mpi_check.py" \
+		    "$w/one.safetensors" "$w/one.json" "$w/np$np.safetensors" "$w/np$np.json" "$np" "$tol"
+	else
+		not_ok "mpirun -np $np wrote $w/np$np.safetensors"
+	fi
+	check "mpirun -np $np: no temporary file left" sh -c "! ls '$w'/np$np.safetensors.tmp* >/dev/null 2>&1"
+done
+run_np 2 "$MASQ" forward $M >"$w/text.out" 2>"$w/text.err"
+check "mpirun -np 2 prints its table once" sh -c "test \$(grep -c '^layer ' '$w/text.out') -eq 1 && grep -q '2 processes' '$w/text.out'"
+
+# more processes than sequences (the tiny demo has 4)
+run_np 5 "$MASQ" forward $M >"$w/np5.out" 2>"$w/np5.err"
+rc=$?
+check "5 processes for 4 sequences: exit 2 ($rc)" test "$rc" -eq 2
+check "... the message says why" grep -q "4 sequences for 5 processes" "$w/np5.err"
+
+# one rank whose calibration file is broken: every rank stops, the message
+# names the rank, nothing is written, nothing hangs
+head -c 100 "$w/d/calib.safetensors" >"$w/broken.safetensors"
+run_np 2 sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then c=$2; else c=$1; fi
+	exec "$0" forward --model "$3" --calib "$c" --threads 1 --out "$4"' \
+    "$MASQ" "$w/d/calib.safetensors" "$w/broken.safetensors" "$w/d/model" "$w/bad.safetensors" \
+    >"$w/bad.out" 2>"$w/bad.err"
+rc=$?
+check "a rank with a broken calibration set: the run fails ($rc)" sh -c "test $rc -ne 0 && test $rc -ne 124"
+check "... the message names rank 1" grep -q "rank 1 of 2 stopped the run" "$w/bad.err"
+check "... and the file" grep -q "broken.safetensors" "$w/bad.err"
+check "... nothing is written" sh -c "! ls '$w'/bad.safetensors* >/dev/null 2>&1"
+
+# the commands that do not shard yet
+run_np 2 "$MASQ" run --model "$w/d/model" --calib "$w/d/calib.safetensors" --db "$w/run.db" >"$w/run.out" 2>"$w/run.err"
+rc=$?
+check "mpirun -np 2 masq run: exit 2 ($rc)" test "$rc" -eq 2
+check "... says only forward runs in several processes" grep -q "only masq forward runs in several processes" "$w/run.err"
+check "... and writes no database" test ! -e "$w/run.db"
+run_np 1 "$MASQ" run --model "$w/d/model" --calib "$w/d/calib.safetensors" --no-db --method sq >"$w/run1.out" 2>"$w/run1.err"
+check "mpirun -np 1 masq run runs as one process" test $? -eq 0
+done_testing
