@@ -215,6 +215,7 @@ pipe_learned_drop(pipeline *p)
 }
 
 static void wcache_free(struct wcache *wc);
+static void wcache_release(pipeline *p, struct wcache *wc, int grp);
 
 int
 pipe_rank_max(const model_config *c)
@@ -390,7 +391,7 @@ pipe_calibrate(pipeline *p, masq_err *err)
  * layer is calibrated (it does not depend on the smoothing factors, so
  * every linear of the site, every alpha and every preview shares it). */
 struct wcache {
-	int state;		/* 0 not built, 1 built, -1 LAPACK failed (the Gram is gone) */
+	int state;		/* 0 not built, 1 built, -1 LAPACK failed, 2 released (one_pass); the Gram is gone but at 0 */
 	cmc_basis b;
 };
 
@@ -565,6 +566,10 @@ get_whitener(struct qctx *q, int grp, int mod, const float *s, int d, cmc_whiten
 		return masq_err_set(q->err, MASQ_ERR_INTERNAL,
 		    "cmc: the whitening basis of the %s input for %s failed earlier; calibrate layer %d again",
 		    smooth_group_name(grp), modality_name(mod), p->layer);
+	if (c->state == 2)
+		return masq_err_set(q->err, MASQ_ERR_INTERNAL,
+		    "cmc: the Gram matrices of the %s input of layer %d were freed after it was quantized "
+		    "(a one-pass run); calibrate the layer again", smooth_group_name(grp), p->layer);
 	if (c->state == 0) {
 		if (st->gram[mod] == NULL)
 			return masq_err_set(q->err, MASQ_ERR_INTERNAL,
@@ -839,7 +844,29 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	free(xq);
 	free(yr);
 	free(s);
+	/* a one-pass run quantizes the layer once: the group's bases and Gram
+	 * matrices are not needed again */
+	int grp = smooth_lin_group(lin), last = grp >= 0;
+	for (int k = lin + 1; k < LIN_COUNT && last; k++)
+		last = smooth_lin_group(k) != grp;
+	if (last && p->one_pass && q->plan != NULL && q->wc != NULL)
+		wcache_release(p, q->wc, grp);
 	return 0;
+}
+
+/* Free group grp's bases and whatever Gram matrices of its site are left,
+ * for good: the layer's later uses of them are refused (one_pass). */
+static void
+wcache_release(pipeline *p, struct wcache *wc, int grp)
+{
+	for (int m = 0; m < MOD_COUNT; m++) {
+		struct wcache *c = &wc[grp * MOD_COUNT + m];
+		if (c->state == 1)
+			cmc_basis_done(&c->b);
+		free(p->st[grp].gram[m]);
+		p->st[grp].gram[m] = NULL;
+		c->state = 2;
+	}
 }
 
 /* The pipeline's whitening bases, allocated on first use. */
@@ -888,7 +915,7 @@ static void
 wcache_free(struct wcache *wc)
 {
 	for (int i = 0; i < GRP_COUNT * MOD_COUNT; i++) {
-		if (wc[i].state > 0)
+		if (wc[i].state == 1)
 			cmc_basis_done(&wc[i].b);
 		wc[i].state = 0;
 	}

@@ -214,6 +214,12 @@ typedef struct pipeline {
 	int learned_valid;
 	layer_setting learned_for;
 	struct wcache *wc;		/* the whitening bases (GRP_COUNT * MOD_COUNT), kept while the layer is calibrated */
+	/* 1: the layer is quantized once and left (masq run, masq resume):
+	 * pipe_quantize frees each group's bases and Gram matrices after its
+	 * last linear, so that the layer's peak holds one group's, and any
+	 * later use of them in the layer is refused; 0 (the workbench,
+	 * replay): kept for previews and re-quantizing. */
+	int one_pass;
 	/* the held-out split (opts.eval_split > 0), or NULL: per sequence
 	 * whether it is held out; the modalities with the held-out tokens
 	 * (fit) or the fitted ones (held) marked MOD_SKIP */

@@ -331,6 +331,12 @@ sess_set_progress(sess *s, sess_progress_fn fn, void *ctx)
 	s->progress_until = s->opened ? s->p.layer + 1 : 0;
 }
 
+void
+sess_set_one_pass(sess *s, int on)
+{
+	s->p.one_pass = on != 0;
+}
+
 /* ---- restore -------------------------------------------------------------------- */
 
 int

@@ -149,6 +149,12 @@ typedef int (*sess_progress_fn)(void *ctx, const sess_progress *p);
 /* The hook single commands report their work to (fn NULL: none);
  * sess_run_to installs its own while it runs. */
 void sess_set_progress(sess *s, sess_progress_fn fn, void *ctx);
+/* 1: every layer is quantized once and left, as masq run and masq resume
+ * run them (pipeline.one_pass: compensation's Gram matrices are freed as
+ * soon as they are used, a layer's peak memory holding one group's); the
+ * figures are the same either way.  0 (the default: the workbench and
+ * replay) keeps them for previews and re-quantizing. */
+void sess_set_one_pass(sess *s, int on);
 
 /* The per-layer recipe, one copy for every driver: from the cursor up to
  * (not including) layer until, calibrate each layer that is not, search

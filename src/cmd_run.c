@@ -432,6 +432,7 @@ run_method_layers(sess **sp, sdb *db, struct run_args *a, int method, masq_err *
 			return masq_err_prefix(err, "--set");
 	}
 	struct run_progress rp = {s, method_name(method), isatty(2) && !a->json};
+	sess_set_one_pass(s, 1);	/* each layer quantized once: free what compensation used */
 	if (sess_run_to(s, sess_view_get(s)->n_layers, run_progress, &rp, err) < 0)
 		return -1;
 	return sess_dispatch(s, SC_FINISH, NULL, NULL, err) < 0 ? -1 : 0;

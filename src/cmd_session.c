@@ -717,6 +717,7 @@ cmd_resume(int argc, char **argv)
 		goto out;
 	}
 	fprintf(stderr, "masq: resuming session %lld at layer %d of %d\n", (long long)v->id, cursor, v->n_layers);
+	sess_set_one_pass(s, 1);	/* as masq run: each layer quantized once */
 	if (sess_run_to(s, v->n_layers, NULL, NULL, &err) < 0 || sess_dispatch(s, SC_FINISH, NULL, NULL, &err) < 0) {
 		rc = cli_fail(&err);
 		goto out;

@@ -1,0 +1,118 @@
+/*
+ * test_onepass.c: a one-pass pipeline (pipeline.one_pass, as masq run and
+ * masq resume drive it) frees each group's whitening bases and Gram
+ * matrices once the group is quantized.  The figures and factors must be
+ * the bits the workbench's pipeline (which keeps them) computes, every
+ * Gram matrix must be gone after the quantization, and a later use of
+ * them in the layer must be refused with a message, not read freed memory;
+ * calibrating the layer again brings them back.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/calib.h"
+#include "core/demo.h"
+#include "core/model.h"
+#include "core/pipeline.h"
+#include "tests/tap.h"
+
+/* Calibrate and quantize layer 0 of the demo under mas-cmc; 0 on success. */
+static int
+quantize0(pipeline *p, model *m, calib *c, int one_pass, masq_err *err)
+{
+	pipe_opts po;
+	pipe_opts_default(&po);
+	po.method = METHOD_MAS_CMC;
+	po.epochs = 0;
+	if (pipe_init(p, m, c, &po, err) < 0)
+		return -1;
+	p->one_pass = one_pass;
+	if (pipe_calibrate(p, err) < 0 || pipe_quantize(p, err) < 0)
+		return -1;
+	return 0;
+}
+
+int
+main(void)
+{
+	masq_err err = {0};
+	const char *bd = getenv("builddir");
+	char dir[600], path[700];
+	model m;
+	calib c;
+	pipeline keep, once;
+
+	masq_blas_set_threads(1);
+	snprintf(dir, sizeof dir, "%s/work/test_onepass", bd ? bd : ".");
+	demo_preset pr;
+	demo_preset_get("tiny", &pr);
+	snprintf(path, sizeof path, "%s/model", dir);
+	if (demo_write(dir, &pr, DEMO_DEFAULT_SEED, &err) < 0 || model_open(&m, path, &err) < 0 ||
+	    (snprintf(path, sizeof path, "%s/calib.safetensors", dir), calib_load(&c, path, m.cfg.hidden, &err)) < 0) {
+		tap_ok(0, "the tiny demo: %s", err.msg);
+		return tap_done();
+	}
+	if (!tap_ok(quantize0(&keep, &m, &c, 0, &err) == 0, "the workbench's pipeline quantizes layer 0 (%s)", err.msg) ||
+	    !tap_ok(quantize0(&once, &m, &c, 1, &err) == 0, "a one-pass pipeline quantizes layer 0 (%s)", err.msg))
+		return tap_done();
+
+	/* the same bits */
+	const pipe_layer_result *a = &keep.results[0], *b = &once.results[0];
+	int same = memcmp(a->sqnr, b->sqnr, sizeof a->sqnr) == 0;
+	for (int k = 0; k < LIN_COUNT; k++)
+		same &= memcmp(a->lin[k].sqnr, b->lin[k].sqnr, sizeof a->lin[k].sqnr) == 0;
+	tap_ok(same, "the same layer and per-linear SQNR, to the bit");
+	int factors = 0, fsame = 1;
+	for (int k = 0; k < LIN_COUNT; k++)
+		for (int md = 0; md < MOD_COUNT; md++) {
+			int r = keep.plan.lin[k].rank[md];
+			if (r != once.plan.lin[k].rank[md]) {
+				fsame = 0;
+				continue;
+			}
+			if (r == 0)
+				continue;
+			int out, in;
+			layer_lin_shape(&m.cfg, k, &out, &in);
+			factors++;
+			fsame &= memcmp(keep.plan.lin[k].L1[md], once.plan.lin[k].L1[md], (size_t)in * r * sizeof(float)) == 0 &&
+			    memcmp(keep.plan.lin[k].L2[md], once.plan.lin[k].L2[md], (size_t)r * out * sizeof(float)) == 0;
+		}
+	tap_ok(factors > 0 && fsame, "the same compensation factors, to the bit (%d linear x modality)", factors);
+
+	/* what it freed */
+	int left = 0;
+	for (int s = 0; s < SITE_COUNT; s++)
+		for (int md = 0; md < MOD_COUNT; md++)
+			left += once.st[s].gram[md] != NULL;
+	tap_ok(left == 0, "no Gram matrix is left after a one-pass quantization (%d)", left);
+	err = (masq_err){0};
+	tap_ok(pipe_quantize(&keep, &err) == 0 && memcmp(keep.results[0].sqnr, b->sqnr, sizeof b->sqnr) == 0,
+	    "the workbench's pipeline quantizes again from its kept bases, to the same bits (%s)", err.msg);
+
+	/* later uses are refused */
+	pipe_preview pv;
+	err = (masq_err){0};
+	tap_ok(pipe_preview_sample(&keep, -1, -1, &pv, &err) == 0, "the workbench's pipeline previews afterwards (%s)",
+	    err.msg);
+	err = (masq_err){0};
+	int rc = pipe_preview_sample(&once, -1, -1, &pv, &err);
+	tap_ok(rc < 0, "a preview of the one-pass layer is refused");
+	tap_contains(err.msg, "freed after it was quantized", "... saying the Gram matrices were freed");
+	err = (masq_err){0};
+	tap_ok(pipe_quantize(&once, &err) < 0, "so is quantizing it again");
+	tap_contains(err.msg, "calibrate the layer again", "... saying what to do");
+	err = (masq_err){0};
+	tap_ok(pipe_calibrate(&once, &err) == 0 && pipe_quantize(&once, &err) == 0,
+	    "calibrated again, it quantizes (%s)", err.msg);
+	tap_ok(memcmp(once.results[0].sqnr, a->sqnr, sizeof a->sqnr) == 0, "... to the same bits");
+
+	pipe_done(&keep);
+	pipe_done(&once);
+	calib_done(&c);
+	model_close(&m);
+	return tap_done();
+}
