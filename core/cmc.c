@@ -468,17 +468,17 @@ cmc_sumsq_f(const float *x, size_t n)
 	return acc;
 }
 
-/* Mf (in, out) = T dWt in float: sgemm with D^-1 P in float, then the rows
- * scaled by sqrt(lambda); a copy of dWt without w. */
-static float *
-cmc_whiten_f32(const cmc_whitener *w, const float *dWt, int in, int out)
+/* Columns of the float whitening product formed at a time. */
+#define CMC_F32_BLOCK 512
+
+/* A (in, out) := T A in float, in place: sgemm with D^-1 P in float on
+ * CMC_F32_BLOCK columns at a time (copied out, multiplied back into A),
+ * then the rows scaled by sqrt(lambda); nothing without w. */
+static void
+cmc_whiten_f32(const cmc_whitener *w, float *A, int in, int out)
 {
-	size_t n = xmul((size_t)in, (size_t)out);
-	float *M = xmalloc(xmul(n, sizeof(float)));
-	if (w == NULL) {
-		memcpy(M, dWt, n * sizeof(float));
-		return M;
-	}
+	if (w == NULL)
+		return;
 	/* (D^-1 P) in float, d * d: smaller than a scaled copy of dWt
 	 * wherever out >= in, and the large linears are those */
 	float *Ps = xmalloc(xmul(xmul((size_t)in, (size_t)in), sizeof(float)));
@@ -489,16 +489,23 @@ cmc_whiten_f32(const cmc_whitener *w, const float *dWt, int in, int out)
 		for (int j = 0; j < in; j++)
 			dst[j] = (float)(src[j] / si);
 	}
-	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, out, in, 1.0f, Ps, in, dWt, out,
-	    0.0f, M, out);
+	int nb = out < CMC_F32_BLOCK ? out : CMC_F32_BLOCK;
+	float *B = xmalloc(xmul(xmul((size_t)in, (size_t)nb), sizeof(float)));
+	for (int j0 = 0; j0 < out; j0 += nb) {
+		int k = out - j0 < nb ? out - j0 : nb;
+		for (int i = 0; i < in; i++)
+			memcpy(B + (size_t)i * k, A + (size_t)i * out + j0, (size_t)k * sizeof(float));
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, k, in, 1.0f, Ps, in, B, k,
+		    0.0f, A + j0, out);
+	}
+	free(B);
 	free(Ps);
 	for (int i = 0; i < in; i++) {
 		float sl = (float)w->b->sqrt_lambda[i];
-		float *row = M + (size_t)i * out;
+		float *row = A + (size_t)i * out;
 		for (int j = 0; j < out; j++)
 			row[j] *= sl;
 	}
-	return M;
 }
 
 /* A (m, n) float replaced by the Q of its thin QR, computed in double. */
@@ -622,15 +629,16 @@ cmc_check_args(cmc_result *r, const float *dWt, int in, int out, const cmc_white
 	return 0;
 }
 
-/* The single-precision computation: 0, or 1 when it failed or its check
- * did (r emptied; the caller reruns it in double). */
+/* The single-precision computation on M (in, out), which holds dWt and is
+ * overwritten (by T dWt, then the residual): 0, or 1 when it failed or its
+ * check did (r emptied; the caller reruns it in double). */
 static int
-cmc_compute_f32(cmc_result *r, const float *dWt, const cmc_whitener *w, enum cmc_svd_mode mode,
+cmc_compute_f32(cmc_result *r, float *M, const cmc_whitener *w, enum cmc_svd_mode mode,
     rng *g, masq_err *err)
 {
 	int in = r->in, out = r->out, mn = in < out ? in : out;
 	size_t n = xmul((size_t)in, (size_t)out);
-	float *M = cmc_whiten_f32(w, dWt, in, out);
+	cmc_whiten_f32(w, M, in, out);
 	r->total_energy = cmc_sumsq_f(M, n);
 	r->precision = 32;
 	if (mode == CMC_SVD_AUTO)
@@ -647,7 +655,6 @@ cmc_compute_f32(cmc_result *r, const float *dWt, const cmc_whitener *w, enum cmc
 		r->resid_energy = r->rank > 0
 		    ? cmc_residual_whitened_f32(w, M, in, out, r->L1, r->L2, r->rank)
 		    : r->total_energy;
-	free(M);
 	if (rc < 0) {
 		/* LAPACK on what float overflowed to, or factors float cannot
 		 * hold: the double path decides (and reports what still fails) */
@@ -681,7 +688,12 @@ cmc_compute_prec(cmc_result *r, const float *dWt, int in, int out, const cmc_whi
 		return -1;
 	/* the double rerun draws the same test matrix */
 	rng saved = g != NULL ? *g : (rng){0};
-	if (cmc_compute_f32(r, dWt, w, mode, g, err) == 0)
+	size_t n = xmul((size_t)in, (size_t)out);
+	float *M = xmalloc(xmul(n, sizeof(float)));
+	memcpy(M, dWt, n * sizeof(float));
+	int f = cmc_compute_f32(r, M, w, mode, g, err);
+	free(M);
+	if (f == 0)
 		return 0;
 	if (g != NULL)
 		*g = saved;
@@ -689,6 +701,22 @@ cmc_compute_prec(cmc_result *r, const float *dWt, int in, int out, const cmc_whi
 	if (rc == 0)
 		r->fell_back = 1;
 	return rc;
+}
+
+int
+cmc_compute_prec_inplace(cmc_result *r, float *dWt, int in, int out, const cmc_whitener *w,
+    int rank, enum cmc_svd_mode mode, enum cmc_precision prec, rng *g, masq_err *err)
+{
+	if (prec != CMC_F32)
+		return cmc_compute(r, dWt, in, out, w, rank, mode, g, err);
+	if (cmc_check_args(r, dWt, in, out, w, rank, err) < 0)
+		return -1;
+	rng saved = g != NULL ? *g : (rng){0};
+	if (cmc_compute_f32(r, dWt, w, mode, g, err) == 0)
+		return 0;
+	if (g != NULL)
+		*g = saved;	/* the caller's double rerun draws the same test matrix */
+	return 1;
 }
 
 int

@@ -139,6 +139,14 @@ int cmc_compute(cmc_result *r, const float *dWt, int in, int out, const cmc_whit
  * matrix is drawn the same way in both, so the two are comparable. */
 int cmc_compute_prec(cmc_result *r, const float *dWt, int in, int out, const cmc_whitener *w,
     int rank, enum cmc_svd_mode mode, enum cmc_precision prec, rng *g, masq_err *err);
+/* cmc_compute_prec allowed to overwrite dWt: in single precision the
+ * whitened product is formed in dWt's own storage, one (in, out) array
+ * fewer at the peak, with the same bits.  0, -1 on error, or 1 when single
+ * precision failed its check: dWt is then spent (r is empty, g as it was),
+ * and the caller reruns cmc_compute on a fresh dWt and sets fell_back.  In
+ * double precision dWt is not touched (cmc_compute). */
+int cmc_compute_prec_inplace(cmc_result *r, float *dWt, int in, int out, const cmc_whitener *w,
+    int rank, enum cmc_svd_mode mode, enum cmc_precision prec, rng *g, masq_err *err);
 void cmc_result_done(cmc_result *r);
 
 /* How L1 (in, r) and L2 (r, out) are stored when dtype `want` (st_dtype:

@@ -641,7 +641,22 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 		wh = &whb;
 	}
 	int mode = q->measure && p->opts.cmc_diag ? CMC_SVD_FULL : p->opts.svd_mode;
-	if (cmc_compute_prec(res, dWt, in, out, wh, rank, mode, p->opts.cmc_precision, q->g, q->err) < 0) {
+	int rc;
+	if (p->opts.cmc_diag) {
+		/* the diagnostics below read dWt again */
+		rc = cmc_compute_prec(res, dWt, in, out, wh, rank, mode, p->opts.cmc_precision, q->g, q->err);
+	} else {
+		/* the whitened product in dWt's storage; dWt is spent after */
+		rc = cmc_compute_prec_inplace(res, dWt, in, out, wh, rank, mode, p->opts.cmc_precision, q->g,
+		    q->err);
+		if (rc == 1) {
+			free(dWt);
+			dWt = cmc_dwt(p, lin, Wbase, s_m, out, in);
+			rc = cmc_compute(res, dWt, in, out, wh, rank, mode, q->g, q->err);
+			res->fell_back = rc == 0;
+		}
+	}
+	if (rc < 0) {
 		cmc_whitener_done(&whb);
 		free(dWt);
 		return -1;

@@ -541,6 +541,65 @@ test_single(void)
 	free(X), free(s), free(G);
 }
 
+/* cmc_compute_prec_inplace: the bits cmc_compute_prec gives, on a residual
+ * wide enough that the float whitening product is formed in several column
+ * blocks; dWt is spent; in double it is left alone; a residual float cannot
+ * hold returns 1 with the generator as it was. */
+static void
+test_inplace(void)
+{
+	const int n = 300, in = 48, out = 1200, rank = 8;
+	rng g;
+	rng_init(&g, 88);
+	double *X = make_acts(&g, n, in, -1.0, 1.0);
+	float *s = rand_scales(&g, in, 0.3, 3.0);
+	double *G = make_gram(X, n, in);
+	float *dWt = randnf(&g, (size_t)in * out, 0.05);
+	size_t len = (size_t)in * out;
+	float *A = xmalloc(len * sizeof(float));
+	masq_err err = {0};
+	cmc_whitener wh;
+
+	MASQ_ASSERT(cmc_whitener_init(&wh, G, s, in, CMC_EIG_FLOOR, &err) == 0);
+	for (int mode = CMC_SVD_FULL; mode <= CMC_SVD_RANDOMIZED; mode++) {
+		const char *tag = mode == CMC_SVD_FULL ? "full" : "randomized";
+		cmc_result r1, r2;
+		rng g1, g2;
+		rng_init(&g1, 9);
+		rng_init(&g2, 9);
+		memcpy(A, dWt, len * sizeof(float));
+		int ok = cmc_compute_prec(&r1, dWt, in, out, &wh, rank, mode, CMC_F32, &g1, &err) == 0 &&
+		    cmc_compute_prec_inplace(&r2, A, in, out, &wh, rank, mode, CMC_F32, &g2, &err) == 0;
+		tap_ok(ok && r2.precision == 32 && r1.rank == r2.rank &&
+		    memcmp(r1.L1, r2.L1, (size_t)in * rank * sizeof(float)) == 0 &&
+		    memcmp(r1.L2, r2.L2, (size_t)rank * out * sizeof(float)) == 0 &&
+		    r1.resid_energy == r2.resid_energy && r1.total_energy == r2.total_energy &&
+		    memcmp(&g1, &g2, sizeof g1) == 0,
+		    "%s: in place, the same factors, energies and draws to the bit (%d columns)", tag, out);
+		tap_ok(memcmp(A, dWt, len * sizeof(float)) != 0, "%s: ... and dWt is spent", tag);
+		if (ok) {
+			cmc_result_done(&r1);
+			cmc_result_done(&r2);
+		}
+	}
+	memcpy(A, dWt, len * sizeof(float));
+	cmc_result r;
+	int rc = cmc_compute_prec_inplace(&r, A, in, out, &wh, rank, CMC_SVD_AUTO, CMC_F64, &g, &err);
+	tap_ok(rc == 0 && r.precision == 64 && memcmp(A, dWt, len * sizeof(float)) == 0,
+	    "in double precision dWt is left alone");
+	if (rc == 0)
+		cmc_result_done(&r);
+	for (size_t i = 0; i < len; i++)
+		A[i] = (float)(2e38 * (0.5 + 0.5 * rng_uniform(&g)));
+	rng before = g;
+	rc = cmc_compute_prec_inplace(&r, A, in, out, NULL, rank, CMC_SVD_RANDOMIZED, CMC_F32, &g, &err);
+	tap_ok(rc == 1 && r.L1 == NULL && memcmp(&before, &g, sizeof g) == 0,
+	    "products float cannot hold: 1, nothing kept, the generator as it was (rc %d)", rc);
+	free(A), free(dWt);
+	cmc_whitener_done(&wh);
+	free(X), free(s), free(G);
+}
+
 static void
 test_floor_and_absent(void)
 {
@@ -871,6 +930,7 @@ main(void)
 	test_theorem2();
 	test_randomized();
 	test_single();
+	test_inplace();
 	test_floor_and_absent();
 	test_oracle();
 	test_oracle_deficient();
