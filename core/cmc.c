@@ -83,8 +83,10 @@ cmc_basis_eig(cmc_basis *b, double *C, int d, double floor_rel, masq_err *err)
 	}
 	double lmax = lam[d - 1];
 	if (!(lmax > 0)) {
+		/* not a Gram matrix (those are semidefinite and not zero here);
+		 * INTERNAL, as C is overwritten (cmc_basis_take's contract) */
 		free(lam);
-		return masq_err_set(err, MASQ_ERR_USAGE,
+		return masq_err_set(err, MASQ_ERR_INTERNAL,
 		    "cmc: the Gram matrix has no positive eigenvalue (largest %g)", lmax);
 	}
 	/* dsyevd sorts ascending; store descending, reversing each row in place. */
@@ -148,10 +150,7 @@ cmc_basis_done(cmc_basis *b)
 int
 cmc_whitener_bind(cmc_whitener *w, const cmc_basis *b, const float *s, masq_err *err)
 {
-	cmc_basis own = w->own;
-
 	memset(w, 0, sizeof *w);
-	w->own = own;
 	for (int j = 0; j < b->d; j++)
 		if (!isfinite(s[j]) || s[j] <= 0)
 			return masq_err_set(err, MASQ_ERR_USAGE,
@@ -175,12 +174,15 @@ cmc_whitener_init(cmc_whitener *w, const double *G, const float *s, int d, doubl
 				return masq_err_set(err, MASQ_ERR_USAGE,
 				    "cmc: smoothing factor %d is %g, not a positive number", j,
 				    (double)s[j]);
-	if (cmc_basis_init(&w->own, G, d, floor_rel, err) < 0)
+	cmc_basis own;
+	if (cmc_basis_init(&own, G, d, floor_rel, err) < 0)
 		return -1;
-	if (cmc_whitener_bind(w, &w->own, s, err) < 0) {
-		cmc_basis_done(&w->own);
+	if (cmc_whitener_bind(w, &own, s, err) < 0) {
+		cmc_basis_done(&own);
 		return -1;
 	}
+	w->own = own;
+	w->b = &w->own;
 	return 0;
 }
 

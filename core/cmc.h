@@ -81,8 +81,8 @@ typedef struct cmc_whitener {
 	cmc_basis own;		/* cmc_whitener_init's basis */
 } cmc_whitener;
 
-/* w = basis b with factors s (d; copied); a factor s_j <= 0 or not finite
- * is MASQ_ERR_USAGE.  b must outlive w. */
+/* w (overwritten, not read) = basis b with factors s (d; copied); a
+ * factor s_j <= 0 or not finite is MASQ_ERR_USAGE.  b must outlive w. */
 int cmc_whitener_bind(cmc_whitener *w, const cmc_basis *b, const float *s, masq_err *err);
 /* cmc_basis_init into a basis of w's own, then cmc_whitener_bind. */
 int cmc_whitener_init(cmc_whitener *w, const double *G, const float *s, int d, double floor_rel,

@@ -28,6 +28,14 @@ dist_init(int *argc, char ***argv)
 	if (getenv("OMPI_COMM_WORLD_SIZE") == NULL && getenv("PMIX_RANK") == NULL &&
 	    getenv("PMI_RANK") == NULL)
 		return 0;
+	/* mpirun -np 1: one process, and one that may exec itself again
+	 * (replay does, to pin the recorded kernels), which MPI_Init in the
+	 * new image would refuse; so no MPI for it */
+	const char *np = getenv("OMPI_COMM_WORLD_SIZE");
+	if (np == NULL)
+		np = getenv("PMI_SIZE");
+	if (np != NULL && strcmp(np, "1") == 0)
+		return 0;
 	if (MPI_Init(argc, argv) != MPI_SUCCESS) {
 		fprintf(stderr, "masq: MPI_Init failed\n");
 		return -1;
@@ -83,39 +91,53 @@ dist_library(void)
 #endif
 }
 
+/* How many ranks whole sequences in order need when none may hold more
+ * than cap tokens (every sequence fits: cap >= the longest). */
+static int
+shard_count(const int32_t *seq_lens, int n_seqs, int64_t cap)
+{
+	int parts = 1;
+	int64_t run = 0;
+	for (int s = 0; s < n_seqs; s++) {
+		if (run + seq_lens[s] > cap) {
+			parts++;
+			run = 0;
+		}
+		run += seq_lens[s];
+	}
+	return parts;
+}
+
 void
 dist_shard(const int32_t *seq_lens, int n_seqs, int size, int *first)
 {
-	int64_t total = 0, run = 0;
+	int64_t lo = 0, hi = 0;
 
 	MASQ_ASSERT(size >= 1 && n_seqs >= size);
-	for (int s = 0; s < n_seqs; s++)
-		total += seq_lens[s];
-	/* rank r starts at the first sequence whose start reaches r/size of the
-	 * tokens, kept at least one sequence past the rank before it and
-	 * leaving one for every rank after it */
-	first[0] = 0;
+	for (int s = 0; s < n_seqs; s++) {
+		hi += seq_lens[s];
+		if (seq_lens[s] > lo)
+			lo = seq_lens[s];
+	}
+	/* the smallest largest share: binary search on the cap, which the
+	 * greedy packing decides */
+	while (lo < hi) {
+		int64_t mid = lo + (hi - lo) / 2;
+		if (shard_count(seq_lens, n_seqs, mid) <= size)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	/* pack greedily under that cap, but leave a sequence for every rank
+	 * still to come: cutting earlier only empties a share into ranks that
+	 * then hold one sequence each, so no share exceeds the cap */
 	int s = 0;
-	for (int r = 1; r < size; r++) {
-		int64_t want = total * r / size;
-		while (s < n_seqs && run + seq_lens[s] <= want) {
-			run += seq_lens[s];
-			s++;
-		}
-		/* the nearer boundary of the two around `want` */
-		if (s < n_seqs && want - run > run + seq_lens[s] - want) {
-			run += seq_lens[s];
-			s++;
-		}
-		if (s < first[r - 1] + 1) {
-			while (s < first[r - 1] + 1)
-				run += seq_lens[s++];
-		}
-		if (s > n_seqs - (size - r)) {
-			while (s > n_seqs - (size - r))
-				run -= seq_lens[--s];
-		}
-		first[r] = s;
+	first[0] = 0;
+	for (int r = 0; r < size - 1; r++) {
+		int64_t run = seq_lens[s++];
+		while (s < n_seqs - (size - 1 - r) && run + seq_lens[s] <= lo)
+			run += seq_lens[s++];
+		first[r + 1] = s;
 	}
 	first[size] = n_seqs;
 }

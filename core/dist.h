@@ -37,9 +37,10 @@ int dist_size(void);
 /* "Open MPI 4.1.4" in an MPI build, NULL in the plain one. */
 const char *dist_library(void);
 
-/* Whole sequences to ranks, balanced by token count and in order: rank r
- * takes sequences first[r] .. first[r + 1] - 1 (first has size + 1
- * entries).  Every rank gets at least one sequence; n_seqs >= size. */
+/* Whole sequences to ranks, in order, with the largest share of tokens as
+ * small as a contiguous split allows: rank r takes sequences first[r] ..
+ * first[r + 1] - 1 (first has size + 1 entries).  Every rank gets at least
+ * one sequence; n_seqs >= size. */
 void dist_shard(const int32_t *seq_lens, int n_seqs, int size, int *first);
 
 /* x (n) becomes the elementwise maximum over ranks, on every rank. */

@@ -579,12 +579,14 @@ get_whitener(struct qctx *q, int grp, int mod, const float *s, int d, cmc_whiten
 		int rc = cmc_basis_take(&c->b, st->gram[mod], d, CMC_EIG_FLOOR, q->err);
 		if (rc < 0 && q->err->status != MASQ_ERR_INTERNAL)
 			return -1;	/* the Gram is intact: the next call says the same */
-		st->gram[mod] = NULL;	/* the basis's now, or overwritten */
 		if (rc < 0) {
-			free(c->b.P);
+			/* LAPACK overwrote it: the layer must be calibrated again */
+			free(st->gram[mod]);
+			st->gram[mod] = NULL;
 			c->state = -1;
 			return -1;
 		}
+		st->gram[mod] = NULL;	/* the basis's now */
 		c->state = 1;
 	}
 	return cmc_whitener_bind(wh, &c->b, s, q->err) < 0 ? -1 : 0;

@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -372,7 +373,8 @@ cmd_forward(int argc, char **argv)
 		if (st_writer_finish(wr, &err) < 0)
 			goto fail;
 		if (rename(tmp, out) != 0) {
-			masq_err_set(&err, MASQ_ERR_IO, "%s: cannot rename into place", out);
+			masq_err_set(&err, MASQ_ERR_IO, "%s: cannot rename %s into place: %s", out, tmp,
+			    strerror(errno));
 			unlink(tmp);
 			goto fail;
 		}

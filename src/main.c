@@ -132,6 +132,16 @@ masq_main(int argc, char **argv)
 	 * killed half-way still shows how far it got. */
 	if (!isatty(1))
 		setvbuf(stdout, NULL, _IOLBF, 0);
+	if (dist_size() > 1 && (argc < 2 || strcmp(argv[1], "forward") != 0)) {
+		/* the one command that shards today; the rest (the main job, help
+		 * and version too) would run N times over and write beside each
+		 * other */
+		if (dist_rank() == 0)
+			fprintf(stderr, "masq: under mpirun only masq forward runs in several processes "
+			    "(%d here); run masq%s%s as one process\n", dist_size(), argc < 2 ? "" : " ",
+			    argc < 2 ? "" : argv[1]);
+		return 2;
+	}
 	if (argc < 2) {
 		/* The main job on the embedded demo: the workbench on a
 		 * terminal, else the headless pipeline, every method side by
@@ -157,14 +167,6 @@ masq_main(int argc, char **argv)
 		if (dist_library() != NULL)
 			printf("built with %s: under mpirun, masq forward shards its sequences\n", dist_library());
 		return 0;
-	}
-	if (dist_size() > 1 && strcmp(argv[1], "forward") != 0) {
-		/* the one command that shards today; the rest would run N times
-		 * over and write beside each other */
-		if (dist_rank() == 0)
-			fprintf(stderr, "masq: under mpirun only masq forward runs in several processes "
-			    "(%d here); run masq %s as one process\n", dist_size(), argv[1]);
-		return 2;
 	}
 	for (size_t i = 0; i < NSUBCMDS; i++)
 		if (strcmp(argv[1], subcmds[i].name) == 0)

@@ -600,6 +600,65 @@ test_inplace(void)
 	free(X), free(s), free(G);
 }
 
+/* The floor on a known spectrum: G = Q diag(lambda) Q^T with two
+ * eigenvalues below 1e-10 of the largest and one above; exactly those two
+ * are raised, to 1e-10 of it.  And a basis bound to two factor vectors
+ * gives, for each, the bits a whitener of its own gives. */
+static void
+test_floor_known_and_shared(void)
+{
+	const int d = 40, out = 30, rank = 6;
+	rng g;
+	rng_init(&g, 99);
+	double *Q = rand_orthogonal(&g, d);
+	double *lam = xmalloc((size_t)d * sizeof(double));
+	for (int j = 0; j < d; j++)
+		lam[j] = pow(10.0, -6.0 * j / (d - 1));	/* 1 .. 1e-6 */
+	lam[d - 3] = 2e-9;	/* kept: above 1e-10 */
+	lam[d - 2] = 5e-11;	/* floored */
+	lam[d - 1] = 1e-13;	/* floored */
+	double *G = xcalloc((size_t)d * d, sizeof(double));
+	for (int i = 0; i < d; i++)
+		for (int j = 0; j < d; j++)
+			for (int k = 0; k < d; k++)
+				G[(size_t)i * d + j] += Q[(size_t)i * d + k] * lam[k] * Q[(size_t)j * d + k];
+	masq_err err = {0};
+	cmc_basis b;
+	int ok = cmc_basis_init(&b, G, d, CMC_EIG_FLOOR, &err) == 0;
+	tap_ok(ok && b.n_floored == 2, "a known spectrum: the two eigenvalues under 1e-10 of the largest are floored (%d)",
+	    ok ? b.n_floored : -1);
+	double fl = sqrt(CMC_EIG_FLOOR * 1.0);
+	tap_ok(ok && fabs(b.sqrt_lambda[d - 1] - fl) < 1e-6 * fl && fabs(b.sqrt_lambda[d - 2] - fl) < 1e-6 * fl &&
+	    fabs(b.sqrt_lambda[d - 3] - sqrt(2e-9)) < 1e-3 * sqrt(2e-9),
+	    "... raised to 1e-10 of it, the one above kept (%.3g %.3g %.3g)", ok ? b.sqrt_lambda[d - 3] : 0,
+	    ok ? b.sqrt_lambda[d - 2] : 0, ok ? b.sqrt_lambda[d - 1] : 0);
+
+	float *s1 = rand_scales(&g, d, 0.3, 3.0), *s2 = rand_scales(&g, d, 0.1, 8.0);
+	float *dWt = randnf(&g, (size_t)d * out, 0.05);
+	int same = ok;
+	for (int v = 0; v < 2 && same; v++) {
+		const float *s = v == 0 ? s1 : s2;
+		cmc_whitener wb, wo;
+		cmc_result rb, ro;
+		rng g1, g2;
+		rng_init(&g1, 3);
+		rng_init(&g2, 3);
+		same = cmc_whitener_bind(&wb, &b, s, &err) == 0 && cmc_whitener_init(&wo, G, s, d, CMC_EIG_FLOOR, &err) == 0 &&
+		    cmc_compute(&rb, dWt, d, out, &wb, rank, CMC_SVD_FULL, &g1, &err) == 0 &&
+		    cmc_compute(&ro, dWt, d, out, &wo, rank, CMC_SVD_FULL, &g2, &err) == 0;
+		same = same && memcmp(rb.L1, ro.L1, (size_t)d * rank * sizeof(float)) == 0 &&
+		    memcmp(rb.L2, ro.L2, (size_t)rank * out * sizeof(float)) == 0 && rb.resid_energy == ro.resid_energy;
+		cmc_result_done(&rb);
+		cmc_result_done(&ro);
+		cmc_whitener_done(&wb);
+		cmc_whitener_done(&wo);
+	}
+	tap_ok(same, "one basis bound to two factor vectors: each gives a whitener of its own's bits");
+	if (ok)
+		cmc_basis_done(&b);
+	free(Q), free(lam), free(G), free(s1), free(s2), free(dWt);
+}
+
 static void
 test_floor_and_absent(void)
 {
@@ -931,6 +990,7 @@ main(void)
 	test_randomized();
 	test_single();
 	test_inplace();
+	test_floor_known_and_shared();
 	test_floor_and_absent();
 	test_oracle();
 	test_oracle_deficient();
