@@ -67,16 +67,25 @@ cmc_basis_check(const double *G, int d, double floor_rel, masq_err *err)
 	return 0;
 }
 
-/* Eigendecompose C (d, d; upper triangle) in place into b, which owns C on
- * success. */
+/* Eigendecompose C (d, d; upper triangle), a Gram matrix, in place into b,
+ * which owns C on success: its channels scaled to a unit diagonal first. */
 static int
 cmc_basis_eig(cmc_basis *b, double *C, int d, double floor_rel, masq_err *err)
 {
+	double *sc = xmalloc(xmul((size_t)d, sizeof(double)));
+	for (int i = 0; i < d; i++) {
+		double g = C[(size_t)i * d + i];
+		sc[i] = g > 0 ? sqrt(g) : 1.0;
+	}
+	for (int i = 0; i < d; i++)
+		for (int j = i; j < d; j++)
+			C[(size_t)i * d + j] /= sc[i] * sc[j];
 	double *lam = xmalloc(xmul((size_t)d, sizeof(double)));
 	/* dsyevd, not ssyevd: see DESIGN.md, "Known pitfalls". */
 	lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', d, C, d, lam);
 	if (info != 0) {
 		free(lam);
+		free(sc);
 		return masq_err_set(err, MASQ_ERR_INTERNAL,
 		    "cmc: LAPACKE_dsyevd failed on the %d x %d Gram matrix (info %d)", d, d,
 		    (int)info);
@@ -86,6 +95,7 @@ cmc_basis_eig(cmc_basis *b, double *C, int d, double floor_rel, masq_err *err)
 		/* not a Gram matrix (those are semidefinite and not zero here);
 		 * INTERNAL, as C is overwritten (cmc_basis_take's contract) */
 		free(lam);
+		free(sc);
 		return masq_err_set(err, MASQ_ERR_INTERNAL,
 		    "cmc: the Gram matrix has no positive eigenvalue (largest %g)", lmax);
 	}
@@ -100,6 +110,7 @@ cmc_basis_eig(cmc_basis *b, double *C, int d, double floor_rel, masq_err *err)
 	}
 	b->d = d;
 	b->P = C;
+	b->scale = sc;
 	b->sqrt_lambda = xmalloc(xmul((size_t)d, sizeof(double)));
 	double floor_val = floor_rel * lmax;
 	for (int j = 0; j < d; j++) {
@@ -144,6 +155,7 @@ cmc_basis_done(cmc_basis *b)
 {
 	free(b->P);
 	free(b->sqrt_lambda);
+	free(b->scale);
 	memset(b, 0, sizeof *b);
 }
 
@@ -158,8 +170,9 @@ cmc_whitener_bind(cmc_whitener *w, const cmc_basis *b, const float *s, masq_err 
 			    (double)s[j]);
 	w->d = b->d;
 	w->b = b;
-	w->s = xmalloc(xmul((size_t)b->d, sizeof(float)));
-	memcpy(w->s, s, (size_t)b->d * sizeof(float));
+	w->s = xmalloc(xmul((size_t)b->d, sizeof(double)));
+	for (int j = 0; j < b->d; j++)
+		w->s[j] = (double)s[j] / b->scale[j];
 	return 0;
 }
 
@@ -194,7 +207,7 @@ cmc_whitener_done(cmc_whitener *w)
 	memset(w, 0, sizeof *w);
 }
 
-/* A (d, n) := D^-1 A, row i divided by s_i. */
+/* A (d, n) := D^-1 E A, row i divided by s_i / scale_i. */
 static void
 cmc_unsmooth_rows(const cmc_whitener *w, double *A, int n)
 {
@@ -206,7 +219,7 @@ cmc_unsmooth_rows(const cmc_whitener *w, double *A, int n)
 	}
 }
 
-/* M (d, n) = diag(sqrt lambda) P^T A for A already divided by s. */
+/* M (d, n) = diag(sqrt lambda) P^T A for A already through cmc_unsmooth_rows. */
 static void
 cmc_whiten_unsmoothed(const cmc_whitener *w, const double *A, int n, double *M)
 {
@@ -334,7 +347,7 @@ cmc_store_factors(cmc_result *r, const cmc_whitener *w, const double *U, int ldu
 	r->L2 = xmalloc(xmul(n2, sizeof(float)));
 	if (w != NULL) {
 		double *L1d = xmalloc(xmul(n1, sizeof(double)));
-		/* L1 = D P diag(1/sqrt lambda) U_r */
+		/* L1 = D E^-1 P diag(1/sqrt lambda) U_r */
 		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, rank, in, 1.0, w->b->P,
 		    in, Ur, rank, 0.0, L1d, rank);
 		for (int i = 0; i < in; i++) {
@@ -473,7 +486,7 @@ cmc_sumsq_f(const float *x, size_t n)
 /* Columns of the float whitening product formed at a time. */
 #define CMC_F32_BLOCK 512
 
-/* A (in, out) := T A in float, in place: sgemm with D^-1 P in float on
+/* A (in, out) := T A in float, in place: sgemm with D^-1 E P in float on
  * CMC_F32_BLOCK columns at a time (copied out, multiplied back into A),
  * then the rows scaled by sqrt(lambda); nothing without w. */
 static void
@@ -481,7 +494,7 @@ cmc_whiten_f32(const cmc_whitener *w, float *A, int in, int out)
 {
 	if (w == NULL)
 		return;
-	/* (D^-1 P) in float, d * d: smaller than a scaled copy of dWt
+	/* (D^-1 E P) in float, d * d: smaller than a scaled copy of dWt
 	 * wherever out >= in, and the large linears are those */
 	float *Ps = xmalloc(xmul(xmul((size_t)in, (size_t)in), sizeof(float)));
 	for (int i = 0; i < in; i++) {

@@ -8,9 +8,10 @@
  *
  *   dWt  = (W diag(s_m))^T - Q(W diag(s_t))^T          (in, out)
  *   G_m  = sum of x^T x over modality-m tokens (the raw Gram matrix, in, in)
- *   G_m  = P diag(lambda) P^T                           (LAPACKE_dsyevd)
- *   T    = diag(sqrt(lambda)) P^T D_m^-1,  D_m = diag(s_m)
- *   T^-1 = D_m P diag(1/sqrt(lambda))
+ *   E    = diag(sqrt(diag G_m))    (its channels' scales; 1 for a zero one)
+ *   E^-1 G_m E^-1 = P diag(lambda) P^T                  (LAPACKE_dsyevd)
+ *   T    = diag(sqrt(lambda)) P^T E D_m^-1,  D_m = diag(s_m)
+ *   T^-1 = D_m E^-1 P diag(1/sqrt(lambda))
  *   T dWt = U S V^T  (truncated at rank r)
  *   L1   = T^-1 U_r  (in, r),  L2 = S_r V_r^T  (r, out)
  *
@@ -20,10 +21,12 @@
  * eigendecomposes: the two whiteners differ by an orthogonal factor on the
  * left, which changes neither the singular values nor L1 L2.  Whitening
  * against G itself makes the eigendecomposition independent of the
- * smoothing factors, so one basis serves every linear of an input site
+ * smoothing factors; scaling G's channels to a unit diagonal first keeps
+ * channels of massive activations from spreading its spectrum (C has them
+ * divided down by the smoothing; G would not), so one basis serves every linear of an input site
  * (q/k/v, gate/up, each with factors of its own under MAS) and every
- * alpha (HACKING.md, "One whitening basis per site").  Eigenvalues below
- * floor_rel * lambda_max are raised to it (the reference has no guard; a
+ * alpha (HACKING.md, "Departures from DESIGN.md").  Eigenvalues of the
+ * scaled G below floor_rel * lambda_max are raised to it (the reference has no guard; a
  * rank-deficient Gram would otherwise divide by zero).  Without whitening
  * (T = I) it is the plain truncated SVD of dWt.
  *
@@ -55,8 +58,9 @@
  * same input site and modality shares. */
 typedef struct cmc_basis {
 	int d;
-	double *P;		/* (d, d) row-major, column j = eigenvector j of G, lambda descending */
+	double *P;		/* (d, d) row-major, column j = eigenvector j of E^-1 G E^-1, lambda descending */
 	double *sqrt_lambda;	/* (d) square roots of the floored eigenvalues, descending */
+	double *scale;		/* (d) E's diagonal: sqrt(G_jj), 1 where G_jj is 0 */
 	int n_floored;		/* eigenvalues raised to the floor */
 } cmc_basis;
 
@@ -77,7 +81,7 @@ void cmc_basis_done(cmc_basis *b);
 typedef struct cmc_whitener {
 	int d;
 	const cmc_basis *b;
-	float *s;		/* (d) a copy of the smoothing factors */
+	double *s;		/* (d) s_j / scale_j: T = diag(sqrt lambda) P^T diag(1 / s) */
 	cmc_basis own;		/* cmc_whitener_init's basis */
 } cmc_whitener;
 

@@ -223,17 +223,17 @@ test_whitener(void)
 			double c = G[(size_t)i * d + j] / ((double)s[i] * s[j]);
 			num += (tt - c) * (tt - c);
 			den += c * c;
-			/* Reference twin: T_ij = sqrt(lambda_i) P_ji / s_j. */
-			double tref = wh.b->sqrt_lambda[i] * wh.b->P[(size_t)j * d + i] / s[j];
+			/* Reference twin: T_ij = sqrt(lambda_i) P_ji scale_j / s_j. */
+			double tref = wh.b->sqrt_lambda[i] * wh.b->P[(size_t)j * d + i] * wh.b->scale[j] / s[j];
 			ref_err += (T[(size_t)i * d + j] - tref) * (T[(size_t)i * d + j] - tref);
 			ref_den += tref * tref;
 		}
-	tap_ok(sqrt(ref_err / ref_den) < 1e-14, "cmc_whiten matches diag(sqrt lambda) P^T D^-1 (%.2g)",
+	tap_ok(sqrt(ref_err / ref_den) < 1e-14, "cmc_whiten matches diag(sqrt lambda) P^T E D^-1 (%.2g)",
 	    sqrt(ref_err / ref_den));
 	double e = sqrt(num / den);
 	tap_ok(e < TOL_WHITEN, "T^T T == D^-1 G D^-1 (rel err %.2g < %g)", e, TOL_WHITEN);
 
-	/* Y = (X/s) T^-1 = (X/s) D P diag(1/sqrt lambda) has orthonormal columns. */
+	/* Y = (X/s) T^-1 = (X/s) D E^-1 P diag(1/sqrt lambda) has orthonormal columns. */
 	double *Xs = xmalloc((size_t)n * d * sizeof(double));
 	double *Y = xmalloc((size_t)n * d * sizeof(double));
 	double *DP = xmalloc((size_t)d * d * sizeof(double));
@@ -242,7 +242,7 @@ test_whitener(void)
 			Xs[(size_t)t * d + i] = X[(size_t)t * d + i] / s[i];
 	for (int i = 0; i < d; i++)
 		for (int j = 0; j < d; j++)
-			DP[(size_t)i * d + j] = s[i] * wh.b->P[(size_t)i * d + j];
+			DP[(size_t)i * d + j] = s[i] / wh.b->scale[i] * wh.b->P[(size_t)i * d + j];
 	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, d, 1.0, Xs, d, DP, d,
 	    0.0, Y, d);
 	free(DP);
@@ -407,7 +407,7 @@ make_decaying(rng *g, const cmc_whitener *w, int in, int out, double decay)
 				v += U0[(size_t)i * in + k] * pow(decay, k) * V0[(size_t)j * out + k];
 			A[(size_t)i * out + j] = v;
 		}
-	/* T^-1 A = D P diag(1/sqrt lambda) A. */
+	/* T^-1 A = D E^-1 P diag(1/sqrt lambda) A (w->s is D E^-1's diagonal). */
 	double *B = xmalloc((size_t)in * out * sizeof(double));
 	for (int i = 0; i < in; i++)
 		for (int j = 0; j < out; j++)
@@ -600,10 +600,14 @@ test_inplace(void)
 	free(X), free(s), free(G);
 }
 
-/* The floor on a known spectrum: G = Q diag(lambda) Q^T with two
- * eigenvalues below 1e-10 of the largest and one above; exactly those two
- * are raised, to 1e-10 of it.  And a basis bound to two factor vectors
- * gives, for each, the bits a whitener of its own gives. */
+/* The floor on a known spectrum: G = Q diag(lambda) Q^T with two zero
+ * eigenvalues and the rest from 1 down to 1e-6, channels scaled by up to
+ * 1e5 (massive activations): scaling the channels to a unit diagonal
+ * keeps the rank and leaves every other eigenvalue far above 1e-10 of the
+ * largest, so exactly two are raised, to 1e-10 of it.  Unscaled, G's
+ * spectrum would spread past 1e16 and floor many more.  And a basis bound
+ * to two factor vectors gives, for each, the bits a whitener of its own
+ * gives. */
 static void
 test_floor_known_and_shared(void)
 {
@@ -613,25 +617,27 @@ test_floor_known_and_shared(void)
 	double *Q = rand_orthogonal(&g, d);
 	double *lam = xmalloc((size_t)d * sizeof(double));
 	for (int j = 0; j < d; j++)
-		lam[j] = pow(10.0, -6.0 * j / (d - 1));	/* 1 .. 1e-6 */
-	lam[d - 3] = 2e-9;	/* kept: above 1e-10 */
-	lam[d - 2] = 5e-11;	/* floored */
-	lam[d - 1] = 1e-13;	/* floored */
+		lam[j] = j < d - 2 ? pow(10.0, -6.0 * j / (d - 3)) : 0.0;	/* 1 .. 1e-6, 0, 0 */
+	double *sc = xmalloc((size_t)d * sizeof(double));
+	for (int j = 0; j < d; j++)
+		sc[j] = j % 7 == 0 ? 1e5 : 1.0;	/* massive-activation channels */
 	double *G = xcalloc((size_t)d * d, sizeof(double));
 	for (int i = 0; i < d; i++)
-		for (int j = 0; j < d; j++)
+		for (int j = 0; j < d; j++) {
 			for (int k = 0; k < d; k++)
 				G[(size_t)i * d + j] += Q[(size_t)i * d + k] * lam[k] * Q[(size_t)j * d + k];
+			G[(size_t)i * d + j] *= sc[i] * sc[j];
+		}
 	masq_err err = {0};
 	cmc_basis b;
 	int ok = cmc_basis_init(&b, G, d, CMC_EIG_FLOOR, &err) == 0;
-	tap_ok(ok && b.n_floored == 2, "a known spectrum: the two eigenvalues under 1e-10 of the largest are floored (%d)",
-	    ok ? b.n_floored : -1);
-	double fl = sqrt(CMC_EIG_FLOOR * 1.0);
-	tap_ok(ok && fabs(b.sqrt_lambda[d - 1] - fl) < 1e-6 * fl && fabs(b.sqrt_lambda[d - 2] - fl) < 1e-6 * fl &&
-	    fabs(b.sqrt_lambda[d - 3] - sqrt(2e-9)) < 1e-3 * sqrt(2e-9),
-	    "... raised to 1e-10 of it, the one above kept (%.3g %.3g %.3g)", ok ? b.sqrt_lambda[d - 3] : 0,
-	    ok ? b.sqrt_lambda[d - 2] : 0, ok ? b.sqrt_lambda[d - 1] : 0);
+	tap_ok(ok && b.n_floored == 2, "a known spectrum, channels scaled 1e5: its two zero eigenvalues are floored, "
+	    "no more (%d)", ok ? b.n_floored : -1);
+	double fl = ok ? sqrt(CMC_EIG_FLOOR) * b.sqrt_lambda[0] : 0;
+	tap_ok(ok && fabs(b.sqrt_lambda[d - 1] - fl) < 1e-9 * fl && fabs(b.sqrt_lambda[d - 2] - fl) < 1e-9 * fl &&
+	    b.sqrt_lambda[d - 3] > 10 * fl,
+	    "... raised to 1e-10 of the largest, the smallest non-zero one kept (%.3g, floor %.3g)",
+	    ok ? b.sqrt_lambda[d - 3] : 0, fl);
 
 	float *s1 = rand_scales(&g, d, 0.3, 3.0), *s2 = rand_scales(&g, d, 0.1, 8.0);
 	float *dWt = randnf(&g, (size_t)d * out, 0.05);
@@ -656,7 +662,7 @@ test_floor_known_and_shared(void)
 	tap_ok(same, "one basis bound to two factor vectors: each gives a whitener of its own's bits");
 	if (ok)
 		cmc_basis_done(&b);
-	free(Q), free(lam), free(G), free(s1), free(s2), free(dWt);
+	free(Q), free(lam), free(sc), free(G), free(s1), free(s2), free(dWt);
 }
 
 static void
