@@ -723,6 +723,37 @@ write_raw(const char *dir, const char *name, const void *p, size_t n)
 	return ok ? 0 : -1;
 }
 
+/* Write G (d, d), s (d), dWt (d, out) and the script to builddir/work/name
+ * and start the script on them with the three ranks: the pipe to read (its
+ * command in *cmd, to free), or NULL after a failed check.  The skip when
+ * there is no python is the caller's (its count of checks differs). */
+static FILE *
+oracle_start(const char *name, const char *script, size_t script_len, const char *py, const double *G,
+    const float *s, const float *dWt, int d, int out, const int ranks[3], char **cmd)
+{
+	const char *bd = getenv("builddir");
+	char dir[4096];
+	masq_err err = {0};
+
+	*cmd = NULL;
+	snprintf(dir, sizeof dir, "%s/work/%s", bd && *bd ? bd : ".", name);
+	if (masq_mkdir_p(dir, &err) < 0) {
+		tap_ok(0, "make %s: %s", dir, err.msg);
+		return NULL;
+	}
+	int ok = write_raw(dir, "G.f64", G, (size_t)d * d * sizeof(double)) == 0 &&
+	    write_raw(dir, "s.f32", s, (size_t)d * sizeof(float)) == 0 &&
+	    write_raw(dir, "dwt.f32", dWt, (size_t)d * out * sizeof(float)) == 0 &&
+	    write_raw(dir, "oracle.py", script, script_len) == 0;
+	if (!tap_ok(ok, "write the oracle's inputs to %s", dir))
+		return NULL;
+#define ORACLE_CMD "'%s' '%s/oracle.py' '%s' %d %d %d %d %d"
+	int len = snprintf(NULL, 0, ORACLE_CMD, py, dir, dir, d, out, ranks[0], ranks[1], ranks[2]);
+	*cmd = xmalloc((size_t)len + 1);
+	snprintf(*cmd, (size_t)len + 1, ORACLE_CMD, py, dir, dir, d, out, ranks[0], ranks[1], ranks[2]);
+	return popen(*cmd, "r");
+}
+
 static const char oracle_py[] =
 	"import sys\n"
 	"import numpy as np\n"
@@ -755,40 +786,25 @@ test_oracle(void)
 	const int ranks[ORACLE_NRANK] = { 8, 32, 64 };
 	const int nchecks = ORACLE_NRANK + 4;
 	const char *py = getenv("PYTHON3");
-	const char *bd = getenv("builddir");
 	const char *what = "numpy oracle (eigh + svd): residual curve and effective rank";
+	masq_err err = {0};
+	int ok;
 
 	if (py == NULL || *py == '\0' || access(py, X_OK) != 0) {
 		for (int i = 0; i < nchecks; i++)
 			tap_skip(what, "PYTHON3 is not executable");
 		return;
 	}
-	char dir[4096];
-	snprintf(dir, sizeof dir, "%s/work/test_cmc", bd && *bd ? bd : ".");
-	masq_err err = {0};
-	if (masq_mkdir_p(dir, &err) < 0) {
-		tap_ok(0, "make %s: %s", dir, err.msg);
-		return;
-	}
-
 	rng g;
 	rng_init(&g, 66);
 	double *X = make_acts(&g, n, d, -1.5, 1.0);
 	float *s = rand_scales(&g, d, 0.2, 5.0);
 	double *G = make_gram(X, n, d);
 	float *dWt = randnf(&g, (size_t)d * out, 0.05);
-	int ok = write_raw(dir, "G.f64", G, (size_t)d * d * sizeof(double)) == 0 &&
-	    write_raw(dir, "s.f32", s, (size_t)d * sizeof(float)) == 0 &&
-	    write_raw(dir, "dwt.f32", dWt, (size_t)d * out * sizeof(float)) == 0 &&
-	    write_raw(dir, "oracle.py", oracle_py, sizeof oracle_py - 1) == 0;
-	if (!tap_ok(ok, "write the oracle's inputs to %s", dir))
+	char *cmd;
+	FILE *p = oracle_start("test_cmc", oracle_py, sizeof oracle_py - 1, py, G, s, dWt, d, out, ranks, &cmd);
+	if (cmd == NULL)
 		goto done;
-
-#define ORACLE_CMD "'%s' '%s/oracle.py' '%s' %d %d %d %d %d"
-	int len = snprintf(NULL, 0, ORACLE_CMD, py, dir, dir, d, out, ranks[0], ranks[1], ranks[2]);
-	char *cmd = xmalloc((size_t)len + 1);
-	snprintf(cmd, (size_t)len + 1, ORACLE_CMD, py, dir, dir, d, out, ranks[0], ranks[1], ranks[2]);
-	FILE *p = popen(cmd, "r");
 	double o_total = -1, o_resid[ORACLE_NRANK], o_erank = -1, o_erank_plain = -1;
 	int got = 0;
 	char line[512];
@@ -871,21 +887,15 @@ test_oracle_deficient(void)
 {
 	const int n = 60, d = 128, out = 96;
 	const int ranks[DEFICIENT_NRANK] = { 8, 32, 64 };
-	const int nchecks = DEFICIENT_NRANK + 1;
+	const int nchecks = DEFICIENT_NRANK + 2;
 	const char *py = getenv("PYTHON3");
-	const char *bd = getenv("builddir");
 	const char *what = "numpy oracle: the data's error on a rank-deficient Gram";
+	masq_err err = {0};
+	int ok;
 
 	if (py == NULL || *py == '\0' || access(py, X_OK) != 0) {
 		for (int i = 0; i < nchecks; i++)
 			tap_skip(what, "PYTHON3 is not executable");
-		return;
-	}
-	char dir[4096];
-	snprintf(dir, sizeof dir, "%s/work/test_cmc_deficient", bd && *bd ? bd : ".");
-	masq_err err = {0};
-	if (masq_mkdir_p(dir, &err) < 0) {
-		tap_ok(0, "make %s: %s", dir, err.msg);
 		return;
 	}
 	rng g;
@@ -894,17 +904,11 @@ test_oracle_deficient(void)
 	float *s = rand_scales(&g, d, 0.2, 5.0);
 	double *G = make_gram(X, n, d);
 	float *dWt = randnf(&g, (size_t)d * out, 0.05);
-	int ok = write_raw(dir, "G.f64", G, (size_t)d * d * sizeof(double)) == 0 &&
-	    write_raw(dir, "s.f32", s, (size_t)d * sizeof(float)) == 0 &&
-	    write_raw(dir, "dwt.f32", dWt, (size_t)d * out * sizeof(float)) == 0 &&
-	    write_raw(dir, "oracle.py", oracle_deficient_py, sizeof oracle_deficient_py - 1) == 0;
-	if (!tap_ok(ok, "write the oracle's inputs to %s", dir))
+	char *cmd;
+	FILE *p = oracle_start("test_cmc_deficient", oracle_deficient_py, sizeof oracle_deficient_py - 1, py, G, s,
+	    dWt, d, out, ranks, &cmd);
+	if (cmd == NULL)
 		goto done;
-#define DEFICIENT_CMD "'%s' '%s/oracle.py' '%s' %d %d %d %d %d"
-	int len = snprintf(NULL, 0, DEFICIENT_CMD, py, dir, dir, d, out, ranks[0], ranks[1], ranks[2]);
-	char *cmd = xmalloc((size_t)len + 1);
-	snprintf(cmd, (size_t)len + 1, DEFICIENT_CMD, py, dir, dir, d, out, ranks[0], ranks[1], ranks[2]);
-	FILE *p = popen(cmd, "r");
 	double o_total = -1, o_opt[DEFICIENT_NRANK];
 	int got = 0;
 	char line[512];
