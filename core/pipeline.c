@@ -391,7 +391,7 @@ pipe_calibrate(pipeline *p, masq_err *err)
  * layer is calibrated (it does not depend on the smoothing factors, so
  * every linear of the site, every alpha and every preview shares it). */
 struct wcache {
-	int state;		/* 0 not built, 1 built, -1 LAPACK failed, 2 released (one_pass); the Gram is gone but at 0 */
+	int state;		/* 0 not built (the Gram is in the statistics), 1 built (in the Gram's storage), -1 LAPACK failed, 2 released (one_pass) */
 	cmc_basis b;
 };
 

@@ -230,7 +230,7 @@ cmd_forward(int argc, char **argv)
 		rc = 2;
 		calib_done(&cal);
 		model_close(&m);
-		goto done;
+		goto done_tmp;	/* rank 0 may have begun the file */
 	}
 	size_t TL = (size_t)lc->n_tokens;	/* this process's tokens */
 	float *h = xmalloc(xmul(TL * D, sizeof(float)));
