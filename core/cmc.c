@@ -181,12 +181,6 @@ cmc_whitener_init(cmc_whitener *w, const double *G, const float *s, int d, doubl
     masq_err *err)
 {
 	memset(w, 0, sizeof *w);
-	if (d > 0)
-		for (int j = 0; j < d; j++)
-			if (!isfinite(s[j]) || s[j] <= 0)
-				return masq_err_set(err, MASQ_ERR_USAGE,
-				    "cmc: smoothing factor %d is %g, not a positive number", j,
-				    (double)s[j]);
 	cmc_basis own;
 	if (cmc_basis_init(&own, G, d, floor_rel, err) < 0)
 		return -1;

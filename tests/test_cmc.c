@@ -723,6 +723,42 @@ write_raw(const char *dir, const char *name, const void *p, size_t n)
 	return ok ? 0 : -1;
 }
 
+/* The python3 the oracles run in, or NULL after skipping nchecks checks. */
+static const char *
+oracle_python(const char *what, int nchecks)
+{
+	const char *py = getenv("PYTHON3");
+	if (py == NULL || *py == '\0' || access(py, X_OK) != 0) {
+		for (int i = 0; i < nchecks; i++)
+			tap_skip(what, "PYTHON3 is not executable");
+		return NULL;
+	}
+	return py;
+}
+
+/* An oracle's case: n tokens' activations X (n, d), factors s, their Gram
+ * matrix G and a weight difference dWt (d, out), from seed. */
+struct oracle_case {
+	double *X, *G;
+	float *s, *dWt;
+};
+
+static void
+oracle_case_make(struct oracle_case *c, uint64_t seed, int n, int d, int out, rng *g)
+{
+	rng_init(g, seed);
+	c->X = make_acts(g, n, d, -1.5, 1.0);
+	c->s = rand_scales(g, d, 0.2, 5.0);
+	c->G = make_gram(c->X, n, d);
+	c->dWt = randnf(g, (size_t)d * out, 0.05);
+}
+
+static void
+oracle_case_free(struct oracle_case *c)
+{
+	free(c->X), free(c->s), free(c->G), free(c->dWt);
+}
+
 /* Write G (d, d), s (d), dWt (d, out) and the script to builddir/work/name
  * and start the script on them with the three ranks: the pipe to read (its
  * command in *cmd, to free), or NULL after a failed check.  The skip when
@@ -785,22 +821,17 @@ test_oracle(void)
 	const int n = 500, d = 128, out = 96;
 	const int ranks[ORACLE_NRANK] = { 8, 32, 64 };
 	const int nchecks = ORACLE_NRANK + 4;
-	const char *py = getenv("PYTHON3");
-	const char *what = "numpy oracle (eigh + svd): residual curve and effective rank";
+	const char *py = oracle_python("numpy oracle (eigh + svd): residual curve and effective rank", nchecks);
 	masq_err err = {0};
 	int ok;
 
-	if (py == NULL || *py == '\0' || access(py, X_OK) != 0) {
-		for (int i = 0; i < nchecks; i++)
-			tap_skip(what, "PYTHON3 is not executable");
+	if (py == NULL)
 		return;
-	}
 	rng g;
-	rng_init(&g, 66);
-	double *X = make_acts(&g, n, d, -1.5, 1.0);
-	float *s = rand_scales(&g, d, 0.2, 5.0);
-	double *G = make_gram(X, n, d);
-	float *dWt = randnf(&g, (size_t)d * out, 0.05);
+	struct oracle_case oc;
+	oracle_case_make(&oc, 66, n, d, out, &g);
+	const double *G = oc.G;
+	const float *s = oc.s, *dWt = oc.dWt;
 	char *cmd;
 	FILE *p = oracle_start("test_cmc", oracle_py, sizeof oracle_py - 1, py, G, s, dWt, d, out, ranks, &cmd);
 	if (cmd == NULL)
@@ -856,7 +887,7 @@ test_oracle(void)
 	cmc_result_done(&r);
 	cmc_whitener_done(&wh);
 done:
-	free(X), free(s), free(G), free(dWt);
+	oracle_case_free(&oc);
 }
 
 /* The data's error, without any floor: a rank-deficient Gram (fewer tokens
@@ -888,22 +919,17 @@ test_oracle_deficient(void)
 	const int n = 60, d = 128, out = 96;
 	const int ranks[DEFICIENT_NRANK] = { 8, 32, 64 };
 	const int nchecks = DEFICIENT_NRANK + 2;
-	const char *py = getenv("PYTHON3");
-	const char *what = "numpy oracle: the data's error on a rank-deficient Gram";
+	const char *py = oracle_python("numpy oracle: the data's error on a rank-deficient Gram", nchecks);
 	masq_err err = {0};
 	int ok;
 
-	if (py == NULL || *py == '\0' || access(py, X_OK) != 0) {
-		for (int i = 0; i < nchecks; i++)
-			tap_skip(what, "PYTHON3 is not executable");
+	if (py == NULL)
 		return;
-	}
 	rng g;
-	rng_init(&g, 77);
-	double *X = make_acts(&g, n, d, -1.5, 1.0);
-	float *s = rand_scales(&g, d, 0.2, 5.0);
-	double *G = make_gram(X, n, d);
-	float *dWt = randnf(&g, (size_t)d * out, 0.05);
+	struct oracle_case oc;
+	oracle_case_make(&oc, 77, n, d, out, &g);
+	const double *X = oc.X, *G = oc.G;
+	const float *s = oc.s, *dWt = oc.dWt;
 	char *cmd;
 	FILE *p = oracle_start("test_cmc_deficient", oracle_deficient_py, sizeof oracle_deficient_py - 1, py, G, s,
 	    dWt, d, out, ranks, &cmd);
@@ -965,7 +991,7 @@ test_oracle_deficient(void)
 	free(E), free(R), free(Xs);
 	cmc_whitener_done(&wh);
 done:
-	free(X), free(s), free(G), free(dWt);
+	oracle_case_free(&oc);
 }
 
 static void

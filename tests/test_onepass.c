@@ -30,6 +30,9 @@ quantize0(pipeline *p, model *m, calib *c, int one_pass, masq_err *err)
 	if (pipe_init(p, m, c, &po, err) < 0)
 		return -1;
 	p->one_pass = one_pass;
+	/* o_proj uncompensated: its Gram matrices never become bases, so
+	 * what a one-pass run frees shows in the statistics */
+	p->settings[0].rank[LIN_O] = 0;
 	if (pipe_calibrate(p, err) < 0 || pipe_quantize(p, err) < 0)
 		return -1;
 	return 0;
@@ -83,12 +86,15 @@ main(void)
 		}
 	tap_ok(factors > 0 && fsame, "the same compensation factors, to the bit (%d linear x modality)", factors);
 
-	/* what it freed */
-	int left = 0;
+	/* what it freed: the o input's Gram matrices, which no basis took */
+	int left = 0, kept = 0;
 	for (int s = 0; s < SITE_COUNT; s++)
-		for (int md = 0; md < MOD_COUNT; md++)
+		for (int md = 0; md < MOD_COUNT; md++) {
 			left += once.st[s].gram[md] != NULL;
-	tap_ok(left == 0, "no Gram matrix is left after a one-pass quantization (%d)", left);
+			kept += keep.st[s].gram[md] != NULL;
+		}
+	tap_ok(kept > 0 && left == 0, "the Gram matrices no basis took: kept by the workbench's pipeline (%d), "
+	    "freed by the one-pass one (%d left)", kept, left);
 	err = (masq_err){0};
 	tap_ok(pipe_quantize(&keep, &err) == 0 && memcmp(keep.results[0].sqnr, b->sqnr, sizeof b->sqnr) == 0,
 	    "the workbench's pipeline quantizes again from its kept bases, to the same bits (%s)", err.msg);
