@@ -275,6 +275,115 @@ dist_gather_f32(const float *local, const size_t *counts, float *all)
 #endif
 }
 
+void
+dist_merge_f32(float *x, size_t n)
+{
+#ifdef HAVE_MPI
+	if (!dist_on || dist_n == 1)
+		return;
+	/* the order of a sum of one value and negative zeros does not matter */
+	for (size_t off = 0; off < n; off += DIST_CHUNK / sizeof *x) {
+		size_t k = n - off < DIST_CHUNK / sizeof *x ? n - off : DIST_CHUNK / sizeof *x;
+		MPI_Allreduce(MPI_IN_PLACE, x + off, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+	}
+#else
+	(void)x;
+	(void)n;
+#endif
+}
+
+/* Pieces of a streamed part: 16 MiB, so rank 0 holds one at a time. */
+#define DIST_STREAM ((size_t)1 << 22)
+
+int
+dist_stream_f32(const float *local, size_t n, int (*sink)(void *ctx, const float *x, size_t n), void *ctx)
+{
+	if (dist_n == 1)
+		return sink(ctx, local, n);
+#ifdef HAVE_MPI
+	/* the length, then pieces of DIST_STREAM floats: each piece one
+	 * message, received whole */
+	if (dist_me != 0) {
+		uint64_t len = n;
+		dist_send(&len, sizeof len, 0);
+		for (size_t off = 0; off < n; off += DIST_STREAM) {
+			size_t k = n - off < DIST_STREAM ? n - off : DIST_STREAM;
+			MPI_Send(local + off, (int)k, MPI_FLOAT, 0, 0, MPI_COMM_WORLD);
+		}
+		return 0;
+	}
+	int rc = sink(ctx, local, n);
+	float *buf = xmalloc(DIST_STREAM * sizeof *buf);
+	for (int r = 1; r < dist_n; r++) {
+		uint64_t len;
+		dist_recv(&len, sizeof len, r);
+		for (uint64_t off = 0; off < len; off += DIST_STREAM) {
+			size_t k = len - off < DIST_STREAM ? (size_t)(len - off) : DIST_STREAM;
+			MPI_Recv(buf, (int)k, MPI_FLOAT, r, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+			if (rc == 0)
+				rc = sink(ctx, buf, k);
+		}
+	}
+	free(buf);
+	return rc;
+#else
+	return sink(ctx, local, n);
+#endif
+}
+
+int
+dist_same_text(const char *text)
+{
+	char mine[256], root[256];
+	snprintf(mine, sizeof mine, "%s", text);
+	memcpy(root, mine, sizeof root);
+#ifdef HAVE_MPI
+	if (dist_on && dist_n > 1)
+		MPI_Bcast(root, (int)sizeof root, MPI_BYTE, 0, MPI_COMM_WORLD);
+#endif
+	return strcmp(mine, root) == 0;
+}
+
+int
+dist_agree(int failed, masq_err *err)
+{
+	int first = failed ? dist_me : INT_MAX;
+#ifdef HAVE_MPI
+	if (dist_on && dist_n > 1)
+		MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+#endif
+	if (first == INT_MAX)
+		return 0;
+	if (dist_n == 1)
+		return 1;
+#ifdef HAVE_MPI
+	/* the failing rank's status and message, to everyone */
+	struct {
+		int status;
+		char msg[sizeof err->msg];
+	} m;
+	memset(&m, 0, sizeof m);
+	if (first == dist_me) {
+		m.status = err != NULL ? (int)err->status : (int)MASQ_ERR_INTERNAL;
+		snprintf(m.msg, sizeof m.msg, "%s", err != NULL && err->msg[0] ? err->msg : "failed");
+	}
+	MPI_Bcast(&m, (int)sizeof m, MPI_BYTE, first, MPI_COMM_WORLD);
+	/* a failure that an earlier agreement passed on (and callers
+	 * prefixed since) names its rank already */
+	static char last[sizeof err->msg];
+	size_t lm = strlen(m.msg), ll = strlen(last);
+	int named = ll > 0 && lm >= ll && strcmp(m.msg + lm - ll, last) == 0;
+	masq_err e;
+	masq_err_set(&e, (masq_status)m.status, "%s", m.msg);
+	if (!named)
+		masq_err_prefix(&e, "rank %d of %d", first, dist_n);
+	snprintf(last, sizeof last, "%s", e.msg);
+	if (err != NULL)
+		*err = e;
+#endif
+	return 1;
+}
+
 int
 dist_stop(int failed, int layer, const masq_err *err)
 {

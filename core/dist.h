@@ -52,6 +52,28 @@ void dist_sum_i64(int64_t *x, size_t n);
  * (counts[rank] floats) in rank order; other ranks pass all = NULL. */
 void dist_gather_f32(const float *local, const size_t *counts, float *all);
 
+/* x (n): each element is set on one rank at most and is -0.0 on every
+ * other; afterwards every rank holds every element, exactly (x + -0.0 is
+ * x for every x, in any order). */
+void dist_merge_f32(float *x, size_t n);
+/* Rank 0's sink gets every rank's local part (n floats each, n may differ),
+ * in rank order, in pieces; every other rank sends its own.  Returns rank
+ * 0's first sink failure (the parts after it are received and dropped, so
+ * no rank waits), 0 on the others; one process calls sink once. */
+int dist_stream_f32(const float *local, size_t n, int (*sink)(void *ctx, const float *x, size_t n),
+    void *ctx);
+
+/* Whether text (at most 255 bytes) is rank 0's on this rank (1 in one
+ * process); every rank calls it. */
+int dist_same_text(const char *text);
+
+/* Whether any rank failed (failed != 0 on it), on every rank, without
+ * printing: when one did, every rank's err becomes the lowest failing
+ * rank's (its status, and among several its message prefixed "rank R of
+ * N: "), so that rank 0 reports and records what went wrong wherever it
+ * did.  One process: failed, err untouched. */
+int dist_agree(int failed, masq_err *err);
+
 /* Whether any rank failed (failed != 0 on it), on every rank.  When one
  * did among several, the lowest such rank prints its err on stderr, naming
  * itself and `layer` (when >= 0), and every rank returns 1; one process

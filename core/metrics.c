@@ -114,14 +114,12 @@ metrics_logsumexp(const float *x, int v)
 /* Mean over the n rows (n, v) of KL(softmax(ref) || softmax(got)) in nats,
  * from log-softmax in double; NAN when n or v is 0. */
 double
-metrics_kl_rows(const float *ref_logits, const float *got_logits, int n, int v)
+metrics_kl_rows_sum(const float *ref_logits, const float *got_logits, int n, int v)
 {
 	double total = 0.0;
 
 	MASQ_ASSERT(n >= 0 && v >= 0);
-	if (n == 0 || v == 0)
-		return NAN;
-	for (int t = 0; t < n; t++) {
+	for (int t = 0; t < n && v > 0; t++) {
 		const float *p = ref_logits + (size_t)t * (size_t)v;
 		const float *q = got_logits + (size_t)t * (size_t)v;
 		double lp0 = metrics_logsumexp(p, v), lq0 = metrics_logsumexp(q, v);
@@ -132,7 +130,16 @@ metrics_kl_rows(const float *ref_logits, const float *got_logits, int n, int v)
 		}
 		total += kl;
 	}
-	return total / n;
+	return total;
+}
+
+double
+metrics_kl_rows(const float *ref_logits, const float *got_logits, int n, int v)
+{
+	MASQ_ASSERT(n >= 0 && v >= 0);
+	if (n == 0 || v == 0)
+		return NAN;
+	return metrics_kl_rows_sum(ref_logits, got_logits, n, v) / n;
 }
 
 void

@@ -47,6 +47,8 @@ double metrics_sqnr_token(const float *ref, const float *got, int d);
 
 /* Mean KL(softmax(ref) || softmax(got)) over the n rows (n, v) of logits. */
 double metrics_kl_rows(const float *ref_logits, const float *got_logits, int n, int v);
+/* Their sum (0 for no rows), which several processes add up. */
+double metrics_kl_rows_sum(const float *ref_logits, const float *got_logits, int n, int v);
 
 /* How far b (n) is from a (n), two ways: *elem the largest
  * |a_i - b_i| / (max(|a_i|, |b_i|) + floor) (its index in *at, if not

@@ -107,6 +107,7 @@ stats_site_done(site_stats *s)
 		free(s->sample[m]);
 		free(s->sample_tok[m]);
 	}
+	free(s->plan_slot);
 	memset(s, 0, sizeof *s);
 }
 
@@ -154,6 +155,45 @@ reservoir_offer(site_stats *s, int m, const float *r, int64_t tok, rng *g)
 		memcpy(s->sample[m] + (size_t)slot * d, r, (size_t)d * sizeof *r);
 		s->sample_tok[m][slot] = (int32_t)tok;
 	}
+}
+
+void
+stats_reservoir_plan(site_stats *s, const uint8_t *modality, int64_t n_all, int64_t lo, int64_t n, rng *g)
+{
+	MASQ_ASSERT(s->tok_base == 0 && s->count[STATS_ALL] == 0 && s->plan_slot == NULL);
+	MASQ_ASSERT(lo >= 0 && n >= 0 && lo + n <= n_all && n_all <= INT32_MAX);
+	s->tok_base = lo;
+	if (s->sample_cap == 0)
+		return;
+	/* reservoir_offer's draws, without the rows */
+	for (int64_t t = 0; t < n_all; t++) {
+		int m = modality[t], slot;
+		if (m == MOD_SKIP)
+			continue;
+		MASQ_ASSERT(m < MOD_COUNT);
+		if (s->sample_n[m] < s->sample_cap) {
+			slot = s->sample_n[m]++;
+		} else {
+			uint64_t k = rng_below(g, (uint64_t)s->sample_seen[m] + 1);
+			slot = k < (uint64_t)s->sample_cap ? (int)k : -1;
+		}
+		s->sample_seen[m]++;
+		if (slot >= 0)
+			s->sample_tok[m][slot] = (int32_t)t;
+	}
+	s->plan_slot = xmalloc(xmul((size_t)n + 1, sizeof *s->plan_slot));
+	for (int64_t i = 0; i < n; i++)
+		s->plan_slot[i] = -1;
+	for (int m = 0; m < MOD_COUNT; m++)
+		for (int j = 0; j < s->sample_n[m]; j++) {
+			int64_t t = s->sample_tok[m][j];
+			for (int c = 0; c < s->d; c++)
+				s->sample[m][(size_t)j * s->d + c] = -0.0f;
+			if (t >= lo && t < lo + n)
+				s->plan_slot[t - lo] = j;
+		}
+	s->plan_lo = lo;
+	s->plan_n = n;
 }
 
 /* Add n rows x (n, d) of the given modalities: absmax, abssum and
@@ -205,8 +245,14 @@ stats_site_add(site_stats *s, const float *x, const uint8_t *modality, int n, rn
 				nbuf[m] = 0;
 			}
 		}
-		if (s->sample_cap > 0)
+		if (s->plan_slot != NULL) {
+			int64_t t = s->tok_base + i - s->plan_lo;
+			MASQ_ASSERT(t >= 0 && t < s->plan_n);
+			if (s->plan_slot[t] >= 0)
+				memcpy(s->sample[m] + (size_t)s->plan_slot[t] * d, r, (size_t)d * sizeof *r);
+		} else if (s->sample_cap > 0) {
 			reservoir_offer(s, m, r, s->tok_base + i, g);
+		}
 	}
 
 	for (int m = 0; m < MOD_COUNT; m++) {

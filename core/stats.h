@@ -58,6 +58,10 @@ typedef struct site_stats {
 	float *sample[MOD_COUNT];	/* (sample_cap, d) */
 	int32_t *sample_tok[MOD_COUNT];	/* (sample_cap) global token index of each row */
 	int64_t tok_base;	/* token index of the next batch's first row */
+	/* a sharded run's reservoir, drawn before the rows come
+	 * (stats_reservoir_plan): the slot of each of this rank's rows, or -1 */
+	int32_t *plan_slot;	/* (plan_n) or NULL: the reservoir draws as rows come */
+	int64_t plan_lo, plan_n;	/* token index of this rank's first row, its rows */
 } site_stats;
 
 void stats_site_init(site_stats *s, int d, int gram_mask, int sample_cap);
@@ -65,6 +69,14 @@ void stats_site_done(site_stats *s);
 /* Add n rows x (n, d) with their modalities; g drives the reservoir.  Rows
  * are numbered consecutively across calls (sample_tok). */
 void stats_site_add(site_stats *s, const float *x, const uint8_t *modality, int n, rng *g);
+/* The reservoir of one rank of several, before any row is added: draw
+ * from g what one process offered all n_all tokens in order (modality, with
+ * MOD_SKIP for held-out ones) would draw, so that sample_n, sample_seen,
+ * sample_tok and g end as they would there; this rank holds tokens lo ..
+ * lo + n - 1 and will add exactly those.  The rows it does not hold are
+ * -0.0, for dist_merge_f32. */
+void stats_reservoir_plan(site_stats *s, const uint8_t *modality, int64_t n_all, int64_t lo, int64_t n,
+    rng *g);
 /* Plain reference of the max / sum / histogram / Gram part (no reservoir). */
 void stats_site_add_ref(site_stats *s, const float *x, const uint8_t *modality, int n);
 
