@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/blas.h"
+#include "core/dist.h"
 #include "core/pipeline.h"
 #include "core/quant.h"
 
@@ -105,8 +106,8 @@ pipe_opts_check(const pipe_opts *o, masq_err *err)
 static int
 split_init(pipeline *p, masq_err *err)
 {
-	const calib *c = p->c;
-	int S = c->n_seqs, k = (int)floor(p->opts.eval_split * S + 0.5);
+	const calib *all = p->all;
+	int S = all->n_seqs, k = (int)floor(p->opts.eval_split * S + 0.5);
 	if (p->opts.eval_split <= 0)
 		return 0;
 	if (k < 1)
@@ -128,13 +129,19 @@ split_init(pipeline *p, masq_err *err)
 	for (int i = 0; i < k; i++)
 		p->held[idx[i]] = 1;
 	free(idx);
-	p->mod_fit = xmalloc((size_t)c->n_tokens);
-	p->mod_held = xmalloc((size_t)c->n_tokens);
-	for (int s = 0, t0 = 0; s < S; t0 += c->seq_lens[s], s++)
-		for (int t = t0; t < t0 + c->seq_lens[s]; t++) {
-			p->mod_fit[t] = p->held[s] ? MOD_SKIP : c->modality[t];
-			p->mod_held[t] = p->held[s] ? c->modality[t] : MOD_SKIP;
+	p->mod_fit = xmalloc((size_t)p->c->n_tokens + 1);
+	p->mod_held = xmalloc((size_t)p->c->n_tokens + 1);
+	for (int s = 0, t0 = 0; s < p->c->n_seqs; t0 += p->c->seq_lens[s], s++)
+		for (int t = t0; t < t0 + p->c->seq_lens[s]; t++) {
+			p->mod_fit[t] = p->held[p->seq0 + s] ? MOD_SKIP : p->c->modality[t];
+			p->mod_held[t] = p->held[p->seq0 + s] ? p->c->modality[t] : MOD_SKIP;
 		}
+	if (p->sharded) {
+		p->mod_fit_all = xmalloc((size_t)all->n_tokens + 1);
+		for (int s = 0, t0 = 0; s < S; t0 += all->seq_lens[s], s++)
+			for (int t = t0; t < t0 + all->seq_lens[s]; t++)
+				p->mod_fit_all[t] = p->held[s] ? MOD_SKIP : all->modality[t];
+	}
 	return 0;
 }
 
@@ -143,9 +150,26 @@ split_init(pipeline *p, masq_err *err)
 int
 pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_err *err)
 {
+	return pipe_init_shard(p, m, c, c, 0, o, err);
+}
+
+int
+pipe_init_shard(pipeline *p, const model *m, const calib *c, const calib *all, int seq0,
+    const pipe_opts *o, masq_err *err)
+{
 	size_t n = (size_t)c->n_tokens * m->cfg.hidden;
 
 	memset(p, 0, sizeof *p);
+	MASQ_ASSERT(seq0 >= 0 && seq0 + c->n_seqs <= all->n_seqs);
+	p->all = all;
+	p->seq0 = seq0;
+	for (int s = 0; s < seq0; s++)
+		p->tok0 += all->seq_lens[s];
+	p->sharded = all != c;
+	if (p->sharded && method_learns(o->method) && o->epochs > 0)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "%s learns its factors (%d epochs), which several processes do not do yet: run it with "
+		    "--epochs 0 (the closed form), or in one process", method_name(o->method), o->epochs);
 	if (c->hidden != m->cfg.hidden)
 		return masq_err_set(err, MASQ_ERR_USAGE,
 		    "the calibration set's width %d is not the model's hidden size %d", c->hidden,
@@ -295,6 +319,7 @@ pipe_done(pipeline *p)
 	free(p->held);
 	free(p->mod_fit);
 	free(p->mod_held);
+	free(p->mod_fit_all);
 	memset(p, 0, sizeof *p);
 }
 
@@ -332,6 +357,34 @@ calib_observe(void *ctx, int layer, int site, const float *x, int n, int d)
 	    site + 1, SITE_COUNT);
 }
 
+/* One site's statistics over every rank: maxima and counts exactly, sums
+ * in rank order, the reservoir's rows from the ranks that hold them. */
+static void
+stats_reduce(site_stats *st)
+{
+	size_t rows = xmul(STATS_ROWS, (size_t)st->d);
+	dist_max_f32(st->absmax, rows);
+	dist_sum_f64(st->abssum, rows);
+	dist_sum_i64((int64_t *)st->hist, STATS_ROWS * STATS_HIST_BINS);
+	dist_sum_i64(st->count, STATS_ROWS);
+	for (int m = 0; m < MOD_COUNT; m++) {
+		if (st->gram[m] != NULL)
+			dist_sum_f64(st->gram[m], xmul((size_t)st->d, (size_t)st->d));
+		if (st->sample[m] != NULL && st->sample_n[m] > 0)
+			dist_merge_f32(st->sample[m], xmul((size_t)st->sample_n[m], (size_t)st->d));
+	}
+}
+
+/* A metrics accumulator over every rank (sums in rank order). */
+static void
+acc_reduce(metrics_acc *a)
+{
+	dist_sum_f64(a->sqnr_sum, MOD_COUNT + 1);
+	dist_sum_f64(a->abs_sum, MOD_COUNT + 1);
+	dist_sum_f64(a->elems, MOD_COUNT + 1);
+	dist_sum_i64(a->tokens, MOD_COUNT + 1);
+}
+
 int
 pipe_calibrate(pipeline *p, masq_err *err)
 {
@@ -347,15 +400,28 @@ pipe_calibrate(pipeline *p, masq_err *err)
 	 * draws (reservoir, randomized SVD) never depend on what ran before, so
 	 * a resumed run gives what an uninterrupted one gives. */
 	rng_init(&p->g, p->opts.seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(p->layer + 1)));
-	if (layer_weights_load(&p->w, p->m, p->layer, err) < 0)
+	int rc = layer_weights_load(&p->w, p->m, p->layer, err);
+	if (p->sharded && dist_agree(rc < 0, err)) {
+		if (rc == 0)
+			layer_weights_done(&p->w);
+		return masq_err_prefix(err, "layer %d", p->layer);
+	}
+	if (rc < 0)
 		return -1;
-	/* CMC whitens vision and audio inputs of every smoothed site. */
-	if (p->c->n_mod[MOD_VISION])
+	/* CMC whitens vision and audio inputs of every smoothed site (every
+	 * rank keeps them, whether or not its share has such tokens). */
+	if (p->all->n_mod[MOD_VISION])
 		gram |= STATS_GRAM_VISION;
-	if (p->c->n_mod[MOD_AUDIO])
+	if (p->all->n_mod[MOD_AUDIO])
 		gram |= STATS_GRAM_AUDIO;
-	for (int s = 0; s < SITE_COUNT; s++)
+	for (int s = 0; s < SITE_COUNT; s++) {
 		stats_site_init(&p->st[s], dims[s], s == SITE_DOWN ? 0 : gram, p->opts.sample_cap);
+		/* the reservoir one process would draw, site by site as the
+		 * forward offers them */
+		if (p->sharded)
+			stats_reservoir_plan(&p->st[s], p->mod_fit_all ? p->mod_fit_all : p->all->modality,
+			    p->all->n_tokens, p->tok0, p->c->n_tokens, &p->g);
+	}
 	/* Weight column maxima, once per layer: a linear's own (MAS) and its
 	 * group's (SmoothQuant's max over the concatenated q,k,v or gate,up). */
 	for (int k = 0; k < LIN_COUNT; k++) {
@@ -377,6 +443,9 @@ pipe_calibrate(pipeline *p, masq_err *err)
 	engine_ops ops = {.ctx = &cc, .observe = calib_observe};
 	memcpy(p->h_fp_out, p->h_fp, (size_t)p->c->n_tokens * c->hidden * sizeof(float));
 	engine_layer_forward(&p->eng, &p->w, &p->batch, p->h_fp_out, &ops);
+	if (p->sharded)
+		for (int s = 0; s < SITE_COUNT; s++)
+			stats_reduce(&p->st[s]);
 	for (int s = 0; s < SITE_COUNT; s++)
 		stats_misalign(&p->st[s], &p->results[p->layer].mis[s]);
 	p->results[p->layer].t_calib = masq_now() - t0;
@@ -403,6 +472,7 @@ struct qctx {
 	int n;
 	int *rows[MOD_COUNT];		/* token indices of each modality in the batch */
 	int nrows[MOD_COUNT];
+	int present[MOD_COUNT];		/* the modality's factors are made: it has rows here, or (sharded) on some rank */
 	int measure;			/* per-linear metrics and CMC diagnostics */
 	metrics_acc acc[LIN_COUNT];
 	metrics_acc acc0[LIN_COUNT];	/* measure, mas-cmc: the linear without compensation */
@@ -628,7 +698,7 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 	int rank = cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out);
 
 	memset(res, 0, sizeof *res);
-	if (rank <= 0 || q->nrows[mod] == 0)
+	if (rank <= 0 || !q->present[mod])
 		return 0;
 	float *dWt = cmc_dwt(p, lin, Wbase, s_m, out, in);
 
@@ -756,7 +826,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 		qweight_done(&qw);
 		if (q->plan != NULL && sf != NULL)
 			for (int m = 0; m < MOD_COUNT; m++)
-				if (p->c->n_mod[m])
+				if (p->all->n_mod[m])
 					q->plan->lin[lin].smooth[m] = fdup(sf, (size_t)in);
 		if (lr != NULL)
 			for (int m = 0; m < MOD_COUNT; m++)
@@ -784,7 +854,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			int k = q->nrows[m];
 			if (lr != NULL)
 				lr->alpha[m] = q->ls->alpha[smooth_lin_group(lin)][m];
-			if (k == 0)
+			if (!q->present[m])
 				continue;
 			lin_factor(q, lin, method, m, s);
 			/* no compensation (rank 0): nothing bridges x / s_m and a weight
@@ -805,8 +875,9 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			if (method == METHOD_MAS_CMC && m != MOD_TEXT &&
 			    lin_cmc(q, lin, m, Wbase, s, out, in, &res, lr ? &lr->cmc[m] : NULL) < 0)
 				q->failed = 1;
-			qweight_rows(p, Wm, x, in, q->rows[m], k, s, w->b[lin], out, res.rank, res.L1, res.L2,
-			    xs, xq, yr);
+			if (k > 0)
+				qweight_rows(p, Wm, x, in, q->rows[m], k, s, w->b[lin], out, res.rank, res.L1, res.L2,
+				    xs, xq, yr);
 			if (q->plan != NULL && res.rank > 0) {
 				/* the plan keeps the factors */
 				q->plan->lin[lin].rank[m] = res.rank;
@@ -825,7 +896,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			if (y0 != NULL) {
 				/* the alternative: these tokens through x / s_text and the
 				 * stored weight, as rank 0 runs them */
-				if (m != MOD_TEXT)
+				if (m != MOD_TEXT && k > 0)
 					qweight_rows(p, &qbase, x, in, q->rows[m], k, s_t, w->b[lin], out, 0, NULL,
 					    NULL, xs, xq, yr);
 				for (int r = 0; r < k; r++)
@@ -914,6 +985,8 @@ qctx_init(struct qctx *q, pipeline *p, const layer_setting *ls, const uint8_t *m
 		int m = modality[t];
 		q->rows[m][q->nrows[m]++] = t;
 	}
+	for (int m = 0; m < MOD_COUNT; m++)
+		q->present[m] = q->nrows[m] > 0;
 	for (int k = 0; k < LIN_COUNT; k++) {
 		metrics_acc_init_floor(&q->acc[k], p->opts.sqnr_floor);
 		metrics_acc_init_floor(&q->acc0[k], p->opts.sqnr_floor);
@@ -1115,6 +1188,10 @@ pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err)
 	int D = c->hidden, S = p->c->n_seqs, maxlen = 0, rc = 0;
 	double t0 = masq_now();
 
+	if (p->sharded)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "layer %d: learning factors in several processes is not done yet: use --epochs 0, or one process",
+		    p->layer);
 	if (!p->calibrated)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
 	if (!setting_learns(ls))
@@ -1227,6 +1304,10 @@ pipe_quantize(pipeline *p, masq_err *err)
 	qctx_init(&q, p, &p->settings[p->layer], p->c->modality, p->c->n_tokens, pipe_wcache(p), err);
 	q.measure = 1;
 	q.lr = res->lin;
+	/* every rank makes every modality's factors (and the randomized SVD's
+	 * draws), whether or not its share has the modality's tokens */
+	for (int m = 0; m < MOD_COUNT && p->sharded; m++)
+		q.present[m] = p->all->n_mod[m] > 0;
 	if (p->plan_valid)
 		qplan_layer_done(&p->plan);
 	qplan_layer_init(&p->plan, c, p->layer);
@@ -1240,6 +1321,13 @@ pipe_quantize(pipeline *p, masq_err *err)
 	memcpy(p->h_q_out, p->h_q, n * sizeof(float));
 	engine_layer_forward(&p->eng, &p->w, &p->batch, p->h_q_out, &ops);
 	int failed = q.failed;
+	if (p->sharded) {
+		failed = dist_agree(failed, err);
+		for (int k = 0; k < LIN_COUNT && !failed; k++) {
+			acc_reduce(&q.acc[k]);
+			acc_reduce(&q.acc0[k]);
+		}
+	}
 	for (int k = 0; k < LIN_COUNT; k++)
 		for (int m = 0; m < STATS_ROWS; m++) {
 			res->lin[k].sqnr[m] = metrics_sqnr(&q.acc[k], m);
@@ -1256,6 +1344,8 @@ pipe_quantize(pipeline *p, masq_err *err)
 	metrics_acc_init_floor(&a, p->opts.sqnr_floor);
 	metrics_acc_add(&a, p->h_fp_out, p->h_q_out, p->mod_fit ? p->mod_fit : p->c->modality, p->c->n_tokens,
 	    c->hidden);
+	if (p->sharded)
+		acc_reduce(&a);
 	for (int m = 0; m < STATS_ROWS; m++) {
 		res->sqnr[m] = metrics_sqnr(&a, m);
 		res->mae[m] = metrics_mae(&a, m);
@@ -1264,16 +1354,21 @@ pipe_quantize(pipeline *p, masq_err *err)
 	if (p->mod_held != NULL) {
 		metrics_acc_init_floor(&a, p->opts.sqnr_floor);
 		metrics_acc_add(&a, p->h_fp_out, p->h_q_out, p->mod_held, p->c->n_tokens, c->hidden);
+		if (p->sharded)
+			acc_reduce(&a);
 		for (int m = 0; m < STATS_ROWS; m++) {
 			res->sqnr_held[m] = metrics_sqnr(&a, m);
 			res->mae_held[m] = metrics_mae(&a, m);
 		}
 	}
-	for (size_t i = 0; i < n; i++)
+	int bad = 0;
+	for (size_t i = 0; i < n && !bad; i++)
 		if (!isfinite(p->h_q_out[i]))
-			return masq_err_set(err, MASQ_ERR_INTERNAL,
-			    "layer %d: the quantized forward produced a non-finite value at token %zu",
-			    p->layer, i / c->hidden);
+			bad = masq_err_set(err, MASQ_ERR_INTERNAL,
+			    "layer %d: the quantized forward produced a non-finite value at token %lld",
+			    p->layer, (long long)(p->tok0 + (int64_t)(i / c->hidden)));
+	if (p->sharded ? dist_agree(bad, err) : bad)
+		return -1;
 	if (train_chain_forward(p, err) < 0)
 		return -1;
 	res->method = p->settings[p->layer].method;
@@ -1289,15 +1384,15 @@ static int
 search_pick(const pipeline *p, int *idx, int *tokens)
 {
 	int covered[MOD_COUNT] = {0}, k = 0, total = 0, t0 = 0;
-	for (int s = 0; s < p->c->n_seqs; s++) {
-		int L = p->c->seq_lens[s], adds = 0;
+	for (int s = 0; s < p->all->n_seqs; s++) {
+		int L = p->all->seq_lens[s], adds = 0;
 		int has[MOD_COUNT] = {0};
 		if (p->held != NULL && p->held[s]) {
 			t0 += L;
 			continue;	/* held out of the search */
 		}
 		for (int t = 0; t < L; t++)
-			has[p->c->modality[t0 + t]] = 1;
+			has[p->all->modality[t0 + t]] = 1;
 		for (int m = 0; m < MOD_COUNT; m++)
 			if (has[m] && !covered[m])
 				adds = 1;
@@ -1329,16 +1424,26 @@ pipe_search_alpha(pipeline *p, masq_err *err)
 		sr->done = 1;
 		return 0;	/* nothing to search */
 	}
-	int *seqs = xmalloc(xmul((size_t)p->c->n_seqs, sizeof(int)));
+	int *seqs = xmalloc(xmul((size_t)p->all->n_seqs, sizeof(int)));
 	ns = search_pick(p, seqs, &ntok);
+	sr->tokens = ntok;
+	/* this rank's part of the chosen sequences (all of them in one process) */
+	int nl = 0;
+	ntok = 0;
+	for (int i = 0; i < ns; i++)
+		if (seqs[i] >= p->seq0 && seqs[i] < p->seq0 + p->c->n_seqs) {
+			seqs[nl++] = seqs[i] - p->seq0;
+			ntok += p->c->seq_lens[seqs[i] - p->seq0];
+		}
+	ns = nl;
 	/* The search batch: the chosen sequences of the quantized input, their
 	 * FP outputs (sequences are independent), modalities and positions. */
-	float *hin = xmalloc(xmul((size_t)ntok * D, sizeof(float)));
-	float *href = xmalloc(xmul((size_t)ntok * D, sizeof(float)));
-	float *hout = xmalloc(xmul((size_t)ntok * D, sizeof(float)));
-	uint8_t *mod = xmalloc((size_t)ntok);
-	int64_t *pos = xmalloc(xmul((size_t)ntok * 3, sizeof(int64_t)));
-	int32_t *lens = xmalloc(xmul((size_t)ns, sizeof(int32_t)));
+	float *hin = xmalloc(xmul((size_t)ntok * D + 1, sizeof(float)));
+	float *href = xmalloc(xmul((size_t)ntok * D + 1, sizeof(float)));
+	float *hout = xmalloc(xmul((size_t)ntok * D + 1, sizeof(float)));
+	uint8_t *mod = xmalloc((size_t)ntok + 1);
+	int64_t *pos = xmalloc(xmul((size_t)ntok * 3 + 1, sizeof(int64_t)));
+	int32_t *lens = xmalloc(xmul((size_t)ns + 1, sizeof(int32_t)));
 	int *start = xmalloc(xmul((size_t)p->c->n_seqs + 1, sizeof(int)));
 	start[0] = 0;
 	for (int s = 0; s < p->c->n_seqs; s++)
@@ -1362,14 +1467,13 @@ pipe_search_alpha(pipeline *p, masq_err *err)
 	sr->n = (int)((p->opts.alpha_hi - p->opts.alpha_lo) / p->opts.alpha_step + 1.5f);
 	for (int i = 0; i < sr->n; i++)
 		sr->alpha[i] = p->opts.alpha_lo + (float)i * p->opts.alpha_step;
-	sr->tokens = ntok;
 
 	int rows[ALPHA_ROWS], nrows = 0;
 	if (!method_per_modality(trial.method)) {
 		rows[nrows++] = ALPHA_UNIFIED;
 	} else {
 		for (int m = 0; m < MOD_COUNT; m++)
-			if (p->c->n_mod[m])
+			if (p->all->n_mod[m])
 				rows[nrows++] = m;
 	}
 	int rc = 0;
@@ -1383,13 +1487,19 @@ pipe_search_alpha(pipeline *p, masq_err *err)
 			qctx_init(&q, p, &trial, mod, ntok, NULL, err);
 			engine_ops ops = {.ctx = &q, .linear = qlinear};
 			memcpy(hout, hin, (size_t)ntok * D * sizeof(float));
-			engine_layer_forward(&p->eng, &p->w, &b, hout, &ops);
-			if (q.failed)
-				rc = -1;
+			if (ntok > 0)	/* a rank may hold none of the chosen sequences */
+				engine_layer_forward(&p->eng, &p->w, &b, hout, &ops);
+			int failed = q.failed;
 			qctx_done(&q);
+			if (p->sharded ? dist_agree(failed, err) : failed) {
+				rc = -1;
+				break;
+			}
 			metrics_acc a;
 			metrics_acc_init_floor(&a, p->opts.sqnr_floor);
 			metrics_acc_add(&a, href, hout, mod, ntok, D);
+			if (p->sharded)
+				acc_reduce(&a);
 			sr->sqnr[row][i] = metrics_sqnr(&a, target);
 			work(p, (ri * sr->n + i + 1.0) / (nrows * sr->n), "%s alpha %.2f (%d of %d)",
 			    row == ALPHA_UNIFIED ? "unified" : modality_name(row), sr->alpha[i], ri * sr->n + i + 1, nrows * sr->n);
@@ -1556,6 +1666,9 @@ pipe_spectra(pipeline *p, int cap, pipe_spectrum **out, int *nout, pipe_progress
 	int cnt = 0, rc = 0, from = p->layer;
 
 	*out = NULL;
+	if (p->sharded)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "the spectra (rank allocation) run in one process only, not under mpirun yet");
 	*nout = 0;
 	if (p->layer >= p->n_layers)
 		return masq_err_set(err, MASQ_ERR_USAGE, "all %d layers are done", p->n_layers);
@@ -1564,6 +1677,7 @@ pipe_spectra(pipeline *p, int cap, pipe_spectrum **out, int *nout, pipe_progress
 	memset(&sh, 0, sizeof sh);
 	sh.m = p->m;
 	sh.c = p->c;
+	sh.all = p->all;
 	sh.opts = p->opts;
 	sh.n_layers = p->n_layers;
 	sh.settings = p->settings;
@@ -1663,11 +1777,11 @@ pipe_finish(pipeline *p, masq_err *err)
 		p->summary.mae_held[m] = p->results[last].mae_held[m];
 	}
 	p->summary.kl_text = p->summary.kl_text_held = NAN;
-	if (p->m->lm_head_name != NULL && p->m->norm_name != NULL && p->c->n_mod[MOD_TEXT] > 0) {
+	if (p->m->lm_head_name != NULL && p->m->norm_name != NULL && p->all->n_mod[MOD_TEXT] > 0) {
 		const st_tensor *tn = st_set_find(&p->m->st, p->m->norm_name);
 		const st_tensor *th = st_set_find(&p->m->st, p->m->lm_head_name);
 		int V = (int)th->shape[0];
-		int *idx = xmalloc(xmul((size_t)p->c->n_mod[MOD_TEXT], sizeof(int)));
+		int *idx = xmalloc(xmul((size_t)p->c->n_tokens + 1, sizeof(int)));
 		float *norm = st_tensor_to_f32(tn), *W = st_tensor_to_f32(th);
 		st_tensor_release(th);
 		/* the fitted text positions (all without a split), then the held-out ones */
@@ -1677,14 +1791,31 @@ pipe_finish(pipeline *p, masq_err *err)
 			for (int t = 0; t < p->c->n_tokens; t++)
 				if (mod[t] == MOD_TEXT)
 					idx[k++] = t;
-			if (k == 0)
+			if (!p->sharded) {
+				if (k == 0)
+					continue;
+				/* after pipe_next the final states are in h_fp and h_q */
+				float *lf = engine_head_logits(p->h_fp, idx, k, c->hidden, norm, c->rms_eps, W, V);
+				float *lq = engine_head_logits(p->h_q, idx, k, c->hidden, norm, c->rms_eps, W, V);
+				*(part == 0 ? &p->summary.kl_text : &p->summary.kl_text_held) = metrics_kl_rows(lf, lq, k, V);
+				free(lf);
+				free(lq);
 				continue;
-			/* after pipe_next the final states are in h_fp and h_q */
-			float *lf = engine_head_logits(p->h_fp, idx, k, c->hidden, norm, c->rms_eps, W, V);
-			float *lq = engine_head_logits(p->h_q, idx, k, c->hidden, norm, c->rms_eps, W, V);
-			*(part == 0 ? &p->summary.kl_text : &p->summary.kl_text_held) = metrics_kl_rows(lf, lq, k, V);
-			free(lf);
-			free(lq);
+			}
+			/* every rank's sum and count; the mean of them all */
+			double sum = 0.0;
+			int64_t cnt = k;
+			if (k > 0) {
+				float *lf = engine_head_logits(p->h_fp, idx, k, c->hidden, norm, c->rms_eps, W, V);
+				float *lq = engine_head_logits(p->h_q, idx, k, c->hidden, norm, c->rms_eps, W, V);
+				sum = metrics_kl_rows_sum(lf, lq, k, V);
+				free(lf);
+				free(lq);
+			}
+			dist_sum_f64(&sum, 1);
+			dist_sum_i64(&cnt, 1);
+			if (cnt > 0 && V > 0)
+				*(part == 0 ? &p->summary.kl_text : &p->summary.kl_text_held) = sum / (double)cnt;
 		}
 		free(norm); free(W); free(idx);
 	}

@@ -181,7 +181,14 @@ typedef struct pipe_summary {
 
 typedef struct pipeline {
 	const model *m;
-	const calib *c;
+	const calib *c;			/* the tokens this process runs */
+	/* one rank of several (mpirun): every rank's calibration set (its
+	 * sequences and modalities; its embeddings may be gone) and where
+	 * this rank's share starts in it; in one process all == c */
+	const calib *all;
+	int seq0;
+	int64_t tok0;
+	int sharded;
 	pipe_opts opts;
 	int n_layers;
 	int layer;			/* the cursor: the layer being worked on */
@@ -223,8 +230,9 @@ typedef struct pipeline {
 	/* the held-out split (opts.eval_split > 0), or NULL: per sequence
 	 * whether it is held out; the modalities with the held-out tokens
 	 * (fit) or the fitted ones (held) marked MOD_SKIP */
-	uint8_t *held;			/* (n_seqs) */
-	uint8_t *mod_fit, *mod_held;	/* (n_tokens) */
+	uint8_t *held;			/* (all->n_seqs) */
+	uint8_t *mod_fit, *mod_held;	/* (c->n_tokens) */
+	uint8_t *mod_fit_all;		/* (all->n_tokens) sharded: every rank's mod_fit, or NULL */
 	/* where calibrate, search and quantize report their progress from
 	 * inside (the part done, 0..1, and what is being done), or NULL */
 	void (*work)(void *ctx, double frac, const char *what);
@@ -239,6 +247,15 @@ int pipe_rank_max(const model_config *c);
 int pipe_check_rank(const model_config *c, double rank, masq_err *err);
 
 int pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, masq_err *err);
+/* The same for one rank of dist_size() > 1: c holds sequences seq0 ..
+ * seq0 + c->n_seqs - 1 of all (calib_slice).  Every rank makes the same
+ * calls in the same order; the statistics, the metrics, the search and the
+ * summary are reduced across ranks (core/dist.h), so every rank holds the
+ * results one process would (sums to their association), and the
+ * factors, plans and decisions that follow from them.  Learned factors,
+ * previews and spectra are refused (MASQ_ERR_USAGE). */
+int pipe_init_shard(pipeline *p, const model *m, const calib *c, const calib *all, int seq0,
+    const pipe_opts *o, masq_err *err);
 void pipe_done(pipeline *p);
 /* Load the cursor's layer and run its FP forward with statistics. */
 int pipe_calibrate(pipeline *p, masq_err *err);
