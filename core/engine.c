@@ -368,15 +368,23 @@ lw_shape(const layer_weights *w, int lin, int *out, int *in)
 	*in = dims[io[lin][1]];
 }
 
+/* A linear of the forward: the ops hook's, or one GEMM a sequence.  A
+ * sequence's rows then come out the same bits however the batch around it
+ * is cut (OpenBLAS's sgemm rounds a row differently with the number of
+ * rows it is given): a run sharded by sequence across processes gives one
+ * process's FP chain exactly. */
 static void
-run_linear(const engine_ops *ops, const layer_weights *w, int lin, const float *x, int n, float *y)
+run_linear(const engine_ops *ops, const layer_weights *w, int lin, const engine_batch *b, const float *x,
+    float *y)
 {
-	int out, in;
+	int out, in, n = b->n_tokens;
 
 	if (ops != NULL && ops->linear != NULL && ops->linear(ops->ctx, w, lin, x, n, y) == 0)
 		return;
 	lw_shape(w, lin, &out, &in);
-	engine_linear(x, n, in, w->w[lin], w->b[lin], out, y);
+	for (int s = 0, t0 = 0; s < b->n_seqs; t0 += b->seq_lens[s], s++)
+		engine_linear(x + (size_t)t0 * in, b->seq_lens[s], in, w->w[lin], w->b[lin], out,
+		    y + (size_t)t0 * out);
 }
 
 static void
@@ -410,9 +418,9 @@ engine_layer_forward(engine *e, const layer_weights *w, const engine_batch *b, f
 	/* attention block */
 	rmsnorm(e->n1, h, w->attn_norm, n, D, c->rms_eps);
 	observe(ops, w->layer, SITE_QKV, e->n1, n, D);
-	run_linear(ops, w, LIN_Q, e->n1, n, e->q);
-	run_linear(ops, w, LIN_K, e->n1, n, e->k);
-	run_linear(ops, w, LIN_V, e->n1, n, e->v);
+	run_linear(ops, w, LIN_Q, b, e->n1, e->q);
+	run_linear(ops, w, LIN_K, b, e->n1, e->k);
+	run_linear(ops, w, LIN_V, b, e->n1, e->v);
 	if (c->qk_norm) {
 		/* Qwen3: each head of q and k RMS-normalised before RoPE */
 		rmsnorm(e->q, e->q, w->q_norm, n * c->n_heads, c->head_dim, c->rms_eps);
@@ -424,21 +432,21 @@ engine_layer_forward(engine *e, const layer_weights *w, const engine_batch *b, f
 		attention_seq(e, e->q + (size_t)t0 * q_dim, e->k + (size_t)t0 * kv_dim,
 		    e->v + (size_t)t0 * kv_dim, e->att + (size_t)t0 * q_dim, b->seq_lens[s]);
 	observe(ops, w->layer, SITE_O, e->att, n, q_dim);
-	run_linear(ops, w, LIN_O, e->att, n, e->proj);
+	run_linear(ops, w, LIN_O, b, e->att, e->proj);
 	for (size_t i = 0; i < (size_t)n * D; i++)
 		h[i] += e->proj[i];
 
 	/* MLP block */
 	rmsnorm(e->n1, h, w->mlp_norm, n, D, c->rms_eps);
 	observe(ops, w->layer, SITE_GATEUP, e->n1, n, D);
-	run_linear(ops, w, LIN_GATE, e->n1, n, e->gate);
-	run_linear(ops, w, LIN_UP, e->n1, n, e->up);
+	run_linear(ops, w, LIN_GATE, b, e->n1, e->gate);
+	run_linear(ops, w, LIN_UP, b, e->n1, e->up);
 	for (size_t i = 0; i < (size_t)n * NI; i++) {
 		float g = e->gate[i];
 		e->gate[i] = g / (1.0f + expf(-g)) * e->up[i];
 	}
 	observe(ops, w->layer, SITE_DOWN, e->gate, n, NI);
-	run_linear(ops, w, LIN_DOWN, e->gate, n, e->proj);
+	run_linear(ops, w, LIN_DOWN, b, e->gate, e->proj);
 	for (size_t i = 0; i < (size_t)n * D; i++)
 		h[i] += e->proj[i];
 }
@@ -615,10 +623,10 @@ engine_attention_b16(engine *e, const float *q, const float *k, const float *v, 
 /* A linear of the bf16 forward: an ops hook's result rounded to bf16, or
  * bgemm with the weight packed once per load. */
 static void
-run_linear_b16(engine *e, const engine_ops *ops, const layer_weights *w, int lin, const float *x, int n,
-    const float *bias_b16, float *y)
+run_linear_b16(engine *e, const engine_ops *ops, const layer_weights *w, int lin, const engine_batch *b,
+    const float *x, const float *bias_b16, float *y)
 {
-	int out, in;
+	int out, in, n = b->n_tokens;
 	lw_shape(w, lin, &out, &in);
 	if (ops != NULL && ops->linear != NULL && ops->linear(ops->ctx, w, lin, x, n, y) == 0) {
 		bf16_round_inplace(y, (size_t)n * out);
@@ -630,7 +638,10 @@ run_linear_b16(engine *e, const engine_ops *ops, const layer_weights *w, int lin
 		e->wb_gen[lin] = w->gen;
 		e->wb_src[lin] = w->w[lin];
 	}
-	bgemm(y, x, n, in, &e->wb[lin], bias_b16, 1, masq_blas_get_threads());
+	/* one GEMM a sequence, as run_linear */
+	for (int s = 0, t0 = 0; s < b->n_seqs; t0 += b->seq_lens[s], s++)
+		bgemm(y + (size_t)t0 * out, x + (size_t)t0 * in, b->seq_lens[s], in, &e->wb[lin], bias_b16, 1,
+		    masq_blas_get_threads());
 }
 
 static void
@@ -657,27 +668,27 @@ layer_forward_bf16(engine *e, const layer_weights *w, const engine_batch *b, flo
 	bf16_round_inplace(h, (size_t)n * D);
 	rmsnorm_b16(e->n1, h, an, n, D, c->rms_eps);
 	observe(ops, w->layer, SITE_QKV, e->n1, n, D);
-	run_linear_b16(e, ops, w, LIN_Q, e->n1, n, bq, e->q);
-	run_linear_b16(e, ops, w, LIN_K, e->n1, n, bk, e->k);
-	run_linear_b16(e, ops, w, LIN_V, e->n1, n, bv, e->v);
+	run_linear_b16(e, ops, w, LIN_Q, b, e->n1, bq, e->q);
+	run_linear_b16(e, ops, w, LIN_K, b, e->n1, bk, e->k);
+	run_linear_b16(e, ops, w, LIN_V, b, e->n1, bv, e->v);
 	rope_b16(e, e->q, n, c->n_heads, b->pos, n);
 	rope_b16(e, e->k, n, c->n_kv_heads, b->pos, n);
 	for (int s = 0, t0 = 0; s < b->n_seqs; t0 += b->seq_lens[s], s++)
 		attention_seq_b16(e, e->q + (size_t)t0 * q_dim, e->k + (size_t)t0 * kv_dim,
 		    e->v + (size_t)t0 * kv_dim, e->att + (size_t)t0 * q_dim, b->seq_lens[s]);
 	observe(ops, w->layer, SITE_O, e->att, n, q_dim);
-	run_linear_b16(e, ops, w, LIN_O, e->att, n, bo, e->proj);
+	run_linear_b16(e, ops, w, LIN_O, b, e->att, bo, e->proj);
 	for (size_t i = 0; i < (size_t)n * D; i++)
 		h[i] = bf16_round(h[i] + e->proj[i]);
 
 	rmsnorm_b16(e->n1, h, mn, n, D, c->rms_eps);
 	observe(ops, w->layer, SITE_GATEUP, e->n1, n, D);
-	run_linear_b16(e, ops, w, LIN_GATE, e->n1, n, bg, e->gate);
-	run_linear_b16(e, ops, w, LIN_UP, e->n1, n, bu, e->up);
+	run_linear_b16(e, ops, w, LIN_GATE, b, e->n1, bg, e->gate);
+	run_linear_b16(e, ops, w, LIN_UP, b, e->n1, bu, e->up);
 	struct silu_mul sm = {e->gate, e->up, (size_t)NI};
 	masq_parallel(n, masq_blas_get_threads(), silu_mul_rows, &sm);
 	observe(ops, w->layer, SITE_DOWN, e->gate, n, NI);
-	run_linear_b16(e, ops, w, LIN_DOWN, e->gate, n, bd, e->proj);
+	run_linear_b16(e, ops, w, LIN_DOWN, b, e->gate, bd, e->proj);
 	for (size_t i = 0; i < (size_t)n * D; i++)
 		h[i] = bf16_round(h[i] + e->proj[i]);
 	free(an), free(mn), free(bq), free(bk), free(bv), free(bo), free(bg), free(bu), free(bd);

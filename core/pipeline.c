@@ -473,6 +473,11 @@ struct qctx {
 	int *rows[MOD_COUNT];		/* token indices of each modality in the batch */
 	int nrows[MOD_COUNT];
 	int present[MOD_COUNT];		/* the modality's factors are made: it has rows here, or (sharded) on some rank */
+	/* the batch's sequences: each linear runs as one GEMM a sequence (as
+	 * the engine's FP linears do), so a token's result does not depend on
+	 * the batch around it; n_seqs 0: one block (a preview's sample) */
+	int n_seqs;
+	const int32_t *seq_lens;
 	int measure;			/* per-linear metrics and CMC diagnostics */
 	metrics_acc acc[LIN_COUNT];
 	metrics_acc acc0[LIN_COUNT];	/* measure, mas-cmc: the linear without compensation */
@@ -621,6 +626,44 @@ qweight_rows(const pipeline *p, const struct qweight *w, const float *x, int in,
 	else
 		engine_qlinear_rows(x, in, rows, k, s, p->opts.abits, w->Wq, bias, out, rank, L1, L2,
 		    xs, xq, y);
+}
+
+/* qweight_rows one sequence of q's batch at a time: rows (k, ascending
+ * token indices, or NULL: x's first k rows are tokens 0..k-1) into y's
+ * rows in the same order. */
+static void
+qweight_rows_seq(const struct qctx *q, const struct qweight *w, const float *x, int in, const int *rows,
+    int k, const float *s, const float *bias, int out, int rank, const float *L1, const float *L2,
+    float *xs, float *xq, float *y)
+{
+	if (q->n_seqs <= 1) {
+		qweight_rows(q->p, w, x, in, rows, k, s, bias, out, rank, L1, L2, xs, xq, y);
+		return;
+	}
+	for (int sq = 0, t0 = 0, r = 0; sq < q->n_seqs && r < k; t0 += q->seq_lens[sq], sq++) {
+		int t1 = t0 + q->seq_lens[sq], r1 = r;
+		if (rows == NULL)
+			r1 = t1 < k ? t1 : k;
+		else
+			while (r1 < k && rows[r1] < t1)
+				r1++;
+		if (r1 > r)
+			qweight_rows(q->p, w, rows == NULL ? x + (size_t)r * in : x, in, rows == NULL ? NULL : rows + r,
+			    r1 - r, s, bias, out, rank, L1, L2, xs, xq, y + (size_t)r * out);
+		r = r1;
+	}
+}
+
+/* The FP linear on x (q's batch), one GEMM a sequence. */
+static void
+fp_rows_seq(const struct qctx *q, const float *x, int in, const float *W, const float *bias, int out, float *y)
+{
+	if (q->n_seqs <= 1) {
+		engine_linear(x, q->n, in, W, bias, out, y);
+		return;
+	}
+	for (int sq = 0, t0 = 0; sq < q->n_seqs; t0 += q->seq_lens[sq], sq++)
+		engine_linear(x + (size_t)t0 * in, q->seq_lens[sq], in, W, bias, out, y + (size_t)t0 * out);
 }
 
 /* Bind wh to the basis of group grp's input site for modality mod with
@@ -822,7 +865,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 		const float *sf = lin_factor(q, lin, method, ALPHA_UNIFIED, s);
 		struct qweight qw;
 		qweight_make(p, &qw, Wq, w->w[lin], sf, out, in);
-		qweight_rows(p, &qw, x, in, NULL, n, sf, w->b[lin], out, 0, NULL, NULL, xs, xq, y);
+		qweight_rows_seq(q, &qw, x, in, NULL, n, sf, w->b[lin], out, 0, NULL, NULL, xs, xq, y);
 		qweight_done(&qw);
 		if (q->plan != NULL && sf != NULL)
 			for (int m = 0; m < MOD_COUNT; m++)
@@ -876,7 +919,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			    lin_cmc(q, lin, m, Wbase, s, out, in, &res, lr ? &lr->cmc[m] : NULL) < 0)
 				q->failed = 1;
 			if (k > 0)
-				qweight_rows(p, Wm, x, in, q->rows[m], k, s, w->b[lin], out, res.rank, res.L1, res.L2,
+				qweight_rows_seq(q, Wm, x, in, q->rows[m], k, s, w->b[lin], out, res.rank, res.L1, res.L2,
 				    xs, xq, yr);
 			if (q->plan != NULL && res.rank > 0) {
 				/* the plan keeps the factors */
@@ -897,7 +940,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 				/* the alternative: these tokens through x / s_text and the
 				 * stored weight, as rank 0 runs them */
 				if (m != MOD_TEXT && k > 0)
-					qweight_rows(p, &qbase, x, in, q->rows[m], k, s_t, w->b[lin], out, 0, NULL,
+					qweight_rows_seq(q, &qbase, x, in, q->rows[m], k, s_t, w->b[lin], out, 0, NULL,
 					    NULL, xs, xq, yr);
 				for (int r = 0; r < k; r++)
 					memcpy(y0 + (size_t)q->rows[m][r] * out, yr + (size_t)r * out,
@@ -919,7 +962,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 		work(p, (lin + 1.0) / LIN_COUNT, "%s (linear %d of %d)", lin_name(lin), lin + 1, LIN_COUNT);
 	if (q->measure) {
 		/* the FP linear on the same input, once for both measurements */
-		engine_linear(x, n, in, w->w[lin], w->b[lin], out, yr);
+		fp_rows_seq(q, x, in, w->w[lin], w->b[lin], out, yr);
 		metrics_acc_add(&q->acc[lin], yr, y, q->modality, n, out);
 		if (y0 != NULL) {
 			metrics_acc_add(&q->acc0[lin], yr, y0, q->modality, n, out);
@@ -1071,6 +1114,8 @@ train_chain_forward(pipeline *p, masq_err *err)
 	} else {
 		struct qctx q;
 		qctx_init(&q, p, ls, p->c->modality, p->c->n_tokens, NULL, err);
+		q.n_seqs = p->c->n_seqs;
+		q.seq_lens = p->c->seq_lens;
 		if (q.method == METHOD_MAS_CMC)
 			q.method = METHOD_MAS;
 		engine_ops ops = {.ctx = &q, .linear = qlinear};
@@ -1302,6 +1347,8 @@ pipe_quantize(pipeline *p, masq_err *err)
 	}
 	memset(res->lin, 0, sizeof res->lin);
 	qctx_init(&q, p, &p->settings[p->layer], p->c->modality, p->c->n_tokens, pipe_wcache(p), err);
+	q.n_seqs = p->c->n_seqs;
+	q.seq_lens = p->c->seq_lens;
 	q.measure = 1;
 	q.lr = res->lin;
 	/* every rank makes every modality's factors (and the randomized SVD's
@@ -1485,6 +1532,8 @@ pipe_search_alpha(pipeline *p, masq_err *err)
 			for (int g = 0; g < GRP_COUNT; g++)
 				trial.alpha[g][row] = sr->alpha[i];
 			qctx_init(&q, p, &trial, mod, ntok, NULL, err);
+			q.n_seqs = ns;
+			q.seq_lens = lens;
 			engine_ops ops = {.ctx = &q, .linear = qlinear};
 			memcpy(hout, hin, (size_t)ntok * D * sizeof(float));
 			if (ntok > 0)	/* a rank may hold none of the chosen sequences */
@@ -1699,6 +1748,8 @@ pipe_spectra(pipeline *p, int cap, pipe_spectrum **out, int *nout, pipe_progress
 		if (p->settings[l].method == METHOD_MAS_CMC) {
 			struct qctx q;
 			qctx_init(&q, &sh, &sh.settings[l], p->c->modality, p->c->n_tokens, pipe_wcache(&sh), err);
+			q.n_seqs = p->c->n_seqs;
+			q.seq_lens = p->c->seq_lens;
 			for (int k = 0; k < LIN_COUNT && rc == 0; k++) {
 				if (smooth_lin_group(k) < 0)
 					continue;
@@ -1784,36 +1835,34 @@ pipe_finish(pipeline *p, masq_err *err)
 		int *idx = xmalloc(xmul((size_t)p->c->n_tokens + 1, sizeof(int)));
 		float *norm = st_tensor_to_f32(tn), *W = st_tensor_to_f32(th);
 		st_tensor_release(th);
-		/* the fitted text positions (all without a split), then the held-out ones */
+		/* the fitted text positions (all without a split), then the held-out
+		 * ones; the head runs one sequence at a time (as the layers'
+		 * linears do), and the KL of each position is added in token order,
+		 * then across processes in rank order */
 		for (int part = 0; part < (p->mod_held != NULL ? 2 : 1); part++) {
 			const uint8_t *mod = part == 0 ? (p->mod_fit ? p->mod_fit : p->c->modality) : p->mod_held;
-			int k = 0;
-			for (int t = 0; t < p->c->n_tokens; t++)
-				if (mod[t] == MOD_TEXT)
-					idx[k++] = t;
-			if (!p->sharded) {
+			double sum = 0.0;
+			int64_t cnt = 0;
+			for (int s = 0, t0 = 0; s < p->c->n_seqs; t0 += p->c->seq_lens[s], s++) {
+				int k = 0;
+				for (int t = t0; t < t0 + p->c->seq_lens[s]; t++)
+					if (mod[t] == MOD_TEXT)
+						idx[k++] = t;
 				if (k == 0)
 					continue;
 				/* after pipe_next the final states are in h_fp and h_q */
 				float *lf = engine_head_logits(p->h_fp, idx, k, c->hidden, norm, c->rms_eps, W, V);
 				float *lq = engine_head_logits(p->h_q, idx, k, c->hidden, norm, c->rms_eps, W, V);
-				*(part == 0 ? &p->summary.kl_text : &p->summary.kl_text_held) = metrics_kl_rows(lf, lq, k, V);
-				free(lf);
-				free(lq);
-				continue;
-			}
-			/* every rank's sum and count; the mean of them all */
-			double sum = 0.0;
-			int64_t cnt = k;
-			if (k > 0) {
-				float *lf = engine_head_logits(p->h_fp, idx, k, c->hidden, norm, c->rms_eps, W, V);
-				float *lq = engine_head_logits(p->h_q, idx, k, c->hidden, norm, c->rms_eps, W, V);
-				sum = metrics_kl_rows_sum(lf, lq, k, V);
+				for (int r = 0; r < k; r++)
+					sum += metrics_kl_rows_sum(lf + (size_t)r * V, lq + (size_t)r * V, 1, V);
+				cnt += k;
 				free(lf);
 				free(lq);
 			}
-			dist_sum_f64(&sum, 1);
-			dist_sum_i64(&cnt, 1);
+			if (p->sharded) {
+				dist_sum_f64(&sum, 1);
+				dist_sum_i64(&cnt, 1);
+			}
 			if (cnt > 0 && V > 0)
 				*(part == 0 ? &p->summary.kl_text : &p->summary.kl_text_held) = sum / (double)cnt;
 		}
