@@ -11,6 +11,7 @@
 #include <cpuid.h>
 #endif
 
+#include "core/dist.h"
 #include "core/blas.h"
 #include "core/engine.h"
 #include "core/bgemm.h"
@@ -460,6 +461,10 @@ numenv_collect(int threads, int compute)
 	if (compute == ENGINE_BF16)
 		json_object_set_new(j, "bgemm", json_string(bgemm_kernel()));
 	json_object_set_new(j, "probe", json_string(probe));
+	/* several processes (mpirun) sum the statistics in another order
+	 * than one does; one process records nothing, as before */
+	if (dist_size() > 1)
+		json_object_set_new(j, "processes", json_integer(dist_size()));
 	return j;
 }
 
@@ -467,7 +472,7 @@ numenv_collect(int threads, int compute)
 static const char *const key_fields[][2] = {
 	{"masq", NULL}, {"build", "compiler"}, {"build", "fp"}, {"build", "isa"}, {"libc", NULL},
 	{"blas", "config"}, {"blas", "corename"}, {"blas", "parallel"}, {"blas", "threads"},
-	{"probe", NULL}, {"qgemm", NULL}, {"bgemm", NULL},
+	{"probe", NULL}, {"qgemm", NULL}, {"bgemm", NULL}, {"processes", NULL},
 };
 
 static json_t *

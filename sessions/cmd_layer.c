@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/dist.h"
 #include "core/engine.h"
 #include "core/safetensors.h"
 #include "core/sha256.h"
@@ -23,26 +24,58 @@
 /* The checkpoint after a layer: the hidden states entering the cursor
  * (FP, quantized, and when the run learns its two train-mode chains,
  * "h_train" and "h_fpe"). */
+/* Rank 0 writes what every rank's share of a chain streams to it. */
+struct ckpt_sink {
+	st_writer *w;
+	masq_err *err;
+};
+
+static int
+ckpt_sink(void *ctx, const float *x, size_t n)
+{
+	struct ckpt_sink *k = ctx;
+	return k->w != NULL ? st_writer_write(k->w, x, n * sizeof *x, k->err) : 0;
+}
+
 static int
 checkpoint_write(sess *s, char sha[65], masq_err *err)
 {
 	const pipeline *p = &s->p;
-	int64_t shape[2] = {p->c->n_tokens, p->m->cfg.hidden};
-	size_t n = (size_t)shape[0] * shape[1] * sizeof(float);
+	/* the whole set's tokens: one rank of several streams its share to
+	 * rank 0, which alone writes */
+	int64_t shape[2] = {p->all->n_tokens, p->m->cfg.hidden};
+	size_t n = (size_t)p->c->n_tokens * shape[1];
+	const float *chain[4] = {p->h_fp, p->h_q, p->h_train, p->h_fpe};
+	static const char *const names[4] = {"h_fp", "h_q", "h_train", "h_fpe"};
+	int nchain = p->h_train != NULL ? 4 : 2, rc = 0;
 	char v[32];
-	st_writer *w = st_writer_new();
-	char *tmp = sess_blob_tmp(s, "checkpoint");
-	snprintf(v, sizeof v, "%d", p->layer);
-	int rc = (st_writer_add(w, "h_fp", ST_F32, 2, shape, err) < 0 ||
-	    st_writer_add(w, "h_q", ST_F32, 2, shape, err) < 0 ||
-	    (p->h_train != NULL && (st_writer_add(w, "h_train", ST_F32, 2, shape, err) < 0 ||
-	    st_writer_add(w, "h_fpe", ST_F32, 2, shape, err) < 0)) ||
-	    st_writer_meta(w, "next_layer", v, err) < 0 ||
-	    st_writer_begin(w, tmp, err) < 0 || st_writer_write(w, p->h_fp, n, err) < 0 ||
-	    st_writer_write(w, p->h_q, n, err) < 0 ||
-	    (p->h_train != NULL && (st_writer_write(w, p->h_train, n, err) < 0 ||
-	    st_writer_write(w, p->h_fpe, n, err) < 0)) ||
-	    st_writer_finish(w, err) < 0) ? -1 : 0;
+	st_writer *w = NULL;
+	char *tmp = NULL;
+
+	if (dist_rank() == 0) {
+		w = st_writer_new();
+		tmp = sess_blob_tmp(s, "checkpoint");
+		snprintf(v, sizeof v, "%d", p->layer);
+		for (int i = 0; i < nchain && rc == 0; i++)
+			rc = st_writer_add(w, names[i], ST_F32, 2, shape, err);
+		if (rc == 0)
+			rc = st_writer_meta(w, "next_layer", v, err);
+		if (rc == 0)
+			rc = st_writer_begin(w, tmp, err);
+	}
+	/* every rank streams every chain, whatever rank 0's writer did */
+	struct ckpt_sink k = {rc == 0 ? w : NULL, err};
+	for (int i = 0; i < nchain; i++) {
+		int r = dist_stream_f32(chain[i], n, ckpt_sink, &k);
+		if (r < 0 && rc == 0)
+			rc = r;
+		if (rc < 0)
+			k.w = NULL;
+	}
+	if (dist_rank() != 0)
+		return 0;
+	if (rc == 0)
+		rc = st_writer_finish(w, err);
 	st_writer_free(w);
 	if (rc < 0) {
 		unlink(tmp);
@@ -207,15 +240,61 @@ scmd_open(sess *s, json_t *args, json_t *res, masq_err *err)
 	if (s->opened)
 		return masq_err_set(err, MASQ_ERR_USAGE, "the session is already open");
 	masq_blas_set_threads(s->threads);
+	int nr = dist_size(), rc = 0, have_m = 0, have_c = 0;
 	if (model_open_prefix(&s->m, s->model_dir, sess_arg_str(args, "prefix", NULL), err) < 0)
-		return SESS_ERROR;
-	if (calib_load(&s->c, s->calib_path, s->m.cfg.hidden, err) < 0) {
-		model_close(&s->m);
-		return SESS_ERROR;
+		rc = -1;
+	else
+		have_m = 1;
+	if (rc == 0 && calib_load(&s->c, s->calib_path, s->m.cfg.hidden, err) < 0)
+		rc = -1;
+	else if (rc == 0)
+		have_c = 1;
+	if (rc == 0 && nr == 1 && pipe_init(&s->p, &s->m, &s->c, &s->opts, err) < 0)
+		rc = -1;
+	if (nr > 1) {
+		/* one rank of several: its share of whole sequences; the whole
+		 * set's sequences and modalities stay, its embeddings go */
+		/* the same model and calibration set on every machine */
+		int same_m = dist_same_text(s->model_fp), same_c = dist_same_text(s->calib_fp);
+		if (rc == 0 && (!same_m || !same_c))
+			rc = masq_err_set(err, MASQ_ERR_USAGE,
+			    "%s (fingerprint %.12s...) is not the %s rank 0 reads: every process needs the same files",
+			    same_m ? s->calib_path : s->model_dir, same_m ? s->calib_fp : s->model_fp,
+			    same_m ? "calibration set" : "model");
+		if (rc == 0 && s->c.n_seqs < nr)
+			rc = masq_err_set(err, MASQ_ERR_USAGE,
+			    "%d processes for %d calibration sequences: each process needs a whole sequence; "
+			    "run at most %d", nr, s->c.n_seqs, s->c.n_seqs);
+		if (rc == 0) {
+			int *first = xmalloc(xmul((size_t)nr + 1, sizeof(int)));
+			dist_shard(s->c.seq_lens, s->c.n_seqs, nr, first);
+			calib_slice(&s->c, first[dist_rank()], first[dist_rank() + 1], &s->part);
+			s->sharded = 1;
+			free(s->c.embeds);
+			s->c.embeds = NULL;
+			for (int k = 0; k < s->c.n_deepstack; k++) {
+				free(s->c.deepstack[k]);
+				s->c.deepstack[k] = NULL;
+			}
+			if (pipe_init_shard(&s->p, &s->m, &s->part, &s->c, first[dist_rank()], &s->opts, err) < 0)
+				rc = -1;
+			free(first);
+		}
+		/* every rank learns whether every other opened, before any waits for it */
+		int all_ok = !dist_agree(rc < 0, err);
+		if (!all_ok && rc == 0) {
+			pipe_done(&s->p);
+			rc = -1;
+		}
 	}
-	if (pipe_init(&s->p, &s->m, &s->c, &s->opts, err) < 0) {
-		calib_done(&s->c);
-		model_close(&s->m);
+	if (rc < 0) {
+		if (s->sharded)
+			calib_done(&s->part);
+		s->sharded = 0;
+		if (have_c)
+			calib_done(&s->c);
+		if (have_m)
+			model_close(&s->m);
 		return SESS_ERROR;
 	}
 	s->plan_sha = xcalloc((size_t)s->m.cfg.n_layers, sizeof *s->plan_sha);
@@ -520,11 +599,14 @@ scmd_next(sess *s, json_t *args, json_t *res, masq_err *err)
 	if (pipe_next(&s->p, err) < 0)
 		return SESS_ERROR;
 	json_object_set_new(res, "layer", json_integer(s->p.layer));
-	if (s->db != NULL) {
+	if (s->db != NULL || s->follow) {
+		/* a rank of several that rank 0 records for streams its share
+		 * to rank 0, which writes the checkpoint */
 		char sha[65];
 		if (checkpoint_write(s, sha, err) < 0)
 			return SESS_ERROR;
-		json_object_set_new(res, "checkpoint", json_string(sha));
+		if (s->db != NULL)
+			json_object_set_new(res, "checkpoint", json_string(sha));
 	}
 	return SESS_OK;
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/dist.h"
 #include "sessions/internal.h"
 #include "sessions/session.h"
 
@@ -231,14 +232,21 @@ sess_dispatch(sess *s, int id, json_t *args, json_t **result, masq_err *err)
 		rc = SESS_ERROR;
 		goto out;
 	}
-	int rec = s->record && s->db != NULL;
+	int rec = s->record && s->db != NULL, many = dist_size() > 1;
+	rc = 0;
 	if (rec) {
 		char *t = sess_json_text(a);
 		rc = append(s, "command", c->name, t, err);
 		free(t);
-		if (rc < 0)
-			goto out;
 	}
+	/* several processes run every command together, each its share of
+	 * the tokens; rank 0 records it.  They agree after each step that
+	 * may fail on one of them, so that none waits for another that
+	 * stopped, and rank 0 records the failing rank's message. */
+	if (many && dist_agree(rc < 0, err))
+		rc = SESS_ERROR;
+	if (rc < 0)
+		goto out;
 	rc = check_state(s, c, a, err);
 	/* what a command changes in the settings, undo restores */
 	sess_undo *u = rc == 0 && changes_settings(id) ? sess_undo_take(s) : NULL;
@@ -246,6 +254,8 @@ sess_dispatch(sess *s, int id, json_t *args, json_t **result, masq_err *err)
 	s->cur_cmd = id;
 	if (rc == 0)
 		rc = c->exec(s, a, res, err);
+	if (many && dist_agree(rc < 0, err))
+		rc = SESS_ERROR;
 	s->cur_cmd = outer;
 	if (rc >= 0)
 		sess_undo_push(s, u, c->name);
@@ -276,6 +286,8 @@ sess_dispatch(sess *s, int id, json_t *args, json_t **result, masq_err *err)
 			free(t);
 		}
 	}
+	if (many && dist_agree(rc < 0, err))
+		rc = SESS_ERROR;
 out:
 	if (rc >= 0 && result != NULL)
 		*result = json_incref(res);
@@ -335,6 +347,12 @@ void
 sess_set_one_pass(sess *s, int on)
 {
 	s->p.one_pass = on != 0;
+}
+
+void
+sess_set_follow(sess *s, int on)
+{
+	s->follow = on != 0;
 }
 
 /* ---- restore -------------------------------------------------------------------- */

@@ -34,7 +34,10 @@ struct sess {
 	int record;		/* append events (0 while replaying or restoring) */
 	int opened;		/* "open" succeeded: m, c, p are live */
 	model m;
-	calib c;
+	calib c;		/* the calibration set (one rank of several: its embeddings are gone) */
+	calib part;		/* one rank of several: its share of c, which the pipeline runs */
+	int sharded;		/* part is live */
+	int follow;		/* a rank of several whose session rank 0 records (sess_set_follow) */
 	pipeline p;
 	pipe_opts opts;
 	int threads;

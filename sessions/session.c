@@ -423,6 +423,8 @@ sess_free(sess *s)
 		free(s->plan_sha);
 		free(s->live);
 		pipe_done(&s->p);
+		if (s->sharded)
+			calib_done(&s->part);
 		calib_done(&s->c);
 		model_close(&s->m);
 	}

@@ -155,6 +155,10 @@ void sess_set_progress(sess *s, sess_progress_fn fn, void *ctx);
  * figures are the same either way.  0 (the default: the workbench and
  * replay) keeps them for previews and re-quantizing. */
 void sess_set_one_pass(sess *s, int on);
+/* A rank other than 0 of several, whose session (created without a
+ * database) rank 0 records: it streams its share of each checkpoint to
+ * rank 0 (the blobs are rank 0's to write).  Set before the first layer. */
+void sess_set_follow(sess *s, int on);
 
 /* The per-layer recipe, one copy for every driver: from the cursor up to
  * (not including) layer until, calibrate each layer that is not, search

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "core/demo.h"
+#include "core/dist.h"
 #include "core/engine.h"
 #include "src/cli.h"
 
@@ -34,7 +35,8 @@ const cli_subcmd cli_subcmds[] = {
 	    "           [--compute f32|bf16] [--layer-prefix P]\n"
 	    "           [--set LAYER.LINEAR.KEY=VALUE ...] [--json]",
 	    "quantize every layer with a method (mas, mas-cmc, usq learn their factors: 2 epochs unless --epochs 0)\n"
-	    "      and measure it per modality against the FP model"},
+	    "      and measure it per modality against the FP model; under mpirun (a --with-mpi build, --epochs 0)\n"
+	    "      the processes share the sequences and rank 0 records the session"},
 	{"sessions",
 	    "sessions [list | show ID | diff A B | dump ID | load FILE | gc [--dry-run]] [--db FILE] [--json]",
 	    "list the recorded sessions, show one's events, compare two layer by layer, dump one as SQL, load a dump,\n"
@@ -60,7 +62,7 @@ const cli_subcmd cli_subcmds[] = {
 	    "forward [--model DIR] [--calib FILE] [--out FILE] [--layer-prefix P] [--compute f32|bf16]\n"
 	    "           [--threads N] [--json]",
 	    "run the full-precision decoder layer by layer; write every layer's output;\n"
-	    "      under mpirun (a --with-mpi build) the processes share the sequences"},
+	    "      under mpirun (a --with-mpi build) the processes share the sequences, with one process's bits"},
 	{"calib",
 	    "calib --model DIR --prompts FILE --out FILE [--images DIR] [--min-pixels N] [--max-pixels N]\n"
 	    "           [--threads N] [--dry-run] [--json]",
@@ -92,7 +94,10 @@ cli_cmd_help(const char *cmd)
 int
 cli_fail(const masq_err *err)
 {
-	fprintf(stderr, "masq: %s\n", err->msg);
+	/* under mpirun every rank meets the same failure (they agree on it):
+	 * rank 0 says it */
+	if (dist_rank() == 0)
+		fprintf(stderr, "masq: %s\n", err->msg);
 	return masq_exit_code(err->status == MASQ_OK ? MASQ_ERR_INTERNAL : err->status);
 }
 
@@ -101,6 +106,8 @@ cli_usage(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
+	if (dist_rank() != 0)
+		return 2;	/* every rank parses the same words: rank 0 says what is wrong */
 	fprintf(stderr, "masq %s: ", cmd);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "core/calib.h"
+#include "core/dist.h"
 #include "core/export.h"
 #include "core/model.h"
 #include "core/pipeline.h"
@@ -38,6 +39,7 @@ struct run_args {
 	long threads;
 	char **sets;
 	int nsets;
+	int follow;		/* a rank other than 0 of several, rank 0 recording */
 };
 
 
@@ -371,6 +373,8 @@ run_progress(void *ctx, const sess_progress *p)
 {
 	const struct run_progress *rp = ctx;
 	const sess_view *v = sess_view_get(rp->s);
+	if (dist_rank() != 0)
+		return 0;	/* under mpirun rank 0 reports for all */
 	static const char *const doing[SC_COUNT] = {[SC_CALIBRATE] = "calibrating...   ",
 		[SC_SEARCH] = "searching alpha...", [SC_TRAIN] = "learning...      ", [SC_QUANTIZE] = "quantizing...    "};
 	if (p->phase == SP_BEFORE && rp->tty && doing[p->cmd] != NULL)
@@ -399,9 +403,13 @@ run_method_layers(sess **sp, sdb *db, struct run_args *a, int method, masq_err *
 	json_t *args;
 
 	o.method = method;
-	if (sess_create(sp, db, &o, a->model_dir, a->calib_path, (int)a->threads, err) < 0)
+	int crc = sess_create(sp, db, &o, a->model_dir, a->calib_path, (int)a->threads, err);
+	if (dist_size() > 1 && dist_agree(crc < 0, err))
+		crc = -1;	/* another rank could not begin: run_method marks the session failed */
+	if (crc < 0)
 		return -1;
 	sess *s = *sp;
+	sess_set_follow(s, a->follow);
 	args = json_pack("{s:s, s:s}", "model", a->model_dir, "calib", a->calib_path);
 	if (a->layer_prefix != NULL)
 		json_object_set_new(args, "prefix", json_string(a->layer_prefix));
@@ -409,7 +417,7 @@ run_method_layers(sess **sp, sdb *db, struct run_args *a, int method, masq_err *
 	json_decref(args);
 	if (rc < 0)
 		return -1;
-	if (sess_view_get(s)->deepstack_missing)
+	if (sess_view_get(s)->deepstack_missing && dist_rank() == 0)
 		cli_deepstack_warn(sess_view_get(s)->tokens_mod[MOD_VISION]);
 	if (method == METHOD_MAS_CMC && (a->rank_budget != NULL || isfinite(a->rank_target))) {
 		args = a->rank_budget != NULL ? json_pack("{s:s}", "budget", a->rank_budget) :
@@ -719,7 +727,11 @@ cmd_run(int argc, char **argv)
 				goto done;
 			a.o.search_tokens = (int)v;
 			break;
-		case 'h': cli_cmd_help("run"); rc = 0; goto done;
+		case 'h':
+			if (dist_rank() == 0)
+				cli_cmd_help("run");
+			rc = 0;
+			goto done;
 		default:
 			rc = cli_usage("run", "unknown or incomplete option '%s'", argv[optind - 1]);
 			goto done;
@@ -775,6 +787,19 @@ cmd_run(int argc, char **argv)
 			    a.o.epochs == 0 && learns ? " --epochs 0" : "", why);
 			goto done;
 		}
+		/* what several processes do not share yet is refused before
+		 * anything runs */
+		if (dist_size() > 1 && learns && a.o.epochs > 0) {
+			rc = cli_usage("run", "under mpirun (%d processes) %s learn%s factors, which several processes "
+			    "do not do yet: add --epochs 0 (the closed form), or run in one process", dist_size(),
+			    a.all ? "mas, mas-cmc and usq" : method_name(m), a.all ? "" : "s its");
+			goto done;
+		}
+		if (dist_size() > 1 && (GIVEN(O_RANK_BUDGET) || GIVEN(O_RANK_TARGET))) {
+			rc = cli_usage("run", "under mpirun %s is not there yet (its spectra run in one process): "
+			    "give --rank, or run in one process", GIVEN(O_RANK_BUDGET) ? "--rank-budget" : "--rank-target");
+			goto done;
+		}
 #undef GIVEN
 	}
 	cli_set_threads(a.threads);
@@ -785,10 +810,16 @@ cmd_run(int argc, char **argv)
 	if (!no_db) {
 		if (a.db_path == NULL)
 			a.db_path = getenv("MASQ_DB") && *getenv("MASQ_DB") ? getenv("MASQ_DB") : SDB_DEFAULT_PATH;
-		if (sdb_open(&db, a.db_path, SDB_CREATE, &err) < 0) {
+		/* under mpirun rank 0 alone opens the database; the others
+		 * learn whether it could */
+		int orc = dist_rank() == 0 ? sdb_open(&db, a.db_path, SDB_CREATE, &err) : 0;
+		if (dist_size() > 1 && dist_agree(orc < 0, &err))
+			orc = -1;
+		if (orc < 0) {
 			rc = cli_fail(&err);
 			goto done;
 		}
+		a.follow = dist_rank() != 0;
 	} else {
 		a.db_path = NULL;
 	}
@@ -807,6 +838,8 @@ cmd_run(int argc, char **argv)
 	}
 	if (!ok) {
 		rc = cli_fail(&err);
+	} else if (dist_rank() != 0) {
+		rc = 0;	/* rank 0 reports the run */
 	} else if (a.json) {
 		json_t *doc;
 		if (nm == 1) {

@@ -1,0 +1,141 @@
+#!/bin/sh
+# masq run under mpirun (configure --with-mpi): 1, 2 and 3 processes
+# (oversubscribed on a 2-core machine) against one process on the tiny demo,
+# by what each records: the --json report, the database's events, the
+# statistics and the last checkpoint (tests/mpi_run_check.py); the session
+# replays in one process; what does not shard yet is refused before anything
+# is written; a rank that cannot begin, or reads other files, stops the run
+# with a message naming it.  Skipped, with the reason, in a build without
+# MPI or without mpirun.
+. "$srcdir/lib.sh"
+w=$(workdir mpi_run)
+py=${PYTHON3:-/usr/bin/python3}
+if ! "$MASQ" --version | grep -q "built with.*MPI"; then
+	skip_all "masq was built without --with-mpi (configure --with-mpi builds the MPI flavour)"
+fi
+mpirun=$(command -v mpirun) || skip_all "mpirun is not installed (Debian: openmpi-bin)"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+# a hang is a failure: nothing here takes more than seconds
+run_np() { np=$1; shift; timeout 60 "$mpirun" -np "$np" --bind-to none "$@"; }
+
+"$MASQ" demo "$w/d" --preset tiny >/dev/null || { not_ok "masq demo"; done_testing; exit; }
+"$MASQ" demo "$w/e" --preset tiny --seed 7 >/dev/null || { not_ok "masq demo --seed 7"; done_testing; exit; }
+M="--model $w/d/model --calib $w/d/calib.safetensors --threads 1 --epochs 0"
+# the closed form with every token-dependent step: the alpha search, a
+# held-out split, compensation and the text KL at the end
+R="--alpha search --eval-split 0.25"
+
+# Tolerances.  Every linear runs one GEMM a sequence, so a rank's share of
+# the FP chain, and so every maximum, factor and decision, is one process's
+# bits; what several processes sum (statistics, metrics, the KL) is taken in
+# another association: mas, without compensation, is held to 1e-12 relative
+# (measured 1e-15).  Compensation's factors come from Gram matrices summed
+# so: a last place of L1 or L2 moves a vision or audio row of the quantized
+# chain, which can carry an activation of a later linear across a rounding
+# boundary of its 8-bit grid; measured 3e-5 relative (1.3e-3 dB of an
+# uncompensated variant's 22.5 dB), the rest within 1e-6.  2e-4 for mas-cmc
+# (under 0.01 dB; replay's own tolerance is 0.05 dB).
+tol=2e-4 tol_exact=1e-12
+"$MASQ" run $M $R --db "$w/one.db" --json >"$w/one.json" 2>"$w/one.err"
+check "one process: masq run exits 0" test $? -eq 0
+for np in 1 2 3; do
+	run_np "$np" "$MASQ" run $M $R --db "$w/np$np.db" --json >"$w/np$np.json" 2>"$w/np$np.err"
+	rc=$?
+	check "mpirun -np $np masq run exits 0 ($rc)" test "$rc" -eq 0
+	[ "$rc" -eq 0 ] || sed 's/^/#   /' "$w/np$np.err"
+	if [ "$rc" -eq 0 ]; then
+		tap_run "np $np against one process" "$w/np$np.tap" "$py" "$srcdir/mpi_run_check.py" \
+		    "$w/one.json" "$w/one.db" "$w/np$np.json" "$w/np$np.db" "$np" "$tol"
+	fi
+done
+# mas, without compensation: everything to the sums' association, and the
+# exports byte for byte
+"$MASQ" run $M $R --method mas --db "$w/mas1.db" --json >"$w/mas1.json" 2>/dev/null
+for np in 2 3; do
+	run_np "$np" "$MASQ" run $M $R --method mas --db "$w/mas$np.db" --json >"$w/mas$np.json" 2>"$w/mas$np.err"
+	check "mpirun -np $np masq run --method mas exits 0" test $? -eq 0
+	tap_run "mas, np $np against one process" "$w/mas$np.tap" "$py" "$srcdir/mpi_run_check.py" \
+	    "$w/mas1.json" "$w/mas1.db" "$w/mas$np.json" "$w/mas$np.db" "$np" "$tol_exact"
+done
+# (an export is recorded in its session: after the comparisons)
+for np in 1 2 3; do
+	"$MASQ" export --db "$w/mas$np.db" --format fake --out "$w/mas$np.exp" >/dev/null 2>&1
+done
+for np in 2 3; do
+	check "mas, np $np: the fake-quantized export is one process's, byte for byte" \
+	    sh -c "cd '$w' && ls mas1.exp/*.safetensors >/dev/null && for f in \$(cd mas1.exp && ls *.safetensors); do cmp -s mas1.exp/\$f mas$np.exp/\$f || exit 1; done"
+done
+check "mpirun -np 3: rank 0 alone reports (one JSON document)" "$py" -c "import json,sys; json.load(open(sys.argv[1]))" "$w/np3.json"
+check "... and one progress line a layer" sh -c "test \$(grep -c 'layer 1/2' '$w/np3.err') -eq 1"
+check "... and nothing but the database and its blobs beside it" sh -c \
+    "test \$(ls '$w' | grep -c '^np3\\.db') -eq 2 && ! ls '$w'/np3.db.blobs/.tmp* >/dev/null 2>&1"
+
+# every method, in two processes
+"$MASQ" run $M --method all --db "$w/all1.db" --json >"$w/all1.json" 2>/dev/null
+run_np 2 "$MASQ" run $M --method all --db "$w/all2.db" --json >"$w/all2.json" 2>"$w/all2.err"
+check "mpirun -np 2 masq run --method all: exit 0" test $? -eq 0
+tap_run "every method, np 2 against one process" "$w/all2.tap" "$py" "$srcdir/mpi_run_check.py" \
+    "$w/all1.json" "$w/all1.db" "$w/all2.json" "$w/all2.db" 2 "$tol"
+
+# the session three processes recorded is a session like any: it replays in
+# one process (within tolerance: the process count is part of the numeric
+# environment) and exports
+"$MASQ" replay --db "$w/np3.db" >"$w/replay.out" 2>&1
+rc=$?
+check "masq replay of the 3-process session in one process: exit 0 ($rc)" test "$rc" -eq 0
+[ "$rc" -eq 0 ] || sed 's/^/#   /' "$w/replay.out"
+check "... in tolerance, naming the process count" grep -q "processes: recorded 3, here (not recorded)" "$w/replay.out"
+"$MASQ" export --db "$w/np3.db" --format fake --out "$w/exp" >"$w/exp.out" 2>&1
+check "masq export of the 3-process session: exit 0" test $? -eq 0
+
+# a run under mpirun killed after its first layer resumes in one process
+# from the checkpoint rank 0 wrote, to one process's figures (2e-4)
+MASQ_DEBUG_KILL_AFTER_EVENT=12 run_np 2 -x MASQ_DEBUG_KILL_AFTER_EVENT "$MASQ" run $M --db "$w/kill.db" \
+    >/dev/null 2>&1
+check "a 2-process run killed at event 12 is left open" \
+    sh -c "test \"\$(sqlite3 '$w/kill.db' 'select status from sessions')\" = open"
+"$MASQ" resume --db "$w/kill.db" >"$w/resume.out" 2>&1
+rc=$?
+check "masq resume continues it in one process: exit 0 ($rc)" test "$rc" -eq 0
+"$MASQ" run $M --db "$w/whole.db" --json >"$w/whole.json" 2>/dev/null
+check "... to the figures of an uninterrupted run" "$py" -c "
+import json, sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+got = json.loads(c.execute(\"select payload from events where kind='result' and name='finish'\").fetchone()[0])['sqnr_db']
+want = json.load(open(sys.argv[2]))['summary']['sqnr_db']
+assert all(abs(got[k] - want[k]) <= float(sys.argv[3]) * abs(want[k]) for k in want), (got, want)
+" "$w/kill.db" "$w/whole.json" "$tol"
+
+# what several processes do not do yet is refused before anything is written
+run_np 2 "$MASQ" run --model "$w/d/model" --calib "$w/d/calib.safetensors" --db "$w/learn.db" >/dev/null 2>"$w/learn.err"
+rc=$?
+check "mpirun -np 2 masq run (learned factors, the default): exit 2 ($rc)" test "$rc" -eq 2
+check "... says to add --epochs 0, once" sh -c "test \$(grep -c 'add --epochs 0' '$w/learn.err') -eq 1"
+check "... and writes no database" test ! -e "$w/learn.db"
+run_np 2 "$MASQ" run $M --rank-budget 1M --db "$w/budget.db" >/dev/null 2>"$w/budget.err"
+check "mpirun -np 2 masq run --rank-budget: exit 2" test $? -eq 2
+check "... says why" grep -q "rank-budget is not there yet" "$w/budget.err"
+run_np 5 "$MASQ" run $M --db "$w/np5.db" >/dev/null 2>"$w/np5.err"
+check "5 processes for 4 sequences: exit 2" test $? -eq 2
+check "... the message says why" grep -q "5 processes for 4 calibration sequences" "$w/np5.err"
+check "... and the session is marked failed" sh -c "test \"\$(sqlite3 '$w/np5.db' 'select status from sessions')\" = failed"
+
+# a rank that cannot read its calibration set, or reads another one: every
+# rank stops, the message names the rank, the session is marked failed
+for case in missing other; do
+	if [ "$case" = missing ]; then
+		c1="$w/nowhere.safetensors" what="a missing calibration set"
+	else
+		c1="$w/e/calib.safetensors" what="another calibration set"
+	fi
+	run_np 2 sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then c=$2; else c=$1; fi
+		exec "$0" run --model "$3" --calib "$c" --threads 1 --epochs 0 --db "$4"' \
+	    "$MASQ" "$w/d/calib.safetensors" "$c1" "$w/d/model" "$w/$case.db" >/dev/null 2>"$w/$case.err"
+	rc=$?
+	check "rank 1 with $what: exit 2 ($rc)" test "$rc" -eq 2
+	check "... the message names rank 1" grep -q "masq: rank 1 of 2: " "$w/$case.err"
+	check "... once" sh -c "test \$(grep -c '^masq: ' '$w/$case.err') -eq 1"
+	check "... the session is marked failed" sh -c "test \"\$(sqlite3 '$w/$case.db' 'select status from sessions')\" = failed"
+done
+check "... another calibration set is named as such" grep -q "not the calibration set rank 0 reads" "$w/other.err"
+done_testing
