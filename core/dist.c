@@ -165,10 +165,7 @@ dist_recv(void *p, size_t n, int from)
 static void
 dist_bcast(void *p, size_t n)
 {
-	for (size_t off = 0; off < n; off += DIST_CHUNK) {
-		size_t k = n - off < DIST_CHUNK ? n - off : DIST_CHUNK;
-		MPI_Bcast((char *)p + off, (int)k, MPI_BYTE, 0, MPI_COMM_WORLD);
-	}
+	dist_bcast_from(p, n, 0);
 }
 
 /* The fixed-order combination of every rank's x (n elements of size bytes)
@@ -250,6 +247,23 @@ dist_sum_i64(int64_t *x, size_t n)
 #else
 	(void)x;
 	(void)n;
+#endif
+}
+
+void
+dist_bcast_from(void *x, size_t n, int root)
+{
+#ifdef HAVE_MPI
+	if (!dist_on || dist_n == 1)
+		return;
+	for (size_t off = 0; off < n; off += DIST_CHUNK) {
+		size_t k = n - off < DIST_CHUNK ? n - off : DIST_CHUNK;
+		MPI_Bcast((char *)x + off, (int)k, MPI_BYTE, root, MPI_COMM_WORLD);
+	}
+#else
+	(void)x;
+	(void)n;
+	(void)root;
 #endif
 }
 

@@ -48,6 +48,8 @@ void dist_max_f32(float *x, size_t n);
 /* x (n) becomes rank 0's + rank 1's + ... in that order, on every rank. */
 void dist_sum_f64(double *x, size_t n);
 void dist_sum_i64(int64_t *x, size_t n);
+/* root's n bytes at x, to every rank. */
+void dist_bcast_from(void *x, size_t n, int root);
 /* Rank 0's all (sum of counts[r] floats) = every rank's local part
  * (counts[rank] floats) in rank order; other ranks pass all = NULL. */
 void dist_gather_f32(const float *local, const size_t *counts, float *all);

@@ -485,7 +485,10 @@ struct qctx {
 	pipe_lin_result *lr;		/* (LIN_COUNT) where diagnostics go, or NULL */
 	qplan_layer *plan;		/* where factors and CMC factors go, or NULL */
 	struct wcache *wc;		/* (GRP_COUNT * MOD_COUNT): the pipeline's bases, or NULL: no CMC */
-	rng *g;				/* the randomized SVD's draws: the pipeline's, or a preview's copy */
+	/* sharded, mas-cmc: every compensated linear and modality's factors,
+	 * computed by the rank that owns the pair and broadcast
+	 * (cmc_distribute), or NULL: lin_cmc computes them */
+	struct cmc_pre *pre;
 	masq_err *err;
 	int failed;
 };
@@ -666,6 +669,25 @@ fp_rows_seq(const struct qctx *q, const float *x, int in, const float *W, const 
 		engine_linear(x + (size_t)t0 * in, q->seq_lens[sq], in, W, bias, out, y + (size_t)t0 * out);
 }
 
+/* A compensated pair's factors, precomputed (cmc_distribute). */
+struct cmc_pre {
+	int have;
+	cmc_result res;		/* rank, L1, L2 (the owner's other fields are not sent) */
+	pipe_cmc_diag diag;
+};
+
+/* The randomized SVD's draws for linear lin and modality mod of a layer: a
+ * stream of their own, from the seed, the layer, the linear and the
+ * modality alone, so that quantizing, a preview and the spectra draw the
+ * same whatever ran before, and any process can compute any pair. */
+static void
+cmc_rng(const pipeline *p, int layer, int lin, int mod, rng *g)
+{
+	uint64_t k = (uint64_t)(layer + 1) * 0x9e3779b97f4a7c15ULL ^
+	    (uint64_t)(lin * MOD_COUNT + mod + 1) * 0xbf58476d1ce4e5b9ULL;
+	rng_init(g, p->opts.seed ^ 0x636d632d72616e64ULL ^ k);
+}
+
 /* Bind wh to the basis of group grp's input site for modality mod with
  * factors s (d); builds the basis on first use.  0, or -1 on error. */
 static int
@@ -743,6 +765,18 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 	memset(res, 0, sizeof *res);
 	if (rank <= 0 || !q->present[mod])
 		return 0;
+	if (q->pre != NULL) {
+		struct cmc_pre *c = &q->pre[lin * MOD_COUNT + mod];
+		MASQ_ASSERT(c->have);
+		*res = c->res;
+		memset(&c->res, 0, sizeof c->res);
+		c->have = 0;
+		if (diag != NULL)
+			*diag = c->diag;
+		return 0;
+	}
+	rng g;
+	cmc_rng(p, p->layer, lin, mod, &g);
 	float *dWt = cmc_dwt(p, lin, Wbase, s_m, out, in);
 
 	cmc_whitener whb;
@@ -759,15 +793,16 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 	int rc;
 	if (p->opts.cmc_diag) {
 		/* the diagnostics below read dWt again */
-		rc = cmc_compute_prec(res, dWt, in, out, wh, rank, mode, p->opts.cmc_precision, q->g, q->err);
+		rc = cmc_compute_prec(res, dWt, in, out, wh, rank, mode, p->opts.cmc_precision, &g, q->err);
 	} else {
 		/* the whitened product in dWt's storage; dWt is spent after */
-		rc = cmc_compute_prec_inplace(res, dWt, in, out, wh, rank, mode, p->opts.cmc_precision, q->g,
+		rc = cmc_compute_prec_inplace(res, dWt, in, out, wh, rank, mode, p->opts.cmc_precision, &g,
 		    q->err);
 		if (rc == 1) {
 			free(dWt);
 			dWt = cmc_dwt(p, lin, Wbase, s_m, out, in);
-			rc = cmc_compute(res, dWt, in, out, wh, rank, mode, q->g, q->err);
+			cmc_rng(p, p->layer, lin, mod, &g);	/* the same draws again */
+			rc = cmc_compute(res, dWt, in, out, wh, rank, mode, &g, q->err);
 			res->fell_back = rc == 0;
 		}
 	}
@@ -800,7 +835,7 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 			/* the plain SVD's factors, measured in the whitened metric */
 			cmc_result plain;
 			int rmax = in < out ? in : out;
-			if (cmc_compute(&plain, dWt, in, out, NULL, rmax, CMC_SVD_FULL, q->g, q->err) < 0) {
+			if (cmc_compute(&plain, dWt, in, out, NULL, rmax, CMC_SVD_FULL, &g, q->err) < 0) {
 				cmc_whitener_done(&whb);
 				free(dWt);
 				cmc_result_done(res);
@@ -1020,7 +1055,6 @@ qctx_init(struct qctx *q, pipeline *p, const layer_setting *ls, const uint8_t *m
 	q->modality = modality;
 	q->n = n;
 	q->wc = wc;
-	q->g = &p->g;
 	q->err = err;
 	for (int m = 0; m < MOD_COUNT; m++)
 		q->rows[m] = xmalloc(xmul((size_t)n + 1, sizeof(int)));
@@ -1041,6 +1075,10 @@ qctx_done(struct qctx *q)
 {
 	for (int m = 0; m < MOD_COUNT; m++)
 		free(q->rows[m]);
+	for (int k = 0; q->pre != NULL && k < LIN_COUNT * MOD_COUNT; k++)
+		cmc_result_done(&q->pre[k].res);
+	free(q->pre);
+	q->pre = NULL;
 }
 
 /* Free the bases of wc (GRP_COUNT * MOD_COUNT). */
@@ -1328,6 +1366,101 @@ pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err)
 
 /* ---- quantize, search, next ----------------------------------------------------- */
 
+/* One rank of several, mas-cmc: the compensated pairs (linear, vision or
+ * audio) of the layer are shared out, the largest first to the least
+ * loaded rank; each computes its own pairs' factors (their draws are their
+ * own: cmc_rng) and broadcasts them, so that the quantized forward that
+ * follows finds every pair's in q->pre.  What a pair costs, and so its
+ * share of the work, does not depend on the tokens. */
+static int
+cmc_distribute(struct qctx *q)
+{
+	pipeline *p = q->p;
+	const model_config *c = &p->m->cfg;
+	int nr = dist_size(), me = dist_rank(), np = 0, failed = 0;
+	int pair[LIN_COUNT * MOD_COUNT], owner[LIN_COUNT * MOD_COUNT];
+	double cost[LIN_COUNT * MOD_COUNT];
+	double *load = xcalloc((size_t)nr, sizeof *load);
+
+	for (int lin = 0; lin < LIN_COUNT; lin++) {
+		int out, in;
+		if (smooth_lin_group(lin) < 0)
+			continue;
+		layer_lin_shape(c, lin, &out, &in);
+		if (cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out) <= 0)
+			continue;
+		for (int m = MOD_VISION; m < MOD_COUNT; m++)
+			if (q->present[m]) {
+				cost[np] = (double)in * out;
+				pair[np++] = lin * MOD_COUNT + m;
+			}
+	}
+	/* the largest pair first (ties: the earlier), to the least loaded rank (ties: the lower) */
+	int *order = xmalloc(xmul((size_t)np + 1, sizeof(int)));
+	for (int i = 0; i < np; i++)
+		order[i] = i;
+	for (int i = 1; i < np; i++)
+		for (int j = i; j > 0 && cost[order[j]] > cost[order[j - 1]]; j--) {
+			int t = order[j];
+			order[j] = order[j - 1];
+			order[j - 1] = t;
+		}
+	for (int i = 0; i < np; i++) {
+		int best = 0;
+		for (int r = 1; r < nr; r++)
+			if (load[r] < load[best])
+				best = r;
+		owner[order[i]] = best;
+		load[best] += cost[order[i]];
+	}
+	free(order);
+	free(load);
+
+	q->pre = xcalloc(LIN_COUNT * MOD_COUNT, sizeof *q->pre);
+	for (int i = 0; i < np && !failed; i++) {
+		if (owner[i] != me)
+			continue;
+		int lin = pair[i] / MOD_COUNT, m = pair[i] % MOD_COUNT, out, in;
+		layer_lin_shape(c, lin, &out, &in);
+		float *s_t = xmalloc(xmul((size_t)in, sizeof(float)));
+		float *s_m = xmalloc(xmul((size_t)in, sizeof(float)));
+		float *Wbase = xmalloc(xmul((size_t)out * in, sizeof(float)));
+		/* what qlinear would hand lin_cmc: the stored weight Q(W diag(s_text)), s_m */
+		lin_factor(q, lin, q->method, MOD_TEXT, s_t);
+		quant_weight(p, Wbase, p->w.w[lin], s_t, out, in);
+		lin_factor(q, lin, q->method, m, s_m);
+		struct cmc_pre *pc = &q->pre[pair[i]], *keep = q->pre;
+		q->pre = NULL;
+		if (lin_cmc(q, lin, m, Wbase, s_m, out, in, &pc->res, &pc->diag) < 0)
+			failed = 1;
+		q->pre = keep;
+		free(s_t);
+		free(s_m);
+		free(Wbase);
+	}
+	if (dist_agree(failed, q->err))
+		return -1;
+	for (int i = 0; i < np; i++) {
+		struct cmc_pre *pc = &q->pre[pair[i]];
+		int lin = pair[i] / MOD_COUNT, out, in;
+		layer_lin_shape(c, lin, &out, &in);
+		dist_bcast_from(&pc->res.rank, sizeof pc->res.rank, owner[i]);
+		if (owner[i] != me && pc->res.rank > 0) {
+			pc->res.in = in;
+			pc->res.out = out;
+			pc->res.L1 = xmalloc(xmul(xmul((size_t)in, (size_t)pc->res.rank), sizeof(float)));
+			pc->res.L2 = xmalloc(xmul(xmul((size_t)pc->res.rank, (size_t)out), sizeof(float)));
+		}
+		if (pc->res.rank > 0) {
+			dist_bcast_from(pc->res.L1, (size_t)in * pc->res.rank * sizeof(float), owner[i]);
+			dist_bcast_from(pc->res.L2, (size_t)pc->res.rank * out * sizeof(float), owner[i]);
+		}
+		dist_bcast_from(&pc->diag, sizeof pc->diag, owner[i]);
+		pc->have = 1;
+	}
+	return 0;
+}
+
 int
 pipe_quantize(pipeline *p, masq_err *err)
 {
@@ -1355,6 +1488,11 @@ pipe_quantize(pipeline *p, masq_err *err)
 	 * draws), whether or not its share has the modality's tokens */
 	for (int m = 0; m < MOD_COUNT && p->sharded; m++)
 		q.present[m] = p->all->n_mod[m] > 0;
+	/* compensation's factors do not depend on the tokens: shared out */
+	if (p->sharded && q.method == METHOD_MAS_CMC && cmc_distribute(&q) < 0) {
+		qctx_done(&q);
+		return masq_err_prefix(err, "layer %d", p->layer);
+	}
 	if (p->plan_valid)
 		qplan_layer_done(&p->plan);
 	qplan_layer_init(&p->plan, c, p->layer);
@@ -1585,7 +1723,6 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 	const layer_setting *ls = &p->settings[p->layer];
 	/* the randomized SVD draws from a copy: a preview leaves the
 	 * pipeline's generator, and so every recorded figure, as it was */
-	rng g = p->g;
 	for (int site = 0; site < SITE_COUNT; site++) {
 		const site_stats *st = &p->st[site];
 		int n = 0;
@@ -1610,7 +1747,6 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 		}
 		struct qctx q;
 		qctx_init(&q, p, ls, mods, n, pipe_wcache(p), err);
-		q.g = &g;
 		q.measure = 1;
 		for (int k = 0; k < LIN_COUNT && !q.failed; k++) {
 			int o, in;
@@ -1683,9 +1819,11 @@ lin_spectrum(pipeline *sh, struct qctx *q, int lin, int cap, pipe_spectrum *o, m
 				wh = &whb;
 		}
 		cmc_result res;
+		rng g;
 		memset(&res, 0, sizeof res);
+		cmc_rng(sh, sh->layer, lin, m, &g);
 		if (rc == 0 && cmc_compute_prec(&res, dWt, in, out, wh, o->cap, CMC_SVD_AUTO, sh->opts.cmc_precision,
-		    q->g, err) < 0)
+		    &g, err) < 0)
 			rc = -1;
 		if (rc == 0) {
 			if (res.n_sv < o->cap)

@@ -190,6 +190,10 @@ run_json(const sess *s, const struct run_args *a, int method)
 			json_object_set_new(jl, "alpha_search", js);
 		}
 		json_object_set_new(jl, "seconds", json_real(r->t_calib + r->t_search + r->t_quant));
+		/* where the layer's time went (the FP forward with its statistics,
+		 * the alpha search, learning, quantizing with its measurement) */
+		json_object_set_new(jl, "phase_seconds", json_pack("{s:f, s:f, s:f, s:f}", "calibrate", r->t_calib,
+		    "search", r->t_search, "learn", r->learn.seconds, "quantize", r->t_quant));
 		json_array_append_new(layers, jl);
 	}
 	json_object_set_new(d, "layers", layers);

@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-SKIP = {"session", "database", "seconds", "t_calib", "t_quant", "t_search"}
+SKIP = {"session", "database", "seconds", "phase_seconds"}
 
 
 def say(good, what):
