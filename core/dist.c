@@ -358,14 +358,23 @@ dist_same_text(const char *text)
 	return strcmp(mine, root) == 0;
 }
 
-int
-dist_agree(int failed, masq_err *err)
+/* The lowest rank that failed (failed != 0 on it), on every rank, or
+ * INT_MAX when none did. */
+static int
+first_failed(int failed)
 {
 	int first = failed ? dist_me : INT_MAX;
 #ifdef HAVE_MPI
 	if (dist_on && dist_n > 1)
 		MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
 #endif
+	return first;
+}
+
+int
+dist_agree(int failed, masq_err *err)
+{
+	int first = first_failed(failed);
 	if (first == INT_MAX)
 		return 0;
 	if (dist_n == 1)
@@ -401,11 +410,7 @@ dist_agree(int failed, masq_err *err)
 int
 dist_stop(int failed, int layer, const masq_err *err)
 {
-	int first = failed ? dist_me : INT_MAX;
-#ifdef HAVE_MPI
-	if (dist_on && dist_n > 1)
-		MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-#endif
+	int first = first_failed(failed);
 	if (first == INT_MAX)
 		return 0;
 	if (dist_n == 1)

@@ -138,12 +138,12 @@ gram_flush(double *g, const double *a, int k, int d)
 /* Offer row r (d) with global token index tok to modality m's reservoir
  * (Algorithm R: keep the first cap rows, then replace a uniform slot with
  * probability cap / seen, one rng draw per row once full). */
-static void
-reservoir_offer(site_stats *s, int m, const float *r, int64_t tok, rng *g)
+/* Algorithm R's draw for the next row of modality m: the slot it takes,
+ * or -1 (one rng draw once the reservoir is full). */
+static int
+reservoir_slot(site_stats *s, int m, rng *g)
 {
-	int d = s->d, slot;
-
-	MASQ_ASSERT(tok <= INT32_MAX);
+	int slot;
 	if (s->sample_n[m] < s->sample_cap) {
 		slot = s->sample_n[m]++;
 	} else {
@@ -151,6 +151,16 @@ reservoir_offer(site_stats *s, int m, const float *r, int64_t tok, rng *g)
 		slot = k < (uint64_t)s->sample_cap ? (int)k : -1;
 	}
 	s->sample_seen[m]++;
+	return slot;
+}
+
+static void
+reservoir_offer(site_stats *s, int m, const float *r, int64_t tok, rng *g)
+{
+	int d = s->d, slot;
+
+	MASQ_ASSERT(tok <= INT32_MAX);
+	slot = reservoir_slot(s, m, g);
 	if (slot >= 0) {
 		memcpy(s->sample[m] + (size_t)slot * d, r, (size_t)d * sizeof *r);
 		s->sample_tok[m][slot] = (int32_t)tok;
@@ -171,13 +181,7 @@ stats_reservoir_plan(site_stats *s, const uint8_t *modality, int64_t n_all, int6
 		if (m == MOD_SKIP)
 			continue;
 		MASQ_ASSERT(m < MOD_COUNT);
-		if (s->sample_n[m] < s->sample_cap) {
-			slot = s->sample_n[m]++;
-		} else {
-			uint64_t k = rng_below(g, (uint64_t)s->sample_seen[m] + 1);
-			slot = k < (uint64_t)s->sample_cap ? (int)k : -1;
-		}
-		s->sample_seen[m]++;
+		slot = reservoir_slot(s, m, g);
 		if (slot >= 0)
 			s->sample_tok[m][slot] = (int32_t)t;
 	}

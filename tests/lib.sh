@@ -47,3 +47,17 @@ tap_run() {
 		not_ok "$tr_name: the checker exited $tr_rc or printed no test"
 	fi
 }
+
+# mpi_setup: skip the whole script, saying why, unless masq was built
+# --with-mpi and mpirun is installed; then what mpirun needs on these
+# machines (CI runs as root; any core count: oversubscribed).  run_np NP
+# CMD...: mpirun -np NP --bind-to none (each rank gets every core and the
+# BLAS threads its command asks for) under a 60 s limit, so a hang fails.
+mpi_setup() {
+	if ! "$MASQ" --version | grep -q "built with.*MPI"; then
+		skip_all "masq was built without --with-mpi (configure --with-mpi builds the MPI flavour)"
+	fi
+	mpirun=$(command -v mpirun) || skip_all "mpirun is not installed (Debian: openmpi-bin)"
+	export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+}
+run_np() { np=$1; shift; timeout 60 "$mpirun" -np "$np" --bind-to none "$@"; }

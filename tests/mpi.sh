@@ -8,15 +8,7 @@
 . "$srcdir/lib.sh"
 w=$(workdir mpi)
 py=${PYTHON3:-/usr/bin/python3}
-if ! "$MASQ" --version | grep -q "built with.*MPI"; then
-	skip_all "masq was built without --with-mpi (configure --with-mpi builds the MPI flavour)"
-fi
-mpirun=$(command -v mpirun) || skip_all "mpirun is not installed (Debian: openmpi-bin)"
-# CI and these machines run as root; each rank gets every core and one BLAS
-# thread, as the one-process run below does
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-# a hang is a failure: nothing here takes more than seconds
-run_np() { np=$1; shift; timeout 60 "$mpirun" -np "$np" --bind-to none "$@"; }
+mpi_setup
 
 "$MASQ" demo "$w/d" --preset tiny >/dev/null || { not_ok "masq demo"; done_testing; exit; }
 M="--model $w/d/model --calib $w/d/calib.safetensors --threads 1"

@@ -10,13 +10,7 @@
 . "$srcdir/lib.sh"
 w=$(workdir mpi_run)
 py=${PYTHON3:-/usr/bin/python3}
-if ! "$MASQ" --version | grep -q "built with.*MPI"; then
-	skip_all "masq was built without --with-mpi (configure --with-mpi builds the MPI flavour)"
-fi
-mpirun=$(command -v mpirun) || skip_all "mpirun is not installed (Debian: openmpi-bin)"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-# a hang is a failure: nothing here takes more than seconds
-run_np() { np=$1; shift; timeout 60 "$mpirun" -np "$np" --bind-to none "$@"; }
+mpi_setup
 
 "$MASQ" demo "$w/d" --preset tiny >/dev/null || { not_ok "masq demo"; done_testing; exit; }
 "$MASQ" demo "$w/e" --preset tiny --seed 7 >/dev/null || { not_ok "masq demo --seed 7"; done_testing; exit; }

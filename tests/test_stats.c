@@ -583,6 +583,62 @@ test_numpy(void)
 	free(x);
 }
 
+/* The reservoir of one rank of several (stats_reservoir_plan): each shard
+ * of the rows, planned from the whole token order and filled with its own
+ * rows, then the shards' samples summed element by element as
+ * dist_merge_f32 sums them (the rows a shard does not hold are -0.0), must
+ * give one process's Algorithm R: the same slots, rows (bits, signed
+ * zeros included), counts and the generator's state after.  Held-out rows
+ * (MOD_SKIP) are in no reservoir. */
+static void
+test_reservoir_plan(void)
+{
+	enum { D = 3, N = 300, CAP = 16 };
+	float *x = xmalloc(N * D * sizeof *x);
+	uint8_t mod[N];
+	static const int cuts[][4] = {{300}, {150, 150}, {1, 298, 1}, {97, 3, 120, 80}, {10, 10, 10, 270}};
+	int all_ok = 1;
+
+	for (int i = 0; i < N; i++) {
+		mod[i] = (uint8_t)(i % 11 == 0 ? MOD_SKIP : i % 7 == 0 ? MOD_AUDIO : i % 3 ? MOD_VISION : MOD_TEXT);
+		for (int j = 0; j < D; j++)
+			x[i * D + j] = (i + j) % 5 == 0 ? -0.0f : (float)((i * 10 + j) * (j == 1 ? -1 : 1));
+	}
+	for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+		site_stats one, merged, part;
+		rng g1, g2;
+		rng_init(&g1, 77);
+		stats_site_init(&one, D, 0, CAP);
+		stats_site_add(&one, x, mod, N, &g1);
+		stats_site_init(&merged, D, 0, CAP);
+		int lo = 0, ok = 1;
+		for (int k = 0; k < 4 && cuts[c][k] > 0; k++) {
+			int n = cuts[c][k];
+			rng_init(&g2, 77);
+			stats_site_init(&part, D, 0, CAP);
+			stats_reservoir_plan(&part, mod, N, lo, n, &g2);
+			stats_site_add(&part, x + (size_t)lo * D, mod + lo, n, &g2);
+			for (int m = 0; m < MOD_COUNT; m++) {
+				ok &= part.sample_n[m] == one.sample_n[m] && part.sample_seen[m] == one.sample_seen[m] &&
+				    memcmp(part.sample_tok[m], one.sample_tok[m], CAP * sizeof(int32_t)) == 0;
+				merged.sample_n[m] = part.sample_n[m];
+				for (int e = 0; e < part.sample_n[m] * D; e++)
+					merged.sample[m][e] = k == 0 ? part.sample[m][e] : merged.sample[m][e] + part.sample[m][e];
+			}
+			ok &= memcmp(&g2, &g1, sizeof g1) == 0;	/* the draws one process made */
+			stats_site_done(&part);
+			lo += n;
+		}
+		for (int m = 0; m < MOD_COUNT; m++)
+			ok &= memcmp(merged.sample[m], one.sample[m], (size_t)one.sample_n[m] * D * sizeof(float)) == 0;
+		all_ok &= ok;
+		stats_site_done(&one);
+		stats_site_done(&merged);
+	}
+	tap_ok(all_ok, "reservoir planned per shard and merged = one process's Algorithm R (5 cuts, held-out rows, signed zeros)");
+	free(x);
+}
+
 int
 main(void)
 {
@@ -599,6 +655,7 @@ main(void)
 	test_fast_ref(64, STATS_GRAM_VISION | STATS_GRAM_AUDIO);
 	test_fast_ref(5, 0);
 	test_reservoir();
+	test_reservoir_plan();
 	test_misalign();
 	test_numpy();
 	return tap_done();
