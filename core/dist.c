@@ -361,20 +361,25 @@ dist_same_text(const char *text)
 /* The lowest rank that failed (failed != 0 on it), on every rank, or
  * INT_MAX when none did. */
 static int
-first_failed(int failed)
+first_failed(int failed, int *count)
 {
-	int first = failed ? dist_me : INT_MAX;
+	int v[2] = {failed ? -dist_me : -INT_MAX, failed != 0};	/* the max of -rank is the lowest rank */
 #ifdef HAVE_MPI
-	if (dist_on && dist_n > 1)
-		MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+	if (dist_on && dist_n > 1) {
+		MPI_Allreduce(MPI_IN_PLACE, &v[0], 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+		MPI_Allreduce(MPI_IN_PLACE, &v[1], 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+	}
 #endif
-	return first;
+	if (count != NULL)
+		*count = v[1];
+	return v[0] == -INT_MAX ? INT_MAX : -v[0];
 }
 
 int
 dist_agree(int failed, masq_err *err)
 {
-	int first = first_failed(failed);
+	int nfail;
+	int first = first_failed(failed, &nfail);
 	if (first == INT_MAX)
 		return 0;
 	if (dist_n == 1)
@@ -392,13 +397,14 @@ dist_agree(int failed, masq_err *err)
 	}
 	MPI_Bcast(&m, (int)sizeof m, MPI_BYTE, first, MPI_COMM_WORLD);
 	/* a failure that an earlier agreement passed on (and callers
-	 * prefixed since) names its rank already */
+	 * prefixed since) names its rank already; one that every rank met
+	 * names none */
 	static char last[sizeof err->msg];
 	size_t lm = strlen(m.msg), ll = strlen(last);
 	int named = ll > 0 && lm >= ll && strcmp(m.msg + lm - ll, last) == 0;
 	masq_err e;
 	masq_err_set(&e, (masq_status)m.status, "%s", m.msg);
-	if (!named)
+	if (!named && nfail < dist_n)
 		masq_err_prefix(&e, "rank %d of %d", first, dist_n);
 	snprintf(last, sizeof last, "%s", e.msg);
 	if (err != NULL)
@@ -410,7 +416,7 @@ dist_agree(int failed, masq_err *err)
 int
 dist_stop(int failed, int layer, const masq_err *err)
 {
-	int first = first_failed(failed);
+	int first = first_failed(failed, NULL);
 	if (first == INT_MAX)
 		return 0;
 	if (dist_n == 1)

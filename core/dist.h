@@ -71,8 +71,8 @@ int dist_same_text(const char *text);
 
 /* Whether any rank failed (failed != 0 on it), on every rank, without
  * printing: when one did, every rank's err becomes the lowest failing
- * rank's (its status, and among several its message prefixed "rank R of
- * N: "), so that rank 0 reports and records what went wrong wherever it
+ * rank's (its status, and its message prefixed "rank R of N: " unless
+ * every rank failed), so that rank 0 reports and records what went wrong wherever it
  * did.  One process: failed, err untouched. */
 int dist_agree(int failed, masq_err *err);
 

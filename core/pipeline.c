@@ -1721,8 +1721,9 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 			out->sqnr[k][m] = out->mae[k][m] = out->sqnr_no_cmc[k][m] = NAN;
 	memset(out->rows, 0, sizeof out->rows);
 	const layer_setting *ls = &p->settings[p->layer];
-	/* the randomized SVD draws from a copy: a preview leaves the
-	 * pipeline's generator, and so every recorded figure, as it was */
+	/* the randomized SVD draws each pair's own stream (cmc_rng): a
+	 * preview draws what quantizing draws, and leaves the pipeline's
+	 * generator, and so every recorded figure, as it was */
 	for (int site = 0; site < SITE_COUNT; site++) {
 		const site_stats *st = &p->st[site];
 		int n = 0;

@@ -252,8 +252,10 @@ int pipe_init(pipeline *p, const model *m, const calib *c, const pipe_opts *o, m
  * calls in the same order; the statistics, the metrics, the search and the
  * summary are reduced across ranks (core/dist.h), so every rank holds the
  * results one process would (sums to their association), and the
- * factors, plans and decisions that follow from them.  Learned factors,
- * previews and spectra are refused (MASQ_ERR_USAGE). */
+ * factors, plans and decisions that follow from them; mas-cmc's factors
+ * are computed by one rank a pair and broadcast.  Learned factors and the
+ * spectra are refused (MASQ_ERR_USAGE); a preview runs on the reservoir,
+ * which every rank holds whole. */
 int pipe_init_shard(pipeline *p, const model *m, const calib *c, const calib *all, int seq0,
     const pipe_opts *o, masq_err *err);
 void pipe_done(pipeline *p);

@@ -807,9 +807,23 @@ cmd_run(int argc, char **argv)
 #undef GIVEN
 	}
 	cli_set_threads(a.threads);
-	if (cli_default_inputs(&a.model_dir, &a.calib_path, &err) < 0) {
-		rc = cli_fail(&err);
-		goto done;
+	/* under mpirun rank 0 finds (or writes) the default inputs first, so
+	 * that the others never write the demo beside it; every rank learns
+	 * whether each could before any waits for another */
+	{
+		int drc = 0;
+		if (dist_rank() == 0)
+			drc = cli_default_inputs(&a.model_dir, &a.calib_path, &err);
+		if (dist_size() > 1 && dist_agree(drc < 0, &err))
+			drc = -1;
+		if (drc == 0 && dist_rank() != 0)
+			drc = cli_default_inputs(&a.model_dir, &a.calib_path, &err);
+		if (dist_size() > 1 && dist_agree(drc < 0, &err))
+			drc = -1;
+		if (drc < 0) {
+			rc = cli_fail(&err);
+			goto done;
+		}
 	}
 	if (!no_db) {
 		if (a.db_path == NULL)

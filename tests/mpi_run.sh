@@ -132,4 +132,17 @@ for case in missing other; do
 	check "... the session is marked failed" sh -c "test \"\$(sqlite3 '$w/$case.db' 'select status from sessions')\" = failed"
 done
 check "... another calibration set is named as such" grep -q "not the calibration set rank 0 reads" "$w/other.err"
+
+# the default inputs (no --model): rank 0 writes the demo before the others
+# look, and a rank that cannot reach its demo directory stops the run
+(cd "$w" && MASQ_DEMO_DIR="$w/demo-cache" run_np 2 sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then
+		export MASQ_DEMO_DIR=/proc/nowhere; fi
+	exec "$0" run --threads 1 --epochs 0 --no-db' "$MASQ" >/dev/null 2>"$w/demo.err")
+rc=$?
+(cd "$w" && MASQ_DEMO_DIR="$w/demo-cache" run_np 2 "$MASQ" run --threads 1 --epochs 0 --no-db >/dev/null 2>"$w/demo2.err")
+rc2=$?
+check "rank 1 without a demo directory: exit 2, not a hang ($rc)" test "$rc" -eq 2
+check "... the message names rank 1, once" sh -c "test \$(grep -c '^masq: rank 1 of 2: ' '$w/demo.err') -eq 1"
+check "the default inputs under mpirun: exit 0 ($rc2), the demo written once" \
+    sh -c "test $rc2 -eq 0 && test \$(grep -c 'writing the embedded demo' '$w/demo2.err') -le 1"
 done_testing
