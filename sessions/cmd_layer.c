@@ -252,9 +252,9 @@ scmd_open(sess *s, json_t *args, json_t *res, masq_err *err)
 	if (rc == 0 && nr == 1 && pipe_init(&s->p, &s->m, &s->c, &s->opts, err) < 0)
 		rc = -1;
 	if (nr > 1) {
-		/* one rank of several: its share of whole sequences; the whole
-		 * set's sequences and modalities stay, its embeddings go */
-		/* the same model and calibration set on every machine */
+		/* one rank of several: the same model and calibration set as
+		 * rank 0's, then its share of whole sequences (the whole set's
+		 * sequences and modalities stay, its embeddings go) */
 		int same_m = dist_same_text(s->model_fp), same_c = dist_same_text(s->calib_fp);
 		if (rc == 0 && (!same_m || !same_c))
 			rc = masq_err_set(err, MASQ_ERR_USAGE,
