@@ -345,6 +345,71 @@ dist_stream_f32(const float *local, size_t n, int (*sink)(void *ctx, const float
 #endif
 }
 
+/* The counterpart of dist_stream_f32: rank 0's all (every rank's count
+ * floats in rank order) to each rank's local, in pieces. */
+void
+dist_scatter_f32(const float *all, float *local, size_t n)
+{
+	if (dist_n == 1) {
+		memcpy(local, all, n * sizeof *local);
+		return;
+	}
+#ifdef HAVE_MPI
+	if (dist_me != 0) {
+		uint64_t len = n;
+		dist_send(&len, sizeof len, 0);
+		for (size_t off = 0; off < n; off += DIST_STREAM) {
+			size_t k = n - off < DIST_STREAM ? n - off : DIST_STREAM;
+			MPI_Recv(local + off, (int)k, MPI_FLOAT, 0, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+		}
+		return;
+	}
+	memcpy(local, all, n * sizeof *local);
+	size_t at = n;
+	for (int r = 1; r < dist_n; r++) {
+		uint64_t len;
+		dist_recv(&len, sizeof len, r);
+		for (uint64_t off = 0; off < len; off += DIST_STREAM) {
+			size_t k = len - off < DIST_STREAM ? (size_t)(len - off) : DIST_STREAM;
+			MPI_Send(all + at + off, (int)k, MPI_FLOAT, r, 0, MPI_COMM_WORLD);
+		}
+		at += (size_t)len;
+	}
+#endif
+}
+
+void
+dist_bcast_strings(const char *const *in, char **out, size_t n)
+{
+	/* their lengths (UINT64_MAX for NULL), then their bytes end to end */
+	uint64_t *len = xmalloc(xmul(n + 1, sizeof *len)), total = 0;
+	for (size_t i = 0; i < n; i++)
+		len[i] = dist_me != 0 ? 0 : in[i] == NULL ? UINT64_MAX : strlen(in[i]);
+	dist_bcast_from(len, n * sizeof *len, 0);
+	for (size_t i = 0; i < n; i++)
+		total += len[i] == UINT64_MAX ? 0 : len[i];
+	char *all = xmalloc((size_t)total + 1), *at = all;
+	for (size_t i = 0; i < n && dist_me == 0; i++)
+		if (in[i] != NULL) {
+			memcpy(at, in[i], (size_t)len[i]);
+			at += len[i];
+		}
+	dist_bcast_from(all, (size_t)total, 0);
+	at = all;
+	for (size_t i = 0; i < n; i++) {
+		if (len[i] == UINT64_MAX) {
+			out[i] = NULL;
+			continue;
+		}
+		out[i] = xmalloc((size_t)len[i] + 1);
+		memcpy(out[i], at, (size_t)len[i]);
+		out[i][len[i]] = 0;
+		at += len[i];
+	}
+	free(all);
+	free(len);
+}
+
 int
 dist_same_text(const char *text)
 {

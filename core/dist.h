@@ -65,6 +65,14 @@ void dist_merge_f32(float *x, size_t n);
 int dist_stream_f32(const float *local, size_t n, int (*sink)(void *ctx, const float *x, size_t n),
     void *ctx);
 
+/* Its counterpart: each rank's local (n floats, n may differ) becomes its
+ * part of rank 0's all, the parts in rank order (all: their sum; other
+ * ranks pass NULL).  One process copies. */
+void dist_scatter_f32(const float *all, float *local, size_t n);
+/* Rank 0's n strings in (each may be NULL; other ranks pass in = NULL) as
+ * new strings (or NULL) in out, on every rank; n is the same on all. */
+void dist_bcast_strings(const char *const *in, char **out, size_t n);
+
 /* Whether text (at most 255 bytes) is rank 0's on this rank (1 in one
  * process); every rank calls it. */
 int dist_same_text(const char *text);

@@ -524,6 +524,19 @@ numenv_key_diff(json_t *a, json_t *b, char **diff, int max)
 		}
 		nd++;
 	}
+	/* a session resumed in another environment computed its later layers
+	 * there: no one environment reproduces it */
+	json_t *ra = json_object_get(a, "resumed"), *r0 = json_array_get(ra, 0);
+	if (json_is_array(ra) && r0 != NULL && !json_equal(ra, json_object_get(b, "resumed"))) {
+		if (nd < max) {
+			char line[600];
+			const char *why = json_string_value(json_array_get(json_object_get(r0, "differs"), 0));
+			snprintf(line, sizeof line, "resumed at layer %lld in another numeric environment (%s)",
+			    (long long)json_integer_value(json_object_get(r0, "layer")), why ? why : "?");
+			diff[nd] = xstrdup(line);
+		}
+		nd++;
+	}
 	return nd;
 }
 

@@ -30,8 +30,13 @@
  *    "cpu": {vendor, model, features: [...]},
  *    "probe": "<16 hex digits>",
  *    "qgemm": "int8" | "float",   (the quantized linears' product, igemm.h)
- *    "bgemm": "avx512bf16" | "sgemm"}   (the bf16 GEMM, bgemm.h: only when
+ *    "bgemm": "avx512bf16" | "sgemm",   (the bf16 GEMM, bgemm.h: only when
  *                                        compute is ENGINE_BF16)
+ *    "processes": N}   (under mpirun, N > 1)
+ * A session resumed in another environment adds to its record
+ * "resumed": [{"layer": L, "differs": ["name: recorded X, here Y", ...]}];
+ * a recorded "resumed" differs from every environment (what it computed
+ * came from two).
  * threads > 0 pins the BLAS threads before the probe runs; compute is the
  * session's enum engine_compute (what its forwards depend on). */
 json_t *numenv_collect(int threads, int compute);

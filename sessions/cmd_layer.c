@@ -85,44 +85,48 @@ checkpoint_write(sess *s, char sha[65], masq_err *err)
 	return sess_blob_store(s, tmp, sha, err);
 }
 
+/* The checkpoint's chains into the pipeline's.  Under several processes rank
+ * 0 alone reads the blob (beside its database) and sends each rank its
+ * share of the tokens: the blob holds the whole set's, in sequence order,
+ * whatever number of processes wrote it. */
 int
 sess_checkpoint_read(sess *s, const char *sha, masq_err *err)
 {
-	char *path = sess_blob_path(s, sha, err);
-	st_file f;
 	pipeline *p = &s->p;
-	if (path == NULL)
-		return -1;
-	int rc = st_open(&f, path, err);
-	free(path);
-	if (rc < 0)
-		return -1;
-	const st_tensor *a = st_find(&f, "h_fp"), *b = st_find(&f, "h_q");
-	if (a == NULL || b == NULL || a->dtype != ST_F32 || b->dtype != ST_F32 || a->ndim != 2 ||
-	    b->ndim != 2 || a->shape[0] != p->c->n_tokens || a->shape[1] != p->m->cfg.hidden ||
-	    b->shape[0] != a->shape[0] || b->shape[1] != a->shape[1]) {
-		st_close(&f);
-		return masq_err_set(err, MASQ_ERR_FORMAT, "checkpoint %.12s... does not fit this model and calibration set", sha);
+	float *chain[4] = {p->h_fp, p->h_q, p->h_train, p->h_fpe};
+	int nchain = p->h_train != NULL ? 4 : 2, rc = 0, opened = 0;
+	const st_tensor *t[4] = {0};
+	st_file f;
+
+	if (dist_rank() == 0) {
+		char *path = sess_blob_path(s, sha, err);
+		rc = path != NULL ? st_open(&f, path, err) : -1;
+		free(path);
+		opened = rc == 0;
 	}
-	const st_tensor *c = st_find(&f, "h_train"), *d = st_find(&f, "h_fpe");
-	for (int i = 0; i < 2 && p->h_train != NULL; i++) {
-		const st_tensor *t = i ? d : c;
-		if (t == NULL || t->dtype != ST_F32 || t->ndim != 2 || t->shape[0] != a->shape[0] ||
-		    t->shape[1] != a->shape[1]) {
-			st_close(&f);
-			return masq_err_set(err, MASQ_ERR_FORMAT,
+	static const char *const names[4] = {"h_fp", "h_q", "h_train", "h_fpe"};
+	for (int i = 0; i < nchain && opened && rc == 0; i++) {
+		t[i] = st_find(&f, names[i]);
+		if (t[i] != NULL && t[i]->dtype == ST_F32 && t[i]->ndim == 2 && t[i]->shape[0] == p->all->n_tokens &&
+		    t[i]->shape[1] == p->m->cfg.hidden)
+			continue;
+		if (i < 2)
+			rc = masq_err_set(err, MASQ_ERR_FORMAT, "checkpoint %.12s... does not fit this model and calibration set",
+			    sha);
+		else
+			rc = masq_err_set(err, MASQ_ERR_FORMAT,
 			    "checkpoint %.12s... has no %s chain, which this session's learning needs", sha,
-			    i ? "train-mode FP (h_fpe)" : "train-mode (h_train)");
-		}
+			    i == 3 ? "train-mode FP (h_fpe)" : "train-mode (h_train)");
 	}
-	memcpy(p->h_fp, a->data, (size_t)(a->end - a->begin));
-	memcpy(p->h_q, b->data, (size_t)(b->end - b->begin));
-	if (p->h_train != NULL) {
-		memcpy(p->h_train, c->data, (size_t)(c->end - c->begin));
-		memcpy(p->h_fpe, d->data, (size_t)(d->end - d->begin));
-	}
-	st_close(&f);
-	return 0;
+	if (dist_size() > 1 && dist_agree(rc < 0, err))
+		rc = -1;
+	if (rc == 0)
+		for (int i = 0; i < nchain; i++)
+			dist_scatter_f32(t[i] != NULL ? (const float *)t[i]->data : NULL, chain[i],
+			    (size_t)p->c->n_tokens * p->m->cfg.hidden);
+	if (opened)
+		st_close(&f);
+	return rc < 0 ? -1 : 0;
 }
 
 int

@@ -68,6 +68,9 @@ int sdb_session_get(sdb *db, int64_t id, sdb_session *out, masq_err *err);
 void sdb_session_free(sdb_session *s);
 /* Set a session's status (sessions are not events: their status may change). */
 int sdb_session_set_status(sdb *db, int64_t id, const char *status, masq_err *err);
+/* Replace its numeric environment (JSON text): a resume in another one
+ * records that there (core/numenv.h). */
+int sdb_session_set_environment(sdb *db, int64_t id, const char *environment, masq_err *err);
 /* Call fn for every session, oldest first; fn returns non-zero to stop. */
 int sdb_session_each(sdb *db, int (*fn)(void *ctx, const sdb_session *s), void *ctx, masq_err *err);
 

@@ -172,17 +172,18 @@ sdb_session_free(sdb_session *s)
 }
 
 /* Set session id's status; MASQ_ERR_USAGE when there is no such session. */
-int
-sdb_session_set_status(sdb *db, int64_t id, const char *status, masq_err *err)
+/* Set one of a session's mutable columns. */
+static int
+session_set(sdb *db, int64_t id, const char *sql, const char *value, const char *what, masq_err *err)
 {
-	sqlite3_stmt *st = sdb_prepare(db, "UPDATE sessions SET status = ?1 WHERE id = ?2", err);
+	sqlite3_stmt *st = sdb_prepare(db, sql, err);
 
 	if (st == NULL)
 		return -1;
-	sqlite3_bind_text(st, 1, status, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 1, value, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, id);
 	if (sqlite3_step(st) != SQLITE_DONE) {
-		sdb_fail(db->h, db->path, "cannot set the session's status", err);
+		sdb_fail(db->h, db->path, what, err);
 		sqlite3_finalize(st);
 		return -1;
 	}
@@ -190,6 +191,20 @@ sdb_session_set_status(sdb *db, int64_t id, const char *status, masq_err *err)
 	if (sqlite3_changes(db->h) == 0)
 		return masq_err_set(err, MASQ_ERR_USAGE, "%s: no session %" PRId64, db->path, id);
 	return 0;
+}
+
+int
+sdb_session_set_status(sdb *db, int64_t id, const char *status, masq_err *err)
+{
+	return session_set(db, id, "UPDATE sessions SET status = ?1 WHERE id = ?2", status,
+	    "cannot set the session's status", err);
+}
+
+int
+sdb_session_set_environment(sdb *db, int64_t id, const char *environment, masq_err *err)
+{
+	return session_set(db, id, "UPDATE sessions SET environment = ?1 WHERE id = ?2", environment,
+	    "cannot record the session's numeric environment", err);
 }
 
 /* Call fn for every session, oldest first; returns 0 after the last, fn's

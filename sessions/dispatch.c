@@ -388,6 +388,38 @@ sess_evlist_outcome(const sess_evlist *l, size_t i)
 	return -1;
 }
 
+/* Rank 0's events, on every rank of several: their number, then four
+ * strings each (seq, kind, name, payload), exactly as read. */
+static void
+evlist_share(sess_evlist *l)
+{
+	uint64_t n = l->n;
+	dist_bcast_from(&n, sizeof n, 0);
+	const char **in = xcalloc(xmul((size_t)n, 4) + 1, sizeof *in);
+	char **out = xcalloc(xmul((size_t)n, 4) + 1, sizeof *out), (*seq)[24] = NULL;
+	if (dist_rank() == 0) {
+		seq = xcalloc((size_t)n + 1, sizeof *seq);
+		for (size_t i = 0; i < n; i++) {
+			snprintf(seq[i], sizeof seq[i], "%lld", (long long)l->v[i].seq);
+			in[4 * i] = seq[i];
+			in[4 * i + 1] = l->v[i].kind;
+			in[4 * i + 2] = l->v[i].name;
+			in[4 * i + 3] = l->v[i].payload;
+		}
+	}
+	dist_bcast_strings(in, out, 4 * (size_t)n);
+	for (size_t i = 0; i < n && dist_rank() != 0; i++) {
+		sdb_event ev = {.seq = strtoll(out[4 * i], NULL, 10), .kind = out[4 * i + 1], .name = out[4 * i + 2],
+			.payload = out[4 * i + 3]};
+		sess_evlist_collect(l, &ev);
+	}
+	for (size_t i = 0; i < 4 * n; i++)
+		free(out[i]);
+	free(out);
+	free(in);
+	free(seq);
+}
+
 int
 sess_restore(sess *s, int *finished, masq_err *err)
 {
@@ -396,10 +428,17 @@ sess_restore(sess *s, int *finished, masq_err *err)
 	int rc = 0, rec = s->record;
 
 	*finished = 0;
-	if (sdb_event_each(s->db, s->id, sess_evlist_collect, &l, err) < 0) {
+	/* several processes: rank 0 reads the events, every rank rebuilds
+	 * from them (the open among them runs on every rank, sharded) */
+	int crc = dist_rank() == 0 ? sdb_event_each(s->db, s->id, sess_evlist_collect, &l, err) : 0;
+	if (dist_size() > 1 && dist_agree(crc < 0, err))
+		crc = -1;
+	if (crc < 0) {
 		sess_evlist_free(&l);
 		return -1;
 	}
+	if (dist_size() > 1)
+		evlist_share(&l);
 	s->record = 0;
 	for (size_t i = 0; i < l.n && rc == 0; i++) {
 		sess_ev *e = &l.v[i];

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/dist.h"
 #include "core/engine.h"
 #include "core/numenv.h"
 #include "core/safetensors.h"
@@ -346,6 +347,36 @@ sess_create(sess **out, sdb *db, const pipe_opts *o, const char *model_dir, cons
 	return 0;
 }
 
+/* Rank 0's session row, on every rank of several (what it sends is what it
+ * read and checked), as text: its paths need not be UTF-8. */
+static void
+row_share(sdb_session *row)
+{
+	char num[3][32];
+	snprintf(num[0], sizeof num[0], "%lld", (long long)row->id);
+	snprintf(num[1], sizeof num[1], "%lld", (long long)row->seed);
+	snprintf(num[2], sizeof num[2], "%d", row->threads);
+	const char *in[] = {num[0], num[1], num[2], row->masq_version, row->model_path, row->model_fp,
+		row->calib_path, row->calib_fp, row->settings, row->status, row->environment};
+	enum { N = sizeof in / sizeof in[0] };
+	char *out[N];
+	dist_bcast_strings(in, out, N);
+	if (dist_rank() != 0) {
+		memset(row, 0, sizeof *row);
+		row->id = strtoll(out[0], NULL, 10);
+		row->seed = strtoll(out[1], NULL, 10);
+		row->threads = (int)strtol(out[2], NULL, 10);
+		char **field[] = {&row->masq_version, &row->model_path, &row->model_fp, &row->calib_path,
+			&row->calib_fp, &row->settings, &row->status, &row->environment};
+		for (int k = 0; k < N - 3; k++) {
+			*field[k] = out[k + 3];
+			out[k + 3] = NULL;
+		}
+	}
+	for (int k = 0; k < N; k++)
+		free(out[k]);
+}
+
 int
 sess_attach(sess **out, sdb *db, int64_t id, const char *model_dir, const char *calib_path, int record,
     masq_err *err)
@@ -356,8 +387,18 @@ sess_attach(sess **out, sdb *db, int64_t id, const char *model_dir, const char *
 	json_error_t je;
 
 	*out = NULL;
-	if (sdb_session_get(db, id, &row, err) < 0)
+	/* several processes: rank 0 reads the row and every rank learns it */
+	int many = dist_size() > 1;
+	int grc = dist_rank() == 0 ? sdb_session_get(db, id, &row, err) : 0;
+	if (many && dist_agree(grc < 0, err)) {
+		if (grc == 0)
+			sdb_session_free(&row);
 		return -1;
+	}
+	if (grc < 0)
+		return -1;
+	if (many)
+		row_share(&row);
 	sess *s = xcalloc(1, sizeof *s);
 	s->cur_cmd = -1;
 	s->db = db;
@@ -383,33 +424,44 @@ sess_attach(sess **out, sdb *db, int64_t id, const char *model_dir, const char *
 	sdb_session_free(&row);
 	if (rc < 0) {
 		masq_err_prefix(err, "session %lld", (long long)s->id);
+		rc = -1;
 		goto fail;
 	}
 	if (sess_fingerprint_model(s->model_dir, mfp, err) < 0) {
 		masq_err_prefix(err, "session %lld's model", (long long)s->id);
+		rc = -1;
 		goto fail;
 	}
 	if (strcmp(mfp, s->model_fp) != 0) {
 		masq_err_set(err, MASQ_ERR_USAGE,
 		    "%s is not the model session %lld was recorded with (fingerprint %.12s..., recorded %.12s...)",
 		    s->model_dir, (long long)s->id, mfp, s->model_fp);
+		rc = -1;
 		goto fail;
 	}
 	if (sess_fingerprint_calib(s->calib_path, cfp, err) < 0) {
 		masq_err_prefix(err, "session %lld's calibration set", (long long)s->id);
+		rc = -1;
 		goto fail;
 	}
 	if (strcmp(cfp, s->calib_fp) != 0) {
 		masq_err_set(err, MASQ_ERR_USAGE,
 		    "%s is not the calibration set session %lld was recorded with (fingerprint %.12s..., recorded %.12s...)",
 		    s->calib_path, (long long)s->id, cfp, s->calib_fp);
+		rc = -1;
 		goto fail;
+	}
+	rc = 0;
+fail:
+	/* every rank read the same files, or none goes on */
+	if (many && dist_agree(rc < 0, err))
+		rc = -1;
+	if (rc < 0) {
+		sess_free(s);
+		return -1;
 	}
 	*out = s;
 	return 0;
-fail:
-	sess_free(s);
-	return -1;
 }
 
 void

@@ -47,7 +47,7 @@ const cli_subcmd cli_subcmds[] = {
 	    "recompute a recorded session and compare every result, exactly or within tolerances (exit 1 at a divergence)"},
 	{"resume",
 	    "resume [--db FILE] [--session ID]",
-	    "continue an interrupted run from its last completed layer"},
+	    "continue an interrupted run from its last completed layer (under mpirun too, with any number of processes)"},
 	{"export",
 	    "export [--db FILE] [--session ID] --format fake|compressed-tensors|masquant --out DIR",
 	    "write a session's quantized model"},

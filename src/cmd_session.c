@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "core/dist.h"
 #include "core/numenv.h"
 #include "sessions/db.h"
 #include "sessions/replay.h"
@@ -104,9 +105,13 @@ static int
 open_db(const struct sopts *o, sdb **db)
 {
 	masq_err err = {0};
-	if (sdb_open(db, o->db, 0, &err) < 0)
-		return cli_fail(&err);
-	return 0;
+	/* under mpirun (masq resume) rank 0 alone opens the database; the
+	 * others learn whether it could */
+	*db = NULL;
+	int rc = dist_rank() == 0 ? sdb_open(db, o->db, 0, &err) : 0;
+	if (dist_size() > 1 && dist_agree(rc < 0, &err))
+		rc = -1;
+	return rc < 0 ? cli_fail(&err) : 0;
 }
 
 /* What a session's events say of its end: the last finish's SQNR per
@@ -694,6 +699,45 @@ out:
 	return rc;
 }
 
+/* A resume in another numeric environment than the session's (another
+ * kernel set, machine or number of processes) computes its later layers in
+ * this one: say so, and record it in the session's environment, so that
+ * replay knows no one environment reproduces the session exactly. */
+static int
+resume_env_note(sess *s, sdb *db, int cursor, masq_err *err)
+{
+	json_t *rec = sess_environment(s);
+	if (!json_is_object(rec))
+		return 0;	/* a session of masq 0.1: its replay compares within tolerances anyway */
+	json_t *bare = json_deep_copy(rec);
+	json_object_del(bare, "resumed");
+	json_t *here = numenv_collect(sess_threads(s), sess_view_get(s)->opts->compute);
+	char *d[16];
+	int nd = numenv_key_diff(bare, here, d, 16), rc = 0;
+	json_decref(bare);
+	json_decref(here);
+	if (nd == 0)
+		return 0;
+	json_t *differs = json_array();
+	fprintf(stderr, "masq: session %lld was recorded in another numeric environment (", (long long)sess_view_get(s)->id);
+	for (int i = 0; i < nd && i < 16; i++) {
+		fprintf(stderr, "%s%s", i ? "; " : "", d[i]);
+		json_array_append_new(differs, json_string(d[i]));
+		free(d[i]);
+	}
+	fprintf(stderr, "): layers from %d on are computed here, so its replay compares within tolerances\n", cursor);
+	json_t *env = json_deep_copy(rec);
+	if (!json_is_array(json_object_get(env, "resumed")))
+		json_object_set_new(env, "resumed", json_array());
+	json_array_append_new(json_object_get(env, "resumed"), json_pack("{s:i, s:o}", "layer", cursor, "differs", differs));
+	char *text = json_dumps(env, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(env);
+	rc = text != NULL ? sdb_session_set_environment(db, sess_view_get(s)->id, text, err) :
+	    masq_err_set(err, MASQ_ERR_INTERNAL, "cannot write the numeric environment");
+	free(text);
+	return rc;
+}
+
 int
 cmd_resume(int argc, char **argv)
 {
@@ -705,6 +749,9 @@ cmd_resume(int argc, char **argv)
 
 	if (attach("resume", argc, argv, &o, &db, &s, 1, &rc) < 0)
 		return rc;
+	/* under mpirun rank 0 records; the others follow, each its share of
+	 * the sequences (however many processes recorded the layers before) */
+	sess_set_follow(s, dist_rank() != 0);
 	int cursor = sess_restore(s, &finished, &err);
 	const sess_view *v = sess_view_get(s);
 	if (cursor < 0) {
@@ -712,14 +759,28 @@ cmd_resume(int argc, char **argv)
 		goto out;
 	}
 	if (finished) {
-		fprintf(stderr, "masq: session %lld has already finished; nothing to resume\n", (long long)v->id);
+		if (dist_rank() == 0)
+			fprintf(stderr, "masq: session %lld has already finished; nothing to resume\n", (long long)v->id);
 		rc = 0;
 		goto out;
 	}
-	fprintf(stderr, "masq: resuming session %lld at layer %d of %d\n", (long long)v->id, cursor, v->n_layers);
+	if (dist_rank() == 0) {
+		fprintf(stderr, "masq: resuming session %lld at layer %d of %d\n", (long long)v->id, cursor, v->n_layers);
+	}
+	int erc = dist_rank() == 0 ? resume_env_note(s, db, cursor, &err) : 0;
+	if (dist_size() > 1 && dist_agree(erc < 0, &err))
+		erc = -1;
+	if (erc < 0) {
+		rc = cli_fail(&err);
+		goto out;
+	}
 	sess_set_one_pass(s, 1);	/* as masq run: each layer quantized once */
 	if (sess_run_to(s, v->n_layers, NULL, NULL, &err) < 0 || sess_dispatch(s, SC_FINISH, NULL, NULL, &err) < 0) {
 		rc = cli_fail(&err);
+		goto out;
+	}
+	if (dist_rank() != 0) {
+		rc = 0;	/* rank 0 reports */
 		goto out;
 	}
 	v = sess_view_get(s);

@@ -132,12 +132,13 @@ masq_main(int argc, char **argv)
 	 * killed half-way still shows how far it got. */
 	if (!isatty(1))
 		setvbuf(stdout, NULL, _IOLBF, 0);
-	if (dist_size() > 1 && (argc < 2 || (strcmp(argv[1], "forward") != 0 && strcmp(argv[1], "run") != 0))) {
+	if (dist_size() > 1 && (argc < 2 || (strcmp(argv[1], "forward") != 0 && strcmp(argv[1], "run") != 0 &&
+	    strcmp(argv[1], "resume") != 0))) {
 		/* the commands that shard today; the rest (the main job, help
 		 * and version too) would run N times over and write beside each
 		 * other */
 		if (dist_rank() == 0)
-			fprintf(stderr, "masq: under mpirun only masq run and masq forward run in several processes "
+			fprintf(stderr, "masq: under mpirun only masq run, masq resume and masq forward run in several processes "
 			    "(%d here); run masq%s%s as one process\n", dist_size(), argc < 2 ? "" : " ",
 			    argc < 2 ? "" : argv[1]);
 		return 2;
@@ -165,7 +166,7 @@ masq_main(int argc, char **argv)
 	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
 		printf("masq %s\n", PACKAGE_VERSION);
 		if (dist_library() != NULL)
-			printf("built with %s: under mpirun, masq run and masq forward shard their sequences\n", dist_library());
+			printf("built with %s: under mpirun, masq run, masq resume and masq forward shard their sequences\n", dist_library());
 		return 0;
 	}
 	for (size_t i = 0; i < NSUBCMDS; i++)

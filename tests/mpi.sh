@@ -73,11 +73,11 @@ check "... nothing is written" sh -c "! ls '$w'/bad.safetensors* >/dev/null 2>&1
 run_np 2 "$MASQ" inspect "$w/d/model" >"$w/insp.out" 2>"$w/insp.err"
 rc=$?
 check "mpirun -np 2 masq inspect: exit 2 ($rc)" test "$rc" -eq 2
-check "... says which commands run in several processes" grep -q "only masq run and masq forward run in several processes" "$w/insp.err"
+check "... says which commands run in several processes" grep -q "only masq run, masq resume and masq forward run in several processes" "$w/insp.err"
 (cd "$w" && MASQ_DEMO_DIR="$w/demo-cache" MASQ_DB="$w/main.db" run_np 2 "$MASQ" >"$w/main.out" 2>"$w/main.err")
 rc=$?
 check "mpirun -np 2 masq (the main job): exit 2 ($rc)" test "$rc" -eq 2
-check "... refused as every command but run and forward is" grep -q "only masq run and masq forward run in several processes" "$w/main.err"
+check "... refused as every command but run and forward is" grep -q "only masq run, masq resume and masq forward run in several processes" "$w/main.err"
 check "... writing neither a demo nor a database" sh -c "test ! -e '$w/demo-cache' && test ! -e '$w/main.db'"
 OPENBLAS_CORETYPE=Haswell "$MASQ" run --model "$w/d/model" --calib "$w/d/calib.safetensors" --method sq \
     --db "$w/one.db" >/dev/null 2>&1

@@ -100,6 +100,101 @@ want = json.load(open(sys.argv[2]))['summary']['sqnr_db']
 assert all(abs(got[k] - want[k]) <= float(sys.argv[3]) * abs(want[k]) for k in want), (got, want)
 " "$w/kill.db" "$w/whole.json" "$tol"
 
+# masq resume under mpirun: rank 0 reads the events and the checkpoint and
+# sends each rank its share of it, with as many processes as recorded
+# (then to the uninterrupted run's bits), or another number (then within
+# the sums' tolerance, the session's environment saying so)
+kill_run() {	# NP DB: a run killed after its first layer's commit
+	if [ "$1" -eq 1 ]; then
+		MASQ_DEBUG_KILL_AFTER_EVENT=12 "$MASQ" run $M --db "$2" >/dev/null 2>&1
+	else
+		MASQ_DEBUG_KILL_AFTER_EVENT=12 run_np "$1" -x MASQ_DEBUG_KILL_AFTER_EVENT "$MASQ" run $M --db "$2" \
+		    >/dev/null 2>&1
+	fi
+	test "$(sqlite3 "$2" 'select status from sessions')" = open
+}
+finish_of() { sqlite3 "$1" "select payload from events where kind='result' and name='finish'"; }
+run_np 2 "$MASQ" run $M --db "$w/whole2.db" >/dev/null 2>&1
+check "a 2-process run killed at event 12 (again) is left open" kill_run 2 "$w/k22.db"
+run_np 2 "$MASQ" resume --db "$w/k22.db" >"$w/k22.out" 2>"$w/k22.err"
+rc=$?
+check "mpirun -np 2 masq resume of it: exit 0 ($rc)" test "$rc" -eq 0
+[ "$rc" -eq 0 ] || sed 's/^/#   /' "$w/k22.err"
+check "... says where it resumes, once" sh -c "test \$(grep -c 'resuming session 1 at layer 1 of 2' '$w/k22.err') -eq 1"
+check "... and reports once" sh -c "test \$(grep -c '^session 1 finished' '$w/k22.out') -eq 1"
+check "... its finish is the uninterrupted 2-process run's, bit for bit" \
+    sh -c "test -n \"\$(sqlite3 '$w/k22.db' \"select payload from events where kind='result' and name='finish'\")\" &&
+	test \"\$(sqlite3 '$w/k22.db' \"select payload from events where kind='result' and name='finish'\")\" = \
+	     \"\$(sqlite3 '$w/whole2.db' \"select payload from events where kind='result' and name='finish'\")\""
+check "... and its environment records no resume elsewhere" \
+    sh -c "! sqlite3 '$w/k22.db' 'select environment from sessions' | grep -q resumed"
+# (the kill came after layer 1's quantize-layer: resume quantizes layer 1
+# again, as the uninterrupted run did from its event 9)
+sqlite3 "$w/k22.db" "select kind, name, payload from events where seq > 12" >"$w/k22.ev"
+sqlite3 "$w/whole2.db" "select kind, name, payload from events where seq > 8" >"$w/whole2.ev"
+check "... every event after the resume is the uninterrupted run's from layer 1 on" \
+    sh -c "test -s '$w/k22.ev' && sed 's/\"seconds\":[0-9.e+-]*//g' '$w/k22.ev' >'$w/k22.evs' &&
+	sed 's/\"seconds\":[0-9.e+-]*//g' '$w/whole2.ev' >'$w/whole2.evs' &&
+	cmp -s '$w/k22.evs' '$w/whole2.evs'"
+for pair in "2 3" "1 2" "3 1"; do
+	set -- $pair
+	db="$w/k$1$2.db"
+	check "a $1-process run killed at event 12 is left open" kill_run "$1" "$db"
+	if [ "$2" -eq 1 ]; then
+		"$MASQ" resume --db "$db" >"$db.out" 2>"$db.err"
+	else
+		run_np "$2" "$MASQ" resume --db "$db" >"$db.out" 2>"$db.err"
+	fi
+	rc=$?
+	check "... resumed in $2 process(es): exit 0 ($rc)" test "$rc" -eq 0
+	[ "$rc" -eq 0 ] || sed 's/^/#   /' "$db.err"
+	check "... warns that its later layers come from another environment" \
+	    grep -q "was recorded in another numeric environment (.*processes: recorded .*here .*): layers from 1 on" "$db.err"
+	check "... to the figures of an uninterrupted run ($tol)" "$py" -c "
+import json, sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+got = json.loads(c.execute(\"select payload from events where kind='result' and name='finish'\").fetchone()[0])['sqnr_db']
+want = json.load(open(sys.argv[2]))['summary']['sqnr_db']
+assert all(abs(got[k] - want[k]) <= float(sys.argv[3]) * abs(want[k]) for k in want), (got, want)
+" "$db" "$w/whole.json" "$tol"
+	check "... its environment records the resume" "$py" -c "
+import json, sqlite3, sys
+env = json.loads(sqlite3.connect(sys.argv[1]).execute('select environment from sessions').fetchone()[0])
+r = env['resumed']
+assert len(r) == 1 and r[0]['layer'] == 1 and any(d.startswith('processes: ') for d in r[0]['differs']), r
+" "$db"
+	"$MASQ" replay --db "$db" >"$db.replay" 2>&1
+	rc=$?
+	check "... it replays in one process in tolerance mode, naming the resume ($rc)" \
+	    sh -c "test $rc -eq 0 && grep -q 'resumed at layer 1 in another numeric environment' '$db.replay'"
+done
+# what resume cannot do under mpirun stops every rank with one message, and
+# the session stays as it was, to resume another way
+cp "$w/k22.db" "$w/fin.db" && cp -r "$w/k22.db.blobs" "$w/fin.db.blobs"
+run_np 2 "$MASQ" resume --db "$w/fin.db" >/dev/null 2>"$w/fin.err"
+check "mpirun -np 2 masq resume of a finished session: exit 0, said once" \
+    sh -c "test $? -eq 0 && test \$(grep -c 'has already finished' '$w/fin.err') -eq 1"
+run_np 2 "$MASQ" resume --db "$w/nowhere.db" >/dev/null 2>"$w/nowhere.err"
+rc=$?
+check "mpirun -np 2 masq resume of a missing database: non-zero ($rc), one message" \
+    sh -c "test $rc -ne 0 && test \$(grep -c '^masq: ' '$w/nowhere.err') -eq 1"
+check "... and nothing written in its place" test ! -e "$w/nowhere.db"
+check "a 2-process run killed at event 12 (a third) is left open" kill_run 2 "$w/k25.db"
+run_np 5 "$MASQ" resume --db "$w/k25.db" >/dev/null 2>"$w/k25.err"
+rc=$?
+check "mpirun -np 5 masq resume with 4 sequences: exit 2 ($rc), one message" \
+    sh -c "test $rc -eq 2 && test \$(grep -c '^masq: ' '$w/k25.err') -eq 1 && grep -q '5 processes for 4 calibration sequences' '$w/k25.err'"
+run_np 2 sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then c=$2; else c=$1; fi
+	exec "$0" resume --db "$3" --model "$4" --calib "$c"' "$MASQ" "$w/d/calib.safetensors" \
+    "$w/e/calib.safetensors" "$w/k25.db" "$w/d/model" >/dev/null 2>"$w/k25o.err"
+rc=$?
+check "mpirun -np 2 masq resume, rank 1 given another calibration set: exit 2 ($rc), naming rank 1 once" \
+    sh -c "test $rc -eq 2 && test \$(grep -c '^masq: rank 1 of 2: ' '$w/k25o.err') -eq 1 && grep -q 'is not the calibration set session' '$w/k25o.err'"
+check "... the session is still open, with the events it had" \
+    sh -c "test \"\$(sqlite3 '$w/k25.db' 'select status, count(*) from sessions, events')\" = 'open|12'"
+run_np 2 "$MASQ" resume --db "$w/k25.db" >/dev/null 2>&1
+check "... and resumes in 2 processes after all" test $? -eq 0
+
 # what several processes do not do yet is refused before anything is written
 run_np 2 "$MASQ" run --model "$w/d/model" --calib "$w/d/calib.safetensors" --db "$w/learn.db" >/dev/null 2>"$w/learn.err"
 rc=$?

@@ -1,13 +1,15 @@
 /*
  * test_dist.c: core/dist in one process: the sharding of sequences to
  * ranks against a brute-force optimum of the largest share (every split of
- * small sets), and the reductions and dist_stop as the identity.  Several
+ * small sets), and the reductions, the scatter, the string broadcast and
+ * dist_stop as the identity.  Several
  * processes are tests/mpi.sh's.
  */
 #include "config.h"
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/dist.h"
@@ -87,6 +89,17 @@ main(void)
 	size_t counts[1] = {3};
 	dist_gather_f32(x, counts, all);
 	tap_ok(memcmp(all, x, sizeof x) == 0, "one process: the gather is a copy");
+	float back[3] = {0};
+	dist_scatter_f32(all, back, 3);
+	tap_ok(memcmp(back, x, sizeof x) == 0, "one process: the scatter is a copy");
+	/* what resume sends: text as bytes (a path need not be UTF-8), NULL kept */
+	const char *in[4] = {"settings {}", NULL, "", "/m\xe9dia/model"};
+	char *out[4];
+	dist_bcast_strings(in, out, 4);
+	tap_ok(strcmp(out[0], in[0]) == 0 && out[1] == NULL && strcmp(out[2], "") == 0 && strcmp(out[3], in[3]) == 0,
+	    "one process: dist_bcast_strings copies each string, NULL as NULL, bytes as bytes");
+	for (int i = 0; i < 4; i++)
+		free(out[i]);
 	masq_err err = {0};
 	tap_ok(dist_stop(0, 0, &err) == 0 && dist_stop(1, 0, &err) == 1, "one process: dist_stop says whether it failed");
 	return tap_done();
