@@ -263,11 +263,18 @@ learn_target_linear(void *ctx, const layer_weights *w, int lin, const float *x, 
 	int in = lin == LIN_O ? w->q_dim : lin == LIN_DOWN ? w->inter : w->hidden;
 	float *xs = fbuf((size_t)n, (size_t)in);
 	float d = 1.0f + LEARN_EPS;
+	const engine_batch *b = ctx;
 
-	(void)ctx;
 	for (size_t i = 0; i < (size_t)n * in; i++)
 		xs[i] = x[i] / d;
-	engine_linear(xs, n, in, w->w[lin], w->b[lin], out, y);
+	/* one GEMM a sequence, as the engine's own linears: a sequence's
+	 * target is the same bits however the batch around it is cut */
+	if (b == NULL)
+		engine_linear(xs, n, in, w->w[lin], w->b[lin], out, y);
+	else
+		for (int s = 0, t0 = 0; s < b->n_seqs; t0 += b->seq_lens[s], s++)
+			engine_linear(xs + (size_t)t0 * in, b->seq_lens[s], in, w->w[lin], w->b[lin], out,
+			    y + (size_t)t0 * out);
 	free(xs);
 	return 0;
 }

@@ -139,7 +139,8 @@ int learn_adam_step(learn_state *L);
 /*
  * The FP target is the layer run by the train-mode module with the
  * quantizers off and s = 1 (the reference's fp_inps): every linear's input
- * divided by 1 + LEARN_EPS.  An engine_ops linear hook (ctx unused).
+ * divided by 1 + LEARN_EPS.  An engine_ops linear hook; ctx is the
+ * engine_batch it runs on (one GEMM a sequence), or NULL (one GEMM).
  */
 int learn_target_linear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float *y);
 

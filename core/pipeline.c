@@ -166,10 +166,6 @@ pipe_init_shard(pipeline *p, const model *m, const calib *c, const calib *all, i
 	for (int s = 0; s < seq0; s++)
 		p->tok0 += all->seq_lens[s];
 	p->sharded = all != c;
-	if (p->sharded && method_learns(o->method) && o->epochs > 0)
-		return masq_err_set(err, MASQ_ERR_USAGE,
-		    "%s learns its factors (%d epochs), which several processes do not do yet: run it with "
-		    "--epochs 0 (the closed form), or in one process", method_name(o->method), o->epochs);
 	if (c->hidden != m->cfg.hidden)
 		return masq_err_set(err, MASQ_ERR_USAGE,
 		    "the calibration set's width %d is not the model's hidden size %d", c->hidden,
@@ -1110,7 +1106,7 @@ static void
 fp_target(pipeline *p, const float *h, float *out)
 {
 	memcpy(out, h, (size_t)p->c->n_tokens * p->m->cfg.hidden * sizeof(float));
-	engine_ops tops = {.linear = learn_target_linear};
+	engine_ops tops = {.linear = learn_target_linear, .ctx = (void *)&p->batch};
 	engine_layer_forward(&p->eng, &p->w, &p->batch, out, &tops);
 }
 
@@ -1184,6 +1180,8 @@ learn_measure(pipeline *p, learn_state *L, const learn_seq *seq, float *buf, flo
 		if (out != NULL)
 			memcpy(out + (size_t)t0 * D, buf, (size_t)seq[s].n * D * sizeof(float));
 	}
+	if (p->sharded)
+		acc_reduce(&a);
 	for (int m = 0; m < STATS_ROWS; m++)
 		sqnr[m] = metrics_sqnr(&a, m);
 }
@@ -1268,13 +1266,9 @@ pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err)
 	const model_config *c = &p->m->cfg;
 	const layer_setting *ls = &p->settings[p->layer];
 	pipe_learn_result *lr = &p->results[p->layer].learn;
-	int D = c->hidden, S = p->c->n_seqs, maxlen = 0, rc = 0;
+	int D = c->hidden, maxlen = 0, rc = 0;
 	double t0 = masq_now();
 
-	if (p->sharded)
-		return masq_err_set(err, MASQ_ERR_USAGE,
-		    "layer %d: learning factors in several processes is not done yet: use --epochs 0, or one process",
-		    p->layer);
 	if (!p->calibrated)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
 	if (!setting_learns(ls))
@@ -1324,22 +1318,46 @@ pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err)
 
 	learn_measure(p, &L, seq, buf, NULL, lr->sqnr_init);
 	lr->epochs = ls->epochs;
-	lr->loss = xmalloc(xmul((size_t)ls->epochs * S, sizeof(double)));
-	int S_fit = S;
-	for (int s = 0; p->held != NULL && s < S; s++)
+	/* the whole set's sequences, in file order, one step each (the
+	 * reference's schedule: batch 1).  Sharded, each step is its
+	 * sequence's rank's, which sends the gradients; every rank then takes
+	 * the same AdamW step, so the factors are one process's bits.  The
+	 * steps stay one after another: they do not speed up with ranks. */
+	int SA = p->all->n_seqs, nr = dist_size();
+	int *first = xmalloc(xmul((size_t)nr + 1, sizeof(int)));
+	if (p->sharded)
+		dist_shard(p->all->seq_lens, SA, nr, first);
+	else
+		first[0] = 0, first[1] = SA;
+	lr->loss = xmalloc(xmul((size_t)ls->epochs * SA, sizeof(double)));
+	int S_fit = SA;
+	for (int s = 0; p->held != NULL && s < SA; s++)
 		S_fit -= p->held[s];
 	for (int e = 0; e < ls->epochs && rc == 0; e++)
-		for (int s = 0; s < S && rc == 0; s++) {
+		for (int s = 0, owner = 0; s < SA && rc == 0; s++) {
 			if (p->held != NULL && p->held[s])
 				continue;	/* held out of learning */
+			while (s >= first[owner + 1])
+				owner++;
 			learn_truncate(&L);
-			double loss = learn_step_grad(&L, &seq[s], NULL, 1);
+			double loss = 0;
+			if (!p->sharded || owner == dist_rank())
+				loss = learn_step_grad(&L, &seq[s - p->seq0], NULL, 1);
+			if (p->sharded) {
+				for (int k = 0; k < LEARN_LINS; k++)
+					for (int m = 0; m < MOD_COUNT; m++)
+						if (learn_owns(&L, k, m))
+							dist_bcast_from(L.g[k][m], (size_t)L.in[k] * sizeof(float), owner);
+				dist_bcast_from(&loss, sizeof loss, owner);
+			}
 			learn_adam_step(&L);
 			lr->loss[lr->steps++] = loss;
-			if (progress != NULL && progress(ctx, lr->steps, ls->epochs * S_fit, loss) != 0)
+			int stop = progress != NULL && progress(ctx, lr->steps, ls->epochs * S_fit, loss) != 0;
+			if (p->sharded ? dist_agree(stop, err) : stop)
 				rc = masq_err_set(err, MASQ_ERR_USAGE, "layer %d: training interrupted after %d of %d steps",
 				    p->layer, lr->steps, ls->epochs * S_fit);
 		}
+	free(first);
 	lr->skipped = L.skipped;
 	if (rc == 0) {
 		learn_measure(p, &L, seq, buf, p->h_train_out, lr->sqnr_learned);

@@ -35,7 +35,7 @@ const cli_subcmd cli_subcmds[] = {
 	    "           [--compute f32|bf16] [--layer-prefix P]\n"
 	    "           [--set LAYER.LINEAR.KEY=VALUE ...] [--json]",
 	    "quantize every layer with a method (mas, mas-cmc, usq learn their factors: 2 epochs unless --epochs 0)\n"
-	    "      and measure it per modality against the FP model; under mpirun (a --with-mpi build, --epochs 0)\n"
+	    "      and measure it per modality against the FP model; under mpirun (a --with-mpi build)\n"
 	    "      the processes share the sequences and rank 0 records the session"},
 	{"sessions",
 	    "sessions [list | show ID | diff A B | dump ID | load FILE | gc [--dry-run]] [--db FILE] [--json]",

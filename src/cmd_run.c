@@ -793,12 +793,6 @@ cmd_run(int argc, char **argv)
 		}
 		/* what several processes do not share yet is refused before
 		 * anything runs */
-		if (dist_size() > 1 && learns && a.o.epochs > 0) {
-			rc = cli_usage("run", "under mpirun (%d processes) %s learn%s factors, which several processes "
-			    "do not do yet: add --epochs 0 (the closed form), or run in one process", dist_size(),
-			    a.all ? "mas, mas-cmc and usq" : method_name(m), a.all ? "" : "s its");
-			goto done;
-		}
 		if (dist_size() > 1 && (GIVEN(O_RANK_BUDGET) || GIVEN(O_RANK_TARGET))) {
 			rc = cli_usage("run", "under mpirun %s is not there yet (its spectra run in one process): "
 			    "give --rank, or run in one process", GIVEN(O_RANK_BUDGET) ? "--rank-budget" : "--rank-target");

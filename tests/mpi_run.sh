@@ -195,12 +195,58 @@ check "... the session is still open, with the events it had" \
 run_np 2 "$MASQ" resume --db "$w/k25.db" >/dev/null 2>&1
 check "... and resumes in 2 processes after all" test $? -eq 0
 
-# what several processes do not do yet is refused before anything is written
-run_np 2 "$MASQ" run --model "$w/d/model" --calib "$w/d/calib.safetensors" --db "$w/learn.db" >/dev/null 2>"$w/learn.err"
+# learned factors (the default: 2 epochs): each step is its sequence's
+# rank's, which sends the gradients, and every rank takes the same AdamW
+# step, so every loss and every learned factor is one process's bits; the
+# rest as above (mas-cmc 2e-4; mas 1e-12, its export byte for byte)
+L="--model $w/d/model --calib $w/d/calib.safetensors --threads 1"
+"$MASQ" run $L --db "$w/learn1.db" --json >"$w/learn1.json" 2>/dev/null
+"$MASQ" run $L --method mas --db "$w/lmas1.db" --json >"$w/lmas1.json" 2>/dev/null
+same_learning() {	# DB1 DB2: every train-layer's losses and factors the same bits
+	"$py" -c "
+import json, sqlite3, sys
+def tr(db):
+    q = \"select payload from events where kind='result' and name='train-layer' order by seq\"
+    return [json.loads(p) for (p,) in sqlite3.connect(db).execute(q)]
+a, b = tr(sys.argv[1]), tr(sys.argv[2])
+keys = ('layer', 'steps', 'skipped', 'losses', 'factors', 'factors_sha256')
+assert len(a) == 2 and len(a) == len(b), (len(a), len(b))
+for x, y in zip(a, b):
+    for k in keys:
+        assert x[k] == y[k], (x['layer'], k, str(x[k])[:80], str(y[k])[:80])
+" "$1" "$2"
+}
+for np in 2 3; do
+	run_np "$np" "$MASQ" run $L --db "$w/learn$np.db" --json >"$w/learn$np.json" 2>"$w/learn$np.err"
+	rc=$?
+	check "mpirun -np $np masq run, learned factors: exit 0 ($rc)" test "$rc" -eq 0
+	[ "$rc" -eq 0 ] || sed 's/^/#   /' "$w/learn$np.err"
+	check "... every loss and learned factor is one process's bits" same_learning "$w/learn1.db" "$w/learn$np.db"
+	tap_run "learned, np $np against one process" "$w/learn$np.tap" "$py" "$srcdir/mpi_run_check.py" \
+	    "$w/learn1.json" "$w/learn1.db" "$w/learn$np.json" "$w/learn$np.db" "$np" "$tol"
+	run_np "$np" "$MASQ" run $L --method mas --db "$w/lmas$np.db" --json >"$w/lmas$np.json" 2>/dev/null
+	check "mpirun -np $np masq run --method mas, learned: every loss and factor one process's" \
+	    same_learning "$w/lmas1.db" "$w/lmas$np.db"
+	tap_run "learned mas, np $np against one process" "$w/lmas$np.tap" "$py" "$srcdir/mpi_run_check.py" \
+	    "$w/lmas1.json" "$w/lmas1.db" "$w/lmas$np.json" "$w/lmas$np.db" "$np" "$tol_exact"
+done
+for np in 1 3; do
+	"$MASQ" export --db "$w/lmas$np.db" --format fake --out "$w/lmas$np.exp" >/dev/null 2>&1
+done
+check "learned mas, np 3: the fake-quantized export is one process's, byte for byte" \
+    sh -c "cd '$w' && ls lmas1.exp/*.safetensors >/dev/null && for f in \$(cd lmas1.exp && ls *.safetensors); do cmp -s lmas1.exp/\$f lmas3.exp/\$f || exit 1; done"
+# a learned run killed after its first layer resumes in another number of
+# processes from the four chains of its checkpoint, its learning the same
+MASQ_DEBUG_KILL_AFTER_EVENT=12 run_np 2 -x MASQ_DEBUG_KILL_AFTER_EVENT "$MASQ" run $L --db "$w/lk.db" >/dev/null 2>&1
+check "a learned 2-process run killed at event 12 is left open" \
+    sh -c "test \"\$(sqlite3 '$w/lk.db' 'select status from sessions')\" = open"
+run_np 3 "$MASQ" resume --db "$w/lk.db" >/dev/null 2>"$w/lk.err"
 rc=$?
-check "mpirun -np 2 masq run (learned factors, the default): exit 2 ($rc)" test "$rc" -eq 2
-check "... says to add --epochs 0, once" sh -c "test \$(grep -c 'add --epochs 0' '$w/learn.err') -eq 1"
-check "... and writes no database" test ! -e "$w/learn.db"
+check "... resumed in 3 processes: exit 0 ($rc)" test "$rc" -eq 0
+[ "$rc" -eq 0 ] || sed 's/^/#   /' "$w/lk.err"
+check "... every loss and learned factor is one process's bits" same_learning "$w/learn1.db" "$w/lk.db"
+
+# what several processes do not do yet is refused before anything is written
 run_np 2 "$MASQ" run $M --rank-budget 1M --db "$w/budget.db" >/dev/null 2>"$w/budget.err"
 check "mpirun -np 2 masq run --rank-budget: exit 2" test $? -eq 2
 check "... says why" grep -q "rank-budget is not there yet" "$w/budget.err"

@@ -365,7 +365,7 @@ main(void)
 	    .modality = S.c.modality};
 	S.target = xmalloc((size_t)T * D * sizeof(float));
 	memcpy(S.target, S.c.embeds, (size_t)T * D * sizeof(float));
-	engine_ops tops = {.linear = learn_target_linear};
+	engine_ops tops = {.linear = learn_target_linear, .ctx = &batch};
 	engine_layer_forward(&eng, &S.w, &batch, S.target, &tops);
 	setup_seqs(&S);
 
