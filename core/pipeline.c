@@ -1824,8 +1824,8 @@ lin_spectrum(pipeline *sh, struct qctx *q, int lin, int cap, pipe_spectrum *o, m
 	o->nmod = 0;
 	int rc = 0;
 	for (int m = MOD_VISION; m < MOD_COUNT && rc == 0; m++) {
-		if (sh->c->n_mod[m] == 0)
-			continue;
+		if (sh->all->n_mod[m] == 0)
+			continue;	/* (sharded: on every rank, whether or not its share has the modality) */
 		lin_factor(q, lin, METHOD_MAS_CMC, m, s_m);
 		float *dWt = cmc_dwt(sh, lin, Wbase, s_m, out, in);
 		cmc_whitener whb;
@@ -1872,9 +1872,6 @@ pipe_spectra(pipeline *p, int cap, pipe_spectrum **out, int *nout, pipe_progress
 	int cnt = 0, rc = 0, from = p->layer;
 
 	*out = NULL;
-	if (p->sharded)
-		return masq_err_set(err, MASQ_ERR_USAGE,
-		    "the spectra (rank allocation) run in one process only, not under mpirun yet");
 	*nout = 0;
 	if (p->layer >= p->n_layers)
 		return masq_err_set(err, MASQ_ERR_USAGE, "all %d layers are done", p->n_layers);
@@ -1884,6 +1881,13 @@ pipe_spectra(pipeline *p, int cap, pipe_spectrum **out, int *nout, pipe_progress
 	sh.m = p->m;
 	sh.c = p->c;
 	sh.all = p->all;
+	/* sharded: each rank its share of the FP chain, the statistics reduced
+	 * as the pipeline's are; every rank then computes every spectrum from
+	 * the same reduced figures and draws */
+	sh.sharded = p->sharded;
+	sh.seq0 = p->seq0;
+	sh.tok0 = p->tok0;
+	sh.mod_fit_all = p->mod_fit_all;
 	sh.opts = p->opts;
 	sh.n_layers = p->n_layers;
 	sh.settings = p->settings;
@@ -1907,6 +1911,8 @@ pipe_spectra(pipeline *p, int cap, pipe_spectrum **out, int *nout, pipe_progress
 			qctx_init(&q, &sh, &sh.settings[l], p->c->modality, p->c->n_tokens, pipe_wcache(&sh), err);
 			q.n_seqs = p->c->n_seqs;
 			q.seq_lens = p->c->seq_lens;
+			for (int m = 0; m < MOD_COUNT && p->sharded; m++)
+				q.present[m] = p->all->n_mod[m] > 0;
 			for (int k = 0; k < LIN_COUNT && rc == 0; k++) {
 				if (smooth_lin_group(k) < 0)
 					continue;

@@ -791,13 +791,6 @@ cmd_run(int argc, char **argv)
 			    a.o.epochs == 0 && learns ? " --epochs 0" : "", why);
 			goto done;
 		}
-		/* what several processes do not share yet is refused before
-		 * anything runs */
-		if (dist_size() > 1 && (GIVEN(O_RANK_BUDGET) || GIVEN(O_RANK_TARGET))) {
-			rc = cli_usage("run", "under mpirun %s is not there yet (its spectra run in one process): "
-			    "give --rank, or run in one process", GIVEN(O_RANK_BUDGET) ? "--rank-budget" : "--rank-target");
-			goto done;
-		}
 #undef GIVEN
 	}
 	cli_set_threads(a.threads);

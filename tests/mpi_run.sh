@@ -1,11 +1,12 @@
 #!/bin/sh
-# masq run under mpirun (configure --with-mpi): 1, 2 and 3 processes
-# (oversubscribed on a 2-core machine) against one process on the tiny demo,
-# by what each records: the --json report, the database's events, the
-# statistics and the last checkpoint (tests/mpi_run_check.py); the session
-# replays in one process; what does not shard yet is refused before anything
-# is written; a rank that cannot begin, or reads other files, stops the run
-# with a message naming it.  Skipped, with the reason, in a build without
+# masq run and masq resume under mpirun (configure --with-mpi): 1, 2 and 3
+# processes (oversubscribed on a 2-core machine) against one process on the
+# tiny demo, closed form, learned and with allocated ranks, by what each
+# records: the --json report, the database's events, the statistics and the
+# last checkpoint (tests/mpi_run_check.py); the session replays in one
+# process; killed runs resume with the same or another number of processes;
+# a rank that cannot begin, or reads other files, stops the run with a
+# message naming it.  Skipped, with the reason, in a build without
 # MPI or without mpirun.
 . "$srcdir/lib.sh"
 w=$(workdir mpi_run)
@@ -246,10 +247,29 @@ check "... resumed in 3 processes: exit 0 ($rc)" test "$rc" -eq 0
 [ "$rc" -eq 0 ] || sed 's/^/#   /' "$w/lk.err"
 check "... every loss and learned factor is one process's bits" same_learning "$w/learn1.db" "$w/lk.db"
 
-# what several processes do not do yet is refused before anything is written
-run_np 2 "$MASQ" run $M --rank-budget 1M --db "$w/budget.db" >/dev/null 2>"$w/budget.err"
-check "mpirun -np 2 masq run --rank-budget: exit 2" test $? -eq 2
-check "... says why" grep -q "rank-budget is not there yet" "$w/budget.err"
+# ranks allocated to a byte budget or an error target: every rank computes
+# every spectrum from the reduced statistics, so the allocated ranks (the
+# integers of the --json report) are one process's, the figures within tol
+for opt in "--rank-budget 150kB" "--rank-target -28"; do
+	tag=$(echo "$opt" | tr -dc 'a-z')
+	"$MASQ" run $M $opt --db "$w/${tag}1.db" --json >"$w/${tag}1.json" 2>/dev/null
+	for np in 2 3; do
+		run_np "$np" "$MASQ" run $M $opt --db "$w/$tag$np.db" --json >"$w/$tag$np.json" 2>"$w/$tag$np.err"
+		rc=$?
+		check "mpirun -np $np masq run $opt: exit 0 ($rc)" test "$rc" -eq 0
+		[ "$rc" -eq 0 ] || sed 's/^/#   /' "$w/$tag$np.err"
+		tap_run "$opt, np $np against one process" "$w/$tag$np.tap" "$py" "$srcdir/mpi_run_check.py" \
+		    "$w/${tag}1.json" "$w/${tag}1.db" "$w/$tag$np.json" "$w/$tag$np.db" "$np" "$tol"
+		check "... the allocated ranks are one process's" "$py" -c "
+import json, sqlite3, sys
+q = \"select payload from events where kind='result' and name='allocate-ranks'\"
+a, b = (json.loads(sqlite3.connect(d).execute(q).fetchone()[0]) for d in sys.argv[1:3])
+assert len(a['ranks']) > 0 and a['ranks'] == b['ranks'] and a['bytes'] == b['bytes'], (a['ranks'], b['ranks'])
+" "$w/${tag}1.db" "$w/$tag$np.db"
+	done
+done
+
+# more processes than sequences are refused at the open
 run_np 5 "$MASQ" run $M --db "$w/np5.db" >/dev/null 2>"$w/np5.err"
 check "5 processes for 4 sequences: exit 2" test $? -eq 2
 check "... the message says why" grep -q "5 processes for 4 calibration sequences" "$w/np5.err"
