@@ -6,10 +6,10 @@
 #
 # masq run is the closed-form mas-cmc pipeline (--epochs 0, no database),
 # in one process of 2 threads and under mpirun as 1x2, 1x1 and 2x1
-# (processes x BLAS threads, --bind-to none), one run each; masq forward
-# the same ways.  Per configuration: the whole process's time, the run's
+# (processes x BLAS threads, --bind-to none), one run each; then the
+# learned one (2 epochs) as 1x1 and 2x1; masq forward as the first.  Per configuration: the whole process's time, the run's
 # calibrate phase (the FP forward with its statistics, reduced across the
-# processes) and quantize phase (compensation's factors shared out by
+# processes), learn phase and quantize phase (compensation's factors shared out by
 # linear and modality, the quantized forward, its metrics) summed over the
 # layers, and the largest process's peak RSS (/usr/bin/time).  The demo is
 # written once under <builddir>/bench-work/.  Exit 0 whatever the figures,
@@ -37,33 +37,42 @@ fi
 M="--model $d/model --calib $d/calib.safetensors"
 echo "OpenBLAS kernels: $(OPENBLAS_VERBOSE=2 "$masq" --version 2>&1 | sed -n 's/^Core: //p' | head -1)" \
     "(OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"
-printf '%-28s %10s %10s %10s %10s\n' "masq run, processes x threads" "whole s" "calib s" "quant s" "peak MB"
-for cfg in "0 2" "1 2" "1 1" "2 1"; do
-	set -- $cfg
-	np=$1 t=$2
-	out=$work/mpi-run-$np-$t.json
-	rss=$work/mpi-run-$np-$t.rss
-	rm -f "$rss"
-	t0=$(date +%s.%N)
-	if [ "$np" -eq 0 ]; then
-		/usr/bin/time -a -o "$rss" -f %M "$masq" run $M --method mas-cmc --epochs 0 --no-db --threads "$t" --json \
-		    >"$out" 2>/dev/null || { echo "bench/mpi.sh: masq run failed" >&2; exit 1; }
-		label="one process, $t threads"
-	else
-		mpirun -np "$np" --bind-to none /usr/bin/time -a -o "$rss" -f %M "$masq" run $M --method mas-cmc --epochs 0 \
-		    --no-db --threads "$t" --json >"$out" 2>/dev/null || { echo "bench/mpi.sh: mpirun masq run failed" >&2; exit 1; }
-		label="$np x $t"
-	fi
-	t1=$(date +%s.%N)
-	"$py" - "$out" "$rss" "$t0" "$t1" "$label" <<'PY'
+# run_table TITLE TAG "ARGS" CONFIGS...: masq run ARGS in each "processes threads"
+run_table() {
+	title=$1 tag=$2 args=$3
+	shift 3
+	printf '%-28s %10s %10s %10s %10s %10s\n' "$title" "whole s" "calib s" "learn s" "quant s" "peak MB"
+	for cfg in "$@"; do
+		set -- $cfg
+		np=$1 t=$2
+		out=$work/mpi-$tag-$np-$t.json
+		rss=$work/mpi-$tag-$np-$t.rss
+		rm -f "$rss"
+		t0=$(date +%s.%N)
+		if [ "$np" -eq 0 ]; then
+			/usr/bin/time -a -o "$rss" -f %M "$masq" run $M $args --no-db --threads "$t" --json \
+			    >"$out" 2>/dev/null || { echo "bench/mpi.sh: masq run failed" >&2; exit 1; }
+			label="one process, $t threads"
+		else
+			mpirun -np "$np" --bind-to none /usr/bin/time -a -o "$rss" -f %M "$masq" run $M $args \
+			    --no-db --threads "$t" --json >"$out" 2>/dev/null || { echo "bench/mpi.sh: mpirun masq run failed" >&2; exit 1; }
+			label="$np x $t"
+		fi
+		t1=$(date +%s.%N)
+		"$py" - "$out" "$rss" "$t0" "$t1" "$label" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 ph = [l["phase_seconds"] for l in d["layers"]]
 rss = max(int(x) for x in open(sys.argv[2]).read().split())
-print("%-28s %10.2f %10.2f %10.2f %10.0f" % (sys.argv[5], float(sys.argv[4]) - float(sys.argv[3]),
-      sum(p["calibrate"] for p in ph), sum(p["quantize"] for p in ph), rss / 1024))
+print("%-28s %10.2f %10.2f %10.2f %10.2f %10.0f" % (sys.argv[5], float(sys.argv[4]) - float(sys.argv[3]),
+      sum(p["calibrate"] for p in ph), sum(p["learn"] for p in ph), sum(p["quantize"] for p in ph), rss / 1024))
 PY
-done
+	done
+}
+run_table "masq run, processes x threads" run "--method mas-cmc --epochs 0" "0 2" "1 2" "1 1" "2 1"
+# the learned pipeline (the default: 2 epochs), beside it: its steps are
+# taken one after another whatever the processes
+run_table "learned (2 epochs)" learn "--method mas-cmc" "1 1" "2 1"
 printf '%-28s %10s %10s\n' "masq forward" "whole s" "peak MB"
 for cfg in "0 2" "1 1" "2 1"; do
 	set -- $cfg

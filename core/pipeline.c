@@ -1926,7 +1926,8 @@ pipe_spectra(pipeline *p, int cap, pipe_spectrum **out, int *nout, pipe_progress
 		float *t = sh.h_fp; sh.h_fp = sh.h_fp_out; sh.h_fp_out = t;
 		calib_deepstack_add(sh.c, l, sh.h_fp);
 		pipe_release_layer(&sh);
-		if (rc == 0 && progress != NULL && progress(ctx, l - from + 1, p->n_layers - from, NAN)) {
+		int stop = rc == 0 && progress != NULL && progress(ctx, l - from + 1, p->n_layers - from, NAN);
+		if (p->sharded ? dist_agree(stop, err) && rc == 0 : stop) {
 			rc = masq_err_set(err, MASQ_ERR_USAGE, "interrupted");
 			break;
 		}
