@@ -309,21 +309,30 @@ dist_merge_f32(float *x, size_t n)
 /* Pieces of a streamed part: 16 MiB, so rank 0 holds one at a time. */
 #define DIST_STREAM ((size_t)1 << 22)
 
+#ifdef HAVE_MPI
+/* n floats to rank to, in pieces of DIST_STREAM floats: each piece one
+ * message, received whole (dist_stream_f32's sink takes one at a time). */
+static void
+send_pieces(const float *x, size_t n, int to)
+{
+	for (size_t off = 0; off < n; off += DIST_STREAM) {
+		size_t k = n - off < DIST_STREAM ? n - off : DIST_STREAM;
+		MPI_Send(x + off, (int)k, MPI_FLOAT, to, 0, MPI_COMM_WORLD);
+	}
+}
+#endif
+
 int
 dist_stream_f32(const float *local, size_t n, int (*sink)(void *ctx, const float *x, size_t n), void *ctx)
 {
 	if (dist_n == 1)
 		return sink(ctx, local, n);
 #ifdef HAVE_MPI
-	/* the length, then pieces of DIST_STREAM floats: each piece one
-	 * message, received whole */
+	/* the length, then the pieces */
 	if (dist_me != 0) {
 		uint64_t len = n;
 		dist_send(&len, sizeof len, 0);
-		for (size_t off = 0; off < n; off += DIST_STREAM) {
-			size_t k = n - off < DIST_STREAM ? n - off : DIST_STREAM;
-			MPI_Send(local + off, (int)k, MPI_FLOAT, 0, 0, MPI_COMM_WORLD);
-		}
+		send_pieces(local, n, 0);
 		return 0;
 	}
 	int rc = sink(ctx, local, n);
@@ -369,10 +378,7 @@ dist_scatter_f32(const float *all, float *local, size_t n)
 	for (int r = 1; r < dist_n; r++) {
 		uint64_t len;
 		dist_recv(&len, sizeof len, r);
-		for (uint64_t off = 0; off < len; off += DIST_STREAM) {
-			size_t k = len - off < DIST_STREAM ? (size_t)(len - off) : DIST_STREAM;
-			MPI_Send(all + at + off, (int)k, MPI_FLOAT, r, 0, MPI_COMM_WORLD);
-		}
+		send_pieces(all + at, (size_t)len, r);
 		at += (size_t)len;
 	}
 #endif
