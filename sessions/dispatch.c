@@ -195,6 +195,21 @@ kill_hook(int64_t seq)
 		kill(getpid(), SIGKILL);
 }
 
+/* Test hook: MASQ_DEBUG_KILL_AT_LAYER=L kills the process with SIGKILL as
+ * it begins a command on layer L (from 0), in whichever process has it
+ * set: a rank of several that dies in the middle of a layer. */
+static void
+kill_layer_hook(const sess *s, const sess_cmd *c)
+{
+	static int at = -2;
+	if (at == -2) {
+		const char *e = getenv("MASQ_DEBUG_KILL_AT_LAYER");
+		at = e && *e ? atoi(e) : -1;
+	}
+	if (at >= 0 && (c->flags & LAYER_CMD) && s->opened && s->p.layer == at)
+		kill(getpid(), SIGKILL);
+}
+
 /* MASQ_KEEP_CHECKPOINTS=1 keeps every layer's checkpoint. */
 static int
 keep_checkpoints(void)
@@ -248,6 +263,7 @@ sess_dispatch(sess *s, int id, json_t *args, json_t **result, masq_err *err)
 	if (rc < 0)
 		goto out;
 	rc = check_state(s, c, a, err);
+	kill_layer_hook(s, c);
 	/* what a command changes in the settings, undo restores */
 	sess_undo *u = rc == 0 && changes_settings(id) ? sess_undo_take(s) : NULL;
 	int outer = s->cur_cmd;

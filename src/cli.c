@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/demo.h"
 #include "core/dist.h"
@@ -202,4 +204,56 @@ cli_deepstack_warn(int n_vision)
 	fprintf(stderr, "masq: warning: the calibration set has %d vision tokens but no deepstack features: "
 		    "Qwen3-VL adds its vision tower's intermediate features to them after its first layers, so from "
 		    "layer 1 on their hidden states are not the model's (capture them: masq-calib(5))\n", n_vision);
+}
+
+/* ---- a run that mpirun ends -------------------------------------------------- */
+
+/* When a process of several dies, mpirun names it and ends the others with
+ * SIGTERM: rank 0 then says where the run stood and how to go on.  The
+ * note is written before the signal can come (write(2) is safe in a
+ * handler; the note is swapped with SIGTERM blocked). */
+static char stop_note[1024];
+static size_t stop_len;
+
+static void
+on_term(int sig)
+{
+	if (stop_len > 0) {
+		ssize_t w = write(2, stop_note, stop_len);
+		(void)w;
+	}
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+void
+cli_stop_note(const char *db_path, long long session, int layer, int n_layers)
+{
+	static int armed;
+	char buf[sizeof stop_note];
+	if (dist_size() < 2 || dist_rank() != 0)
+		return;
+	int n = db_path != NULL ?
+	    snprintf(buf, sizeof buf, "\nmasq: ended by mpirun in layer %d of %d of session %lld (another process ended:"
+		" mpirun names it); 'masq resume --db %s --session %lld' continues from the last completed layer\n",
+		layer, n_layers, session, db_path, session) :
+	    snprintf(buf, sizeof buf, "\nmasq: ended by mpirun in layer %d of %d (another process ended: mpirun names "
+		"it); nothing was recorded\n", layer, n_layers);
+	if (n < 0 || (size_t)n >= sizeof buf)
+		n = (int)sizeof buf - 1;
+	sigset_t block, old;
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	memcpy(stop_note, buf, (size_t)n);
+	stop_len = (size_t)n;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (!armed) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = on_term;
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGTERM, &sa, NULL);
+		armed = 1;
+	}
 }

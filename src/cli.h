@@ -54,5 +54,9 @@ int cli_default_inputs(char **model_dir, char **calib_path, masq_err *err);
 void cli_fmt_db(char *buf, size_t n, double x);
 /* Apply --threads (0: leave OpenBLAS's own default). */
 void cli_set_threads(long n);
+/* Under mpirun, rank 0: what to say if mpirun ends this process (SIGTERM,
+ * after another process died): the session, its database (NULL: none) and
+ * the layer it was in.  Elsewhere nothing. */
+void cli_stop_note(const char *db_path, long long session, int layer, int n_layers);
 
 #endif

@@ -379,6 +379,8 @@ run_progress(void *ctx, const sess_progress *p)
 	const sess_view *v = sess_view_get(rp->s);
 	if (dist_rank() != 0)
 		return 0;	/* under mpirun rank 0 reports for all */
+	if (p->phase == SP_BEFORE)
+		cli_stop_note(v->db_path, (long long)v->id, p->layer, v->n_layers);
 	static const char *const doing[SC_COUNT] = {[SC_CALIBRATE] = "calibrating...   ",
 		[SC_SEARCH] = "searching alpha...", [SC_TRAIN] = "learning...      ", [SC_QUANTIZE] = "quantizing...    "};
 	if (p->phase == SP_BEFORE && rp->tty && doing[p->cmd] != NULL)

@@ -738,6 +738,16 @@ resume_env_note(sess *s, sdb *db, int cursor, masq_err *err)
 	return rc;
 }
 
+/* What rank 0 says if mpirun ends the resume (cli_stop_note). */
+static int
+resume_progress(void *ctx, const sess_progress *p)
+{
+	const sess_view *v = sess_view_get(ctx);
+	if (p->phase == SP_BEFORE)
+		cli_stop_note(v->db_path, (long long)v->id, p->layer, v->n_layers);
+	return 0;
+}
+
 int
 cmd_resume(int argc, char **argv)
 {
@@ -775,7 +785,7 @@ cmd_resume(int argc, char **argv)
 		goto out;
 	}
 	sess_set_one_pass(s, 1);	/* as masq run: each layer quantized once */
-	if (sess_run_to(s, v->n_layers, NULL, NULL, &err) < 0 || sess_dispatch(s, SC_FINISH, NULL, NULL, &err) < 0) {
+	if (sess_run_to(s, v->n_layers, resume_progress, s, &err) < 0 || sess_dispatch(s, SC_FINISH, NULL, NULL, &err) < 0) {
 		rc = cli_fail(&err);
 		goto out;
 	}

@@ -169,6 +169,25 @@ assert len(r) == 1 and r[0]['layer'] == 1 and any(d.startswith('processes: ') fo
 	check "... it replays in one process in tolerance mode, naming the resume ($rc)" \
 	    sh -c "test $rc -eq 0 && grep -q 'resumed at layer 1 in another numeric environment' '$db.replay'"
 done
+# a rank that dies in the middle of a layer (SIGKILL as it begins layer 1's
+# first command): mpirun names it and ends the others, rank 0 says where
+# the run stood and how to go on, and the session resumes to the
+# uninterrupted run's bits
+run_np 2 sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then export MASQ_DEBUG_KILL_AT_LAYER=1; fi
+	exec "$0" "$@"' "$MASQ" run $M --db "$w/die.db" >/dev/null 2>"$w/die.err"
+rc=$?
+check "rank 1 killed in layer 1: the run fails ($rc), not a hang" sh -c "test $rc -ne 0 && test $rc -ne 124"
+check "... mpirun names rank 1" grep -q "rank 1 .*exited on signal 9" "$w/die.err"
+check "... rank 0 names the layer and the resume, once" \
+    sh -c "test \$(grep -c \"masq: ended by mpirun in layer 1 of 2 of session 1 .*masq resume --db $w/die.db --session 1\" '$w/die.err') -eq 1"
+check "... the session is left open" sh -c "test \"\$(sqlite3 '$w/die.db' 'select status from sessions')\" = open"
+run_np 2 "$MASQ" resume --db "$w/die.db" >/dev/null 2>"$w/die-resume.err"
+check "... mpirun -np 2 masq resume finishes it: exit 0" test $? -eq 0
+check "... to the uninterrupted 2-process run's finish, bit for bit" \
+    sh -c "test -n \"\$(sqlite3 '$w/die.db' \"select payload from events where kind='result' and name='finish'\")\" &&
+	test \"\$(sqlite3 '$w/die.db' \"select payload from events where kind='result' and name='finish'\")\" = \
+	     \"\$(sqlite3 '$w/whole2.db' \"select payload from events where kind='result' and name='finish'\")\""
+
 # what resume cannot do under mpirun stops every rank with one message, and
 # the session stays as it was, to resume another way
 cp "$w/k22.db" "$w/fin.db" && cp -r "$w/k22.db.blobs" "$w/fin.db.blobs"
