@@ -472,7 +472,7 @@ numenv_collect(int threads, int compute)
 static const char *const key_fields[][2] = {
 	{"masq", NULL}, {"build", "compiler"}, {"build", "fp"}, {"build", "isa"}, {"libc", NULL},
 	{"blas", "config"}, {"blas", "corename"}, {"blas", "parallel"}, {"blas", "threads"},
-	{"probe", NULL}, {"qgemm", NULL}, {"bgemm", NULL}, {"processes", NULL},
+	{"probe", NULL}, {"qgemm", NULL}, {"bgemm", NULL}, {"processes", NULL}, {"ranks", NULL},
 };
 
 static json_t *
@@ -538,6 +538,39 @@ numenv_key_diff(json_t *a, json_t *b, char **diff, int max)
 		nd++;
 	}
 	return nd;
+}
+
+int
+numenv_ranks(json_t *env)
+{
+	if (dist_size() < 2)
+		return 0;
+	/* rank 0's record to every rank, each compares its own with it */
+	char *text = dist_rank() == 0 ? json_dumps(env, JSON_COMPACT) : NULL, *got = NULL;
+	dist_bcast_strings((const char *const *)&text, &got, 1);
+	free(text);
+	json_t *root = got != NULL ? json_loads(got, 0, NULL) : NULL;
+	free(got);
+	char *d[1] = {NULL};
+	int nd = dist_rank() == 0 ? 0 : numenv_key_diff(root, env, d, 1);
+	json_decref(root);
+	masq_err e = {0};
+	if (nd > 0) {
+		/* "name: recorded X, here Y" as "name: rank 0 has X, this one Y" */
+		const char *t = d[0] != NULL ? d[0] : "?", *r = strstr(t, ": recorded "), *h = r ? strstr(r, ", here ") : NULL;
+		if (r != NULL && h != NULL)
+			masq_err_set(&e, MASQ_ERR_USAGE, "%.*s: rank 0 has %.*s, this one %s", (int)(r - t), t,
+			    (int)(h - r - 11), r + 11, h + 7);
+		else
+			masq_err_set(&e, MASQ_ERR_USAGE, "%s", t);
+	}
+	free(d[0]);
+	/* the lowest rank that differs, named, on every rank */
+	if (!dist_agree(nd > 0, &e))
+		return 0;
+	if (dist_rank() == 0)
+		json_object_set_new(env, "ranks", json_string(e.msg));
+	return 1;
 }
 
 const char *

@@ -32,7 +32,9 @@
  *    "qgemm": "int8" | "float",   (the quantized linears' product, igemm.h)
  *    "bgemm": "avx512bf16" | "sgemm",   (the bf16 GEMM, bgemm.h: only when
  *                                        compute is ENGINE_BF16)
- *    "processes": N}   (under mpirun, N > 1)
+ *    "processes": N,   (under mpirun, N > 1)
+ *    "ranks": "rank R of N: ..."}   (under mpirun, a rank whose key differs
+ *                                    from rank 0's: numenv_ranks)
  * A session resumed in another environment adds to its record
  * "resumed": [{"layer": L, "differs": ["name: recorded X, here Y", ...]}];
  * a recorded "resumed" differs from every environment (what it computed
@@ -46,6 +48,13 @@ json_t *numenv_collect(int threads, int compute);
  * caller frees them); returns how many differ (they may be more than max).
  * A NULL or non-object a differs in everything ("not recorded"). */
 int numenv_key_diff(json_t *a, json_t *b, char **diff, int max);
+
+/* Under mpirun, every rank with its own env: when some rank's key differs
+ * from rank 0's, rank 0's env gains "ranks": "rank R of N: name: recorded
+ * X, here Y" (the lowest such rank, X rank 0's) and every rank returns 1;
+ * else 0.  A recorded "ranks" is part of the key: no one process
+ * reproduces such a run.  One process: 0. */
+int numenv_ranks(json_t *env);
 
 /* The OpenBLAS kernel set an environment names ("Haswell"), or NULL. */
 const char *numenv_corename(json_t *env);

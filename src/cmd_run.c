@@ -19,6 +19,7 @@
 #include "core/dist.h"
 #include "core/export.h"
 #include "core/model.h"
+#include "core/numenv.h"
 #include "core/pipeline.h"
 #include "sessions/db.h"
 #include "sessions/session.h"
@@ -402,6 +403,28 @@ run_progress(void *ctx, const sess_progress *p)
 	return 0;
 }
 
+/* Under mpirun: every process computes in its own numeric environment;
+ * when one's key differs from rank 0's (another kernel set or library on
+ * another node), the figures depend on which process holds which
+ * sequences: rank 0 says so and records it (numenv_ranks). */
+static int
+ranks_env_note(sess *s, sdb *db, masq_err *err)
+{
+	json_t *env = sess_environment(s);
+	if (!numenv_ranks(env) || dist_rank() != 0)
+		return 0;
+	fprintf(stderr, "masq: not every process computes in rank 0's numeric environment (%s): the figures depend on "
+	    "which process holds which sequences, and replay compares within tolerances\n",
+	    json_string_value(json_object_get(env, "ranks")));
+	if (db == NULL)
+		return 0;
+	char *text = json_dumps(env, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	int rc = text != NULL ? sdb_session_set_environment(db, sess_view_get(s)->id, text, err) :
+	    masq_err_set(err, MASQ_ERR_INTERNAL, "cannot write the numeric environment");
+	free(text);
+	return rc;
+}
+
 static int
 run_method_layers(sess **sp, sdb *db, struct run_args *a, int method, masq_err *err)
 {
@@ -415,6 +438,11 @@ run_method_layers(sess **sp, sdb *db, struct run_args *a, int method, masq_err *
 	if (crc < 0)
 		return -1;
 	sess *s = *sp;
+	if (dist_size() > 1) {
+		crc = ranks_env_note(s, db, err);
+		if (dist_agree(crc < 0, err))
+			return -1;
+	}
 	sess_set_follow(s, a->follow);
 	args = json_pack("{s:s, s:s}", "model", a->model_dir, "calib", a->calib_path);
 	if (a->layer_prefix != NULL)

@@ -704,18 +704,16 @@ out:
  * this one: say so, and record it in the session's environment, so that
  * replay knows no one environment reproduces the session exactly. */
 static int
-resume_env_note(sess *s, sdb *db, int cursor, masq_err *err)
+resume_env_note(sess *s, sdb *db, int cursor, json_t *here, masq_err *err)
 {
 	json_t *rec = sess_environment(s);
 	if (!json_is_object(rec))
 		return 0;	/* a session of masq 0.1: its replay compares within tolerances anyway */
 	json_t *bare = json_deep_copy(rec);
 	json_object_del(bare, "resumed");
-	json_t *here = numenv_collect(sess_threads(s), sess_view_get(s)->opts->compute);
 	char *d[16];
 	int nd = numenv_key_diff(bare, here, d, 16), rc = 0;
 	json_decref(bare);
-	json_decref(here);
 	if (nd == 0)
 		return 0;
 	json_t *differs = json_array();
@@ -774,10 +772,13 @@ cmd_resume(int argc, char **argv)
 		rc = 0;
 		goto out;
 	}
-	if (dist_rank() == 0) {
+	if (dist_rank() == 0)
 		fprintf(stderr, "masq: resuming session %lld at layer %d of %d\n", (long long)v->id, cursor, v->n_layers);
-	}
-	int erc = dist_rank() == 0 ? resume_env_note(s, db, cursor, &err) : 0;
+	/* this run's environment: every process's, compared with rank 0's */
+	json_t *here = numenv_collect(sess_threads(s), v->opts->compute);
+	numenv_ranks(here);
+	int erc = dist_rank() == 0 ? resume_env_note(s, db, cursor, here, &err) : 0;
+	json_decref(here);
 	if (dist_size() > 1 && dist_agree(erc < 0, &err))
 		erc = -1;
 	if (erc < 0) {

@@ -288,6 +288,25 @@ assert len(a['ranks']) > 0 and a['ranks'] == b['ranks'] and a['bytes'] == b['byt
 	done
 done
 
+# a process in another numeric environment (another kernel set, as on a
+# node with another CPU): the run goes on, rank 0 says which rank differs
+# in what, and records it, so that replay compares within tolerances
+run_np 2 sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then export OPENBLAS_CORETYPE=Sandybridge; fi
+	exec "$0" "$@"' "$MASQ" run $M --db "$w/het.db" >/dev/null 2>"$w/het.err"
+rc=$?
+check "rank 1 on other kernels: the run finishes (exit $rc)" test "$rc" -eq 0
+check "... rank 0 names rank 1 and the field, once" \
+    sh -c "test \$(grep -c \"not every process computes in rank 0's numeric environment (rank 1 of 2: blas\\.\" '$w/het.err') -eq 1"
+check "... the session's environment records it" "$py" -c "
+import json, sqlite3, sys
+env = json.loads(sqlite3.connect(sys.argv[1]).execute('select environment from sessions').fetchone()[0])
+assert env['ranks'].startswith('rank 1 of 2: blas.') and 'Sandybridge' in env['ranks'], env.get('ranks')
+" "$w/het.db"
+"$MASQ" replay --db "$w/het.db" >"$w/het.replay" 2>&1
+rc=$?
+check "... its replay in one process compares within tolerance, saying why ($rc)" \
+    sh -c "test $rc -eq 0 && grep -q '^  ranks: recorded rank 1 of 2' '$w/het.replay'"
+
 # more processes than sequences are refused at the open
 run_np 5 "$MASQ" run $M --db "$w/np5.db" >/dev/null 2>"$w/np5.err"
 check "5 processes for 4 sequences: exit 2" test $? -eq 2
