@@ -499,16 +499,12 @@ field_text(json_t *v, char *buf, size_t n)
 	}
 }
 
-int
-numenv_key_diff(json_t *a, json_t *b, char **diff, int max)
+/* The key fields that differ between a and b as "name: LA X, LB Y" lines
+ * (numenv_key_diff's, with the two sides named la and lb). */
+static int
+key_fields_diff(json_t *a, json_t *b, const char *la, const char *lb, char **diff, int max)
 {
 	int nd = 0;
-
-	if (!json_is_object(a)) {
-		if (max > 0)
-			diff[0] = xstrdup("the session recorded no numeric environment (recorded by masq 0.1)");
-		return 1;
-	}
 	for (size_t i = 0; i < sizeof key_fields / sizeof key_fields[0]; i++) {
 		json_t *x = field_get(a, key_fields[i][0], key_fields[i][1]);
 		json_t *y = field_get(b, key_fields[i][0], key_fields[i][1]);
@@ -518,12 +514,24 @@ numenv_key_diff(json_t *a, json_t *b, char **diff, int max)
 			char tx[256], ty[256], line[600];
 			field_text(x, tx, sizeof tx);
 			field_text(y, ty, sizeof ty);
-			snprintf(line, sizeof line, "%s%s%s: recorded %s, here %s", key_fields[i][0],
-			    key_fields[i][1] ? "." : "", key_fields[i][1] ? key_fields[i][1] : "", tx, ty);
+			snprintf(line, sizeof line, "%s%s%s: %s %s, %s %s", key_fields[i][0],
+			    key_fields[i][1] ? "." : "", key_fields[i][1] ? key_fields[i][1] : "", la, tx, lb, ty);
 			diff[nd] = xstrdup(line);
 		}
 		nd++;
 	}
+	return nd;
+}
+
+int
+numenv_key_diff(json_t *a, json_t *b, char **diff, int max)
+{
+	if (!json_is_object(a)) {
+		if (max > 0)
+			diff[0] = xstrdup("the session recorded no numeric environment (recorded by masq 0.1)");
+		return 1;
+	}
+	int nd = key_fields_diff(a, b, "recorded", "here", diff, max);
 	/* a session resumed in another environment computed its later layers
 	 * there: no one environment reproduces it */
 	json_t *ra = json_object_get(a, "resumed"), *r0 = json_array_get(ra, 0);
@@ -552,18 +560,11 @@ numenv_ranks(json_t *env)
 	json_t *root = got != NULL ? json_loads(got, 0, NULL) : NULL;
 	free(got);
 	char *d[1] = {NULL};
-	int nd = dist_rank() == 0 ? 0 : numenv_key_diff(root, env, d, 1);
+	int nd = dist_rank() == 0 || !json_is_object(root) ? 0 : key_fields_diff(root, env, "rank 0 has", "this one", d, 1);
 	json_decref(root);
 	masq_err e = {0};
-	if (nd > 0) {
-		/* "name: recorded X, here Y" as "name: rank 0 has X, this one Y" */
-		const char *t = d[0] != NULL ? d[0] : "?", *r = strstr(t, ": recorded "), *h = r ? strstr(r, ", here ") : NULL;
-		if (r != NULL && h != NULL)
-			masq_err_set(&e, MASQ_ERR_USAGE, "%.*s: rank 0 has %.*s, this one %s", (int)(r - t), t,
-			    (int)(h - r - 11), r + 11, h + 7);
-		else
-			masq_err_set(&e, MASQ_ERR_USAGE, "%s", t);
-	}
+	if (nd > 0)
+		masq_err_set(&e, MASQ_ERR_USAGE, "%s", d[0]);
 	free(d[0]);
 	/* the lowest rank that differs, named, on every rank */
 	if (!dist_agree(nd > 0, &e))

@@ -234,11 +234,11 @@ cli_stop_note(const char *db_path, long long session, int layer, int n_layers)
 	if (dist_size() < 2 || dist_rank() != 0)
 		return;
 	int n = db_path != NULL ?
-	    snprintf(buf, sizeof buf, "\nmasq: ended by mpirun in layer %d of %d of session %lld (another process ended:"
-		" mpirun names it); 'masq resume --db %s --session %lld' continues from the last completed layer\n",
-		layer, n_layers, session, db_path, session) :
-	    snprintf(buf, sizeof buf, "\nmasq: ended by mpirun in layer %d of %d (another process ended: mpirun names "
-		"it); nothing was recorded\n", layer, n_layers);
+	    snprintf(buf, sizeof buf, "\nmasq: terminated in layer %d of %d of session %lld (mpirun ends every process"
+		" when one dies, and names it); 'masq resume --db %s --session %lld' continues from the last completed"
+		" layer\n", layer, n_layers, session, db_path, session) :
+	    snprintf(buf, sizeof buf, "\nmasq: terminated in layer %d of %d (mpirun ends every process when one dies,"
+		" and names it); nothing was recorded\n", layer, n_layers);
 	if (n < 0 || (size_t)n >= sizeof buf)
 		n = (int)sizeof buf - 1;
 	sigset_t block, old;

@@ -179,7 +179,7 @@ rc=$?
 check "rank 1 killed in layer 1: the run fails ($rc), not a hang" sh -c "test $rc -ne 0 && test $rc -ne 124"
 check "... mpirun names rank 1" grep -q "rank 1 .*exited on signal 9" "$w/die.err"
 check "... rank 0 names the layer and the resume, once" \
-    sh -c "test \$(grep -c \"masq: ended by mpirun in layer 1 of 2 of session 1 .*masq resume --db $w/die.db --session 1\" '$w/die.err') -eq 1"
+    sh -c "test \$(grep -c \"masq: terminated in layer 1 of 2 of session 1 .*masq resume --db $w/die.db --session 1\" '$w/die.err') -eq 1"
 check "... the session is left open" sh -c "test \"\$(sqlite3 '$w/die.db' 'select status from sessions')\" = open"
 run_np 2 "$MASQ" resume --db "$w/die.db" >/dev/null 2>"$w/die-resume.err"
 check "... mpirun -np 2 masq resume finishes it: exit 0" test $? -eq 0
