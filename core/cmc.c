@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,6 +68,51 @@ cmc_basis_check(const double *G, int d, double floor_rel, masq_err *err)
 	return 0;
 }
 
+/* Transpose the square A (d, d) in place, in tiles for the caches. */
+static void
+cmc_transpose_square(double *A, int d)
+{
+	enum { TILE = 32 };
+	for (int i0 = 0; i0 < d; i0 += TILE)
+		for (int j0 = i0; j0 < d; j0 += TILE)
+			for (int i = i0; i < i0 + TILE && i < d; i++)
+				for (int j = (j0 == i0 ? i + 1 : j0); j < j0 + TILE && j < d; j++) {
+					double t = A[(size_t)i * d + j];
+					A[(size_t)i * d + j] = A[(size_t)j * d + i];
+					A[(size_t)j * d + i] = t;
+				}
+}
+
+/* dsyevd ('V', 'U') on the column-major A (d, d) in place, eigenvalues
+ * ascending into w. LAPACKE's row-major call would transpose A into a copy
+ * and back: one d x d array more at the layer's peak, and two passes over
+ * it. The workspace is the query's, or LAPACK's documented minimum if that
+ * is larger, sized in 64-bit arithmetic: -100 when it does not fit LAPACK's
+ * integers, else LAPACK's info. */
+static lapack_int
+cmc_dsyevd_colmajor(double *A, int d, double *w)
+{
+	double wq;
+	lapack_int iwq, info;
+	info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', d, A, d, w, &wq, -1, &iwq, -1);
+	if (info != 0)
+		return info;
+	/* dsyevd's minimum for jobz 'V': 1 + 6d + 2d^2 reals, 3 + 5d integers */
+	long long lmin = 1 + 6LL * d + 2LL * d * d, limin = 3 + 5LL * d;
+	long long lwork = (long long)wq > lmin ? (long long)wq : lmin;
+	long long liwork = (long long)iwq > limin ? (long long)iwq : limin;
+	if (lwork > INT32_MAX || liwork > INT32_MAX)
+		return -100;
+	double *work = xmalloc(xmul((size_t)lwork, sizeof(double)));
+	lapack_int *iwork = xmalloc(xmul((size_t)liwork, sizeof(lapack_int)));
+	/* dsyevd, not ssyevd: see DESIGN.md, "Known pitfalls". */
+	info = LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', d, A, d, w, work,
+	    (lapack_int)lwork, iwork, (lapack_int)liwork);
+	free(work);
+	free(iwork);
+	return info;
+}
+
 /* Eigendecompose C (d, d; upper triangle), a Gram matrix, in place into b,
  * which owns C on success: its channels scaled to a unit diagonal first. */
 static int
@@ -81,8 +127,20 @@ cmc_basis_eig(cmc_basis *b, double *C, int d, double floor_rel, masq_err *err)
 		for (int j = i; j < d; j++)
 			C[(size_t)i * d + j] /= sc[i] * sc[j];
 	double *lam = xmalloc(xmul((size_t)d, sizeof(double)));
-	/* dsyevd, not ssyevd: see DESIGN.md, "Known pitfalls". */
-	lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', d, C, d, lam);
+	/* Symmetric: mirrored, the row-major array is also the column-major
+	 * matrix, and LAPACK works on it in place. */
+	for (int i = 0; i < d; i++)
+		for (int j = i + 1; j < d; j++)
+			C[(size_t)j * d + i] = C[(size_t)i * d + j];
+	lapack_int info = cmc_dsyevd_colmajor(C, d, lam);
+	if (info == -100) {
+		free(lam);
+		free(sc);
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "cmc: the eigendecomposition of a %d x %d Gram matrix needs more "
+		    "workspace than LAPACK's 32-bit sizes hold",
+		    d, d);
+	}
 	if (info != 0) {
 		free(lam);
 		free(sc);
@@ -99,15 +157,17 @@ cmc_basis_eig(cmc_basis *b, double *C, int d, double floor_rel, masq_err *err)
 		return masq_err_set(err, MASQ_ERR_INTERNAL,
 		    "cmc: the Gram matrix has no positive eigenvalue (largest %g)", lmax);
 	}
-	/* dsyevd sorts ascending; store descending, reversing each row in place. */
-	for (int i = 0; i < d; i++) {
-		double *row = C + (size_t)i * d;
-		for (int j = 0, k = d - 1; j < k; j++, k--) {
-			double t = row[j];
-			row[j] = row[k];
-			row[k] = t;
+	/* Row k now holds the k-th eigenvector, ascending: reverse the rows'
+	 * order, then transpose, so that column j is the j-th largest. */
+	for (int i = 0, k = d - 1; i < k; i++, k--) {
+		double *ri = C + (size_t)i * d, *rk = C + (size_t)k * d;
+		for (int j = 0; j < d; j++) {
+			double t = ri[j];
+			ri[j] = rk[j];
+			rk[j] = t;
 		}
 	}
+	cmc_transpose_square(C, d);
 	b->d = d;
 	b->P = C;
 	b->scale = sc;

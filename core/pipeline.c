@@ -728,21 +728,35 @@ get_whitener(struct qctx *q, int grp, int mod, const float *s, int d, cmc_whiten
 static float *
 cmc_dwt(const pipeline *p, int lin, const float *Wbase, const float *s_m, int out, int in)
 {
+	/* Transposing, in tiles: a plain row-by-row loop writes dWt a column
+	 * at a time and misses the cache on every element. */
+	enum { TILE = 64 };
 	float *dWt = xmalloc(xmul((size_t)out * in, sizeof(float)));
+	float *target = NULL;
 	if (p->opts.cmc_quant_target) {
-		float *target = xmalloc(xmul((size_t)out * in, sizeof(float)));
+		target = xmalloc(xmul((size_t)out * in, sizeof(float)));
 		quant_weight(p, target, p->w.w[lin], s_m, out, in);
-		for (int o = 0; o < out; o++)
-			for (int j = 0; j < in; j++)
-				dWt[(size_t)j * out + o] = target[(size_t)o * in + j] - Wbase[(size_t)o * in + j];
-		free(target);
-	} else {
-		/* no (out, in) temporary: the target is formed as it is read */
-		for (int o = 0; o < out; o++)
-			for (int j = 0; j < in; j++)
-				dWt[(size_t)j * out + o] = p->w.w[lin][(size_t)o * in + j] * s_m[j] -
-				    Wbase[(size_t)o * in + j];
 	}
+	const float *W = p->w.w[lin];
+	for (int o0 = 0; o0 < out; o0 += TILE)
+		for (int j0 = 0; j0 < in; j0 += TILE) {
+			int o1 = o0 + TILE < out ? o0 + TILE : out;
+			int j1 = j0 + TILE < in ? j0 + TILE : in;
+			for (int o = o0; o < o1; o++) {
+				const float *wb = Wbase + (size_t)o * in;
+				if (target != NULL) {
+					const float *t = target + (size_t)o * in;
+					for (int j = j0; j < j1; j++)
+						dWt[(size_t)j * out + o] = t[j] - wb[j];
+				} else {
+					/* no (out, in) temporary: the target is formed as it is read */
+					const float *w = W + (size_t)o * in;
+					for (int j = j0; j < j1; j++)
+						dWt[(size_t)j * out + o] = w[j] * s_m[j] - wb[j];
+				}
+			}
+		}
+	free(target);
 	return dWt;
 }
 
@@ -773,18 +787,17 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 	}
 	rng g;
 	cmc_rng(p, p->layer, lin, mod, &g);
-	float *dWt = cmc_dwt(p, lin, Wbase, s_m, out, in);
-
+	/* The basis first: its eigendecomposition's workspace is freed before
+	 * dWt exists, one (in, out) array fewer at the layer's peak. */
 	cmc_whitener whb;
 	const cmc_whitener *wh = NULL;
 	memset(&whb, 0, sizeof whb);
 	if (p->opts.whiten) {
-		if (get_whitener(q, grp, mod, s_m, in, &whb) < 0) {
-			free(dWt);
+		if (get_whitener(q, grp, mod, s_m, in, &whb) < 0)
 			return -1;
-		}
 		wh = &whb;
 	}
+	float *dWt = cmc_dwt(p, lin, Wbase, s_m, out, in);
 	int mode = q->measure && p->opts.cmc_diag ? CMC_SVD_FULL : p->opts.svd_mode;
 	int rc;
 	if (p->opts.cmc_diag) {
@@ -1827,7 +1840,6 @@ lin_spectrum(pipeline *sh, struct qctx *q, int lin, int cap, pipe_spectrum *o, m
 		if (sh->all->n_mod[m] == 0)
 			continue;	/* (sharded: on every rank, whether or not its share has the modality) */
 		lin_factor(q, lin, METHOD_MAS_CMC, m, s_m);
-		float *dWt = cmc_dwt(sh, lin, Wbase, s_m, out, in);
 		cmc_whitener whb;
 		const cmc_whitener *wh = NULL;
 		memset(&whb, 0, sizeof whb);
@@ -1837,6 +1849,7 @@ lin_spectrum(pipeline *sh, struct qctx *q, int lin, int cap, pipe_spectrum *o, m
 			else
 				wh = &whb;
 		}
+		float *dWt = cmc_dwt(sh, lin, Wbase, s_m, out, in);	/* after the basis, as in lin_cmc */
 		cmc_result res;
 		rng g;
 		memset(&res, 0, sizeof res);
