@@ -665,6 +665,48 @@ test_floor_known_and_shared(void)
 	free(Q), free(lam), free(sc), free(G), free(s1), free(s2), free(dWt);
 }
 
+/* The basis itself, at sizes off the transpose's 32 x 32 tiles and past
+ * dsytrd's blocking, from a Gram matrix with only its upper triangle set
+ * (as dsyrk leaves it): with C = D^-1 G D^-1 (D the scale), the columns of
+ * P are orthonormal and C P = P diag(lambda), lambda descending, to 1e-10
+ * of the largest. */
+static void
+test_basis_eigen_equation(void)
+{
+	static const int dims[] = { 1, 7, 33, 77, 200 };
+	for (size_t c = 0; c < sizeof dims / sizeof dims[0]; c++) {
+		int d = dims[c], n = 3 * d + 5;
+		rng g;
+		rng_init(&g, 700 + c);
+		double *X = make_acts(&g, n, d, -1.0, 2.0);
+		double *G = make_gram(X, n, d);
+		masq_err err = {0};
+		cmc_basis b;
+		int ok = cmc_basis_init(&b, G, d, CMC_EIG_FLOOR, &err) == 0 && b.n_floored == 0;
+		double orth = 0, resid = 0, order = 0, lmax = ok ? b.sqrt_lambda[0] * b.sqrt_lambda[0] : 0;
+		for (int i = 0; ok && i < d; i++)
+			for (int j = 0; j < d; j++) {
+				double pp = 0, cp = 0;
+				for (int k = 0; k < d; k++) {
+					pp += b.P[(size_t)k * d + i] * b.P[(size_t)k * d + j];
+					double gik = i <= k ? G[(size_t)i * d + k] : G[(size_t)k * d + i];
+					cp += gik / (b.scale[i] * b.scale[k]) * b.P[(size_t)k * d + j];
+				}
+				orth = fmax(orth, fabs(pp - (i == j)));
+				double l = b.sqrt_lambda[j] * b.sqrt_lambda[j];
+				resid = fmax(resid, fabs(cp - b.P[(size_t)i * d + j] * l));
+			}
+		for (int j = 1; ok && j < d; j++)
+			order = fmax(order, b.sqrt_lambda[j] - b.sqrt_lambda[j - 1]);
+		tap_ok(ok && orth < 1e-12 && resid < 1e-10 * lmax && order <= 0,
+		    "basis d %d: P orthonormal (%.2g), C P = P diag(lambda) (%.2g of the largest), descending",
+		    d, orth, lmax > 0 ? resid / lmax : -1.0);
+		if (ok)
+			cmc_basis_done(&b);
+		free(X), free(G);
+	}
+}
+
 static void
 test_floor_and_absent(void)
 {
@@ -1027,6 +1069,7 @@ main(void)
 	test_single();
 	test_inplace();
 	test_floor_known_and_shared();
+	test_basis_eigen_equation();
 	test_floor_and_absent();
 	test_oracle();
 	test_oracle_deficient();
