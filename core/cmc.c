@@ -51,6 +51,12 @@ cmc_basis_check(const double *G, int d, double floor_rel, masq_err *err)
 	if (!(floor_rel > 0 && floor_rel < 1))
 		return masq_err_set(err, MASQ_ERR_USAGE,
 		    "cmc: eigenvalue floor %g is not in (0, 1)", floor_rel);
+	/* dsyevd's workspace (1 + 6d + 2d^2 doubles) in LAPACK's 32-bit
+	 * integers: refused here, while G is still intact */
+	if (1 + 6LL * d + 2LL * d * d > INT32_MAX)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "cmc: the eigendecomposition of a %d x %d Gram matrix needs more workspace "
+		    "than LAPACK's 32-bit sizes hold (at most 32766 channels)", d, d);
 	/* Only the upper triangle is read, as dsyevd does with uplo 'U'. */
 	int nonzero = 0;
 	for (int i = 0; i < d; i++)
@@ -87,8 +93,9 @@ cmc_transpose_square(double *A, int d)
  * ascending into w. LAPACKE's row-major call would transpose A into a copy
  * and back: one d x d array more at the layer's peak, and two passes over
  * it. The workspace is the query's, or LAPACK's documented minimum if that
- * is larger, sized in 64-bit arithmetic: -100 when it does not fit LAPACK's
- * integers, else LAPACK's info. */
+ * is larger, sized in 64-bit arithmetic (cmc_basis_check refuses a d whose
+ * minimum does not fit LAPACK's integers; a query beyond them is reported as
+ * an illegal workspace, info -8): LAPACK's info. */
 static lapack_int
 cmc_dsyevd_colmajor(double *A, int d, double *w)
 {
@@ -102,7 +109,7 @@ cmc_dsyevd_colmajor(double *A, int d, double *w)
 	long long lwork = (long long)wq > lmin ? (long long)wq : lmin;
 	long long liwork = (long long)iwq > limin ? (long long)iwq : limin;
 	if (lwork > INT32_MAX || liwork > INT32_MAX)
-		return -100;
+		return -8;
 	double *work = xmalloc(xmul((size_t)lwork, sizeof(double)));
 	lapack_int *iwork = xmalloc(xmul((size_t)liwork, sizeof(lapack_int)));
 	/* dsyevd, not ssyevd: see DESIGN.md, "Known pitfalls". */
@@ -133,14 +140,6 @@ cmc_basis_eig(cmc_basis *b, double *C, int d, double floor_rel, masq_err *err)
 		for (int j = i + 1; j < d; j++)
 			C[(size_t)j * d + i] = C[(size_t)i * d + j];
 	lapack_int info = cmc_dsyevd_colmajor(C, d, lam);
-	if (info == -100) {
-		free(lam);
-		free(sc);
-		return masq_err_set(err, MASQ_ERR_USAGE,
-		    "cmc: the eigendecomposition of a %d x %d Gram matrix needs more "
-		    "workspace than LAPACK's 32-bit sizes hold",
-		    d, d);
-	}
 	if (info != 0) {
 		free(lam);
 		free(sc);

@@ -707,6 +707,21 @@ test_basis_eigen_equation(void)
 	}
 }
 
+/* Past 32766 channels dsyevd's workspace overflows LAPACK's 32-bit sizes:
+ * refused with a message before G is read or written (a one-entry G here;
+ * nothing past it may be touched). */
+static void
+test_basis_too_large(void)
+{
+	double G[1] = { 1.0 };
+	masq_err err = {0};
+	cmc_basis b;
+	int rc = cmc_basis_init(&b, G, 32767, CMC_EIG_FLOOR, &err);
+	tap_ok(rc < 0 && err.status == MASQ_ERR_USAGE && strstr(err.msg, "32767 x 32767") != NULL &&
+	    strstr(err.msg, "32-bit") != NULL, "a 32767-channel Gram matrix is refused before it is read: %s",
+	    err.msg);
+}
+
 static void
 test_floor_and_absent(void)
 {
@@ -1070,6 +1085,7 @@ main(void)
 	test_inplace();
 	test_floor_known_and_shared();
 	test_basis_eigen_equation();
+	test_basis_too_large();
 	test_floor_and_absent();
 	test_oracle();
 	test_oracle_deficient();
