@@ -567,42 +567,81 @@ pipe_qgemm_int(const pipe_opts *o)
 	return igemm_enabled() && o->abits <= 8 && o->wbits <= 8 && o->wgroup == 0;
 }
 
-/* A quantized weight in the forms the forward takes: Wq (out, in), the
- * fake-quant float weight, always; where the integer GEMM runs, also its
- * levels packed (ib.b != NULL) and per-row scales. */
+/* A quantized weight in the forms the forward takes: on the float path
+ * Wq (out, in), the fake-quant float weight; where the integer GEMM runs
+ * (qweight_int), its levels packed (ib.b != NULL) and per-row scales
+ * instead, and the levels unpacked in lv when asked for (compensation
+ * forms its residual from them). */
 struct qweight {
 	float *Wq;
 	igemm_b ib;
 	float *scale;
+	int8_t *lv;
 };
 
-/* w = Q(W diag(s)) (s NULL: W); Wq is the caller's (out, in) array. */
+/* Does qweight_make build levels (no Wq) under these settings? */
+static int
+qweight_int(const pipeline *p)
+{
+	return pipe_qgemm_int(&p->opts) && p->opts.wbits <= 8;
+}
+
+/* Rows of W diag(s) quantized at a time on the integer path. */
+#define QWEIGHT_BLOCK 64
+
+/* w = Q(W diag(s)) (s NULL: W).  On the float path into Wq, the caller's
+ * (out, in) array; on the integer path (qweight_int) Wq is unused (NULL)
+ * and the levels are made a block of rows at a time, with no (out, in)
+ * float array; keep_levels keeps them unpacked too (w->lv). */
 static void
 qweight_make(const pipeline *p, struct qweight *w, float *Wq, const float *W, const float *s,
-    int out, int in)
+    int out, int in, int keep_levels)
 {
 	memset(w, 0, sizeof *w);
-	w->Wq = Wq;
-	if (!(pipe_qgemm_int(&p->opts) && p->opts.wbits <= 8)) {
+	if (!qweight_int(p)) {
+		MASQ_ASSERT(Wq != NULL);
+		w->Wq = Wq;
 		quant_weight(p, Wq, W, s, out, in);
 		return;
 	}
-	if (s != NULL) {
-		for (int o = 0; o < out; o++)
-			for (int j = 0; j < in; j++)
-				Wq[(size_t)o * in + j] = W[(size_t)o * in + j] * s[j];
-	} else {
-		memcpy(Wq, W, (size_t)out * in * sizeof(float));
-	}
 	int8_t *lv = xmalloc(xmul((size_t)out, (size_t)in));
+	float *blk = xmalloc(xmul((size_t)QWEIGHT_BLOCK * in, sizeof(float)));
 	w->scale = xmalloc(xmul((size_t)out, sizeof(float)));
-	quant_weight_rows_int(lv, w->scale, Wq, out, in, p->opts.wbits);
-	/* the float weight from the same levels: what quant_weight_rows gives */
-	for (int o = 0; o < out; o++)
-		for (int j = 0; j < in; j++)
-			Wq[(size_t)o * in + j] = (float)lv[(size_t)o * in + j] * w->scale[o];
+	for (int o0 = 0; o0 < out; o0 += QWEIGHT_BLOCK) {
+		int rows = out - o0 < QWEIGHT_BLOCK ? out - o0 : QWEIGHT_BLOCK;
+		const float *src = W + (size_t)o0 * in;
+		if (s != NULL) {
+			for (int o = 0; o < rows; o++)
+				for (int j = 0; j < in; j++)
+					blk[(size_t)o * in + j] = src[(size_t)o * in + j] * s[j];
+		} else {
+			memcpy(blk, src, (size_t)rows * in * sizeof(float));
+		}
+		quant_weight_rows_int(lv + (size_t)o0 * in, w->scale + o0, blk, rows, in, p->opts.wbits);
+	}
+	free(blk);
 	igemm_b_pack(&w->ib, lv, out, in);
-	free(lv);
+	if (keep_levels)
+		w->lv = lv;
+	else
+		free(lv);
+}
+
+/* Row o of w as the fake-quant float weight, columns j0..j1-1 into dst:
+ * on the integer path the float weight quant_weight_rows gives, from the
+ * same levels. */
+static void
+qweight_row(const struct qweight *w, int o, int in, int j0, int j1, float *dst)
+{
+	if (w->Wq != NULL) {
+		memcpy(dst, w->Wq + (size_t)o * in + j0, (size_t)(j1 - j0) * sizeof(float));
+		return;
+	}
+	MASQ_ASSERT(w->lv != NULL);
+	const int8_t *l = w->lv + (size_t)o * in;
+	float sc = w->scale[o];
+	for (int j = j0; j < j1; j++)
+		dst[j - j0] = (float)l[j] * sc;
 }
 
 static void
@@ -610,7 +649,9 @@ qweight_done(struct qweight *w)
 {
 	igemm_b_done(&w->ib);
 	free(w->scale);
+	free(w->lv);
 	w->scale = NULL;
+	w->lv = NULL;
 }
 
 /* engine_qlinear_rows on w, through the integer GEMM where w has levels. */
@@ -723,10 +764,11 @@ get_whitener(struct qctx *q, int grp, int mod, const float *s, int d, cmc_whiten
 	return cmc_whitener_bind(wh, &c->b, s, q->err) < 0 ? -1 : 0;
 }
 
-/* dWt (in, out) = (target - base)^T with base = Wbase and target W diag(s_m)
- * (or its quantized form), a new array. */
+/* dWt (in, out) = (target - base)^T with base the stored weight (its float
+ * form, qweight_row) and target W diag(s_m) (or its quantized form), a new
+ * array. */
 static float *
-cmc_dwt(const pipeline *p, int lin, const float *Wbase, const float *s_m, int out, int in)
+cmc_dwt(const pipeline *p, int lin, const struct qweight *base, const float *s_m, int out, int in)
 {
 	/* Transposing, in tiles: a plain row-by-row loop writes dWt a column
 	 * at a time and misses the cache on every element. */
@@ -738,21 +780,22 @@ cmc_dwt(const pipeline *p, int lin, const float *Wbase, const float *s_m, int ou
 		quant_weight(p, target, p->w.w[lin], s_m, out, in);
 	}
 	const float *W = p->w.w[lin];
+	float wb[TILE];
 	for (int o0 = 0; o0 < out; o0 += TILE)
 		for (int j0 = 0; j0 < in; j0 += TILE) {
 			int o1 = o0 + TILE < out ? o0 + TILE : out;
 			int j1 = j0 + TILE < in ? j0 + TILE : in;
 			for (int o = o0; o < o1; o++) {
-				const float *wb = Wbase + (size_t)o * in;
+				qweight_row(base, o, in, j0, j1, wb);
 				if (target != NULL) {
 					const float *t = target + (size_t)o * in;
 					for (int j = j0; j < j1; j++)
-						dWt[(size_t)j * out + o] = t[j] - wb[j];
+						dWt[(size_t)j * out + o] = t[j] - wb[j - j0];
 				} else {
 					/* no (out, in) temporary: the target is formed as it is read */
 					const float *w = W + (size_t)o * in;
 					for (int j = j0; j < j1; j++)
-						dWt[(size_t)j * out + o] = w[j] * s_m[j] - wb[j];
+						dWt[(size_t)j * out + o] = w[j] * s_m[j] - wb[j - j0];
 				}
 			}
 		}
@@ -765,7 +808,7 @@ cmc_dwt(const pipeline *p, int lin, const float *Wbase, const float *s_m, int ou
  * (in, r) and L2 (r, out) (owned by res) and the diagnostics.  Returns -1 on
  * error, 0 with res->rank = 0 when there is nothing to do. */
 static int
-lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, int out, int in,
+lin_cmc(struct qctx *q, int lin, int mod, const struct qweight *base, const float *s_m, int out, int in,
     cmc_result *res, pipe_cmc_diag *diag)
 {
 	pipeline *p = q->p;
@@ -797,7 +840,7 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 			return -1;
 		wh = &whb;
 	}
-	float *dWt = cmc_dwt(p, lin, Wbase, s_m, out, in);
+	float *dWt = cmc_dwt(p, lin, base, s_m, out, in);
 	int mode = q->measure && p->opts.cmc_diag ? CMC_SVD_FULL : p->opts.svd_mode;
 	int rc;
 	if (p->opts.cmc_diag) {
@@ -809,7 +852,7 @@ lin_cmc(struct qctx *q, int lin, int mod, const float *Wbase, const float *s_m, 
 		    q->err);
 		if (rc == 1) {
 			free(dWt);
-			dWt = cmc_dwt(p, lin, Wbase, s_m, out, in);
+			dWt = cmc_dwt(p, lin, base, s_m, out, in);
 			cmc_rng(p, p->layer, lin, mod, &g);	/* the same draws again */
 			rc = cmc_compute(res, dWt, in, out, wh, rank, mode, &g, q->err);
 			res->fell_back = rc == 0;
@@ -891,11 +934,13 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	layer_lin_shape(&p->m->cfg, lin, &out, &in);
 	MASQ_ASSERT(n == q->n);
 	int per_mod = method_per_modality(method) && smooth_lin_group(lin) >= 0;
-	/* what this method needs: a weight of its own (mas-cmc's lives in
-	 * Wbase), per-modality rows, the float path's quantized copy; every
-	 * one of them is out x in or tokens x in, a layer's worth on 7B shapes */
-	int need_wq = !per_mod || method == METHOD_MAS;
+	/* what this method needs: a weight of its own (mas-cmc's is qbase),
+	 * per-modality rows, the float path's quantized copy; every one of
+	 * them is out x in or tokens x in, a layer's worth on 7B shapes */
 	int int_path = pipe_qgemm_int(&p->opts);
+	/* the float path's fake-quant weights; the integer path makes levels
+	 * without an (out, in) float array (qweight_make) */
+	int need_wq = (!per_mod || method == METHOD_MAS) && !qweight_int(p);
 	float *Wq = need_wq ? xmalloc(xmul((size_t)out * in, sizeof(float))) : NULL;
 	float *xs = xmalloc(xmul((size_t)n * in, sizeof(float)));
 	float *xq = int_path ? NULL : xmalloc(xmul((size_t)n * in, sizeof(float)));
@@ -908,7 +953,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 		/* one factor (or none) and one weight for every token */
 		const float *sf = lin_factor(q, lin, method, ALPHA_UNIFIED, s);
 		struct qweight qw;
-		qweight_make(p, &qw, Wq, w->w[lin], sf, out, in);
+		qweight_make(p, &qw, Wq, w->w[lin], sf, out, in, 0);
 		qweight_rows_seq(q, &qw, x, in, NULL, n, sf, w->b[lin], out, 0, NULL, NULL, xs, xq, y);
 		qweight_done(&qw);
 		if (q->plan != NULL && sf != NULL)
@@ -930,8 +975,11 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			/* the stored weight: Q(W diag(s_text)) */
 			s_t = xmalloc(xmul((size_t)in, sizeof(float)));
 			lin_factor(q, lin, method, MOD_TEXT, s_t);
-			Wbase = xmalloc(xmul((size_t)out * in, sizeof(float)));
-			qweight_make(p, &qbase, Wbase, w->w[lin], s_t, out, in);
+			/* its levels kept unpacked on the integer path (a quarter
+			 * of a float copy): compensation's residual reads them */
+			if (!qweight_int(p))
+				Wbase = xmalloc(xmul((size_t)out * in, sizeof(float)));
+			qweight_make(p, &qbase, Wbase, w->w[lin], s_t, out, in, 1);
 			if (q->plan != NULL) {
 				q->plan->lin[lin].base = MOD_TEXT;
 				q->plan->lin[lin].smooth[MOD_TEXT] = fdup(s_t, (size_t)in);
@@ -954,13 +1002,13 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			const struct qweight *Wm = &qbase;
 			if (method == METHOD_MAS) {
 				qweight_done(&qm);
-				qweight_make(p, &qm, Wq, w->w[lin], s, out, in);
+				qweight_make(p, &qm, Wq, w->w[lin], s, out, in, 0);
 				Wm = &qm;
 			}
 			cmc_result res;
 			memset(&res, 0, sizeof res);
 			if (method == METHOD_MAS_CMC && m != MOD_TEXT &&
-			    lin_cmc(q, lin, m, Wbase, s, out, in, &res, lr ? &lr->cmc[m] : NULL) < 0)
+			    lin_cmc(q, lin, m, &qbase, s, out, in, &res, lr ? &lr->cmc[m] : NULL) < 0)
 				q->failed = 1;
 			if (k > 0)
 				qweight_rows_seq(q, Wm, x, in, q->rows[m], k, s, w->b[lin], out, res.rank, res.L1, res.L2,
@@ -1461,8 +1509,9 @@ cmc_distribute(struct qctx *q)
 		quant_weight(p, Wbase, p->w.w[lin], s_t, out, in);
 		lin_factor(q, lin, q->method, m, s_m);
 		struct cmc_pre *pc = &q->pre[pair[i]], *keep = q->pre;
+		struct qweight base = {.Wq = Wbase};
 		q->pre = NULL;
-		if (lin_cmc(q, lin, m, Wbase, s_m, out, in, &pc->res, &pc->diag) < 0)
+		if (lin_cmc(q, lin, m, &base, s_m, out, in, &pc->res, &pc->diag) < 0)
 			failed = 1;
 		q->pre = keep;
 		free(s_t);
@@ -1827,6 +1876,7 @@ lin_spectrum(pipeline *sh, struct qctx *q, int lin, int cap, pipe_spectrum *o, m
 	float *Wbase = xmalloc(xmul((size_t)out * in, sizeof(float)));
 	lin_factor(q, lin, METHOD_MAS_CMC, MOD_TEXT, s_t);
 	quant_weight(sh, Wbase, sh->w.w[lin], s_t, out, in);
+	struct qweight base = {.Wq = Wbase};
 	o->lin = lin;
 	o->in = in;
 	o->out = out;
@@ -1849,7 +1899,7 @@ lin_spectrum(pipeline *sh, struct qctx *q, int lin, int cap, pipe_spectrum *o, m
 			else
 				wh = &whb;
 		}
-		float *dWt = cmc_dwt(sh, lin, Wbase, s_m, out, in);	/* after the basis, as in lin_cmc */
+		float *dWt = cmc_dwt(sh, lin, &base, s_m, out, in);	/* after the basis, as in lin_cmc */
 		cmc_result res;
 		rng g;
 		memset(&res, 0, sizeof res);
