@@ -277,6 +277,7 @@ pipe_release_layer(pipeline *p)
 		return;
 	engine_release_weights(&p->eng);
 	layer_weights_done(&p->w);
+	p->w_spent = 0;
 	for (int s = 0; s < SITE_COUNT; s++)
 		stats_site_done(&p->st[s]);
 	for (int k = 0; k < LIN_COUNT; k++) {
@@ -293,6 +294,18 @@ pipe_release_layer(pipeline *p)
 	pipe_learned_drop(p);
 	p->train_out_valid = 0;
 	p->calibrated = 0;
+}
+
+/* -1 with a message when a one-pass quantize has freed the layer's
+ * weights (w_spent); else 0. */
+static int
+pipe_weights_here(const pipeline *p, masq_err *err)
+{
+	if (p->w_spent)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "layer %d: its weights were freed after it was quantized (a one-pass run); "
+		    "calibrate the layer again", p->layer);
+	return 0;
 }
 
 void
@@ -1074,6 +1087,15 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 		last = smooth_lin_group(k) != grp;
 	if (last && p->one_pass && q->plan != NULL && q->wc != NULL)
 		wcache_release(p, q->wc, grp);
+	/* ... nor the linear's f32 weight, unless a training chain runs the
+	 * layer again after it (train_chain_forward); the engine reads no
+	 * linear's weight after its own linear */
+	if (p->one_pass && q->plan != NULL && q->measure && p->h_train == NULL && !q->failed &&
+	    w == &p->w) {
+		free(p->w.w[lin]);
+		p->w.w[lin] = NULL;
+		p->w_spent = 1;
+	}
 	return 0;
 }
 
@@ -1332,6 +1354,8 @@ pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err)
 
 	if (!p->calibrated)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
+	if (pipe_weights_here(p, err) < 0)
+		return -1;
 	if (!setting_learns(ls))
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d: %s with %d epochs learns nothing", p->layer,
 		    method_name(ls->method), ls->epochs);
@@ -1552,6 +1576,8 @@ pipe_quantize(pipeline *p, masq_err *err)
 
 	if (!p->calibrated)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
+	if (pipe_weights_here(p, err) < 0)
+		return -1;
 	if (!pipe_factors_ready(p)) {
 		const layer_setting *ls = &p->settings[p->layer];
 		return masq_err_set(err, MASQ_ERR_USAGE,
@@ -1684,6 +1710,8 @@ pipe_search_alpha(pipeline *p, masq_err *err)
 
 	if (!p->calibrated)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
+	if (pipe_weights_here(p, err) < 0)
+		return -1;
 	memset(sr, 0, sizeof *sr);
 	if (ls->method == METHOD_RTN) {
 		sr->done = 1;
@@ -1796,6 +1824,8 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 
 	if (!p->calibrated)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
+	if (pipe_weights_here(p, err) < 0)
+		return -1;
 	for (int k = 0; k < LIN_COUNT; k++)
 		for (int m = 0; m < STATS_ROWS; m++)
 			out->sqnr[k][m] = out->mae[k][m] = out->sqnr_no_cmc[k][m] = NAN;

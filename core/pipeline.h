@@ -225,8 +225,12 @@ typedef struct pipeline {
 	 * pipe_quantize frees each group's bases and Gram matrices after its
 	 * last linear, so that the layer's peak holds one group's, and any
 	 * later use of them in the layer is refused; 0 (the workbench,
-	 * replay): kept for previews and re-quantizing. */
+	 * replay): kept for previews and re-quantizing. With no training
+	 * chain, it also frees each linear's f32 weight once the linear is
+	 * quantized and measured (w_spent): until the layer is calibrated
+	 * again, every use of its weights is refused. */
 	int one_pass;
+	int w_spent;
 	/* the held-out split (opts.eval_split > 0), or NULL: per sequence
 	 * whether it is held out; the modalities with the held-out tokens
 	 * (fit) or the fitted ones (held) marked MOD_SKIP */
