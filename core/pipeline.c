@@ -547,17 +547,24 @@ lin_factor(struct qctx *q, int lin, int method, int row, float *s)
 	return pipe_factor(q->p, q->ls, method, lin, row, s);
 }
 
+/* dst (rows, in) = W diag(s) (s NULL: W) for W's first rows rows. */
+static void
+scale_cols(float *dst, const float *W, const float *s, int rows, int in)
+{
+	if (s == NULL) {
+		memcpy(dst, W, (size_t)rows * in * sizeof(float));
+		return;
+	}
+	for (int o = 0; o < rows; o++)
+		for (int j = 0; j < in; j++)
+			dst[(size_t)o * in + j] = W[(size_t)o * in + j] * s[j];
+}
+
 /* Wq (out, in) = Q(W diag(s)) with the pipeline's weight quantizer. */
 static void
 quant_weight(const pipeline *p, float *Wq, const float *W, const float *s, int out, int in)
 {
-	if (s != NULL) {
-		for (int o = 0; o < out; o++)
-			for (int j = 0; j < in; j++)
-				Wq[(size_t)o * in + j] = W[(size_t)o * in + j] * s[j];
-	} else {
-		memcpy(Wq, W, (size_t)out * in * sizeof(float));
-	}
+	scale_cols(Wq, W, s, out, in);
 	if (p->opts.wbits >= 16)
 		return;
 	if (p->opts.wgroup > 0)
@@ -622,14 +629,7 @@ qweight_make(const pipeline *p, struct qweight *w, float *Wq, const float *W, co
 	w->scale = xmalloc(xmul((size_t)out, sizeof(float)));
 	for (int o0 = 0; o0 < out; o0 += QWEIGHT_BLOCK) {
 		int rows = out - o0 < QWEIGHT_BLOCK ? out - o0 : QWEIGHT_BLOCK;
-		const float *src = W + (size_t)o0 * in;
-		if (s != NULL) {
-			for (int o = 0; o < rows; o++)
-				for (int j = 0; j < in; j++)
-					blk[(size_t)o * in + j] = src[(size_t)o * in + j] * s[j];
-		} else {
-			memcpy(blk, src, (size_t)rows * in * sizeof(float));
-		}
+		scale_cols(blk, W + (size_t)o0 * in, s, rows, in);
 		quant_weight_rows_int(lv + (size_t)o0 * in, w->scale + o0, blk, rows, in, p->opts.wbits);
 	}
 	free(blk);
