@@ -589,7 +589,7 @@ pipe_qgemm_int(const pipe_opts *o)
 
 /* A quantized weight in the forms the forward takes: on the float path
  * Wq (out, in), the fake-quant float weight; where the integer GEMM runs
- * (qweight_int), its levels packed (ib.b != NULL) and per-row scales
+ * (pipe_qgemm_int), its levels packed (ib.b != NULL) and per-row scales
  * instead, and the levels unpacked in lv when asked for (compensation
  * forms its residual from them). */
 struct qweight {
@@ -599,18 +599,11 @@ struct qweight {
 	int8_t *lv;
 };
 
-/* Does qweight_make build levels (no Wq) under these settings? */
-static int
-qweight_int(const pipeline *p)
-{
-	return pipe_qgemm_int(&p->opts) && p->opts.wbits <= 8;
-}
-
 /* Rows of W diag(s) quantized at a time on the integer path. */
 #define QWEIGHT_BLOCK 64
 
 /* w = Q(W diag(s)) (s NULL: W).  On the float path into Wq, the caller's
- * (out, in) array; on the integer path (qweight_int) Wq is unused (NULL)
+ * (out, in) array; on the integer path (pipe_qgemm_int) Wq is unused (NULL)
  * and the levels are made a block of rows at a time, with no (out, in)
  * float array; keep_levels keeps them unpacked too (w->lv). */
 static void
@@ -618,7 +611,7 @@ qweight_make(const pipeline *p, struct qweight *w, float *Wq, const float *W, co
     int out, int in, int keep_levels)
 {
 	memset(w, 0, sizeof *w);
-	if (!qweight_int(p)) {
+	if (!pipe_qgemm_int(&p->opts)) {
 		MASQ_ASSERT(Wq != NULL);
 		w->Wq = Wq;
 		quant_weight(p, Wq, W, s, out, in);
@@ -948,12 +941,12 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	MASQ_ASSERT(n == q->n);
 	int per_mod = method_per_modality(method) && smooth_lin_group(lin) >= 0;
 	/* what this method needs: a weight of its own (mas-cmc's is qbase),
-	 * per-modality rows, the float path's quantized copy; every one of
-	 * them is out x in or tokens x in, a layer's worth on 7B shapes */
+	 * per-modality rows, the float path's quantized copies (the integer
+	 * path makes levels without an (out, in) float array: qweight_make);
+	 * every one of them is out x in or tokens x in, a layer's worth on 7B
+	 * shapes */
 	int int_path = pipe_qgemm_int(&p->opts);
-	/* the float path's fake-quant weights; the integer path makes levels
-	 * without an (out, in) float array (qweight_make) */
-	int need_wq = (!per_mod || method == METHOD_MAS) && !qweight_int(p);
+	int need_wq = (!per_mod || method == METHOD_MAS) && !int_path;
 	float *Wq = need_wq ? xmalloc(xmul((size_t)out * in, sizeof(float))) : NULL;
 	float *xs = xmalloc(xmul((size_t)n * in, sizeof(float)));
 	float *xq = int_path ? NULL : xmalloc(xmul((size_t)n * in, sizeof(float)));
@@ -990,7 +983,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			lin_factor(q, lin, method, MOD_TEXT, s_t);
 			/* its levels kept unpacked on the integer path (a quarter
 			 * of a float copy): compensation's residual reads them */
-			if (!qweight_int(p))
+			if (!int_path)
 				Wbase = xmalloc(xmul((size_t)out * in, sizeof(float)));
 			qweight_make(p, &qbase, Wbase, w->w[lin], s_t, out, in, 1);
 			if (q->plan != NULL) {
