@@ -800,8 +800,17 @@ model_tensor_check_finite(const st_tensor *t, int64_t *bad, double *value)
 	return 0;
 }
 
+/* Which load a layer_weights is (its gen): one thread loads weights. */
+static uint64_t weight_loads;
+
 int
 layer_weights_load(layer_weights *w, const model *m, int layer, masq_err *err)
+{
+	return layer_weights_load_parts(w, m, layer, 1, err);
+}
+
+int
+layer_weights_load_parts(layer_weights *w, const model *m, int layer, int linears, masq_err *err)
 {
 	const model_config *c = &m->cfg;
 
@@ -809,8 +818,7 @@ layer_weights_load(layer_weights *w, const model *m, int layer, masq_err *err)
 	if (layer < 0 || layer >= c->n_layers)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is out of range (the model has %d)",
 		    layer, c->n_layers);
-	static uint64_t loads;	/* one thread loads weights */
-	w->gen = ++loads;
+	w->gen = ++weight_loads;
 	w->layer = layer;
 	w->hidden = c->hidden;
 	w->q_dim = c->n_heads * c->head_dim;
@@ -826,13 +834,15 @@ layer_weights_load(layer_weights *w, const model *m, int layer, masq_err *err)
 		w->mlp_norm = load_f32(m, layer, what = "post_attention_layernorm.weight", &bad);
 	for (int k = 0; k < LIN_COUNT && bad < 0; k++) {
 		snprintf(sfx, sizeof sfx, "%s.weight", lin_paths[k]);
-		w->w[k] = load_f32(m, layer, sfx, &bad);
-		what = sfx;
-		if (bad >= 0)
-			break;
+		if (linears) {
+			w->w[k] = load_f32(m, layer, sfx, &bad);
+			what = sfx;
+			if (bad >= 0)
+				break;
+			MASQ_ASSERT(w->w[k] != NULL);
+		}
 		snprintf(sfx, sizeof sfx, "%s.bias", lin_paths[k]);
-		w->b[k] = load_f32(m, layer, sfx, &bad);
-		MASQ_ASSERT(w->w[k] != NULL);
+		w->b[k] = load_f32(m, layer, what = sfx, &bad);
 	}
 	if (bad < 0 && c->qk_norm) {
 		w->q_norm = load_f32(m, layer, what = "self_attn.q_norm.weight", &bad);
@@ -847,6 +857,31 @@ layer_weights_load(layer_weights *w, const model *m, int layer, masq_err *err)
 		    "tensor %s: element %lld is not a finite number: the checkpoint is corrupt", name, (long long)bad);
 	}
 	MASQ_ASSERT(w->attn_norm != NULL && w->mlp_norm != NULL);
+	return 0;
+}
+
+int
+layer_weight_fetch(layer_weights *w, const model *m, int lin, masq_err *err)
+{
+	MASQ_ASSERT(lin >= 0 && lin < LIN_COUNT);
+	if (w->w[lin] != NULL)
+		return 0;
+	char sfx[96], name[256];
+	int64_t bad;
+	snprintf(sfx, sizeof sfx, "%s.weight", lin_paths[lin]);
+	float *x = load_f32(m, w->layer, sfx, &bad);
+	/* model_open checked that it is there, with its dtype and shape */
+	MASQ_ASSERT(x != NULL);
+	if (bad >= 0) {
+		free(x);
+		model_tensor_name(m, w->layer, sfx, name, sizeof name);
+		return masq_err_set(err, MASQ_ERR_FORMAT,
+		    "tensor %s: element %lld is not a finite number: the checkpoint is corrupt", name, (long long)bad);
+	}
+	/* a new array, perhaps at a freed one's address: caches keyed on
+	 * (gen, address) must not take it for the old one */
+	w->gen = ++weight_loads;
+	w->w[lin] = x;
 	return 0;
 }
 

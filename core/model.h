@@ -108,6 +108,13 @@ int model_tensor_check_finite(const st_tensor *t, int64_t *bad, double *value);
 /* Load (and convert to float32) layer `layer` of m; a value that is not
  * finite is MASQ_ERR_FORMAT naming the tensor and the element. */
 int layer_weights_load(layer_weights *w, const model *m, int layer, masq_err *err);
+/* The same; linears 0 leaves every w[k] NULL (the norms and biases are
+ * loaded) for layer_weight_fetch to load one linear at a time. */
+int layer_weights_load_parts(layer_weights *w, const model *m, int layer, int linears, masq_err *err);
+/* Load linear lin's weight into w->w[lin] when it is NULL (freed, or left
+ * out by layer_weights_load_parts); 0, or -1 with a message when the
+ * checkpoint's values are not finite.  Changes w->gen. */
+int layer_weight_fetch(layer_weights *w, const model *m, int lin, masq_err *err);
 void layer_weights_done(layer_weights *w);
 /* A calibration set with n deepstack features fits the model: only
  * Qwen3-VL takes them, after layers 0 .. n-1, before the last. */

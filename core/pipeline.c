@@ -308,6 +308,19 @@ pipe_weights_here(const pipeline *p, masq_err *err)
 	return 0;
 }
 
+/* pipe_weights_here, then (lazy_w) load every linear not loaded: for what
+ * runs the layer's linears more than once (training, searches, previews). */
+static int
+pipe_weights_all(pipeline *p, masq_err *err)
+{
+	if (pipe_weights_here(p, err) < 0)
+		return -1;
+	for (int k = 0; k < LIN_COUNT; k++)
+		if (layer_weight_fetch(&p->w, p->m, k, err) < 0)
+			return masq_err_prefix(err, "layer %d", p->layer);
+	return 0;
+}
+
 void
 pipe_done(pipeline *p)
 {
@@ -337,6 +350,8 @@ pipe_done(pipeline *p)
 struct calib_ctx {
 	pipeline *p;
 	const uint8_t *modality;
+	masq_err *err;
+	int failed;		/* lazy_w: a linear's weight did not load */
 };
 
 /* Report progress from inside a command. */
@@ -364,6 +379,52 @@ calib_observe(void *ctx, int layer, int site, const float *x, int n, int d)
 	stats_site_add(&cc->p->st[site], x, cc->modality, n, &cc->p->g);
 	work(cc->p, (double)(site + 1) / SITE_COUNT, "statistics at the %s input (%d of %d)", engine_site_name(site),
 	    site + 1, SITE_COUNT);
+}
+
+/* Linear k's column maxima (its own, for MAS) from its loaded weight. */
+static void
+lin_wmax(pipeline *p, int k)
+{
+	int out, in;
+	layer_lin_shape(&p->m->cfg, k, &out, &in);
+	if (p->wmax_lin[k] == NULL)
+		p->wmax_lin[k] = xcalloc((size_t)in, sizeof(float));
+	smooth_col_absmax(p->wmax_lin[k], p->w.w[k], out, in);
+}
+
+/* Free every loaded linear weight but keep's (-1: all of them). */
+static void
+lazy_release(pipeline *p, int keep)
+{
+	for (int k = 0; k < LIN_COUNT; k++)
+		if (k != keep && p->w.w[k] != NULL) {
+			free(p->w.w[k]);
+			p->w.w[k] = NULL;
+		}
+}
+
+/* The calibration forward's linears with lazy_w: load the weight, take its
+ * column maxima and let the engine run its own GEMMs (return 1); the
+ * previous linear's weight goes first (the engine reads no linear's
+ * weight after its own linear).  A weight that does not load leaves zeros
+ * in y and the error in cc. */
+static int
+calib_linear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float *y)
+{
+	struct calib_ctx *cc = ctx;
+	pipeline *p = cc->p;
+	int out, in;
+	(void)x;
+	MASQ_ASSERT(w == &p->w && p->lazy_w);
+	lazy_release(p, lin);
+	if (!cc->failed && layer_weight_fetch(&p->w, p->m, lin, cc->err) == 0) {
+		lin_wmax(p, lin);
+		return 1;
+	}
+	cc->failed = 1;
+	layer_lin_shape(&p->m->cfg, lin, &out, &in);
+	memset(y, 0, xmul(xmul((size_t)n, (size_t)out), sizeof(float)));
+	return 0;
 }
 
 /* One site's statistics over every rank: maxima and counts exactly, sums
@@ -409,7 +470,8 @@ pipe_calibrate(pipeline *p, masq_err *err)
 	 * draws (reservoir, randomized SVD) never depend on what ran before, so
 	 * a resumed run gives what an uninterrupted one gives. */
 	rng_init(&p->g, p->opts.seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(p->layer + 1)));
-	int rc = layer_weights_load(&p->w, p->m, p->layer, err);
+	p->lazy_w = p->one_pass && !p->sharded && p->h_train == NULL;
+	int rc = layer_weights_load_parts(&p->w, p->m, p->layer, !p->lazy_w, err);
 	if (p->sharded && dist_agree(rc < 0, err)) {
 		if (rc == 0)
 			layer_weights_done(&p->w);
@@ -431,27 +493,35 @@ pipe_calibrate(pipeline *p, masq_err *err)
 			stats_reservoir_plan(&p->st[s], p->mod_fit_all ? p->mod_fit_all : p->all->modality,
 			    p->all->n_tokens, p->tok0, p->c->n_tokens, &p->g);
 	}
-	/* Weight column maxima, once per layer: a linear's own (MAS) and its
-	 * group's (SmoothQuant's max over the concatenated q,k,v or gate,up). */
+	/* Weight column maxima, once per layer: each linear's own (MAS) here,
+	 * or (lazy_w) as the calibration forward loads it; its group's after */
+	for (int k = 0; k < LIN_COUNT && !p->lazy_w; k++)
+		lin_wmax(p, k);
+	p->calibrated = 1;
+
+	struct calib_ctx cc = {p, p->mod_fit != NULL ? p->mod_fit : p->c->modality, err, 0};
+	engine_ops ops = {.ctx = &cc, .observe = calib_observe, .linear = p->lazy_w ? calib_linear : NULL};
+	memcpy(p->h_fp_out, p->h_fp, (size_t)p->c->n_tokens * c->hidden * sizeof(float));
+	engine_layer_forward(&p->eng, &p->w, &p->batch, p->h_fp_out, &ops);
+	if (p->lazy_w)
+		lazy_release(p, -1);
+	if (cc.failed) {
+		pipe_release_layer(p);
+		return masq_err_prefix(err, "layer %d", p->layer);
+	}
+	/* a group's maxima (SmoothQuant's, over the concatenated q, k, v or
+	 * gate, up) from its linears' */
 	for (int k = 0; k < LIN_COUNT; k++) {
 		int out, in, g = smooth_lin_group(k);
-		layer_lin_shape(c, k, &out, &in);
-		p->wmax_lin[k] = xcalloc((size_t)in, sizeof(float));
-		smooth_col_absmax(p->wmax_lin[k], p->w.w[k], out, in);
 		if (g < 0)
 			continue;
+		layer_lin_shape(c, k, &out, &in);
 		if (p->wmax_grp[g] == NULL)
 			p->wmax_grp[g] = xcalloc((size_t)in, sizeof(float));
 		for (int j = 0; j < in; j++)
 			if (p->wmax_lin[k][j] > p->wmax_grp[g][j])
 				p->wmax_grp[g][j] = p->wmax_lin[k][j];
 	}
-	p->calibrated = 1;
-
-	struct calib_ctx cc = {p, p->mod_fit != NULL ? p->mod_fit : p->c->modality};
-	engine_ops ops = {.ctx = &cc, .observe = calib_observe};
-	memcpy(p->h_fp_out, p->h_fp, (size_t)p->c->n_tokens * c->hidden * sizeof(float));
-	engine_layer_forward(&p->eng, &p->w, &p->batch, p->h_fp_out, &ops);
 	if (p->sharded)
 		for (int s = 0; s < SITE_COUNT; s++)
 			stats_reduce(&p->st[s]);
@@ -935,9 +1005,18 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	pipeline *p = q->p;
 	int method = q->method, out, in;
 
-	if (q->failed)
-		return 1;	/* the result is discarded; let the engine finish the layer */
 	layer_lin_shape(&p->m->cfg, lin, &out, &in);
+	/* lazy_w: the weight loads here, for this linear alone */
+	if (!q->failed && w == &p->w && layer_weight_fetch(&p->w, p->m, lin, q->err) < 0) {
+		masq_err_prefix(q->err, "layer %d", p->layer);
+		q->failed = 1;
+	}
+	if (q->failed) {
+		/* the result is discarded; let the engine finish the layer
+		 * (with zeros: the weight may not be loaded) */
+		memset(y, 0, xmul(xmul((size_t)n, (size_t)out), sizeof(float)));
+		return 0;
+	}
 	MASQ_ASSERT(n == q->n);
 	int per_mod = method_per_modality(method) && smooth_lin_group(lin) >= 0;
 	/* what this method needs: a weight of its own (mas-cmc's is qbase),
@@ -1347,7 +1426,7 @@ pipe_train(pipeline *p, pipe_progress_fn progress, void *ctx, masq_err *err)
 
 	if (!p->calibrated)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
-	if (pipe_weights_here(p, err) < 0)
+	if (pipe_weights_all(p, err) < 0)
 		return -1;
 	if (!setting_learns(ls))
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d: %s with %d epochs learns nothing", p->layer,
@@ -1703,7 +1782,7 @@ pipe_search_alpha(pipeline *p, masq_err *err)
 
 	if (!p->calibrated)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
-	if (pipe_weights_here(p, err) < 0)
+	if (pipe_weights_all(p, err) < 0)
 		return -1;
 	memset(sr, 0, sizeof *sr);
 	if (ls->method == METHOD_RTN) {
@@ -1817,7 +1896,7 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 
 	if (!p->calibrated)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
-	if (pipe_weights_here(p, err) < 0)
+	if (pipe_weights_all(p, err) < 0)
 		return -1;
 	for (int k = 0; k < LIN_COUNT; k++)
 		for (int m = 0; m < STATS_ROWS; m++)

@@ -231,6 +231,11 @@ typedef struct pipeline {
 	 * again, every use of its weights is refused. */
 	int one_pass;
 	int w_spent;
+	/* one_pass, one process, no training chain: the layer's linears are
+	 * loaded one at a time (layer_weight_fetch) for the calibration
+	 * forward and again for the quantized one, each freed after its use,
+	 * so that one linear's f32 weight is resident, not the layer's */
+	int lazy_w;
 	/* the held-out split (opts.eval_split > 0), or NULL: per sequence
 	 * whether it is held out; the modalities with the held-out tokens
 	 * (fit) or the fitted ones (held) marked MOD_SKIP */

@@ -129,6 +129,7 @@ EOF
 N="--model $w/nan/model --calib $w/nan/calib.safetensors"
 expect "layers.1.mlp.up_proj.weight: element 5 is nan, not a finite number" "inspect: a NaN weight" -- "$MASQ" inspect "$w/nan/model"
 expect "layers.1.mlp.up_proj.weight: element 5 is not a finite number" "run: a NaN weight" -- "$MASQ" run $N --method mas --no-db
+expect "layers.1.mlp.up_proj.weight: element 5 is not a finite number" "run --epochs 0 (each linear loaded as it is used): a NaN weight" -- "$MASQ" run $N --method mas-cmc --epochs 0 --no-db
 expect "layers.1.mlp.up_proj.weight: element 5 is not a finite number" "forward: a NaN weight" -- "$MASQ" forward $N
 # What the compensation costs, counted independently from the config's
 # shapes and the files' headers: the run's parameters and bytes, the

@@ -6,7 +6,10 @@
  * Gram matrix must be gone after the quantization, and a later use of
  * them in the layer must be refused with a message, not read freed memory;
  * calibrating the layer again brings them back.  So with the linears' f32
- * weights, freed as each linear is done (no training chain here).
+ * weights, freed as each linear is done (no training chain here), and
+ * loaded one at a time (lazy_w): none is resident between the calibration
+ * forward and the quantized one, and what needs them all (a search) loads
+ * them, to the workbench's bits.
  */
 #include "config.h"
 
@@ -128,6 +131,48 @@ main(void)
 	tap_ok(pipe_calibrate(&once, &err) == 0 && !once.w_spent && pipe_quantize(&once, &err) == 0,
 	    "calibrated again (its weights loaded again), it quantizes (%s)", err.msg);
 	tap_ok(memcmp(once.results[0].sqnr, a->sqnr, sizeof a->sqnr) == 0, "... to the same bits");
+
+	/* one linear at a time: after the calibration forward none is loaded,
+	 * and the maxima the factors use are the workbench's */
+	pipeline lazy, ks;
+	pipe_opts po;
+	pipe_opts_default(&po);
+	po.method = METHOD_MAS_CMC;
+	po.epochs = 0;
+	err = (masq_err){0};
+	if (tap_ok(pipe_init(&lazy, &m, &c, &po, &err) == 0 && pipe_init(&ks, &m, &c, &po, &err) == 0,
+	    "two more pipelines (%s)", err.msg)) {
+		lazy.one_pass = 1;
+		int cal = pipe_calibrate(&lazy, &err) == 0 && pipe_calibrate(&ks, &err) == 0;
+		tap_ok(cal, "both calibrate layer 0 (%s)", err.msg);
+		int loaded = 0, wsame = 1;
+		for (int k = 0; k < LIN_COUNT && cal; k++) {
+			int out, in;
+			layer_lin_shape(&m.cfg, k, &out, &in);
+			loaded += lazy.w.w[k] != NULL;
+			wsame &= memcmp(lazy.wmax_lin[k], ks.wmax_lin[k], (size_t)in * sizeof(float)) == 0;
+			int g = smooth_lin_group(k);
+			if (g >= 0)
+				wsame &= memcmp(lazy.wmax_grp[g], ks.wmax_grp[g], (size_t)in * sizeof(float)) == 0;
+		}
+		tap_ok(cal && lazy.lazy_w && !ks.lazy_w && loaded == 0, "a one-pass calibration leaves no linear weight "
+		    "loaded (%d of %d)", loaded, LIN_COUNT);
+		tap_ok(cal && wsame, "... and the same weight column maxima, per linear and per group, to the bit");
+		/* a search runs the linears many times: it loads them all */
+		err = (masq_err){0};
+		int srch = cal && pipe_search_alpha(&ks, &err) == 0 && pipe_search_alpha(&lazy, &err) == 0;
+		tap_ok(srch, "both search alpha (%s)", err.msg);
+		const pipe_search *sa = &ks.results[0].search, *sb = &lazy.results[0].search;
+		tap_ok(srch && sa->done && sb->done && memcmp(sa->sqnr, sb->sqnr, sizeof sa->sqnr) == 0 &&
+		    memcmp(ks.settings[0].alpha, lazy.settings[0].alpha, sizeof ks.settings[0].alpha) == 0,
+		    "... with the same SQNR at every grid point and the same alphas, to the bit");
+		err = (masq_err){0};
+		int qz = srch && pipe_quantize(&ks, &err) == 0 && pipe_quantize(&lazy, &err) == 0;
+		tap_ok(qz && memcmp(ks.results[0].sqnr, lazy.results[0].sqnr, sizeof ks.results[0].sqnr) == 0,
+		    "... and quantize to the same bits (%s)", err.msg);
+		pipe_done(&lazy);
+		pipe_done(&ks);
+	}
 
 	pipe_done(&keep);
 	pipe_done(&once);
