@@ -998,6 +998,16 @@ fdup(const float *x, size_t n)
 
 /* The engine's linear override: y (n, out) for linear lin of the cursor's
  * layer under the layer's setting. */
+/* qlinear's token buffers: the smoothed rows (n, in), on the float path
+ * their quantized copy, and (want_yr) the rows' output (n, out). */
+static void
+token_bufs(int n, int in, int out, int int_path, int want_yr, float **xs, float **xq, float **yr)
+{
+	*xs = xmalloc(xmul(xmul((size_t)n, (size_t)in), sizeof(float)));
+	*xq = int_path ? NULL : xmalloc(xmul(xmul((size_t)n, (size_t)in), sizeof(float)));
+	*yr = want_yr ? xmalloc(xmul(xmul((size_t)n, (size_t)out), sizeof(float))) : NULL;
+}
+
 static int
 qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float *y)
 {
@@ -1027,14 +1037,15 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	int int_path = pipe_qgemm_int(&p->opts);
 	int need_wq = (!per_mod || method == METHOD_MAS) && !int_path;
 	float *Wq = need_wq ? xmalloc(xmul((size_t)out * in, sizeof(float))) : NULL;
-	float *xs = xmalloc(xmul((size_t)n * in, sizeof(float)));
-	float *xq = int_path ? NULL : xmalloc(xmul((size_t)n * in, sizeof(float)));
-	float *yr = per_mod || q->measure ? xmalloc(xmul((size_t)n * out, sizeof(float))) : NULL;
+	/* the token buffers, made once compensation's factors are (token_bufs):
+	 * its working arrays are gone by then, so the two never meet */
+	float *xs = NULL, *xq = NULL, *yr = NULL;
 	float *s = xmalloc(xmul((size_t)in, sizeof(float)));
 	pipe_lin_result *lr = q->lr ? &q->lr[lin] : NULL;
 	float *y0 = NULL;	/* measure, mas-cmc with a rank: y with vision and audio uncompensated */
 
 	if (!per_mod) {
+		token_bufs(n, in, out, int_path, per_mod || q->measure, &xs, &xq, &yr);
 		/* one factor (or none) and one weight for every token */
 		const float *sf = lin_factor(q, lin, method, ALPHA_UNIFIED, s);
 		struct qweight qw;
@@ -1051,11 +1062,10 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	} else {
 		float *s_t = NULL, *Wbase = NULL;
 		struct qweight qbase, qm;
+		cmc_result res[MOD_COUNT];
 		memset(&qbase, 0, sizeof qbase);
 		memset(&qm, 0, sizeof qm);
-		if (method == METHOD_MAS_CMC && q->measure &&
-		    cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out) > 0)
-			y0 = xmalloc(xmul((size_t)n * out, sizeof(float)));
+		memset(res, 0, sizeof res);
 		if (method == METHOD_MAS_CMC) {
 			/* the stored weight: Q(W diag(s_text)) */
 			s_t = xmalloc(xmul((size_t)in, sizeof(float)));
@@ -1069,7 +1079,24 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 				q->plan->lin[lin].base = MOD_TEXT;
 				q->plan->lin[lin].smooth[MOD_TEXT] = fdup(s_t, (size_t)in);
 			}
+			/* compensation's factors first, every modality's: dWt and
+			 * the whitening's arrays are freed before the token buffers
+			 * exist */
+			for (int m = 0; m < MOD_COUNT; m++) {
+				if (m == MOD_TEXT || !q->present[m])
+					continue;
+				lin_factor(q, lin, method, m, s);
+				if (q->plan != NULL &&
+				    cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out) > 0)
+					work(p, (double)lin / LIN_COUNT, "%s, compensation for %s tokens (linear %d of %d)",
+					    lin_name(lin), modality_name(m), lin + 1, LIN_COUNT);
+				if (lin_cmc(q, lin, m, &qbase, s, out, in, &res[m], lr ? &lr->cmc[m] : NULL) < 0)
+					q->failed = 1;
+			}
+			if (q->measure && cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out) > 0)
+				y0 = xmalloc(xmul((size_t)n * out, sizeof(float)));
 		}
+		token_bufs(n, in, out, int_path, per_mod || q->measure, &xs, &xq, &yr);
 		for (int m = 0; m < MOD_COUNT; m++) {
 			int k = q->nrows[m];
 			if (lr != NULL)
@@ -1090,22 +1117,17 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 				qweight_make(p, &qm, Wq, w->w[lin], s, out, in, 0);
 				Wm = &qm;
 			}
-			cmc_result res;
-			memset(&res, 0, sizeof res);
-			if (method == METHOD_MAS_CMC && m != MOD_TEXT &&
-			    lin_cmc(q, lin, m, &qbase, s, out, in, &res, lr ? &lr->cmc[m] : NULL) < 0)
-				q->failed = 1;
 			if (k > 0)
-				qweight_rows_seq(q, Wm, x, in, q->rows[m], k, s, w->b[lin], out, res.rank, res.L1, res.L2,
-				    xs, xq, yr);
-			if (q->plan != NULL && res.rank > 0) {
+				qweight_rows_seq(q, Wm, x, in, q->rows[m], k, s, w->b[lin], out, res[m].rank, res[m].L1,
+				    res[m].L2, xs, xq, yr);
+			if (q->plan != NULL && res[m].rank > 0) {
 				/* the plan keeps the factors */
-				q->plan->lin[lin].rank[m] = res.rank;
-				q->plan->lin[lin].L1[m] = res.L1;
-				q->plan->lin[lin].L2[m] = res.L2;
-				res.L1 = res.L2 = NULL;
+				q->plan->lin[lin].rank[m] = res[m].rank;
+				q->plan->lin[lin].L1[m] = res[m].L1;
+				q->plan->lin[lin].L2[m] = res[m].L2;
+				res[m].L1 = res[m].L2 = NULL;
 			}
-			cmc_result_done(&res);
+			cmc_result_done(&res[m]);
 			if (q->plan != NULL)
 				work(p, (lin + (m + 1.0) / MOD_COUNT) / LIN_COUNT, "%s, %s tokens%s (linear %d of %d)", lin_name(lin),
 				    modality_name(m), method == METHOD_MAS_CMC && m != MOD_TEXT ? " with compensation" : "",
