@@ -486,7 +486,7 @@ pipe_calibrate(pipeline *p, masq_err *err)
 	if (p->all->n_mod[MOD_AUDIO])
 		gram |= STATS_GRAM_AUDIO;
 	for (int s = 0; s < SITE_COUNT; s++) {
-		stats_site_init(&p->st[s], dims[s], s == SITE_DOWN ? 0 : gram, p->opts.sample_cap);
+		stats_site_init(&p->st[s], dims[s], s == SITE_DOWN ? 0 : gram, p->lazy_w ? 0 : p->opts.sample_cap);
 		/* the reservoir one process would draw, site by site as the
 		 * forward offers them */
 		if (p->sharded)
@@ -669,13 +669,27 @@ struct qweight {
 	int8_t *lv;
 };
 
+/* The integer path: pack w's levels for the integer GEMM and free them
+ * (qweight_row reads them no more); nothing on the float path. */
+static void
+qweight_pack(struct qweight *w, int out, int in)
+{
+	if (w->lv == NULL)
+		return;
+	igemm_b_pack(&w->ib, w->lv, out, in);
+	free(w->lv);
+	w->lv = NULL;
+}
+
 /* Rows of W diag(s) quantized at a time on the integer path. */
 #define QWEIGHT_BLOCK 64
 
 /* w = Q(W diag(s)) (s NULL: W).  On the float path into Wq, the caller's
  * (out, in) array; on the integer path (pipe_qgemm_int) Wq is unused (NULL)
  * and the levels are made a block of rows at a time, with no (out, in)
- * float array; keep_levels keeps them unpacked too (w->lv). */
+ * float array, and packed for the integer GEMM; keep_levels keeps them
+ * unpacked instead (w->lv, for compensation's residual), for qweight_pack
+ * to pack once that is done: the two forms are never held together. */
 static void
 qweight_make(const pipeline *p, struct qweight *w, float *Wq, const float *W, const float *s,
     int out, int in, int keep_levels)
@@ -696,11 +710,9 @@ qweight_make(const pipeline *p, struct qweight *w, float *Wq, const float *W, co
 		quant_weight_rows_int(lv + (size_t)o0 * in, w->scale + o0, blk, rows, in, p->opts.wbits);
 	}
 	free(blk);
-	igemm_b_pack(&w->ib, lv, out, in);
-	if (keep_levels)
-		w->lv = lv;
-	else
-		free(lv);
+	w->lv = lv;
+	if (!keep_levels)
+		qweight_pack(w, out, in);
 }
 
 /* Row o of w as the fake-quant float weight, columns j0..j1-1 into dst:
@@ -1095,6 +1107,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			}
 			if (q->measure && cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out) > 0)
 				y0 = xmalloc(xmul((size_t)n * out, sizeof(float)));
+			qweight_pack(&qbase, out, in);
 		}
 		token_bufs(n, in, out, int_path, per_mod || q->measure, &xs, &xq, &yr);
 		for (int m = 0; m < MOD_COUNT; m++) {
@@ -1918,6 +1931,12 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 
 	if (!p->calibrated)
 		return masq_err_set(err, MASQ_ERR_USAGE, "layer %d is not calibrated yet", p->layer);
+	if (pipe_weights_here(p, err) < 0)
+		return -1;
+	if (p->lazy_w)
+		return masq_err_set(err, MASQ_ERR_USAGE,
+		    "layer %d: a one-pass run keeps no sampled rows to preview; open the session in the workbench",
+		    p->layer);
 	if (pipe_weights_all(p, err) < 0)
 		return -1;
 	for (int k = 0; k < LIN_COUNT; k++)

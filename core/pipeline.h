@@ -234,7 +234,8 @@ typedef struct pipeline {
 	/* one_pass, one process, no training chain: the layer's linears are
 	 * loaded one at a time (layer_weight_fetch) for the calibration
 	 * forward and again for the quantized one, each freed after its use,
-	 * so that one linear's f32 weight is resident, not the layer's */
+	 * so that one linear's f32 weight is resident, not the layer's; nor
+	 * are the sampled rows kept that only previews read (sample_cap 0) */
 	int lazy_w;
 	/* the held-out split (opts.eval_split > 0), or NULL: per sequence
 	 * whether it is held out; the modalities with the held-out tokens

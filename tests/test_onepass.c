@@ -9,7 +9,8 @@
  * weights, freed as each linear is done (no training chain here), and
  * loaded one at a time (lazy_w): none is resident between the calibration
  * forward and the quantized one, and what needs them all (a search) loads
- * them, to the workbench's bits.
+ * them, to the workbench's bits; no sampled rows are kept, so a preview is
+ * refused.
  */
 #include "config.h"
 
@@ -158,6 +159,18 @@ main(void)
 		tap_ok(cal && lazy.lazy_w && !ks.lazy_w && loaded == 0, "a one-pass calibration leaves no linear weight "
 		    "loaded (%d of %d)", loaded, LIN_COUNT);
 		tap_ok(cal && wsame, "... and the same weight column maxima, per linear and per group, to the bit");
+		/* nor the sampled rows only previews read: a preview is refused */
+		int sampled = 0, ksampled = 0;
+		for (int st = 0; st < SITE_COUNT && cal; st++)
+			for (int md = 0; md < MOD_COUNT; md++) {
+				sampled += lazy.st[st].sample_n[md];
+				ksampled += ks.st[st].sample_n[md];
+			}
+		tap_ok(cal && sampled == 0 && ksampled > 0, "no sampled rows kept by the one-pass calibration (%d; the "
+		    "workbench's %d)", sampled, ksampled);
+		err = (masq_err){0};
+		tap_ok(cal && pipe_preview_sample(&lazy, -1, -1, &pv, &err) < 0, "a preview of it is refused");
+		tap_contains(err.msg, "keeps no sampled rows", "... saying why");
 		/* a search runs the linears many times: it loads them all */
 		err = (masq_err){0};
 		int srch = cal && pipe_search_alpha(&ks, &err) == 0 && pipe_search_alpha(&lazy, &err) == 0;
