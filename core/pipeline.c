@@ -1008,8 +1008,6 @@ fdup(const float *x, size_t n)
 	return y;
 }
 
-/* The engine's linear override: y (n, out) for linear lin of the cursor's
- * layer under the layer's setting. */
 /* qlinear's token buffers: the smoothed rows (n, in), on the float path
  * their quantized copy, and (want_yr) the rows' output (n, out). */
 static void
@@ -1020,6 +1018,8 @@ token_bufs(int n, int in, int out, int int_path, int want_yr, float **xs, float 
 	*yr = want_yr ? xmalloc(xmul(xmul((size_t)n, (size_t)out), sizeof(float))) : NULL;
 }
 
+/* The engine's linear override: y (n, out) for linear lin of the cursor's
+ * layer under the layer's setting. */
 static int
 qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float *y)
 {
@@ -1057,7 +1057,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	float *y0 = NULL;	/* measure, mas-cmc with a rank: y with vision and audio uncompensated */
 
 	if (!per_mod) {
-		token_bufs(n, in, out, int_path, per_mod || q->measure, &xs, &xq, &yr);
+		token_bufs(n, in, out, int_path, q->measure, &xs, &xq, &yr);
 		/* one factor (or none) and one weight for every token */
 		const float *sf = lin_factor(q, lin, method, ALPHA_UNIFIED, s);
 		struct qweight qw;
@@ -1109,7 +1109,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 				y0 = xmalloc(xmul((size_t)n * out, sizeof(float)));
 			qweight_pack(&qbase, out, in);
 		}
-		token_bufs(n, in, out, int_path, per_mod || q->measure, &xs, &xq, &yr);
+		token_bufs(n, in, out, int_path, 1, &xs, &xq, &yr);
 		for (int m = 0; m < MOD_COUNT; m++) {
 			int k = q->nrows[m];
 			if (lr != NULL)
@@ -1937,8 +1937,6 @@ pipe_preview_sample(pipeline *p, int grp, int mod, pipe_preview *out, masq_err *
 		return masq_err_set(err, MASQ_ERR_USAGE,
 		    "layer %d: a one-pass run keeps no sampled rows to preview; open the session in the workbench",
 		    p->layer);
-	if (pipe_weights_all(p, err) < 0)
-		return -1;
 	for (int k = 0; k < LIN_COUNT; k++)
 		for (int m = 0; m < STATS_ROWS; m++)
 			out->sqnr[k][m] = out->mae[k][m] = out->sqnr_no_cmc[k][m] = NAN;
