@@ -377,6 +377,10 @@ calib_observe(void *ctx, int layer, int site, const float *x, int n, int d)
 	(void)layer;
 	MASQ_ASSERT(cc->p->st[site].d == d);
 	stats_site_add(&cc->p->st[site], x, cc->modality, n, &cc->p->g);
+	/* the site's Gram matrices are complete (one call a site): half their
+	 * memory until a basis takes them (sharded: once reduced) */
+	if (!cc->p->sharded)
+		stats_gram_pack(&cc->p->st[site]);
 	work(cc->p, (double)(site + 1) / SITE_COUNT, "statistics at the %s input (%d of %d)", engine_site_name(site),
 	    site + 1, SITE_COUNT);
 }
@@ -523,8 +527,10 @@ pipe_calibrate(pipeline *p, masq_err *err)
 				p->wmax_grp[g][j] = p->wmax_lin[k][j];
 	}
 	if (p->sharded)
-		for (int s = 0; s < SITE_COUNT; s++)
+		for (int s = 0; s < SITE_COUNT; s++) {
 			stats_reduce(&p->st[s]);
+			stats_gram_pack(&p->st[s]);
+		}
 	for (int s = 0; s < SITE_COUNT; s++)
 		stats_misalign(&p->st[s], &p->results[p->layer].mis[s]);
 	p->results[p->layer].t_calib = masq_now() - t0;
@@ -836,6 +842,7 @@ get_whitener(struct qctx *q, int grp, int mod, const float *s, int d, cmc_whiten
 			    "cmc: layer %d has no Gram matrix of the %s input for %s", p->layer,
 			    smooth_group_name(grp), modality_name(mod));
 		MASQ_ASSERT(st->d == d);
+		stats_gram_unpack(st, mod);
 		int rc = cmc_basis_take(&c->b, st->gram[mod], d, CMC_EIG_FLOOR, q->err);
 		if (rc < 0 && q->err->status != MASQ_ERR_INTERNAL)
 			return -1;	/* the Gram is intact: the next call says the same */

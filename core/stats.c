@@ -217,6 +217,8 @@ stats_site_add(site_stats *s, const float *x, const uint8_t *modality, int n, rn
 
 	MASQ_ASSERT(n >= 0);
 	MASQ_ASSERT(s->sample_cap == 0 || g != NULL);
+	for (int m = 0; m < MOD_COUNT; m++)
+		MASQ_ASSERT(!s->gram_packed[m]);	/* stats_gram_pack: no rows after */
 	memset(h, 0, sizeof h);
 
 	for (int i = 0; i < n; i++) {
@@ -278,6 +280,40 @@ stats_site_add(site_stats *s, const float *x, const uint8_t *modality, int n, rn
 		s->count[STATS_ALL] += cnt[m];
 	}
 	s->tok_base += n;
+}
+
+void
+stats_gram_pack(site_stats *s)
+{
+	size_t d = (size_t)s->d;
+	for (int m = 0; m < MOD_COUNT; m++) {
+		double *g = s->gram[m];
+		if (g == NULL || s->gram_packed[m])
+			continue;
+		/* row i's j >= i part moves to i d - i (i - 1) / 2, never past
+		 * where it is read from (i d + i): forward in one pass */
+		for (size_t i = 1; i < d; i++)
+			memmove(g + i * d - i * (i - 1) / 2, g + i * d + i, (d - i) * sizeof *g);
+		double *r = realloc(g, xmul(d * (d + 1) / 2, sizeof *g));
+		s->gram[m] = r != NULL ? r : g;	/* a failed shrink keeps the block */
+		s->gram_packed[m] = 1;
+	}
+}
+
+void
+stats_gram_unpack(site_stats *s, int m)
+{
+	size_t d = (size_t)s->d;
+	MASQ_ASSERT(m >= 0 && m < MOD_COUNT);
+	if (s->gram[m] == NULL || !s->gram_packed[m])
+		return;
+	double *g = xrealloc(s->gram[m], xmul(xmul(d, d), sizeof *g));
+	/* the rows back to i d + i, last row first (each moves up) */
+	for (size_t i = d; i-- > 1;)
+		memmove(g + i * d + i, g + i * d - i * (i - 1) / 2, (d - i) * sizeof *g);
+	gram_mirror(g, (int)d);
+	s->gram[m] = g;
+	s->gram_packed[m] = 0;
 }
 
 /* Reference of stats_site_add without the reservoir: scalar loops, log2

@@ -51,7 +51,9 @@ typedef struct site_stats {
 	double *abssum;		/* (STATS_ROWS, d) per-channel sum |x| */
 	uint64_t *hist;		/* (STATS_ROWS, STATS_HIST_BINS) */
 	int gram_mask;		/* STATS_GRAM_* bits */
-	double *gram[MOD_COUNT];	/* (d, d) row-major, full symmetric, or NULL */
+	double *gram[MOD_COUNT];	/* (d, d) row-major, full symmetric, or (gram_packed[m]) its upper
+					   triangle row by row, d (d + 1) / 2, or NULL */
+	uint8_t gram_packed[MOD_COUNT];
 	int sample_cap;		/* reservoir size per modality */
 	int sample_n[MOD_COUNT];	/* rows held */
 	int64_t sample_seen[MOD_COUNT];	/* rows offered */
@@ -77,6 +79,13 @@ void stats_site_add(site_stats *s, const float *x, const uint8_t *modality, int 
  * -0.0, for dist_merge_f32. */
 void stats_reservoir_plan(site_stats *s, const uint8_t *modality, int64_t n_all, int64_t lo, int64_t n,
     rng *g);
+/* Every full Gram matrix of s into its packed upper triangle, in place
+ * (half the memory while it waits for its basis; no row may be added
+ * after).  The values are copied, not recomputed. */
+void stats_gram_pack(site_stats *s);
+/* Modality m's Gram matrix full symmetric again, in place (a no-op when it
+ * is full or NULL): the very values it had before stats_gram_pack. */
+void stats_gram_unpack(site_stats *s, int m);
 /* Plain reference of the max / sum / histogram / Gram part (no reservoir). */
 void stats_site_add_ref(site_stats *s, const float *x, const uint8_t *modality, int n);
 

@@ -639,6 +639,46 @@ test_reservoir_plan(void)
 	free(x);
 }
 
+/* stats_gram_pack / stats_gram_unpack: the packed form is the upper
+ * triangle row by row, and unpacking gives back the very bits. */
+static void
+test_gram_pack(int d)
+{
+	site_stats s;
+	rng g;
+	int n = 3 * d + 5;
+	float *x = xmalloc(xmul(xmul((size_t)n, (size_t)d), sizeof(float)));
+	uint8_t *mod = xmalloc((size_t)n);
+	rng_init(&g, 77 + (uint64_t)d);
+	for (size_t i = 0; i < (size_t)n * d; i++)
+		x[i] = (float)rng_normal(&g);
+	for (int i = 0; i < n; i++)
+		mod[i] = (uint8_t)(i % MOD_COUNT);
+	stats_site_init(&s, d, STATS_GRAM_VISION | STATS_GRAM_AUDIO, 0);
+	stats_site_add(&s, x, mod, n, NULL);
+	size_t dd = (size_t)d * d;
+	double *keep = xmalloc(xmul(dd, sizeof(double)));
+	memcpy(keep, s.gram[MOD_VISION], dd * sizeof(double));
+	stats_gram_pack(&s);
+	int upper = s.gram_packed[MOD_VISION] && s.gram_packed[MOD_AUDIO] && s.gram[MOD_TEXT] == NULL &&
+	    !s.gram_packed[MOD_TEXT];
+	for (size_t i = 0, k = 0; i < (size_t)d && upper; i++)
+		for (size_t j = i; j < (size_t)d; j++, k++)
+			upper &= memcmp(&s.gram[MOD_VISION][k], &keep[i * d + j], sizeof(double)) == 0;
+	tap_ok(upper, "d=%d: a packed Gram matrix is its upper triangle, row by row, to the bit", d);
+	stats_gram_unpack(&s, MOD_VISION);
+	stats_gram_unpack(&s, MOD_TEXT);	/* NULL: nothing */
+	tap_ok(!s.gram_packed[MOD_VISION] && s.gram_packed[MOD_AUDIO] &&
+	    memcmp(s.gram[MOD_VISION], keep, dd * sizeof(double)) == 0,
+	    "d=%d: unpacked, it is the full symmetric matrix it was, to the bit (the other still packed)", d);
+	stats_gram_unpack(&s, MOD_VISION);	/* full: nothing */
+	tap_ok(memcmp(s.gram[MOD_VISION], keep, dd * sizeof(double)) == 0, "d=%d: unpacking a full one changes nothing", d);
+	stats_site_done(&s);
+	free(keep);
+	free(mod);
+	free(x);
+}
+
 int
 main(void)
 {
@@ -654,6 +694,10 @@ main(void)
 	test_fast_ref(37, STATS_GRAM_TEXT | STATS_GRAM_VISION | STATS_GRAM_AUDIO);
 	test_fast_ref(64, STATS_GRAM_VISION | STATS_GRAM_AUDIO);
 	test_fast_ref(5, 0);
+	test_gram_pack(1);
+	test_gram_pack(2);
+	test_gram_pack(37);
+	test_gram_pack(300);
 	test_reservoir();
 	test_reservoir_plan();
 	test_misalign();
