@@ -1048,6 +1048,9 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 	}
 	MASQ_ASSERT(n == q->n);
 	int per_mod = method_per_modality(method) && smooth_lin_group(lin) >= 0;
+	/* mas-cmc's rank for this linear (0: no compensation) */
+	int cmc_rank = method == METHOD_MAS_CMC && smooth_lin_group(lin) >= 0
+	    ? cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out) : 0;
 	/* what this method needs: a weight of its own (mas-cmc's is qbase),
 	 * per-modality rows, the float path's quantized copies (the integer
 	 * path makes levels without an (out, in) float array: qweight_make);
@@ -1101,18 +1104,17 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			/* compensation's factors first, every modality's: dWt and
 			 * the whitening's arrays are freed before the token buffers
 			 * exist */
-			for (int m = 0; m < MOD_COUNT; m++) {
+			for (int m = 0; m < MOD_COUNT && cmc_rank > 0; m++) {
 				if (m == MOD_TEXT || !q->present[m])
 					continue;
 				lin_factor(q, lin, method, m, s);
-				if (q->plan != NULL &&
-				    cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out) > 0)
+				if (q->plan != NULL)
 					work(p, (double)lin / LIN_COUNT, "%s, compensation for %s tokens (linear %d of %d)",
 					    lin_name(lin), modality_name(m), lin + 1, LIN_COUNT);
 				if (lin_cmc(q, lin, m, &qbase, s, out, in, &res[m], lr ? &lr->cmc[m] : NULL) < 0)
 					q->failed = 1;
 			}
-			if (q->measure && cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out) > 0)
+			if (q->measure && cmc_rank > 0)
 				y0 = xmalloc(xmul((size_t)n * out, sizeof(float)));
 			qweight_pack(&qbase, out, in);
 		}
@@ -1126,8 +1128,7 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 			lin_factor(q, lin, method, m, s);
 			/* no compensation (rank 0): nothing bridges x / s_m and a weight
 			 * smoothed with s_text, so every token takes s_text */
-			if (method == METHOD_MAS_CMC && m != MOD_TEXT &&
-			    cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out) <= 0)
+			if (method == METHOD_MAS_CMC && m != MOD_TEXT && cmc_rank <= 0)
 				memcpy(s, s_t, (size_t)in * sizeof(float));
 			if (q->plan != NULL && q->plan->lin[lin].smooth[m] == NULL)
 				q->plan->lin[lin].smooth[m] = fdup(s, (size_t)in);
@@ -1171,12 +1172,8 @@ qlinear(void *ctx, const layer_weights *w, int lin, const float *x, int n, float
 		free(s_t);
 		free(Wbase);
 	}
-	if (lr != NULL) {
-		int rk = 0;
-		if (method == METHOD_MAS_CMC && smooth_lin_group(lin) >= 0)
-			rk = cmc_rank_resolve(q->ls->rank[lin], q->ls->rank_floor, in, out);
-		lr->rank = rk;
-	}
+	if (lr != NULL)
+		lr->rank = cmc_rank;
 	if (q->plan != NULL && !per_mod)
 		work(p, (lin + 1.0) / LIN_COUNT, "%s (linear %d of %d)", lin_name(lin), lin + 1, LIN_COUNT);
 	if (q->measure) {
