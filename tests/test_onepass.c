@@ -168,6 +168,16 @@ main(void)
 			}
 		tap_ok(cal && sampled == 0 && ksampled > 0, "no sampled rows kept by the one-pass calibration (%d; the "
 		    "workbench's %d)", sampled, ksampled);
+		/* every Gram matrix waits for its basis packed, in both */
+		int grams = 0, packed = 0;
+		for (int st = 0; st < SITE_COUNT && cal; st++)
+			for (int md = 0; md < MOD_COUNT; md++)
+				if (lazy.st[st].gram[md] != NULL && ks.st[st].gram[md] != NULL) {
+					grams++;
+					packed += lazy.st[st].gram_packed[md] && ks.st[st].gram_packed[md];
+				}
+		tap_ok(grams > 0 && packed == grams, "every Gram matrix packed after the calibration (%d of %d)", packed,
+		    grams);
 		err = (masq_err){0};
 		tap_ok(cal && pipe_preview_sample(&lazy, -1, -1, &pv, &err) < 0, "a preview of it is refused");
 		tap_contains(err.msg, "keeps no sampled rows", "... saying why");
