@@ -120,10 +120,10 @@ cmc_dsyevd_colmajor(double *A, int d, double *w)
 	return info;
 }
 
-/* Eigendecompose C (d, d; upper triangle), a Gram matrix, in place into b,
- * which owns C on success: its channels scaled to a unit diagonal first. */
-static int
-cmc_basis_eig(cmc_basis *b, double *C, int d, double floor_rel, masq_err *err)
+/* E's diagonal (d, new) for the Gram matrix C (d, d; upper triangle), and C
+ * scaled by it to a unit diagonal in place (the upper triangle). */
+static double *
+cmc_scale_unit(double *C, int d)
 {
 	double *sc = xmalloc(xmul((size_t)d, sizeof(double)));
 	for (int i = 0; i < d; i++) {
@@ -133,6 +133,14 @@ cmc_basis_eig(cmc_basis *b, double *C, int d, double floor_rel, masq_err *err)
 	for (int i = 0; i < d; i++)
 		for (int j = i; j < d; j++)
 			C[(size_t)i * d + j] /= sc[i] * sc[j];
+	return sc;
+}
+
+/* Eigendecompose C (d, d; upper triangle, channels at a unit diagonal) in
+ * place into b, which owns C and sc (E's diagonal) on success. */
+static int
+cmc_basis_eig_scaled(cmc_basis *b, double *C, int d, double *sc, double floor_rel, masq_err *err)
+{
 	double *lam = xmalloc(xmul((size_t)d, sizeof(double)));
 	/* Symmetric: mirrored, the row-major array is also the column-major
 	 * matrix, and LAPACK works on it in place. */
@@ -168,8 +176,11 @@ cmc_basis_eig(cmc_basis *b, double *C, int d, double floor_rel, masq_err *err)
 	}
 	cmc_transpose_square(C, d);
 	b->d = d;
+	b->kind = CMC_WHITEN_EIG;
+	b->lambda_max = lmax;
 	b->P = C;
 	b->scale = sc;
+	b->n_floored = 0;
 	b->sqrt_lambda = xmalloc(xmul((size_t)d, sizeof(double)));
 	double floor_val = floor_rel * lmax;
 	for (int j = 0; j < d; j++) {
@@ -184,16 +195,102 @@ cmc_basis_eig(cmc_basis *b, double *C, int d, double floor_rel, masq_err *err)
 	return 0;
 }
 
+/* The largest eigenvalue of the symmetric C (d, d; upper triangle read):
+ * CMC_POWER_STEPS power steps from the ones vector, the last Rayleigh
+ * quotient, and at least the largest diagonal entry (both bound it from
+ * below). */
+static double
+cmc_lambda_max(const double *C, int d)
+{
+	double *v = xmalloc(xmul((size_t)d, sizeof(double)));
+	double *u = xmalloc(xmul((size_t)d, sizeof(double)));
+	double lam = 0;
+	for (int i = 0; i < d; i++) {
+		v[i] = 1.0 / sqrt((double)d);
+		lam = fmax(lam, C[(size_t)i * d + i]);
+	}
+	for (int it = 0; it < CMC_POWER_STEPS; it++) {
+		cblas_dsymv(CblasRowMajor, CblasUpper, d, 1.0, C, d, v, 1, 0.0, u, 1);
+		double q = cblas_ddot(d, v, 1, u, 1), nrm = cblas_dnrm2(d, u, 1);
+		lam = fmax(lam, q);
+		if (!(nrm > 0) || !isfinite(nrm))
+			break;
+		for (int i = 0; i < d; i++)
+			v[i] = u[i] / nrm;
+	}
+	free(v);
+	free(u);
+	return lam;
+}
+
+/* Factor C (d, d; upper triangle, channels at a unit diagonal) in place
+ * into b as CHOL; as EIG when dpotrf fails (C restored first). */
+static int
+cmc_basis_chol_scaled(cmc_basis *b, double *C, int d, double *sc, double floor_rel, masq_err *err)
+{
+	double lmax = cmc_lambda_max(C, d);
+	if (!(lmax > 0) || !isfinite(lmax)) {
+		free(sc);
+		/* INTERNAL: the caller's Gram is scaled (cmc_basis_take's contract) */
+		return masq_err_set(err, MASQ_ERR_INTERNAL,
+		    "cmc: the Gram matrix has no positive eigenvalue (largest %g)", lmax);
+	}
+	/* C's mirror below the diagonal and its diagonal aside: what restores
+	 * it if dpotrf fails */
+	double *diag = xmalloc(xmul((size_t)d, sizeof(double)));
+	for (int i = 0; i < d; i++) {
+		diag[i] = C[(size_t)i * d + i];
+		for (int j = i + 1; j < d; j++)
+			C[(size_t)j * d + i] = C[(size_t)i * d + j];
+	}
+	double shift = floor_rel * lmax;
+	for (int i = 0; i < d; i++)
+		C[(size_t)i * d + i] += shift;
+	/* column-major lower is the row-major upper: C + shift I = L L^T
+	 * there, which read row-major is U = L^T */
+	lapack_int info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', d, C, d);
+	if (info != 0) {
+		for (int i = 0; i < d; i++) {
+			C[(size_t)i * d + i] = diag[i];
+			for (int j = i + 1; j < d; j++)
+				C[(size_t)i * d + j] = C[(size_t)j * d + i];
+		}
+		free(diag);
+		return cmc_basis_eig_scaled(b, C, d, sc, floor_rel, err);
+	}
+	free(diag);
+	b->d = d;
+	b->kind = CMC_WHITEN_CHOL;
+	b->P = C;
+	b->scale = sc;
+	b->sqrt_lambda = NULL;
+	b->n_floored = -1;
+	b->lambda_max = lmax;
+	return 0;
+}
+
+/* C (d, d) of malloc's into b, which owns it on success. */
+static int
+cmc_basis_build(cmc_basis *b, double *C, int d, double floor_rel, int kind, masq_err *err)
+{
+	double *sc = cmc_scale_unit(C, d);
+	int rc = kind == CMC_WHITEN_CHOL ? cmc_basis_chol_scaled(b, C, d, sc, floor_rel, err)
+	    : cmc_basis_eig_scaled(b, C, d, sc, floor_rel, err);
+	return rc;
+}
+
 int
-cmc_basis_init(cmc_basis *b, const double *G, int d, double floor_rel, masq_err *err)
+cmc_basis_init_as(cmc_basis *b, const double *G, int d, double floor_rel, int kind, masq_err *err)
 {
 	memset(b, 0, sizeof *b);
+	if (kind != CMC_WHITEN_EIG && kind != CMC_WHITEN_CHOL)
+		return masq_err_set(err, MASQ_ERR_USAGE, "cmc: whitening factorization %d is not eig or cholesky", kind);
 	if (cmc_basis_check(G, d, floor_rel, err) < 0)
 		return -1;
 	size_t dd = xmul((size_t)d, (size_t)d);
 	double *C = xmalloc(xmul(dd, sizeof(double)));
 	memcpy(C, G, dd * sizeof(double));
-	if (cmc_basis_eig(b, C, d, floor_rel, err) < 0) {
+	if (cmc_basis_build(b, C, d, floor_rel, kind, err) < 0) {
 		free(C);
 		return -1;
 	}
@@ -201,12 +298,26 @@ cmc_basis_init(cmc_basis *b, const double *G, int d, double floor_rel, masq_err 
 }
 
 int
-cmc_basis_take(cmc_basis *b, double *G, int d, double floor_rel, masq_err *err)
+cmc_basis_take_as(cmc_basis *b, double *G, int d, double floor_rel, int kind, masq_err *err)
 {
 	memset(b, 0, sizeof *b);
+	if (kind != CMC_WHITEN_EIG && kind != CMC_WHITEN_CHOL)
+		return masq_err_set(err, MASQ_ERR_USAGE, "cmc: whitening factorization %d is not eig or cholesky", kind);
 	if (cmc_basis_check(G, d, floor_rel, err) < 0)
 		return -1;
-	return cmc_basis_eig(b, G, d, floor_rel, err);
+	return cmc_basis_build(b, G, d, floor_rel, kind, err);
+}
+
+int
+cmc_basis_init(cmc_basis *b, const double *G, int d, double floor_rel, masq_err *err)
+{
+	return cmc_basis_init_as(b, G, d, floor_rel, CMC_WHITEN_EIG, err);
+}
+
+int
+cmc_basis_take(cmc_basis *b, double *G, int d, double floor_rel, masq_err *err)
+{
+	return cmc_basis_take_as(b, G, d, floor_rel, CMC_WHITEN_EIG, err);
 }
 
 void
@@ -239,9 +350,16 @@ int
 cmc_whitener_init(cmc_whitener *w, const double *G, const float *s, int d, double floor_rel,
     masq_err *err)
 {
+	return cmc_whitener_init_as(w, G, s, d, floor_rel, CMC_WHITEN_EIG, err);
+}
+
+int
+cmc_whitener_init_as(cmc_whitener *w, const double *G, const float *s, int d, double floor_rel,
+    int kind, masq_err *err)
+{
 	memset(w, 0, sizeof *w);
 	cmc_basis own;
-	if (cmc_basis_init(&own, G, d, floor_rel, err) < 0)
+	if (cmc_basis_init_as(&own, G, d, floor_rel, kind, err) < 0)
 		return -1;
 	if (cmc_whitener_bind(w, &own, s, err) < 0) {
 		cmc_basis_done(&own);
@@ -272,12 +390,19 @@ cmc_unsmooth_rows(const cmc_whitener *w, double *A, int n)
 	}
 }
 
-/* M (d, n) = diag(sqrt lambda) P^T A for A already through cmc_unsmooth_rows. */
+/* M (d, n) = K A (diag(sqrt lambda) P^T, or U) for A already through
+ * cmc_unsmooth_rows. */
 static void
 cmc_whiten_unsmoothed(const cmc_whitener *w, const double *A, int n, double *M)
 {
 	int d = w->d;
 
+	if (w->b->kind == CMC_WHITEN_CHOL) {
+		memcpy(M, A, xmul(xmul((size_t)d, (size_t)n), sizeof(double)));
+		cblas_dtrmm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, d, n, 1.0,
+		    w->b->P, d, M, n);
+		return;
+	}
 	cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, n, d, 1.0, w->b->P, d, A, n, 0.0,
 	    M, n);
 	for (int i = 0; i < d; i++) {
@@ -390,15 +515,25 @@ cmc_store_factors(cmc_result *r, const cmc_whitener *w, const double *U, int ldu
 	int in = r->in, out = r->out, rank = r->rank;
 	size_t n1 = xmul((size_t)in, (size_t)rank), n2 = xmul((size_t)rank, (size_t)out);
 	double *Ur = xmalloc(xmul(n1, sizeof(double)));
+	int chol = w != NULL && w->b->kind == CMC_WHITEN_CHOL;
 
 	for (int i = 0; i < in; i++) {
-		double inv = w != NULL ? 1.0 / w->b->sqrt_lambda[i] : 1.0;
+		double inv = w != NULL && !chol ? 1.0 / w->b->sqrt_lambda[i] : 1.0;
 		for (int j = 0; j < rank; j++)
 			Ur[(size_t)i * rank + j] = U[(size_t)i * ldu + j] * inv;
 	}
 	r->L1 = xmalloc(xmul(n1, sizeof(float)));
 	r->L2 = xmalloc(xmul(n2, sizeof(float)));
-	if (w != NULL) {
+	if (chol) {
+		/* L1 = D E^-1 U^-1 U_r */
+		cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, in, rank, 1.0,
+		    w->b->P, in, Ur, rank);
+		for (int i = 0; i < in; i++) {
+			double si = w->s[i];
+			for (int j = 0; j < rank; j++)
+				r->L1[(size_t)i * rank + j] = (float)(Ur[(size_t)i * rank + j] * si);
+		}
+	} else if (w != NULL) {
 		double *L1d = xmalloc(xmul(n1, sizeof(double)));
 		/* L1 = D E^-1 P diag(1/sqrt lambda) U_r */
 		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, rank, in, 1.0, w->b->P,
@@ -539,14 +674,29 @@ cmc_sumsq_f(const float *x, size_t n)
 /* Columns of the float whitening product formed at a time. */
 #define CMC_F32_BLOCK 512
 
-/* A (in, out) := T A in float, in place: sgemm with D^-1 E P in float on
- * CMC_F32_BLOCK columns at a time (copied out, multiplied back into A),
- * then the rows scaled by sqrt(lambda); nothing without w. */
+/* A (in, out) := T A in float, in place: EIG, sgemm with D^-1 E P in float
+ * on CMC_F32_BLOCK columns at a time (copied out, multiplied back into A),
+ * then the rows scaled by sqrt(lambda); CHOL, strmm with U D^-1 E in float;
+ * nothing without w. */
 static void
 cmc_whiten_f32(const cmc_whitener *w, float *A, int in, int out)
 {
 	if (w == NULL)
 		return;
+	if (w->b->kind == CMC_WHITEN_CHOL) {
+		/* U D^-1 E in float, its upper triangle: strmm works in place */
+		float *Us = xcalloc(xmul((size_t)in, (size_t)in), sizeof(float));
+		for (int i = 0; i < in; i++) {
+			const double *src = w->b->P + (size_t)i * in;
+			float *dst = Us + (size_t)i * in;
+			for (int j = i; j < in; j++)
+				dst[j] = (float)(src[j] / w->s[j]);
+		}
+		cblas_strmm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, in, out, 1.0f,
+		    Us, in, A, out);
+		free(Us);
+		return;
+	}
 	/* (D^-1 E P) in float, d * d: smaller than a scaled copy of dWt
 	 * wherever out >= in, and the large linears are those */
 	float *Ps = xmalloc(xmul(xmul((size_t)in, (size_t)in), sizeof(float)));

@@ -54,14 +54,33 @@
 #define CMC_OVERSAMPLE 10	/* randomized SVD: extra columns */
 #define CMC_POWER_ITERS 4	/* randomized SVD: subspace iterations (2 missed 1% on slow spectra) */
 
-/* The eigendecomposition of one Gram matrix: what every linear reading the
- * same input site and modality shares. */
+/* How a basis factors the scaled Gram matrix C = E^-1 G E^-1.  Both give a
+ * T with T^T T = C (floored), so the same singular values and L1 L2 up to
+ * rounding:
+ *   EIG   C = P diag(lambda) P^T (dsyevd), eigenvalues below floor x
+ *         lambda_max raised to it; T = diag(sqrt lambda) P^T E D^-1
+ *   CHOL  C + floor x lambda_max I = U^T U (dpotrf, U upper triangular),
+ *         lambda_max from CMC_POWER_STEPS power steps; T = U E D^-1,
+ *         applied and inverted as a triangle (dtrmm, dtrsm): a small
+ *         fraction of dsyevd's time.  The floor is added to every
+ *         eigenvalue rather than raising those below it: the same to
+ *         1e-10 relative wherever lambda is above it.  If dpotrf fails
+ *         even so, the basis is built as EIG (kind says which it is). */
+enum cmc_whiten_kind { CMC_WHITEN_EIG, CMC_WHITEN_CHOL };
+#define CMC_POWER_STEPS 30	/* CHOL: power steps for lambda_max, from the ones vector */
+
+/* The factorization of one Gram matrix: what every linear reading the same
+ * input site and modality shares. */
 typedef struct cmc_basis {
 	int d;
-	double *P;		/* (d, d) row-major, column j = eigenvector j of E^-1 G E^-1, lambda descending */
-	double *sqrt_lambda;	/* (d) square roots of the floored eigenvalues, descending */
+	int kind;		/* enum cmc_whiten_kind */
+	double *P;		/* (d, d) row-major; EIG: column j = eigenvector j of E^-1 G E^-1, lambda
+				   descending; CHOL: U in the upper triangle (with the diagonal), C's
+				   mirror below it */
+	double *sqrt_lambda;	/* (d) EIG: square roots of the floored eigenvalues, descending; CHOL: NULL */
 	double *scale;		/* (d) E's diagonal: sqrt(G_jj), 1 where G_jj is 0 */
-	int n_floored;		/* eigenvalues raised to the floor */
+	int n_floored;		/* EIG: eigenvalues raised to the floor; CHOL: -1 (not counted) */
+	double lambda_max;	/* the largest eigenvalue of C (CHOL: the power steps' estimate) */
 } cmc_basis;
 
 /* Eigendecompose G (d, d) symmetric (upper triangle or full, row-major;
@@ -75,13 +94,16 @@ int cmc_basis_init(cmc_basis *b, const double *G, int d, double floor_rel, masq_
  * caller's; its contents are intact unless the error is MASQ_ERR_INTERNAL
  * (LAPACK overwrote them). */
 int cmc_basis_take(cmc_basis *b, double *G, int d, double floor_rel, masq_err *err);
+/* The same two with the factorization chosen (the two above are EIG). */
+int cmc_basis_init_as(cmc_basis *b, const double *G, int d, double floor_rel, int kind, masq_err *err);
+int cmc_basis_take_as(cmc_basis *b, double *G, int d, double floor_rel, int kind, masq_err *err);
 void cmc_basis_done(cmc_basis *b);
 
 /* One linear's whitener: a basis (not owned) and the linear's factors. */
 typedef struct cmc_whitener {
 	int d;
 	const cmc_basis *b;
-	double *s;		/* (d) s_j / scale_j: T = diag(sqrt lambda) P^T diag(1 / s) */
+	double *s;		/* (d) s_j / scale_j: T = K diag(1 / s), K = diag(sqrt lambda) P^T or L^T */
 	cmc_basis own;		/* cmc_whitener_init's basis */
 } cmc_whitener;
 
@@ -91,6 +113,8 @@ int cmc_whitener_bind(cmc_whitener *w, const cmc_basis *b, const float *s, masq_
 /* cmc_basis_init into a basis of w's own, then cmc_whitener_bind. */
 int cmc_whitener_init(cmc_whitener *w, const double *G, const float *s, int d, double floor_rel,
     masq_err *err);
+int cmc_whitener_init_as(cmc_whitener *w, const double *G, const float *s, int d, double floor_rel,
+    int kind, masq_err *err);
 void cmc_whitener_done(cmc_whitener *w);
 /* M (d, n) = T A for A (d, n), row-major, double. */
 void cmc_whiten(const cmc_whitener *w, const double *A, int n, double *M);

@@ -44,6 +44,7 @@ pipe_opts_default(pipe_opts *o)
 	o->lambda[MOD_AUDIO] = 1.0f;
 	o->cmc_dtype = ST_F16;
 	o->cmc_precision = CMC_F32;
+	o->whiten_kind = CMC_WHITEN_CHOL;
 	o->compute = ENGINE_F32;
 }
 
@@ -88,6 +89,8 @@ pipe_opts_check(const pipe_opts *o, masq_err *err)
 	if (o->cmc_precision != CMC_F32 && o->cmc_precision != CMC_F64)
 		return masq_err_set(err, MASQ_ERR_USAGE, "CMC's products are in f32 or f64, not precision %d",
 		    o->cmc_precision);
+	if (o->whiten_kind != CMC_WHITEN_EIG && o->whiten_kind != CMC_WHITEN_CHOL)
+		return masq_err_set(err, MASQ_ERR_USAGE, "CMC whitens with eig or cholesky, not %d", o->whiten_kind);
 	if (o->compute != ENGINE_F32 && o->compute != ENGINE_BF16)
 		return masq_err_set(err, MASQ_ERR_USAGE, "the forward computes in f32 or bf16, not %d", o->compute);
 	if (setting_check_epochs(o->epochs, err) < 0 || setting_check_lr(o->lr, err) < 0 ||
@@ -843,7 +846,7 @@ get_whitener(struct qctx *q, int grp, int mod, const float *s, int d, cmc_whiten
 			    smooth_group_name(grp), modality_name(mod));
 		MASQ_ASSERT(st->d == d);
 		stats_gram_unpack(st, mod);
-		int rc = cmc_basis_take(&c->b, st->gram[mod], d, CMC_EIG_FLOOR, q->err);
+		int rc = cmc_basis_take_as(&c->b, st->gram[mod], d, CMC_EIG_FLOOR, p->opts.whiten_kind, q->err);
 		if (rc < 0 && q->err->status != MASQ_ERR_INTERNAL)
 			return -1;	/* the Gram is intact: the next call says the same */
 		if (rc < 0) {

@@ -94,6 +94,10 @@ typedef struct pipe_opts {
 	 * default, with a check that falls back to F64 per linear; F64 for
 	 * sessions that predate the setting (cmc_compute_prec) */
 	int cmc_precision;
+	/* how CMC's whitening factors each Gram matrix (enum
+	 * cmc_whiten_kind): CHOL by default, EIG (the eigendecomposition)
+	 * for sessions that predate the setting */
+	int whiten_kind;
 	/* what the forwards compute in (enum engine_compute): F32 by default
 	 * and for sessions that predate the setting; BF16 as the reference's
 	 * bfloat16 model (engine.h) */

@@ -102,6 +102,8 @@ sess_opts_json(const pipe_opts *o)
 		json_object_set_new(j, "eval_split", json_real(o->eval_split));
 	if (o->cmc_precision == CMC_F32)	/* absent reads back as f64, as sessions recorded before it */
 		json_object_set_new(j, "cmc_precision", json_string("f32"));
+	if (o->whiten_kind == CMC_WHITEN_CHOL)	/* absent reads back as eig, as sessions recorded before it */
+		json_object_set_new(j, "cmc_whitener", json_string("cholesky"));
 	if (o->compute != ENGINE_F32)	/* absent reads back as f32, as sessions recorded before it */
 		json_object_set_new(j, "compute", json_string(engine_compute_name(o->compute)));
 	if (o->cmc_dtype != ST_F32)	/* absent reads back as F32, as sessions recorded before it */
@@ -150,6 +152,7 @@ sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err)
 	o->sqnr_floor = METRICS_FLOOR_SUM;	/* ... and floored the SQNR's sum of squares */
 	o->cmc_dtype = ST_F32;	/* ... and stored the compensation in F32 */
 	o->cmc_precision = CMC_F64;	/* ... and computed it in double */
+	o->whiten_kind = CMC_WHITEN_EIG;	/* ... and whitened with the eigendecomposition */
 	if (!json_is_object(j))
 		return masq_err_set(err, MASQ_ERR_FORMAT, "its settings are not a JSON object");
 	json_object_foreach(j, k, v) {
@@ -184,6 +187,11 @@ sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err)
 			if (d == NULL || (strcmp(d, "f32") != 0 && strcmp(d, "f64") != 0))
 				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"cmc_precision\" is not f32 or f64");
 			o->cmc_precision = strcmp(d, "f32") == 0 ? CMC_F32 : CMC_F64;
+		} else if (strcmp(k, "cmc_whitener") == 0) {
+			const char *d = json_string_value(v);
+			if (d == NULL || (strcmp(d, "eig") != 0 && strcmp(d, "cholesky") != 0))
+				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"cmc_whitener\" is not eig or cholesky");
+			o->whiten_kind = strcmp(d, "eig") == 0 ? CMC_WHITEN_EIG : CMC_WHITEN_CHOL;
 		} else if (strcmp(k, "loss") == 0) {
 			if (!json_is_string(v) || (o->loss = learn_loss_parse(json_string_value(v))) < 0)
 				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"loss\" is not mae or mse");

@@ -641,6 +641,8 @@ sess_diff(sess *a, int fa, sess *b, int fb, masq_err *err)
 	diff_row(&d, -1, "seed", json_integer((json_int_t)va->opts->seed), json_integer((json_int_t)vb->opts->seed), 0);
 	diff_row(&d, -1, "rank floor", json_integer(va->opts->rank_floor), json_integer(vb->opts->rank_floor), 0);
 	diff_row(&d, -1, "whiten", json_boolean(va->opts->whiten), json_boolean(vb->opts->whiten), 0);
+	diff_row(&d, -1, "whitener", json_string(va->opts->whiten_kind == CMC_WHITEN_CHOL ? "cholesky" : "eig"),
+	    json_string(vb->opts->whiten_kind == CMC_WHITEN_CHOL ? "cholesky" : "eig"), 0);
 	for (int l = 0; l < va->n_layers; l++)
 		diff_layer(&d, a, b, l);
 	for (int m = 0; m < STATS_ROWS; m++) {

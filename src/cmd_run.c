@@ -62,6 +62,7 @@ run_json(const sess *s, const struct run_args *a, int method)
 	json_object_set_new(d, "rank", json_real(po->rank));
 	json_object_set_new(d, "rank_floor", json_integer(po->rank_floor));
 	json_object_set_new(d, "whiten", json_boolean(po->whiten));
+	json_object_set_new(d, "cmc_whitener", json_string(po->whiten_kind == CMC_WHITEN_CHOL ? "cholesky" : "eig"));
 	json_object_set_new(d, "cmc_target", json_string(po->cmc_quant_target ? "quantized" : "fp"));
 	json_object_set_new(d, "seed", json_integer((json_int_t)po->seed));
 	json_object_set_new(d, "epochs", json_integer(po->epochs));
@@ -126,7 +127,9 @@ run_json(const sess *s, const struct run_args *a, int method)
 					json_object_set_new(x, "rank", json_integer(cd->rank));
 					json_object_set_new(x, "rel_err", sess_json_num(cd->rel_err));
 					json_object_set_new(x, "effective_rank", sess_json_num(cd->erank));
-					json_object_set_new(x, "floored_eigenvalues", json_integer(cd->n_floored));
+					/* a Cholesky basis counts none: null */
+					json_object_set_new(x, "floored_eigenvalues",
+					    cd->n_floored >= 0 ? json_integer(cd->n_floored) : json_null());
 					for (int i = 0; i < PIPE_RANK_CURVE; i++) {
 						json_array_append_new(cu, json_pack("[f, o]", pipe_rank_curve[i], sess_json_num(cd->curve[i])));
 						json_array_append_new(cp, json_pack("[f, o]", pipe_rank_curve[i], sess_json_num(cd->curve_plain[i])));
@@ -515,7 +518,7 @@ cmd_run(int argc, char **argv)
 	enum { O_MODEL = 256, O_CALIB, O_METHOD, O_WBITS, O_ABITS, O_ALPHA, O_RANK, O_SET, O_JSON,
 	    O_THREADS, O_SEED, O_WGROUP, O_RANK_FLOOR, O_SVD, O_NO_WHITEN, O_CMC_TARGET, O_CMC_DIAG,
 	    O_GRID, O_SEARCH_TOKENS, O_VERBOSE, O_DB, O_NO_DB, O_EPOCHS, O_LR, O_LOSS, O_LOSS_WEIGHTS, O_TIE,
-	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE, O_EVAL_SPLIT, O_CMC_DTYPE, O_LAYER_PREFIX, O_CMC_PRECISION,
+	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE, O_WHITENER, O_EVAL_SPLIT, O_CMC_DTYPE, O_LAYER_PREFIX, O_CMC_PRECISION,
 	    O_COMPUTE };
 	static const struct option opts[] = {
 		{"model", required_argument, NULL, O_MODEL},
@@ -549,6 +552,7 @@ cmd_run(int argc, char **argv)
 		{"eval-split", required_argument, NULL, O_EVAL_SPLIT},
 		{"cmc-dtype", required_argument, NULL, O_CMC_DTYPE},
 		{"cmc-precision", required_argument, NULL, O_CMC_PRECISION},
+		{"whitener", required_argument, NULL, O_WHITENER},
 		{"compute", required_argument, NULL, O_COMPUTE},
 		{"layer-prefix", required_argument, NULL, O_LAYER_PREFIX},
 		{"db", required_argument, NULL, O_DB},
@@ -674,6 +678,16 @@ cmd_run(int argc, char **argv)
 				goto done;
 			}
 			break;
+		case O_WHITENER:
+			if (strcasecmp(optarg, "cholesky") == 0)
+				a.o.whiten_kind = CMC_WHITEN_CHOL;
+			else if (strcasecmp(optarg, "eig") == 0)
+				a.o.whiten_kind = CMC_WHITEN_EIG;
+			else {
+				rc = cli_usage("run", "--whitener is cholesky or eig, not '%s'", optarg);
+				goto done;
+			}
+			break;
 		case O_CMC_DTYPE:
 			if (strcasecmp(optarg, "f32") == 0)
 				a.o.cmc_dtype = ST_F32;
@@ -783,6 +797,7 @@ cmd_run(int argc, char **argv)
 		int learns = a.all || method_learns(m);
 		static const struct { int opt; const char *name; } cmc_opts[] = {
 			{O_RANK, "--rank"}, {O_RANK_FLOOR, "--rank-floor"}, {O_SVD, "--svd"}, {O_NO_WHITEN, "--no-whiten"},
+			{O_WHITENER, "--whitener"},
 			{O_CMC_TARGET, "--cmc-target"}, {O_CMC_DIAG, "--cmc-diagnostics"}, {O_RANK_BUDGET, "--rank-budget"},
 			{O_RANK_TARGET, "--rank-target"},
 		}, learning_opts[] = {

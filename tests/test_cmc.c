@@ -877,7 +877,7 @@ test_oracle(void)
 {
 	const int n = 500, d = 128, out = 96;
 	const int ranks[ORACLE_NRANK] = { 8, 32, 64 };
-	const int nchecks = ORACLE_NRANK + 4;
+	const int nchecks = 2 * ORACLE_NRANK + 5;
 	const char *py = oracle_python("numpy oracle (eigh + svd): residual curve and effective rank", nchecks);
 	masq_err err = {0};
 	int ok;
@@ -919,21 +919,26 @@ test_oracle(void)
 		goto done;
 
 	cmc_whitener wh;
-	MASQ_ASSERT(cmc_whitener_init(&wh, G, s, d, CMC_EIG_FLOOR, &err) == 0);
 	cmc_result r;
+	for (int kind = CMC_WHITEN_EIG; kind <= CMC_WHITEN_CHOL; kind++) {
+	MASQ_ASSERT(cmc_whitener_init_as(&wh, G, s, d, CMC_EIG_FLOOR, kind, &err) == 0);
 	for (int i = 0; i < ORACLE_NRANK; i++) {
 		MASQ_ASSERT(cmc_compute(&r, dWt, d, out, &wh, ranks[i], CMC_SVD_FULL, &g, &err) ==
 		    0);
 		tap_ok(rel(r.resid_energy, o_resid[i]) < TOL_ORACLE &&
 		    rel(r.total_energy, o_total) < TOL_ORACLE,
-		    "numpy: whitened residual at rank %d (%.6g vs %.6g of total %.6g)", ranks[i],
-		    r.resid_energy, o_resid[i], o_total);
+		    "numpy, %s: whitened residual at rank %d (%.6g vs %.6g of total %.6g)",
+		    kind == CMC_WHITEN_EIG ? "eig" : "cholesky", ranks[i], r.resid_energy, o_resid[i], o_total);
 		if (i == 0) {
 			double er = cmc_effective_rank(r.sv, r.n_sv);
 			tap_ok(rel(er, o_erank) < TOL_ORACLE,
-			    "numpy: whitened effective rank (%.6g vs %.6g)", er, o_erank);
+			    "numpy, %s: whitened effective rank (%.6g vs %.6g)",
+			    kind == CMC_WHITEN_EIG ? "eig" : "cholesky", er, o_erank);
 		}
 		cmc_result_done(&r);
+	}
+	if (kind == CMC_WHITEN_EIG)
+		cmc_whitener_done(&wh);
 	}
 	MASQ_ASSERT(cmc_compute(&r, dWt, d, out, NULL, 0, CMC_SVD_FULL, &g, &err) == 0);
 	double erp = cmc_effective_rank(r.sv, r.n_sv);
@@ -975,7 +980,7 @@ test_oracle_deficient(void)
 {
 	const int n = 60, d = 128, out = 96;
 	const int ranks[DEFICIENT_NRANK] = { 8, 32, 64 };
-	const int nchecks = DEFICIENT_NRANK + 2;
+	const int nchecks = 2 * DEFICIENT_NRANK + 2;
 	const char *py = oracle_python("numpy oracle: the data's error on a rank-deficient Gram", nchecks);
 	masq_err err = {0};
 	int ok;
@@ -1014,13 +1019,14 @@ test_oracle_deficient(void)
 		goto done;
 
 	cmc_whitener wh;
-	MASQ_ASSERT(cmc_whitener_init(&wh, G, s, d, CMC_EIG_FLOOR, &err) == 0);
 	double *E = xmalloc((size_t)d * out * sizeof(double));
 	double *R = xmalloc((size_t)n * out * sizeof(double));
 	double *Xs = xmalloc((size_t)n * d * sizeof(double));
 	for (int t = 0; t < n; t++)
 		for (int i = 0; i < d; i++)
 			Xs[(size_t)t * d + i] = X[(size_t)t * d + i] / s[i];
+	for (int kind = CMC_WHITEN_EIG; kind <= CMC_WHITEN_CHOL; kind++) {
+	MASQ_ASSERT(cmc_whitener_init_as(&wh, G, s, d, CMC_EIG_FLOOR, kind, &err) == 0);
 	for (int i = 0; i < DEFICIENT_NRANK; i++) {
 		cmc_result r;
 		MASQ_ASSERT(cmc_compute(&r, dWt, d, out, &wh, ranks[i], CMC_SVD_FULL, &g, &err) == 0);
@@ -1041,14 +1047,139 @@ test_oracle_deficient(void)
 		/* past the data's rank the optimum is zero: measure against the total */
 		double lim = ranks[i] < n ? TOL_ORACLE * o_opt[i] : TOL_ORACLE * o_total;
 		tap_ok(fabs(data - (ranks[i] < n ? o_opt[i] : 0.0)) <= lim,
-		    "rank-deficient Gram (n %d < d %d), rank %d: the data's error %.6g, optimum %.6g (of %.6g)",
-		    n, d, ranks[i], data, ranks[i] < n ? o_opt[i] : 0.0, o_total);
+		    "%s, rank-deficient Gram (n %d < d %d), rank %d: the data's error %.6g, optimum %.6g (of %.6g)",
+		    kind == CMC_WHITEN_EIG ? "eig" : "cholesky", n, d, ranks[i], data, ranks[i] < n ? o_opt[i] : 0.0,
+		    o_total);
 		cmc_result_done(&r);
 	}
-	free(E), free(R), free(Xs);
 	cmc_whitener_done(&wh);
+	}
+	free(E), free(R), free(Xs);
 done:
 	oracle_case_free(&oc);
+}
+
+/* The Cholesky basis: T from the triangle against its plain twin, T^T T
+ * against the shifted D^-1 G D^-1, the eigendecomposition's factors and
+ * singular values, single precision on it, and the fallback to EIG where
+ * dpotrf fails (a symmetric matrix that is no Gram). */
+/* The two floors differ (added to every eigenvalue, or raising those below
+ * it), and make_decaying puts weight on the small eigenvalues' directions:
+ * what each metric reports moves by that much, not the factors' error. */
+#define TOL_CHOL_SV 1e-6	/* cholesky vs eig singular values, relative; measured 1.3e-7 */
+#define TOL_CHOL_L 1e-6		/* cholesky vs eig |L1 L2 - L1' L2'|_F / |L1 L2|_F; measured 7e-8 (float factors) */
+#define TOL_CHOL_RESID 1e-10	/* the two factors' residual in eig's metric, relative; measured 7e-13 */
+/* The floor needs lambda_max's scale, not its digits: the power steps bound
+ * it from below, 3% under here, where lambda_1 / lambda_2 is near 1. */
+#define TOL_LMAX 0.1
+
+static void
+test_cholesky(void)
+{
+	const int n = 400, d = 96, out = 128, rank = 12;
+	rng g;
+	rng_init(&g, 23);
+	double *X = make_acts(&g, n, d, -1.0, 1.0);
+	float *s = rand_scales(&g, d, 0.3, 3.0);
+	double *G = make_gram(X, n, d);
+	masq_err err = {0};
+	cmc_whitener wc, we;
+
+	MASQ_ASSERT(cmc_whitener_init_as(&wc, G, s, d, CMC_EIG_FLOOR, CMC_WHITEN_CHOL, &err) == 0);
+	MASQ_ASSERT(cmc_whitener_init_as(&we, G, s, d, CMC_EIG_FLOOR, CMC_WHITEN_EIG, &err) == 0);
+	tap_ok(wc.b->kind == CMC_WHITEN_CHOL && wc.b->n_floored == -1 && wc.b->sqrt_lambda == NULL,
+	    "cholesky basis of a full-rank Gram (kind %d, floored %d)", wc.b->kind, wc.b->n_floored);
+	tap_ok(rel(wc.b->lambda_max, we.b->lambda_max) < TOL_LMAX && wc.b->lambda_max <= we.b->lambda_max * (1 + 1e-12),
+	    "lambda_max from %d power steps within %g of dsyevd's, from below (%.8g vs %.8g)", CMC_POWER_STEPS, TOL_LMAX,
+	    wc.b->lambda_max, we.b->lambda_max);
+
+	double *Id = xcalloc((size_t)d * d, sizeof(double));
+	double *T = xmalloc((size_t)d * d * sizeof(double));
+	for (int i = 0; i < d; i++)
+		Id[(size_t)i * d + i] = 1;
+	cmc_whiten(&wc, Id, d, T);
+	double shift = CMC_EIG_FLOOR * wc.b->lambda_max;
+	double num = 0, den = 0, ref_err = 0, ref_den = 0;
+	for (int i = 0; i < d; i++)
+		for (int j = 0; j < d; j++) {
+			double tt = 0;
+			for (int k = 0; k < d; k++)
+				tt += T[(size_t)k * d + i] * T[(size_t)k * d + j];
+			double sc2 = i == j ? wc.b->scale[i] * wc.b->scale[i] : 0;
+			double c = (G[(size_t)i * d + j] + shift * sc2) / ((double)s[i] * s[j]);
+			num += (tt - c) * (tt - c);
+			den += c * c;
+			/* plain twin: T_ij = U_ij scale_j / s_j above the diagonal, 0 below */
+			double tref = j >= i ? wc.b->P[(size_t)i * d + j] * wc.b->scale[j] / s[j] : 0;
+			ref_err += (T[(size_t)i * d + j] - tref) * (T[(size_t)i * d + j] - tref);
+			ref_den += tref * tref;
+		}
+	tap_ok(sqrt(ref_err / ref_den) < 1e-14, "cholesky: cmc_whiten matches U E D^-1 (%.2g)",
+	    sqrt(ref_err / ref_den));
+	tap_ok(sqrt(num / den) < TOL_WHITEN, "cholesky: T^T T == D^-1 (G + floor E^2) D^-1 (rel err %.2g < %g)",
+	    sqrt(num / den), TOL_WHITEN);
+	free(Id);
+	free(T);
+
+	float *dWt = make_decaying(&g, &we, d, out, 0.9);
+	for (int mode = CMC_SVD_FULL; mode <= CMC_SVD_RANDOMIZED; mode++) {
+		const char *tag = mode == CMC_SVD_FULL ? "full" : "randomized";
+		cmc_result re, rc;
+		rng g1, g2;
+		rng_init(&g1, 9);
+		rng_init(&g2, 9);
+		MASQ_ASSERT(cmc_compute(&re, dWt, d, out, &we, rank, mode, &g1, &err) == 0);
+		MASQ_ASSERT(cmc_compute(&rc, dWt, d, out, &wc, rank, mode, &g2, &err) == 0);
+		double worst = 0;
+		for (int i = 0; i < rank; i++)
+			worst = fmax(worst, rel(rc.sv[i], re.sv[i]));
+		tap_ok(worst < TOL_CHOL_SV, "%s: cholesky's top %d singular values are eig's (rel %.2g)", tag, rank,
+		    worst);
+		double dn = 0, dd = 0;
+		for (int a = 0; a < d; a++)
+			for (int b = 0; b < out; b++) {
+				double ve = 0, vc = 0;
+				for (int k = 0; k < rank; k++) {
+					ve += (double)re.L1[(size_t)a * rank + k] * re.L2[(size_t)k * out + b];
+					vc += (double)rc.L1[(size_t)a * rank + k] * rc.L2[(size_t)k * out + b];
+				}
+				dn += (ve - vc) * (ve - vc);
+				dd += ve * ve;
+			}
+		tap_ok(sqrt(dn / dd) < TOL_CHOL_L, "%s: cholesky's L1 L2 is eig's (rel %.2g)", tag, sqrt(dn / dd));
+		double ee = cmc_residual(&we, dWt, d, out, re.L1, re.L2, rank);
+		double ec = cmc_residual(&we, dWt, d, out, rc.L1, rc.L2, rank);
+		tap_ok(rel(ec, ee) < TOL_CHOL_RESID && rel(rc.resid_energy, re.resid_energy) < TOL_CHOL_SV,
+		    "%s: the same whitened residual, in eig's metric and reported (rel %.2g, %.2g)", tag, rel(ec, ee),
+		    rel(rc.resid_energy, re.resid_energy));
+		cmc_result rs;
+		rng_init(&g2, 9);
+		MASQ_ASSERT(cmc_compute_prec(&rs, dWt, d, out, &wc, rank, mode, CMC_F32, &g2, &err) == 0);
+		double es = cmc_residual(&we, dWt, d, out, rs.L1, rs.L2, rank);
+		tap_ok(rs.precision == 32 && !rs.fell_back && rel(es, ee) < TOL_F32_RESID,
+		    "%s: cholesky in single precision within %g of f64 (rel %.2g, precision %d)", tag, TOL_F32_RESID,
+		    rel(es, ee), rs.precision);
+		cmc_result_done(&rs);
+		cmc_result_done(&re);
+		cmc_result_done(&rc);
+	}
+	free(dWt);
+	cmc_whitener_done(&wc);
+	cmc_whitener_done(&we);
+
+	/* [[1, 2], [2, 1]]: eigenvalues 3 and -1, no Cholesky factor even shifted */
+	double B[4] = { 1, 2, 2, 1 };
+	cmc_basis b;
+	int rc = cmc_basis_init_as(&b, B, 2, CMC_EIG_FLOOR, CMC_WHITEN_CHOL, &err);
+	tap_ok(rc == 0 && b.kind == CMC_WHITEN_EIG && b.n_floored == 1 && B[1] == 2 && B[2] == 2,
+	    "dpotrf fails on an indefinite matrix: the basis is built as eig (rc %d, kind %d, floored %d)", rc,
+	    rc == 0 ? b.kind : -1, rc == 0 ? b.n_floored : -1);
+	if (rc == 0)
+		cmc_basis_done(&b);
+	rc = cmc_basis_init_as(&b, B, 2, CMC_EIG_FLOOR, 7, &err);
+	tap_ok(rc < 0 && err.status == MASQ_ERR_USAGE && strstr(err.msg, "eig or cholesky") != NULL,
+	    "a factorization that is neither is a usage error (%s)", err.msg);
+	free(X), free(s), free(G);
 }
 
 static void
@@ -1087,6 +1218,7 @@ main(void)
 	test_basis_eigen_equation();
 	test_basis_too_large();
 	test_floor_and_absent();
+	test_cholesky();
 	test_oracle();
 	test_oracle_deficient();
 	test_effective_rank();
