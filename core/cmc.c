@@ -487,23 +487,50 @@ cmc_residual(const cmc_whitener *w, const float *dWt, int in, int out, const flo
 	return res;
 }
 
-/* Replace A (m, n), m >= n, by the orthonormal Q of its thin QR. */
+/* Replace the column-major C (m, n; leading dimension m), m >= n, by the
+ * orthonormal Q of its thin QR: the calls LAPACKE's row-major layout makes
+ * on its transposed copy, so the same bits, without its two transposes
+ * each way. */
 static int
-cmc_orthonormalize(double *A, int m, int n, masq_err *err)
+cmc_qr_colmajor(double *C, int m, int n, masq_err *err)
 {
 	double *tau = xmalloc(xmul((size_t)n, sizeof(double)));
-	lapack_int info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, m, n, A, n, tau);
+	lapack_int info = LAPACKE_dgeqrf(LAPACK_COL_MAJOR, m, n, C, m, tau);
 	if (info != 0) {
 		free(tau);
 		return masq_err_set(err, MASQ_ERR_INTERNAL,
 		    "cmc: LAPACKE_dgeqrf failed on a %d x %d matrix (info %d)", m, n, (int)info);
 	}
-	info = LAPACKE_dorgqr(LAPACK_ROW_MAJOR, m, n, n, A, n, tau);
+	info = LAPACKE_dorgqr(LAPACK_COL_MAJOR, m, n, n, C, m, tau);
 	free(tau);
 	if (info != 0)
 		return masq_err_set(err, MASQ_ERR_INTERNAL,
 		    "cmc: LAPACKE_dorgqr failed on a %d x %d matrix (info %d)", m, n, (int)info);
 	return 0;
+}
+
+/* Tiles of the transposes between row-major blocks and LAPACK's layout. */
+#define CMC_TTILE 32
+
+/* Replace A (m, n), m >= n, by the orthonormal Q of its thin QR. */
+static int
+cmc_orthonormalize(double *A, int m, int n, masq_err *err)
+{
+	double *C = xmalloc(xmul(xmul((size_t)m, (size_t)n), sizeof(double)));
+	for (int i0 = 0; i0 < m; i0 += CMC_TTILE)
+		for (int j0 = 0; j0 < n; j0 += CMC_TTILE)
+			for (int i = i0; i < i0 + CMC_TTILE && i < m; i++)
+				for (int j = j0; j < j0 + CMC_TTILE && j < n; j++)
+					C[(size_t)j * m + i] = A[(size_t)i * n + j];
+	int rc = cmc_qr_colmajor(C, m, n, err);
+	if (rc == 0)
+		for (int i0 = 0; i0 < m; i0 += CMC_TTILE)
+			for (int j0 = 0; j0 < n; j0 += CMC_TTILE)
+				for (int i = i0; i < i0 + CMC_TTILE && i < m; i++)
+					for (int j = j0; j < j0 + CMC_TTILE && j < n; j++)
+						A[(size_t)i * n + j] = C[(size_t)j * m + i];
+	free(C);
+	return rc;
 }
 
 /* Store L1 = T^-1 U_r (T = I without w) and L2 = S_r V_r^T as floats in r,
@@ -730,13 +757,21 @@ cmc_whiten_f32(const cmc_whitener *w, float *A, int in, int out)
 static int
 cmc_orthonormalize_f(float *A, int m, int n, masq_err *err)
 {
-	size_t len = xmul((size_t)m, (size_t)n);
-	double *D = cmc_dup_double(A, len);
-	int rc = cmc_orthonormalize(D, m, n, err);
+	/* to double and LAPACK's layout in one pass, and back in one */
+	double *C = xmalloc(xmul(xmul((size_t)m, (size_t)n), sizeof(double)));
+	for (int i0 = 0; i0 < m; i0 += CMC_TTILE)
+		for (int j0 = 0; j0 < n; j0 += CMC_TTILE)
+			for (int i = i0; i < i0 + CMC_TTILE && i < m; i++)
+				for (int j = j0; j < j0 + CMC_TTILE && j < n; j++)
+					C[(size_t)j * m + i] = A[(size_t)i * n + j];
+	int rc = cmc_qr_colmajor(C, m, n, err);
 	if (rc == 0)
-		for (size_t i = 0; i < len; i++)
-			A[i] = (float)D[i];
-	free(D);
+		for (int i0 = 0; i0 < m; i0 += CMC_TTILE)
+			for (int j0 = 0; j0 < n; j0 += CMC_TTILE)
+				for (int i = i0; i < i0 + CMC_TTILE && i < m; i++)
+					for (int j = j0; j < j0 + CMC_TTILE && j < n; j++)
+						A[(size_t)i * n + j] = (float)C[(size_t)j * m + i];
+	free(C);
 	return rc;
 }
 
