@@ -21,6 +21,9 @@
  * residual measurement, so the speedup is what a caller sees.  The figures
  * of merit are speedup = full / randomized time and the relative
  * difference of the whitened residuals |T (dWt - L1 L2)|^2 / |T dWt|^2.
+ * Also timed: the Cholesky whitener (LAPACKE_dpotrf, the pipeline's
+ * default), and single precision on it, its factors' residual measured in
+ * the eigendecomposition's metric against double (bench_cmc_whitener).
  * Exit 0 whether or not the targets are met, 2 on a usage error, 1 when a
  * computation fails.
  */
@@ -261,6 +264,14 @@ main(int argc, char **argv)
 		return 1;
 	}
 	double t_eig = masq_now() - t0;
+	/* The Cholesky whitener (the pipeline's default): the same T^T T */
+	cmc_whitener whc;
+	t0 = masq_now();
+	if (cmc_whitener_init_as(&whc, G, sv, d, CMC_EIG_FLOOR, CMC_WHITEN_CHOL, &err) < 0) {
+		fprintf(stderr, "bench_cmc: %s\n", err.msg);
+		return 1;
+	}
+	double t_chol = masq_now() - t0;
 	free(G);
 
 	/* The shared whitening product alone, for the breakdown. */
@@ -326,6 +337,28 @@ main(int argc, char **argv)
 	int f32_fell = rs.fell_back;
 	cmc_result_done(&rs);
 
+	/* The pipeline's default: single precision on the Cholesky whitener,
+	 * its factors measured in the eigendecomposition's metric */
+	double t_chol_v[BENCH_RAND_REPS];
+	for (int k = 0; k < BENCH_RAND_REPS; k++) {
+		rng gr;
+		rng_init(&gr, o.seed + 1);
+		if (k > 0)
+			cmc_result_done(&rs);
+		t0 = masq_now();
+		if (cmc_compute_prec(&rs, dWt, d, out, &whc, rank, CMC_SVD_RANDOMIZED, CMC_F32, &gr, &err) < 0) {
+			fprintf(stderr, "bench_cmc: randomized SVD in f32, cholesky: %s\n", err.msg);
+			return 1;
+		}
+		t_chol_v[k] = masq_now() - t0;
+	}
+	memcpy(t_sorted, t_chol_v, sizeof t_sorted);
+	double t_chol_f32 = bench_median(t_sorted, BENCH_RAND_REPS);
+	double err_chol = cmc_residual(&wh, dWt, d, out, rs.L1, rs.L2, rank) / rf.total_energy;
+	double chol_rel = (err_chol - err_rand_d) / err_rand_d;
+	int chol_fell = rs.fell_back;
+	cmc_result_done(&rs);
+
 	/* What whitening buys: plain (unwhitened) factors in the whitened metric. */
 	cmc_result rp;
 	if (cmc_compute(&rp, dWt, d, out, NULL, rank, CMC_SVD_RANDOMIZED, &g, &err) < 0) {
@@ -347,10 +380,12 @@ main(int argc, char **argv)
 	printf("%-44s %10s\n", "step", "seconds");
 	printf("%-44s %10.3f\n", "Gram X^T X (cblas_dsyrk)", t_gram);
 	printf("%-44s %10.3f\n", "whitener (LAPACKE_dsyevd)", t_eig);
+	printf("%-44s %10.3f\n", "whitener, cholesky (LAPACKE_dpotrf)", t_chol);
 	printf("%-44s %10.3f\n", "  of which in cmc_compute: T dWt (dgemm)", t_whiten);
 	printf("%-44s %10.3f\n", "cmc_compute, full SVD (dgesdd) [baseline]", t_full);
 	printf("%-44s %10.3f\n", "cmc_compute, randomized SVD (median of 3)", t_rand);
 	printf("%-44s %10.3f\n", "cmc_compute_prec f32, randomized (median of 3)", t_f32);
+	printf("%-44s %10.3f\n", "  the same on the cholesky whitener", t_chol_f32);
 	printf("%-44s", "  randomized runs");
 	for (int k = 0; k < BENCH_RAND_REPS; k++)
 		printf(" %.3f", t_rand_v[k]);
@@ -377,9 +412,15 @@ main(int argc, char **argv)
 	    "err_rel_diff=%.2e fell_back=%d target_err=0.01 %s\n", d, out, rank, t_rand, t_f32, t_rand / t_f32,
 	    err_rand_d, err_f32, f32_rel, f32_fell, fabs(f32_rel) <= 0.01 && !f32_fell ? "PASS" : "BELOW");
 
+	printf("bench_cmc_whitener: d=%d out=%d rank=%d eig_s=%.3f chol_s=%.3f speedup=%.1f f32_eig_s=%.3f "
+	    "f32_chol_s=%.3f err_f64=%.6f err_chol_f32=%.6f err_rel_diff=%.2e fell_back=%d target_err=0.01 %s\n",
+	    d, out, rank, t_eig, t_chol, t_eig / t_chol, t_f32, t_chol_f32, err_rand_d, err_chol, chol_rel, chol_fell,
+	    fabs(chol_rel) <= 0.01 && !chol_fell ? "PASS" : "BELOW");
+
 	cmc_result_done(&rf);
 	cmc_result_done(&rr);
 	cmc_result_done(&rp);
+	cmc_whitener_done(&whc);
 	cmc_whitener_done(&wh);
 	free(W);
 	free(sv);

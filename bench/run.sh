@@ -98,6 +98,7 @@ if grep -q 'the machine was not quiet' "$log"; then
 	line="$line (noisy: other processes used $busy CPUs)"
 fi
 printf 'threads=2 %s\n' "$line"
+printf 'threads=2 %s\n' "$(grep '^bench_cmc_whitener: d=' "$log")"
 
 # ---- bench_reeval: re-evaluating a layer after an alpha change ----------------
 # The TUI's latency: the q/k/v group re-evaluated for vision from the token

@@ -512,25 +512,38 @@ cmc_qr_colmajor(double *C, int m, int n, masq_err *err)
 /* Tiles of the transposes between row-major blocks and LAPACK's layout. */
 #define CMC_TTILE 32
 
-/* Replace A (m, n), m >= n, by the orthonormal Q of its thin QR. */
+/* The orthonormal Q of the thin QR of the row-major (m, n) block, m >= n,
+ * in place: the block is ad (double) or af (float; the other NULL), copied
+ * into LAPACK's layout in double in one pass and back in one. */
 static int
-cmc_orthonormalize(double *A, int m, int n, masq_err *err)
+cmc_orthonormalize_any(double *ad, float *af, int m, int n, masq_err *err)
 {
 	double *C = xmalloc(xmul(xmul((size_t)m, (size_t)n), sizeof(double)));
 	for (int i0 = 0; i0 < m; i0 += CMC_TTILE)
 		for (int j0 = 0; j0 < n; j0 += CMC_TTILE)
 			for (int i = i0; i < i0 + CMC_TTILE && i < m; i++)
 				for (int j = j0; j < j0 + CMC_TTILE && j < n; j++)
-					C[(size_t)j * m + i] = A[(size_t)i * n + j];
+					C[(size_t)j * m + i] = ad ? ad[(size_t)i * n + j] : af[(size_t)i * n + j];
 	int rc = cmc_qr_colmajor(C, m, n, err);
-	if (rc == 0)
-		for (int i0 = 0; i0 < m; i0 += CMC_TTILE)
-			for (int j0 = 0; j0 < n; j0 += CMC_TTILE)
-				for (int i = i0; i < i0 + CMC_TTILE && i < m; i++)
-					for (int j = j0; j < j0 + CMC_TTILE && j < n; j++)
-						A[(size_t)i * n + j] = C[(size_t)j * m + i];
+	for (int i0 = 0; i0 < m && rc == 0; i0 += CMC_TTILE)
+		for (int j0 = 0; j0 < n; j0 += CMC_TTILE)
+			for (int i = i0; i < i0 + CMC_TTILE && i < m; i++)
+				for (int j = j0; j < j0 + CMC_TTILE && j < n; j++) {
+					double q = C[(size_t)j * m + i];
+					if (ad)
+						ad[(size_t)i * n + j] = q;
+					else
+						af[(size_t)i * n + j] = (float)q;
+				}
 	free(C);
 	return rc;
+}
+
+/* Replace A (m, n), m >= n, by the orthonormal Q of its thin QR. */
+static int
+cmc_orthonormalize(double *A, int m, int n, masq_err *err)
+{
+	return cmc_orthonormalize_any(A, NULL, m, n, err);
 }
 
 /* Store L1 = T^-1 U_r (T = I without w) and L2 = S_r V_r^T as floats in r,
@@ -757,22 +770,7 @@ cmc_whiten_f32(const cmc_whitener *w, float *A, int in, int out)
 static int
 cmc_orthonormalize_f(float *A, int m, int n, masq_err *err)
 {
-	/* to double and LAPACK's layout in one pass, and back in one */
-	double *C = xmalloc(xmul(xmul((size_t)m, (size_t)n), sizeof(double)));
-	for (int i0 = 0; i0 < m; i0 += CMC_TTILE)
-		for (int j0 = 0; j0 < n; j0 += CMC_TTILE)
-			for (int i = i0; i < i0 + CMC_TTILE && i < m; i++)
-				for (int j = j0; j < j0 + CMC_TTILE && j < n; j++)
-					C[(size_t)j * m + i] = A[(size_t)i * n + j];
-	int rc = cmc_qr_colmajor(C, m, n, err);
-	if (rc == 0)
-		for (int i0 = 0; i0 < m; i0 += CMC_TTILE)
-			for (int j0 = 0; j0 < n; j0 += CMC_TTILE)
-				for (int i = i0; i < i0 + CMC_TTILE && i < m; i++)
-					for (int j = j0; j < j0 + CMC_TTILE && j < n; j++)
-						A[(size_t)i * n + j] = (float)C[(size_t)j * m + i];
-	free(C);
-	return rc;
+	return cmc_orthonormalize_any(NULL, A, m, n, err);
 }
 
 /* cmc_svd_randomized with the products against M (in, out) in sgemm; the
