@@ -209,6 +209,26 @@ test_settings(void)
 	tap_ok(sess_opts_from_json(&ro, x, &err) < 0 && strstr(err.msg, "has more than 64 points") != NULL,
 	    "one of 65 points is refused: %s", err.msg);
 	json_decref(x);
+	/* the whitener: absent is eig (sessions before the setting), a name
+	 * neither is refused, and the default writes and reads back */
+	x = json_object();
+	tap_ok(sess_opts_from_json(&ro, x, &err) == 0 && ro.whiten_kind == CMC_WHITEN_EIG,
+	    "settings without cmc_whitener read back as eig");
+	json_decref(x);
+	x = json_pack("{s:s}", "cmc_whitener", "qr");
+	tap_ok(sess_opts_from_json(&ro, x, &err) < 0 && strstr(err.msg, "\"cmc_whitener\" is not eig or cholesky") != NULL,
+	    "cmc_whitener \"qr\" is refused: %s", err.msg);
+	json_decref(x);
+	x = json_pack("{s:i}", "cmc_whitener", 1);
+	tap_ok(sess_opts_from_json(&ro, x, &err) < 0 && strstr(err.msg, "cmc_whitener") != NULL,
+	    "cmc_whitener 1 (not a name) is refused: %s", err.msg);
+	json_decref(x);
+	pipe_opts def;
+	pipe_opts_default(&def);
+	x = sess_opts_json(&def);
+	tap_ok(def.whiten_kind == CMC_WHITEN_CHOL && sess_opts_from_json(&ro, x, &err) == 0 &&
+	    ro.whiten_kind == CMC_WHITEN_CHOL, "the default (cholesky) writes and reads back");
+	json_decref(x);
 	sess_free(a);
 	sess_free(b);
 }
@@ -391,7 +411,6 @@ preview_vs_measure(sdb *db, int method, int epochs, double rank)
 static void
 test_preview(void)
 {
-	masq_err err = {0};
 	sdb *db;
 
 	if ((db = fresh_db("preview.db")) == NULL)
