@@ -201,6 +201,28 @@ bench_smooth(float *s, const double *X, int n, int d, const float *W, int out)
 
 
 
+/* The randomized SVD in single precision on w, BENCH_RAND_REPS times from
+ * the same seed: the last result in rs, the median time in *t.  -1 on
+ * error (rs empty). */
+static int
+rand_f32(cmc_result *rs, const float *dWt, int d, int out, const cmc_whitener *w, int rank, uint64_t seed,
+    double *t, masq_err *err)
+{
+	double tv[BENCH_RAND_REPS];
+	for (int k = 0; k < BENCH_RAND_REPS; k++) {
+		rng gr;
+		rng_init(&gr, seed);
+		if (k > 0)
+			cmc_result_done(rs);
+		double t0 = masq_now();
+		if (cmc_compute_prec(rs, dWt, d, out, w, rank, CMC_SVD_RANDOMIZED, CMC_F32, &gr, err) < 0)
+			return -1;
+		tv[k] = masq_now() - t0;
+	}
+	*t = bench_median(tv, BENCH_RAND_REPS);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -316,21 +338,11 @@ main(int argc, char **argv)
 	/* The same randomized SVD in single precision (cmc_compute_prec,
 	 * CMC_F32): its factors' whitened residual measured in double. */
 	cmc_result rs;
-	double t_f32_v[BENCH_RAND_REPS];
-	for (int k = 0; k < BENCH_RAND_REPS; k++) {
-		rng gr;
-		rng_init(&gr, o.seed + 1);
-		if (k > 0)
-			cmc_result_done(&rs);
-		t0 = masq_now();
-		if (cmc_compute_prec(&rs, dWt, d, out, &wh, rank, CMC_SVD_RANDOMIZED, CMC_F32, &gr, &err) < 0) {
-			fprintf(stderr, "bench_cmc: randomized SVD in f32: %s\n", err.msg);
-			return 1;
-		}
-		t_f32_v[k] = masq_now() - t0;
+	double t_f32;
+	if (rand_f32(&rs, dWt, d, out, &wh, rank, o.seed + 1, &t_f32, &err) < 0) {
+		fprintf(stderr, "bench_cmc: randomized SVD in f32: %s\n", err.msg);
+		return 1;
 	}
-	memcpy(t_sorted, t_f32_v, sizeof t_sorted);
-	double t_f32 = bench_median(t_sorted, BENCH_RAND_REPS);
 	double err_f32 = cmc_residual(&wh, dWt, d, out, rs.L1, rs.L2, rank) / rf.total_energy;
 	double err_rand_d = cmc_residual(&wh, dWt, d, out, rr.L1, rr.L2, rank) / rf.total_energy;
 	double f32_rel = (err_f32 - err_rand_d) / err_rand_d;
@@ -339,21 +351,11 @@ main(int argc, char **argv)
 
 	/* The pipeline's default: single precision on the Cholesky whitener,
 	 * its factors measured in the eigendecomposition's metric */
-	double t_chol_v[BENCH_RAND_REPS];
-	for (int k = 0; k < BENCH_RAND_REPS; k++) {
-		rng gr;
-		rng_init(&gr, o.seed + 1);
-		if (k > 0)
-			cmc_result_done(&rs);
-		t0 = masq_now();
-		if (cmc_compute_prec(&rs, dWt, d, out, &whc, rank, CMC_SVD_RANDOMIZED, CMC_F32, &gr, &err) < 0) {
-			fprintf(stderr, "bench_cmc: randomized SVD in f32, cholesky: %s\n", err.msg);
-			return 1;
-		}
-		t_chol_v[k] = masq_now() - t0;
+	double t_chol_f32;
+	if (rand_f32(&rs, dWt, d, out, &whc, rank, o.seed + 1, &t_chol_f32, &err) < 0) {
+		fprintf(stderr, "bench_cmc: randomized SVD in f32, cholesky: %s\n", err.msg);
+		return 1;
 	}
-	memcpy(t_sorted, t_chol_v, sizeof t_sorted);
-	double t_chol_f32 = bench_median(t_sorted, BENCH_RAND_REPS);
 	double err_chol = cmc_residual(&wh, dWt, d, out, rs.L1, rs.L2, rank) / rf.total_energy;
 	double chol_rel = (err_chol - err_rand_d) / err_rand_d;
 	int chol_fell = rs.fell_back;
