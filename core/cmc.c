@@ -269,22 +269,22 @@ cmc_basis_chol_scaled(cmc_basis *b, double *C, int d, double *sc, double floor_r
 	return 0;
 }
 
-/* C (d, d) of malloc's into b, which owns it on success. */
+/* C (d, d) of malloc's into b, which owns it on success; C is untouched
+ * when kind is neither. */
 static int
 cmc_basis_build(cmc_basis *b, double *C, int d, double floor_rel, int kind, masq_err *err)
 {
+	if (kind != CMC_WHITEN_EIG && kind != CMC_WHITEN_CHOL)
+		return masq_err_set(err, MASQ_ERR_USAGE, "cmc: whitening factorization %d is not eig or cholesky", kind);
 	double *sc = cmc_scale_unit(C, d);
-	int rc = kind == CMC_WHITEN_CHOL ? cmc_basis_chol_scaled(b, C, d, sc, floor_rel, err)
+	return kind == CMC_WHITEN_CHOL ? cmc_basis_chol_scaled(b, C, d, sc, floor_rel, err)
 	    : cmc_basis_eig_scaled(b, C, d, sc, floor_rel, err);
-	return rc;
 }
 
 int
 cmc_basis_init_as(cmc_basis *b, const double *G, int d, double floor_rel, int kind, masq_err *err)
 {
 	memset(b, 0, sizeof *b);
-	if (kind != CMC_WHITEN_EIG && kind != CMC_WHITEN_CHOL)
-		return masq_err_set(err, MASQ_ERR_USAGE, "cmc: whitening factorization %d is not eig or cholesky", kind);
 	if (cmc_basis_check(G, d, floor_rel, err) < 0)
 		return -1;
 	size_t dd = xmul((size_t)d, (size_t)d);
@@ -301,8 +301,6 @@ int
 cmc_basis_take_as(cmc_basis *b, double *G, int d, double floor_rel, int kind, masq_err *err)
 {
 	memset(b, 0, sizeof *b);
-	if (kind != CMC_WHITEN_EIG && kind != CMC_WHITEN_CHOL)
-		return masq_err_set(err, MASQ_ERR_USAGE, "cmc: whitening factorization %d is not eig or cholesky", kind);
 	if (cmc_basis_check(G, d, floor_rel, err) < 0)
 		return -1;
 	return cmc_basis_build(b, G, d, floor_rel, kind, err);

@@ -184,15 +184,63 @@ output_error(const double *X, const float *s, int n, const float *dWt, int in, i
 	return acc;
 }
 
+/* The usual case: seed g, n tokens of d channels (make_acts in [-1, 1]),
+ * factors in [0.3, 3] and their Gram matrix, returned (X and s through the
+ * pointers). */
+static double *
+gram_case(rng *g, uint64_t seed, int n, int d, double **X, float **s)
+{
+	rng_init(g, seed);
+	*X = make_acts(g, n, d, -1.0, 1.0);
+	*s = rand_scales(g, d, 0.3, 3.0);
+	return make_gram(*X, n, d);
+}
+
+/* T = cmc_whiten(identity) for w (built from G and s, d channels, either
+ * kind) against its plain twin (EIG: T_ij = sqrt(lambda_i) P_ji scale_j /
+ * s_j; CHOL: U_ij scale_j / s_j above the diagonal, 0 below), and T^T T
+ * against D^-1 (G + shift E^2) D^-1 (the CHOL floor; 0 for EIG): both as
+ * relative Frobenius errors. */
+static void
+whiten_errors(const cmc_whitener *w, const double *G, const float *s, int d, double shift, double *twin_err,
+    double *tt_err)
+{
+	double *Id = xcalloc((size_t)d * d, sizeof(double));
+	double *T = xmalloc((size_t)d * d * sizeof(double));
+	const cmc_basis *b = w->b;
+	for (int i = 0; i < d; i++)
+		Id[(size_t)i * d + i] = 1;
+	cmc_whiten(w, Id, d, T);
+	double num = 0, den = 0, ref_err = 0, ref_den = 0;
+	for (int i = 0; i < d; i++)
+		for (int j = 0; j < d; j++) {
+			double tt = 0;
+			for (int k = 0; k < d; k++)
+				tt += T[(size_t)k * d + i] * T[(size_t)k * d + j];
+			double sc2 = i == j ? b->scale[i] * b->scale[i] : 0;
+			double c = (G[(size_t)i * d + j] + shift * sc2) / ((double)s[i] * s[j]);
+			num += (tt - c) * (tt - c);
+			den += c * c;
+			double tref = b->kind == CMC_WHITEN_CHOL
+			    ? (j >= i ? b->P[(size_t)i * d + j] * b->scale[j] / s[j] : 0)
+			    : b->sqrt_lambda[i] * b->P[(size_t)j * d + i] * b->scale[j] / s[j];
+			ref_err += (T[(size_t)i * d + j] - tref) * (T[(size_t)i * d + j] - tref);
+			ref_den += tref * tref;
+		}
+	*twin_err = sqrt(ref_err / ref_den);
+	*tt_err = sqrt(num / den);
+	free(Id);
+	free(T);
+}
+
 static void
 test_whitener(void)
 {
 	const int n = 400, d = 96;
 	rng g;
-	rng_init(&g, 11);
-	double *X = make_acts(&g, n, d, -1.0, 1.0);
-	float *s = rand_scales(&g, d, 0.3, 3.0);
-	double *G = make_gram(X, n, d);
+	double *X;
+	float *s;
+	double *G = gram_case(&g, 11, n, d, &X, &s);
 	masq_err err = {0};
 	cmc_whitener wh;
 
@@ -209,28 +257,9 @@ test_whitener(void)
 	tap_ok(desc, "sqrt(lambda) descending");
 
 	/* T = cmc_whiten(identity); T^T T == C. */
-	double *Id = xcalloc((size_t)d * d, sizeof(double));
-	double *T = xmalloc((size_t)d * d * sizeof(double));
-	for (int i = 0; i < d; i++)
-		Id[(size_t)i * d + i] = 1;
-	cmc_whiten(&wh, Id, d, T);
-	double num = 0, den = 0, ref_err = 0, ref_den = 0;
-	for (int i = 0; i < d; i++)
-		for (int j = 0; j < d; j++) {
-			double tt = 0;
-			for (int k = 0; k < d; k++)
-				tt += T[(size_t)k * d + i] * T[(size_t)k * d + j];
-			double c = G[(size_t)i * d + j] / ((double)s[i] * s[j]);
-			num += (tt - c) * (tt - c);
-			den += c * c;
-			/* Reference twin: T_ij = sqrt(lambda_i) P_ji scale_j / s_j. */
-			double tref = wh.b->sqrt_lambda[i] * wh.b->P[(size_t)j * d + i] * wh.b->scale[j] / s[j];
-			ref_err += (T[(size_t)i * d + j] - tref) * (T[(size_t)i * d + j] - tref);
-			ref_den += tref * tref;
-		}
-	tap_ok(sqrt(ref_err / ref_den) < 1e-14, "cmc_whiten matches diag(sqrt lambda) P^T E D^-1 (%.2g)",
-	    sqrt(ref_err / ref_den));
-	double e = sqrt(num / den);
+	double twin, e;
+	whiten_errors(&wh, G, s, d, 0.0, &twin, &e);
+	tap_ok(twin < 1e-14, "cmc_whiten matches diag(sqrt lambda) P^T E D^-1 (%.2g)", twin);
 	tap_ok(e < TOL_WHITEN, "T^T T == D^-1 G D^-1 (rel err %.2g < %g)", e, TOL_WHITEN);
 
 	/* Y = (X/s) T^-1 = (X/s) D E^-1 P diag(1/sqrt lambda) has orthonormal columns. */
@@ -276,7 +305,7 @@ test_whitener(void)
 	if (ok)
 		cmc_whitener_done(&wu);
 
-	free(Gu), free(YtY), free(Y), free(Xs), free(T), free(Id);
+	free(Gu), free(YtY), free(Y), free(Xs);
 	cmc_whitener_done(&wh);
 	free(X), free(s), free(G);
 }
@@ -287,10 +316,9 @@ test_theorem2(void)
 	const int n = 400, in = 96, out = 80;
 	const int ranks[] = { 4, 16, 40, 80 };
 	rng g;
-	rng_init(&g, 22);
-	double *X = make_acts(&g, n, in, -1.0, 1.0);
-	float *s = rand_scales(&g, in, 0.3, 3.0);
-	double *G = make_gram(X, n, in);
+	double *X;
+	float *s;
+	double *G = gram_case(&g, 22, n, in, &X, &s);
 	float *dWt = randnf(&g, (size_t)in * out, 0.05);
 	masq_err err = {0};
 	cmc_whitener wh;
@@ -432,10 +460,9 @@ test_randomized(void)
 {
 	const int n = 600, in = 192, out = 160, rank = 16;
 	rng g;
-	rng_init(&g, 33);
-	double *X = make_acts(&g, n, in, -1.0, 1.0);
-	float *s = rand_scales(&g, in, 0.3, 3.0);
-	double *G = make_gram(X, n, in);
+	double *X;
+	float *s;
+	double *G = gram_case(&g, 33, n, in, &X, &s);
 	masq_err err = {0};
 	cmc_whitener wh;
 
@@ -550,10 +577,9 @@ test_inplace(void)
 {
 	const int n = 300, in = 48, out = 1200, rank = 8;
 	rng g;
-	rng_init(&g, 88);
-	double *X = make_acts(&g, n, in, -1.0, 1.0);
-	float *s = rand_scales(&g, in, 0.3, 3.0);
-	double *G = make_gram(X, n, in);
+	double *X;
+	float *s;
+	double *G = gram_case(&g, 88, n, in, &X, &s);
 	float *dWt = randnf(&g, (size_t)in * out, 0.05);
 	size_t len = (size_t)in * out;
 	float *A = xmalloc(len * sizeof(float));
@@ -727,10 +753,9 @@ test_floor_and_absent(void)
 {
 	const int n = 40, d = 96, out = 64;
 	rng g;
-	rng_init(&g, 55);
-	double *X = make_acts(&g, n, d, -1.0, 1.0);
-	float *s = rand_scales(&g, d, 0.3, 3.0);
-	double *G = make_gram(X, n, d);
+	double *X;
+	float *s;
+	double *G = gram_case(&g, 55, n, d, &X, &s);
 	float *dWt = randnf(&g, (size_t)d * out, 0.05);
 	masq_err err = {0};
 	cmc_whitener wh;
@@ -1078,10 +1103,9 @@ test_cholesky(void)
 {
 	const int n = 400, d = 96, out = 128, rank = 12;
 	rng g;
-	rng_init(&g, 23);
-	double *X = make_acts(&g, n, d, -1.0, 1.0);
-	float *s = rand_scales(&g, d, 0.3, 3.0);
-	double *G = make_gram(X, n, d);
+	double *X;
+	float *s;
+	double *G = gram_case(&g, 23, n, d, &X, &s);
 	masq_err err = {0};
 	cmc_whitener wc, we;
 
@@ -1093,33 +1117,11 @@ test_cholesky(void)
 	    "lambda_max from %d power steps within %g of dsyevd's, from below (%.8g vs %.8g)", CMC_POWER_STEPS, TOL_LMAX,
 	    wc.b->lambda_max, we.b->lambda_max);
 
-	double *Id = xcalloc((size_t)d * d, sizeof(double));
-	double *T = xmalloc((size_t)d * d * sizeof(double));
-	for (int i = 0; i < d; i++)
-		Id[(size_t)i * d + i] = 1;
-	cmc_whiten(&wc, Id, d, T);
-	double shift = CMC_EIG_FLOOR * wc.b->lambda_max;
-	double num = 0, den = 0, ref_err = 0, ref_den = 0;
-	for (int i = 0; i < d; i++)
-		for (int j = 0; j < d; j++) {
-			double tt = 0;
-			for (int k = 0; k < d; k++)
-				tt += T[(size_t)k * d + i] * T[(size_t)k * d + j];
-			double sc2 = i == j ? wc.b->scale[i] * wc.b->scale[i] : 0;
-			double c = (G[(size_t)i * d + j] + shift * sc2) / ((double)s[i] * s[j]);
-			num += (tt - c) * (tt - c);
-			den += c * c;
-			/* plain twin: T_ij = U_ij scale_j / s_j above the diagonal, 0 below */
-			double tref = j >= i ? wc.b->P[(size_t)i * d + j] * wc.b->scale[j] / s[j] : 0;
-			ref_err += (T[(size_t)i * d + j] - tref) * (T[(size_t)i * d + j] - tref);
-			ref_den += tref * tref;
-		}
-	tap_ok(sqrt(ref_err / ref_den) < 1e-14, "cholesky: cmc_whiten matches U E D^-1 (%.2g)",
-	    sqrt(ref_err / ref_den));
-	tap_ok(sqrt(num / den) < TOL_WHITEN, "cholesky: T^T T == D^-1 (G + floor E^2) D^-1 (rel err %.2g < %g)",
-	    sqrt(num / den), TOL_WHITEN);
-	free(Id);
-	free(T);
+	double twin, tte;
+	whiten_errors(&wc, G, s, d, CMC_EIG_FLOOR * wc.b->lambda_max, &twin, &tte);
+	tap_ok(twin < 1e-14, "cholesky: cmc_whiten matches U E D^-1 (%.2g)", twin);
+	tap_ok(tte < TOL_WHITEN, "cholesky: T^T T == D^-1 (G + floor E^2) D^-1 (rel err %.2g < %g)", tte,
+	    TOL_WHITEN);
 
 	float *dWt = make_decaying(&g, &we, d, out, 0.9);
 	for (int mode = CMC_SVD_FULL; mode <= CMC_SVD_RANDOMIZED; mode++) {
