@@ -201,12 +201,12 @@ bench_smooth(float *s, const double *X, int n, int d, const float *W, int out)
 
 
 
-/* The randomized SVD in single precision on w, BENCH_RAND_REPS times from
- * the same seed: the last result in rs, the median time in *t.  -1 on
- * error (rs empty). */
+/* The randomized SVD in single precision on w (flags: 0 or CMC_SVD_GRAM),
+ * BENCH_RAND_REPS times from the same seed: the last result in rs, the
+ * median time in *t.  -1 on error (rs empty). */
 static int
-rand_f32(cmc_result *rs, const float *dWt, int d, int out, const cmc_whitener *w, int rank, uint64_t seed,
-    double *t, masq_err *err)
+rand_f32(cmc_result *rs, const float *dWt, int d, int out, const cmc_whitener *w, int rank, int flags,
+    uint64_t seed, double *t, masq_err *err)
 {
 	double tv[BENCH_RAND_REPS];
 	for (int k = 0; k < BENCH_RAND_REPS; k++) {
@@ -215,7 +215,7 @@ rand_f32(cmc_result *rs, const float *dWt, int d, int out, const cmc_whitener *w
 		if (k > 0)
 			cmc_result_done(rs);
 		double t0 = masq_now();
-		if (cmc_compute_prec(rs, dWt, d, out, w, rank, CMC_SVD_RANDOMIZED, CMC_F32, &gr, err) < 0)
+		if (cmc_compute_prec(rs, dWt, d, out, w, rank, CMC_SVD_RANDOMIZED | flags, CMC_F32, &gr, err) < 0)
 			return -1;
 		tv[k] = masq_now() - t0;
 	}
@@ -339,7 +339,7 @@ main(int argc, char **argv)
 	 * CMC_F32): its factors' whitened residual measured in double. */
 	cmc_result rs;
 	double t_f32;
-	if (rand_f32(&rs, dWt, d, out, &wh, rank, o.seed + 1, &t_f32, &err) < 0) {
+	if (rand_f32(&rs, dWt, d, out, &wh, rank, 0, o.seed + 1, &t_f32, &err) < 0) {
 		fprintf(stderr, "bench_cmc: randomized SVD in f32: %s\n", err.msg);
 		return 1;
 	}
@@ -349,16 +349,28 @@ main(int argc, char **argv)
 	int f32_fell = rs.fell_back;
 	cmc_result_done(&rs);
 
-	/* The pipeline's default: single precision on the Cholesky whitener,
-	 * its factors measured in the eigendecomposition's metric */
+	/* Single precision on the Cholesky whitener, its factors measured in
+	 * the eigendecomposition's metric */
 	double t_chol_f32;
-	if (rand_f32(&rs, dWt, d, out, &whc, rank, o.seed + 1, &t_chol_f32, &err) < 0) {
+	if (rand_f32(&rs, dWt, d, out, &whc, rank, 0, o.seed + 1, &t_chol_f32, &err) < 0) {
 		fprintf(stderr, "bench_cmc: randomized SVD in f32, cholesky: %s\n", err.msg);
 		return 1;
 	}
 	double err_chol = cmc_residual(&wh, dWt, d, out, rs.L1, rs.L2, rank) / rf.total_energy;
 	double chol_rel = (err_chol - err_rand_d) / err_rand_d;
 	int chol_fell = rs.fell_back;
+	cmc_result_done(&rs);
+
+	/* The pipeline's default: the same with the inner steps by Gram
+	 * matrices (CMC_SVD_GRAM) */
+	double t_rsvd_gram;
+	if (rand_f32(&rs, dWt, d, out, &whc, rank, CMC_SVD_GRAM, o.seed + 1, &t_rsvd_gram, &err) < 0) {
+		fprintf(stderr, "bench_cmc: randomized SVD in f32, cholesky, gram steps: %s\n", err.msg);
+		return 1;
+	}
+	double err_gram = cmc_residual(&wh, dWt, d, out, rs.L1, rs.L2, rank) / rf.total_energy;
+	double gram_rel = (err_gram - err_chol) / err_chol;
+	int gram_fell = rs.fell_back, gram_qr = rs.qr_fallbacks;
 	cmc_result_done(&rs);
 
 	/* What whitening buys: plain (unwhitened) factors in the whitened metric. */
@@ -388,6 +400,7 @@ main(int argc, char **argv)
 	printf("%-44s %10.3f\n", "cmc_compute, randomized SVD (median of 3)", t_rand);
 	printf("%-44s %10.3f\n", "cmc_compute_prec f32, randomized (median of 3)", t_f32);
 	printf("%-44s %10.3f\n", "  the same on the cholesky whitener", t_chol_f32);
+	printf("%-44s %10.3f\n", "  the same with the gram steps [pipeline]", t_rsvd_gram);
 	printf("%-44s", "  randomized runs");
 	for (int k = 0; k < BENCH_RAND_REPS; k++)
 		printf(" %.3f", t_rand_v[k]);
@@ -418,6 +431,11 @@ main(int argc, char **argv)
 	    "f32_chol_s=%.3f err_f64=%.6f err_chol_f32=%.6f err_rel_diff=%.2e fell_back=%d target_err=0.01 %s\n",
 	    d, out, rank, t_eig, t_chol, t_eig / t_chol, t_f32, t_chol_f32, err_rand_d, err_chol, chol_rel, chol_fell,
 	    fabs(chol_rel) <= 0.01 && !chol_fell ? "PASS" : "BELOW");
+
+	printf("bench_cmc_rsvd: d=%d out=%d rank=%d householder_s=%.3f gram_s=%.3f speedup=%.2f err_householder=%.6f "
+	    "err_gram=%.6f err_rel_diff=%.2e fell_back=%d qr_fallbacks=%d target_err=0.01 %s\n", d, out, rank,
+	    t_chol_f32, t_rsvd_gram, t_chol_f32 / t_rsvd_gram, err_chol, err_gram, gram_rel, gram_fell, gram_qr,
+	    fabs(gram_rel) <= 0.01 && !gram_fell ? "PASS" : "BELOW");
 
 	cmc_result_done(&rf);
 	cmc_result_done(&rr);

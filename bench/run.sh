@@ -99,6 +99,7 @@ if grep -q 'the machine was not quiet' "$log"; then
 fi
 printf 'threads=2 %s\n' "$line"
 printf 'threads=2 %s\n' "$(grep '^bench_cmc_whitener: d=' "$log")"
+printf 'threads=2 %s\n' "$(grep '^bench_cmc_rsvd: d=' "$log")"
 
 # ---- bench_reeval: re-evaluating a layer after an alpha change ----------------
 # The TUI's latency: the q/k/v group re-evaluated for vision from the token

@@ -537,10 +537,80 @@ cmc_orthonormalize_any(double *ad, float *af, int m, int n, masq_err *err)
 	return rc;
 }
 
-/* Replace A (m, n), m >= n, by the orthonormal Q of its thin QR. */
+/* One CholeskyQR step on the row-major A (m, n), m >= n, in place: R^T R
+ * = A^T A (dpotrf), A := A R^-1 (dtrtri, dtrmm), R (n, n) its workspace.
+ * With check, A^T A must be within CMC_CHOLQR_NEAR of I in the Frobenius
+ * norm: its eigenvalues are then within it of 1, cond(A) is below
+ * sqrt(3), and the step is accurate to working precision.  0, or 1 (A
+ * untouched) when A^T A is refused or not numerically positive definite. */
+#define CMC_CHOLQR_NEAR 0.5
 static int
-cmc_orthonormalize(double *A, int m, int n, masq_err *err)
+cmc_cholqr_step(double *A, int m, int n, double *R, int check)
 {
+	/* dgemm rather than dsyrk, and R^-1 then dtrmm rather than dtrsm:
+	 * OpenBLAS runs these several times faster on a tall, thin A */
+	cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, m, 1.0, A, n, A, n, 0.0, R, n);
+	if (check) {
+		double off = 0;
+		for (int i = 0; i < n; i++)
+			for (int j = 0; j < n; j++) {
+				double e = R[(size_t)i * n + j] - (i == j);
+				off += e * e;
+			}
+		if (!(off < CMC_CHOLQR_NEAR * CMC_CHOLQR_NEAR))
+			return 1;
+	}
+	/* R^T R with R upper in row-major is L L^T, L = R^T lower, in the
+	 * column-major view of the same storage: no transposes */
+	if (LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', n, R, n) != 0)
+		return 1;
+	for (int i = 0; i < n; i++)
+		if (!(R[(size_t)i * n + i] > 0) || !isfinite(R[(size_t)i * n + i]))
+			return 1;
+	if (LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'L', 'N', n, R, n) != 0)
+		return 1;
+	for (size_t i = 0; i < (size_t)n * n; i++)
+		if (!isfinite(R[i]))
+			return 1;
+	cblas_dtrmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0, R, n,
+	    A, n);
+	return 0;
+}
+
+/* The orthonormal Q of the row-major A (m, n), m >= n, in place, by
+ * CholeskyQR2 (Fukaya et al. 2014): a first CholeskyQR step, which loses
+ * orthogonality to cond(A)^2, and a second on its result, which restores
+ * it; two GEMM-like products a step, where Householder QR of a tall, thin
+ * block is mostly BLAS-2 (dgeqrf's panels) with twice the passes over A.
+ * Where the first step fails or leaves a result the second cannot repair
+ * (cond(A) beyond about 1e7, a range the sketch has not filled), A is
+ * orthonormalized by Householder QR from its original values instead,
+ * counted in *fallbacks. */
+static int
+cmc_orthonormalize_gram(double *A, int m, int n, int *fallbacks, masq_err *err)
+{
+	size_t mn = xmul((size_t)m, (size_t)n);
+	double *R = xmalloc(xmul(xmul((size_t)n, (size_t)n), sizeof(double)));
+	double *A0 = xmalloc(xmul(mn, sizeof(double)));
+	int rc = 0;
+	memcpy(A0, A, mn * sizeof(double));
+	if (cmc_cholqr_step(A, m, n, R, 0) != 0 || cmc_cholqr_step(A, m, n, R, 1) != 0) {
+		memcpy(A, A0, mn * sizeof(double));
+		rc = cmc_orthonormalize_any(A, NULL, m, n, err);
+		(*fallbacks)++;
+	}
+	free(A0);
+	free(R);
+	return rc;
+}
+
+/* Replace A (m, n), m >= n, by the orthonormal Q of its thin QR: by
+ * Householder QR (fallbacks NULL), or cmc_orthonormalize_gram's. */
+static int
+cmc_orthonormalize(double *A, int m, int n, int *fallbacks, masq_err *err)
+{
+	if (fallbacks != NULL)
+		return cmc_orthonormalize_gram(A, m, n, fallbacks, err);
 	return cmc_orthonormalize_any(A, NULL, m, n, err);
 }
 
@@ -622,14 +692,71 @@ cmc_svd_full(cmc_result *r, const cmc_whitener *w, const double *M, masq_err *er
 	return rc;
 }
 
+/* cmc_randomized_finish by the eigendecomposition of the small Gram
+ * matrix B B^T (k, k) = U_B S^2 U_B^T: the singular values are the square
+ * roots of its eigenvalues (accurate to eps sigma_1^2 / sigma_i relative,
+ * ample for the kept ones), and the factors need no division by them:
+ * L2 = S_r V_r^T = U_B,r^T B, L1 from Y U_B,r. */
+static int
+cmc_randomized_finish_gram(cmc_result *r, const cmc_whitener *w, const double *B, const double *Y,
+    int k, masq_err *err)
+{
+	int in = r->in, out = r->out, rank = r->rank, rc = 0;
+	double *C = xmalloc(xmul(xmul((size_t)k, (size_t)k), sizeof(double)));
+	double *lam = xmalloc(xmul((size_t)k, sizeof(double)));
+	/* row-major lower is column-major upper, what cmc_dsyevd_colmajor
+	 * reads; column j of its column-major result (row j here) is
+	 * eigenvector j */
+	cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, k, out, 1.0, B, out, 0.0, C, k);
+	lapack_int info = cmc_dsyevd_colmajor(C, k, lam);
+	r->n_sv = k;
+	r->sv = xmalloc(xmul((size_t)k, sizeof(double)));
+	if (info != 0) {
+		rc = masq_err_set(err, MASQ_ERR_INTERNAL,
+		    "cmc: LAPACKE_dsyevd failed on the %d x %d Gram matrix of the projection (info %d)", k, k,
+		    (int)info);
+		goto out;
+	}
+	/* ascending from dsyevd: sigma descending, eigenvector rows reversed */
+	for (int i = 0; i < k; i++)
+		r->sv[i] = sqrt(fmax(lam[k - 1 - i], 0.0));
+	if (rank > 0) {
+		double *UBr = xmalloc(xmul(xmul((size_t)k, (size_t)rank), sizeof(double)));	/* (k, rank) */
+		for (int j = 0; j < rank; j++)
+			for (int i = 0; i < k; i++)
+				UBr[(size_t)i * rank + j] = C[(size_t)(k - 1 - j) * k + i];
+		double *U = xmalloc(xmul(xmul((size_t)in, (size_t)rank), sizeof(double)));
+		double *SVt = xmalloc(xmul(xmul((size_t)rank, (size_t)out), sizeof(double)));
+		double *one = xmalloc(xmul((size_t)rank, sizeof(double)));
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, rank, k, 1.0, Y, k, UBr, rank,
+		    0.0, U, rank);
+		cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rank, out, k, 1.0, UBr, rank, B, out,
+		    0.0, SVt, out);
+		for (int i = 0; i < rank; i++)
+			one[i] = 1.0;
+		rc = cmc_store_factors(r, w, U, rank, one, SVt, err);
+		free(one);
+		free(SVt);
+		free(U);
+		free(UBr);
+	}
+out:
+	free(C);
+	free(lam);
+	return rc;
+}
+
 /* The randomized SVD's last step, shared by both precisions: the exact SVD
  * of the small projection B (k, out) (overwritten), then U = Y U_B with the
- * orthonormal range basis Y (in, k), and the factors.  Fills r->sv. */
+ * orthonormal range basis Y (in, k), and the factors.  Fills r->sv.  gram:
+ * cmc_randomized_finish_gram. */
 static int
 cmc_randomized_finish(cmc_result *r, const cmc_whitener *w, double *B, const double *Y, int k,
-    masq_err *err)
+    int gram, masq_err *err)
 {
 	int in = r->in, out = r->out, rc = 0;
+	if (gram)
+		return cmc_randomized_finish_gram(r, w, B, Y, k, err);
 	double *UB = xmalloc(xmul(xmul((size_t)k, (size_t)k), sizeof(double)));
 	double *Vt = xmalloc(xmul(xmul((size_t)k, (size_t)out), sizeof(double)));
 	r->n_sv = k;
@@ -655,9 +782,10 @@ cmc_randomized_finish(cmc_result *r, const cmc_whitener *w, double *B, const dou
  * algorithms 4.4 and 5.1): k = rank + oversample Gaussian test vectors, a few
  * subspace iterations, then the exact SVD of the small (k, out) projection. */
 static int
-cmc_svd_randomized(cmc_result *r, const cmc_whitener *w, const double *M, rng *g,
+cmc_svd_randomized(cmc_result *r, const cmc_whitener *w, const double *M, rng *g, int gram,
     masq_err *err)
 {
+	int *fb = gram ? &r->qr_fallbacks : NULL;
 	int in = r->in, out = r->out, mn = in < out ? in : out;
 	int k = r->rank + CMC_OVERSAMPLE < mn ? r->rank + CMC_OVERSAMPLE : mn;
 	double *Om = xmalloc(xmul(xmul((size_t)out, (size_t)k), sizeof(double)));	/* (out, k) */
@@ -676,20 +804,20 @@ cmc_svd_randomized(cmc_result *r, const cmc_whitener *w, const double *M, rng *g
 	    0.0, Y, k);
 	/* Om is reused as Z = M^T Y (out, k). */
 	for (int it = 0; it < CMC_POWER_ITERS; it++) {
-		if (cmc_orthonormalize(Y, in, k, err) < 0)
+		if (cmc_orthonormalize(Y, in, k, fb, err) < 0)
 			goto out;
 		cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, k, in, 1.0, M, out, Y,
 		    k, 0.0, Om, k);
-		if (cmc_orthonormalize(Om, out, k, err) < 0)
+		if (cmc_orthonormalize(Om, out, k, fb, err) < 0)
 			goto out;
 		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, k, out, 1.0, M, out,
 		    Om, k, 0.0, Y, k);
 	}
-	if (cmc_orthonormalize(Y, in, k, err) < 0)
+	if (cmc_orthonormalize(Y, in, k, fb, err) < 0)
 		goto out;
 	cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, out, in, 1.0, Y, k, M, out, 0.0,
 	    B, out);
-	rc = cmc_randomized_finish(r, w, B, Y, k, err);
+	rc = cmc_randomized_finish(r, w, B, Y, k, gram, err);
 out:
 	free(Om);
 	free(Y);
@@ -766,17 +894,26 @@ cmc_whiten_f32(const cmc_whitener *w, float *A, int in, int out)
 
 /* A (m, n) float replaced by the Q of its thin QR, computed in double. */
 static int
-cmc_orthonormalize_f(float *A, int m, int n, masq_err *err)
+cmc_orthonormalize_f(float *A, int m, int n, int *fallbacks, masq_err *err)
 {
-	return cmc_orthonormalize_any(NULL, A, m, n, err);
+	if (fallbacks == NULL)
+		return cmc_orthonormalize_any(NULL, A, m, n, err);
+	size_t mn = xmul((size_t)m, (size_t)n);
+	double *Ad = cmc_dup_double(A, mn);
+	int rc = cmc_orthonormalize_gram(Ad, m, n, fallbacks, err);
+	for (size_t i = 0; i < mn && rc == 0; i++)
+		A[i] = (float)Ad[i];
+	free(Ad);
+	return rc;
 }
 
 /* cmc_svd_randomized with the products against M (in, out) in sgemm; the
  * test matrix, the QR steps and the small SVD as there. */
 static int
-cmc_svd_randomized_f32(cmc_result *r, const cmc_whitener *w, const float *M, rng *g,
+cmc_svd_randomized_f32(cmc_result *r, const cmc_whitener *w, const float *M, rng *g, int gram,
     masq_err *err)
 {
+	int *fb = gram ? &r->qr_fallbacks : NULL;
 	int in = r->in, out = r->out, mn = in < out ? in : out;
 	int k = r->rank + CMC_OVERSAMPLE < mn ? r->rank + CMC_OVERSAMPLE : mn;
 	float *Om = xmalloc(xmul(xmul((size_t)out, (size_t)k), sizeof(float)));	/* (out, k) */
@@ -795,22 +932,22 @@ cmc_svd_randomized_f32(cmc_result *r, const cmc_whitener *w, const float *M, rng
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, k, out, 1.0f, M, out, Om, k,
 	    0.0f, Y, k);
 	for (int it = 0; it < CMC_POWER_ITERS; it++) {
-		if (cmc_orthonormalize_f(Y, in, k, err) < 0)
+		if (cmc_orthonormalize_f(Y, in, k, fb, err) < 0)
 			goto out;
 		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, k, in, 1.0f, M, out, Y,
 		    k, 0.0f, Om, k);
-		if (cmc_orthonormalize_f(Om, out, k, err) < 0)
+		if (cmc_orthonormalize_f(Om, out, k, fb, err) < 0)
 			goto out;
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, k, out, 1.0f, M, out,
 		    Om, k, 0.0f, Y, k);
 	}
-	if (cmc_orthonormalize_f(Y, in, k, err) < 0)
+	if (cmc_orthonormalize_f(Y, in, k, fb, err) < 0)
 		goto out;
 	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, out, in, 1.0f, Y, k, M, out, 0.0f,
 	    Bf, out);
 	B = cmc_dup_double(Bf, xmul((size_t)k, (size_t)out));
 	Yd = cmc_dup_double(Y, xmul((size_t)in, (size_t)k));
-	rc = cmc_randomized_finish(r, w, B, Yd, k, err);
+	rc = cmc_randomized_finish(r, w, B, Yd, k, gram, err);
 out:
 	free(Om);
 	free(Y);
@@ -885,8 +1022,9 @@ static int
 cmc_compute_f32(cmc_result *r, float *M, const cmc_whitener *w, enum cmc_svd_mode mode,
     rng *g, masq_err *err)
 {
-	int in = r->in, out = r->out, mn = in < out ? in : out;
+	int in = r->in, out = r->out, mn = in < out ? in : out, gram = (mode & CMC_SVD_GRAM) != 0;
 	size_t n = xmul((size_t)in, (size_t)out);
+	mode &= ~CMC_SVD_GRAM;
 	cmc_whiten_f32(w, M, in, out);
 	r->total_energy = cmc_sumsq_f(M, n);
 	r->precision = 32;
@@ -894,7 +1032,7 @@ cmc_compute_f32(cmc_result *r, float *M, const cmc_whitener *w, enum cmc_svd_mod
 		mode = r->rank + CMC_OVERSAMPLE < mn / 4 ? CMC_SVD_RANDOMIZED : CMC_SVD_FULL;
 	int rc;
 	if (mode == CMC_SVD_RANDOMIZED) {
-		rc = cmc_svd_randomized_f32(r, w, M, g, err);
+		rc = cmc_svd_randomized_f32(r, w, M, g, gram, err);
 	} else {
 		double *Md = cmc_dup_double(M, n);
 		rc = cmc_svd_full(r, w, Md, err);
@@ -975,8 +1113,9 @@ cmc_compute(cmc_result *r, const float *dWt, int in, int out, const cmc_whitener
 	if (cmc_check_args(r, dWt, in, out, w, rank, err) < 0)
 		return -1;
 	size_t n = xmul((size_t)in, (size_t)out);
-	int mn = in < out ? in : out;
+	int mn = in < out ? in : out, gram = (mode & CMC_SVD_GRAM) != 0;
 	r->precision = 64;
+	mode &= ~CMC_SVD_GRAM;
 
 	double *M = cmc_dup_double(dWt, n);
 	if (w != NULL) {
@@ -990,7 +1129,7 @@ cmc_compute(cmc_result *r, const float *dWt, int in, int out, const cmc_whitener
 
 	if (mode == CMC_SVD_AUTO)
 		mode = r->rank + CMC_OVERSAMPLE < mn / 4 ? CMC_SVD_RANDOMIZED : CMC_SVD_FULL;
-	int rc = mode == CMC_SVD_RANDOMIZED ? cmc_svd_randomized(r, w, M, g, err)
+	int rc = mode == CMC_SVD_RANDOMIZED ? cmc_svd_randomized(r, w, M, g, gram, err)
 	    : cmc_svd_full(r, w, M, err);
 	if (rc == 0)
 		r->resid_energy = r->rank > 0

@@ -122,7 +122,15 @@ void cmc_whiten(const cmc_whitener *w, const double *A, int n, double *M);
 enum cmc_svd_mode {
 	CMC_SVD_FULL,		/* LAPACKE_dgesdd of the whole matrix */
 	CMC_SVD_RANDOMIZED,	/* randomized range finder + small SVD (rank + oversample) */
-	CMC_SVD_AUTO		/* randomized when rank + oversample < min(in, out) / 4 */
+	CMC_SVD_AUTO,		/* randomized when rank + oversample < min(in, out) / 4 */
+	/* A flag or'ed into one of the above: the randomized SVD orthonormalizes
+	 * by CholeskyQR2 (dsyrk, dpotrf, dtrsm, twice; Householder where a
+	 * step's Gram matrix is not positive definite) instead of Householder
+	 * QR, and takes the small projection's SVD from the eigendecomposition
+	 * of its Gram matrix instead of dgesdd: the same subspace and factors
+	 * up to rounding, in BLAS-3 (see HACKING.md, "The randomized SVD's
+	 * inner steps") */
+	CMC_SVD_GRAM = 0x10
 };
 
 typedef struct cmc_result {
@@ -136,6 +144,7 @@ typedef struct cmc_result {
 	int whitened;		/* 1 when a whitener was used */
 	int precision;		/* 32 or 64: the products it was computed with */
 	int fell_back;		/* 1 when single precision was asked for and failed its check */
+	int qr_fallbacks;	/* CMC_SVD_GRAM: orthonormalizations CholeskyQR2 left to Householder QR */
 } cmc_result;
 
 /* The products' precision (cmc_compute_prec). */

@@ -31,6 +31,12 @@
 #define TOL_F32_RESID 0.01	/* single vs double precision whitened residual, relative (the
 				 * issue's 1%); measured ~1e-6 */
 #define TOL_F32_SV 1e-4		/* single vs double top singular values, relative */
+#define TOL_GRAM_F64 1e-9	/* CMC_SVD_GRAM vs Householder and dgesdd in double: top singular
+				 * values and residual, relative; the product L1 L2 (float factors)
+				 * within TOL_GRAM_LL; measured 3e-15 and 0 (the float factors
+				 * round alike) */
+#define TOL_GRAM_F32 1e-5	/* the same in single precision; measured 2e-15 */
+#define TOL_GRAM_LL 1e-5	/* max |L1 L2 - L1' L2'| / max |L1 L2| */
 
 /* "ok N # SKIP reason", counted in the plan. */
 static void
@@ -498,6 +504,129 @@ test_randomized(void)
 		free(dWt);
 	}
 	cmc_whitener_done(&wh);
+	free(X), free(s), free(G);
+}
+
+/* max |A - B| / max |A| for the products L1 L2 of two results (in, out). */
+static double
+lowrank_diff(const cmc_result *a, const cmc_result *b)
+{
+	int in = a->in, out = a->out;
+	double *P = xmalloc((size_t)in * out * sizeof(double));
+	double *Q = xmalloc((size_t)in * out * sizeof(double));
+	for (int i = 0; i < in; i++)
+		for (int j = 0; j < out; j++) {
+			double u = 0, v = 0;
+			for (int k = 0; k < a->rank; k++)
+				u += (double)a->L1[(size_t)i * a->rank + k] * a->L2[(size_t)k * out + j];
+			for (int k = 0; k < b->rank; k++)
+				v += (double)b->L1[(size_t)i * b->rank + k] * b->L2[(size_t)k * out + j];
+			P[(size_t)i * out + j] = u;
+			Q[(size_t)i * out + j] = v;
+		}
+	double mx = 0, d = 0;
+	for (size_t i = 0; i < (size_t)in * out; i++) {
+		mx = fmax(mx, fabs(P[i]));
+		d = fmax(d, fabs(P[i] - Q[i]));
+	}
+	free(P), free(Q);
+	return mx > 0 ? d / mx : d;
+}
+
+/* The randomized SVD's inner steps by Gram matrices (CMC_SVD_GRAM:
+ * CholeskyQR2, the small SVD from B B^T) against Householder QR and
+ * dgesdd, from the same draws: the same subspace, so the same singular
+ * values, residual and product L1 L2 up to rounding, whitened (Cholesky
+ * and eig bases) and plain, in both precisions, on a fast and a slow
+ * spectrum.  Then a residual of rank 3 asked for rank 16: the sketch's
+ * range is 3-dimensional, CholeskyQR2 cannot orthonormalize it and
+ * Householder QR takes over, and the factors still hold the matrix. */
+static void
+test_rsvd_gram(void)
+{
+	const int n = 600, in = 192, out = 160, rank = 16;
+	rng g;
+	double *X;
+	float *s;
+	double *G = gram_case(&g, 35, n, in, &X, &s);
+	masq_err err = {0};
+	cmc_whitener we, wc;
+
+	MASQ_ASSERT(cmc_whitener_init_as(&we, G, s, in, CMC_EIG_FLOOR, CMC_WHITEN_EIG, &err) == 0);
+	MASQ_ASSERT(cmc_whitener_init_as(&wc, G, s, in, CMC_EIG_FLOOR, CMC_WHITEN_CHOL, &err) == 0);
+	for (int wk = 0; wk < 3; wk++)
+		for (int slow = 0; slow < 2; slow++)
+			for (int prec = 0; prec < 2; prec++) {
+				const cmc_whitener *w = wk == 0 ? NULL : wk == 1 ? &we : &wc;
+				char tag[96];
+				snprintf(tag, sizeof tag, "%s, %s spectrum, %s", wk == 0 ? "plain" : wk == 1 ? "eig" : "cholesky",
+				    slow ? "slow" : "fast", prec ? "f32" : "f64");
+				float *dWt = make_decaying(&g, w ? &we : NULL, in, out, slow ? 0.98 : 0.85);
+				cmc_result rh, rg;
+				rng g1, g2;
+				rng_init(&g1, 91);
+				rng_init(&g2, 91);
+				enum cmc_precision pr = prec ? CMC_F32 : CMC_F64;
+				int ok = cmc_compute_prec(&rh, dWt, in, out, w, rank, CMC_SVD_RANDOMIZED, pr, &g1, &err) == 0;
+				ok = ok && cmc_compute_prec(&rg, dWt, in, out, w, rank, CMC_SVD_RANDOMIZED | CMC_SVD_GRAM, pr,
+				    &g2, &err) == 0;
+				if (!tap_ok(ok, "%s: both variants compute (%s)", tag, err.msg)) {
+					free(dWt);
+					continue;
+				}
+				double tol = prec ? TOL_GRAM_F32 : TOL_GRAM_F64, worst = 0;
+				for (int i = 0; i < rank; i++)
+					worst = fmax(worst, rel(rg.sv[i], rh.sv[i]));
+				double dr = rel(rg.resid_energy, rh.resid_energy), dl = lowrank_diff(&rh, &rg);
+				tap_ok(worst < tol && dr < tol && dl < TOL_GRAM_LL && rg.qr_fallbacks == 0 &&
+				    rg.n_sv == rh.n_sv && rg.fell_back == rh.fell_back,
+				    "%s: gram steps agree with householder (sv %.1e, residual %.1e, L1 L2 %.1e; "
+				    "%d fallbacks)", tag, worst, dr, dl, rg.qr_fallbacks);
+				cmc_result_done(&rh);
+				cmc_result_done(&rg);
+				free(dWt);
+			}
+	/* rank 3: the sketch's range is 3-dimensional */
+	{
+		const int d3 = 3, in3 = 96, out3 = 80;
+		double *a = randn(&g, (size_t)in3 * d3, 1.0), *b = randn(&g, (size_t)d3 * out3, 1.0);
+		float *dWt = xmalloc((size_t)in3 * out3 * sizeof(float));
+		for (int i = 0; i < in3; i++)
+			for (int j = 0; j < out3; j++) {
+				double v = 0;
+				for (int k = 0; k < d3; k++)
+					v += a[(size_t)i * d3 + k] * pow(0.5, k) * b[(size_t)k * out3 + j];
+				dWt[(size_t)i * out3 + j] = (float)v;
+			}
+		for (int prec = 0; prec < 2; prec++) {
+			cmc_result rh, rg;
+			rng g1, g2;
+			rng_init(&g1, 92);
+			rng_init(&g2, 92);
+			enum cmc_precision pr = prec ? CMC_F32 : CMC_F64;
+			int ok = cmc_compute_prec(&rh, dWt, in3, out3, NULL, rank, CMC_SVD_RANDOMIZED, pr, &g1, &err) == 0;
+			ok = ok && cmc_compute_prec(&rg, dWt, in3, out3, NULL, rank, CMC_SVD_RANDOMIZED | CMC_SVD_GRAM, pr,
+			    &g2, &err) == 0;
+			if (!tap_ok(ok, "rank 3, %s: both variants compute (%s)", prec ? "f32" : "f64", err.msg))
+				continue;
+			double worst = 0;
+			for (int i = 0; i < d3; i++)
+				worst = fmax(worst, rel(rg.sv[i], rh.sv[i]));
+			/* in float the range is 3-dimensional up to rounding: CholeskyQR2
+			 * may hold it or not; in double it cannot */
+			tap_ok((prec || rg.qr_fallbacks > 0) && worst < 1e-6 && rg.resid_energy <= 1e-10 * rg.total_energy &&
+			    rh.resid_energy <= 1e-10 * rh.total_energy,
+			    "rank 3 asked for %d, %s: %d orthonormalizations fall back to householder (f64: some); the 3 "
+			    "values agree (%.1e) and both residuals vanish (%.1e, %.1e of the total)", rank,
+			    prec ? "f32" : "f64", rg.qr_fallbacks, worst, rg.resid_energy / rg.total_energy,
+			    rh.resid_energy / rh.total_energy);
+			cmc_result_done(&rh);
+			cmc_result_done(&rg);
+		}
+		free(a), free(b), free(dWt);
+	}
+	cmc_whitener_done(&we);
+	cmc_whitener_done(&wc);
 	free(X), free(s), free(G);
 }
 
@@ -1214,6 +1343,7 @@ main(void)
 	test_whitener();
 	test_theorem2();
 	test_randomized();
+	test_rsvd_gram();
 	test_single();
 	test_inplace();
 	test_floor_known_and_shared();
