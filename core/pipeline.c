@@ -45,6 +45,7 @@ pipe_opts_default(pipe_opts *o)
 	o->cmc_dtype = ST_F16;
 	o->cmc_precision = CMC_F32;
 	o->whiten_kind = CMC_WHITEN_CHOL;
+	o->rsvd_gram = 1;
 	o->compute = ENGINE_F32;
 }
 
@@ -91,6 +92,9 @@ pipe_opts_check(const pipe_opts *o, masq_err *err)
 		    o->cmc_precision);
 	if (o->whiten_kind != CMC_WHITEN_EIG && o->whiten_kind != CMC_WHITEN_CHOL)
 		return masq_err_set(err, MASQ_ERR_USAGE, "CMC whitens with eig or cholesky, not %d", o->whiten_kind);
+	if (o->rsvd_gram != 0 && o->rsvd_gram != 1)
+		return masq_err_set(err, MASQ_ERR_USAGE, "the randomized SVD's steps are gram or householder, not %d",
+		    o->rsvd_gram);
 	if (o->compute != ENGINE_F32 && o->compute != ENGINE_BF16)
 		return masq_err_set(err, MASQ_ERR_USAGE, "the forward computes in f32 or bf16, not %d", o->compute);
 	if (setting_check_epochs(o->epochs, err) < 0 || setting_check_lr(o->lr, err) < 0 ||
@@ -822,6 +826,13 @@ cmc_rng(const pipeline *p, int layer, int lin, int mod, rng *g)
 	rng_init(g, p->opts.seed ^ 0x636d632d72616e64ULL ^ k);
 }
 
+/* The flags CMC's randomized SVD takes from the settings (cmc.h). */
+static int
+pipe_svd_flags(const pipe_opts *o)
+{
+	return o->rsvd_gram ? CMC_SVD_GRAM : 0;
+}
+
 /* Bind wh to the basis of group grp's input site for modality mod with
  * factors s (d); builds the basis on first use.  0, or -1 on error. */
 static int
@@ -939,7 +950,7 @@ lin_cmc(struct qctx *q, int lin, int mod, const struct qweight *base, const floa
 		wh = &whb;
 	}
 	float *dWt = cmc_dwt(p, lin, base, s_m, out, in);
-	int mode = q->measure && p->opts.cmc_diag ? CMC_SVD_FULL : p->opts.svd_mode;
+	int mode = (q->measure && p->opts.cmc_diag ? CMC_SVD_FULL : p->opts.svd_mode) | pipe_svd_flags(&p->opts);
 	int rc;
 	if (p->opts.cmc_diag) {
 		/* the diagnostics below read dWt again */
@@ -2052,7 +2063,7 @@ lin_spectrum(pipeline *sh, struct qctx *q, int lin, int cap, pipe_spectrum *o, m
 		rng g;
 		memset(&res, 0, sizeof res);
 		cmc_rng(sh, sh->layer, lin, m, &g);
-		if (rc == 0 && cmc_compute_prec(&res, dWt, in, out, wh, o->cap, CMC_SVD_AUTO, sh->opts.cmc_precision,
+		if (rc == 0 && cmc_compute_prec(&res, dWt, in, out, wh, o->cap, CMC_SVD_AUTO | pipe_svd_flags(&sh->opts), sh->opts.cmc_precision,
 		    &g, err) < 0)
 			rc = -1;
 		if (rc == 0) {

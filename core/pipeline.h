@@ -98,6 +98,10 @@ typedef struct pipe_opts {
 	 * cmc_whiten_kind): CHOL by default, EIG (the eigendecomposition)
 	 * for sessions that predate the setting */
 	int whiten_kind;
+	/* the randomized SVD's inner steps by Gram matrices (cmc.h,
+	 * CMC_SVD_GRAM): 1 by default, 0 (Householder QR and dgesdd) for
+	 * sessions that predate the setting */
+	int rsvd_gram;
 	/* what the forwards compute in (enum engine_compute): F32 by default
 	 * and for sessions that predate the setting; BF16 as the reference's
 	 * bfloat16 model (engine.h) */

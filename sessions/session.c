@@ -104,6 +104,8 @@ sess_opts_json(const pipe_opts *o)
 		json_object_set_new(j, "cmc_precision", json_string("f32"));
 	if (o->whiten_kind == CMC_WHITEN_CHOL)	/* absent reads back as eig, as sessions recorded before it */
 		json_object_set_new(j, "cmc_whitener", json_string("cholesky"));
+	if (o->rsvd_gram)	/* absent reads back as householder, as sessions recorded before it */
+		json_object_set_new(j, "cmc_rsvd", json_string("gram"));
 	if (o->compute != ENGINE_F32)	/* absent reads back as f32, as sessions recorded before it */
 		json_object_set_new(j, "compute", json_string(engine_compute_name(o->compute)));
 	if (o->cmc_dtype != ST_F32)	/* absent reads back as F32, as sessions recorded before it */
@@ -153,6 +155,7 @@ sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err)
 	o->cmc_dtype = ST_F32;	/* ... and stored the compensation in F32 */
 	o->cmc_precision = CMC_F64;	/* ... and computed it in double */
 	o->whiten_kind = CMC_WHITEN_EIG;	/* ... and whitened with the eigendecomposition */
+	o->rsvd_gram = 0;	/* ... and ran the randomized SVD's steps by Householder QR and dgesdd */
 	if (!json_is_object(j))
 		return masq_err_set(err, MASQ_ERR_FORMAT, "its settings are not a JSON object");
 	json_object_foreach(j, k, v) {
@@ -192,6 +195,11 @@ sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err)
 			if (d == NULL || (strcmp(d, "eig") != 0 && strcmp(d, "cholesky") != 0))
 				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"cmc_whitener\" is not eig or cholesky");
 			o->whiten_kind = strcmp(d, "eig") == 0 ? CMC_WHITEN_EIG : CMC_WHITEN_CHOL;
+		} else if (strcmp(k, "cmc_rsvd") == 0) {
+			const char *d = json_string_value(v);
+			if (d == NULL || (strcmp(d, "gram") != 0 && strcmp(d, "householder") != 0))
+				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"cmc_rsvd\" is not gram or householder");
+			o->rsvd_gram = strcmp(d, "gram") == 0;
 		} else if (strcmp(k, "loss") == 0) {
 			if (!json_is_string(v) || (o->loss = learn_loss_parse(json_string_value(v))) < 0)
 				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"loss\" is not mae or mse");

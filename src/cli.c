@@ -34,8 +34,8 @@ const cli_subcmd cli_subcmds[] = {
 	    "           [--alpha X|search] [--epochs N] [--lr X] [--loss mae|mse] [--loss-weights T,V,A] [--tie]\n"
 	    "           [--rank R | --rank-budget SIZE | --rank-target DB] [--rank-objective relative|absolute]\n"
 	    "           [--eval-split SHARE] [--cmc-dtype f16|bf16|f32] [--cmc-precision f32|f64]\n"
-	    "           [--whitener cholesky|eig] [--compute f32|bf16] [--layer-prefix P]\n"
-	    "           [--set LAYER.LINEAR.KEY=VALUE ...] [--json]",
+	    "           [--whitener cholesky|eig] [--rsvd gram|householder] [--compute f32|bf16]\n"
+	    "           [--layer-prefix P] [--set LAYER.LINEAR.KEY=VALUE ...] [--json]",
 	    "quantize every layer with a method (mas, mas-cmc, usq learn their factors: 2 epochs unless --epochs 0)\n"
 	    "      and measure it per modality against the FP model; under mpirun (a --with-mpi build)\n"
 	    "      the processes share the sequences and rank 0 records the session"},

@@ -63,6 +63,7 @@ run_json(const sess *s, const struct run_args *a, int method)
 	json_object_set_new(d, "rank_floor", json_integer(po->rank_floor));
 	json_object_set_new(d, "whiten", json_boolean(po->whiten));
 	json_object_set_new(d, "cmc_whitener", json_string(po->whiten_kind == CMC_WHITEN_CHOL ? "cholesky" : "eig"));
+	json_object_set_new(d, "cmc_rsvd", json_string(po->rsvd_gram ? "gram" : "householder"));
 	json_object_set_new(d, "cmc_target", json_string(po->cmc_quant_target ? "quantized" : "fp"));
 	json_object_set_new(d, "seed", json_integer((json_int_t)po->seed));
 	json_object_set_new(d, "epochs", json_integer(po->epochs));
@@ -518,7 +519,7 @@ cmd_run(int argc, char **argv)
 	enum { O_MODEL = 256, O_CALIB, O_METHOD, O_WBITS, O_ABITS, O_ALPHA, O_RANK, O_SET, O_JSON,
 	    O_THREADS, O_SEED, O_WGROUP, O_RANK_FLOOR, O_SVD, O_NO_WHITEN, O_CMC_TARGET, O_CMC_DIAG,
 	    O_GRID, O_SEARCH_TOKENS, O_VERBOSE, O_DB, O_NO_DB, O_EPOCHS, O_LR, O_LOSS, O_LOSS_WEIGHTS, O_TIE,
-	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE, O_WHITENER, O_EVAL_SPLIT, O_CMC_DTYPE, O_LAYER_PREFIX, O_CMC_PRECISION,
+	    O_RANK_BUDGET, O_RANK_TARGET, O_RANK_OBJECTIVE, O_WHITENER, O_RSVD, O_EVAL_SPLIT, O_CMC_DTYPE, O_LAYER_PREFIX, O_CMC_PRECISION,
 	    O_COMPUTE };
 	static const struct option opts[] = {
 		{"model", required_argument, NULL, O_MODEL},
@@ -553,6 +554,7 @@ cmd_run(int argc, char **argv)
 		{"cmc-dtype", required_argument, NULL, O_CMC_DTYPE},
 		{"cmc-precision", required_argument, NULL, O_CMC_PRECISION},
 		{"whitener", required_argument, NULL, O_WHITENER},
+		{"rsvd", required_argument, NULL, O_RSVD},
 		{"compute", required_argument, NULL, O_COMPUTE},
 		{"layer-prefix", required_argument, NULL, O_LAYER_PREFIX},
 		{"db", required_argument, NULL, O_DB},
@@ -688,6 +690,16 @@ cmd_run(int argc, char **argv)
 				goto done;
 			}
 			break;
+		case O_RSVD:
+			if (strcasecmp(optarg, "gram") == 0)
+				a.o.rsvd_gram = 1;
+			else if (strcasecmp(optarg, "householder") == 0)
+				a.o.rsvd_gram = 0;
+			else {
+				rc = cli_usage("run", "--rsvd is gram or householder, not '%s'", optarg);
+				goto done;
+			}
+			break;
 		case O_CMC_DTYPE:
 			if (strcasecmp(optarg, "f32") == 0)
 				a.o.cmc_dtype = ST_F32;
@@ -797,7 +809,7 @@ cmd_run(int argc, char **argv)
 		int learns = a.all || method_learns(m);
 		static const struct { int opt; const char *name; } cmc_opts[] = {
 			{O_RANK, "--rank"}, {O_RANK_FLOOR, "--rank-floor"}, {O_SVD, "--svd"}, {O_NO_WHITEN, "--no-whiten"},
-			{O_WHITENER, "--whitener"},
+			{O_WHITENER, "--whitener"}, {O_RSVD, "--rsvd"},
 			{O_CMC_TARGET, "--cmc-target"}, {O_CMC_DIAG, "--cmc-diagnostics"}, {O_RANK_BUDGET, "--rank-budget"},
 			{O_RANK_TARGET, "--rank-target"},
 		}, learning_opts[] = {

@@ -229,6 +229,27 @@ test_settings(void)
 	tap_ok(def.whiten_kind == CMC_WHITEN_CHOL && sess_opts_from_json(&ro, x, &err) == 0 &&
 	    ro.whiten_kind == CMC_WHITEN_CHOL, "the default (cholesky) writes and reads back");
 	json_decref(x);
+	/* the randomized SVD's steps: the same three */
+	x = json_object();
+	tap_ok(sess_opts_from_json(&ro, x, &err) == 0 && ro.rsvd_gram == 0,
+	    "settings without cmc_rsvd read back as householder");
+	json_decref(x);
+	x = json_pack("{s:s}", "cmc_rsvd", "qr");
+	tap_ok(sess_opts_from_json(&ro, x, &err) < 0 && strstr(err.msg, "\"cmc_rsvd\" is not gram or householder") != NULL,
+	    "cmc_rsvd \"qr\" is refused: %s", err.msg);
+	json_decref(x);
+	x = json_pack("{s:b}", "cmc_rsvd", 1);
+	tap_ok(sess_opts_from_json(&ro, x, &err) < 0 && strstr(err.msg, "cmc_rsvd") != NULL,
+	    "cmc_rsvd true (not a name) is refused: %s", err.msg);
+	json_decref(x);
+	x = json_pack("{s:s}", "cmc_rsvd", "householder");
+	tap_ok(sess_opts_from_json(&ro, x, &err) == 0 && ro.rsvd_gram == 0, "cmc_rsvd householder reads back");
+	json_decref(x);
+	x = sess_opts_json(&def);
+	tap_ok(def.rsvd_gram == 1 && sess_opts_from_json(&ro, x, &err) == 0 && ro.rsvd_gram == 1 &&
+	    strcmp(json_string_value(json_object_get(x, "cmc_rsvd")), "gram") == 0,
+	    "the default (gram) writes and reads back");
+	json_decref(x);
 	sess_free(a);
 	sess_free(b);
 }
