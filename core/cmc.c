@@ -582,25 +582,33 @@ cmc_cholqr_step(double *A, int m, int n, double *R, int check)
  * orthogonality to cond(A)^2, and a second on its result, which restores
  * it; two GEMM-like products a step, where Householder QR of a tall, thin
  * block is mostly BLAS-2 (dgeqrf's panels) with twice the passes over A.
- * Where the first step fails or leaves a result the second cannot repair
- * (cond(A) beyond about 1e7, a range the sketch has not filled), A is
- * orthonormalized by Householder QR from its original values instead,
- * counted in *fallbacks. */
+ * 0, or 1 where the first step fails or leaves a result the second cannot
+ * repair (cond(A) beyond about 1e7, a range the sketch has not filled): A
+ * is then spent. */
+static int
+cmc_cholqr2(double *A, int m, int n)
+{
+	double *R = xmalloc(xmul(xmul((size_t)n, (size_t)n), sizeof(double)));
+	int rc = cmc_cholqr_step(A, m, n, R, 0) != 0 || cmc_cholqr_step(A, m, n, R, 1) != 0;
+	free(R);
+	return rc;
+}
+
+/* cmc_cholqr2 on A, or where it refuses, Householder QR from A's original
+ * values, counted in *fallbacks. */
 static int
 cmc_orthonormalize_gram(double *A, int m, int n, int *fallbacks, masq_err *err)
 {
 	size_t mn = xmul((size_t)m, (size_t)n);
-	double *R = xmalloc(xmul(xmul((size_t)n, (size_t)n), sizeof(double)));
 	double *A0 = xmalloc(xmul(mn, sizeof(double)));
 	int rc = 0;
 	memcpy(A0, A, mn * sizeof(double));
-	if (cmc_cholqr_step(A, m, n, R, 0) != 0 || cmc_cholqr_step(A, m, n, R, 1) != 0) {
+	if (cmc_cholqr2(A, m, n) != 0) {
 		memcpy(A, A0, mn * sizeof(double));
 		rc = cmc_orthonormalize_any(A, NULL, m, n, err);
 		(*fallbacks)++;
 	}
 	free(A0);
-	free(R);
 	return rc;
 }
 
@@ -694,8 +702,9 @@ cmc_svd_full(cmc_result *r, const cmc_whitener *w, const double *M, masq_err *er
 
 /* cmc_randomized_finish by the eigendecomposition of the small Gram
  * matrix B B^T (k, k) = U_B S^2 U_B^T: the singular values are the square
- * roots of its eigenvalues (accurate to eps sigma_1^2 / sigma_i relative,
- * ample for the kept ones), and the factors need no division by them:
+ * roots of its eigenvalues (accurate to about eps (sigma_1 / sigma_i)^2
+ * relative, ample for the kept ones), and the factors need no division by
+ * them:
  * L2 = S_r V_r^T = U_B,r^T B, L1 from Y U_B,r. */
 static int
 cmc_randomized_finish_gram(cmc_result *r, const cmc_whitener *w, const double *B, const double *Y,
@@ -892,19 +901,26 @@ cmc_whiten_f32(const cmc_whitener *w, float *A, int in, int out)
 	}
 }
 
-/* A (m, n) float replaced by the Q of its thin QR, computed in double. */
+/* A (m, n) float replaced by the Q of its thin QR, computed in double:
+ * Householder QR (fallbacks NULL), or cmc_cholqr2, falling back as
+ * cmc_orthonormalize_gram does. */
 static int
 cmc_orthonormalize_f(float *A, int m, int n, int *fallbacks, masq_err *err)
 {
 	if (fallbacks == NULL)
 		return cmc_orthonormalize_any(NULL, A, m, n, err);
+	/* the float block is its own saved copy: one double block at a time,
+	 * as Householder QR holds */
 	size_t mn = xmul((size_t)m, (size_t)n);
 	double *Ad = cmc_dup_double(A, mn);
-	int rc = cmc_orthonormalize_gram(Ad, m, n, fallbacks, err);
-	for (size_t i = 0; i < mn && rc == 0; i++)
+	int refused = cmc_cholqr2(Ad, m, n);
+	for (size_t i = 0; i < mn && !refused; i++)
 		A[i] = (float)Ad[i];
 	free(Ad);
-	return rc;
+	if (!refused)
+		return 0;
+	(*fallbacks)++;
+	return cmc_orthonormalize_any(NULL, A, m, n, err);
 }
 
 /* cmc_svd_randomized with the products against M (in, out) in sgemm; the

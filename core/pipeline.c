@@ -2063,8 +2063,8 @@ lin_spectrum(pipeline *sh, struct qctx *q, int lin, int cap, pipe_spectrum *o, m
 		rng g;
 		memset(&res, 0, sizeof res);
 		cmc_rng(sh, sh->layer, lin, m, &g);
-		if (rc == 0 && cmc_compute_prec(&res, dWt, in, out, wh, o->cap, CMC_SVD_AUTO | pipe_svd_flags(&sh->opts), sh->opts.cmc_precision,
-		    &g, err) < 0)
+		if (rc == 0 && cmc_compute_prec(&res, dWt, in, out, wh, o->cap, CMC_SVD_AUTO | pipe_svd_flags(&sh->opts),
+		    sh->opts.cmc_precision, &g, err) < 0)
 			rc = -1;
 		if (rc == 0) {
 			if (res.n_sv < o->cap)

@@ -202,6 +202,17 @@ gram_case(rng *g, uint64_t seed, int n, int d, double **X, float **s)
 	return make_gram(*X, n, d);
 }
 
+/* gram_case with both whiteners of it: we (eig) and wc (cholesky). */
+static double *
+gram_case_both(rng *g, uint64_t seed, int n, int d, double **X, float **s, cmc_whitener *we, cmc_whitener *wc)
+{
+	double *G = gram_case(g, seed, n, d, X, s);
+	masq_err err = {0};
+	MASQ_ASSERT(cmc_whitener_init_as(we, G, *s, d, CMC_EIG_FLOOR, CMC_WHITEN_EIG, &err) == 0);
+	MASQ_ASSERT(cmc_whitener_init_as(wc, G, *s, d, CMC_EIG_FLOOR, CMC_WHITEN_CHOL, &err) == 0);
+	return G;
+}
+
 /* T = cmc_whiten(identity) for w (built from G and s, d channels, either
  * kind) against its plain twin (EIG: T_ij = sqrt(lambda_i) P_ji scale_j /
  * s_j; CHOL: U_ij scale_j / s_j above the diagonal, 0 below), and T^T T
@@ -533,14 +544,37 @@ lowrank_diff(const cmc_result *a, const cmc_result *b)
 	return mx > 0 ? d / mx : d;
 }
 
+/* The randomized SVD of dWt in precision pr both ways from the same seed:
+ * Householder into rh, CMC_SVD_GRAM into rg; 1 when both computed, with
+ * the worst relative difference of their top `top` singular values. */
+static int
+rsvd_both(cmc_result *rh, cmc_result *rg, const float *dWt, int in, int out, const cmc_whitener *w, int rank,
+    enum cmc_precision pr, uint64_t seed, int top, double *worst, masq_err *err)
+{
+	rng g1, g2;
+	rng_init(&g1, seed);
+	rng_init(&g2, seed);
+	if (cmc_compute_prec(rh, dWt, in, out, w, rank, CMC_SVD_RANDOMIZED, pr, &g1, err) < 0)
+		return 0;
+	if (cmc_compute_prec(rg, dWt, in, out, w, rank, CMC_SVD_RANDOMIZED | CMC_SVD_GRAM, pr, &g2, err) < 0) {
+		cmc_result_done(rh);
+		return 0;
+	}
+	*worst = 0;
+	for (int i = 0; i < top; i++)
+		*worst = fmax(*worst, rel(rg->sv[i], rh->sv[i]));
+	return 1;
+}
+
 /* The randomized SVD's inner steps by Gram matrices (CMC_SVD_GRAM:
  * CholeskyQR2, the small SVD from B B^T) against Householder QR and
  * dgesdd, from the same draws: the same subspace, so the same singular
  * values, residual and product L1 L2 up to rounding, whitened (Cholesky
  * and eig bases) and plain, in both precisions, on a fast and a slow
  * spectrum.  Then a residual of rank 3 asked for rank 16: the sketch's
- * range is 3-dimensional, CholeskyQR2 cannot orthonormalize it and
- * Householder QR takes over, and the factors still hold the matrix. */
+ * range is 3-dimensional, CholeskyQR2 cannot orthonormalize it in double
+ * and Householder QR takes over, and the factors still hold the matrix;
+ * and one of a single input channel, which falls back in float too. */
 static void
 test_rsvd_gram(void)
 {
@@ -548,12 +582,10 @@ test_rsvd_gram(void)
 	rng g;
 	double *X;
 	float *s;
-	double *G = gram_case(&g, 35, n, in, &X, &s);
-	masq_err err = {0};
 	cmc_whitener we, wc;
+	double *G = gram_case_both(&g, 35, n, in, &X, &s, &we, &wc);
+	masq_err err = {0};
 
-	MASQ_ASSERT(cmc_whitener_init_as(&we, G, s, in, CMC_EIG_FLOOR, CMC_WHITEN_EIG, &err) == 0);
-	MASQ_ASSERT(cmc_whitener_init_as(&wc, G, s, in, CMC_EIG_FLOOR, CMC_WHITEN_CHOL, &err) == 0);
 	for (int wk = 0; wk < 3; wk++)
 		for (int slow = 0; slow < 2; slow++)
 			for (int prec = 0; prec < 2; prec++) {
@@ -563,20 +595,14 @@ test_rsvd_gram(void)
 				    slow ? "slow" : "fast", prec ? "f32" : "f64");
 				float *dWt = make_decaying(&g, w ? &we : NULL, in, out, slow ? 0.98 : 0.85);
 				cmc_result rh, rg;
-				rng g1, g2;
-				rng_init(&g1, 91);
-				rng_init(&g2, 91);
-				enum cmc_precision pr = prec ? CMC_F32 : CMC_F64;
-				int ok = cmc_compute_prec(&rh, dWt, in, out, w, rank, CMC_SVD_RANDOMIZED, pr, &g1, &err) == 0;
-				ok = ok && cmc_compute_prec(&rg, dWt, in, out, w, rank, CMC_SVD_RANDOMIZED | CMC_SVD_GRAM, pr,
-				    &g2, &err) == 0;
+				double worst;
+				int ok = rsvd_both(&rh, &rg, dWt, in, out, w, rank, prec ? CMC_F32 : CMC_F64, 91, rank, &worst,
+				    &err);
 				if (!tap_ok(ok, "%s: both variants compute (%s)", tag, err.msg)) {
 					free(dWt);
 					continue;
 				}
-				double tol = prec ? TOL_GRAM_F32 : TOL_GRAM_F64, worst = 0;
-				for (int i = 0; i < rank; i++)
-					worst = fmax(worst, rel(rg.sv[i], rh.sv[i]));
+				double tol = prec ? TOL_GRAM_F32 : TOL_GRAM_F64;
 				double dr = rel(rg.resid_energy, rh.resid_energy), dl = lowrank_diff(&rh, &rg);
 				tap_ok(worst < tol && dr < tol && dl < TOL_GRAM_LL && rg.qr_fallbacks == 0 &&
 				    rg.n_sv == rh.n_sv && rg.fell_back == rh.fell_back,
@@ -600,18 +626,11 @@ test_rsvd_gram(void)
 			}
 		for (int prec = 0; prec < 2; prec++) {
 			cmc_result rh, rg;
-			rng g1, g2;
-			rng_init(&g1, 92);
-			rng_init(&g2, 92);
-			enum cmc_precision pr = prec ? CMC_F32 : CMC_F64;
-			int ok = cmc_compute_prec(&rh, dWt, in3, out3, NULL, rank, CMC_SVD_RANDOMIZED, pr, &g1, &err) == 0;
-			ok = ok && cmc_compute_prec(&rg, dWt, in3, out3, NULL, rank, CMC_SVD_RANDOMIZED | CMC_SVD_GRAM, pr,
-			    &g2, &err) == 0;
+			double worst;
+			int ok = rsvd_both(&rh, &rg, dWt, in3, out3, NULL, rank, prec ? CMC_F32 : CMC_F64, 92, d3, &worst,
+			    &err);
 			if (!tap_ok(ok, "rank 3, %s: both variants compute (%s)", prec ? "f32" : "f64", err.msg))
 				continue;
-			double worst = 0;
-			for (int i = 0; i < d3; i++)
-				worst = fmax(worst, rel(rg.sv[i], rh.sv[i]));
 			/* in float the range is 3-dimensional up to rounding: CholeskyQR2
 			 * may hold it or not; in double it cannot */
 			tap_ok((prec || rg.qr_fallbacks > 0) && worst < 1e-6 && rg.resid_energy <= 1e-10 * rg.total_energy &&
@@ -624,6 +643,30 @@ test_rsvd_gram(void)
 			cmc_result_done(&rg);
 		}
 		free(a), free(b), free(dWt);
+	}
+	/* one input channel alone: every sketch row but one is exactly zero,
+	 * in float as in double, so every precision must fall back */
+	{
+		const int in1 = 64, out1 = 96;
+		float *dWt = xcalloc((size_t)in1 * out1, sizeof(float));
+		for (int j = 0; j < out1; j++)
+			dWt[j] = (float)(1.0 + 0.01 * j);
+		for (int prec = 0; prec < 2; prec++) {
+			cmc_result rh, rg;
+			double worst;
+			int ok = rsvd_both(&rh, &rg, dWt, in1, out1, NULL, rank, prec ? CMC_F32 : CMC_F64, 93, 1, &worst,
+			    &err);
+			if (!tap_ok(ok, "one channel, %s: both variants compute (%s)", prec ? "f32" : "f64", err.msg))
+				continue;
+			tap_ok(rg.qr_fallbacks > 0 && worst < 1e-6 && rg.resid_energy <= 1e-10 * rg.total_energy &&
+			    lowrank_diff(&rh, &rg) < TOL_GRAM_LL,
+			    "one channel asked for rank %d, %s: %d orthonormalizations fall back to householder; the "
+			    "value agrees (%.1e), the residual vanishes (%.1e), L1 L2 is householder's", rank,
+			    prec ? "f32" : "f64", rg.qr_fallbacks, worst, rg.resid_energy / rg.total_energy);
+			cmc_result_done(&rh);
+			cmc_result_done(&rg);
+		}
+		free(dWt);
 	}
 	cmc_whitener_done(&we);
 	cmc_whitener_done(&wc);
@@ -1234,12 +1277,10 @@ test_cholesky(void)
 	rng g;
 	double *X;
 	float *s;
-	double *G = gram_case(&g, 23, n, d, &X, &s);
-	masq_err err = {0};
 	cmc_whitener wc, we;
+	double *G = gram_case_both(&g, 23, n, d, &X, &s, &we, &wc);
+	masq_err err = {0};
 
-	MASQ_ASSERT(cmc_whitener_init_as(&wc, G, s, d, CMC_EIG_FLOOR, CMC_WHITEN_CHOL, &err) == 0);
-	MASQ_ASSERT(cmc_whitener_init_as(&we, G, s, d, CMC_EIG_FLOOR, CMC_WHITEN_EIG, &err) == 0);
 	tap_ok(wc.b->kind == CMC_WHITEN_CHOL && wc.b->n_floored == -1 && wc.b->sqrt_lambda == NULL,
 	    "cholesky basis of a full-rank Gram (kind %d, floored %d)", wc.b->kind, wc.b->n_floored);
 	tap_ok(rel(wc.b->lambda_max, we.b->lambda_max) < TOL_LMAX && wc.b->lambda_max <= we.b->lambda_max * (1 + 1e-12),
