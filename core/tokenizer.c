@@ -659,7 +659,7 @@ load_model(masq_tok *t, json_t *model, json_t *added_list, const char *name, mas
 		    name, json_object_size(vocab));
 
 	/* ids */
-	json_int_t max_id = -1, id;
+	json_int_t max_id = -1, id = 0;
 	const char *key;
 	json_t *v;
 	json_object_foreach(vocab, key, v) {
@@ -748,8 +748,8 @@ load_model(masq_tok *t, json_t *model, json_t *added_list, const char *name, mas
 	char *cat = NULL;
 	size_t cat_cap = 0;
 	for (size_t i = 0; i < nm; i++) {
-		const char *a, *b;
-		size_t al, bl;
+		const char *a = NULL, *b = NULL;
+		size_t al = 0, bl = 0;
 		if (merge_halves(json_array_get(merges, i), i, &a, &al, &b, &bl, name, err) < 0) {
 			free(cat);
 			return -1;
