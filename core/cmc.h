@@ -124,12 +124,12 @@ enum cmc_svd_mode {
 	CMC_SVD_RANDOMIZED,	/* randomized range finder + small SVD (rank + oversample) */
 	CMC_SVD_AUTO,		/* randomized when rank + oversample < min(in, out) / 4 */
 	/* A flag or'ed into one of the above: the randomized SVD orthonormalizes
-	 * by CholeskyQR2 (dsyrk, dpotrf, dtrsm, twice; Householder where a
-	 * step's Gram matrix is not positive definite) instead of Householder
-	 * QR, and takes the small projection's SVD from the eigendecomposition
-	 * of its Gram matrix instead of dgesdd: the same subspace and factors
-	 * up to rounding, in BLAS-3 (see HACKING.md, "The randomized SVD's
-	 * inner steps") */
+	 * by CholeskyQR2 (dgemm, dpotrf, dtrtri, dtrmm, twice; Householder QR
+	 * from the block's original values where a pass is refused, counted in
+	 * qr_fallbacks) instead of Householder QR, and takes the small
+	 * projection's SVD from the eigendecomposition of its Gram matrix
+	 * instead of dgesdd: the same subspace and factors up to rounding (see
+	 * HACKING.md, "The randomized SVD's inner steps") */
 	CMC_SVD_GRAM = 0x10
 };
 
