@@ -1,6 +1,8 @@
 #!/bin/sh
-# bench/run.sh: run the benchmarks: bench_forward on the 3b demo preset,
-# then bench_cmc, then bench_reeval on the same preset.
+# bench/run.sh: run the benchmarks on the 3b demo preset: bench_forward,
+# bench_cmc, bench_reeval, bench_learn, bench_igemm, the whole pipeline a
+# layer (on the preset and on BENCH_SCALE times its tokens), the disk
+# beside the database (bench/README.md, "Running").
 #
 #	MASQ=<build>/src/masq sh bench/run.sh <abs_builddir>
 #
@@ -202,6 +204,71 @@ print("pipeline: epochs=%s layers=%d mean_layer_s=%.2f fp_forward_s=%.3f ratio=%
       % (sys.argv[3], len(secs), mean, fwd, mean / fwd, "PASS" if mean / fwd <= 4.0 else "BELOW"))
 PY
 done
+
+# ---- the same pipeline on a calibration set BENCH_SCALE times the preset's ----
+# The preset's 2047 tokens make CMC's per-layer cost, which does not grow
+# with the tokens, weigh more than on a real set (the reference's 128
+# samples are about 60 times as many).  The preset's set and the sets of
+# BENCH_SCALE - 1 demos written with other seeds, concatenated
+# (calib_concat.py), run through bench_forward and the closed form again;
+# the two runs give the layer's fixed cost and its cost per token.
+# BENCH_SCALE=1 skips it (default 8).
+scale=${BENCH_SCALE:-8}
+if [ "$scale" -gt 1 ]; then
+	echo
+	echo "== the pipeline on $scale times the $preset calibration tokens, threads 2 =="
+	big=$work/$preset-x$scale.safetensors
+	if [ ! -f "$big" ]; then
+		sets=$work/$preset/calib.safetensors
+		s=1
+		while [ "$s" -lt "$scale" ]; do
+			d=$work/seed$s
+			rm -rf "$d"
+			"$masq" demo "$d" --preset "$preset" --seed "$s" > /dev/null ||
+			    { echo "bench/run.sh: masq demo --seed $s failed" >&2; exit 1; }
+			rm -rf "$d/model"
+			sets="$sets $d/calib.safetensors"
+			s=$((s + 1))
+		done
+		# shellcheck disable=SC2086 # one word a set
+		/usr/bin/python3 "$(dirname "$0")/calib_concat.py" "$big" $sets ||
+		    { echo "bench/run.sh: calib_concat.py failed" >&2; rm -f "$big"; exit 1; }
+		s=1
+		while [ "$s" -lt "$scale" ]; do rm -rf "$work/seed$s"; s=$((s + 1)); done
+	fi
+	log=$work/bench_forward-x$scale.txt
+	OPENBLAS_NUM_THREADS=2 "$bench" "$work/$preset/model" "$big" --threads 2 > "$log" 2>&1 ||
+	    { cat "$log" >&2; echo "bench/run.sh: bench_forward on $big failed" >&2; exit 1; }
+	grep '^bench_forward: tokens=' "$log"
+	fwd_big=$(sed -n 's/^bench_forward: .* layer_ms=\([0-9.]*\) .*/\1/p' "$log")
+	log=$work/run-epochs0-x$scale.json
+	OPENBLAS_NUM_THREADS=2 /usr/bin/time -f "wall %e s, max RSS %M KB" "$masq" run --model "$work/$preset/model" \
+	    --calib "$big" --method mas-cmc --epochs 0 --no-db --json \
+	    >"$log" 2>"$log.err" || { cat "$log.err" >&2; echo "bench/run.sh: masq run failed" >&2; exit 1; }
+	tail -1 "$log.err"
+	wall0=$(sed -n 's/^wall \([0-9.]*\) s.*/\1/p' "$work/run-epochs0.json.err" | tail -1)
+	wall=$(sed -n 's/^wall \([0-9.]*\) s.*/\1/p' "$log.err" | tail -1)
+	/usr/bin/python3 - "$work/run-epochs0.json" "$wall0" "$fwd_ms" "$log" "$wall" "$fwd_big" <<'PY'
+import json, sys
+a = sys.argv[1:]
+def point(path, wall, fwd_ms):
+    r = json.load(open(path))
+    n = r["tokens"]["all"]
+    return n, float(wall) / len(r["layers"]), float(fwd_ms) / 1e3
+n1, l1, f1 = point(a[0], a[1], a[2])
+n2, l2, f2 = point(a[3], a[4], a[5])
+print("pipeline: epochs=0 tokens=%d mean_layer_s=%.2f fp_forward_s=%.3f ratio=%.2f target=4.0 %s"
+      % (n2, l2, f2, l2 / f2, "PASS" if l2 / f2 <= 4.0 else "BELOW"))
+# layer(n) = fixed + per_token n through the two runs; the FP layer's
+# seconds a token from the larger one
+per = (l2 - l1) / (n2 - n1)
+fixed = l1 - per * n1
+f = f2 / n2
+cross = "%.0f" % (fixed / (4 * f - per)) if 4 * f > per and fixed > 0 else "none"
+print("pipeline_scaling: tokens=%d,%d fixed_s=%.2f per_token_ratio=%.2f tokens_at_4x=%s"
+      % (n1, n2, fixed, per / f, cross))
+PY
+fi
 
 # ---- disk: checkpoints beside the database --------------------------------------
 # An sq session over every layer, keeping every checkpoint
