@@ -255,7 +255,7 @@ def point(path, wall, fwd_ms):
     r = json.load(open(path))
     n = r["tokens"]["all"]
     return n, float(wall) / len(r["layers"]), float(fwd_ms) / 1e3
-n1, l1, f1 = point(a[0], a[1], a[2])
+n1, l1, _ = point(a[0], a[1], a[2])
 n2, l2, f2 = point(a[3], a[4], a[5])
 print("pipeline: epochs=0 tokens=%d mean_layer_s=%.2f fp_forward_s=%.3f ratio=%.2f target=4.0 %s"
       % (n2, l2, f2, l2 / f2, "PASS" if l2 / f2 <= 4.0 else "BELOW"))
@@ -264,7 +264,7 @@ print("pipeline: epochs=0 tokens=%d mean_layer_s=%.2f fp_forward_s=%.3f ratio=%.
 per = (l2 - l1) / (n2 - n1)
 fixed = l1 - per * n1
 f = f2 / n2
-cross = "%.0f" % (fixed / (4 * f - per)) if 4 * f > per and fixed > 0 else "none"
+cross = "%.0f" % max(0.0, fixed / (4 * f - per)) if 4 * f > per else "none"
 print("pipeline_scaling: tokens=%d,%d fixed_s=%.2f per_token_ratio=%.2f tokens_at_4x=%s"
       % (n1, n2, fixed, per / f, cross))
 PY
