@@ -623,7 +623,8 @@ cmc_orthonormalize(double *A, int m, int n, int *fallbacks, masq_err *err)
 }
 
 /* Store L1 = T^-1 U_r (T = I without w) and L2 = S_r V_r^T as floats in r,
- * from U (in, >= rank; leading dimension ldu), S and Vt (>= rank, out). */
+ * from U (in, >= rank; leading dimension ldu), S and Vt (>= rank, out); S
+ * NULL: Vt is S_r V_r^T already. */
 static int
 cmc_store_factors(cmc_result *r, const cmc_whitener *w, const double *U, int ldu,
     const double *S, const double *Vt, masq_err *err)
@@ -667,7 +668,8 @@ cmc_store_factors(cmc_result *r, const cmc_whitener *w, const double *U, int ldu
 	free(Ur);
 	for (int i = 0; i < rank; i++)
 		for (int j = 0; j < out; j++)
-			r->L2[(size_t)i * out + j] = (float)(S[i] * Vt[(size_t)i * out + j]);
+			r->L2[(size_t)i * out + j] = (float)(S != NULL ? S[i] * Vt[(size_t)i * out + j]
+			    : Vt[(size_t)i * out + j]);
 	if (cmc_find_nonfinite(r->L1, n1) < n1 || cmc_find_nonfinite(r->L2, n2) < n2)
 		return masq_err_set(err, MASQ_ERR_INTERNAL,
 		    "cmc: the rank-%d factors overflow float32", rank);
@@ -736,15 +738,11 @@ cmc_randomized_finish_gram(cmc_result *r, const cmc_whitener *w, const double *B
 				UBr[(size_t)i * rank + j] = C[(size_t)(k - 1 - j) * k + i];
 		double *U = xmalloc(xmul(xmul((size_t)in, (size_t)rank), sizeof(double)));
 		double *SVt = xmalloc(xmul(xmul((size_t)rank, (size_t)out), sizeof(double)));
-		double *one = xmalloc(xmul((size_t)rank, sizeof(double)));
 		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, rank, k, 1.0, Y, k, UBr, rank,
 		    0.0, U, rank);
 		cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rank, out, k, 1.0, UBr, rank, B, out,
 		    0.0, SVt, out);
-		for (int i = 0; i < rank; i++)
-			one[i] = 1.0;
-		rc = cmc_store_factors(r, w, U, rank, one, SVt, err);
-		free(one);
+		rc = cmc_store_factors(r, w, U, rank, NULL, SVt, err);
 		free(SVt);
 		free(U);
 		free(UBr);

@@ -93,7 +93,7 @@ pipe_opts_check(const pipe_opts *o, masq_err *err)
 	if (o->whiten_kind != CMC_WHITEN_EIG && o->whiten_kind != CMC_WHITEN_CHOL)
 		return masq_err_set(err, MASQ_ERR_USAGE, "CMC whitens with eig or cholesky, not %d", o->whiten_kind);
 	if (o->rsvd_gram != 0 && o->rsvd_gram != 1)
-		return masq_err_set(err, MASQ_ERR_USAGE, "the randomized SVD's steps are gram or householder, not %d",
+		return masq_err_set(err, MASQ_ERR_USAGE, "the randomized SVD's steps are gram (1) or householder (0), not %d",
 		    o->rsvd_gram);
 	if (o->compute != ENGINE_F32 && o->compute != ENGINE_BF16)
 		return masq_err_set(err, MASQ_ERR_USAGE, "the forward computes in f32 or bf16, not %d", o->compute);
@@ -824,6 +824,22 @@ cmc_rng(const pipeline *p, int layer, int lin, int mod, rng *g)
 	uint64_t k = (uint64_t)(layer + 1) * 0x9e3779b97f4a7c15ULL ^
 	    (uint64_t)(lin * MOD_COUNT + mod + 1) * 0xbf58476d1ce4e5b9ULL;
 	rng_init(g, p->opts.seed ^ 0x636d632d72616e64ULL ^ k);
+}
+
+const char *
+pipe_rsvd_name(int gram)
+{
+	return gram ? "gram" : "householder";
+}
+
+int
+pipe_rsvd_parse(const char *s)
+{
+	if (strcmp(s, "gram") == 0)
+		return 1;
+	if (strcmp(s, "householder") == 0)
+		return 0;
+	return -1;
 }
 
 /* The flags CMC's randomized SVD takes from the settings (cmc.h). */

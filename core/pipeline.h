@@ -120,6 +120,11 @@ int pipe_opts_check(const pipe_opts *o, masq_err *err);
  * MASQ_QGEMM not "float". */
 int pipe_qgemm_int(const pipe_opts *o);
 
+/* pipe_opts.rsvd_gram's names: "gram" (1) or "householder" (0);
+ * pipe_rsvd_parse returns -1 for another name. */
+const char *pipe_rsvd_name(int gram);
+int pipe_rsvd_parse(const char *s);
+
 typedef struct pipe_cmc_diag {
 	int rank;			/* rank used, 0 when no compensation */
 	double rel_err;			/* |T (dWt - L1 L2)|^2 / |T dWt|^2 at that rank */

@@ -105,7 +105,7 @@ sess_opts_json(const pipe_opts *o)
 	if (o->whiten_kind == CMC_WHITEN_CHOL)	/* absent reads back as eig, as sessions recorded before it */
 		json_object_set_new(j, "cmc_whitener", json_string("cholesky"));
 	if (o->rsvd_gram)	/* absent reads back as householder, as sessions recorded before it */
-		json_object_set_new(j, "cmc_rsvd", json_string("gram"));
+		json_object_set_new(j, "cmc_rsvd", json_string(pipe_rsvd_name(o->rsvd_gram)));
 	if (o->compute != ENGINE_F32)	/* absent reads back as f32, as sessions recorded before it */
 		json_object_set_new(j, "compute", json_string(engine_compute_name(o->compute)));
 	if (o->cmc_dtype != ST_F32)	/* absent reads back as F32, as sessions recorded before it */
@@ -197,9 +197,8 @@ sess_opts_from_json(pipe_opts *o, json_t *j, masq_err *err)
 			o->whiten_kind = strcmp(d, "eig") == 0 ? CMC_WHITEN_EIG : CMC_WHITEN_CHOL;
 		} else if (strcmp(k, "cmc_rsvd") == 0) {
 			const char *d = json_string_value(v);
-			if (d == NULL || (strcmp(d, "gram") != 0 && strcmp(d, "householder") != 0))
+			if (d == NULL || (o->rsvd_gram = pipe_rsvd_parse(d)) < 0)
 				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"cmc_rsvd\" is not gram or householder");
-			o->rsvd_gram = strcmp(d, "gram") == 0;
 		} else if (strcmp(k, "loss") == 0) {
 			if (!json_is_string(v) || (o->loss = learn_loss_parse(json_string_value(v))) < 0)
 				return masq_err_set(err, MASQ_ERR_FORMAT, "setting \"loss\" is not mae or mse");

@@ -643,8 +643,8 @@ sess_diff(sess *a, int fa, sess *b, int fb, masq_err *err)
 	diff_row(&d, -1, "whiten", json_boolean(va->opts->whiten), json_boolean(vb->opts->whiten), 0);
 	diff_row(&d, -1, "whitener", json_string(va->opts->whiten_kind == CMC_WHITEN_CHOL ? "cholesky" : "eig"),
 	    json_string(vb->opts->whiten_kind == CMC_WHITEN_CHOL ? "cholesky" : "eig"), 0);
-	diff_row(&d, -1, "randomized SVD", json_string(va->opts->rsvd_gram ? "gram" : "householder"),
-	    json_string(vb->opts->rsvd_gram ? "gram" : "householder"), 0);
+	diff_row(&d, -1, "randomized SVD", json_string(pipe_rsvd_name(va->opts->rsvd_gram)),
+	    json_string(pipe_rsvd_name(vb->opts->rsvd_gram)), 0);
 	for (int l = 0; l < va->n_layers; l++)
 		diff_layer(&d, a, b, l);
 	for (int m = 0; m < STATS_ROWS; m++) {

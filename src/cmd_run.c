@@ -63,7 +63,7 @@ run_json(const sess *s, const struct run_args *a, int method)
 	json_object_set_new(d, "rank_floor", json_integer(po->rank_floor));
 	json_object_set_new(d, "whiten", json_boolean(po->whiten));
 	json_object_set_new(d, "cmc_whitener", json_string(po->whiten_kind == CMC_WHITEN_CHOL ? "cholesky" : "eig"));
-	json_object_set_new(d, "cmc_rsvd", json_string(po->rsvd_gram ? "gram" : "householder"));
+	json_object_set_new(d, "cmc_rsvd", json_string(pipe_rsvd_name(po->rsvd_gram)));
 	json_object_set_new(d, "cmc_target", json_string(po->cmc_quant_target ? "quantized" : "fp"));
 	json_object_set_new(d, "seed", json_integer((json_int_t)po->seed));
 	json_object_set_new(d, "epochs", json_integer(po->epochs));
@@ -691,11 +691,7 @@ cmd_run(int argc, char **argv)
 			}
 			break;
 		case O_RSVD:
-			if (strcasecmp(optarg, "gram") == 0)
-				a.o.rsvd_gram = 1;
-			else if (strcasecmp(optarg, "householder") == 0)
-				a.o.rsvd_gram = 0;
-			else {
+			if ((a.o.rsvd_gram = pipe_rsvd_parse(optarg)) < 0) {
 				rc = cli_usage("run", "--rsvd is gram or householder, not '%s'", optarg);
 				goto done;
 			}
